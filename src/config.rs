@@ -1,0 +1,279 @@
+//! Server configuration: a TOML file with environment overrides, and defaults that need no other
+//! service (objects on the local disk, index in embedded SQLite, loopback-only listeners).
+//!
+//! Precedence, lowest first: built-in defaults → `--config FILE` → `TRAMY_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `tramy serve` and `tramy import` need to know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder holding the object store (`objects/`) and the SQLite index (`index.sqlite`).
+    /// Environment: `TRAMY_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// DIMSE settings.
+    pub dimse: DimseConfig,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// Ingest policy.
+    pub ingest: IngestConfig,
+}
+
+/// DIMSE (PS3.7/PS3.8) listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DimseConfig {
+    /// Listen address. Environment: `TRAMY_DIMSE_ADDR`.
+    pub addr: SocketAddr,
+    /// Our application entity title. Environment: `TRAMY_AE_TITLE`.
+    pub ae_title: String,
+    /// Reject associations whose Called AE Title is not ours.
+    pub require_called_ae_title: bool,
+    /// Calling AE titles allowed to associate; empty means any.
+    pub allowed_calling_ae_titles: Vec<String>,
+    /// Most associations served at once; more are rejected (transient, "local limit exceeded").
+    pub max_associations: usize,
+    /// Seconds to wait for the next PDU before the association is aborted (ARTIM-like timer).
+    pub pdu_timeout_secs: u64,
+    /// Largest PDU we accept, in bytes.
+    pub max_pdu_length: u32,
+    /// C-MOVE destinations: AE title → `host:port`.
+    pub move_destinations: BTreeMap<String, String>,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address. Environment: `TRAMY_HTTP_ADDR`.
+    pub addr: SocketAddr,
+}
+
+/// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep what we have; answer with a warning status (PS3.4 B.2.3, 0xB000-range).
+    KeepFirst,
+    /// Replace the stored object and its index rows with the new one.
+    Overwrite,
+    /// Refuse the new one with a failure status.
+    Reject,
+}
+
+/// Ingest policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Policy for a different object under an existing SOP Instance UID.
+    pub on_conflict: DuplicatePolicy,
+    /// New associations and uploads are refused when free space in `data_dir` falls below this.
+    pub min_free_disk_mb: u64,
+    /// fsync each object and the index commit before acknowledging (power-loss durability).
+    /// Turning it off keeps crash (process kill) durability only.
+    pub fsync: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./tramy-data"),
+            dimse: DimseConfig::default(),
+            http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for DimseConfig {
+    fn default() -> Self {
+        DimseConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 11112)),
+            ae_title: "TRAMY".to_string(),
+            require_called_ae_title: false,
+            allowed_calling_ae_titles: Vec::new(),
+            max_associations: 64,
+            pdu_timeout_secs: 60,
+            max_pdu_length: 262_144,
+            move_destinations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            on_conflict: DuplicatePolicy::KeepFirst,
+            min_free_disk_mb: 1024,
+            fsync: true,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What TOML said.
+        source: toml::de::Error,
+    },
+    /// An environment override does not parse.
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Env {
+        /// Variable name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the `TRAMY_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR` and `TRAMY_AE_TITLE`.
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(dir) = var("TRAMY_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(addr) = var("TRAMY_DIMSE_ADDR") {
+            self.dimse.addr = parse_addr("TRAMY_DIMSE_ADDR", addr)?;
+        }
+        if let Some(addr) = var("TRAMY_HTTP_ADDR") {
+            self.http.addr = parse_addr("TRAMY_HTTP_ADDR", addr)?;
+        }
+        if let Some(ae) = var("TRAMY_AE_TITLE") {
+            self.dimse.ae_title = ae;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ae = &self.dimse.ae_title;
+        if ae.trim().is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii() && c != '\\') {
+            return Err(ConfigError::Invalid(format!(
+                "AE title {ae:?} must be 1 to 16 ASCII characters without backslash (PS3.5 6.2, AE)"
+            )));
+        }
+        if self.dimse.max_associations == 0 {
+            return Err(ConfigError::Invalid(
+                "dimse.max_associations must be at least 1".into(),
+            ));
+        }
+        if self.dimse.max_pdu_length < 4096 {
+            return Err(ConfigError::Invalid(
+                "dimse.max_pdu_length must be at least 4096 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The PDU read timeout as a [`Duration`].
+    pub fn pdu_timeout(&self) -> Duration {
+        Duration::from_secs(self.dimse.pdu_timeout_secs.max(1))
+    }
+}
+
+fn parse_addr(name: &'static str, value: String) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+            name,
+            reason: format!("{e}; expected host:port such as 127.0.0.1:11112"),
+            value,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bind_to_loopback_only() {
+        let c = Config::default();
+        assert!(c.dimse.addr.ip().is_loopback());
+        assert!(c.http.addr.ip().is_loopback());
+        assert_eq!(c.dimse.ae_title, "TRAMY");
+        assert_eq!(c.ingest.on_conflict, DuplicatePolicy::KeepFirst);
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let mut c: Config = toml::from_str(
+            "data_dir = \"/srv/a\"\n[dimse]\nae_title = \"FROMFILE\"\n[ingest]\non_conflict = \"reject\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.ingest.on_conflict, DuplicatePolicy::Reject);
+        c.apply_env(|n| match n {
+            "TRAMY_AE_TITLE" => Some("FROMENV".into()),
+            "TRAMY_DIMSE_ADDR" => Some("127.0.0.1:4242".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.dimse.ae_title, "FROMENV");
+        assert_eq!(c.dimse.addr.port(), 4242);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+    }
+
+    #[test]
+    fn bad_environment_address_is_a_clear_error() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|n| (n == "TRAMY_HTTP_ADDR").then(|| "nonsense".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TRAMY_HTTP_ADDR"));
+    }
+
+    #[test]
+    fn unknown_keys_in_file_are_refused() {
+        assert!(toml::from_str::<Config>("dat_dir = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! Message-level I/O over an established association (PS3.8 9.3.5, Annex E): reassembles P-DATA
+//! fragments into DIMSE messages and fragments outgoing messages to the peer's maximum PDU length.
+//! The same code serves associations we accept (SCP) and those we open for C-MOVE (SCU).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use dicom_ul::association::{Association, AsyncAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::Pdu;
+use tokio::net::TcpStream;
+
+use super::message::{Command, CommandError};
+
+/// Errors on an association.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The upper layer failed (socket error, timeout, malformed PDU).
+    #[error("association: {0}")]
+    Ul(#[from] dicom_ul::association::Error),
+    /// A command set did not decode.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// One DIMSE message: its command and, when present, its data set bytes.
+#[derive(Debug)]
+pub struct Message {
+    /// The presentation context it arrived on.
+    pub presentation_context_id: u8,
+    /// The command set.
+    pub command: Command,
+    /// The data set bytes, encoded in the presentation context's transfer syntax.
+    pub dataset: Option<Bytes>,
+}
+
+/// What arrived next on an association.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A complete message.
+    Message(Message),
+    /// The peer released the association (we answered A-RELEASE-RP).
+    Released,
+    /// The peer aborted the association.
+    Aborted,
+}
+
+/// An accepted presentation context.
+#[derive(Debug, Clone)]
+pub struct AcceptedContext {
+    /// Presentation context ID.
+    pub id: u8,
+    /// Abstract syntax (SOP class) UID.
+    pub abstract_syntax: String,
+    /// Transfer syntax UID.
+    pub transfer_syntax: String,
+}
+
+/// Message-level wrapper over an association.
+pub struct Channel<A> {
+    association: A,
+    pending: VecDeque<PDataValue>,
+    contexts: Vec<AcceptedContext>,
+}
+
+impl<A> Channel<A>
+where
+    A: AsyncAssociation<TcpStream> + Association + Send,
+{
+    /// Wraps an established association.
+    pub fn new(association: A) -> Self {
+        let contexts = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| AcceptedContext {
+                id: pc.id,
+                abstract_syntax: pc.abstract_syntax.trim_end_matches(['\0', ' ']).to_string(),
+                transfer_syntax: pc.transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
+            })
+            .collect();
+        Channel {
+            association,
+            pending: VecDeque::new(),
+            contexts,
+        }
+    }
+
+    /// The accepted presentation contexts.
+    pub fn contexts(&self) -> &[AcceptedContext] {
+        &self.contexts
+    }
+
+    /// The accepted context with this ID.
+    pub fn context(&self, id: u8) -> Option<&AcceptedContext> {
+        self.contexts.iter().find(|c| c.id == id)
+    }
+
+    /// The association itself.
+    pub fn association(&mut self) -> &mut A {
+        &mut self.association
+    }
+
+    async fn next_pdv(&mut self) -> Result<Result<PDataValue, Incoming>, ChannelError> {
+        loop {
+            if let Some(pdv) = self.pending.pop_front() {
+                return Ok(Ok(pdv));
+            }
+            match AsyncAssociation::receive(&mut self.association).await? {
+                Pdu::PData { data } => self.pending.extend(data),
+                Pdu::ReleaseRQ => {
+                    AsyncAssociation::send(&mut self.association, &Pdu::ReleaseRP).await?;
+                    return Ok(Err(Incoming::Released));
+                }
+                Pdu::AbortRQ { .. } => return Ok(Err(Incoming::Aborted)),
+                other => {
+                    return Err(ChannelError::Protocol(format!(
+                        "unexpected PDU during data transfer: {}",
+                        pdu_name(&other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Receives the next message, or learns that the peer released or aborted.
+    pub async fn receive(&mut self) -> Result<Incoming, ChannelError> {
+        let mut command_bytes = BytesMut::new();
+        let pc_id;
+        loop {
+            let pdv = match self.next_pdv().await? {
+                Ok(pdv) => pdv,
+                Err(end) => return Ok(end),
+            };
+            if pdv.value_type != PDataValueType::Command {
+                return Err(ChannelError::Protocol(
+                    "data set fragment received where a command was expected".into(),
+                ));
+            }
+            command_bytes.extend_from_slice(&pdv.data);
+            if pdv.is_last {
+                pc_id = pdv.presentation_context_id;
+                break;
+            }
+        }
+        let command = Command::decode(&command_bytes)?;
+        let dataset = if command.has_dataset() {
+            let mut data = BytesMut::new();
+            loop {
+                let pdv = match self.next_pdv().await? {
+                    Ok(pdv) => pdv,
+                    Err(end) => return Ok(end),
+                };
+                if pdv.value_type != PDataValueType::Data {
+                    return Err(ChannelError::Protocol(
+                        "command fragment received inside a data set".into(),
+                    ));
+                }
+                if pdv.presentation_context_id != pc_id {
+                    return Err(ChannelError::Protocol(
+                        "data set fragment on another presentation context than its command".into(),
+                    ));
+                }
+                if data.is_empty() {
+                    data = BytesMut::from(&pdv.data[..]);
+                } else {
+                    data.extend_from_slice(&pdv.data);
+                }
+                if pdv.is_last {
+                    break;
+                }
+            }
+            Some(data.freeze())
+        } else {
+            None
+        };
+        Ok(Incoming::Message(Message {
+            presentation_context_id: pc_id,
+            command,
+            dataset,
+        }))
+    }
+
+    /// Sends a message on presentation context `pc_id`, fragmented to the peer's maximum PDU length.
+    pub async fn send(
+        &mut self,
+        pc_id: u8,
+        command: &[u8],
+        dataset: Option<&[u8]>,
+    ) -> Result<(), ChannelError> {
+        // Each PDV item costs 6 bytes (length + context ID + header) inside the PDU.
+        let peer_max = self.association.peer_max_pdu_length();
+        let max_fragment = if peer_max == 0 {
+            usize::MAX
+        } else {
+            (peer_max as usize).saturating_sub(6).max(1)
+        };
+        let small = dataset.map(|d| d.len()).unwrap_or(0) + command.len() + 12;
+        if small <= max_fragment {
+            // Command and data set fit one PDU: one write instead of two.
+            let mut data = vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: command.to_vec(),
+            }];
+            if let Some(ds) = dataset {
+                data.push(PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: PDataValueType::Data,
+                    is_last: true,
+                    data: ds.to_vec(),
+                });
+            }
+            AsyncAssociation::send(&mut self.association, &Pdu::PData { data }).await?;
+            return Ok(());
+        }
+        self.send_fragments(pc_id, PDataValueType::Command, command, max_fragment)
+            .await?;
+        if let Some(ds) = dataset {
+            self.send_fragments(pc_id, PDataValueType::Data, ds, max_fragment)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_fragments(
+        &mut self,
+        pc_id: u8,
+        value_type: PDataValueType,
+        bytes: &[u8],
+        max_fragment: usize,
+    ) -> Result<(), ChannelError> {
+        let mut chunks = bytes.chunks(max_fragment).peekable();
+        if bytes.is_empty() {
+            AsyncAssociation::send(
+                &mut self.association,
+                &Pdu::PData {
+                    data: vec![PDataValue {
+                        presentation_context_id: pc_id,
+                        value_type,
+                        is_last: true,
+                        data: Vec::new(),
+                    }],
+                },
+            )
+            .await?;
+            return Ok(());
+        }
+        while let Some(chunk) = chunks.next() {
+            let is_last = chunks.peek().is_none();
+            AsyncAssociation::send(
+                &mut self.association,
+                &Pdu::PData {
+                    data: vec![PDataValue {
+                        presentation_context_id: pc_id,
+                        value_type: value_type.clone(),
+                        is_last,
+                        data: chunk.to_vec(),
+                    }],
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::PData { .. } => "P-DATA-TF",
+        Pdu::ReleaseRQ => "A-RELEASE-RQ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::AbortRQ { .. } => "A-ABORT",
+        Pdu::Unknown { .. } => "unknown PDU",
+    }
+}
+
+impl<A> Channel<A> {
+    /// Gives the association back, to release or abort it.
+    pub fn into_association(self) -> A {
+        self.association
+    }
+}

@@ -1,0 +1,91 @@
+//! C-STORE as SCP (PS3.4 B.2, PS3.7 9.1.1): hand the data set to the ingest path and answer with
+//! the status that says what happened, with a reason in Error Comment when it is not success.
+
+use dicom_dictionary_std::tags;
+
+use super::channel::{AcceptedContext, Message};
+use super::message::{command_field, response, status, CommandBuilder, CommandError};
+use crate::dicom::ReceivedInstance;
+use crate::ingest::{Archive, IngestError, IngestOutcome, Sender};
+
+/// A status and, unless it is success, the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The DIMSE status code.
+    pub code: u16,
+    /// Why, for Error Comment.
+    pub reason: Option<String>,
+}
+
+/// Maps an ingest result to a C-STORE status (PS3.4 B.2.3).
+pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreStatus {
+    let (code, reason) = match result {
+        Ok(IngestOutcome::Stored) | Ok(IngestOutcome::Duplicate) | Ok(IngestOutcome::Replaced) => {
+            (status::SUCCESS, None)
+        }
+        Ok(IngestOutcome::ConflictKept) => (
+            status::WARNING_ELEMENTS_DISCARDED,
+            Some("another data set is stored under this SOP Instance UID; kept it".to_string()),
+        ),
+        Err(e) => {
+            let code = match e {
+                IngestError::Unreadable(_) | IngestError::MissingKey(_) => {
+                    status::CANNOT_UNDERSTAND
+                }
+                IngestError::Mismatch { .. } => status::DATASET_MISMATCH,
+                IngestError::Conflict(_) => status::DUPLICATE_SOP_INSTANCE,
+                IngestError::DiskFull { .. } => status::OUT_OF_RESOURCES,
+                IngestError::Object(_) | IngestError::Index(_) | IngestError::Metadata(_) => {
+                    status::OUT_OF_RESOURCES
+                }
+            };
+            (code, Some(e.to_string()))
+        }
+    };
+    StoreStatus { code, reason }
+}
+
+/// Handles a C-STORE-RQ; returns the encoded C-STORE-RSP.
+pub async fn handle(
+    archive: &Archive,
+    context: Option<&AcceptedContext>,
+    sender: &Sender,
+    request: Message,
+) -> Result<Vec<u8>, CommandError> {
+    let sop_class = request.command.affected_sop_class_uid();
+    let sop_instance = request.command.affected_sop_instance_uid();
+    let result = match (context, request.dataset) {
+        (None, _) => Err(StoreStatus {
+            code: status::SOP_CLASS_NOT_SUPPORTED,
+            reason: Some(format!(
+                "presentation context {} was not accepted on this association",
+                request.presentation_context_id
+            )),
+        }),
+        (Some(_), None) => Err(StoreStatus {
+            code: status::CANNOT_UNDERSTAND,
+            reason: Some("C-STORE-RQ without a data set".into()),
+        }),
+        (Some(ctx), Some(dataset)) => {
+            let received = ReceivedInstance::from_dataset(&ctx.transfer_syntax, dataset);
+            let outcome = archive
+                .ingest(received, sender, Some((&sop_class, &sop_instance)))
+                .await
+                .map(|r| r.outcome);
+            if let Err(e) = &outcome {
+                tracing::warn!(source = %sender.source, sop_instance_uid = %sop_instance, error = %e, "C-STORE refused");
+            }
+            Ok(store_status(&outcome))
+        }
+    };
+    let st = result.unwrap_or_else(|s| s);
+    let mut rsp: CommandBuilder =
+        response(&request.command, command_field::C_STORE_RSP, st.code).dataset(false);
+    if !sop_instance.is_empty() {
+        rsp = rsp.uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance);
+    }
+    if let Some(reason) = &st.reason {
+        rsp = rsp.error_comment(reason);
+    }
+    rsp.encode()
+}

@@ -1,0 +1,349 @@
+//! The one ingest path every protocol calls (DIMSE C-STORE, STOW-RS, `tramy import`):
+//! parse and validate → write the object durably → commit the index rows → acknowledge.
+//!
+//! Invariant: an instance is acknowledged only after its object and its index rows are durable.
+//! A crash between the object write and the index commit leaves an object without index rows,
+//! never index rows without an object; [`Archive::reconcile_orphans`] removes such objects at
+//! start-up. Re-sending identical data set bytes is recognised before anything is written.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Config, DuplicatePolicy};
+use crate::dicom::json::metadata_json;
+use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
+use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, ObjectStorage};
+
+/// Who sent an instance: recorded with it, the basis of delivery receipts.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Calling AE title for DIMSE, or the client identity for HTTP.
+    pub source: String,
+    /// Peer network address.
+    pub address: String,
+}
+
+/// What ingest did with an instance that it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored and indexed.
+    Stored,
+    /// The same data set was already stored; nothing was written.
+    Duplicate,
+    /// Another data set is stored under this SOP Instance UID and was kept (policy keep-first).
+    ConflictKept,
+    /// The instance replaced another data set under this SOP Instance UID (policy overwrite).
+    Replaced,
+}
+
+/// A successful ingest.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    /// The instance's indexed attributes.
+    pub attributes: InstanceAttributes,
+    /// What happened.
+    pub outcome: IngestOutcome,
+    /// Hex SHA-256 of the data set bytes.
+    pub sha256: String,
+}
+
+/// Why an instance was refused. Nothing of a refused instance is left in the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Not DICOM, truncated, or not decodable in its transfer syntax.
+    #[error(transparent)]
+    Unreadable(#[from] Part10Error),
+    /// A unique key is missing or malformed.
+    #[error("cannot file the instance: {0}")]
+    MissingKey(#[from] UidError),
+    /// The data set disagrees with the request that carried it (PS3.4 B.2.3, 0xA900).
+    #[error("the data set's {attribute} {in_dataset:?} differs from the request's {in_request:?}")]
+    Mismatch {
+        /// Which attribute.
+        attribute: &'static str,
+        /// Its value in the data set.
+        in_dataset: String,
+        /// Its value in the request.
+        in_request: String,
+    },
+    /// Another data set is stored under this SOP Instance UID and the policy is reject.
+    #[error(
+        "another instance with SOP Instance UID {0} is already stored (conflict policy: reject)"
+    )]
+    Conflict(String),
+    /// Free disk space is below the configured minimum.
+    #[error("storage is nearly full: {free_mb} MB free, minimum is {min_mb} MB")]
+    DiskFull {
+        /// Free megabytes.
+        free_mb: u64,
+        /// Configured minimum.
+        min_mb: u64,
+    },
+    /// The object store failed.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Metadata could not be serialised.
+    #[error("cannot serialise metadata: {0}")]
+    Metadata(String),
+}
+
+/// Serialises ingest of the same SOP Instance UID, so two concurrent senders of one instance cannot
+/// interleave their object write and index commit.
+#[derive(Default)]
+struct SopLocks {
+    held: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SopLocks {
+    fn entry(&self, sop: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.entry(sop.to_string()).or_default().clone()
+    }
+
+    fn release(&self, sop: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = held.get(sop) {
+            // Only the map and the caller hold it: nobody else is waiting.
+            if Arc::strong_count(lock) <= 2 {
+                held.remove(sop);
+            }
+        }
+    }
+}
+
+/// The archive: object storage and index behind the ingest path. Cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    /// Object store.
+    pub objects: ObjectStorage,
+    /// Metadata index.
+    pub index: Index,
+    policy: DuplicatePolicy,
+    data_dir: PathBuf,
+    min_free_bytes: u64,
+    locks: Arc<SopLocks>,
+}
+
+impl Archive {
+    /// Opens the archive in `config.data_dir` (objects under `objects/`, index in `index.sqlite`).
+    pub fn open(config: &Config) -> Result<Archive, IngestError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ObjectError::CreateDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
+        let index = Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)?;
+        Ok(Archive {
+            objects,
+            index,
+            policy: config.ingest.on_conflict,
+            data_dir: config.data_dir.clone(),
+            min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
+            locks: Arc::default(),
+        })
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Fails when free space in the data folder is below the configured minimum.
+    pub fn check_free_space(&self) -> Result<(), IngestError> {
+        match fs4::available_space(&self.data_dir) {
+            Ok(free) if free < self.min_free_bytes => Err(IngestError::DiskFull {
+                free_mb: free / (1024 * 1024),
+                min_mb: self.min_free_bytes / (1024 * 1024),
+            }),
+            // If the platform cannot tell, do not refuse work on a guess.
+            _ => Ok(()),
+        }
+    }
+
+    /// Ingests one instance. `expected` carries the SOP Class and Instance UIDs announced by the
+    /// request (C-STORE's Affected SOP Class/Instance UID), which the data set must match.
+    pub async fn ingest(
+        &self,
+        received: ReceivedInstance,
+        sender: &Sender,
+        expected: Option<(&str, &str)>,
+    ) -> Result<IngestReport, IngestError> {
+        self.check_free_space()?;
+        let source_ae = sender.source.clone();
+        // Parsing, hashing and serialising are CPU work: keep them off the async workers.
+        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
+            .await
+            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+        let a = &prepared.attributes;
+        if let Some((sop_class, sop_instance)) = expected {
+            let sop_class = sop_class.trim_end_matches(['\0', ' ']);
+            let sop_instance = sop_instance.trim_end_matches(['\0', ' ']);
+            if a.sop_class_uid.as_str() != sop_class {
+                return Err(IngestError::Mismatch {
+                    attribute: "SOP Class UID",
+                    in_dataset: a.sop_class_uid.to_string(),
+                    in_request: sop_class.to_string(),
+                });
+            }
+            if a.sop_instance_uid.as_str() != sop_instance {
+                return Err(IngestError::Mismatch {
+                    attribute: "SOP Instance UID",
+                    in_dataset: a.sop_instance_uid.to_string(),
+                    in_request: sop_instance.to_string(),
+                });
+            }
+        }
+
+        let sop = a.sop_instance_uid.to_string();
+        let lock = self.locks.entry(&sop);
+        let result = {
+            let _guard = lock.lock().await;
+            self.file(prepared, sender).await
+        };
+        drop(lock);
+        self.locks.release(&sop);
+        result
+    }
+
+    async fn file(&self, prepared: Prepared, sender: &Sender) -> Result<IngestReport, IngestError> {
+        let a = &prepared.attributes;
+        // Decide before writing, so a duplicate or a kept conflict never touches the stored object.
+        if let Some(existing) = self.index.instance(&a.sop_instance_uid).await? {
+            if existing.sha256 == prepared.sha256 {
+                return Ok(prepared.report(IngestOutcome::Duplicate));
+            }
+            match self.policy {
+                DuplicatePolicy::KeepFirst => {
+                    tracing::warn!(
+                        sop_instance_uid = %a.sop_instance_uid,
+                        source = %sender.source,
+                        "different data set received under a stored SOP Instance UID; kept the first"
+                    );
+                    return Ok(prepared.report(IngestOutcome::ConflictKept));
+                }
+                DuplicatePolicy::Reject => {
+                    tracing::warn!(
+                        sop_instance_uid = %a.sop_instance_uid,
+                        source = %sender.source,
+                        "different data set received under a stored SOP Instance UID; rejected"
+                    );
+                    return Err(IngestError::Conflict(a.sop_instance_uid.to_string()));
+                }
+                DuplicatePolicy::Overwrite => {
+                    tracing::warn!(
+                        sop_instance_uid = %a.sop_instance_uid,
+                        source = %sender.source,
+                        "different data set received under a stored SOP Instance UID; overwriting"
+                    );
+                }
+            }
+        }
+
+        let key = ObjectStorage::instance_key(
+            &a.study.study_instance_uid,
+            &a.series.series_instance_uid,
+            &a.sop_instance_uid,
+        );
+        let size = prepared.part10.len() as i64;
+        self.objects.put(&key, prepared.part10).await?;
+
+        let new = NewInstance {
+            attributes: prepared.attributes.clone(),
+            transfer_syntax_uid: prepared.transfer_syntax,
+            object_key: key.clone(),
+            size_bytes: size,
+            sha256: prepared.sha256.clone(),
+            source: sender.source.clone(),
+            source_address: sender.address.clone(),
+            metadata_json: prepared.metadata_json,
+        };
+        let report = |outcome| IngestReport {
+            attributes: prepared.attributes.clone(),
+            outcome,
+            sha256: prepared.sha256.clone(),
+        };
+        match self.index.commit_instance(new, self.policy).await {
+            Ok(CommitOutcome::Stored) => Ok(report(IngestOutcome::Stored)),
+            Ok(CommitOutcome::Duplicate) => Ok(report(IngestOutcome::Duplicate)),
+            Ok(CommitOutcome::ConflictKept) => Ok(report(IngestOutcome::ConflictKept)),
+            Ok(CommitOutcome::ConflictRejected) => Err(IngestError::Conflict(
+                prepared.attributes.sop_instance_uid.to_string(),
+            )),
+            Ok(CommitOutcome::Replaced {
+                previous_object_key,
+            }) => {
+                if let Some(old) = previous_object_key {
+                    if let Err(e) = self.objects.delete(&old).await {
+                        tracing::warn!(error = %e, key = %old, "replaced object not deleted; reconciliation will");
+                    }
+                }
+                Ok(report(IngestOutcome::Replaced))
+            }
+            Err(e) => {
+                // The object has no index row: remove it now rather than wait for reconciliation,
+                // unless another instance row refers to it (a previous version at the same key).
+                if !self.index.has_object_key(&key).await.unwrap_or(true) {
+                    let _ = self.objects.delete(&key).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Deletes objects that no index row refers to: the trace of a crash between an object write
+    /// and its index commit. Run at start-up, before listeners accept work. Returns how many.
+    pub async fn reconcile_orphans(&self) -> Result<usize, IngestError> {
+        let indexed = self.index.object_keys().await?;
+        let mut removed = 0;
+        for object in self.objects.list_instances().await? {
+            if !indexed.contains(&object.key) {
+                tracing::info!(key = %object.key, "removing orphan object (no index row)");
+                self.objects.delete(&object.key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// An instance parsed and ready to be filed.
+struct Prepared {
+    attributes: InstanceAttributes,
+    transfer_syntax: String,
+    sha256: String,
+    metadata_json: String,
+    part10: Vec<u8>,
+}
+
+impl Prepared {
+    fn report(&self, outcome: IngestOutcome) -> IngestReport {
+        IngestReport {
+            attributes: self.attributes.clone(),
+            outcome,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, IngestError> {
+    let dataset = received.parse()?;
+    let attributes = InstanceAttributes::from_dataset(&dataset)?;
+    let metadata_json =
+        metadata_json(&dataset).map_err(|e| IngestError::Metadata(e.to_string()))?;
+    let part10 = received.to_part10(
+        attributes.sop_class_uid.as_str(),
+        attributes.sop_instance_uid.as_str(),
+        Some(source_ae).filter(|ae| ae.len() <= 16 && !ae.contains(':')),
+    )?;
+    Ok(Prepared {
+        sha256: hex::encode(received.sha256()),
+        transfer_syntax: received.transfer_syntax,
+        attributes,
+        metadata_json,
+        part10,
+    })
+}

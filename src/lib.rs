@@ -1,0 +1,14 @@
+//! tramy: a medical imaging archive. Instances arrive over DIMSE (and, later, DICOMweb), go
+//! through one durable ingest path into object storage plus a SQLite index, and are queried and
+//! retrieved from there. See `ARCHITECTURE.md` for the data flow and the invariants.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dicom;
+pub mod dimse;
+pub mod import;
+pub mod ingest;
+pub mod server;
+pub mod store;
+pub mod web;

@@ -1,0 +1,84 @@
+//! `tramy serve`: opens the archive, reconciles orphan objects, then runs the DIMSE and HTTP
+//! listeners until Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::dimse::DimseService;
+use crate::ingest::Archive;
+
+/// Runs the server with `config` until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let archive = Archive::open(&config)
+        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    let removed = archive
+        .reconcile_orphans()
+        .await
+        .context("reconciling objects with the index")?;
+    if removed > 0 {
+        tracing::warn!(
+            removed,
+            "removed objects left without index rows by an earlier crash"
+        );
+    }
+
+    let dimse_listener = TcpListener::bind(config.dimse.addr)
+        .await
+        .with_context(|| {
+            format!(
+            "cannot listen for DICOM on {} (set TRAMY_DIMSE_ADDR or [dimse] addr to a free port)",
+            config.dimse.addr
+        )
+        })?;
+    let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
+        format!(
+            "cannot listen for HTTP on {} (set TRAMY_HTTP_ADDR or [http] addr to a free port)",
+            config.http.addr
+        )
+    })?;
+    tracing::info!(
+        dimse = %dimse_listener.local_addr()?,
+        http = %http_listener.local_addr()?,
+        ae_title = %config.dimse.ae_title,
+        data_dir = %config.data_dir.display(),
+        "tramy is ready"
+    );
+
+    let service = Arc::new(DimseService {
+        archive: archive.clone(),
+        config: config.clone(),
+    });
+    let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
+    let http =
+        tokio::spawn(async move { axum::serve(http_listener, crate::web::router(archive)).await });
+
+    tokio::select! {
+        r = dimse => { r.context("DIMSE listener task")?.context("DIMSE listener")?; }
+        r = http => { r.context("HTTP listener task")?.context("HTTP listener")?; }
+        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,648 @@
+//! The metadata index in SQLite (WAL mode): patient / study / series / instance rows holding every
+//! attribute C-FIND and QIDO-RS match on or return, plus each instance's DICOM JSON metadata.
+//!
+//! Writes go through one writer thread that commits whatever is queued in one transaction (group
+//! commit): many concurrent associations cost one fsync per batch instead of one each. Each
+//! request runs inside its own savepoint so one bad row never fails its neighbours. A request is
+//! answered only after the COMMIT returned, so an acknowledged instance is in the index.
+//!
+//! Reads use a small pool of read-only connections; WAL lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::config::DuplicatePolicy;
+use crate::dicom::{InstanceAttributes, SopInstanceUid};
+
+/// Errors from the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// SQLite failed.
+    #[error("index database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the server is shutting down).
+    #[error("the index writer has stopped")]
+    WriterGone,
+    /// A blocking task panicked or was cancelled.
+    #[error("index task failed: {0}")]
+    Task(String),
+    /// The index file cannot be opened.
+    #[error("cannot open index {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
+/// An instance to file, with everything the index keeps about it.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// Indexed attributes.
+    pub attributes: InstanceAttributes,
+    /// Transfer Syntax UID it is stored in (as received).
+    pub transfer_syntax_uid: String,
+    /// Object key in the object store.
+    pub object_key: String,
+    /// Size of the stored Part 10 object in bytes.
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the data set bytes as received.
+    pub sha256: String,
+    /// Calling AE title (DIMSE) or client identity (HTTP) of the sender.
+    pub source: String,
+    /// Network address of the sender.
+    pub source_address: String,
+    /// DICOM JSON metadata without bulk data.
+    pub metadata_json: String,
+}
+
+/// What the index did with a [`NewInstance`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// A new instance was filed.
+    Stored,
+    /// The same bytes were already filed; nothing changed.
+    Duplicate,
+    /// Other bytes are filed under this SOP Instance UID and were kept (policy keep-first).
+    ConflictKept,
+    /// Other bytes are filed under this SOP Instance UID; the new instance was refused (policy reject).
+    ConflictRejected,
+    /// The previous instance under this SOP Instance UID was replaced (policy overwrite).
+    Replaced {
+        /// Key of the replaced object, when it differs from the new one and should be deleted.
+        previous_object_key: Option<String>,
+    },
+}
+
+/// An instance as filed, enough to retrieve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// Transfer Syntax UID as stored.
+    pub transfer_syntax_uid: String,
+    /// Object key.
+    pub object_key: String,
+    /// Object size in bytes.
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the data set.
+    pub sha256: String,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS patients (
+    id INTEGER PRIMARY KEY,
+    patient_key TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    issuer_of_patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    patient_name_norm TEXT NOT NULL,
+    birth_date TEXT NOT NULL,
+    sex TEXT NOT NULL,
+    num_studies INTEGER NOT NULL DEFAULT 0,
+    num_series INTEGER NOT NULL DEFAULT 0,
+    num_instances INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS patients_patient_id ON patients(patient_id);
+CREATE INDEX IF NOT EXISTS patients_name ON patients(patient_name_norm);
+
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL UNIQUE,
+    patient_fk INTEGER NOT NULL REFERENCES patients(id),
+    study_date TEXT NOT NULL,
+    study_time TEXT NOT NULL,
+    accession_number TEXT NOT NULL,
+    study_id TEXT NOT NULL,
+    referring_physician_name TEXT NOT NULL,
+    referring_physician_name_norm TEXT NOT NULL,
+    study_description TEXT NOT NULL,
+    modalities_in_study TEXT NOT NULL DEFAULT '',
+    num_series INTEGER NOT NULL DEFAULT 0,
+    num_instances INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_fk);
+CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
+CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession_number);
+
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL UNIQUE,
+    study_fk INTEGER NOT NULL REFERENCES studies(id),
+    modality TEXT NOT NULL,
+    series_number INTEGER,
+    series_description TEXT NOT NULL,
+    body_part_examined TEXT NOT NULL,
+    series_date TEXT NOT NULL,
+    series_time TEXT NOT NULL,
+    num_instances INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_fk);
+CREATE INDEX IF NOT EXISTS series_modality ON series(modality);
+
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL UNIQUE,
+    series_fk INTEGER NOT NULL REFERENCES series(id),
+    sop_class_uid TEXT NOT NULL,
+    instance_number INTEGER,
+    rows INTEGER,
+    columns INTEGER,
+    number_of_frames INTEGER,
+    transfer_syntax_uid TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_address TEXT NOT NULL,
+    metadata_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_fk);
+CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_object_key ON instances(object_key);
+"#;
+
+/// Upper-cases a person name for case-insensitive matching, Unicode-aware so Vietnamese names
+/// match whatever their case.
+pub fn normalise_person_name(name: &str) -> String {
+    name.to_uppercase()
+}
+
+/// The patient identity key: PatientID with its issuer, or, for a patient without an ID, a key of
+/// its own per study so unidentified patients are never merged.
+fn patient_key(a: &InstanceAttributes) -> String {
+    if a.patient.patient_id.is_empty() {
+        format!("\u{1}unidentified\u{1}{}", a.study.study_instance_uid)
+    } else {
+        format!(
+            "{}\u{1}{}",
+            a.patient.patient_id, a.patient.issuer_of_patient_id
+        )
+    }
+}
+
+struct WriteRequest {
+    instance: NewInstance,
+    policy: DuplicatePolicy,
+    reply: oneshot::Sender<Result<CommitOutcome, IndexError>>,
+}
+
+/// The index handle; cheap to clone.
+#[derive(Clone)]
+pub struct Index {
+    writer: mpsc::SyncSender<WriteRequest>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, IndexError> {
+        if let Some(conn) = self
+            .idle
+            .lock()
+            .map_err(|e| IndexError::Task(e.to_string()))?
+            .pop()
+        {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < 16 {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`. With `fsync`, every commit reaches stable
+    /// storage (`synchronous=FULL`); without, commits survive a process crash but not power loss.
+    pub fn open(path: &Path, fsync: bool) -> Result<Index, IndexError> {
+        let conn = Connection::open(path).map_err(|source| IndexError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)?;
+
+        let (tx, rx) = mpsc::sync_channel::<WriteRequest>(4096);
+        std::thread::Builder::new()
+            .name("index-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| IndexError::Task(e.to_string()))?;
+        Ok(Index {
+            writer: tx,
+            readers: Arc::new(ReaderPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Files an instance under `policy`; returns once the transaction holding it has committed.
+    pub async fn commit_instance(
+        &self,
+        instance: NewInstance,
+        policy: DuplicatePolicy,
+    ) -> Result<CommitOutcome, IndexError> {
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.clone();
+        let request = WriteRequest {
+            instance,
+            policy,
+            reply,
+        };
+        // The channel is bounded; sending may block when the writer is saturated.
+        tokio::task::spawn_blocking(move || writer.send(request))
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))?
+            .map_err(|_| IndexError::WriterGone)?;
+        answer.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    /// Runs `f` on a read-only connection in the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
+    }
+
+    /// The filed instance with this SOP Instance UID, if any.
+    pub async fn instance(
+        &self,
+        sop: &SopInstanceUid,
+    ) -> Result<Option<StoredInstance>, IndexError> {
+        let sop = sop.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("{STORED_INSTANCE_SELECT} WHERE i.sop_instance_uid = ?1"),
+                    [sop],
+                    stored_instance_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Whether any instance row points at `object_key`.
+    pub async fn has_object_key(&self, object_key: &str) -> Result<bool, IndexError> {
+        let key = object_key.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM instances WHERE object_key = ?1",
+                    [key],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    /// Every object key the index refers to.
+    pub async fn object_keys(&self) -> Result<std::collections::HashSet<String>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT object_key FROM instances")?;
+            let keys = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    /// Number of filed instances.
+    pub async fn instance_count(&self) -> Result<i64, IndexError> {
+        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))?))
+            .await
+    }
+}
+
+/// SELECT list matching [`stored_instance_from_row`].
+pub const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.series_instance_uid, \
+     i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256 \
+     FROM instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id";
+
+/// Reads a row selected with [`STORED_INSTANCE_SELECT`].
+pub fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    Ok(StoredInstance {
+        study_instance_uid: r.get(0)?,
+        series_instance_uid: r.get(1)?,
+        sop_instance_uid: r.get(2)?,
+        sop_class_uid: r.get(3)?,
+        transfer_syntax_uid: r.get(4)?,
+        object_key: r.get(5)?,
+        size_bytes: r.get(6)?,
+        sha256: r.get(7)?,
+    })
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        match results {
+            Ok(outcomes) => {
+                for (req, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = req.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "index commit failed; {} instance(s) not filed", batch.len());
+                for req in batch {
+                    let _ = req
+                        .reply
+                        .send(Err(IndexError::Task(format!("index commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[WriteRequest],
+) -> Result<Vec<Result<CommitOutcome, IndexError>>, rusqlite::Error> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for req in batch {
+        let mut sp = tx.savepoint()?;
+        match apply_instance(&sp, &req.instance, req.policy) {
+            Ok(outcome) => {
+                sp.commit()?;
+                outcomes.push(Ok(outcome));
+            }
+            Err(e) => {
+                sp.rollback()?;
+                drop(sp);
+                outcomes.push(Err(IndexError::Sqlite(e)));
+            }
+        }
+    }
+    tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn apply_instance(
+    tx: &Connection,
+    inst: &NewInstance,
+    policy: DuplicatePolicy,
+) -> rusqlite::Result<CommitOutcome> {
+    let a = &inst.attributes;
+    let existing: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = ?1",
+            [a.sop_instance_uid.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((id, sha, key)) = existing else {
+        insert_instance(tx, inst)?;
+        return Ok(CommitOutcome::Stored);
+    };
+    if sha == inst.sha256 {
+        return Ok(CommitOutcome::Duplicate);
+    }
+    match policy {
+        DuplicatePolicy::KeepFirst => Ok(CommitOutcome::ConflictKept),
+        DuplicatePolicy::Reject => Ok(CommitOutcome::ConflictRejected),
+        DuplicatePolicy::Overwrite => {
+            remove_instance(tx, id)?;
+            insert_instance(tx, inst)?;
+            Ok(CommitOutcome::Replaced {
+                previous_object_key: (key != inst.object_key).then_some(key),
+            })
+        }
+    }
+}
+
+fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i64> {
+    let key = patient_key(a);
+    if let Some(id) = tx
+        .query_row(
+            "SELECT id FROM patients WHERE patient_key = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .optional()?
+    {
+        return Ok(id);
+    }
+    let p = &a.patient;
+    tx.execute(
+        "INSERT INTO patients (patient_key, patient_id, issuer_of_patient_id, patient_name, \
+         patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            key,
+            p.patient_id,
+            p.issuer_of_patient_id,
+            p.patient_name,
+            normalise_person_name(&p.patient_name),
+            p.birth_date,
+            p.sex
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
+    let a = &inst.attributes;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    let study: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT id, patient_fk FROM studies WHERE study_instance_uid = ?1",
+            [a.study.study_instance_uid.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (study_id, patient_id) = match study {
+        Some(ids) => ids,
+        None => {
+            let patient_id = upsert_patient(tx, a)?;
+            let s = &a.study;
+            tx.execute(
+                "INSERT INTO studies (study_instance_uid, patient_fk, study_date, study_time, \
+                 accession_number, study_id, referring_physician_name, referring_physician_name_norm, \
+                 study_description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    s.study_instance_uid.as_str(),
+                    patient_id,
+                    s.study_date,
+                    s.study_time,
+                    s.accession_number,
+                    s.study_id,
+                    s.referring_physician_name,
+                    normalise_person_name(&s.referring_physician_name),
+                    s.study_description,
+                    now
+                ],
+            )?;
+            let study_id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE patients SET num_studies = num_studies + 1 WHERE id = ?1",
+                [patient_id],
+            )?;
+            (study_id, patient_id)
+        }
+    };
+
+    let series_id: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM series WHERE series_instance_uid = ?1",
+            [a.series.series_instance_uid.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let series_id = match series_id {
+        Some(id) => id,
+        None => {
+            let s = &a.series;
+            tx.execute(
+                "INSERT INTO series (series_instance_uid, study_fk, modality, series_number, \
+                 series_description, body_part_examined, series_date, series_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.series_instance_uid.as_str(),
+                    study_id,
+                    s.modality,
+                    s.series_number,
+                    s.series_description,
+                    s.body_part_examined,
+                    s.series_date,
+                    s.series_time
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE studies SET num_series = num_series + 1 WHERE id = ?1",
+                [study_id],
+            )?;
+            tx.execute(
+                "UPDATE patients SET num_series = num_series + 1 WHERE id = ?1",
+                [patient_id],
+            )?;
+            refresh_modalities(tx, study_id)?;
+            id
+        }
+    };
+
+    tx.execute(
+        "INSERT INTO instances (sop_instance_uid, series_fk, sop_class_uid, instance_number, rows, \
+         columns, number_of_frames, transfer_syntax_uid, object_key, size_bytes, sha256, received_at, \
+         source, source_address, metadata_json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            a.sop_instance_uid.as_str(),
+            series_id,
+            a.sop_class_uid.as_str(),
+            a.instance_number,
+            a.rows,
+            a.columns,
+            a.number_of_frames,
+            inst.transfer_syntax_uid,
+            inst.object_key,
+            inst.size_bytes,
+            inst.sha256,
+            now,
+            inst.source,
+            inst.source_address,
+            inst.metadata_json
+        ],
+    )?;
+    tx.execute(
+        "UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1",
+        [series_id],
+    )?;
+    tx.execute(
+        "UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1",
+        [study_id],
+    )?;
+    tx.execute(
+        "UPDATE patients SET num_instances = num_instances + 1 WHERE id = ?1",
+        [patient_id],
+    )?;
+    Ok(())
+}
+
+fn refresh_modalities(tx: &Connection, study_id: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE studies SET modalities_in_study = COALESCE((SELECT group_concat(m, '\\') FROM \
+         (SELECT DISTINCT modality AS m FROM series WHERE study_fk = ?1 AND modality <> '' ORDER BY m)), '') \
+         WHERE id = ?1",
+        [study_id],
+    )?;
+    Ok(())
+}
+
+/// Removes an instance row and keeps the counters of its series, study and patient right.
+fn remove_instance(tx: &Connection, instance_id: i64) -> rusqlite::Result<()> {
+    let (series_id, study_id, patient_id): (i64, i64, i64) = tx.query_row(
+        "SELECT se.id, st.id, st.patient_fk FROM instances i JOIN series se ON i.series_fk = se.id \
+         JOIN studies st ON se.study_fk = st.id WHERE i.id = ?1",
+        [instance_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    tx.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
+    tx.execute(
+        "UPDATE series SET num_instances = num_instances - 1 WHERE id = ?1",
+        [series_id],
+    )?;
+    tx.execute(
+        "UPDATE studies SET num_instances = num_instances - 1 WHERE id = ?1",
+        [study_id],
+    )?;
+    tx.execute(
+        "UPDATE patients SET num_instances = num_instances - 1 WHERE id = ?1",
+        [patient_id],
+    )?;
+    Ok(())
+}

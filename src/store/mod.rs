@@ -1,0 +1,9 @@
+//! Where instances live: objects in an [`object_store`] backend ([`objects`]) and their metadata in
+//! the SQLite index ([`index`]), queried through [`query`].
+
+pub mod index;
+pub mod objects;
+pub mod query;
+
+pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};
+pub use objects::{ObjectError, ObjectStorage};

@@ -1,0 +1,135 @@
+//! Object storage for DICOM Part 10 files over the [`object_store`] trait, so a local folder today
+//! and an S3-compatible store later are the same to every caller.
+//!
+//! Keys are deterministic: `studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}.dcm`.
+//! UIDs are validated (digits and dots) before they get here, so a key never escapes its prefix.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::dicom::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+
+/// Errors from the object store.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The backend failed.
+    #[error("object store: {0}")]
+    Backend(#[from] object_store::Error),
+    /// The local folder cannot be created.
+    #[error("cannot create object folder {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A listed object: its key and when it was last written.
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    /// The object key.
+    pub key: String,
+    /// Last modification time.
+    pub last_modified: std::time::SystemTime,
+}
+
+/// The store of DICOM objects.
+#[derive(Clone)]
+pub struct ObjectStorage {
+    backend: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectStorage({})", self.backend)
+    }
+}
+
+impl ObjectStorage {
+    /// Objects under a local folder. With `fsync`, each put is flushed to stable storage (file and
+    /// directory entry) before it returns.
+    pub fn local(root: &FsPath, fsync: bool) -> Result<Self, ObjectError> {
+        std::fs::create_dir_all(root).map_err(|source| ObjectError::CreateDir {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(root)?
+            .with_fsync(fsync)
+            .with_automatic_cleanup(true);
+        Ok(ObjectStorage {
+            backend: Arc::new(fs),
+        })
+    }
+
+    /// Any other backend (S3, in-memory for tests).
+    pub fn from_backend(backend: Arc<dyn ObjectStore>) -> Self {
+        ObjectStorage { backend }
+    }
+
+    /// The key of an instance.
+    pub fn instance_key(
+        study: &StudyInstanceUid,
+        series: &SeriesInstanceUid,
+        sop: &SopInstanceUid,
+    ) -> String {
+        format!("studies/{study}/series/{series}/instances/{sop}.dcm")
+    }
+
+    /// Writes `bytes` at `key`, atomically: readers see the old object or the whole new one.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
+        self.backend
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the whole object at `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
+        Ok(self.backend.get(&Path::from(key)).await?.bytes().await?)
+    }
+
+    /// Removes the object at `key`; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        match self.backend.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists every instance object.
+    pub async fn list_instances(&self) -> Result<Vec<ListedObject>, ObjectError> {
+        let prefix = Path::from("studies");
+        let mut stream = self.backend.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta?;
+            out.push(ListedObject {
+                key: meta.location.to_string(),
+                last_modified: meta.last_modified.into(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_keys_follow_the_hierarchy() {
+        let key = ObjectStorage::instance_key(
+            &StudyInstanceUid::new("1.2").unwrap(),
+            &SeriesInstanceUid::new("1.2.3").unwrap(),
+            &SopInstanceUid::new("1.2.3.4").unwrap(),
+        );
+        assert_eq!(key, "studies/1.2/series/1.2.3/instances/1.2.3.4.dcm");
+    }
+}

@@ -1,0 +1,608 @@
+//! Attribute matching over the index, shared by C-FIND (PS3.4 C.2.2.2) and, later, QIDO-RS
+//! (PS3.18 8.3.4): single value, universal (empty), wildcard (`*`, `?`), UID list (`\`-separated),
+//! date/time range (`a-b`, `-b`, `a-`) and case-insensitive person-name matching.
+
+use std::collections::HashMap;
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::Connection;
+
+use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
+use crate::store::index::normalise_person_name;
+
+/// The level of the information model a query works at (QueryRetrieveLevel, PS3.4 C.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QueryLevel {
+    /// PATIENT
+    Patient,
+    /// STUDY
+    Study,
+    /// SERIES
+    Series,
+    /// IMAGE (instance)
+    Image,
+}
+
+impl QueryLevel {
+    /// Parses the value of QueryRetrieveLevel (0008,0052).
+    pub fn from_keyword(value: &str) -> Option<QueryLevel> {
+        match value
+            .trim_matches(['\0', ' '])
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "PATIENT" => Some(QueryLevel::Patient),
+            "STUDY" => Some(QueryLevel::Study),
+            "SERIES" => Some(QueryLevel::Series),
+            "IMAGE" | "INSTANCE" => Some(QueryLevel::Image),
+            _ => None,
+        }
+    }
+
+    /// The keyword for QueryRetrieveLevel.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            QueryLevel::Patient => "PATIENT",
+            QueryLevel::Study => "STUDY",
+            QueryLevel::Series => "SERIES",
+            QueryLevel::Image => "IMAGE",
+        }
+    }
+
+    /// The FROM clause for rows of this level joined with every level above it.
+    fn from_clause(self) -> &'static str {
+        match self {
+            QueryLevel::Patient => "patients p",
+            QueryLevel::Study => "studies st JOIN patients p ON st.patient_fk = p.id",
+            QueryLevel::Series => {
+                "series se JOIN studies st ON se.study_fk = st.id JOIN patients p ON st.patient_fk = p.id"
+            }
+            QueryLevel::Image => {
+                "instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id \
+                 JOIN patients p ON st.patient_fk = p.id"
+            }
+        }
+    }
+
+    fn order_clause(self) -> &'static str {
+        match self {
+            QueryLevel::Patient => "p.id",
+            QueryLevel::Study => "st.id",
+            QueryLevel::Series => "st.id, se.series_number, se.id",
+            QueryLevel::Image => "se.id, i.instance_number, i.id",
+        }
+    }
+}
+
+/// How an attribute is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Matching {
+    /// UID list matching.
+    Uid,
+    /// Case-sensitive single value / wildcard.
+    Text,
+    /// Case-insensitive single value / wildcard on the normalised column.
+    PersonName(&'static str),
+    /// DA: single value or range.
+    Date,
+    /// TM: single value or range.
+    Time,
+    /// IS/US: single value.
+    Integer,
+    /// ModalitiesInStudy: any listed modality present in the study.
+    Modalities,
+    /// Return key only (counts).
+    ReturnOnly,
+}
+
+/// An attribute the index can match on or return.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexedAttribute {
+    /// The tag.
+    pub tag: Tag,
+    /// The level it belongs to.
+    pub level: QueryLevel,
+    column: &'static str,
+    matching: Matching,
+}
+
+const fn attr(
+    tag: Tag,
+    level: QueryLevel,
+    column: &'static str,
+    matching: Matching,
+) -> IndexedAttribute {
+    IndexedAttribute {
+        tag,
+        level,
+        column,
+        matching,
+    }
+}
+
+use Matching as M;
+use QueryLevel as L;
+
+/// Every attribute the index holds, by level (PS3.4 C.6.1.1 and C.6.2.1 keys, PS3.18 10.6.3.3).
+pub const INDEXED_ATTRIBUTES: &[IndexedAttribute] = &[
+    attr(
+        tags::PATIENT_NAME,
+        L::Patient,
+        "p.patient_name",
+        M::PersonName("p.patient_name_norm"),
+    ),
+    attr(tags::PATIENT_ID, L::Patient, "p.patient_id", M::Text),
+    attr(
+        tags::ISSUER_OF_PATIENT_ID,
+        L::Patient,
+        "p.issuer_of_patient_id",
+        M::Text,
+    ),
+    attr(
+        tags::PATIENT_BIRTH_DATE,
+        L::Patient,
+        "p.birth_date",
+        M::Date,
+    ),
+    attr(tags::PATIENT_SEX, L::Patient, "p.sex", M::Text),
+    attr(
+        tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
+        L::Patient,
+        "p.num_studies",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::NUMBER_OF_PATIENT_RELATED_SERIES,
+        L::Patient,
+        "p.num_series",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+        L::Patient,
+        "p.num_instances",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::STUDY_INSTANCE_UID,
+        L::Study,
+        "st.study_instance_uid",
+        M::Uid,
+    ),
+    attr(tags::STUDY_DATE, L::Study, "st.study_date", M::Date),
+    attr(tags::STUDY_TIME, L::Study, "st.study_time", M::Time),
+    attr(
+        tags::ACCESSION_NUMBER,
+        L::Study,
+        "st.accession_number",
+        M::Text,
+    ),
+    attr(tags::STUDY_ID, L::Study, "st.study_id", M::Text),
+    attr(
+        tags::REFERRING_PHYSICIAN_NAME,
+        L::Study,
+        "st.referring_physician_name",
+        M::PersonName("st.referring_physician_name_norm"),
+    ),
+    attr(
+        tags::STUDY_DESCRIPTION,
+        L::Study,
+        "st.study_description",
+        M::Text,
+    ),
+    attr(
+        tags::MODALITIES_IN_STUDY,
+        L::Study,
+        "st.modalities_in_study",
+        M::Modalities,
+    ),
+    attr(
+        tags::NUMBER_OF_STUDY_RELATED_SERIES,
+        L::Study,
+        "st.num_series",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        L::Study,
+        "st.num_instances",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::SERIES_INSTANCE_UID,
+        L::Series,
+        "se.series_instance_uid",
+        M::Uid,
+    ),
+    attr(tags::MODALITY, L::Series, "se.modality", M::Text),
+    attr(
+        tags::SERIES_NUMBER,
+        L::Series,
+        "se.series_number",
+        M::Integer,
+    ),
+    attr(
+        tags::SERIES_DESCRIPTION,
+        L::Series,
+        "se.series_description",
+        M::Text,
+    ),
+    attr(
+        tags::BODY_PART_EXAMINED,
+        L::Series,
+        "se.body_part_examined",
+        M::Text,
+    ),
+    attr(tags::SERIES_DATE, L::Series, "se.series_date", M::Date),
+    attr(tags::SERIES_TIME, L::Series, "se.series_time", M::Time),
+    attr(
+        tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+        L::Series,
+        "se.num_instances",
+        M::ReturnOnly,
+    ),
+    attr(
+        tags::SOP_INSTANCE_UID,
+        L::Image,
+        "i.sop_instance_uid",
+        M::Uid,
+    ),
+    attr(tags::SOP_CLASS_UID, L::Image, "i.sop_class_uid", M::Uid),
+    attr(
+        tags::INSTANCE_NUMBER,
+        L::Image,
+        "i.instance_number",
+        M::Integer,
+    ),
+    attr(tags::ROWS, L::Image, "i.rows", M::Integer),
+    attr(tags::COLUMNS, L::Image, "i.columns", M::Integer),
+    attr(
+        tags::NUMBER_OF_FRAMES,
+        L::Image,
+        "i.number_of_frames",
+        M::Integer,
+    ),
+    attr(
+        tags::AVAILABLE_TRANSFER_SYNTAX_UID,
+        L::Image,
+        "i.transfer_syntax_uid",
+        M::Uid,
+    ),
+];
+
+/// Looks up an indexed attribute by tag.
+pub fn indexed_attribute(tag: Tag) -> Option<&'static IndexedAttribute> {
+    INDEXED_ATTRIBUTES.iter().find(|a| a.tag == tag)
+}
+
+/// A query: the level, the matching keys with their values, paging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeQuery {
+    /// Level of the returned entities.
+    pub level: QueryLevel,
+    /// Matching keys (tag, value as text). Empty values mean universal matching.
+    pub conditions: Vec<(Tag, String)>,
+    /// Most rows to return.
+    pub limit: Option<u64>,
+    /// Rows to skip.
+    pub offset: u64,
+}
+
+/// One matching entity: the indexed attributes at its level and above, as text (empty when the
+/// index holds no value), plus the DICOM JSON metadata for instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryMatch {
+    /// Attribute values by tag.
+    pub values: HashMap<Tag, String>,
+    /// DICOM JSON metadata, at IMAGE level only.
+    pub metadata_json: Option<String>,
+}
+
+/// Why a query cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A value does not fit its attribute's matching rules.
+    #[error("invalid matching value {value:?} for ({group:04X},{element:04X}): {reason}")]
+    InvalidValue {
+        /// Tag group.
+        group: u16,
+        /// Tag element.
+        element: u16,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Index(IndexError::Sqlite(e))
+    }
+}
+
+/// Turns DICOM wildcards into a SQLite GLOB pattern (`[` and `]` are literal in DICOM).
+fn glob_pattern(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '[' => out.push_str("[[]"),
+            ']' => out.push_str("[]]"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn has_wildcard(v: &str) -> bool {
+    v.contains('*') || v.contains('?')
+}
+
+struct WhereClause {
+    sql: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl WhereClause {
+    fn push(&mut self, sql: String, params: impl IntoIterator<Item = SqlValue>) {
+        self.sql.push(sql);
+        self.params.extend(params);
+    }
+}
+
+fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
+    let mut w = WhereClause {
+        sql: Vec::new(),
+        params: Vec::new(),
+    };
+    for (tag, raw) in &query.conditions {
+        let value = raw.trim_matches(['\0', ' ']);
+        // Universal matching: an empty value or a lone '*' matches everything.
+        if value.is_empty() || value == "*" {
+            continue;
+        }
+        let Some(a) = indexed_attribute(*tag) else {
+            // Keys the index does not hold cannot restrict the result (PS3.4 C.2.2.1.2 allows an SCP
+            // to match on a subset); they are still returned, empty.
+            continue;
+        };
+        if a.level > query.level {
+            continue;
+        }
+        let invalid = |reason| QueryError::InvalidValue {
+            group: tag.group(),
+            element: tag.element(),
+            value: value.to_string(),
+            reason,
+        };
+        match a.matching {
+            M::ReturnOnly => {}
+            M::Uid => {
+                let uids: Vec<&str> = value
+                    .split('\\')
+                    .map(|u| u.trim())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if uids.iter().any(|u| has_wildcard(u)) {
+                    return Err(invalid(
+                        "UIDs cannot be matched with wildcards (PS3.4 C.2.2.2.2)",
+                    ));
+                }
+                let marks = vec!["?"; uids.len()].join(", ");
+                w.push(
+                    format!("{} IN ({marks})", a.column),
+                    uids.into_iter().map(|u| SqlValue::Text(u.to_string())),
+                );
+            }
+            M::Text => {
+                if has_wildcard(value) {
+                    w.push(
+                        format!("{} GLOB ?", a.column),
+                        [SqlValue::Text(glob_pattern(value))],
+                    );
+                } else {
+                    w.push(
+                        format!("{} = ?", a.column),
+                        [SqlValue::Text(value.to_string())],
+                    );
+                }
+            }
+            M::PersonName(norm_column) => {
+                let v = normalise_person_name(value);
+                if has_wildcard(&v) {
+                    w.push(
+                        format!("{norm_column} GLOB ?"),
+                        [SqlValue::Text(glob_pattern(&v))],
+                    );
+                } else {
+                    w.push(format!("{norm_column} = ?"), [SqlValue::Text(v)]);
+                }
+            }
+            M::Date | M::Time => {
+                let is_date = a.matching == M::Date;
+                let valid_char =
+                    |c: char| c.is_ascii_digit() || (!is_date && (c == ':' || c == '.'));
+                let (lo, hi) = match value.split_once('-') {
+                    Some((lo, hi)) => (lo.trim(), hi.trim()),
+                    None => (value, value),
+                };
+                if !lo.chars().all(valid_char)
+                    || !hi.chars().all(valid_char)
+                    || (lo.is_empty() && hi.is_empty())
+                {
+                    return Err(invalid(if is_date {
+                        "dates are YYYYMMDD, optionally as a range a-b, -b or a-"
+                    } else {
+                        "times are HHMMSS.FFFFFF, optionally as a range a-b, -b or a-"
+                    }));
+                }
+                let lo = lo.replace(':', "");
+                let hi = hi.replace(':', "");
+                if value.contains('-') {
+                    w.push(format!("{} <> ''", a.column), []);
+                    if !lo.is_empty() {
+                        w.push(format!("{} >= ?", a.column), [SqlValue::Text(lo)]);
+                    }
+                    if !hi.is_empty() {
+                        // Compare at the precision given: "-1200" includes 12:00:30.
+                        w.push(
+                            format!("substr({}, 1, ?) <= ?", a.column),
+                            [SqlValue::Integer(hi.len() as i64), SqlValue::Text(hi)],
+                        );
+                    }
+                } else if is_date {
+                    w.push(format!("{} = ?", a.column), [SqlValue::Text(lo)]);
+                } else {
+                    w.push(
+                        format!("substr({}, 1, ?) = ?", a.column),
+                        [SqlValue::Integer(lo.len() as i64), SqlValue::Text(lo)],
+                    );
+                }
+            }
+            M::Integer => {
+                let n: i64 = value.parse().map_err(|_| invalid("expected an integer"))?;
+                w.push(format!("{} = ?", a.column), [SqlValue::Integer(n)]);
+            }
+            M::Modalities => {
+                let mods: Vec<String> = value
+                    .split('\\')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                let marks = vec!["?"; mods.len()].join(", ");
+                w.push(
+                    format!(
+                        "EXISTS (SELECT 1 FROM series ms WHERE ms.study_fk = st.id AND ms.modality IN ({marks}))"
+                    ),
+                    mods.into_iter().map(SqlValue::Text),
+                );
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn paging(query: &AttributeQuery) -> String {
+    match query.limit {
+        Some(limit) => format!(" LIMIT {limit} OFFSET {}", query.offset),
+        None if query.offset > 0 => format!(" LIMIT -1 OFFSET {}", query.offset),
+        None => String::new(),
+    }
+}
+
+/// Runs `query` and returns the matching entities with every indexed attribute of their level
+/// and the levels above.
+pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
+    let w = build_where(query)?;
+    let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
+        .iter()
+        .filter(|a| a.level <= query.level)
+        .collect();
+    let mut select: Vec<String> = columns.iter().map(|a| format!("{}", a.column)).collect();
+    if query.level == QueryLevel::Image {
+        select.push("i.metadata_json".into());
+    }
+    let sql = format!(
+        "SELECT {} FROM {}{}{} ORDER BY {}{}",
+        select.join(", "),
+        query.level.from_clause(),
+        if w.sql.is_empty() { "" } else { " WHERE " },
+        w.sql.join(" AND "),
+        query.level.order_clause(),
+        paging(query),
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+        let mut m = QueryMatch::default();
+        for (i, a) in columns.iter().enumerate() {
+            let v: SqlValue = r.get(i)?;
+            let text = match v {
+                SqlValue::Null => String::new(),
+                SqlValue::Integer(n) => n.to_string(),
+                SqlValue::Real(f) => f.to_string(),
+                SqlValue::Text(s) => s,
+                SqlValue::Blob(_) => String::new(),
+            };
+            m.values.insert(a.tag, text);
+        }
+        if query.level == QueryLevel::Image {
+            m.metadata_json = r.get(columns.len())?;
+        }
+        Ok(m)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The filed instances under the entities `query` matches (for C-GET, C-MOVE and WADO).
+pub fn instances(
+    conn: &Connection,
+    query: &AttributeQuery,
+) -> Result<Vec<StoredInstance>, QueryError> {
+    let image_query = AttributeQuery {
+        level: QueryLevel::Image,
+        ..query.clone()
+    };
+    let w = build_where(&image_query)?;
+    let sql = format!(
+        "{STORED_INSTANCE_SELECT} JOIN patients p ON st.patient_fk = p.id{}{} ORDER BY {}{}",
+        if w.sql.is_empty() { "" } else { " WHERE " },
+        w.sql.join(" AND "),
+        QueryLevel::Image.order_clause(),
+        paging(query)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        rusqlite::params_from_iter(w.params.iter()),
+        stored_instance_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(conditions: Vec<(Tag, &str)>) -> AttributeQuery {
+        AttributeQuery {
+            level: QueryLevel::Study,
+            conditions: conditions
+                .into_iter()
+                .map(|(t, v)| (t, v.to_string()))
+                .collect(),
+            limit: None,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn wildcards_become_glob_with_literal_brackets() {
+        assert_eq!(glob_pattern("DOE^[J]*"), "DOE^[[]J[]]*");
+    }
+
+    #[test]
+    fn date_range_uses_precision_of_bound() {
+        let w = build_where(&q(vec![(tags::STUDY_DATE, "20200101-20201231")])).unwrap();
+        assert_eq!(w.sql.len(), 3);
+    }
+
+    #[test]
+    fn bad_date_is_refused() {
+        assert!(build_where(&q(vec![(tags::STUDY_DATE, "yesterday")])).is_err());
+    }
+
+    #[test]
+    fn uid_with_wildcard_is_refused() {
+        assert!(build_where(&q(vec![(tags::STUDY_INSTANCE_UID, "1.2.*")])).is_err());
+    }
+
+    #[test]
+    fn universal_matching_adds_no_condition() {
+        let w = build_where(&q(vec![(tags::PATIENT_NAME, ""), (tags::PATIENT_ID, "*")])).unwrap();
+        assert!(w.sql.is_empty());
+    }
+}
