@@ -3,19 +3,24 @@
 //! The same code serves associations we accept (SCP) and those we open for C-MOVE (SCU).
 
 use std::collections::VecDeque;
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
-use dicom_ul::association::{Association, AsyncAssociation};
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::association::{Association, AsyncAssociation, AsyncClientAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType};
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
 
+use super::association::{AcceptedAssociation, PduStream, WireError};
 use super::message::{Command, CommandError};
 
 /// Errors on an association.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    /// The upper layer failed (socket error, timeout, malformed PDU).
+    /// Our own PDU stream failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// dicom-ul's association failed (outgoing associations).
     #[error("association: {0}")]
     Ul(#[from] dicom_ul::association::Error),
     /// A command set did not decode.
@@ -24,6 +29,53 @@ pub enum ChannelError {
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+}
+
+/// Something that carries whole PDUs of an established association.
+pub trait PduTransport: Send {
+    /// Sends one PDU.
+    fn send_pdu(&mut self, pdu: &Pdu) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    /// Receives one PDU.
+    fn receive_pdu(&mut self) -> impl Future<Output = Result<Pdu, ChannelError>> + Send;
+    /// The peer's maximum PDU length (0 = unlimited).
+    fn peer_max_pdu_length(&self) -> u32;
+}
+
+/// The transport of an association we accepted.
+pub struct AcceptorTransport {
+    stream: PduStream,
+    peer_max_pdu_length: u32,
+}
+
+impl AcceptorTransport {
+    /// Aborts the association.
+    pub async fn abort(self) {
+        self.stream.abort().await
+    }
+}
+
+impl PduTransport for AcceptorTransport {
+    async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), ChannelError> {
+        Ok(self.stream.write(pdu).await?)
+    }
+    async fn receive_pdu(&mut self) -> Result<Pdu, ChannelError> {
+        Ok(self.stream.read().await?)
+    }
+    fn peer_max_pdu_length(&self) -> u32 {
+        self.peer_max_pdu_length
+    }
+}
+
+impl PduTransport for AsyncClientAssociation<TcpStream> {
+    async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), ChannelError> {
+        Ok(AsyncAssociation::send(self, pdu).await?)
+    }
+    async fn receive_pdu(&mut self) -> Result<Pdu, ChannelError> {
+        Ok(AsyncAssociation::receive(self).await?)
+    }
+    fn peer_max_pdu_length(&self) -> u32 {
+        Association::peer_max_pdu_length(self)
+    }
 }
 
 /// One DIMSE message: its command and, when present, its data set bytes.
@@ -66,16 +118,26 @@ pub struct Channel<A> {
     contexts: Vec<AcceptedContext>,
 }
 
-impl<A> Channel<A>
-where
-    A: AsyncAssociation<TcpStream> + Association + Send,
-{
-    /// Wraps an established association.
-    pub fn new(association: A) -> Self {
+impl Channel<AcceptorTransport> {
+    /// A channel over an association we accepted.
+    pub fn accepted(association: AcceptedAssociation) -> Self {
+        Channel {
+            association: AcceptorTransport {
+                stream: association.stream,
+                peer_max_pdu_length: association.peer_max_pdu_length,
+            },
+            pending: VecDeque::new(),
+            contexts: association.contexts,
+        }
+    }
+}
+
+impl Channel<AsyncClientAssociation<TcpStream>> {
+    /// A channel over an association we requested.
+    pub fn requested(association: AsyncClientAssociation<TcpStream>) -> Self {
         let contexts = association
             .presentation_contexts()
             .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .map(|pc| AcceptedContext {
                 id: pc.id,
                 abstract_syntax: pc.abstract_syntax.trim_end_matches(['\0', ' ']).to_string(),
@@ -88,7 +150,9 @@ where
             contexts,
         }
     }
+}
 
+impl<A: PduTransport> Channel<A> {
     /// The accepted presentation contexts.
     pub fn contexts(&self) -> &[AcceptedContext] {
         &self.contexts
@@ -109,10 +173,10 @@ where
             if let Some(pdv) = self.pending.pop_front() {
                 return Ok(Ok(pdv));
             }
-            match AsyncAssociation::receive(&mut self.association).await? {
+            match self.association.receive_pdu().await? {
                 Pdu::PData { data } => self.pending.extend(data),
                 Pdu::ReleaseRQ => {
-                    AsyncAssociation::send(&mut self.association, &Pdu::ReleaseRP).await?;
+                    self.association.send_pdu(&Pdu::ReleaseRP).await?;
                     return Ok(Err(Incoming::Released));
                 }
                 Pdu::AbortRQ { .. } => return Ok(Err(Incoming::Aborted)),
@@ -215,7 +279,7 @@ where
                     data: ds.to_vec(),
                 });
             }
-            AsyncAssociation::send(&mut self.association, &Pdu::PData { data }).await?;
+            self.association.send_pdu(&Pdu::PData { data }).await?;
             return Ok(());
         }
         self.send_fragments(pc_id, PDataValueType::Command, command, max_fragment)
@@ -236,34 +300,30 @@ where
     ) -> Result<(), ChannelError> {
         let mut chunks = bytes.chunks(max_fragment).peekable();
         if bytes.is_empty() {
-            AsyncAssociation::send(
-                &mut self.association,
-                &Pdu::PData {
+            self.association
+                .send_pdu(&Pdu::PData {
                     data: vec![PDataValue {
                         presentation_context_id: pc_id,
                         value_type,
                         is_last: true,
                         data: Vec::new(),
                     }],
-                },
-            )
-            .await?;
+                })
+                .await?;
             return Ok(());
         }
         while let Some(chunk) = chunks.next() {
             let is_last = chunks.peek().is_none();
-            AsyncAssociation::send(
-                &mut self.association,
-                &Pdu::PData {
+            self.association
+                .send_pdu(&Pdu::PData {
                     data: vec![PDataValue {
                         presentation_context_id: pc_id,
                         value_type: value_type.clone(),
                         is_last,
                         data: chunk.to_vec(),
                     }],
-                },
-            )
-            .await?;
+                })
+                .await?;
         }
         Ok(())
     }

@@ -220,7 +220,7 @@ pub async fn handle<A>(
     request: Message,
 ) -> Result<(), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     let pc = request.presentation_context_id;
     let Some(context) = channel.context(pc).cloned() else {
@@ -296,8 +296,6 @@ async fn answer(
         .collect()
 }
 
-use super::channel::{Channel, ChannelError, Message};
+use super::channel::{Channel, ChannelError, Message, PduTransport};
 use super::message::{command_field, response, status};
 use super::server::DimseService;
-use dicom_ul::association::{Association, AsyncAssociation};
-use tokio::net::TcpStream;

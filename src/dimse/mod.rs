@@ -5,11 +5,11 @@
 //! This module speaks the protocol only: storage goes through [`crate::ingest::Archive`], queries
 //! through [`crate::store::query`].
 
+pub mod association;
 pub mod channel;
 pub mod echo;
 pub mod find;
 pub mod message;
-pub mod negotiation;
 pub mod retrieve;
 pub mod server;
 pub mod store;

@@ -4,10 +4,8 @@
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_ul::association::{Association, AsyncAssociation};
-use tokio::net::TcpStream;
 
-use super::channel::{Channel, ChannelError, Message};
+use super::channel::{Channel, ChannelError, Message, PduTransport};
 use super::find::{decode_identifier, encode_dataset, query_from_identifier, IdentifierError};
 use super::message::{command_field, response, status, Command, CommandBuilder};
 use super::server::DimseService;
@@ -96,7 +94,7 @@ async fn refuse<A>(
     e: IdentifierError,
 ) -> Result<(), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     tracing::info!(reason = %e.reason, "retrieve refused");
     let rsp = response(&request.command, rsp_field, e.status)
@@ -118,7 +116,7 @@ async fn finish<A>(
     cancelled: bool,
 ) -> Result<(), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     let final_status = progress.final_status(cancelled);
     let mut identifier = None;
@@ -145,7 +143,7 @@ pub async fn handle_get<A>(
     request: Message,
 ) -> Result<(), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     let pc = request.presentation_context_id;
     let Some(context) = channel.context(pc).cloned() else {
@@ -211,7 +209,7 @@ pub async fn handle_move<A>(
     request: Message,
 ) -> Result<(), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     let pc = request.presentation_context_id;
     let Some(context) = channel.context(pc).cloned() else {

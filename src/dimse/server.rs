@@ -1,23 +1,17 @@
-//! The DICOM listener: accepts TCP connections, refuses them early when the archive cannot take
-//! work (too many associations, disk nearly full), negotiates, and dispatches each message of an
-//! association to its service.
+//! The DICOM listener: accepts TCP connections, negotiates (refusing with a transient reason
+//! when the archive cannot take work), and dispatches each message of an association to its
+//! service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dicom_ul::association::{Association, AsyncServerAssociation};
-use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJSource,
-};
-use dicom_ul::{Pdu, ServerAssociationOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::channel::{Channel, ChannelError, Incoming, Message};
+use super::association::{accept, AcceptError, Refusal};
+use super::channel::{AcceptorTransport, Channel, ChannelError, Incoming, Message};
 use super::message::{command_field, response, status};
-use super::negotiation::{acceptor_options, AePolicy, RoleSelection};
 use crate::config::Config;
 use crate::ingest::{Archive, Sender};
 
@@ -29,14 +23,8 @@ pub struct DimseService {
     pub config: Arc<Config>,
 }
 
-type Options = ServerAssociationOptions<'static, AePolicy, RoleSelection>;
-
 /// Serves associations on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io::Result<()> {
-    let options: Arc<Options> = Arc::new(acceptor_options(
-        &service.config.dimse,
-        service.config.pdu_timeout(),
-    ));
     let slots = Arc::new(Semaphore::new(service.config.dimse.max_associations));
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -50,107 +38,81 @@ pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io
         };
         // Nagle plus delayed ACK stalls every request/response exchange by tens of milliseconds.
         let _ = socket.set_nodelay(true);
-        if let Err(e) = service.archive.check_free_space() {
-            tracing::warn!(%peer, reason = %e, "association refused: storage nearly full");
-            tokio::spawn(refuse(
-                socket,
-                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-            ));
-            continue;
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = service.config.dimse.max_associations, "association refused: too many concurrent associations");
-            tokio::spawn(refuse(
-                socket,
-                AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
-            ));
-            continue;
+        let slot = slots.clone().try_acquire_owned().ok();
+        let refusal = if let Err(e) = service.archive.check_free_space() {
+            Some(Refusal {
+                reason: e.to_string(),
+                code: AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            })
+        } else if slot.is_none() {
+            Some(Refusal {
+                reason: format!(
+                    "{} associations already open (dimse.max_associations)",
+                    service.config.dimse.max_associations
+                ),
+                code: AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+            })
+        } else {
+            None
         };
-        let options = options.clone();
         let service = service.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            serve_association(socket, peer, &options, &service).await;
+            serve_association(socket, peer, refusal, &service).await;
         });
-    }
-}
-
-/// Reads the A-ASSOCIATE-RQ and answers A-ASSOCIATE-RJ (transient, service provider), so the
-/// modality knows to retry later rather than seeing a dropped connection.
-async fn refuse(mut socket: TcpStream, reason: AssociationRJServiceProviderPresentationReason) {
-    let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
-    let read = async {
-        loop {
-            if let Ok(Some(_)) =
-                dicom_ul::read_pdu(&mut std::io::Cursor::new(&buf[..]), 1 << 20, false)
-            {
-                return true;
-            }
-            match socket.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            }
-            if buf.len() > 1 << 20 {
-                return false;
-            }
-        }
-    };
-    if !matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(10), read).await,
-        Ok(true)
-    ) {
-        return;
-    }
-    let rj = Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(reason),
-    });
-    let mut out = Vec::new();
-    if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
-        let _ = socket.write_all(&out).await;
     }
 }
 
 async fn serve_association(
     socket: TcpStream,
     peer: SocketAddr,
-    options: &Options,
+    refusal: Option<Refusal>,
     service: &DimseService,
 ) {
-    let association: AsyncServerAssociation<TcpStream> = match options.establish_async(socket).await
+    let association = match accept(
+        socket,
+        &service.config.dimse,
+        service.config.pdu_timeout(),
+        refusal,
+    )
+    .await
     {
         Ok(a) => a,
+        Err(AcceptError::Rejected(reason)) => {
+            tracing::warn!(%peer, %reason, "association rejected");
+            return;
+        }
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");
             return;
         }
     };
     let sender = Sender {
-        source: association.peer_ae_title().trim().to_string(),
+        source: association.calling_ae_title.clone(),
         address: peer.to_string(),
     };
-    tracing::debug!(%peer, calling_ae_title = %sender.source, "association established");
-    let mut channel = Channel::new(association);
+    tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
+    let mut channel = Channel::accepted(association);
     loop {
         let message = match channel.receive().await {
             Ok(Incoming::Message(m)) => m,
             Ok(Incoming::Released) | Ok(Incoming::Aborted) => return,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "association ended with an error");
-                let _ = channel.into_association().abort().await;
+                channel.into_association().abort().await;
                 return;
             }
         };
         if let Err(e) = dispatch(&mut channel, service, &sender, message).await {
             tracing::info!(%peer, error = %e, "association aborted");
-            let _ = channel.into_association().abort().await;
+            channel.into_association().abort().await;
             return;
         }
     }
 }
 
 async fn dispatch(
-    channel: &mut Channel<AsyncServerAssociation<TcpStream>>,
+    channel: &mut Channel<AcceptorTransport>,
     service: &DimseService,
     sender: &Sender,
     message: Message,

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::tags;
-use dicom_ul::association::{Association, AsyncAssociation, AsyncClientAssociation};
+use dicom_ul::association::AsyncClientAssociation;
 use dicom_ul::ClientAssociationOptions;
 use tokio::net::TcpStream;
 
-use super::channel::{AcceptedContext, Channel, ChannelError, Incoming};
+use super::channel::{AcceptedContext, Channel, ChannelError, Incoming, PduTransport};
 use super::message::{command_field, status, CommandBuilder};
 use crate::dicom::transcode::{is_native, transcode_native};
 use crate::dicom::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
@@ -65,7 +65,7 @@ pub async fn send_instance<A>(
     originator: Option<&MoveOriginator>,
 ) -> Result<(SubOperation, bool), ChannelError>
 where
-    A: AsyncAssociation<TcpStream> + Association + Send,
+    A: PduTransport,
 {
     let Some(context) = choose_context(channel.contexts(), instance).cloned() else {
         tracing::info!(sop_class = %instance.sop_class_uid, transfer_syntax = %instance.transfer_syntax_uid,
@@ -192,5 +192,5 @@ pub async fn connect(
     }
     let mut association = options.establish_async(address).await?;
     let _ = association.inner_stream().set_nodelay(true);
-    Ok(Channel::new(association))
+    Ok(Channel::requested(association))
 }

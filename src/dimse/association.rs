@@ -1,0 +1,405 @@
+//! Association establishment as acceptor (PS3.8 7.1, 9.3.2–9.3.4) over a raw TCP stream, using
+//! dicom-ul's PDU codec. Owning this step lets tramy choose the transfer syntax of each
+//! presentation context by its own rule, refuse with a *transient* reason when it is busy or its
+//! disk is nearly full, and check AE titles against the configuration.
+//!
+//! Transfer syntax rule: the requestor's first supported proposal wins ("stored as received"),
+//! except that Explicit VR Little Endian is taken over Implicit VR Little Endian or Explicit VR
+//! Big Endian when both are proposed, so value representations are kept.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationAC, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderASCEReason, AssociationRJServiceProviderPresentationReason,
+    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ,
+    PresentationContextProposed, PresentationContextResult, PresentationContextResultReason,
+    RequestorRoles, UserVariableItem,
+};
+use dicom_ul::Pdu;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::channel::AcceptedContext;
+use crate::config::DimseConfig;
+use crate::dicom::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::dicom::{is_storage_sop_class, query_retrieve, EXPLICIT_VR_LE, VERIFICATION_SOP_CLASS};
+
+/// The DICOM application context name (PS3.7 A.2.1).
+pub const APPLICATION_CONTEXT_NAME: &str = "1.2.840.10008.3.1.1.1";
+const PDU_HEADER: usize = 6;
+
+/// Errors on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Socket failure.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// No PDU within the timeout.
+    #[error("no PDU within {0:?}")]
+    Timeout(Duration),
+    /// The peer closed the connection.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// A PDU that does not decode, or is larger than we accept.
+    #[error("malformed PDU: {0}")]
+    Malformed(String),
+}
+
+/// Reads and writes whole PDUs on a TCP stream.
+pub struct PduStream {
+    socket: TcpStream,
+    read_buffer: BytesMut,
+    write_buffer: Vec<u8>,
+    max_pdu_length: u32,
+    timeout: Duration,
+}
+
+impl PduStream {
+    /// Wraps a connected socket. `max_pdu_length` bounds what we accept.
+    pub fn new(socket: TcpStream, max_pdu_length: u32, timeout: Duration) -> Self {
+        PduStream {
+            socket,
+            read_buffer: BytesMut::with_capacity(64 * 1024),
+            write_buffer: Vec::with_capacity(64 * 1024),
+            max_pdu_length,
+            timeout,
+        }
+    }
+
+    /// Reads the next PDU.
+    pub async fn read(&mut self) -> Result<Pdu, WireError> {
+        // A-ASSOCIATE-RQ may exceed the P-DATA limit (128 contexts), so allow at least 1 MiB.
+        let limit = (self.max_pdu_length as usize).max(1 << 20);
+        loop {
+            if self.read_buffer.len() >= PDU_HEADER {
+                let len = u32::from_be_bytes([
+                    self.read_buffer[2],
+                    self.read_buffer[3],
+                    self.read_buffer[4],
+                    self.read_buffer[5],
+                ]) as usize;
+                if len > limit {
+                    return Err(WireError::Malformed(format!(
+                        "PDU of {len} bytes exceeds the {limit}-byte limit"
+                    )));
+                }
+                if self.read_buffer.len() >= PDU_HEADER + len {
+                    let mut frame = self.read_buffer.split_to(PDU_HEADER + len);
+                    return match dicom_ul::read_pdu(&mut frame, dicom_ul::pdu::MAXIMUM_PDU_SIZE, false) {
+                        Ok(Some(pdu)) => Ok(pdu),
+                        Ok(None) => Err(WireError::Malformed("incomplete PDU".into())),
+                        Err(e) => Err(WireError::Malformed(e.to_string())),
+                    };
+                }
+                self.read_buffer
+                    .reserve(PDU_HEADER + len - self.read_buffer.len());
+            }
+            let n = tokio::time::timeout(self.timeout, self.socket.read_buf(&mut self.read_buffer))
+                .await
+                .map_err(|_| WireError::Timeout(self.timeout))??;
+            if n == 0 {
+                return Err(WireError::Closed);
+            }
+        }
+    }
+
+    /// Writes one PDU.
+    pub async fn write(&mut self, pdu: &Pdu) -> Result<(), WireError> {
+        self.write_buffer.clear();
+        dicom_ul::write_pdu(&mut self.write_buffer, pdu)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        tokio::time::timeout(self.timeout, self.socket.write_all(&self.write_buffer))
+            .await
+            .map_err(|_| WireError::Timeout(self.timeout))??;
+        Ok(())
+    }
+
+    /// Sends A-ABORT (service provider) and closes.
+    pub async fn abort(mut self) {
+        let _ = self
+            .write(&Pdu::AbortRQ {
+                source: AbortRQSource::ServiceProvider(
+                    AbortRQServiceProviderReason::ReasonNotSpecified,
+                ),
+            })
+            .await;
+        let _ = self.socket.shutdown().await;
+    }
+}
+
+/// Why an association was not established.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Wire failure before or during negotiation.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// We sent A-ASSOCIATE-RJ.
+    #[error("association rejected: {0}")]
+    Rejected(String),
+    /// The first PDU was not an A-ASSOCIATE-RQ.
+    #[error("expected A-ASSOCIATE-RQ")]
+    Unexpected,
+}
+
+/// A transient refusal decided before negotiation (busy, disk nearly full).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why, for the log.
+    pub reason: String,
+    /// The presentation-layer reason sent in A-ASSOCIATE-RJ.
+    pub code: AssociationRJServiceProviderPresentationReason,
+}
+
+/// An established association as acceptor.
+pub struct AcceptedAssociation {
+    /// The PDU stream.
+    pub stream: PduStream,
+    /// Calling AE title (the peer).
+    pub calling_ae_title: String,
+    /// Called AE title (as the peer addressed us).
+    pub called_ae_title: String,
+    /// Accepted presentation contexts.
+    pub contexts: Vec<AcceptedContext>,
+    /// The peer's maximum PDU length (0 = unlimited).
+    pub peer_max_pdu_length: u32,
+}
+
+/// Whether we serve `abstract_syntax` at all.
+fn is_supported_abstract_syntax(abstract_syntax: &str) -> bool {
+    abstract_syntax == VERIFICATION_SOP_CLASS
+        || query_retrieve::ALL.contains(&abstract_syntax)
+        || is_storage_sop_class(abstract_syntax)
+}
+
+/// The transfer syntax we accept from a proposal (see the module documentation), if any.
+pub fn choose_transfer_syntax(proposed: &[String]) -> Option<String> {
+    let trimmed: Vec<&str> = proposed
+        .iter()
+        .map(|t| t.trim_end_matches(['\0', ' ']))
+        .collect();
+    let readable = |ts: &&&str| {
+        TransferSyntaxRegistry
+            .get(ts)
+            .is_some_and(|t| t.can_decode_dataset())
+    };
+    let first = *trimmed.iter().find(readable)?;
+    let native_other = first == crate::dicom::IMPLICIT_VR_LE || first == "1.2.840.10008.1.2.2";
+    if native_other && trimmed.contains(&EXPLICIT_VR_LE) {
+        return Some(EXPLICIT_VR_LE.to_string());
+    }
+    Some(first.to_string())
+}
+
+fn negotiate_context(
+    pc: &PresentationContextProposed,
+) -> (PresentationContextResult, Option<AcceptedContext>) {
+    let abstract_syntax = pc.abstract_syntax.trim_end_matches(['\0', ' ']).to_string();
+    let rejected = |reason| {
+        (
+            PresentationContextResult {
+                id: pc.id,
+                reason,
+                transfer_syntax: crate::dicom::IMPLICIT_VR_LE.to_string(),
+            },
+            None,
+        )
+    };
+    if !is_supported_abstract_syntax(&abstract_syntax) {
+        return rejected(PresentationContextResultReason::AbstractSyntaxNotSupported);
+    }
+    match choose_transfer_syntax(&pc.transfer_syntaxes) {
+        None => rejected(PresentationContextResultReason::TransferSyntaxesNotSupported),
+        Some(ts) => (
+            PresentationContextResult {
+                id: pc.id,
+                reason: PresentationContextResultReason::Acceptance,
+                transfer_syntax: ts.clone(),
+            },
+            Some(AcceptedContext {
+                id: pc.id,
+                abstract_syntax,
+                transfer_syntax: ts,
+            }),
+        ),
+    }
+}
+
+async fn reject(
+    stream: &mut PduStream,
+    result: AssociationRJResult,
+    source: AssociationRJSource,
+) -> Result<(), WireError> {
+    stream
+        .write(&Pdu::AssociationRJ(AssociationRJ { result, source }))
+        .await
+}
+
+/// Reads the A-ASSOCIATE-RQ on `socket` and answers it: A-ASSOCIATE-RJ for `refusal`, a bad
+/// application context or an AE title the configuration does not allow; A-ASSOCIATE-AC otherwise.
+pub async fn accept(
+    socket: TcpStream,
+    config: &DimseConfig,
+    timeout: Duration,
+    refusal: Option<Refusal>,
+) -> Result<AcceptedAssociation, AcceptError> {
+    let mut stream = PduStream::new(socket, config.max_pdu_length, timeout);
+    let rq: AssociationRQ = match stream.read().await? {
+        Pdu::AssociationRQ(rq) => rq,
+        _ => {
+            stream.abort().await;
+            return Err(AcceptError::Unexpected);
+        }
+    };
+    if let Some(refusal) = refusal {
+        reject(
+            &mut stream,
+            AssociationRJResult::Transient,
+            AssociationRJSource::ServiceProviderPresentation(refusal.code),
+        )
+        .await?;
+        return Err(AcceptError::Rejected(refusal.reason));
+    }
+    if rq.protocol_version & 1 == 0 {
+        reject(
+            &mut stream,
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceProviderASCE(
+                AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
+            ),
+        )
+        .await?;
+        return Err(AcceptError::Rejected(
+            "protocol version not supported".into(),
+        ));
+    }
+    if rq.application_context_name.trim_end_matches(['\0', ' ']) != APPLICATION_CONTEXT_NAME {
+        reject(
+            &mut stream,
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
+            ),
+        )
+        .await?;
+        return Err(AcceptError::Rejected("unknown application context".into()));
+    }
+    let calling = rq.calling_ae_title.trim().to_string();
+    let called = rq.called_ae_title.trim().to_string();
+    if config.require_called_ae_title && called != config.ae_title.trim() {
+        reject(
+            &mut stream,
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            ),
+        )
+        .await?;
+        return Err(AcceptError::Rejected(format!(
+            "Called AE Title {called:?} is not ours"
+        )));
+    }
+    if !config.allowed_calling_ae_titles.is_empty()
+        && !config
+            .allowed_calling_ae_titles
+            .iter()
+            .any(|ae| ae.trim() == calling)
+    {
+        reject(
+            &mut stream,
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            ),
+        )
+        .await?;
+        return Err(AcceptError::Rejected(format!(
+            "Calling AE Title {calling:?} is not on the allow-list"
+        )));
+    }
+
+    let mut peer_max_pdu_length = 16_384;
+    let mut user_variables = vec![
+        UserVariableItem::MaxLength(config.max_pdu_length),
+        UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),
+        UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_string()),
+    ];
+    for item in &rq.user_variables {
+        match item {
+            UserVariableItem::MaxLength(len) => peer_max_pdu_length = *len,
+            // C-GET needs the requestor to act as storage SCP (PS3.4 C.4.3.1, PS3.7 D.3.3.4).
+            UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) => {
+                user_variables.push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                    uid.clone(),
+                    RequestorRoles {
+                        scu: roles.scu,
+                        scp: roles.scp && is_storage_sop_class(uid),
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut results = Vec::with_capacity(rq.presentation_contexts.len());
+    let mut contexts = Vec::new();
+    for pc in &rq.presentation_contexts {
+        let (result, accepted) = negotiate_context(pc);
+        results.push(result);
+        contexts.extend(accepted);
+    }
+    stream
+        .write(&Pdu::AssociationAC(AssociationAC {
+            protocol_version: 1,
+            calling_ae_title: rq.calling_ae_title.clone(),
+            called_ae_title: rq.called_ae_title.clone(),
+            application_context_name: APPLICATION_CONTEXT_NAME.to_string(),
+            presentation_contexts: results,
+            user_variables,
+        }))
+        .await?;
+    Ok(AcceptedAssociation {
+        stream,
+        calling_ae_title: calling,
+        called_ae_title: called,
+        contexts,
+        peer_max_pdu_length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn explicit_le_is_preferred_over_other_native_syntaxes() {
+        assert_eq!(
+            choose_transfer_syntax(&ts(&["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])).as_deref(),
+            Some(EXPLICIT_VR_LE)
+        );
+    }
+
+    #[test]
+    fn a_compressed_first_choice_is_kept() {
+        assert_eq!(
+            choose_transfer_syntax(&ts(&["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"]))
+                .as_deref(),
+            Some("1.2.840.10008.1.2.4.50")
+        );
+    }
+
+    #[test]
+    fn unknown_syntaxes_are_skipped() {
+        assert_eq!(
+            choose_transfer_syntax(&ts(&["1.2.3.4", "1.2.840.10008.1.2"])).as_deref(),
+            Some("1.2.840.10008.1.2")
+        );
+        assert_eq!(choose_transfer_syntax(&ts(&["1.2.3.4"])), None);
+    }
+}

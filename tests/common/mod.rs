@@ -1,0 +1,278 @@
+//! Shared test harness: starts the real `tramy serve` binary on free loopback ports with its own
+//! data folder, and provides the third-party clients (pynetdicom in a virtual environment made
+//! from `tests/requirements.txt`, dcmtk when installed).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fs4::fs_std::FileExt;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed sample files.
+pub fn samples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("dicom-samples"))
+        .expect("dicom-samples/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Python with pynetdicom and pydicom, in `target/tmp/test-venv`, created on first use.
+pub fn python() -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmp dir");
+    let venv = base.join("test-venv");
+    let python = venv.join("bin").join("python");
+    let requirements = std::fs::read_to_string(repo_root().join("tests/requirements.txt")).expect("requirements");
+    let marker = venv.join("requirements.installed");
+    // Test binaries run in parallel: one builds the environment, the others wait.
+    let lock = std::fs::File::create(base.join("test-venv.lock")).expect("lock file");
+    lock.lock_exclusive().expect("lock");
+    let current = std::fs::read_to_string(&marker).unwrap_or_default();
+    if !python.exists() || current != requirements {
+        let status = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the integration tests");
+        assert!(status.success(), "python3 -m venv failed");
+        let out = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(repo_root().join("tests/requirements.txt"))
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install -r tests/requirements.txt failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&marker, &requirements).expect("marker");
+    }
+    FileExt::unlock(&lock).expect("unlock");
+    python
+}
+
+/// Runs a pynetdicom command-line app (`echoscu`, `storescu`, `findscu`, `getscu`, `movescu`,
+/// `storescp`) with `args`.
+pub fn pynetdicom(app: &str, args: &[&str]) -> Output {
+    Command::new(python())
+        .args(["-m", "pynetdicom", app])
+        .args(args)
+        .output()
+        .expect("pynetdicom runs")
+}
+
+/// Runs `tests/clients/dimse_client.py` and parses its JSON output.
+pub fn dimse_client(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/clients/dimse_client.py"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("dimse_client.py runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "dimse_client.py {args:?} printed no JSON ({e}):\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Whether a dcmtk tool is on PATH.
+pub fn dcmtk_available() -> bool {
+    Command::new("storescu")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A running `tramy serve`, killed when dropped.
+pub struct TramyServer {
+    child: Option<Child>,
+    /// DIMSE port.
+    pub dimse_port: u16,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    config_file: Option<PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl TramyServer {
+    /// Starts tramy with a fresh data folder and default settings.
+    pub fn start() -> TramyServer {
+        Self::start_with_config("")
+    }
+
+    /// Starts tramy with extra TOML configuration (merged into a config file).
+    pub fn start_with_config(toml: &str) -> TramyServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let config_file = if toml.is_empty() {
+            None
+        } else {
+            let path = tmp.path().join("tramy.toml");
+            std::fs::write(&path, toml).expect("config");
+            Some(path)
+        };
+        let mut server = TramyServer {
+            child: None,
+            dimse_port: free_port(),
+            http_port: free_port(),
+            data_dir,
+            config_file,
+            log: tmp.path().join("server.log"),
+            _tmp: Some(tmp),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tramy"));
+        cmd.arg("serve")
+            .env("TRAMY_DATA_DIR", &self.data_dir)
+            .env("TRAMY_DIMSE_ADDR", format!("127.0.0.1:{}", self.dimse_port))
+            .env("TRAMY_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
+            .env("TRAMY_AE_TITLE", "TRAMY")
+            .env("RUST_LOG", "info")
+            .env_remove("TRAMY_CONFIG")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(cfg) = &self.config_file {
+            cmd.arg("--config").arg(cfg);
+        }
+        self.child = Some(cmd.spawn().expect("tramy starts"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("tramy exited early ({status}):\n{}", self.log());
+            }
+            if self.http_get("/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tramy did not become ready:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A plain HTTP GET; returns status code and body.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// Kills the process with SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The DIMSE port as a string, for command lines.
+    pub fn port(&self) -> String {
+        self.dimse_port.to_string()
+    }
+
+    /// Files under the object store folder.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir.join("objects"))
+    }
+
+    /// Number of instance rows in the index (read with a separate SQLite connection).
+    pub fn indexed_instances(&self) -> i64 {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("index.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("index opens");
+        conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0)).expect("count")
+    }
+}
+
+impl Drop for TramyServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every regular file under `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// The data set bytes of a Part 10 file.
+pub fn dataset_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("readable file");
+    tramy::dicom::ReceivedInstance::from_part10(bytes.into())
+        .expect("Part 10 file")
+        .dataset
+        .to_vec()
+}
+
+/// Asserts a command succeeded, showing its output otherwise.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
