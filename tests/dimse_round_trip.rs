@@ -43,7 +43,8 @@ fn read_samples() -> Vec<Sample> {
 }
 
 fn pending_responses(out: &std::process::Output) -> usize {
-    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     log.matches("0xFF00 (Pending)").count()
 }
 
@@ -51,7 +52,10 @@ fn store_all_with_pynetdicom(server: &TramyServer, samples: &[Sample]) {
     let mut args = vec!["-aec", "TRAMY", "--required-contexts", "127.0.0.1"];
     let port = server.port();
     args.push(&port);
-    let paths: Vec<String> = samples.iter().map(|s| s.path.display().to_string()).collect();
+    let paths: Vec<String> = samples
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
     args.extend(paths.iter().map(String::as_str));
     let out = pynetdicom("storescu", &args);
     assert_success(&out, "pynetdicom storescu");
@@ -61,24 +65,36 @@ fn store_all_with_pynetdicom(server: &TramyServer, samples: &[Sample]) {
 
 fn assert_get_exact_round_trip(server: &TramyServer, samples: &[Sample]) {
     let out_dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["get-exact".to_string(), "--out".into(), out_dir.path().display().to_string()];
+    let mut args = vec![
+        "get-exact".to_string(),
+        "--out".into(),
+        out_dir.path().display().to_string(),
+    ];
     for study in samples.iter().map(|s| &s.study).collect::<BTreeSet<_>>() {
         args.extend(["--study".into(), study.clone()]);
     }
-    for class in samples.iter().map(|s| &s.sop_class).collect::<BTreeSet<_>>() {
+    for class in samples
+        .iter()
+        .map(|s| &s.sop_class)
+        .collect::<BTreeSet<_>>()
+    {
         args.extend(["--sop-class".into(), class.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = dimse_client(server.dimse_port, &args);
     for sample in samples {
         let got = out_dir.path().join(format!("{}.raw", sample.sop_instance));
-        let got = std::fs::read(&got).unwrap_or_else(|_| panic!("{} was not retrieved: {result}", sample.path.display()));
+        let got = std::fs::read(&got)
+            .unwrap_or_else(|_| panic!("{} was not retrieved: {result}", sample.path.display()));
         assert!(
             got == dataset_bytes(&sample.path),
             "{} came back different from what was sent",
             sample.path.display()
         );
-        assert_eq!(result["received"][&sample.sop_instance], sample.transfer_syntax.as_str());
+        assert_eq!(
+            result["received"][&sample.sop_instance],
+            sample.transfer_syntax.as_str()
+        );
     }
 }
 
@@ -87,7 +103,10 @@ fn every_sample_round_trips_through_pynetdicom_store_find_get() {
     let server = TramyServer::start();
     let port = server.port();
     let samples = read_samples();
-    assert!(samples.len() >= 9, "dicom-samples/ holds the committed samples");
+    assert!(
+        samples.len() >= 9,
+        "dicom-samples/ holds the committed samples"
+    );
 
     let echo = pynetdicom("echoscu", &["-aec", "TRAMY", "127.0.0.1", &port]);
     assert_success(&echo, "echoscu");
@@ -105,21 +124,105 @@ fn every_sample_round_trips_through_pynetdicom_store_find_get() {
         assert_success(&out, "findscu");
         pending_responses(&out)
     };
-    assert_eq!(find(&["-P", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=*"]), patients.len());
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="]), studies.len());
+    assert_eq!(
+        find(&[
+            "-P",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=*"
+        ]),
+        patients.len()
+    );
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID="
+        ]),
+        studies.len()
+    );
 
-    let mr_study = &samples.iter().find(|s| s.path.ends_with("mr_small_rle.dcm")).unwrap().study;
+    let mr_study = &samples
+        .iter()
+        .find(|s| s.path.ends_with("mr_small_rle.dcm"))
+        .unwrap()
+        .study;
     let mr: Vec<&Sample> = samples.iter().filter(|s| &s.study == mr_study).collect();
     let q_study = format!("StudyInstanceUID={mr_study}");
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=SERIES", "-k", &q_study, "-k", "Modality="]), mr.len());
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=IMAGE", "-k", &q_study, "-k", "SOPInstanceUID="]), mr.len());
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            &q_study,
+            "-k",
+            "Modality="
+        ]),
+        mr.len()
+    );
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &q_study,
+            "-k",
+            "SOPInstanceUID="
+        ]),
+        mr.len()
+    );
     let q_series = format!("SeriesInstanceUID={}", mr[0].series);
-    assert_eq!(find(&["-P", "-k", "QueryRetrieveLevel=IMAGE", "-k", &q_study, "-k", &q_series]), 1);
+    assert_eq!(
+        find(&[
+            "-P",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &q_study,
+            "-k",
+            &q_series
+        ]),
+        1
+    );
     // Person names match case-insensitively, with wildcards.
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=compressedsamples^mr*"]), 1);
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientName=compressedsamples^mr*"
+        ]),
+        1
+    );
     // Date ranges and modality lists.
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=19000101-20401231", "-k", "ModalitiesInStudy=MR\\CT"]), 2);
-    assert_eq!(find(&["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=20500101-"]), 0);
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyDate=19000101-20401231",
+            "-k",
+            "ModalitiesInStudy=MR\\CT"
+        ]),
+        2
+    );
+    assert_eq!(
+        find(&[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyDate=20500101-"
+        ]),
+        0
+    );
 
     // Stock getscu proposes the native syntaxes only: instances stored in Explicit VR Little
     // Endian come back byte for byte; other native ones are re-encoded; compressed ones need a
@@ -128,13 +231,29 @@ fn every_sample_round_trips_through_pynetdicom_store_find_get() {
     for study in &studies {
         let q = format!("StudyInstanceUID={study}");
         let od = out_dir.path().display().to_string();
-        let out = pynetdicom("getscu", &["-aec", "TRAMY", "-S", "-od", &od, "-k", "QueryRetrieveLevel=STUDY", "-k", &q, "127.0.0.1", &port]);
+        let out = pynetdicom(
+            "getscu",
+            &[
+                "-aec",
+                "TRAMY",
+                "-S",
+                "-od",
+                &od,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &q,
+                "127.0.0.1",
+                &port,
+            ],
+        );
         assert_success(&out, "getscu");
     }
     let retrieved: BTreeMap<String, PathBuf> = walk(out_dir.path())
         .into_iter()
         .map(|p| {
-            let uid = tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID);
+            let uid =
+                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID);
             (uid, p)
         })
         .collect();
@@ -142,14 +261,24 @@ fn every_sample_round_trips_through_pynetdicom_store_find_get() {
         match sample.transfer_syntax.as_str() {
             "1.2.840.10008.1.2.1" => {
                 let got = &retrieved[&sample.sop_instance];
-                assert!(dataset_bytes(got) == dataset_bytes(&sample.path), "{} differs after getscu", sample.path.display());
+                assert!(
+                    dataset_bytes(got) == dataset_bytes(&sample.path),
+                    "{} differs after getscu",
+                    sample.path.display()
+                );
             }
             "1.2.840.10008.1.2" | "1.2.840.10008.1.2.2" => {
                 let got = open_file(&retrieved[&sample.sop_instance]).unwrap();
                 let orig = open_file(&sample.path).unwrap();
                 assert_eq!(
-                    got.element(tags::PIXEL_DATA).unwrap().to_multi_int::<u16>().unwrap(),
-                    orig.element(tags::PIXEL_DATA).unwrap().to_multi_int::<u16>().unwrap(),
+                    got.element(tags::PIXEL_DATA)
+                        .unwrap()
+                        .to_multi_int::<u16>()
+                        .unwrap(),
+                    orig.element(tags::PIXEL_DATA)
+                        .unwrap()
+                        .to_multi_int::<u16>()
+                        .unwrap(),
                     "pixel values of {} changed in re-encoding",
                     sample.path.display()
                 );
@@ -192,22 +321,64 @@ fn c_move_delivers_every_sample_byte_identical_to_a_configured_destination() {
     store_all_with_pynetdicom(&server, &samples);
     for study in samples.iter().map(|s| &s.study).collect::<BTreeSet<_>>() {
         let q = format!("StudyInstanceUID={study}");
-        let out = pynetdicom("movescu", &["-aec", "TRAMY", "-aem", "DEST", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", &q, "127.0.0.1", &port]);
+        let out = pynetdicom(
+            "movescu",
+            &[
+                "-aec",
+                "TRAMY",
+                "-aem",
+                "DEST",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &q,
+                "127.0.0.1",
+                &port,
+            ],
+        );
         assert_success(&out, "movescu");
     }
-    let unknown = pynetdicom("movescu", &["-aec", "TRAMY", "-aem", "NOWHERE", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.3", "127.0.0.1", &port]);
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("0xA801"), "unknown destination is refused with 0xA801");
+    let unknown = pynetdicom(
+        "movescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "-aem",
+            "NOWHERE",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=1.2.3",
+            "127.0.0.1",
+            &port,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("0xA801"),
+        "unknown destination is refused with 0xA801"
+    );
     let _ = storescp.kill();
     let _ = storescp.wait();
     let received: BTreeMap<String, PathBuf> = walk(dest_dir.path())
         .into_iter()
-        .map(|p| (tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID), p))
+        .map(|p| {
+            (
+                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID),
+                p,
+            )
+        })
         .collect();
     for sample in &samples {
         let got = received
             .get(&sample.sop_instance)
             .unwrap_or_else(|| panic!("{} was not moved", sample.path.display()));
-        assert!(dataset_bytes(got) == dataset_bytes(&sample.path), "{} differs after C-MOVE", sample.path.display());
+        assert!(
+            dataset_bytes(got) == dataset_bytes(&sample.path),
+            "{} differs after C-MOVE",
+            sample.path.display()
+        );
     }
 }
 
@@ -229,20 +400,52 @@ fn dcmtk_clients_round_trip_every_sample() {
     let server = TramyServer::start();
     let port = server.port();
     let samples = read_samples();
-    assert_success(&dcmtk("echoscu", &["-aec", "TRAMY", "127.0.0.1", &port], None), "dcmtk echoscu");
-    let mut args = vec!["-aec", "TRAMY", "--propose-lossless", "-R", "127.0.0.1", &port];
+    assert_success(
+        &dcmtk("echoscu", &["-aec", "TRAMY", "127.0.0.1", &port], None),
+        "dcmtk echoscu",
+    );
+    let mut args = vec![
+        "-aec",
+        "TRAMY",
+        "--propose-lossless",
+        "-R",
+        "127.0.0.1",
+        &port,
+    ];
     // -R: propose only the contexts the files need, in their own transfer syntax.
     args.retain(|a| *a != "--propose-lossless");
-    let paths: Vec<String> = samples.iter().map(|s| s.path.display().to_string()).collect();
+    let paths: Vec<String> = samples
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
     args.extend(paths.iter().map(String::as_str));
     assert_success(&dcmtk("storescu", &args, None), "dcmtk storescu");
     assert_eq!(server.indexed_instances(), samples.len() as i64);
 
-    let out = dcmtk("findscu", &["-S", "-aec", "TRAMY", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "127.0.0.1", &port], None);
+    let out = dcmtk(
+        "findscu",
+        &[
+            "-S",
+            "-aec",
+            "TRAMY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+            "127.0.0.1",
+            &port,
+        ],
+        None,
+    );
     assert_success(&out, "dcmtk findscu");
     let studies: BTreeSet<_> = samples.iter().map(|s| &s.study).collect();
-    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(log.matches("(0020,000d) UI [").count(), studies.len(), "findscu output:\n{log}");
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        log.matches("(0020,000d) UI [").count(),
+        studies.len(),
+        "findscu output:\n{log}"
+    );
 
     // dcmtk getscu proposes the uncompressed syntaxes: Explicit VR Little Endian instances come
     // back byte for byte.
@@ -250,15 +453,45 @@ fn dcmtk_clients_round_trip_every_sample() {
     for study in &studies {
         let q = format!("StudyInstanceUID={study}");
         let od = out_dir.path().display().to_string();
-        let out = dcmtk("getscu", &["-S", "-aec", "TRAMY", "-od", &od, "-k", "QueryRetrieveLevel=STUDY", "-k", &q, "127.0.0.1", &port], None);
+        let out = dcmtk(
+            "getscu",
+            &[
+                "-S",
+                "-aec",
+                "TRAMY",
+                "-od",
+                &od,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &q,
+                "127.0.0.1",
+                &port,
+            ],
+            None,
+        );
         let _ = out; // getscu exits non-zero when some sub-operations fail (compressed instances)
     }
     let retrieved: BTreeMap<String, PathBuf> = walk(out_dir.path())
         .into_iter()
-        .map(|p| (tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID), p))
+        .map(|p| {
+            (
+                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID),
+                p,
+            )
+        })
         .collect();
-    for sample in samples.iter().filter(|s| s.transfer_syntax == "1.2.840.10008.1.2.1") {
-        let got = retrieved.get(&sample.sop_instance).unwrap_or_else(|| panic!("{} not retrieved by dcmtk getscu", sample.path.display()));
-        assert!(dataset_bytes(got) == dataset_bytes(&sample.path), "{} differs after dcmtk getscu", sample.path.display());
+    for sample in samples
+        .iter()
+        .filter(|s| s.transfer_syntax == "1.2.840.10008.1.2.1")
+    {
+        let got = retrieved
+            .get(&sample.sop_instance)
+            .unwrap_or_else(|| panic!("{} not retrieved by dcmtk getscu", sample.path.display()));
+        assert!(
+            dataset_bytes(got) == dataset_bytes(&sample.path),
+            "{} differs after dcmtk getscu",
+            sample.path.display()
+        );
     }
 }

@@ -89,7 +89,11 @@ impl PduStream {
                 }
                 if self.read_buffer.len() >= PDU_HEADER + len {
                     let mut frame = self.read_buffer.split_to(PDU_HEADER + len);
-                    return match dicom_ul::read_pdu(&mut frame, dicom_ul::pdu::MAXIMUM_PDU_SIZE, false) {
+                    return match dicom_ul::read_pdu(
+                        &mut frame,
+                        dicom_ul::pdu::MAXIMUM_PDU_SIZE,
+                        false,
+                    ) {
                         Ok(Some(pdu)) => Ok(pdu),
                         Ok(None) => Err(WireError::Malformed("incomplete PDU".into())),
                         Err(e) => Err(WireError::Malformed(e.to_string())),

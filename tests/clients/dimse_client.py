@@ -16,7 +16,9 @@ import sys
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_context, build_role, evt
+import time
+
+from pynetdicom import AE, build_role, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
@@ -96,8 +98,16 @@ def send_raw(assoc, context_id, sop_class, sop_instance, raw, message_id=1):
     req.AffectedSOPInstanceUID = sop_instance
     req.Priority = 0
     req.DataSet = io.BytesIO(raw)
-    assoc.dimse.send_msg(req, context_id)
-    _, rsp = assoc.dimse.get_msg(block=True)
+    # Pause the association's reactor as pynetdicom's own send_c_store does, or it may take the
+    # response off the queue before we read it.
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
     if rsp is None:
         return None, None
     return rsp.Status, getattr(rsp, "ErrorComment", None)

@@ -42,7 +42,8 @@ pub fn python() -> PathBuf {
     std::fs::create_dir_all(&base).expect("target tmp dir");
     let venv = base.join("test-venv");
     let python = venv.join("bin").join("python");
-    let requirements = std::fs::read_to_string(repo_root().join("tests/requirements.txt")).expect("requirements");
+    let requirements =
+        std::fs::read_to_string(repo_root().join("tests/requirements.txt")).expect("requirements");
     let marker = venv.join("requirements.installed");
     // Test binaries run in parallel: one builds the environment, the others wait.
     let lock = std::fs::File::create(base.join("test-venv.lock")).expect("lock file");
@@ -56,7 +57,14 @@ pub fn python() -> PathBuf {
             .expect("python3 is needed for the integration tests");
         assert!(status.success(), "python3 -m venv failed");
         let out = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(repo_root().join("tests/requirements.txt"))
             .output()
             .expect("pip");
@@ -178,10 +186,17 @@ impl TramyServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("tramy exited early ({status}):\n{}", self.log());
             }
-            if self.http_get("/healthz").is_some_and(|(code, _)| code == 200) {
+            if self
+                .http_get("/healthz")
+                .is_some_and(|(code, _)| code == 200)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -198,11 +213,18 @@ impl TramyServer {
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((code, body))
     }
 
@@ -237,7 +259,8 @@ impl TramyServer {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("index opens");
-        conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0)).expect("count")
+        conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))
+            .expect("count")
     }
 }
 
