@@ -137,6 +137,7 @@ def cmd_stream(a):
     the file lists exactly what tramy acknowledged even if the server dies mid-stream."""
     template = dcmread(a.template)
     study = generate_uid()
+    series = generate_uid()
     ae = AE(ae_title="STREAMER")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ts = template.file_meta.TransferSyntaxUID
@@ -154,7 +155,7 @@ def cmd_stream(a):
         for i in range(a.count):
             ds = template.copy()
             ds.StudyInstanceUID = study
-            ds.SeriesInstanceUID = study + ".1"
+            ds.SeriesInstanceUID = series
             ds.SOPInstanceUID = generate_uid()
             ds.InstanceNumber = i + 1
             buf = DicomBytesIO()

@@ -1,0 +1,156 @@
+//! SIGKILL in the middle of a stream of C-STOREs: after a restart, every instance that got a
+//! success status is present, indexed and byte-identical, and no orphan object remains.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn acknowledged(ack_file: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(ack_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(uid, sha)| (uid.to_string(), sha.to_string()))
+        .collect()
+}
+
+#[test]
+fn acknowledged_instances_survive_sigkill_and_no_orphans_remain() {
+    let mut server = TramyServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ack_file = tmp.path().join("acks.txt");
+    let mut streamer = Command::new(python())
+        .arg(repo_root().join("tests/clients/dimse_client.py"))
+        .args([
+            "--port",
+            &server.port(),
+            "stream",
+            "--count",
+            "5000",
+            "--template",
+        ])
+        .arg(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .arg("--ack-file")
+        .arg(&ack_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("streamer starts");
+
+    // Let a few hundred through, then kill the server while C-STOREs are in flight.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acknowledged(&ack_file).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not get going:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let _ = streamer.wait();
+    let acked = acknowledged(&ack_file);
+    assert!(acked.len() < 5000, "the kill landed mid-stream");
+
+    server.restart();
+
+    let conn = rusqlite::Connection::open_with_flags(
+        server.data_dir.join("index.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut rows: HashMap<String, (String, String)> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT sop_instance_uid, object_key, sha256 FROM instances")
+        .unwrap();
+    for row in stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (uid, key, sha) = row.unwrap();
+        rows.insert(uid, (key, sha));
+    }
+    for (uid, sent_sha) in &acked {
+        let (key, indexed_sha) = rows
+            .get(uid)
+            .unwrap_or_else(|| panic!("acknowledged instance {uid} is missing from the index"));
+        assert_eq!(
+            indexed_sha, sent_sha,
+            "index records what was sent for {uid}"
+        );
+        let object = server.data_dir.join("objects").join(key);
+        let stored_sha = hex::encode(Sha256::digest(dataset_bytes(&object)));
+        assert_eq!(
+            &stored_sha, sent_sha,
+            "stored object of {uid} is byte-identical to what was sent"
+        );
+    }
+
+    // Every object has an index row (orphans were reconciled at start-up) and vice versa.
+    let objects = server.object_files();
+    assert_eq!(
+        objects.len(),
+        rows.len(),
+        "objects and index rows match one to one"
+    );
+    for object in objects {
+        let key = object
+            .strip_prefix(server.data_dir.join("objects"))
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            rows.values().any(|(k, _)| *k == key),
+            "orphan object {key} remains"
+        );
+    }
+
+    // And the server still takes instances after the crash.
+    let out = pynetdicom("echoscu", &["-aec", "TRAMY", "127.0.0.1", &server.port()]);
+    assert_success(&out, "echoscu after restart");
+}
+
+#[test]
+fn an_object_written_without_its_index_row_is_removed_at_start_up() {
+    let mut server = TramyServer::start();
+    let out = pynetdicom(
+        "storescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "127.0.0.1",
+            &server.port(),
+            &repo_root()
+                .join("dicom-samples/ct_small_explicit_le.dcm")
+                .display()
+                .to_string(),
+        ],
+    );
+    assert_success(&out, "storescu");
+    server.kill();
+    // What a crash between the object write and the index commit leaves behind.
+    let orphan = server
+        .data_dir
+        .join("objects/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5.dcm");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::copy(
+        repo_root().join("dicom-samples/mr_small_explicit_le.dcm"),
+        &orphan,
+    )
+    .unwrap();
+    server.restart();
+    assert!(!orphan.exists(), "the orphan object was reconciled away");
+    assert_eq!(server.object_files().len(), 1, "the indexed object is kept");
+    assert_eq!(server.indexed_instances(), 1);
+}
