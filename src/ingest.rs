@@ -15,6 +15,9 @@ use crate::dicom::json::metadata_json;
 use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
 use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, ObjectStorage};
 
+/// Data sets up to this size are parsed on the async worker; larger ones in the blocking pool.
+const INLINE_PREPARE_LIMIT: usize = 1 << 20;
+
 /// Who sent an instance: recorded with it, the basis of delivery receipts.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -174,10 +177,16 @@ impl Archive {
     ) -> Result<IngestReport, IngestError> {
         self.check_free_space()?;
         let source_ae = sender.source.clone();
-        // Parsing, hashing and serialising are CPU work: keep them off the async workers.
-        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
-            .await
-            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+        // Parsing, hashing and serialising are CPU work. A typical instance takes well under a
+        // millisecond, less than a hand-off to the blocking pool costs; large ones go there so
+        // they do not stall other associations.
+        let prepared = if received.dataset.len() <= INLINE_PREPARE_LIMIT {
+            prepare(received, &source_ae)?
+        } else {
+            tokio::task::spawn_blocking(move || prepare(received, &source_ae))
+                .await
+                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??
+        };
         let a = &prepared.attributes;
         if let Some((sop_class, sop_instance)) = expected {
             let sop_class = sop_class.trim_end_matches(['\0', ' ']);
@@ -212,7 +221,7 @@ impl Archive {
     async fn file(&self, prepared: Prepared, sender: &Sender) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
         // Decide before writing, so a duplicate or a kept conflict never touches the stored object.
-        if let Some(existing) = self.index.instance(&a.sop_instance_uid).await? {
+        if let Some(existing) = self.index.instance_now(&a.sop_instance_uid)? {
             if existing.sha256 == prepared.sha256 {
                 return Ok(prepared.report(IngestOutcome::Duplicate));
             }
@@ -286,7 +295,12 @@ impl Archive {
             Err(e) => {
                 // The object has no index row: remove it now rather than wait for reconciliation,
                 // unless another instance row refers to it (a previous version at the same key).
-                if !self.index.has_object_key(&key).await.unwrap_or(true) {
+                if !self
+                    .index
+                    .refers_to(&prepared.attributes.sop_instance_uid, &key)
+                    .await
+                    .unwrap_or(true)
+                {
                     let _ = self.objects.delete(&key).await;
                 }
                 Err(e.into())

@@ -500,7 +500,12 @@ fn dcmtk_clients_round_trip_every_sample() {
         let got = retrieved
             .get(&sample.sop_instance)
             .unwrap_or_else(|| panic!("{} not retrieved by dcmtk getscu", sample.path.display()));
-        assert_eq!(content(got), content(&sample.path), "{} differs after dcmtk getscu", sample.path.display());
+        assert_eq!(
+            content(got),
+            content(&sample.path),
+            "{} differs after dcmtk getscu",
+            sample.path.display()
+        );
     }
 }
 
@@ -513,7 +518,17 @@ fn a_real_seven_megabyte_chest_cr_round_trips_over_many_pdus() {
     let cr = repo_root().join("dicom-samples/fetched/chest_cr_rg1_explicit_le.dcm");
     let server = TramyServer::start();
     let port = server.port();
-    let out = pynetdicom("storescu", &["-aec", "TRAMY", "--required-contexts", "127.0.0.1", &port, &cr.display().to_string()]);
+    let out = pynetdicom(
+        "storescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "--required-contexts",
+            "127.0.0.1",
+            &port,
+            &cr.display().to_string(),
+        ],
+    );
     assert_success(&out, "storescu of the chest CR");
     let obj = open_file(&cr).unwrap();
     let sample = Sample {

@@ -172,7 +172,6 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_fk);
 CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
-CREATE UNIQUE INDEX IF NOT EXISTS instances_object_key ON instances(object_key);
 "#;
 
 /// Upper-cases a person name for case-insensitive matching, Unicode-aware so Vietnamese names
@@ -280,11 +279,18 @@ impl Index {
             policy,
             reply,
         };
-        // The channel is bounded; sending may block when the writer is saturated.
-        tokio::task::spawn_blocking(move || writer.send(request))
-            .await
-            .map_err(|e| IndexError::Task(e.to_string()))?
-            .map_err(|_| IndexError::WriterGone)?;
+        // The channel is bounded: only when the writer is saturated does sending block, and then
+        // it waits in the blocking pool rather than on an async worker.
+        match writer.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(request)) => {
+                tokio::task::spawn_blocking(move || writer.send(request))
+                    .await
+                    .map_err(|e| IndexError::Task(e.to_string()))?
+                    .map_err(|_| IndexError::WriterGone)?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(IndexError::WriterGone),
+        }
         answer.await.map_err(|_| IndexError::WriterGone)?
     }
 
@@ -305,6 +311,31 @@ impl Index {
         .map_err(|e| IndexError::Task(e.to_string()))?
     }
 
+    /// Runs `f` on a read-only connection on the calling thread. For point lookups that take
+    /// microseconds (WAL readers never wait for the writer), where a hand-off to the blocking pool
+    /// would cost more than the query.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let conn = self.readers.take()?;
+        let result = f(&conn);
+        self.readers.give_back(conn);
+        result
+    }
+
+    /// [`Index::instance`] on the calling thread (a primary-key lookup).
+    pub fn instance_now(&self, sop: &SopInstanceUid) -> Result<Option<StoredInstance>, IndexError> {
+        self.read_now(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "{STORED_INSTANCE_SELECT} WHERE i.sop_instance_uid = ?1"
+                ))?
+                .query_row([sop.as_str()], stored_instance_from_row)
+                .optional()?)
+        })
+    }
+
     /// The filed instance with this SOP Instance UID, if any.
     pub async fn instance(
         &self,
@@ -323,14 +354,18 @@ impl Index {
         .await
     }
 
-    /// Whether any instance row points at `object_key`.
-    pub async fn has_object_key(&self, object_key: &str) -> Result<bool, IndexError> {
-        let key = object_key.to_owned();
+    /// Whether the row of `sop` points at `object_key`.
+    pub async fn refers_to(
+        &self,
+        sop: &SopInstanceUid,
+        object_key: &str,
+    ) -> Result<bool, IndexError> {
+        let (sop, key) = (sop.as_str().to_owned(), object_key.to_owned());
         self.read(move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT 1 FROM instances WHERE object_key = ?1",
-                    [key],
+                    "SELECT 1 FROM instances WHERE sop_instance_uid = ?1 AND object_key = ?2",
+                    [sop, key],
                     |_| Ok(()),
                 )
                 .optional()?
@@ -464,6 +499,12 @@ fn apply_instance(
     }
 }
 
+/// `execute` through the statement cache: the writer runs the same few statements for every
+/// instance, and parsing them each time showed in profiles.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i64> {
     let key = patient_key(a);
     if let Some(id) = tx
@@ -477,7 +518,8 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i
         return Ok(id);
     }
     let p = &a.patient;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO patients (patient_key, patient_id, issuer_of_patient_id, patient_name, \
          patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -509,7 +551,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         None => {
             let patient_id = upsert_patient(tx, a)?;
             let s = &a.study;
-            tx.execute(
+            exec(
+        tx,
                 "INSERT INTO studies (study_instance_uid, patient_fk, study_date, study_time, \
                  accession_number, study_id, referring_physician_name, referring_physician_name_norm, \
                  study_description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -527,7 +570,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
                 ],
             )?;
             let study_id = tx.last_insert_rowid();
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE patients SET num_studies = num_studies + 1 WHERE id = ?1",
                 [patient_id],
             )?;
@@ -546,7 +590,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         Some(id) => id,
         None => {
             let s = &a.series;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO series (series_instance_uid, study_fk, modality, series_number, \
                  series_description, body_part_examined, series_date, series_time) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -562,11 +607,13 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE studies SET num_series = num_series + 1 WHERE id = ?1",
                 [study_id],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE patients SET num_series = num_series + 1 WHERE id = ?1",
                 [patient_id],
             )?;
@@ -575,7 +622,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         }
     };
 
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO instances (sop_instance_uid, series_fk, sop_class_uid, instance_number, rows, \
          columns, number_of_frames, transfer_syntax_uid, object_key, size_bytes, sha256, received_at, \
          source, source_address, metadata_json) \
@@ -598,15 +646,18 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
             inst.metadata_json
         ],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE series SET num_instances = num_instances + 1 WHERE id = ?1",
         [series_id],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE studies SET num_instances = num_instances + 1 WHERE id = ?1",
         [study_id],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE patients SET num_instances = num_instances + 1 WHERE id = ?1",
         [patient_id],
     )?;
@@ -614,7 +665,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
 }
 
 fn refresh_modalities(tx: &Connection, study_id: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE studies SET modalities_in_study = COALESCE((SELECT group_concat(m, '\\') FROM \
          (SELECT DISTINCT modality AS m FROM series WHERE study_fk = ?1 AND modality <> '' ORDER BY m)), '') \
          WHERE id = ?1",
@@ -632,15 +684,18 @@ fn remove_instance(tx: &Connection, instance_id: i64) -> rusqlite::Result<()> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     tx.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE series SET num_instances = num_instances - 1 WHERE id = ?1",
         [series_id],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE studies SET num_instances = num_instances - 1 WHERE id = ?1",
         [study_id],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE patients SET num_instances = num_instances - 1 WHERE id = ?1",
         [patient_id],
     )?;
