@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::dicom::ReceivedInstance;
+use crate::dicom::{Part10Error, ReceivedInstance};
 use crate::ingest::{Archive, IngestOutcome, Sender};
 
 /// What an import did.
@@ -20,6 +20,8 @@ pub struct ImportSummary {
     pub duplicates: usize,
     /// Conflicting instances kept or replaced under the configured policy.
     pub conflicts: usize,
+    /// Files that are not DICOM instances (READMEs, viewers on a CD, DICOMDIR).
+    pub skipped: usize,
     /// Files refused, with the reason.
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -28,10 +30,11 @@ impl ImportSummary {
     /// A summary for people: counts, then failures grouped by reason.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "stored: {}\nduplicates: {}\nconflicts: {}\nfailed: {}\n",
+            "stored: {}\nduplicates: {}\nconflicts: {}\nskipped (not DICOM instances): {}\nfailed: {}\n",
             self.stored,
             self.duplicates,
             self.conflicts,
+            self.skipped,
             self.failed.len()
         );
         let mut by_reason: BTreeMap<&str, Vec<&Path>> = BTreeMap::new();
@@ -92,11 +95,13 @@ pub async fn import_dir(
                 let outcome = match tokio::fs::read(&path).await {
                     Err(e) => Err(format!("cannot read: {e}")),
                     Ok(bytes) => match ReceivedInstance::from_part10(Bytes::from(bytes)) {
+                        Err(Part10Error::NotPart10) => Ok(None),
                         Err(e) => Err(e.to_string()),
+                        Ok(received) if received.is_media_directory() => Ok(None),
                         Ok(received) => archive
                             .ingest(received, &sender, None)
                             .await
-                            .map(|r| r.outcome)
+                            .map(|r| Some(r.outcome))
                             .map_err(|e| e.to_string()),
                     },
                 };
@@ -107,9 +112,12 @@ pub async fn import_dir(
     let mut summary = ImportSummary::default();
     while let Some((path, outcome)) = results.next().await {
         match outcome {
-            Ok(IngestOutcome::Stored) => summary.stored += 1,
-            Ok(IngestOutcome::Duplicate) => summary.duplicates += 1,
-            Ok(IngestOutcome::ConflictKept) | Ok(IngestOutcome::Replaced) => summary.conflicts += 1,
+            Ok(None) => summary.skipped += 1,
+            Ok(Some(IngestOutcome::Stored)) => summary.stored += 1,
+            Ok(Some(IngestOutcome::Duplicate)) => summary.duplicates += 1,
+            Ok(Some(IngestOutcome::ConflictKept)) | Ok(Some(IngestOutcome::Replaced)) => {
+                summary.conflicts += 1
+            }
             Err(reason) => summary.failed.push((path, reason)),
         }
         bar.inc(1);

@@ -44,11 +44,16 @@ pub enum Part10Error {
     },
 }
 
+/// Media Storage Directory Storage (DICOMDIR).
+pub const MEDIA_STORAGE_DIRECTORY_SOP_CLASS: &str = "1.2.840.10008.1.3.10";
+
 /// One instance as received: its transfer syntax and its data set bytes, untouched.
 #[derive(Debug, Clone)]
 pub struct ReceivedInstance {
     /// Transfer Syntax UID the data set is encoded in.
     pub transfer_syntax: String,
+    /// Media Storage SOP Class UID from the sender's meta group; empty over DIMSE.
+    pub media_storage_sop_class_uid: String,
     /// The data set bytes, exactly as received.
     pub dataset: Bytes,
 }
@@ -58,6 +63,7 @@ impl ReceivedInstance {
     pub fn from_dataset(transfer_syntax: &str, dataset: Bytes) -> Self {
         ReceivedInstance {
             transfer_syntax: transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
+            media_storage_sop_class_uid: String::new(),
             dataset,
         }
     }
@@ -73,8 +79,15 @@ impl ReceivedInstance {
         let start = 128 + cursor.position() as usize;
         Ok(ReceivedInstance {
             transfer_syntax: meta.transfer_syntax().to_string(),
+            media_storage_sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
             dataset: file.slice(start..),
         })
+    }
+
+    /// Whether this is a DICOMDIR (Media Storage Directory, PS3.10 8.6), an index of a medium
+    /// rather than an instance.
+    pub fn is_media_directory(&self) -> bool {
+        self.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY_SOP_CLASS
     }
 
     /// Parses the whole data set, failing on truncation or an encoding that does not match the
