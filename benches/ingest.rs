@@ -43,8 +43,10 @@ fn bench_ingest(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(template.dataset.len() as u64));
     for fsync in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.ingest.fsync = fsync;
         config.ingest.min_free_disk_mb = 0;
         let archive = runtime.block_on(async { Archive::open(&config).unwrap() });

@@ -249,14 +249,7 @@ fn every_sample_round_trips_through_pynetdicom_store_find_get() {
         );
         assert_success(&out, "getscu");
     }
-    let retrieved: BTreeMap<String, PathBuf> = walk(out_dir.path())
-        .into_iter()
-        .map(|p| {
-            let uid =
-                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID);
-            (uid, p)
-        })
-        .collect();
+    let retrieved = by_sop_instance(out_dir.path());
     for sample in &samples {
         match sample.transfer_syntax.as_str() {
             "1.2.840.10008.1.2.1" => {
@@ -361,15 +354,7 @@ fn c_move_delivers_every_sample_byte_identical_to_a_configured_destination() {
     );
     let _ = storescp.kill();
     let _ = storescp.wait();
-    let received: BTreeMap<String, PathBuf> = walk(dest_dir.path())
-        .into_iter()
-        .map(|p| {
-            (
-                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID),
-                p,
-            )
-        })
-        .collect();
+    let received = by_sop_instance(dest_dir.path());
     for sample in &samples {
         let got = received
             .get(&sample.sop_instance)
@@ -380,6 +365,19 @@ fn c_move_delivers_every_sample_byte_identical_to_a_configured_destination() {
             sample.path.display()
         );
     }
+}
+
+/// The files under `dir` by their SOP Instance UID.
+fn by_sop_instance(dir: &Path) -> BTreeMap<String, PathBuf> {
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            (
+                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID),
+                p,
+            )
+        })
+        .collect()
 }
 
 /// An instance's content: its attributes as DICOM JSON and its pixel values, less the encoding
@@ -484,15 +482,7 @@ fn dcmtk_clients_round_trip_every_sample() {
         );
         assert_success(&out, "dcmtk getscu");
     }
-    let retrieved: BTreeMap<String, PathBuf> = walk(out_dir.path())
-        .into_iter()
-        .map(|p| {
-            (
-                tramy::dicom::attributes::text(&open_file(&p).unwrap(), tags::SOP_INSTANCE_UID),
-                p,
-            )
-        })
-        .collect();
+    let retrieved = by_sop_instance(out_dir.path());
     // dcmtk re-encodes data sets when it sends and when it writes files (it drops group lengths
     // and writes sequences with undefined length), so its round trip is checked on content: every
     // attribute value and the pixel values.

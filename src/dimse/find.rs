@@ -15,7 +15,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::dicom::query_retrieve;
-use crate::store::query::{AttributeQuery, QueryLevel, QueryMatch};
+use crate::store::query::{AttributeQuery, QueryError, QueryLevel, QueryMatch};
 
 /// Why an identifier cannot be answered; carries the status to send.
 #[derive(Debug, thiserror::Error)]
@@ -234,13 +234,7 @@ where
         .encode()?;
         return channel.send(pc, &rsp, None).await;
     };
-    let outcome = answer(
-        service,
-        &context.abstract_syntax,
-        &context.transfer_syntax,
-        request.dataset.as_ref(),
-    )
-    .await;
+    let outcome = answer(service, &context, request.dataset.as_ref()).await;
     match outcome {
         Ok(responses) => {
             for dataset in responses {
@@ -265,37 +259,49 @@ where
     }
 }
 
-async fn answer(
+/// Decodes the identifier a request carries on `context`, turns it into a query, and runs `run`
+/// with it on the index. Shared by C-FIND, C-GET and C-MOVE.
+pub async fn query_index<T: Send + 'static>(
     service: &DimseService,
-    abstract_syntax: &str,
-    transfer_syntax: &str,
+    context: &AcceptedContext,
     dataset: Option<&Bytes>,
-) -> Result<Vec<Vec<u8>>, IdentifierError> {
+    run: fn(&rusqlite::Connection, &AttributeQuery) -> Result<T, QueryError>,
+) -> Result<(InMemDicomObject, QueryLevel, T), IdentifierError> {
     let bytes = dataset.ok_or_else(|| {
-        identifier_error(status::CANNOT_UNDERSTAND, "C-FIND-RQ without an identifier")
+        identifier_error(status::CANNOT_UNDERSTAND, "request without an identifier")
     })?;
-    let identifier = decode_identifier(transfer_syntax, bytes)?;
-    let query = query_from_identifier(abstract_syntax, &identifier)?;
+    let identifier = decode_identifier(&context.transfer_syntax, bytes)?;
+    let query = query_from_identifier(&context.abstract_syntax, &identifier)?;
     let level = query.level;
-    let matches = service
+    let found = service
         .archive
         .index
-        .read(move |conn| Ok(crate::store::query::find(conn, &query)))
+        .read(move |conn| Ok(run(conn, &query)))
         .await
-        .map_err(|e| identifier_error(status::CANNOT_UNDERSTAND, e.to_string()))?
+        .map_err(|e| identifier_error(status::OUT_OF_RESOURCES, e.to_string()))?
         .map_err(|e| identifier_error(status::CANNOT_UNDERSTAND, e.to_string()))?;
+    Ok((identifier, level, found))
+}
+
+async fn answer(
+    service: &DimseService,
+    context: &AcceptedContext,
+    dataset: Option<&Bytes>,
+) -> Result<Vec<Vec<u8>>, IdentifierError> {
+    let (identifier, level, matches) =
+        query_index(service, context, dataset, crate::store::query::find).await?;
     let ae = service.config.dimse.ae_title.clone();
     matches
         .iter()
         .map(|m| {
             encode_dataset(
                 &response_identifier(&identifier, level, m, &ae),
-                transfer_syntax,
+                &context.transfer_syntax,
             )
         })
         .collect()
 }
 
-use super::channel::{Channel, ChannelError, Message, PduTransport};
+use super::channel::{AcceptedContext, Channel, ChannelError, Message, PduTransport};
 use super::message::{command_field, response, status};
 use super::server::DimseService;

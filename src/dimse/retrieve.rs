@@ -5,8 +5,8 @@
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 
-use super::channel::{Channel, ChannelError, Message, PduTransport};
-use super::find::{decode_identifier, encode_dataset, query_from_identifier, IdentifierError};
+use super::channel::{AcceptedContext, Channel, ChannelError, Message, PduTransport};
+use super::find::{encode_dataset, query_index, IdentifierError};
 use super::message::{command_field, response, status, Command, CommandBuilder};
 use super::server::DimseService;
 use super::store_scu::{self, MoveOriginator, SubOperation};
@@ -60,33 +60,6 @@ impl Progress {
     }
 }
 
-async fn resolve(
-    service: &DimseService,
-    abstract_syntax: &str,
-    transfer_syntax: &str,
-    request: &Message,
-) -> Result<Vec<StoredInstance>, IdentifierError> {
-    let bytes = request.dataset.as_ref().ok_or_else(|| IdentifierError {
-        status: status::CANNOT_UNDERSTAND,
-        reason: "request without an identifier".into(),
-    })?;
-    let identifier = decode_identifier(transfer_syntax, bytes)?;
-    let query = query_from_identifier(abstract_syntax, &identifier)?;
-    service
-        .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
-        .await
-        .map_err(|e| IdentifierError {
-            status: status::OUT_OF_RESOURCES_MATCHES,
-            reason: e.to_string(),
-        })?
-        .map_err(|e| IdentifierError {
-            status: status::CANNOT_UNDERSTAND,
-            reason: e.to_string(),
-        })
-}
-
 async fn refuse<A>(
     channel: &mut Channel<A>,
     request: &Message,
@@ -136,89 +109,112 @@ where
     channel.send(pc, &rsp, identifier.as_deref()).await
 }
 
-/// Serves a C-GET-RQ: sub-operations go back over the same association.
-pub async fn handle_get<A>(
+/// A retrieve that can go ahead: the context it arrived on, what to send, and the counts so far.
+struct Retrieval {
+    context: AcceptedContext,
+    instances: Vec<StoredInstance>,
+    progress: Progress,
+}
+
+/// Resolves the request's identifier to stored instances, or answers the request with the
+/// failure and returns `None`.
+async fn begin<A: PduTransport>(
     channel: &mut Channel<A>,
     service: &DimseService,
-    request: Message,
-) -> Result<(), ChannelError>
-where
-    A: PduTransport,
-{
-    let pc = request.presentation_context_id;
-    let Some(context) = channel.context(pc).cloned() else {
+    request: &Message,
+    rsp_field: u16,
+) -> Result<Option<Retrieval>, ChannelError> {
+    let Some(context) = channel.context(request.presentation_context_id).cloned() else {
         let e = IdentifierError {
             status: status::SOP_CLASS_NOT_SUPPORTED,
             reason: "presentation context not accepted".into(),
         };
-        return refuse(channel, &request, command_field::C_GET_RSP, e).await;
+        refuse(channel, request, rsp_field, e).await?;
+        return Ok(None);
     };
-    let instances = match resolve(
+    match query_index(
         service,
-        &context.abstract_syntax,
-        &context.transfer_syntax,
-        &request,
+        &context,
+        request.dataset.as_ref(),
+        crate::store::query::instances,
     )
     .await
     {
-        Ok(i) => i,
-        Err(e) => return refuse(channel, &request, command_field::C_GET_RSP, e).await,
-    };
-    let mut progress = Progress {
-        remaining: instances.len().min(u16::MAX as usize) as u16,
-        ..Progress::default()
+        Ok((_, _, instances)) => Ok(Some(Retrieval {
+            progress: Progress {
+                remaining: instances.len().min(u16::MAX as usize) as u16,
+                ..Progress::default()
+            },
+            context,
+            instances,
+        })),
+        Err(e) => {
+            refuse(channel, request, rsp_field, e).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Sends a pending response with the counts so far.
+async fn pending<A: PduTransport>(
+    channel: &mut Channel<A>,
+    request: &Message,
+    rsp_field: u16,
+    progress: &Progress,
+) -> Result<(), ChannelError> {
+    let rsp = progress
+        .with_counts(response(&request.command, rsp_field, status::PENDING), true)
+        .dataset(false)
+        .encode()?;
+    channel
+        .send(request.presentation_context_id, &rsp, None)
+        .await
+}
+
+/// Serves a C-GET-RQ: sub-operations go back over the same association.
+pub async fn handle_get<A: PduTransport>(
+    channel: &mut Channel<A>,
+    service: &DimseService,
+    request: Message,
+) -> Result<(), ChannelError> {
+    const RSP: u16 = command_field::C_GET_RSP;
+    let Some(mut retrieval) = begin(channel, service, &request, RSP).await? else {
+        return Ok(());
     };
     let mut cancelled = false;
-    for (n, instance) in instances.iter().enumerate() {
-        if cancelled {
-            break;
-        }
+    for (n, instance) in retrieval.instances.iter().enumerate() {
         let message_id = (n as u16).wrapping_add(1);
         let (result, cancel) =
             store_scu::send_instance(channel, &service.archive, instance, message_id, None).await?;
         cancelled |= cancel;
-        progress.record(instance, result);
-        if progress.remaining > 0 && !cancelled {
-            let rsp = progress
-                .with_counts(
-                    response(&request.command, command_field::C_GET_RSP, status::PENDING),
-                    true,
-                )
-                .dataset(false)
-                .encode()?;
-            channel.send(pc, &rsp, None).await?;
+        retrieval.progress.record(instance, result);
+        if cancelled {
+            break;
+        }
+        if retrieval.progress.remaining > 0 {
+            pending(channel, &request, RSP, &retrieval.progress).await?;
         }
     }
     finish(
         channel,
         &request.command,
-        pc,
-        &context.transfer_syntax,
-        command_field::C_GET_RSP,
-        &progress,
+        request.presentation_context_id,
+        &retrieval.context.transfer_syntax,
+        RSP,
+        &retrieval.progress,
         cancelled,
     )
     .await
 }
 
 /// Serves a C-MOVE-RQ: sub-operations go to the Move Destination, looked up in the configuration.
-pub async fn handle_move<A>(
+pub async fn handle_move<A: PduTransport>(
     channel: &mut Channel<A>,
     service: &DimseService,
     sender: &Sender,
     request: Message,
-) -> Result<(), ChannelError>
-where
-    A: PduTransport,
-{
-    let pc = request.presentation_context_id;
-    let Some(context) = channel.context(pc).cloned() else {
-        let e = IdentifierError {
-            status: status::SOP_CLASS_NOT_SUPPORTED,
-            reason: "presentation context not accepted".into(),
-        };
-        return refuse(channel, &request, command_field::C_MOVE_RSP, e).await;
-    };
+) -> Result<(), ChannelError> {
+    const RSP: u16 = command_field::C_MOVE_RSP;
     let destination = request.command.move_destination();
     let Some(address) = service
         .config
@@ -233,31 +229,21 @@ where
                 "move destination {destination:?} is not configured (dimse.move_destinations)"
             ),
         };
-        return refuse(channel, &request, command_field::C_MOVE_RSP, e).await;
+        return refuse(channel, &request, RSP, e).await;
     };
-    let instances = match resolve(
-        service,
-        &context.abstract_syntax,
-        &context.transfer_syntax,
-        &request,
-    )
-    .await
-    {
-        Ok(i) => i,
-        Err(e) => return refuse(channel, &request, command_field::C_MOVE_RSP, e).await,
+    let Some(mut retrieval) = begin(channel, service, &request, RSP).await? else {
+        return Ok(());
     };
-    let mut progress = Progress {
-        remaining: instances.len().min(u16::MAX as usize) as u16,
-        ..Progress::default()
-    };
-    if instances.is_empty() {
+    let pc = request.presentation_context_id;
+    let ts = retrieval.context.transfer_syntax.clone();
+    if retrieval.instances.is_empty() {
         return finish(
             channel,
             &request.command,
             pc,
-            &context.transfer_syntax,
-            command_field::C_MOVE_RSP,
-            &progress,
+            &ts,
+            RSP,
+            &retrieval.progress,
             false,
         )
         .await;
@@ -266,7 +252,7 @@ where
         &address,
         &service.config.dimse.ae_title,
         destination.trim(),
-        &instances,
+        &retrieval.instances,
         service.config.pdu_timeout(),
     )
     .await
@@ -277,14 +263,14 @@ where
                 status: status::OUT_OF_RESOURCES_SUBOPERATIONS,
                 reason: format!("cannot associate with {destination} at {address}: {e}"),
             };
-            return refuse(channel, &request, command_field::C_MOVE_RSP, e).await;
+            return refuse(channel, &request, RSP, e).await;
         }
     };
     let originator = MoveOriginator {
         ae_title: sender.source.clone(),
         message_id: request.command.message_id(),
     };
-    for (n, instance) in instances.iter().enumerate() {
+    for (n, instance) in retrieval.instances.iter().enumerate() {
         let message_id = (n as u16).wrapping_add(1);
         let result = match store_scu::send_instance(
             &mut destination_channel,
@@ -301,16 +287,9 @@ where
                 SubOperation::Failed
             }
         };
-        progress.record(instance, result);
-        if progress.remaining > 0 {
-            let rsp = progress
-                .with_counts(
-                    response(&request.command, command_field::C_MOVE_RSP, status::PENDING),
-                    true,
-                )
-                .dataset(false)
-                .encode()?;
-            channel.send(pc, &rsp, None).await?;
+        retrieval.progress.record(instance, result);
+        if retrieval.progress.remaining > 0 {
+            pending(channel, &request, RSP, &retrieval.progress).await?;
         }
     }
     let _ = destination_channel.into_association().release().await;
@@ -318,9 +297,9 @@ where
         channel,
         &request.command,
         pc,
-        &context.transfer_syntax,
-        command_field::C_MOVE_RSP,
-        &progress,
+        &ts,
+        RSP,
+        &retrieval.progress,
         false,
     )
     .await

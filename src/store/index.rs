@@ -284,7 +284,7 @@ impl Index {
         match writer.try_send(request) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(request)) => {
-                tokio::task::spawn_blocking(move || writer.send(request))
+                tokio::task::spawn_blocking(move || writer.send(request).map_err(|_| ()))
                     .await
                     .map_err(|e| IndexError::Task(e.to_string()))?
                     .map_err(|_| IndexError::WriterGone)?;

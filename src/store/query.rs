@@ -52,7 +52,7 @@ impl QueryLevel {
     }
 
     /// The FROM clause for rows of this level joined with every level above it.
-    fn from_clause(self) -> &'static str {
+    fn tables(self) -> &'static str {
         match self {
             QueryLevel::Patient => "patients p",
             QueryLevel::Study => "studies st JOIN patients p ON st.patient_fk = p.id",
@@ -503,14 +503,14 @@ pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>
         .iter()
         .filter(|a| a.level <= query.level)
         .collect();
-    let mut select: Vec<String> = columns.iter().map(|a| format!("{}", a.column)).collect();
+    let mut select: Vec<String> = columns.iter().map(|a| a.column.to_string()).collect();
     if query.level == QueryLevel::Image {
         select.push("i.metadata_json".into());
     }
     let sql = format!(
         "SELECT {} FROM {}{}{} ORDER BY {}{}",
         select.join(", "),
-        query.level.from_clause(),
+        query.level.tables(),
         if w.sql.is_empty() { "" } else { " WHERE " },
         w.sql.join(" AND "),
         query.level.order_clause(),
