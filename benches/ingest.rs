@@ -7,7 +7,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tramy::config::Config;
 use tramy::dicom::ReceivedInstance;
-use tramy::ingest::{Archive, Sender};
+use tramy::ingest::{Archive, Expected, Sender};
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -58,7 +58,12 @@ fn bench_ingest(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter_batched(
                 || unique_instance(&template, counter.fetch_add(1, Ordering::Relaxed)),
-                |instance| async { archive.ingest(instance, &sender, None).await.unwrap() },
+                |instance| async {
+                    archive
+                        .ingest(instance, &sender, &Expected::NOTHING)
+                        .await
+                        .unwrap()
+                },
                 BatchSize::SmallInput,
             )
         });

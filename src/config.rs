@@ -53,6 +53,13 @@ pub struct DimseConfig {
 pub struct HttpConfig {
     /// Listen address. Environment: `TRAMY_HTTP_ADDR`.
     pub addr: SocketAddr,
+    /// The URL clients reach tramy at (e.g. `https://pacs.example.org`), used in RetrieveURL
+    /// and BulkDataURI values; when empty, taken from each request's Host header.
+    pub public_url: String,
+    /// Origins a browser viewer may call from (CORS); `["*"]` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest single part a STOW-RS request may carry, in megabytes.
+    pub max_part_mb: u64,
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
@@ -110,6 +117,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            cors_allowed_origins: Vec::new(),
+            max_part_mb: 4096,
         }
     }
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::dicom::{Part10Error, ReceivedInstance};
-use crate::ingest::{Archive, IngestOutcome, Sender};
+use crate::ingest::{Archive, Expected, IngestOutcome, Sender};
 
 /// What an import did.
 #[derive(Debug, Default)]
@@ -99,7 +99,7 @@ pub async fn import_dir(
                         Err(e) => Err(e.to_string()),
                         Ok(received) if received.is_media_directory() => Ok(None),
                         Ok(received) => archive
-                            .ingest(received, &sender, None)
+                            .ingest(received, &sender, &Expected::NOTHING)
                             .await
                             .map(|r| Some(r.outcome))
                             .map_err(|e| e.to_string()),

@@ -40,6 +40,42 @@ pub enum IngestOutcome {
     Replaced,
 }
 
+/// What the request carrying an instance announced about it; `None` where it said nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    /// SOP Class UID (C-STORE Affected SOP Class UID).
+    pub sop_class_uid: Option<&'a str>,
+    /// SOP Instance UID (C-STORE Affected SOP Instance UID).
+    pub sop_instance_uid: Option<&'a str>,
+    /// Study Instance UID (the study in a STOW-RS URL).
+    pub study_instance_uid: Option<&'a str>,
+}
+
+impl Expected<'_> {
+    /// Nothing announced.
+    pub const NOTHING: Expected<'static> = Expected {
+        sop_class_uid: None,
+        sop_instance_uid: None,
+        study_instance_uid: None,
+    };
+
+    fn check(
+        &self,
+        attribute: &'static str,
+        announced: Option<&str>,
+        in_dataset: &str,
+    ) -> Result<(), IngestError> {
+        match announced.map(|v| v.trim_end_matches(['\0', ' '])) {
+            Some(v) if v != in_dataset => Err(IngestError::Mismatch {
+                attribute,
+                in_dataset: in_dataset.to_string(),
+                in_request: v.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A successful ingest.
 #[derive(Debug, Clone)]
 pub struct IngestReport {
@@ -167,13 +203,14 @@ impl Archive {
         }
     }
 
-    /// Ingests one instance. `expected` carries the SOP Class and Instance UIDs announced by the
-    /// request (C-STORE's Affected SOP Class/Instance UID), which the data set must match.
+    /// Ingests one instance. `expected` holds what the request that carried it announced
+    /// (C-STORE's Affected SOP Class/Instance UID, the study of a STOW-RS URL); the data set must
+    /// agree with each of them.
     pub async fn ingest(
         &self,
         received: ReceivedInstance,
         sender: &Sender,
-        expected: Option<(&str, &str)>,
+        expected: &Expected<'_>,
     ) -> Result<IngestReport, IngestError> {
         self.check_free_space()?;
         let source_ae = sender.source.clone();
@@ -188,24 +225,21 @@ impl Archive {
                 .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??
         };
         let a = &prepared.attributes;
-        if let Some((sop_class, sop_instance)) = expected {
-            let sop_class = sop_class.trim_end_matches(['\0', ' ']);
-            let sop_instance = sop_instance.trim_end_matches(['\0', ' ']);
-            if a.sop_class_uid.as_str() != sop_class {
-                return Err(IngestError::Mismatch {
-                    attribute: "SOP Class UID",
-                    in_dataset: a.sop_class_uid.to_string(),
-                    in_request: sop_class.to_string(),
-                });
-            }
-            if a.sop_instance_uid.as_str() != sop_instance {
-                return Err(IngestError::Mismatch {
-                    attribute: "SOP Instance UID",
-                    in_dataset: a.sop_instance_uid.to_string(),
-                    in_request: sop_instance.to_string(),
-                });
-            }
-        }
+        expected.check(
+            "SOP Class UID",
+            expected.sop_class_uid,
+            a.sop_class_uid.as_str(),
+        )?;
+        expected.check(
+            "SOP Instance UID",
+            expected.sop_instance_uid,
+            a.sop_instance_uid.as_str(),
+        )?;
+        expected.check(
+            "Study Instance UID",
+            expected.study_instance_uid,
+            a.study.study_instance_uid.as_str(),
+        )?;
 
         let sop = a.sop_instance_uid.to_string();
         let lock = self.locks.entry(&sop);

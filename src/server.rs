@@ -52,9 +52,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         archive: archive.clone(),
         config: config.clone(),
     });
+    let http_config = config.clone();
     let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
-    let http =
-        tokio::spawn(async move { axum::serve(http_listener, crate::web::router(archive)).await });
+    let http = tokio::spawn(async move {
+        axum::serve(
+            http_listener,
+            crate::web::router(crate::web::AppState {
+                archive,
+                config: http_config,
+            })
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
 
     tokio::select! {
         r = dimse => { r.context("DIMSE listener task")?.context("DIMSE listener")?; }

@@ -267,8 +267,17 @@ fn associations_are_refused_with_a_reason_when_disk_space_is_low() {
     // A threshold no disk meets.
     let server = TramyServer::start_with_config("[ingest]\nmin_free_disk_mb = 1000000000000\n");
     let out = pynetdicom("echoscu", &["-aec", "TRAMY", "127.0.0.1", &server.port()]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("Association Rejected"), "{log}");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.contains("Association Rejected"),
+        "echoscu ({}) said: {log}\nserver log:\n{}",
+        out.status,
+        server.log()
+    );
     assert!(
         log.contains("Transient"),
         "a transient rejection tells the modality to retry later: {log}"

@@ -5,7 +5,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::uid::{SeriesInstanceUid, SopClassUid, SopInstanceUid, StudyInstanceUid, UidError};
-use dicom_core::Tag;
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{Tag, VR};
 
 /// Patient level. Patients are identified by PatientID *and* IssuerOfPatientID, so two hospitals
 /// that both use "12345" never see one merged patient.
@@ -140,4 +141,32 @@ impl InstanceAttributes {
             number_of_frames: integer(obj, tags::NUMBER_OF_FRAMES),
         })
     }
+}
+
+/// Converts text as the index keeps it into a value of `vr` (numbers for binary VRs, a list for
+/// backslash-separated multi-values, empty for empty text).
+pub fn value_from_text(vr: VR, text: &str) -> PrimitiveValue {
+    if text.is_empty() {
+        return PrimitiveValue::Empty;
+    }
+    let parsed = match vr {
+        VR::US => text.parse::<u16>().map(PrimitiveValue::from).ok(),
+        VR::UL => text.parse::<u32>().map(PrimitiveValue::from).ok(),
+        VR::SS => text.parse::<i16>().map(PrimitiveValue::from).ok(),
+        VR::SL => text.parse::<i32>().map(PrimitiveValue::from).ok(),
+        _ if text.contains('\\') => Some(PrimitiveValue::Strs(
+            text.split('\\').map(str::to_string).collect(),
+        )),
+        _ => Some(PrimitiveValue::from(text)),
+    };
+    parsed.unwrap_or(PrimitiveValue::Empty)
+}
+
+/// The VR the standard dictionary gives `tag` (UN when unknown).
+pub fn dictionary_vr(tag: Tag) -> VR {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| e.vr().relaxed())
+        .unwrap_or(VR::UN)
 }

@@ -2,7 +2,7 @@
 //! that metadata requests never touch the object store.
 
 use dicom_core::header::Header;
-use dicom_core::VR;
+use dicom_core::{DataElement, Tag, VR};
 use dicom_object::InMemDicomObject;
 
 /// Values of binary VRs larger than this are bulk data and left out of the metadata.
@@ -44,4 +44,38 @@ fn without_bulk_data(obj: &InMemDicomObject) -> InMemDicomObject {
             _ => Some(elem.clone()),
         }
     }))
+}
+
+/// A DICOM JSON object holding `values` (text as the index keeps it), each with the VR the
+/// dictionary gives its tag.
+pub fn attributes_json<'a>(
+    values: impl IntoIterator<Item = (Tag, &'a str)>,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let obj = InMemDicomObject::from_element_iter(values.into_iter().map(|(tag, text)| {
+        let vr = super::attributes::dictionary_vr(tag);
+        DataElement::new(
+            tag,
+            vr,
+            json_number(vr, text).unwrap_or_else(|| super::attributes::value_from_text(vr, text)),
+        )
+    }));
+    dicom_json::to_value(&obj)
+}
+
+/// IS and DS are JSON numbers in DICOM JSON (PS3.18 F.2.3); text that does not parse stays text.
+fn json_number(vr: VR, text: &str) -> Option<dicom_core::PrimitiveValue> {
+    use dicom_core::PrimitiveValue;
+    let parts = || text.split('\\').map(str::trim);
+    match vr {
+        VR::IS => parts()
+            .map(|p| p.parse::<i32>().ok())
+            .collect::<Option<Vec<i32>>>()
+            .map(|v| PrimitiveValue::I32(v.into())),
+        VR::DS => parts()
+            .map(|p| p.parse::<f64>().ok())
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| PrimitiveValue::F64(v.into())),
+        _ => None,
+    }
+    .filter(|_| !text.is_empty())
 }

@@ -101,36 +101,8 @@ pub fn query_from_identifier(
         conditions,
         limit: None,
         offset: 0,
+        fuzzy_person_names: false,
     })
-}
-
-/// Converts index text to a value of `vr`.
-fn typed_value(vr: VR, text: &str) -> PrimitiveValue {
-    if text.is_empty() {
-        return PrimitiveValue::Empty;
-    }
-    match vr {
-        VR::US => text
-            .parse::<u16>()
-            .map(PrimitiveValue::from)
-            .unwrap_or(PrimitiveValue::Empty),
-        VR::UL => text
-            .parse::<u32>()
-            .map(PrimitiveValue::from)
-            .unwrap_or(PrimitiveValue::Empty),
-        VR::SS => text
-            .parse::<i16>()
-            .map(PrimitiveValue::from)
-            .unwrap_or(PrimitiveValue::Empty),
-        VR::SL => text
-            .parse::<i32>()
-            .map(PrimitiveValue::from)
-            .unwrap_or(PrimitiveValue::Empty),
-        _ if text.contains('\\') => {
-            PrimitiveValue::Strs(text.split('\\').map(str::to_string).collect())
-        }
-        _ => PrimitiveValue::from(text),
-    }
 }
 
 /// Builds the response identifier for one match: every key the request named, plus
@@ -160,7 +132,7 @@ pub fn response_identifier(
             out.put(DataElement::new(
                 tag,
                 elem.vr(),
-                typed_value(elem.vr(), text),
+                crate::dicom::attributes::value_from_text(elem.vr(), text),
             ));
         } else if let Some(e) = metadata.as_ref().and_then(|m| m.get(tag)) {
             out.put(e.clone());

@@ -6,7 +6,7 @@ use dicom_dictionary_std::tags;
 use super::channel::{AcceptedContext, Message};
 use super::message::{command_field, response, status, CommandBuilder, CommandError};
 use crate::dicom::ReceivedInstance;
-use crate::ingest::{Archive, IngestError, IngestOutcome, Sender};
+use crate::ingest::{Archive, Expected, IngestError, IngestOutcome, Sender};
 
 /// A status and, unless it is success, the reason for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,15 @@ pub async fn handle(
         (Some(ctx), Some(dataset)) => {
             let received = ReceivedInstance::from_dataset(&ctx.transfer_syntax, dataset);
             let outcome = archive
-                .ingest(received, sender, Some((&sop_class, &sop_instance)))
+                .ingest(
+                    received,
+                    sender,
+                    &Expected {
+                        sop_class_uid: Some(&sop_class),
+                        sop_instance_uid: Some(&sop_instance),
+                        study_instance_uid: None,
+                    },
+                )
                 .await
                 .map(|r| r.outcome);
             if let Err(e) = &outcome {

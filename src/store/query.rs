@@ -288,6 +288,9 @@ pub struct AttributeQuery {
     pub limit: Option<u64>,
     /// Rows to skip.
     pub offset: u64,
+    /// Person names match any name component by prefix, whatever the case (QIDO-RS
+    /// `fuzzymatching=true`): "nguyen" finds "NGUYEN^VAN AN" and "TRAN^NGUYEN".
+    pub fuzzy_person_names: bool,
 }
 
 /// One matching entity: the indexed attributes at its level and above, as text (empty when the
@@ -411,6 +414,20 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
                         [SqlValue::Text(value.to_string())],
                     );
                 }
+            }
+            M::PersonName(norm_column) if query.fuzzy_person_names && !has_wildcard(value) => {
+                // A component, or a word within one, starting with the value.
+                let v = glob_pattern(&normalise_person_name(value));
+                w.push(
+                    format!(
+                        "({norm_column} GLOB ? OR {norm_column} GLOB ? OR {norm_column} GLOB ?)"
+                    ),
+                    [
+                        SqlValue::Text(format!("{v}*")),
+                        SqlValue::Text(format!("*^{v}*")),
+                        SqlValue::Text(format!("* {v}*")),
+                    ],
+                );
             }
             M::PersonName(norm_column) => {
                 let v = normalise_person_name(value);
@@ -563,6 +580,28 @@ pub fn instances(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
+pub fn metadata(conn: &Connection, query: &AttributeQuery) -> Result<Vec<String>, QueryError> {
+    let image_query = AttributeQuery {
+        level: QueryLevel::Image,
+        ..query.clone()
+    };
+    let w = build_where(&image_query)?;
+    let sql = format!(
+        "SELECT i.metadata_json FROM {}{}{} ORDER BY {}{}",
+        QueryLevel::Image.tables(),
+        if w.sql.is_empty() { "" } else { " WHERE " },
+        w.sql.join(" AND "),
+        QueryLevel::Image.order_clause(),
+        paging(query)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+        r.get::<_, String>(0)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +615,7 @@ mod tests {
                 .collect(),
             limit: None,
             offset: 0,
+            fuzzy_person_names: false,
         }
     }
 

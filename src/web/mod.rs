@@ -1,24 +1,66 @@
-//! HTTP adapter (axum). For now the health check; DICOMweb and the API build on this router.
+//! HTTP adapter (axum): the health check, DICOMweb (PS3.18) under `/dicomweb`, and the cross-cutting
+//! HTTP conventions (CORS for browser viewers, gzip, request tracing).
+//!
+//! Handlers stay thin: they parse the request, call the archive or the index, and shape the
+//! response. The domain does not know about axum.
 
-use axum::http::StatusCode;
+pub mod dicomweb;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
 
+use crate::config::Config;
 use crate::ingest::Archive;
 
-/// The HTTP routes.
-pub fn router(archive: Archive) -> Router {
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The archive.
+    pub archive: Archive,
+    /// Server configuration.
+    pub config: Arc<Config>,
+}
+
+/// The HTTP routes with their middleware.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.http.cors_allowed_origins);
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state(archive)
+        .nest("/dicomweb", dicomweb::routes())
+        .with_state(state)
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            axum::http::header::WARNING,
+            axum::http::header::CONTENT_TYPE,
+        ])
 }
 
 /// `GET /healthz`: 200 when the index answers, 503 otherwise. Reveals no patient data.
-async fn healthz(
-    axum::extract::State(archive): axum::extract::State<Archive>,
-) -> (StatusCode, Json<serde_json::Value>) {
-    match archive.index.instance_count().await {
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    match state.archive.index.instance_count().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -242,6 +242,14 @@ impl TramyServer {
         self.spawn();
     }
 
+    /// Restarts the server listening for HTTP on `port` instead (for a configuration that must
+    /// name the port before the server starts).
+    pub fn use_http_port(&mut self, port: u16) {
+        self.kill();
+        self.http_port = port;
+        self.spawn();
+    }
+
     /// The DIMSE port as a string, for command lines.
     pub fn port(&self) -> String {
         self.dimse_port.to_string()
@@ -298,4 +306,125 @@ pub fn assert_success(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A response read by [`TramyServer::http`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&raw[..line_end]).unwrap_or("0").trim(),
+            16,
+        )
+        .unwrap_or(0);
+        raw = &raw[line_end + 2..];
+        if size == 0 || raw.len() < size {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+}
+
+impl TramyServer {
+    /// A plain HTTP/1.1 request to the server.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP port open");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n", self.http_port, body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP response head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = raw[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        HttpResponse {
+            status,
+            headers,
+            body: if chunked { dechunk(&body) } else { body },
+        }
+    }
+
+    /// The DICOMweb base URL.
+    pub fn dicomweb(&self) -> String {
+        format!("http://127.0.0.1:{}/dicomweb", self.http_port)
+    }
+}
+
+/// A `multipart/related; type="application/dicom"` body with `parts`; returns (content type, body).
+pub fn stow_body(parts: &[Vec<u8>]) -> (String, Vec<u8>) {
+    let boundary = "tramy-test-boundary-7d3c";
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        body,
+    )
 }

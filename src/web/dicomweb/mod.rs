@@ -1,0 +1,169 @@
+//! DICOMweb origin server (PS3.18): STOW-RS ([`stow`]), QIDO-RS ([`qido`]) and WADO-RS ([`wado`])
+//! under `/dicomweb`, plus the media-type negotiation they share.
+
+pub mod multipart;
+pub mod qido;
+pub mod stow;
+pub mod wado;
+
+use axum::http::{header, HeaderMap};
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+/// The DICOMweb routes (PS3.18 10.4–10.6).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/studies", get(qido::studies).post(stow::store))
+        .route(
+            "/studies/{study}",
+            get(wado::study).post(stow::store_in_study),
+        )
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route("/studies/{study}/series/{series}", get(wado::series))
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}",
+            get(wado::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/metadata",
+            get(wado::instance_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
+            get(wado::frames),
+        )
+        .route("/series", get(qido::all_series))
+        .route("/instances", get(qido::all_instances))
+}
+
+/// The base URL of the DICOMweb service as clients see it: `[http] public_url`, else the request's
+/// Host header.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let configured = state.config.http.public_url.trim_end_matches('/');
+    if !configured.is_empty() {
+        return format!("{configured}/dicomweb");
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.http.addr.to_string());
+    format!("http://{host}/dicomweb")
+}
+
+/// One media range of an Accept header, with its parameters.
+#[derive(Debug, Clone)]
+pub struct MediaRange {
+    /// e.g. `application/dicom+json`, `multipart/related`, `*/*`.
+    pub essence: String,
+    /// Parameters with lower-case names, quotes removed.
+    pub params: Vec<(String, String)>,
+}
+
+impl MediaRange {
+    /// The value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an Accept header into media ranges (in the order given; quality values are ignored
+/// except `q=0`, which removes the range). No header means `*/*`.
+pub fn accepted(headers: &HeaderMap) -> Vec<MediaRange> {
+    let raw: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if raw.is_empty() {
+        return vec![MediaRange {
+            essence: "*/*".into(),
+            params: Vec::new(),
+        }];
+    }
+    let mut ranges = Vec::new();
+    for value in raw {
+        for item in split_outside_quotes(value, ',') {
+            let mut parts = split_outside_quotes(&item, ';').into_iter();
+            let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            if essence.is_empty() {
+                continue;
+            }
+            let params: Vec<(String, String)> = parts
+                .filter_map(|p| {
+                    let (n, v) = p.split_once('=')?;
+                    Some((
+                        n.trim().to_ascii_lowercase(),
+                        v.trim().trim_matches('"').to_string(),
+                    ))
+                })
+                .collect();
+            if params
+                .iter()
+                .any(|(n, v)| n == "q" && v.parse::<f32>().is_ok_and(|q| q == 0.0))
+            {
+                continue;
+            }
+            ranges.push(MediaRange { essence, params });
+        }
+    }
+    ranges
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            c if c == sep && !quoted => out.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    out.push(current);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_with_quoted_parameters_is_split_correctly() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*, application/json;q=0"
+                .parse()
+                .unwrap(),
+        );
+        let ranges = accepted(&h);
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(ranges[0].essence, "multipart/related");
+        assert_eq!(ranges[0].param("type"), Some("application/dicom"));
+        assert_eq!(ranges[0].param("transfer-syntax"), Some("*"));
+    }
+}

@@ -1,0 +1,355 @@
+//! STOW-RS (PS3.18 10.5): `POST /dicomweb/studies[/{study}]` with a `multipart/related;
+//! type="application/dicom"` body. Parts are read one at a time from the request stream (the body
+//! as a whole is never held in memory), each through the same ingest path as C-STORE. The answer
+//! is the Store Instances Response Module (PS3.18 Annex I) in DICOM JSON.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::base_url;
+use crate::dicom::{Part10Error, ReceivedInstance};
+use crate::ingest::{Expected, IngestError, IngestOutcome, Sender};
+use crate::web::error::{warning_header, HttpError};
+use crate::web::AppState;
+
+/// Failure Reason (0008,1197) and Warning Reason (0008,1196) values (PS3.18 I.2, PS3.4 B.2.3).
+mod reason {
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    pub const DATASET_MISMATCH: u16 = 0xA900;
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    pub const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+    pub const DUPLICATE: u16 = 0x0111;
+    pub const ELEMENTS_DISCARDED: u16 = 0xB007;
+}
+
+/// `POST /dicomweb/studies`.
+pub async fn store(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    store_parts(state, peer, headers, None, body).await
+}
+
+/// `POST /dicomweb/studies/{study}`: every part must belong to `study`.
+pub async fn store_in_study(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    store_parts(state, peer, headers, Some(study), body).await
+}
+
+/// The boundary of a `multipart/related; type="application/dicom"` request, or the error to send.
+fn request_boundary(headers: &HeaderMap) -> Result<String, HttpError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            HttpError::unsupported_media_type(
+                "Content-Type is missing; send multipart/related; type=\"application/dicom\"",
+            )
+        })?;
+    let mime: mime::Mime = raw
+        .parse()
+        .map_err(|_| HttpError::bad_request(format!("Content-Type {raw:?} does not parse")))?;
+    if mime.essence_str() != "multipart/related" {
+        return Err(HttpError::unsupported_media_type(format!(
+            "Content-Type {} is not supported; send multipart/related; type=\"application/dicom\"",
+            mime.essence_str()
+        )));
+    }
+    if let Some(t) = mime.get_param("type") {
+        if !t.as_str().eq_ignore_ascii_case("application/dicom") {
+            return Err(HttpError::unsupported_media_type(format!(
+                "multipart/related type {:?} is not supported; only application/dicom parts are",
+                t.as_str()
+            )));
+        }
+    }
+    mime.get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_string())
+        .ok_or_else(|| {
+            HttpError::bad_request("the multipart/related Content-Type has no boundary parameter")
+        })
+}
+
+struct PartResult {
+    sop_class_uid: String,
+    sop_instance_uid: String,
+    study_instance_uid: String,
+    series_instance_uid: String,
+    outcome: Result<IngestOutcome, (u16, String)>,
+}
+
+fn failure_reason(e: &IngestError) -> u16 {
+    match e {
+        IngestError::Unreadable(Part10Error::UnsupportedTransferSyntax(_)) => {
+            reason::TRANSFER_SYNTAX_NOT_SUPPORTED
+        }
+        IngestError::Unreadable(_) | IngestError::MissingKey(_) => reason::CANNOT_UNDERSTAND,
+        IngestError::Mismatch { .. } => reason::DATASET_MISMATCH,
+        IngestError::Conflict(_) => reason::DUPLICATE,
+        IngestError::DiskFull { .. } => reason::OUT_OF_RESOURCES,
+        IngestError::Object(_) | IngestError::Index(_) | IngestError::Metadata(_) => {
+            reason::PROCESSING_FAILURE
+        }
+    }
+}
+
+/// What a part declares about itself before it is stored: its UIDs, read from the meta group and
+/// data set when they parse, so a failure can still name the instance.
+fn announced_uids(received: &ReceivedInstance) -> (String, String, String, String) {
+    match received.parse() {
+        Ok(obj) => {
+            let t = |tag| crate::dicom::attributes::text(&obj, tag);
+            use dicom_dictionary_std::tags;
+            (
+                t(tags::SOP_CLASS_UID),
+                t(tags::SOP_INSTANCE_UID),
+                t(tags::STUDY_INSTANCE_UID),
+                t(tags::SERIES_INSTANCE_UID),
+            )
+        }
+        Err(_) => Default::default(),
+    }
+}
+
+async fn store_parts(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let boundary = request_boundary(&headers)?;
+    if let Some(study) = &study {
+        crate::dicom::StudyInstanceUid::new(study)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    }
+    let limit = state.config.http.max_part_mb.saturating_mul(1024 * 1024);
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(limit));
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let sender = Sender {
+        source: "DICOMWEB".into(),
+        address: peer.to_string(),
+    };
+    let expected = Expected {
+        study_instance_uid: study.as_deref(),
+        ..Expected::NOTHING
+    };
+
+    let mut results = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                // Nothing of this request is half-stored: parts before the damage are complete
+                // instances; report the malformed body only if no part could be read at all.
+                if results.is_empty() {
+                    return Err(HttpError::bad_request(format!(
+                        "malformed multipart body: {e}"
+                    )));
+                }
+                results.push(PartResult {
+                    sop_class_uid: String::new(),
+                    sop_instance_uid: String::new(),
+                    study_instance_uid: String::new(),
+                    series_instance_uid: String::new(),
+                    outcome: Err((
+                        reason::CANNOT_UNDERSTAND,
+                        format!("malformed multipart body: {e}"),
+                    )),
+                });
+                break;
+            }
+        };
+        let part_type = field.content_type().map(|m| m.essence_str().to_string());
+        let bytes: Bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                results.push(PartResult {
+                    sop_class_uid: String::new(),
+                    sop_instance_uid: String::new(),
+                    study_instance_uid: String::new(),
+                    series_instance_uid: String::new(),
+                    outcome: Err((
+                        reason::CANNOT_UNDERSTAND,
+                        format!("part cannot be read: {e}"),
+                    )),
+                });
+                break;
+            }
+        };
+        if let Some(t) = part_type.filter(|t| t != "application/dicom") {
+            results.push(PartResult {
+                sop_class_uid: String::new(),
+                sop_instance_uid: String::new(),
+                study_instance_uid: String::new(),
+                series_instance_uid: String::new(),
+                outcome: Err((
+                    reason::CANNOT_UNDERSTAND,
+                    format!("part of type {t} is not application/dicom"),
+                )),
+            });
+            continue;
+        }
+        results.push(store_one(&state, &sender, &expected, bytes).await);
+    }
+    if results.is_empty() {
+        return Err(HttpError::bad_request("the multipart body holds no parts"));
+    }
+    Ok(respond(&base_url(&state, &headers), &results))
+}
+
+async fn store_one(
+    state: &AppState,
+    sender: &Sender,
+    expected: &Expected<'_>,
+    bytes: Bytes,
+) -> PartResult {
+    let received = match ReceivedInstance::from_part10(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return PartResult {
+                sop_class_uid: String::new(),
+                sop_instance_uid: String::new(),
+                study_instance_uid: String::new(),
+                series_instance_uid: String::new(),
+                outcome: Err((reason::CANNOT_UNDERSTAND, e.to_string())),
+            }
+        }
+    };
+    match state
+        .archive
+        .ingest(received.clone(), sender, expected)
+        .await
+    {
+        Ok(report) => PartResult {
+            sop_class_uid: report.attributes.sop_class_uid.to_string(),
+            sop_instance_uid: report.attributes.sop_instance_uid.to_string(),
+            study_instance_uid: report.attributes.study.study_instance_uid.to_string(),
+            series_instance_uid: report.attributes.series.series_instance_uid.to_string(),
+            outcome: Ok(report.outcome),
+        },
+        Err(e) => {
+            tracing::warn!(source = %sender.address, error = %e, "STOW-RS part refused");
+            let (sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid) =
+                tokio::task::spawn_blocking(move || announced_uids(&received))
+                    .await
+                    .unwrap_or_default();
+            PartResult {
+                sop_class_uid,
+                sop_instance_uid,
+                study_instance_uid,
+                series_instance_uid,
+                outcome: Err((failure_reason(&e), e.to_string())),
+            }
+        }
+    }
+}
+
+fn ui(value: &str) -> Value {
+    if value.is_empty() {
+        json!({ "vr": "UI" })
+    } else {
+        json!({ "vr": "UI", "Value": [value] })
+    }
+}
+
+/// Builds the Store Instances Response (PS3.18 I.2) and picks the status: 200 all stored,
+/// 202 some failed or warned, 409 none stored.
+fn respond(base: &str, results: &[PartResult]) -> Response {
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    let mut warnings = Vec::new();
+    for r in results {
+        let mut item = Map::new();
+        item.insert("00081150".into(), ui(&r.sop_class_uid));
+        item.insert("00081155".into(), ui(&r.sop_instance_uid));
+        match &r.outcome {
+            Ok(outcome) => {
+                let url = format!(
+                    "{base}/studies/{}/series/{}/instances/{}",
+                    r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid
+                );
+                item.insert("00081190".into(), json!({ "vr": "UR", "Value": [url] }));
+                if *outcome == IngestOutcome::ConflictKept {
+                    item.insert(
+                        "00081196".into(),
+                        json!({ "vr": "US", "Value": [reason::ELEMENTS_DISCARDED] }),
+                    );
+                    warnings.push(format!(
+                        "{}: another instance with this SOP Instance UID is stored; kept it",
+                        r.sop_instance_uid
+                    ));
+                }
+                referenced.push(Value::Object(item));
+            }
+            Err((code, why)) => {
+                item.insert("00081197".into(), json!({ "vr": "US", "Value": [code] }));
+                warnings.push(if r.sop_instance_uid.is_empty() {
+                    why.clone()
+                } else {
+                    format!("{}: {why}", r.sop_instance_uid)
+                });
+                failed.push(Value::Object(item));
+            }
+        }
+    }
+    let mut body = Map::new();
+    let studies: std::collections::BTreeSet<&str> = results
+        .iter()
+        .filter(|r| r.outcome.is_ok())
+        .map(|r| r.study_instance_uid.as_str())
+        .collect();
+    if studies.len() == 1 {
+        if let Some(study) = studies.iter().next() {
+            body.insert(
+                "00081190".into(),
+                json!({ "vr": "UR", "Value": [format!("{base}/studies/{study}")] }),
+            );
+        }
+    }
+    if !failed.is_empty() {
+        body.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    if !referenced.is_empty() {
+        body.insert(
+            "00081199".into(),
+            json!({ "vr": "SQ", "Value": referenced }),
+        );
+    }
+    let status = if referenced.is_empty() {
+        StatusCode::CONFLICT
+    } else if !failed.is_empty() || !warnings.is_empty() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        Value::Object(body).to_string(),
+    )
+        .into_response();
+    for w in warnings.iter().take(20) {
+        if let Some(v) = warning_header(w) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}

@@ -1,0 +1,416 @@
+//! WADO-RS (PS3.18 10.4): instances as `multipart/related; type="application/dicom"` in the
+//! stored or a requested transfer syntax, metadata from the index alone, and frames.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use futures::StreamExt;
+
+use super::{accepted, multipart, MediaRange};
+use crate::dicom::transcode::{is_native, transcode_native};
+use crate::dicom::{ReceivedInstance, EXPLICIT_VR_LE};
+use crate::store::query::{AttributeQuery, QueryLevel};
+use crate::store::StoredInstance;
+use crate::web::error::HttpError;
+use crate::web::AppState;
+
+/// Which instances a request names.
+fn selector(study: String, series: Option<String>, sop: Option<String>) -> AttributeQuery {
+    let mut conditions = vec![(tags::STUDY_INSTANCE_UID, study)];
+    conditions.extend(series.map(|s| (tags::SERIES_INSTANCE_UID, s)));
+    conditions.extend(sop.map(|s| (tags::SOP_INSTANCE_UID, s)));
+    AttributeQuery {
+        level: QueryLevel::Image,
+        conditions,
+        limit: None,
+        offset: 0,
+        fuzzy_person_names: false,
+    }
+}
+
+fn validate_uids(uids: &[&str]) -> Result<(), HttpError> {
+    for uid in uids {
+        crate::dicom::SopInstanceUid::new(uid)
+            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
+    }
+    Ok(())
+}
+
+async fn resolve(
+    state: &AppState,
+    query: AttributeQuery,
+) -> Result<Vec<StoredInstance>, HttpError> {
+    let found = state
+        .archive
+        .index
+        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
+        .await
+        .map_err(HttpError::internal)?
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if found.is_empty() {
+        return Err(HttpError::not_found("no such study, series or instance"));
+    }
+    Ok(found)
+}
+
+/// The transfer syntax a retrieve asks for: `None` for "as stored".
+fn requested_transfer_syntax(ranges: &[MediaRange]) -> Result<Option<String>, HttpError> {
+    for r in ranges {
+        match r.essence.as_str() {
+            "multipart/related" => {
+                let part_type = r.param("type").unwrap_or("application/dicom");
+                if part_type != "application/dicom"
+                    && part_type != "*/*"
+                    && part_type != "application/*"
+                {
+                    continue;
+                }
+                return Ok(match r.param("transfer-syntax") {
+                    Some("*") => None,
+                    Some(ts) => Some(ts.to_string()),
+                    // PS3.18 8.7.3.5.2: the default for application/dicom is Explicit VR LE.
+                    None => Some(EXPLICIT_VR_LE.to_string()),
+                });
+            }
+            "*/*" | "multipart/*" | "application/dicom" => return Ok(None),
+            _ => {}
+        }
+    }
+    Err(HttpError::not_acceptable(
+        "instances are sent as multipart/related; type=\"application/dicom\"; add it to Accept",
+    ))
+}
+
+/// The Part 10 file of `instance` in `target` (`None` = as stored).
+async fn load_part10(
+    state: &AppState,
+    instance: &StoredInstance,
+    target: Option<&str>,
+) -> Result<(Bytes, String), String> {
+    let file = state
+        .archive
+        .objects
+        .get(&instance.object_key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(target) = target.filter(|t| *t != instance.transfer_syntax_uid) else {
+        return Ok((file, instance.transfer_syntax_uid.clone()));
+    };
+    let stored = ReceivedInstance::from_part10(file).map_err(|e| e.to_string())?;
+    let (from, to) = (stored.transfer_syntax.clone(), target.to_string());
+    let dataset =
+        tokio::task::spawn_blocking(move || transcode_native(&stored.dataset, &from, &to))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    let converted = ReceivedInstance::from_dataset(target, Bytes::from(dataset));
+    let file = converted
+        .to_part10(&instance.sop_class_uid, &instance.sop_instance_uid, None)
+        .map_err(|e| e.to_string())?;
+    Ok((Bytes::from(file), target.to_string()))
+}
+
+async fn retrieve(
+    state: AppState,
+    headers: HeaderMap,
+    query: AttributeQuery,
+) -> Result<Response, HttpError> {
+    let target = requested_transfer_syntax(&accepted(&headers))?;
+    let instances = resolve(&state, query).await?;
+    if let Some(ts) = &target {
+        // Only re-encoding between native syntaxes is lossless without pixel codecs.
+        if let Some(i) = instances.iter().find(|i| {
+            i.transfer_syntax_uid != *ts && !(is_native(&i.transfer_syntax_uid) && is_native(ts))
+        }) {
+            return Err(HttpError::not_acceptable(format!(
+                "instance {} is stored as {} and cannot be sent as {ts}; ask for transfer-syntax=* to get it as stored",
+                i.sop_instance_uid, i.transfer_syntax_uid
+            )));
+        }
+    }
+    let boundary = multipart::boundary();
+    let closing = multipart::closing(&boundary);
+    let part_boundary = boundary.clone();
+    let parts = futures::stream::iter(instances)
+        .then(move |instance| {
+            let state = state.clone();
+            let target = target.clone();
+            let boundary = part_boundary.clone();
+            async move {
+                let (file, ts) = load_part10(&state, &instance, target.as_deref())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let head = multipart::part_header(
+                    &boundary,
+                    &format!("application/dicom; transfer-syntax={ts}"),
+                    None,
+                );
+                Ok::<_, std::io::Error>([head, file, Bytes::from_static(b"\r\n")])
+            }
+        })
+        .flat_map(|r| match r {
+            Ok(chunks) => futures::stream::iter(chunks.map(Ok)).left_stream(),
+            Err(e) => futures::stream::iter([Err(e)]).right_stream(),
+        })
+        .chain(futures::stream::iter([Ok(closing)]));
+    Ok(multipart::response(&boundary, "application/dicom", parts))
+}
+
+/// `GET /dicomweb/studies/{study}`
+pub async fn study(
+    State(s): State<AppState>,
+    Path(study): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study])?;
+    retrieve(s, h, selector(study, None, None)).await
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}`
+pub async fn series(
+    State(s): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series])?;
+    retrieve(s, h, selector(study, Some(series), None)).await
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}`
+pub async fn instance(
+    State(s): State<AppState>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series, &sop])?;
+    retrieve(s, h, selector(study, Some(series), Some(sop))).await
+}
+
+/// Metadata of the selected instances, straight from the index: a JSON array of the stored
+/// DICOM JSON objects, concatenated without re-parsing.
+async fn metadata(
+    state: AppState,
+    headers: HeaderMap,
+    query: AttributeQuery,
+) -> Result<Response, HttpError> {
+    let acceptable = accepted(&headers).iter().any(|r| {
+        matches!(
+            r.essence.as_str(),
+            "application/dicom+json" | "application/json" | "*/*" | "application/*"
+        )
+    });
+    if !acceptable {
+        return Err(HttpError::not_acceptable(
+            "metadata is sent as application/dicom+json; add it to Accept",
+        ));
+    }
+    let found = state
+        .archive
+        .index
+        .read(move |conn| Ok(crate::store::query::metadata(conn, &query)))
+        .await
+        .map_err(HttpError::internal)?
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if found.is_empty() {
+        return Err(HttpError::not_found("no such study, series or instance"));
+    }
+    let mut body = String::with_capacity(found.iter().map(|j| j.len() + 1).sum::<usize>() + 2);
+    body.push('[');
+    for (i, json) in found.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(json);
+    }
+    body.push(']');
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /dicomweb/studies/{study}/metadata`
+pub async fn study_metadata(
+    State(s): State<AppState>,
+    Path(study): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study])?;
+    metadata(s, h, selector(study, None, None)).await
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/metadata`
+pub async fn series_metadata(
+    State(s): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series])?;
+    metadata(s, h, selector(study, Some(series), None)).await
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata`
+pub async fn instance_metadata(
+    State(s): State<AppState>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series, &sop])?;
+    metadata(s, h, selector(study, Some(series), Some(sop))).await
+}
+
+/// The media type of a compressed frame in `transfer_syntax` (PS3.18 Table 8.7.3-2).
+fn frame_media_type(transfer_syntax: &str) -> Option<&'static str> {
+    Some(match transfer_syntax {
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.5" => "image/x-dicom-rle",
+        _ => return None,
+    })
+}
+
+/// Whether the Accept header takes frames of `media_type` (uncompressed frames are
+/// application/octet-stream).
+fn accepts_frames(ranges: &[MediaRange], media_type: &str) -> bool {
+    ranges.iter().any(|r| match r.essence.as_str() {
+        "*/*" | "multipart/*" => true,
+        "multipart/related" => match r.param("type") {
+            None | Some("*/*") => true,
+            Some(t) => t == media_type || (t == "image/*" && media_type.starts_with("image/")),
+        },
+        e => e == media_type,
+    })
+}
+
+/// Parses "1,3,5" into 1-based frame numbers.
+fn frame_list(raw: &str) -> Result<Vec<usize>, HttpError> {
+    raw.split(',')
+        .map(|f| {
+            f.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    HttpError::bad_request(format!("frame number {f:?} is not a positive integer"))
+                })
+        })
+        .collect()
+}
+
+/// The frames of one instance: native pixel data cut into frames, or the stored compressed
+/// bitstream of each frame.
+fn extract_frames(
+    file: Bytes,
+    wanted: &[usize],
+) -> Result<(Vec<Bytes>, Option<&'static str>), HttpError> {
+    let stored = ReceivedInstance::from_part10(file).map_err(HttpError::internal)?;
+    let media_type = frame_media_type(&stored.transfer_syntax);
+    let obj = stored.parse().map_err(HttpError::internal)?;
+    let pixel_data = obj
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| HttpError::not_found("the instance has no pixel data"))?;
+    let number_of_frames = crate::dicom::attributes::integer(&obj, tags::NUMBER_OF_FRAMES)
+        .unwrap_or(1)
+        .max(1) as usize;
+    if let Some(&bad) = wanted.iter().find(|f| **f > number_of_frames) {
+        return Err(HttpError::not_found(format!(
+            "frame {bad} does not exist; the instance has {number_of_frames}"
+        )));
+    }
+    if let Some(fragments) = pixel_data.value().fragments() {
+        let frames: Vec<Bytes> = if fragments.len() == number_of_frames {
+            fragments
+                .iter()
+                .map(|f| Bytes::copy_from_slice(f))
+                .collect()
+        } else if number_of_frames == 1 {
+            vec![Bytes::from(fragments.concat())]
+        } else {
+            return Err(HttpError::not_acceptable(
+                "frames split over several fragments cannot be served yet; retrieve the instance",
+            ));
+        };
+        return Ok((
+            wanted.iter().map(|n| frames[n - 1].clone()).collect(),
+            media_type,
+        ));
+    }
+    let bytes = pixel_data.to_bytes().map_err(HttpError::internal)?;
+    let number = |tag: Tag| {
+        crate::dicom::attributes::integer(&obj, tag)
+            .unwrap_or(0)
+            .max(0) as usize
+    };
+    let frame_len = number(tags::ROWS)
+        * number(tags::COLUMNS)
+        * number(tags::SAMPLES_PER_PIXEL).max(1)
+        * number(tags::BITS_ALLOCATED)
+        / 8;
+    if frame_len == 0 || bytes.len() < frame_len * number_of_frames {
+        return Err(HttpError::internal(
+            "pixel data is shorter than its dimensions say",
+        ));
+    }
+    // dicom-rs decodes OW values to native numbers, so `to_bytes` is already little endian, the
+    // byte order frames travel in (PS3.18 8.7.3.3.2), whatever the stored transfer syntax.
+    let frames = wanted
+        .iter()
+        .map(|n| Bytes::copy_from_slice(&bytes[(n - 1) * frame_len..n * frame_len]))
+        .collect();
+    Ok((frames, None))
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}`
+pub async fn frames(
+    State(state): State<AppState>,
+    Path((study, series, sop, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series, &sop])?;
+    let wanted = frame_list(&list)?;
+    let instance = resolve(&state, selector(study, Some(series), Some(sop)))
+        .await?
+        .remove(0);
+    let file = state
+        .archive
+        .objects
+        .get(&instance.object_key)
+        .await
+        .map_err(HttpError::internal)?;
+    let (frames, compressed) = tokio::task::spawn_blocking(move || extract_frames(file, &wanted))
+        .await
+        .map_err(HttpError::internal)??;
+    let media_type = compressed.unwrap_or("application/octet-stream");
+    if !accepts_frames(&accepted(&headers), media_type) {
+        return Err(HttpError::not_acceptable(format!(
+            "frames of this instance are {media_type} (transfer syntax {}); add multipart/related; type=\"{media_type}\" to Accept",
+            instance.transfer_syntax_uid
+        )));
+    }
+    let part_type = match compressed {
+        Some(t) => format!("{t}; transfer-syntax={}", instance.transfer_syntax_uid),
+        None => "application/octet-stream".to_string(),
+    };
+    let boundary = multipart::boundary();
+    let mut chunks = Vec::with_capacity(frames.len() * 3 + 1);
+    for frame in frames {
+        chunks.push(Ok(multipart::part_header(&boundary, &part_type, None)));
+        chunks.push(Ok(frame));
+        chunks.push(Ok(Bytes::from_static(b"\r\n")));
+    }
+    chunks.push(Ok(multipart::closing(&boundary)));
+    Ok(multipart::response(
+        &boundary,
+        media_type,
+        futures::stream::iter(chunks),
+    ))
+}

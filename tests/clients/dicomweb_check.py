@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""dicomweb-client driven checks for tramy's integration tests. Each subcommand prints one JSON
+document: {"ok": bool, "details": ...}.
+
+  store      BASE FILE...            STOW-RS every file in one request
+  search     BASE FILE...            QIDO-RS at every level, several query forms
+  retrieve   BASE FILE...            WADO-RS instance (as stored): data set bytes identical
+  metadata   BASE FILE...            WADO-RS metadata: values match the files
+  frames     BASE FILE...            WADO-RS frame 1: bytes match the file's frame 1
+"""
+import email.parser
+import email.policy
+import json
+import struct
+import sys
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+
+def dataset_bytes(path):
+    raw = open(path, "rb").read()
+    group_len = struct.unpack("<I", raw[140:144])[0]
+    return raw[144 + group_len:]
+
+
+def multipart_parts(response):
+    """Splits a multipart/related response into its part payloads."""
+    head = f"Content-Type: {response.headers['Content-Type']}\r\n\r\n".encode()
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + response.content)
+    return [part.get_payload(decode=True) for part in msg.iter_parts()], [part.get_content_type() for part in msg.iter_parts()]
+
+
+def uids(ds):
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+def cmd_store(base, files):
+    client = DICOMwebClient(base)
+    datasets = [pydicom.dcmread(f) for f in files]
+    result = client.store_instances(datasets)
+    referenced = [str(i.ReferencedSOPInstanceUID) for i in result.get("ReferencedSOPSequence", [])]
+    failed = [str(i.ReferencedSOPInstanceUID) for i in result.get("FailedSOPSequence", [])]
+    expected = sorted(str(d.SOPInstanceUID) for d in datasets)
+    urls = [str(i.RetrieveURL) for i in result.get("ReferencedSOPSequence", [])]
+    ok = sorted(referenced) == expected and not failed and all(u.startswith(base) for u in urls)
+    return ok, {"referenced": referenced, "failed": failed, "urls": urls}
+
+
+def cmd_search(base, files):
+    client = DICOMwebClient(base)
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    studies = sorted({d.StudyInstanceUID for d in datasets})
+    problems = []
+
+    def expect(name, got, want):
+        if got != want:
+            problems.append(f"{name}: got {got}, want {want}")
+
+    found = client.search_for_studies()
+    expect("all studies", sorted(s["0020000D"]["Value"][0] for s in found), studies)
+    for s in found:
+        for tag in ["00080020", "00080050", "00080061", "00100010", "00100020", "0020000D", "00201206", "00201208", "00081190"]:
+            if tag not in s:
+                problems.append(f"study result lacks required attribute {tag}")
+    expect("limit", len(client.search_for_studies(limit=2)), min(2, len(studies)))
+    expect("offset", len(client.search_for_studies(offset=1)), len(studies) - 1)
+    mr = [d for d in datasets if d.Modality == "MR"]
+    if mr:
+        study = mr[0].StudyInstanceUID
+        expect("wildcard name", len(client.search_for_studies(search_filters={"PatientName": "Compressed*MR1"})), 1)
+        expect("fuzzy name", len(client.search_for_studies(search_filters={"PatientName": "compressedsamples"}, fuzzymatching=True)) >= 1, True)
+        expect("modality list", len(client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})), 1)
+        expect("date range", len(client.search_for_studies(search_filters={"StudyDate": "19000101-20991231"})) >= 1, True)
+        expect("date range none", len(client.search_for_studies(search_filters={"StudyDate": "20990101-"})), 0)
+        series = client.search_for_series(study)
+        expect("series in study", len(series), len({d.SeriesInstanceUID for d in mr}))
+        instances = client.search_for_instances(study)
+        expect("instances in study", len(instances), len(mr))
+        one = client.search_for_instances(study, mr[0].SeriesInstanceUID, fields=["ImageType"])
+        expect("instances in series", len(one), 1)
+        if one and "00080008" not in one[0]:
+            problems.append("includefield=ImageType was not returned from metadata")
+        expect("all series", len(client.search_for_series()), len({d.SeriesInstanceUID for d in datasets}))
+        expect("all instances", len(client.search_for_instances()), len(datasets))
+    return not problems, problems
+
+
+def cmd_retrieve(base, files):
+    problems = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        st, se, sop = uids(ds)
+        url = f"{base}/studies/{st}/series/{se}/instances/{sop}"
+        r = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        if r.status_code != 200:
+            problems.append(f"{f}: HTTP {r.status_code}")
+            continue
+        parts, _ = multipart_parts(r)
+        raw = parts[0]
+        group_len = struct.unpack("<I", raw[140:144])[0]
+        if raw[144 + group_len:] != dataset_bytes(f):
+            problems.append(f"{f}: data set bytes differ")
+        # and through dicomweb-client itself
+        client = DICOMwebClient(base)
+        got = client.retrieve_instance(st, se, sop)
+        if got.SOPInstanceUID != sop:
+            problems.append(f"{f}: dicomweb-client got another instance")
+    return not problems, problems
+
+
+def cmd_metadata(base, files):
+    client = DICOMwebClient(base)
+    problems = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        st, se, sop = uids(ds)
+        meta = client.retrieve_instance_metadata(st, se, sop)
+        got = pydicom.Dataset.from_json(meta)
+        for keyword in ["SOPInstanceUID", "SOPClassUID", "PatientName", "Modality", "Rows", "Columns"]:
+            if keyword in ds and str(getattr(got, keyword, None)) != str(getattr(ds, keyword)):
+                problems.append(f"{f}: {keyword} {getattr(got, keyword, None)!r} != {getattr(ds, keyword)!r}")
+    study_meta = client.retrieve_study_metadata(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    if not study_meta:
+        problems.append("study metadata empty")
+    return not problems, problems
+
+
+def cmd_frames(base, files):
+    problems = []
+    for f in files:
+        ds = pydicom.dcmread(f)
+        if "PixelData" not in ds:
+            continue
+        st, se, sop = uids(ds)
+        url = f"{base}/studies/{st}/series/{se}/instances/{sop}/frames/1"
+        ts = ds.file_meta.TransferSyntaxUID
+        if ts.is_compressed:
+            from pydicom.encaps import generate_fragmented_frames
+            nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            expected = b"".join(next(generate_fragmented_frames(ds.PixelData, number_of_frames=nframes)))
+            accept = "multipart/related; type=*/*"
+        else:
+            frame_len = ds.Rows * ds.Columns * ds.SamplesPerPixel * ds.BitsAllocated // 8
+            raw = ds.PixelData[:frame_len]
+            if not ts.is_little_endian and ds.BitsAllocated == 16:
+                raw = b"".join(raw[i + 1:i + 2] + raw[i:i + 1] for i in range(0, len(raw), 2))
+            expected = raw
+            accept = 'multipart/related; type="application/octet-stream"'
+        r = requests.get(url, headers={"Accept": accept})
+        if r.status_code != 200:
+            problems.append(f"{f}: HTTP {r.status_code} {r.headers.get('Warning')}")
+            continue
+        parts, _ = multipart_parts(r)
+        if parts[0] != expected:
+            problems.append(f"{f}: frame 1 differs ({len(parts[0])} vs {len(expected)} bytes)")
+        if not ts.is_compressed:
+            client = DICOMwebClient(base)
+            frames = client.retrieve_instance_frames(st, se, sop, frame_numbers=[1])
+            if frames[0] != expected:
+                problems.append(f"{f}: dicomweb-client frame differs")
+    return not problems, problems
+
+
+def main():
+    cmd, base, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    try:
+        ok, details = {"store": cmd_store, "search": cmd_search, "retrieve": cmd_retrieve,
+                       "metadata": cmd_metadata, "frames": cmd_frames}[cmd](base, files)
+    except Exception as e:  # report, do not hide: the Rust test prints this
+        import traceback
+        ok, details = False, traceback.format_exc()
+    print(json.dumps({"ok": ok, "details": details}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+//! DICOMweb (PS3.18) against the real server: dicomweb-client round trips every sample through
+//! STOW-RS, QIDO-RS and WADO-RS; bad input gets the status the standard names and stores nothing
+//! partial; DIMSE and DICOMweb see each other's instances at once.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn start() -> TramyServer {
+    // dicomweb-client sends a Host header without the port on POST, so RetrieveURLs come from
+    // the configured public URL, as a deployment behind a proxy would set it.
+    let port = free_port();
+    let mut server = TramyServer::start_with_config(&format!(
+        "[http]\npublic_url = \"http://127.0.0.1:{port}\"\n"
+    ));
+    server.use_http_port(port);
+    server
+}
+
+fn check(server: &TramyServer, what: &str, files: &[std::path::PathBuf]) {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/clients/dicomweb_check.py"))
+        .arg(what)
+        .arg(server.dicomweb())
+        .args(files)
+        .output()
+        .expect("dicomweb_check.py runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{what}: no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        result["ok"],
+        true,
+        "{what} failed: {}\nserver log:\n{}",
+        result["details"],
+        server.log()
+    );
+}
+
+#[test]
+fn dicomweb_client_round_trips_every_sample_through_stow_qido_wado() {
+    let server = start();
+    let files = samples();
+    check(&server, "store", &files);
+    assert_eq!(server.indexed_instances(), files.len() as i64);
+    check(&server, "search", &files);
+    check(&server, "retrieve", &files);
+    check(&server, "metadata", &files);
+    check(&server, "frames", &files);
+}
+
+fn sample_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join("dicom-samples").join(name)).unwrap()
+}
+
+fn post(server: &TramyServer, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
+    server.http(
+        "POST",
+        path,
+        &[
+            ("Content-Type", content_type),
+            ("Accept", "application/dicom+json"),
+        ],
+        body,
+    )
+}
+
+#[test]
+fn stow_of_a_non_dicom_part_among_good_ones_stores_the_good_ones_and_answers_202() {
+    let server = start();
+    let (ct, body) = stow_body(&[
+        sample_bytes("ct_small_explicit_le.dcm"),
+        b"not DICOM at all".to_vec(),
+        sample_bytes("mr_small_rle.dcm"),
+    ]);
+    let r = post(&server, "/dicomweb/studies", &ct, &body);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let json = r.json();
+    assert_eq!(
+        json["00081199"]["Value"].as_array().unwrap().len(),
+        2,
+        "two referenced: {json}"
+    );
+    let failed = json["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["00081197"]["Value"][0], 0xC000);
+    assert!(
+        r.header("warning").is_some_and(|w| w.contains("DICM")),
+        "the reason is in a Warning header"
+    );
+    assert_eq!(server.indexed_instances(), 2);
+    assert_eq!(server.object_files().len(), 2);
+}
+
+#[test]
+fn stow_with_only_bad_parts_answers_409_and_stores_nothing() {
+    let server = start();
+    let full = sample_bytes("ct_small_explicit_le.dcm");
+    let (ct, body) = stow_body(&[full[..full.len() / 2].to_vec()]);
+    let r = post(&server, "/dicomweb/studies", &ct, &body);
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(server.indexed_instances(), 0);
+    assert!(server.object_files().is_empty());
+}
+
+#[test]
+fn stow_to_another_study_fails_the_part_with_a_mismatch() {
+    let server = start();
+    let (ct, body) = stow_body(&[sample_bytes("ct_small_explicit_le.dcm")]);
+    let r = post(&server, "/dicomweb/studies/1.2.3.4", &ct, &body);
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xA900
+    );
+    assert!(r
+        .header("warning")
+        .is_some_and(|w| w.contains("Study Instance UID")));
+    assert_eq!(server.indexed_instances(), 0);
+}
+
+#[test]
+fn malformed_stow_requests_get_400_or_415() {
+    let server = start();
+    let (ct, _) = stow_body(&[]);
+    // The body does not contain the announced boundary.
+    let r = post(
+        &server,
+        "/dicomweb/studies",
+        &ct,
+        b"garbage without any boundary",
+    );
+    assert_eq!(
+        r.status,
+        400,
+        "malformed multipart: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = post(
+        &server,
+        "/dicomweb/studies",
+        "multipart/related; type=\"application/dicom\"",
+        b"--x\r\n",
+    );
+    assert_eq!(r.status, 400, "missing boundary");
+    let r = post(&server, "/dicomweb/studies", "application/json", b"{}");
+    assert_eq!(r.status, 415, "wrong content type");
+    assert!(r.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("multipart/related"));
+    assert_eq!(server.indexed_instances(), 0);
+}
+
+#[test]
+fn unknown_uids_get_404_and_bad_queries_400() {
+    let server = start();
+    let get = |path: &str, accept: &str| server.http("GET", path, &[("Accept", accept)], b"");
+    let dicom = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    assert_eq!(get("/dicomweb/studies/1.2.3", dicom).status, 404);
+    assert_eq!(
+        get("/dicomweb/studies/1.2.3/metadata", "application/dicom+json").status,
+        404
+    );
+    assert_eq!(
+        get(
+            "/dicomweb/studies/1.2.3/series/4.5/instances/6.7/frames/1",
+            "*/*"
+        )
+        .status,
+        404
+    );
+    assert_eq!(get("/dicomweb/studies/not-a-uid", dicom).status, 400);
+    for bad in [
+        "/dicomweb/studies?limit=ten",
+        "/dicomweb/studies?StudyDate=yesterday",
+        "/dicomweb/studies?NoSuchKeyword=1",
+        "/dicomweb/studies?fuzzymatching=maybe",
+    ] {
+        let r = get(bad, "application/dicom+json");
+        assert_eq!(r.status, 400, "{bad}: {}", String::from_utf8_lossy(&r.body));
+        assert!(!r.json()["reason"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        get("/dicomweb/studies", "application/dicom+xml").status,
+        406
+    );
+}
+
+#[test]
+fn compressed_instances_are_refused_406_when_a_native_syntax_is_required() {
+    let server = start();
+    let (ct, body) = stow_body(&[sample_bytes("mr_small_rle.dcm")]);
+    assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples/mr_small_rle.dcm")).unwrap();
+    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
+    use dicom_dictionary_std::tags;
+    let path = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        t(tags::STUDY_INSTANCE_UID),
+        t(tags::SERIES_INSTANCE_UID),
+        t(tags::SOP_INSTANCE_UID)
+    );
+    let r = server.http(
+        "GET",
+        &path,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+        b"",
+    );
+    assert_eq!(r.status, 406, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("transfer-syntax=*"));
+    let r = server.http("GET", &path, &[("Accept", "application/json")], b"");
+    assert_eq!(r.status, 406);
+}
+
+#[test]
+fn dimse_and_dicomweb_see_each_others_instances_at_once() {
+    let server = start();
+    let ct_file = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    let out = pynetdicom(
+        "storescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "127.0.0.1",
+            &server.port(),
+            &ct_file.display().to_string(),
+        ],
+    );
+    assert_success(&out, "storescu");
+    let r = server.http(
+        "GET",
+        "/dicomweb/studies?ModalitiesInStudy=CT",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json().as_array().unwrap().len(),
+        1,
+        "C-STORE is visible to QIDO-RS immediately"
+    );
+
+    let (ct, body) = stow_body(&[sample_bytes("nm_jpeg_extended.dcm")]);
+    assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
+    let out = pynetdicom(
+        "findscu",
+        &[
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "ModalitiesInStudy=NM",
+            "-k",
+            "StudyInstanceUID=",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&out, "findscu");
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        log.matches("0xFF00 (Pending)").count(),
+        1,
+        "STOW-RS is visible to C-FIND immediately:\n{log}"
+    );
+}
