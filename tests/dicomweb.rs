@@ -53,6 +53,8 @@ fn dicomweb_client_round_trips_every_sample_through_stow_qido_wado() {
     check(&server, "retrieve", &files);
     check(&server, "metadata", &files);
     check(&server, "frames", &files);
+    check(&server, "rendered", &files);
+    check(&server, "transcode", &files);
 }
 
 fn sample_bytes(name: &str) -> Vec<u8> {
@@ -193,23 +195,41 @@ fn unknown_uids_get_404_and_bad_queries_400() {
     );
 }
 
-#[test]
-fn compressed_instances_are_refused_406_when_a_native_syntax_is_required() {
-    let server = start();
-    let (ct, body) = stow_body(&[sample_bytes("mr_small_rle.dcm")]);
-    assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
-    let obj = dicom_object::open_file(repo_root().join("dicom-samples/mr_small_rle.dcm")).unwrap();
+fn instance_path(sample: &str) -> String {
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples").join(sample)).unwrap();
     let t = |tag| tramy::dicom::attributes::text(&obj, tag);
     use dicom_dictionary_std::tags;
-    let path = format!(
+    format!(
         "/dicomweb/studies/{}/series/{}/instances/{}",
         t(tags::STUDY_INSTANCE_UID),
         t(tags::SERIES_INSTANCE_UID),
         t(tags::SOP_INSTANCE_UID)
-    );
+    )
+}
+
+#[test]
+fn transfer_syntaxes_that_cannot_be_produced_get_406_with_a_way_out() {
+    let server = start();
+    let (ct, body) = stow_body(&[
+        sample_bytes("ct_small_explicit_le.dcm"),
+        sample_bytes("nm_jpeg_extended.dcm"),
+    ]);
+    assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
+    // tramy does not encode into compressed syntaxes.
     let r = server.http(
         "GET",
-        &path,
+        &instance_path("ct_small_explicit_le.dcm"),
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
+        )],
+        b"",
+    );
+    assert_eq!(r.status, 406, "{}", String::from_utf8_lossy(&r.body));
+    // 12-bit JPEG has no decoder here: the default (Explicit VR Little Endian) cannot be made.
+    let r = server.http(
+        "GET",
+        &instance_path("nm_jpeg_extended.dcm"),
         &[("Accept", "multipart/related; type=\"application/dicom\"")],
         b"",
     );
@@ -218,7 +238,22 @@ fn compressed_instances_are_refused_406_when_a_native_syntax_is_required() {
         .as_str()
         .unwrap()
         .contains("transfer-syntax=*"));
-    let r = server.http("GET", &path, &[("Accept", "application/json")], b"");
+    let r = server.http(
+        "GET",
+        &instance_path("nm_jpeg_extended.dcm"),
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )],
+        b"",
+    );
+    assert_eq!(r.status, 200, "as stored always works");
+    let r = server.http(
+        "GET",
+        &instance_path("ct_small_explicit_le.dcm"),
+        &[("Accept", "application/json")],
+        b"",
+    );
     assert_eq!(r.status, 406);
 }
 

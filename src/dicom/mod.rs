@@ -6,6 +6,7 @@
 pub mod attributes;
 pub mod json;
 pub mod part10;
+pub mod pixels;
 pub mod storage_sop_classes;
 pub mod transcode;
 pub mod uid;

@@ -6,6 +6,7 @@
 
 pub mod dicomweb;
 pub mod error;
+pub mod wado_uri;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/dicomweb", dicomweb::routes())
+        .route("/wado", get(wado_uri::wado))
         .with_state(state)
         .layer(CompressionLayer::new().gzip(true))
         .layer(cors)

@@ -163,11 +163,98 @@ def cmd_frames(base, files):
     return not problems, problems
 
 
+def png_size(data):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def renderable(ds):
+    # 12-bit JPEG (Extended) has no decoder in tramy; reports have no pixels.
+    return "PixelData" in ds and ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.4.51"
+
+
+def cmd_rendered(base, files):
+    client = DICOMwebClient(base)
+    problems = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        st, se, sop = uids(ds)
+        inst = f"{base}/studies/{st}/series/{se}/instances/{sop}"
+        if not renderable(pydicom.dcmread(f)):
+            r = requests.get(f"{inst}/rendered", headers={"Accept": "image/jpeg"})
+            if r.status_code != 406:
+                problems.append(f"{f}: rendering without decodable pixels gave {r.status_code}, want 406")
+            continue
+        jpeg = client.retrieve_instance_rendered(st, se, sop, media_types=("image/jpeg",))
+        if jpeg[:3] != b"\xff\xd8\xff":
+            problems.append(f"{f}: rendered instance is not a JPEG")
+        r = requests.get(f"{inst}/rendered", headers={"Accept": "image/png"})
+        if r.status_code != 200 or png_size(r.content) != (ds.Columns, ds.Rows):
+            problems.append(f"{f}: PNG rendering {r.status_code} has size {png_size(r.content) if r.ok else None}, want {(ds.Columns, ds.Rows)}")
+        r = requests.get(f"{inst}/rendered", params={"viewport": "32,32", "window": "100,50"}, headers={"Accept": "image/png"})
+        if r.status_code != 200 or max(png_size(r.content)) != 32:
+            problems.append(f"{f}: viewport=32,32 gave {r.status_code} {png_size(r.content) if r.ok else r.text}")
+        frame = client.retrieve_instance_frames_rendered(st, se, sop, frame_numbers=[1], media_types=("image/jpeg",))
+        if frame[:3] != b"\xff\xd8\xff":
+            problems.append(f"{f}: rendered frame is not a JPEG")
+        for level_url in [inst, f"{base}/studies/{st}/series/{se}", f"{base}/studies/{st}"]:
+            r = requests.get(f"{level_url}/thumbnail", headers={"Accept": "image/png"})
+            if r.status_code != 200 or max(png_size(r.content)) > 128:
+                problems.append(f"{f}: thumbnail of {level_url} gave {r.status_code}")
+        # WADO-URI: the instance as stored, and rendered
+        params = {"requestType": "WADO", "studyUID": st, "seriesUID": se, "objectUID": sop}
+        r = requests.get(f"{base.rsplit('/dicomweb', 1)[0]}/wado", params=dict(params, contentType="application/dicom"))
+        if r.status_code != 200 or r.content[144 + struct.unpack("<I", r.content[140:144])[0]:] != dataset_bytes(f):
+            problems.append(f"{f}: WADO-URI application/dicom gave {r.status_code} or other bytes")
+        r = requests.get(f"{base.rsplit('/dicomweb', 1)[0]}/wado", params=dict(params, contentType="image/jpeg", rows=64))
+        if r.status_code != 200 or r.content[:3] != b"\xff\xd8\xff":
+            problems.append(f"{f}: WADO-URI image/jpeg gave {r.status_code}")
+    return not problems, problems
+
+
+LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
+
+
+def cmd_transcode(base, files):
+    """The default transfer syntax of WADO-RS is Explicit VR Little Endian: compressed instances
+    with a decoder come back decoded. For lossless ones the pixel values must equal those of the
+    uncompressed copy of the same image among the samples."""
+    import numpy
+    problems = []
+    datasets = [pydicom.dcmread(f) for f in files]
+    native = [d for d in datasets if not d.file_meta.TransferSyntaxUID.is_compressed and "PixelData" in d]
+    checked = 0
+    for f, original in zip(files, datasets):
+        if not renderable(original) or not original.file_meta.TransferSyntaxUID.is_compressed:
+            continue
+        st, se, sop = uids(original)
+        r = requests.get(f"{base}/studies/{st}/series/{se}/instances/{sop}", headers={"Accept": 'multipart/related; type="application/dicom"'})
+        if r.status_code != 200:
+            problems.append(f"{f}: HTTP {r.status_code} {r.text[:200]}")
+            continue
+        parts, _ = multipart_parts(r)
+        got = pydicom.dcmread(pydicom.filebase.DicomBytesIO(parts[0]))
+        if got.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.1":
+            problems.append(f"{f}: came back as {got.file_meta.TransferSyntaxUID}")
+            continue
+        if original.file_meta.TransferSyntaxUID in LOSSY:
+            continue
+        twins = [d for d in native if d.StudyInstanceUID == original.StudyInstanceUID and (d.Rows, d.Columns) == (original.Rows, original.Columns)]
+        if twins:
+            checked += 1
+            if not numpy.array_equal(got.pixel_array, twins[0].pixel_array):
+                problems.append(f"{f}: decoded pixel values differ from the uncompressed copy")
+    if checked == 0:
+        problems.append("no lossless compressed sample had an uncompressed twin to compare with")
+    return not problems, problems
+
+
 def main():
     cmd, base, files = sys.argv[1], sys.argv[2], sys.argv[3:]
     try:
         ok, details = {"store": cmd_store, "search": cmd_search, "retrieve": cmd_retrieve,
-                       "metadata": cmd_metadata, "frames": cmd_frames}[cmd](base, files)
+                       "metadata": cmd_metadata, "frames": cmd_frames,
+                       "rendered": cmd_rendered, "transcode": cmd_transcode}[cmd](base, files)
     except Exception as e:  # report, do not hide: the Rust test prints this
         import traceback
         ok, details = False, traceback.format_exc()

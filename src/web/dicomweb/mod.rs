@@ -3,6 +3,7 @@
 
 pub mod multipart;
 pub mod qido;
+pub mod rendered;
 pub mod stow;
 pub mod wado;
 
@@ -43,6 +44,28 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
             get(wado::frames),
+        )
+        .route("/studies/{study}/rendered", get(rendered::study))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(rendered::series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/rendered",
+            get(rendered::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/thumbnail",
+            get(rendered::instance_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
+            get(rendered::frame),
         )
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))

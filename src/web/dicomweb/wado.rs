@@ -84,8 +84,21 @@ fn requested_transfer_syntax(ranges: &[MediaRange]) -> Result<Option<String>, Ht
     ))
 }
 
+/// Whether an instance stored in `stored` can be sent as `target`: the same syntax, or a native
+/// one reached by re-encoding (native source) or by decoding the pixel data (compressed source
+/// with a decoder built in).
+pub fn can_convert(stored: &str, target: &str) -> bool {
+    use dicom_encoding::TransferSyntaxIndex;
+    stored == target
+        || (is_native(target)
+            && (is_native(stored)
+                || dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                    .get(stored)
+                    .is_some_and(|ts| ts.can_decode_all())))
+}
+
 /// The Part 10 file of `instance` in `target` (`None` = as stored).
-async fn load_part10(
+pub async fn load_part10(
     state: &AppState,
     instance: &StoredInstance,
     target: Option<&str>,
@@ -99,8 +112,17 @@ async fn load_part10(
     let Some(target) = target.filter(|t| *t != instance.transfer_syntax_uid) else {
         return Ok((file, instance.transfer_syntax_uid.clone()));
     };
+    let to = target.to_string();
+    if !is_native(&instance.transfer_syntax_uid) {
+        let converted =
+            tokio::task::spawn_blocking(move || crate::dicom::pixels::transcode(&file, &to))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        return Ok((Bytes::from(converted), target.to_string()));
+    }
     let stored = ReceivedInstance::from_part10(file).map_err(|e| e.to_string())?;
-    let (from, to) = (stored.transfer_syntax.clone(), target.to_string());
+    let from = stored.transfer_syntax.clone();
     let dataset =
         tokio::task::spawn_blocking(move || transcode_native(&stored.dataset, &from, &to))
             .await
@@ -121,10 +143,10 @@ async fn retrieve(
     let target = requested_transfer_syntax(&accepted(&headers))?;
     let instances = resolve(&state, query).await?;
     if let Some(ts) = &target {
-        // Only re-encoding between native syntaxes is lossless without pixel codecs.
-        if let Some(i) = instances.iter().find(|i| {
-            i.transfer_syntax_uid != *ts && !(is_native(&i.transfer_syntax_uid) && is_native(ts))
-        }) {
+        if let Some(i) = instances
+            .iter()
+            .find(|i| !can_convert(&i.transfer_syntax_uid, ts))
+        {
             return Err(HttpError::not_acceptable(format!(
                 "instance {} is stored as {} and cannot be sent as {ts}; ask for transfer-syntax=* to get it as stored",
                 i.sop_instance_uid, i.transfer_syntax_uid
@@ -133,28 +155,46 @@ async fn retrieve(
     }
     let boundary = multipart::boundary();
     let closing = multipart::closing(&boundary);
+    // A single instance is converted before the response starts, so a failure is a proper 406.
+    // Larger selections stream; an instance whose conversion fails is left out and logged,
+    // because the status line has already gone.
+    let first = if instances.len() == 1 {
+        let converted = load_part10(&state, &instances[0], target.as_deref())
+            .await
+            .map_err(|e| {
+                HttpError::not_acceptable(format!(
+                    "{e}; ask for transfer-syntax=* to get it as stored"
+                ))
+            })?;
+        Some(converted)
+    } else {
+        None
+    };
     let part_boundary = boundary.clone();
     let parts = futures::stream::iter(instances)
         .then(move |instance| {
             let state = state.clone();
             let target = target.clone();
             let boundary = part_boundary.clone();
+            let ready = first.clone();
             async move {
-                let (file, ts) = load_part10(&state, &instance, target.as_deref())
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let head = multipart::part_header(
-                    &boundary,
-                    &format!("application/dicom; transfer-syntax={ts}"),
-                    None,
-                );
-                Ok::<_, std::io::Error>([head, file, Bytes::from_static(b"\r\n")])
+                let loaded = match ready {
+                    Some(done) => Ok(done),
+                    None => load_part10(&state, &instance, target.as_deref()).await,
+                };
+                match loaded {
+                    Ok((file, ts)) => {
+                        let head = multipart::part_header(&boundary, &format!("application/dicom; transfer-syntax={ts}"), None);
+                        vec![head, file, Bytes::from_static(b"\r\n")]
+                    }
+                    Err(e) => {
+                        tracing::warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "instance left out of a WADO-RS response");
+                        Vec::new()
+                    }
+                }
             }
         })
-        .flat_map(|r| match r {
-            Ok(chunks) => futures::stream::iter(chunks.map(Ok)).left_stream(),
-            Err(e) => futures::stream::iter([Err(e)]).right_stream(),
-        })
+        .flat_map(|chunks| futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)))
         .chain(futures::stream::iter([Ok(closing)]));
     Ok(multipart::response(&boundary, "application/dicom", parts))
 }

@@ -1,0 +1,144 @@
+//! Pixel data: decoding for transcoding and rendering (dicom-pixeldata), without I/O.
+//!
+//! Decoders available: native, RLE, JPEG (baseline, extended, lossless), JPEG 2000 (openjp2),
+//! deflate. JPEG-LS needs the `charls` codec, which is not built in; such instances are served as
+//! stored.
+
+use std::io::Cursor;
+
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::file::{OpenFileOptions, ReadPreamble};
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::{ConvertOptions, PixelDecoder, Transcode, VoiLutOption, WindowLevel};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use image::imageops::FilterType;
+
+/// Why pixels could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum PixelError {
+    /// The stored object does not parse.
+    #[error("the stored object cannot be read: {0}")]
+    Read(String),
+    /// No pixel data, or a codec we do not have.
+    #[error("cannot decode the pixel data: {0}")]
+    Decode(String),
+    /// The requested transfer syntax is unknown or cannot be encoded.
+    #[error("cannot convert to transfer syntax {0}")]
+    Target(String),
+    /// The frame does not exist.
+    #[error("frame {frame} does not exist; the instance has {frames}")]
+    NoSuchFrame {
+        /// Requested (1-based).
+        frame: u32,
+        /// Available.
+        frames: u32,
+    },
+    /// Image encoding failed.
+    #[error("cannot encode the image: {0}")]
+    Encode(String),
+}
+
+fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
+    OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(Cursor::new(part10))
+        .map_err(|e| PixelError::Read(e.to_string()))
+}
+
+/// Converts a Part 10 file to `target` (decoding compressed pixel data when needed) and returns
+/// the new Part 10 file.
+pub fn transcode(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelError> {
+    let ts = TransferSyntaxRegistry
+        .get(target)
+        .ok_or_else(|| PixelError::Target(target.to_string()))?;
+    let mut obj = open(part10)?;
+    obj.transcode(ts)
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let mut out = Vec::with_capacity(part10.len() * 2);
+    obj.write_all(&mut out)
+        .map_err(|e| PixelError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Image format of a rendered frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderedFormat {
+    /// JPEG with a quality from 1 to 100.
+    Jpeg(u8),
+    /// PNG (lossless).
+    Png,
+}
+
+impl RenderedFormat {
+    /// The media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            RenderedFormat::Jpeg(_) => "image/jpeg",
+            RenderedFormat::Png => "image/png",
+        }
+    }
+}
+
+/// How to render (PS3.18 8.3.5.1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenderOptions {
+    /// Window centre and width; `None` uses the image's own (or a full-range window).
+    pub window: Option<(f64, f64)>,
+    /// Fit inside this many columns and rows, keeping the aspect ratio.
+    pub viewport: Option<(u32, u32)>,
+    /// Output format.
+    pub format: RenderedFormat,
+}
+
+/// Renders `frame` (1-based) of a Part 10 file as an 8-bit image.
+pub fn render(part10: &[u8], frame: u32, options: &RenderOptions) -> Result<Vec<u8>, PixelError> {
+    let obj = open(part10)?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let frames = decoded.number_of_frames();
+    if frame == 0 || frame > frames {
+        return Err(PixelError::NoSuchFrame { frame, frames });
+    }
+    let voi = match options.window {
+        Some((center, width)) if width > 0.0 => VoiLutOption::Custom(WindowLevel { center, width }),
+        Some(_) => VoiLutOption::Normalize,
+        None => VoiLutOption::Default,
+    };
+    let image = decoded
+        .to_dynamic_image_with_options(
+            frame - 1,
+            &ConvertOptions::new().with_voi_lut(voi).force_8bit(),
+        )
+        .or_else(|_| {
+            // Images without a usable window fall back to the full range of their values.
+            decoded.to_dynamic_image_with_options(
+                frame - 1,
+                &ConvertOptions::new()
+                    .with_voi_lut(VoiLutOption::Normalize)
+                    .force_8bit(),
+            )
+        })
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let image = match options.viewport {
+        Some((w, h)) if w > 0 && h > 0 && (w < image.width() || h < image.height()) => {
+            image.resize(w, h, FilterType::Triangle)
+        }
+        _ => image,
+    };
+    let mut out = Cursor::new(Vec::new());
+    match options.format {
+        RenderedFormat::Jpeg(quality) => {
+            let rgb = image.to_rgb8();
+            let mut encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+            encoder
+                .encode_image(&rgb)
+                .map_err(|e| PixelError::Encode(e.to_string()))?;
+        }
+        RenderedFormat::Png => image
+            .write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| PixelError::Encode(e.to_string()))?,
+    }
+    Ok(out.into_inner())
+}

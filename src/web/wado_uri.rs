@@ -1,0 +1,132 @@
+//! WADO-URI (PS3.18 9): `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…` returning
+//! the instance as `application/dicom` or a rendered `image/jpeg` / `image/png`.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dicom_dictionary_std::tags;
+use serde::Deserialize;
+
+use super::dicomweb::rendered::{render_instance, wado_uri_options};
+use super::dicomweb::wado::{can_convert, load_part10};
+use super::error::HttpError;
+use super::AppState;
+use crate::store::query::{AttributeQuery, QueryLevel};
+
+/// WADO-URI query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WadoUriParams {
+    request_type: Option<String>,
+    #[serde(rename = "studyUID")]
+    study_uid: Option<String>,
+    #[serde(rename = "seriesUID")]
+    series_uid: Option<String>,
+    #[serde(rename = "objectUID")]
+    object_uid: Option<String>,
+    content_type: Option<String>,
+    transfer_syntax: Option<String>,
+    rows: Option<u32>,
+    columns: Option<u32>,
+    window_center: Option<f64>,
+    window_width: Option<f64>,
+    frame_number: Option<u32>,
+    image_quality: Option<u8>,
+    anonymize: Option<String>,
+}
+
+/// `GET /wado`
+pub async fn wado(
+    State(state): State<AppState>,
+    Query(p): Query<WadoUriParams>,
+    _headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    if p.request_type.as_deref() != Some("WADO") {
+        return Err(HttpError::bad_request("requestType=WADO is required"));
+    }
+    if p.anonymize.is_some() {
+        return Err(HttpError::bad_request("anonymize is not supported"));
+    }
+    let (Some(study), Some(series), Some(object)) = (p.study_uid, p.series_uid, p.object_uid)
+    else {
+        return Err(HttpError::bad_request(
+            "studyUID, seriesUID and objectUID are required",
+        ));
+    };
+    for uid in [&study, &series, &object] {
+        crate::dicom::SopInstanceUid::new(uid)
+            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
+    }
+    let query = AttributeQuery {
+        level: QueryLevel::Image,
+        conditions: vec![
+            (tags::STUDY_INSTANCE_UID, study),
+            (tags::SERIES_INSTANCE_UID, series),
+            (tags::SOP_INSTANCE_UID, object),
+        ],
+        limit: None,
+        offset: 0,
+        fuzzy_person_names: false,
+    };
+    let found = state
+        .archive
+        .index
+        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
+        .await
+        .map_err(HttpError::internal)?
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let instance = found
+        .into_iter()
+        .next()
+        .ok_or_else(|| HttpError::not_found("no such instance"))?;
+    // The first acceptable type of a comma-separated list; image/jpeg by default (PS3.18 9.1.2.1.5).
+    let content_type = p.content_type.unwrap_or_else(|| "image/jpeg".into());
+    for wanted in content_type.split(',').map(str::trim) {
+        match wanted {
+            "application/dicom" => {
+                let target = p.transfer_syntax.as_deref();
+                if let Some(ts) = target {
+                    if !can_convert(&instance.transfer_syntax_uid, ts) {
+                        continue;
+                    }
+                }
+                let (file, _) = load_part10(&state, &instance, target)
+                    .await
+                    .map_err(HttpError::internal)?;
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/dicom")],
+                    file,
+                )
+                    .into_response());
+            }
+            "image/jpeg" | "image/png" | "image/*" | "*/*" => {
+                let options = wado_uri_options(
+                    p.rows,
+                    p.columns,
+                    p.window_center,
+                    p.window_width,
+                    p.image_quality,
+                    wanted == "image/png",
+                );
+                let image = render_instance(
+                    &state,
+                    &instance,
+                    p.frame_number.unwrap_or(1).max(1),
+                    options,
+                )
+                .await?;
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, options.format.media_type())],
+                    image,
+                )
+                    .into_response());
+            }
+            _ => {}
+        }
+    }
+    Err(HttpError::not_acceptable(format!(
+        "contentType {content_type:?} cannot be served; use application/dicom, image/jpeg or image/png"
+    )))
+}
