@@ -55,6 +55,7 @@ fn dicomweb_client_round_trips_every_sample_through_stow_qido_wado() {
     check(&server, "frames", &files);
     check(&server, "rendered", &files);
     check(&server, "transcode", &files);
+    check(&server, "bulkdata", &files);
 }
 
 fn sample_bytes(name: &str) -> Vec<u8> {

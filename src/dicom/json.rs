@@ -8,11 +8,47 @@ use dicom_object::InMemDicomObject;
 /// Values of binary VRs larger than this are bulk data and left out of the metadata.
 pub const BULK_DATA_THRESHOLD: usize = 1024;
 
-/// Serialises `obj` as a DICOM JSON object, without Pixel Data and without binary values over
-/// [`BULK_DATA_THRESHOLD`] bytes (sequences are walked recursively).
+/// Stands for the instance's WADO-RS URL inside stored metadata; [`resolve_bulk_data_uris`]
+/// replaces it when the metadata is served, since the URL depends on how the client reached us.
+pub const INSTANCE_URL_TOKEN: &str = "tramy-instance:";
+
+/// Serialises `obj` as a DICOM JSON object in which Pixel Data and top-level binary values over
+/// [`BULK_DATA_THRESHOLD`] bytes are BulkDataURI references (PS3.18 F.2.6) to the instance's
+/// `bulkdata/{tag}` resource; large binary values inside sequences are left out.
 pub fn metadata_json(obj: &InMemDicomObject) -> Result<String, serde_json::Error> {
     let stripped = without_bulk_data(obj);
-    dicom_json::to_string(&stripped)
+    let mut json = dicom_json::to_value(&stripped)?;
+    if let Some(map) = json.as_object_mut() {
+        for elem in obj.iter() {
+            let bulk = match elem.value() {
+                dicom_core::value::Value::PixelSequence(_) => true,
+                dicom_core::value::Value::Primitive(p) => {
+                    is_bulk(elem.vr()) && p.calculate_byte_len() > BULK_DATA_THRESHOLD
+                }
+                _ => false,
+            };
+            if bulk {
+                let tag = format!("{:04X}{:04X}", elem.tag().group(), elem.tag().element());
+                map.insert(
+                    tag.clone(),
+                    serde_json::json!({
+                        "vr": elem.vr().to_string(),
+                        "BulkDataURI": format!("{INSTANCE_URL_TOKEN}/bulkdata/{tag}"),
+                    }),
+                );
+            }
+        }
+    }
+    serde_json::to_string(&json)
+}
+
+/// Replaces the stored placeholder with the instance's URL.
+pub fn resolve_bulk_data_uris(metadata: &str, instance_url: &str) -> String {
+    if metadata.contains(INSTANCE_URL_TOKEN) {
+        metadata.replace(INSTANCE_URL_TOKEN, instance_url)
+    } else {
+        metadata.to_string()
+    }
 }
 
 fn is_bulk(vr: VR) -> bool {

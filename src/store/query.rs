@@ -580,15 +580,29 @@ pub fn instances(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// An instance's UIDs and its stored DICOM JSON metadata.
+#[derive(Debug, Clone)]
+pub struct InstanceMetadata {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// DICOM JSON, with bulk data as placeholder BulkDataURIs.
+    pub json: String,
+}
+
 /// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
-pub fn metadata(conn: &Connection, query: &AttributeQuery) -> Result<Vec<String>, QueryError> {
+pub fn metadata(conn: &Connection, query: &AttributeQuery) -> Result<Vec<InstanceMetadata>, QueryError> {
     let image_query = AttributeQuery {
         level: QueryLevel::Image,
         ..query.clone()
     };
     let w = build_where(&image_query)?;
     let sql = format!(
-        "SELECT i.metadata_json FROM {}{}{} ORDER BY {}{}",
+        "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata_json \
+         FROM {}{}{} ORDER BY {}{}",
         QueryLevel::Image.tables(),
         if w.sql.is_empty() { "" } else { " WHERE " },
         w.sql.join(" AND "),
@@ -597,7 +611,12 @@ pub fn metadata(conn: &Connection, query: &AttributeQuery) -> Result<Vec<String>
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-        r.get::<_, String>(0)
+        Ok(InstanceMetadata {
+            study_instance_uid: r.get(0)?,
+            series_instance_uid: r.get(1)?,
+            sop_instance_uid: r.get(2)?,
+            json: r.get(3)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -212,6 +212,36 @@ def cmd_rendered(base, files):
     return not problems, problems
 
 
+def cmd_bulkdata(base, files):
+    """Metadata names Pixel Data by BulkDataURI; fetching that URI gives the pixel bytes."""
+    client = DICOMwebClient(base)
+    problems = []
+    checked = 0
+    for f in files:
+        ds = pydicom.dcmread(f)
+        if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+            continue
+        st, se, sop = uids(ds)
+        meta = client.retrieve_instance_metadata(st, se, sop)
+        uri = meta.get("7FE00010", {}).get("BulkDataURI")
+        if not uri or not uri.startswith(f"{base}/studies/{st}/series/{se}/instances/{sop}/bulkdata/"):
+            problems.append(f"{f}: Pixel Data has no usable BulkDataURI: {meta.get('7FE00010')}")
+            continue
+        expected = ds.PixelData
+        if not ds.file_meta.TransferSyntaxUID.is_little_endian and ds.BitsAllocated == 16:
+            expected = b"".join(expected[i + 1:i + 2] + expected[i:i + 1] for i in range(0, len(expected), 2))
+        got = client.retrieve_bulkdata(uri)
+        checked += 1
+        if got[0][: len(expected)] != expected:
+            problems.append(f"{f}: bulk data differs from the pixel data")
+        found = client.search_for_instances(st, se, fields=["all"])
+        if not found or "00280010" not in found[0] or found[0].get("7FE00010", {}).get("BulkDataURI") != uri:
+            problems.append(f"{f}: includefield=all lacks the stored metadata or its BulkDataURI")
+    if checked == 0:
+        problems.append("no sample with native pixel data")
+    return not problems, problems
+
+
 LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
 
 
@@ -254,7 +284,8 @@ def main():
     try:
         ok, details = {"store": cmd_store, "search": cmd_search, "retrieve": cmd_retrieve,
                        "metadata": cmd_metadata, "frames": cmd_frames,
-                       "rendered": cmd_rendered, "transcode": cmd_transcode}[cmd](base, files)
+                       "rendered": cmd_rendered, "transcode": cmd_transcode,
+                       "bulkdata": cmd_bulkdata}[cmd](base, files)
     except Exception as e:  # report, do not hide: the Rust test prints this
         import traceback
         ok, details = False, traceback.format_exc()

@@ -67,6 +67,10 @@ pub fn routes() -> Router<AppState> {
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
             get(rendered::frame),
         )
+        .route(
+            "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
+            get(wado::bulkdata),
+        )
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))
 }

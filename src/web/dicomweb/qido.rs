@@ -329,31 +329,6 @@ fn result_json(
     let Some(obj) = json.as_object_mut() else {
         return Ok(json);
     };
-    // Instance-level fields the index has no column for come from the stored metadata.
-    if level == QueryLevel::Image {
-        let extra: Vec<&Tag> = search
-            .include
-            .iter()
-            .filter(|t| indexed_attribute(**t).is_none())
-            .collect();
-        if search.include_all || !extra.is_empty() {
-            if let Some(Value::Object(meta)) = m
-                .metadata_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str::<Value>(j).ok())
-            {
-                for (key, value) in meta {
-                    let keep = search.include_all
-                        || extra
-                            .iter()
-                            .any(|t| format!("{:04X}{:04X}", t.group(), t.element()) == key);
-                    if keep && !obj.contains_key(&key) {
-                        obj.insert(key, value);
-                    }
-                }
-            }
-        }
-    }
     let uid = |tag| m.values.get(&tag).cloned().unwrap_or_default();
     let url = match level {
         QueryLevel::Patient | QueryLevel::Study => {
@@ -371,6 +346,32 @@ fn result_json(
             uid(tags::SOP_INSTANCE_UID)
         ),
     };
+    // Instance-level fields the index has no column for come from the stored metadata.
+    if level == QueryLevel::Image {
+        let extra: Vec<&Tag> = search
+            .include
+            .iter()
+            .filter(|t| indexed_attribute(**t).is_none())
+            .collect();
+        if search.include_all || !extra.is_empty() {
+            if let Some(Value::Object(meta)) = m
+                .metadata_json
+                .as_deref()
+                .map(|j| crate::dicom::json::resolve_bulk_data_uris(j, &url))
+                .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+            {
+                for (key, value) in meta {
+                    let keep = search.include_all
+                        || extra
+                            .iter()
+                            .any(|t| format!("{:04X}{:04X}", t.group(), t.element()) == key);
+                    if keep && !obj.contains_key(&key) {
+                        obj.insert(key, value);
+                    }
+                }
+            }
+        }
+    }
     obj.insert(
         "00081190".into(),
         serde_json::json!({ "vr": "UR", "Value": [url] }),

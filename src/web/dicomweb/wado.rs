@@ -257,13 +257,18 @@ async fn metadata(
     if found.is_empty() {
         return Err(HttpError::not_found("no such study, series or instance"));
     }
-    let mut body = String::with_capacity(found.iter().map(|j| j.len() + 1).sum::<usize>() + 2);
+    let base = super::base_url(&state, &headers);
+    let mut body = String::with_capacity(found.iter().map(|m| m.json.len() + 1).sum::<usize>() + 2);
     body.push('[');
-    for (i, json) in found.iter().enumerate() {
+    for (i, m) in found.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(json);
+        let url = format!(
+            "{base}/studies/{}/series/{}/instances/{}",
+            m.study_instance_uid, m.series_instance_uid, m.sop_instance_uid
+        );
+        body.push_str(&crate::dicom::json::resolve_bulk_data_uris(&m.json, &url));
     }
     body.push(']');
     Ok((
@@ -453,4 +458,50 @@ pub async fn frames(
         media_type,
         futures::stream::iter(chunks),
     ))
+}
+
+/// `GET .../instances/{sop}/bulkdata/{tag}`: the value of a top-level binary attribute, as
+/// `multipart/related; type="application/octet-stream"` (PS3.18 10.4.1.1.5). Native Pixel Data
+/// comes back whole; encapsulated Pixel Data is served per frame by the frames resource.
+pub async fn bulkdata(
+    State(state): State<AppState>,
+    Path((study, series, sop, tag)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    validate_uids(&[&study, &series, &sop])?;
+    let tag = (tag.len() == 8)
+        .then(|| u32::from_str_radix(&tag, 16).ok())
+        .flatten()
+        .map(|t| Tag((t >> 16) as u16, t as u16))
+        .ok_or_else(|| HttpError::bad_request(format!("{tag:?} is not an 8-digit hex tag")))?;
+    if !accepts_frames(&accepted(&headers), "application/octet-stream") {
+        return Err(HttpError::not_acceptable("bulk data is application/octet-stream; add it to Accept"));
+    }
+    let instance = resolve(&state, selector(study, Some(series), Some(sop))).await?.remove(0);
+    let file = state.archive.objects.get(&instance.object_key).await.map_err(HttpError::internal)?;
+    let value = tokio::task::spawn_blocking(move || -> Result<Bytes, HttpError> {
+        let obj = ReceivedInstance::from_part10(file)
+            .map_err(HttpError::internal)?
+            .parse()
+            .map_err(HttpError::internal)?;
+        let elem = obj
+            .get(tag)
+            .ok_or_else(|| HttpError::not_found("the instance has no such attribute"))?;
+        if elem.value().fragments().is_some() {
+            return Err(HttpError::not_acceptable(
+                "encapsulated pixel data is served per frame: use the frames resource",
+            ));
+        }
+        Ok(Bytes::from(elem.to_bytes().map_err(HttpError::internal)?.into_owned()))
+    })
+    .await
+    .map_err(HttpError::internal)??;
+    let boundary = multipart::boundary();
+    let chunks = vec![
+        Ok(multipart::part_header(&boundary, "application/octet-stream", None)),
+        Ok(value),
+        Ok(Bytes::from_static(b"\r\n")),
+        Ok(multipart::closing(&boundary)),
+    ];
+    Ok(multipart::response(&boundary, "application/octet-stream", futures::stream::iter(chunks)))
 }
