@@ -242,6 +242,7 @@ impl Archive {
         )?;
 
         let sop = a.sop_instance_uid.to_string();
+        let size = prepared.part10.len() as u64;
         let lock = self.locks.entry(&sop);
         let result = {
             let _guard = lock.lock().await;
@@ -249,6 +250,20 @@ impl Archive {
         };
         drop(lock);
         self.locks.release(&sop);
+        let outcome = match &result {
+            Ok(r) => match r.outcome {
+                IngestOutcome::Stored => "stored",
+                IngestOutcome::Duplicate => "duplicate",
+                IngestOutcome::ConflictKept => "conflict_kept",
+                IngestOutcome::Replaced => "replaced",
+            },
+            Err(_) => "failed",
+        };
+        metrics::counter!("tramy_ingest_instances_total", "outcome" => outcome).increment(1);
+        if matches!(&result, Ok(r) if r.outcome == IngestOutcome::Stored || r.outcome == IngestOutcome::Replaced)
+        {
+            metrics::counter!("tramy_ingest_bytes_total").increment(size);
+        }
         result
     }
 

@@ -13,6 +13,8 @@ use crate::ingest::Archive;
 /// Runs the server with `config` until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Metrics from the first association on.
+    crate::web::observability::prometheus();
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let removed = archive

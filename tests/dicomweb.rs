@@ -313,3 +313,91 @@ fn dimse_and_dicomweb_see_each_others_instances_at_once() {
         "STOW-RS is visible to C-FIND immediately:\n{log}"
     );
 }
+
+#[test]
+fn http_conventions_cors_gzip_metrics_openapi_and_xml() {
+    let port = free_port();
+    let mut server = TramyServer::start_with_config(&format!(
+        "[http]\npublic_url = \"http://127.0.0.1:{port}\"\ncors_allowed_origins = [\"http://viewer.example\"]\n"
+    ));
+    server.use_http_port(port);
+
+    // A browser viewer on another origin: the preflight is answered and the origin allowed.
+    let r = server.http(
+        "OPTIONS",
+        "/dicomweb/studies",
+        &[
+            ("Origin", "http://viewer.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+        b"",
+    );
+    assert!(r.status < 300, "preflight answered: {}", r.status);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://viewer.example")
+    );
+    let r = server.http(
+        "GET",
+        "/dicomweb/studies",
+        &[("Origin", "http://other.example")],
+        b"",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        None,
+        "unlisted origins get no CORS grant"
+    );
+
+    // STOW answered in XML when asked.
+    let (ct, body) = stow_body(&[sample_bytes("ct_small_explicit_le.dcm")]);
+    let r = server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[("Content-Type", &ct), ("Accept", "application/dicom+xml")],
+        &body,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/dicom+xml"));
+    let xml = String::from_utf8_lossy(&r.body);
+    assert!(
+        xml.contains("<NativeDicomModel") && xml.contains("keyword=\"ReferencedSOPSequence\""),
+        "{xml}"
+    );
+
+    // JSON is gzip-compressed for clients that accept it.
+    let r = server.http(
+        "GET",
+        "/dicomweb/studies",
+        &[
+            ("Accept", "application/dicom+json"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(&r.body[..2], &[0x1f, 0x8b], "a gzip stream");
+
+    // Prometheus metrics count what happened, by route template, never by UID.
+    let r = server.http("GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("tramy_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/dicomweb/studies\""), "{text}");
+    assert!(
+        text.contains("tramy_ingest_instances_total{outcome=\"stored\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("1.3.6.1.4.1.5962"),
+        "no UIDs in metric labels"
+    );
+
+    // tramy's own endpoints are described in OpenAPI.
+    let r = server.http("GET", "/openapi.json", &[], b"");
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    assert!(doc["paths"]["/healthz"].is_object() && doc["paths"]["/metrics"].is_object());
+}

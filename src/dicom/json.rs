@@ -115,3 +115,68 @@ fn json_number(vr: VR, text: &str) -> Option<dicom_core::PrimitiveValue> {
     }
     .filter(|_| !text.is_empty())
 }
+
+/// Renders a DICOM JSON object as the Native DICOM Model XML of PS3.19 A.1 (for clients that ask
+/// for `application/dicom+xml`).
+pub fn to_native_xml(json: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<NativeDicomModel xmlns=\"http://dicom.nema.org/PS3.19/models/NativeDICOM\">",
+    );
+    write_attributes(json, &mut out);
+    out.push_str("</NativeDicomModel>\n");
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn write_attributes(json: &serde_json::Value, out: &mut String) {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let Some(map) = json.as_object() else { return };
+    for (tag, attr) in map {
+        let vr = attr.get("vr").and_then(|v| v.as_str()).unwrap_or("UN");
+        let keyword = u32::from_str_radix(tag, 16)
+            .ok()
+            .and_then(|t| {
+                dicom_dictionary_std::StandardDataDictionary.by_tag(Tag((t >> 16) as u16, t as u16))
+            })
+            .map(|e| format!(" keyword=\"{}\"", e.alias()))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "<DicomAttribute tag=\"{tag}\" vr=\"{vr}\"{keyword}>"
+        ));
+        if let Some(values) = attr.get("Value").and_then(|v| v.as_array()) {
+            for (i, value) in values.iter().enumerate() {
+                let n = i + 1;
+                if vr == "SQ" {
+                    out.push_str(&format!("<Item number=\"{n}\">"));
+                    write_attributes(value, out);
+                    out.push_str("</Item>");
+                } else if vr == "PN" {
+                    let name = value
+                        .get("Alphabetic")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    out.push_str(&format!("<PersonName number=\"{n}\"><Alphabetic><FamilyName>{}</FamilyName></Alphabetic></PersonName>", xml_escape(name)));
+                } else {
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out.push_str(&format!(
+                        "<Value number=\"{n}\">{}</Value>",
+                        xml_escape(&text)
+                    ));
+                }
+            }
+        }
+        if let Some(uri) = attr.get("BulkDataURI").and_then(|v| v.as_str()) {
+            out.push_str(&format!("<BulkData uri=\"{}\"/>", xml_escape(uri)));
+        }
+        out.push_str("</DicomAttribute>");
+    }
+}

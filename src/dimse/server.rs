@@ -79,6 +79,8 @@ async fn serve_association(
     {
         Ok(a) => a,
         Err(AcceptError::Rejected(reason)) => {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "rejected")
+                .increment(1);
             tracing::warn!(%peer, %reason, "association rejected");
             return;
         }
@@ -92,6 +94,7 @@ async fn serve_association(
         address: peer.to_string(),
     };
     tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
+    metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);
     let mut channel = Channel::accepted(association);
     loop {
         let message = match channel.receive().await {

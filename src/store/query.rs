@@ -594,7 +594,10 @@ pub struct InstanceMetadata {
 }
 
 /// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
-pub fn metadata(conn: &Connection, query: &AttributeQuery) -> Result<Vec<InstanceMetadata>, QueryError> {
+pub fn metadata(
+    conn: &Connection,
+    query: &AttributeQuery,
+) -> Result<Vec<InstanceMetadata>, QueryError> {
     let image_query = AttributeQuery {
         level: QueryLevel::Image,
         ..query.clone()

@@ -6,6 +6,7 @@
 
 pub mod dicomweb;
 pub mod error;
+pub mod observability;
 pub mod wado_uri;
 
 use std::sync::Arc;
@@ -34,10 +35,14 @@ pub struct AppState {
 /// The HTTP routes with their middleware.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.http.cors_allowed_origins);
+    observability::prometheus();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(observability::metrics_endpoint))
+        .route("/openapi.json", get(observability::openapi))
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
+        .route_layer(axum::middleware::from_fn(observability::track))
         .with_state(state)
         .layer(CompressionLayer::new().gzip(true))
         .layer(cors)
@@ -61,7 +66,8 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 }
 
 /// `GET /healthz`: 200 when the index answers, 503 otherwise. Reveals no patient data.
-async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the archive answers"), (status = 503, description = "the index does not answer")))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     match state.archive.index.instance_count().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => (

@@ -212,7 +212,16 @@ async fn store_parts(
     if results.is_empty() {
         return Err(HttpError::bad_request("the multipart body holds no parts"));
     }
-    Ok(respond(&base_url(&state, &headers), &results))
+    let xml = super::accepted(&headers)
+        .iter()
+        .find(|r| {
+            matches!(
+                r.essence.as_str(),
+                "application/dicom+xml" | "application/dicom+json" | "application/json" | "*/*"
+            )
+        })
+        .is_some_and(|r| r.essence == "application/dicom+xml");
+    Ok(respond(&base_url(&state, &headers), &results, xml))
 }
 
 async fn store_one(
@@ -272,7 +281,7 @@ fn ui(value: &str) -> Value {
 
 /// Builds the Store Instances Response (PS3.18 I.2) and picks the status: 200 all stored,
 /// 202 some failed or warned, 409 none stored.
-fn respond(base: &str, results: &[PartResult]) -> Response {
+fn respond(base: &str, results: &[PartResult], xml: bool) -> Response {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut warnings = Vec::new();
@@ -340,12 +349,22 @@ fn respond(base: &str, results: &[PartResult]) -> Response {
     } else {
         StatusCode::OK
     };
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/dicom+json")],
-        Value::Object(body).to_string(),
-    )
-        .into_response();
+    let body = Value::Object(body);
+    let mut response = if xml {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/dicom+xml")],
+            crate::dicom::json::to_native_xml(&body),
+        )
+            .into_response()
+    } else {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/dicom+json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
     for w in warnings.iter().take(20) {
         if let Some(v) = warning_header(w) {
             response.headers_mut().append(header::WARNING, v);

@@ -475,10 +475,19 @@ pub async fn bulkdata(
         .map(|t| Tag((t >> 16) as u16, t as u16))
         .ok_or_else(|| HttpError::bad_request(format!("{tag:?} is not an 8-digit hex tag")))?;
     if !accepts_frames(&accepted(&headers), "application/octet-stream") {
-        return Err(HttpError::not_acceptable("bulk data is application/octet-stream; add it to Accept"));
+        return Err(HttpError::not_acceptable(
+            "bulk data is application/octet-stream; add it to Accept",
+        ));
     }
-    let instance = resolve(&state, selector(study, Some(series), Some(sop))).await?.remove(0);
-    let file = state.archive.objects.get(&instance.object_key).await.map_err(HttpError::internal)?;
+    let instance = resolve(&state, selector(study, Some(series), Some(sop)))
+        .await?
+        .remove(0);
+    let file = state
+        .archive
+        .objects
+        .get(&instance.object_key)
+        .await
+        .map_err(HttpError::internal)?;
     let value = tokio::task::spawn_blocking(move || -> Result<Bytes, HttpError> {
         let obj = ReceivedInstance::from_part10(file)
             .map_err(HttpError::internal)?
@@ -492,16 +501,26 @@ pub async fn bulkdata(
                 "encapsulated pixel data is served per frame: use the frames resource",
             ));
         }
-        Ok(Bytes::from(elem.to_bytes().map_err(HttpError::internal)?.into_owned()))
+        Ok(Bytes::from(
+            elem.to_bytes().map_err(HttpError::internal)?.into_owned(),
+        ))
     })
     .await
     .map_err(HttpError::internal)??;
     let boundary = multipart::boundary();
     let chunks = vec![
-        Ok(multipart::part_header(&boundary, "application/octet-stream", None)),
+        Ok(multipart::part_header(
+            &boundary,
+            "application/octet-stream",
+            None,
+        )),
         Ok(value),
         Ok(Bytes::from_static(b"\r\n")),
         Ok(multipart::closing(&boundary)),
     ];
-    Ok(multipart::response(&boundary, "application/octet-stream", futures::stream::iter(chunks)))
+    Ok(multipart::response(
+        &boundary,
+        "application/octet-stream",
+        futures::stream::iter(chunks),
+    ))
 }
