@@ -7,6 +7,8 @@
 //! start-up. Re-sending identical data set bytes is recognised before anything is written.
 
 use std::collections::HashMap;
+
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -242,7 +244,7 @@ impl Archive {
         )?;
 
         let sop = a.sop_instance_uid.to_string();
-        let size = prepared.part10.len() as u64;
+        let size = prepared.size() as u64;
         let lock = self.locks.entry(&sop);
         let result = {
             let _guard = lock.lock().await;
@@ -306,8 +308,13 @@ impl Archive {
             &a.series.series_instance_uid,
             &a.sop_instance_uid,
         );
-        let size = prepared.part10.len() as i64;
-        self.objects.put(&key, prepared.part10).await?;
+        let size = prepared.size() as i64;
+        self.objects
+            .put(
+                &key,
+                vec![Bytes::from(prepared.file_header), prepared.dataset],
+            )
+            .await?;
 
         let new = NewInstance {
             attributes: prepared.attributes.clone(),
@@ -360,8 +367,12 @@ impl Archive {
     /// Deletes objects that no index row refers to: the trace of a crash between an object write
     /// and its index commit. Run at start-up, before listeners accept work. Returns how many.
     pub async fn reconcile_orphans(&self) -> Result<usize, IngestError> {
+        let objects = self.objects.clone();
+        let mut removed = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
+            .await
+            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))?
+            .map_err(ObjectError::Cleanup)?;
         let indexed = self.index.object_keys().await?;
-        let mut removed = 0;
         for object in self.objects.list_instances().await? {
             if !indexed.contains(&object.key) {
                 tracing::info!(key = %object.key, "removing orphan object (no index row)");
@@ -379,10 +390,17 @@ struct Prepared {
     transfer_syntax: String,
     sha256: String,
     metadata_json: String,
-    part10: Vec<u8>,
+    /// Preamble and meta group of the stored file.
+    file_header: Vec<u8>,
+    /// The data set bytes as received, stored after the header without a copy.
+    dataset: Bytes,
 }
 
 impl Prepared {
+    fn size(&self) -> usize {
+        self.file_header.len() + self.dataset.len()
+    }
+
     fn report(&self, outcome: IngestOutcome) -> IngestReport {
         IngestReport {
             attributes: self.attributes.clone(),
@@ -397,7 +415,7 @@ fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, Inge
     let attributes = InstanceAttributes::from_dataset(&dataset)?;
     let metadata_json =
         metadata_json(&dataset).map_err(|e| IngestError::Metadata(e.to_string()))?;
-    let part10 = received.to_part10(
+    let file_header = received.file_header(
         attributes.sop_class_uid.as_str(),
         attributes.sop_instance_uid.as_str(),
         Some(source_ae).filter(|ae| ae.len() <= 16 && !ae.contains(':')),
@@ -407,6 +425,7 @@ fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, Inge
         transfer_syntax: received.transfer_syntax,
         attributes,
         metadata_json,
-        part10,
+        file_header,
+        dataset: received.dataset,
     })
 }

@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

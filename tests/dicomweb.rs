@@ -11,11 +11,8 @@ use common::*;
 fn start() -> TramyServer {
     // dicomweb-client sends a Host header without the port on POST, so RetrieveURLs come from
     // the configured public URL, as a deployment behind a proxy would set it.
-    let port = free_port();
-    let mut server = TramyServer::start_with_config(&format!(
-        "[http]\npublic_url = \"http://127.0.0.1:{port}\"\n"
-    ));
-    server.use_http_port(port);
+    let mut server = TramyServer::start();
+    server.reconfigure("[http]\npublic_url = \"http://127.0.0.1:{http_port}\"\n");
     server
 }
 
@@ -316,11 +313,10 @@ fn dimse_and_dicomweb_see_each_others_instances_at_once() {
 
 #[test]
 fn http_conventions_cors_gzip_metrics_openapi_and_xml() {
-    let port = free_port();
-    let mut server = TramyServer::start_with_config(&format!(
-        "[http]\npublic_url = \"http://127.0.0.1:{port}\"\ncors_allowed_origins = [\"http://viewer.example\"]\n"
-    ));
-    server.use_http_port(port);
+    let mut server = TramyServer::start();
+    server.reconfigure(
+        "[http]\npublic_url = \"http://127.0.0.1:{http_port}\"\ncors_allowed_origins = [\"http://viewer.example\"]\n",
+    );
 
     // A browser viewer on another origin: the preflight is answered and the origin allowed.
     let r = server.http(

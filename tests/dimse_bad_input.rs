@@ -254,7 +254,17 @@ fn calling_ae_titles_off_the_allow_list_are_rejected() {
         "echoscu",
         &["-aet", "INTRUDER", "-aec", "TRAMY", "127.0.0.1", &port],
     );
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("Association Rejected"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        said.contains("Association Rejected"),
+        "echoscu ({}) said: {said}\nserver log:\n{}",
+        refused.status,
+        server.log()
+    );
     let allowed = pynetdicom(
         "echoscu",
         &["-aet", "MODALITY1", "-aec", "TRAMY", "127.0.0.1", &port],

@@ -149,8 +149,14 @@ fn an_object_written_without_its_index_row_is_removed_at_start_up() {
         &orphan,
     )
     .unwrap();
+    // And what a crash in the middle of an object write leaves: a staging file.
+    let staged = server
+        .data_dir
+        .join("objects/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.6.dcm#4711");
+    std::fs::write(&staged, b"half an object").unwrap();
     server.restart();
     assert!(!orphan.exists(), "the orphan object was reconciled away");
+    assert!(!staged.exists(), "the interrupted write was cleaned up");
     assert_eq!(server.object_files().len(), 1, "the indexed object is kept");
     assert_eq!(server.indexed_instances(), 1);
 }

@@ -116,8 +116,9 @@ impl ReceivedInstance {
         Sha256::digest(&self.dataset).into()
     }
 
-    /// The Part 10 file tramy stores: its own meta group, then the data set bytes as received.
-    pub fn to_part10(
+    /// The start of the Part 10 file tramy stores: preamble, `DICM` and its own meta group. The
+    /// data set bytes as received follow it.
+    pub fn file_header(
         &self,
         sop_class_uid: &str,
         sop_instance_uid: &str,
@@ -135,11 +136,22 @@ impl ReceivedInstance {
         let meta = builder
             .build()
             .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
-        let mut out = Vec::with_capacity(self.dataset.len() + 512);
+        let mut out = Vec::with_capacity(512);
         out.extend_from_slice(&[0u8; 128]);
         out.extend_from_slice(b"DICM");
         meta.write(&mut out)
             .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The whole Part 10 file tramy stores: [`Self::file_header`], then the data set bytes.
+    pub fn to_part10(
+        &self,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        source_ae_title: Option<&str>,
+    ) -> Result<Vec<u8>, Part10Error> {
+        let mut out = self.file_header(sop_class_uid, sop_instance_uid, source_ae_title)?;
         out.extend_from_slice(&self.dataset);
         Ok(out)
     }

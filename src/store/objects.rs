@@ -21,6 +21,9 @@ pub enum ObjectError {
     /// The backend failed.
     #[error("object store: {0}")]
     Backend(#[from] object_store::Error),
+    /// Interrupted writes could not be removed.
+    #[error("cannot remove interrupted writes: {0}")]
+    Cleanup(std::io::Error),
     /// The local folder cannot be created.
     #[error("cannot create object folder {path}: {source}")]
     CreateDir {
@@ -44,6 +47,8 @@ pub struct ListedObject {
 #[derive(Clone)]
 pub struct ObjectStorage {
     backend: Arc<dyn ObjectStore>,
+    /// The folder of a local backend, for clean-up the object_store API cannot see.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -65,12 +70,42 @@ impl ObjectStorage {
             .with_automatic_cleanup(true);
         Ok(ObjectStorage {
             backend: Arc::new(fs),
+            local_root: Some(root.to_path_buf()),
         })
     }
 
     /// Any other backend (S3, in-memory for tests).
     pub fn from_backend(backend: Arc<dyn ObjectStore>) -> Self {
-        ObjectStorage { backend }
+        ObjectStorage {
+            backend,
+            local_root: None,
+        }
+    }
+
+    /// Removes the staging files (`{key}#{n}`) of local writes that a crash interrupted. The
+    /// object_store listing hides them, so orphan reconciliation alone would never see them.
+    /// Returns how many were removed.
+    pub fn remove_interrupted_writes(&self) -> std::io::Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let staged = entry.file_type().is_file()
+                && entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.rsplit_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staged {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The key of an instance.
@@ -82,10 +117,11 @@ impl ObjectStorage {
         format!("studies/{study}/series/{series}/instances/{sop}.dcm")
     }
 
-    /// Writes `bytes` at `key`, atomically: readers see the old object or the whole new one.
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
+    /// Writes the concatenation of `chunks` at `key`, atomically: readers see the old object or
+    /// the whole new one. Chunks are written as they are, without first joining them in memory.
+    pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), ObjectError> {
         self.backend
-            .put(&Path::from(key), PutPayload::from(bytes))
+            .put(&Path::from(key), chunks.into_iter().collect::<PutPayload>())
             .await?;
         Ok(())
     }

@@ -61,7 +61,7 @@ def cmd_search(base, files):
     found = client.search_for_studies()
     expect("all studies", sorted(s["0020000D"]["Value"][0] for s in found), studies)
     for s in found:
-        for tag in ["00080020", "00080050", "00080061", "00100010", "00100020", "0020000D", "00201206", "00201208", "00081190"]:
+        for tag in ["00080020", "00080050", "00080056", "00080061", "00100010", "00100020", "0020000D", "00201206", "00201208", "00081190"]:
             if tag not in s:
                 problems.append(f"study result lacks required attribute {tag}")
     expect("limit", len(client.search_for_studies(limit=2)), min(2, len(studies)))
@@ -80,6 +80,9 @@ def cmd_search(base, files):
         expect("instances in study", len(instances), len(mr))
         one = client.search_for_instances(study, mr[0].SeriesInstanceUID, fields=["ImageType"])
         expect("instances in series", len(one), 1)
+        for tag in ["00080016", "00080018", "00080056", "00200013", "00280010", "00280011", "00280100", "00081190"]:
+            if one and tag not in one[0]:
+                problems.append(f"instance result lacks required attribute {tag}")
         if one and "00080008" not in one[0]:
             problems.append("includefield=ImageType was not returned from metadata")
         expect("all series", len(client.search_for_series()), len({d.SeriesInstanceUID for d in datasets}))

@@ -149,8 +149,9 @@ impl TramyServer {
         };
         let mut server = TramyServer {
             child: None,
-            dimse_port: free_port(),
-            http_port: free_port(),
+            // Port 0: the server binds free ports itself and logs them; no race with other tests.
+            dimse_port: 0,
+            http_port: 0,
             data_dir,
             config_file,
             log: tmp.path().join("server.log"),
@@ -183,8 +184,24 @@ impl TramyServer {
         self.wait_ready();
     }
 
+    /// The ports of the last "tramy is ready" line of the log.
+    fn logged_ports(&self) -> Option<(u16, u16)> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("tramy is ready"))?;
+        let port_of = |key: &str| -> Option<u16> {
+            let rest = &line[line.find(key)? + key.len()..];
+            let addr: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+                .collect();
+            addr.rsplit(':').next()?.parse().ok()
+        };
+        Some((port_of("dimse=")?, port_of("http=")?))
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let lines_before = self.log().matches("tramy is ready").count();
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -193,9 +210,16 @@ impl TramyServer {
             {
                 panic!("tramy exited early ({status}):\n{}", self.log());
             }
-            if self
-                .http_get("/healthz")
-                .is_some_and(|(code, _)| code == 200)
+            if self.log().matches("tramy is ready").count() > lines_before {
+                if let Some((dimse, http)) = self.logged_ports() {
+                    self.dimse_port = dimse;
+                    self.http_port = http;
+                }
+            }
+            if self.http_port != 0
+                && self
+                    .http_get("/healthz")
+                    .is_some_and(|(code, _)| code == 200)
             {
                 return;
             }
@@ -242,12 +266,23 @@ impl TramyServer {
         self.spawn();
     }
 
-    /// Restarts the server listening for HTTP on `port` instead (for a configuration that must
-    /// name the port before the server starts).
-    pub fn use_http_port(&mut self, port: u16) {
-        self.kill();
-        self.http_port = port;
-        self.spawn();
+    /// Restarts the server, on the same ports and data, with configuration that may name its
+    /// own ports (`{http_port}` in `toml` is replaced by the HTTP port).
+    pub fn reconfigure(&mut self, toml: &str) {
+        let dir = self
+            ._tmp
+            .as_ref()
+            .expect("a temporary folder")
+            .path()
+            .to_path_buf();
+        let path = dir.join("tramy.toml");
+        std::fs::write(
+            &path,
+            toml.replace("{http_port}", &self.http_port.to_string()),
+        )
+        .expect("config");
+        self.config_file = Some(path);
+        self.restart();
     }
 
     /// The DIMSE port as a string, for command lines.

@@ -132,6 +132,7 @@ fn default_attributes(level: QueryLevel, study_in_path: bool) -> Vec<Tag> {
         tags::INSTANCE_NUMBER,
         tags::ROWS,
         tags::COLUMNS,
+        tags::BITS_ALLOCATED,
         tags::NUMBER_OF_FRAMES,
         tags::AVAILABLE_TRANSFER_SYNTAX_UID,
     ];
@@ -372,6 +373,11 @@ fn result_json(
             }
         }
     }
+    // Everything tramy holds is on its own disk (PS3.18 10.6.3.3 Instance Availability).
+    obj.insert(
+        "00080056".into(),
+        serde_json::json!({ "vr": "CS", "Value": ["ONLINE"] }),
+    );
     obj.insert(
         "00081190".into(),
         serde_json::json!({ "vr": "UR", "Value": [url] }),

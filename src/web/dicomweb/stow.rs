@@ -178,7 +178,7 @@ async fn store_parts(
             }
         };
         let part_type = field.content_type().map(|m| m.essence_str().to_string());
-        let bytes: Bytes = match field.bytes().await {
+        let bytes: Bytes = match read_part(field).await {
             Ok(b) => b,
             Err(e) => {
                 results.push(PartResult {
@@ -222,6 +222,23 @@ async fn store_parts(
         })
         .is_some_and(|r| r.essence == "application/dicom+xml");
     Ok(respond(&base_url(&state, &headers), &results, xml))
+}
+
+/// Reads one part whole. Chunks are gathered and joined once at their final size, rather than
+/// grown into one buffer by repeated doubling, which copies a large instance several times.
+async fn read_part(mut field: multer::Field<'_>) -> Result<Bytes, multer::Error> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        chunks.push(chunk);
+    }
+    if chunks.len() == 1 {
+        return Ok(chunks.remove(0));
+    }
+    let mut joined = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    Ok(Bytes::from(joined))
 }
 
 async fn store_one(
