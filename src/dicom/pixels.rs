@@ -60,6 +60,29 @@ pub fn transcode(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelError> {
     Ok(out)
 }
 
+/// Decodes the given frames (1-based) of a Part 10 file to native little-endian sample bytes,
+/// as WADO-RS sends uncompressed frames (PS3.18 8.7.3.3.2).
+pub fn decode_frames(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
+    let obj = open(part10)?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let frames = decoded.number_of_frames();
+    wanted
+        .iter()
+        .map(|&n| {
+            let frame = u32::try_from(n).unwrap_or(u32::MAX);
+            if frame == 0 || frame > frames {
+                return Err(PixelError::NoSuchFrame { frame, frames });
+            }
+            decoded
+                .frame_data(frame - 1)
+                .map(<[u8]>::to_vec)
+                .map_err(|e| PixelError::Decode(e.to_string()))
+        })
+        .collect()
+}
+
 /// Image format of a rendered frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RenderedFormat {

@@ -431,11 +431,32 @@ pub async fn frames(
         .get(&instance.object_key)
         .await
         .map_err(HttpError::internal)?;
-    let (frames, compressed) = tokio::task::spawn_blocking(move || extract_frames(file, &wanted))
-        .await
-        .map_err(HttpError::internal)??;
+    let ranges = accepted(&headers);
+    let stored_type = frame_media_type(&instance.transfer_syntax_uid);
+    // Compressed frames go out as stored when the client takes their media type; otherwise they
+    // are decoded, when a decoder exists, to the uncompressed octet-stream every client takes.
+    let decode = stored_type.is_some_and(|t| !accepts_frames(&ranges, t))
+        && accepts_frames(&ranges, "application/octet-stream");
+    let (frames, compressed) = tokio::task::spawn_blocking(move || {
+        if decode {
+            crate::dicom::pixels::decode_frames(&file, &wanted)
+                .map(|f| (f.into_iter().map(Bytes::from).collect(), None))
+                .map_err(|e| match e {
+                    crate::dicom::pixels::PixelError::NoSuchFrame { .. } => {
+                        HttpError::not_found(e.to_string())
+                    }
+                    other => HttpError::not_acceptable(format!(
+                        "{other}; ask for the stored frame media type"
+                    )),
+                })
+        } else {
+            extract_frames(file, &wanted)
+        }
+    })
+    .await
+    .map_err(HttpError::internal)??;
     let media_type = compressed.unwrap_or("application/octet-stream");
-    if !accepts_frames(&accepted(&headers), media_type) {
+    if !accepts_frames(&ranges, media_type) {
         return Err(HttpError::not_acceptable(format!(
             "frames of this instance are {media_type} (transfer syntax {}); add multipart/related; type=\"{media_type}\" to Accept",
             instance.transfer_syntax_uid
