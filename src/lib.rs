@@ -11,4 +11,5 @@ pub mod import;
 pub mod ingest;
 pub mod server;
 pub mod store;
+pub mod triage;
 pub mod web;

@@ -23,6 +23,11 @@ struct Cli {
 enum Command {
     /// Run the DIMSE and HTTP servers.
     Serve,
+    /// Inspect and try the AI triage models in a models folder.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Load a folder of DICOM files through the ingest path.
     Import {
         /// Folder to import (searched recursively).
@@ -31,6 +36,138 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         parallel: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List the models and whether their manifests are valid.
+    List {
+        /// Folder with one sub-folder per model.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+    },
+    /// Validate every manifest and run each model once on a blank input.
+    Check {
+        /// Folder with one sub-folder per model.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Score one DICOM file with one model and print the scores as JSON.
+    Run {
+        /// The model's folder (holding model.toml).
+        model: PathBuf,
+        /// A DICOM Part 10 file.
+        file: PathBuf,
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Also write the preprocessed input tensor here (raw little-endian f32), for parity checks.
+        #[arg(long)]
+        dump_input: Option<PathBuf>,
+    },
+}
+
+fn device(name: &str) -> anyhow::Result<tramy::triage::Device> {
+    match name {
+        "cpu" => Ok(tramy::triage::Device::Cpu),
+        "cuda" => Ok(tramy::triage::Device::Cuda),
+        other => anyhow::bail!("unknown device {other:?}: use cpu or cuda"),
+    }
+}
+
+fn models(command: ModelsCommand) -> anyhow::Result<()> {
+    use tramy::triage::{manifest, LoadedModel, ModelManifest};
+    match command {
+        ModelsCommand::List { dir } => {
+            let found = manifest::discover(&dir);
+            if found.is_empty() {
+                println!(
+                    "no models in {} (each model is a folder with model.toml)",
+                    dir.display()
+                );
+            }
+            for m in found {
+                match m {
+                    Ok(m) => println!(
+                        "{:<28} {:<10} {:?}  {}x{}x{} {:?}  labels: {}  — {}",
+                        m.name,
+                        m.version,
+                        m.task,
+                        m.input.width,
+                        m.input.height,
+                        m.input.channels,
+                        m.input.layout,
+                        m.labels
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        m.provenance.statement
+                    ),
+                    Err(e) => println!("INVALID {e}"),
+                }
+            }
+            Ok(())
+        }
+        ModelsCommand::Check { dir, device: d } => {
+            let device = device(&d)?;
+            let mut failures = 0;
+            for m in manifest::discover(&dir) {
+                let result = m
+                    .map_err(anyhow::Error::from)
+                    .and_then(|m| LoadedModel::load(m, device).map_err(anyhow::Error::from))
+                    .and_then(|model| Ok((model.manifest.name.clone(), model.smoke_test()?)));
+                match result {
+                    Ok((name, scores)) => println!(
+                        "ok      {name}: blank input scores {}",
+                        serde_json::to_string(&scores)?
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        println!("FAILED  {e}");
+                    }
+                }
+            }
+            if failures > 0 {
+                anyhow::bail!("{failures} model(s) failed the check");
+            }
+            Ok(())
+        }
+        ModelsCommand::Run {
+            model,
+            file,
+            device: d,
+            dump_input,
+        } => {
+            let manifest = ModelManifest::load(&model.join("model.toml"))?;
+            let loaded = LoadedModel::load(manifest, device(&d)?)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (input, frames) = tramy::triage::preprocess::from_dicom(&bytes, &loaded.manifest)
+                .with_context(|| format!("preparing {}", file.display()))?;
+            if let Some(path) = dump_input {
+                let raw: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(&path, raw)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let scores = loaded.infer(&input)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": loaded.manifest.name,
+                    "version": loaded.manifest.version,
+                    "statement": loaded.manifest.provenance.statement,
+                    "input_shape": input.shape(),
+                    "frames": frames,
+                    "scores": scores,
+                })
+            );
+            Ok(())
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,11 +179,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let command = match cli.command {
+        Command::Models { command } => return models(command),
+        other => other,
+    };
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve => tramy::server::run(config).await,
+            // Handled above: model commands need no configuration or runtime.
+            Command::Models { .. } => Ok(()),
             Command::Import { dir, parallel } => {
                 let archive = tramy::ingest::Archive::open(&config).with_context(|| {
                     format!("cannot open the archive in {}", config.data_dir.display())

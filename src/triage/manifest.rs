@@ -1,0 +1,371 @@
+//! Model manifests: `models/<name>/model.toml` beside the `.onnx` file, saying what the model
+//! is, which instances it applies to, how to prepare its input, what its outputs mean, and where
+//! it comes from. A bad manifest is an error naming the file and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// One score: finding present or not.
+    Binary,
+    /// Several independent labels.
+    MultiLabel,
+    /// Per-frame classification of multi-frame images or video (endoscopy).
+    PerFrame,
+}
+
+/// Which instances a model applies to; an empty list accepts anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Routing {
+    /// Modality (0008,0060) values, e.g. `["CR", "DX"]`.
+    pub modalities: Vec<String>,
+    /// SOP Class UIDs.
+    pub sop_classes: Vec<String>,
+    /// Body Part Examined (0018,0015) values, e.g. `["CHEST"]`.
+    pub body_parts: Vec<String>,
+    /// Photometric Interpretation values.
+    pub photometric: Vec<String>,
+}
+
+/// Tensor memory layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Layout {
+    /// Batch, channels, height, width.
+    Nchw,
+    /// Batch, height, width, channels.
+    Nhwc,
+}
+
+/// The input tensor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// Input tensor name in the ONNX graph.
+    pub name: String,
+    /// Layout.
+    pub layout: Layout,
+    /// Rows.
+    pub height: u32,
+    /// Columns.
+    pub width: u32,
+    /// 1 (grey) or 3 (grey replicated, or colour).
+    pub channels: u32,
+    /// Element type; only `float32` is supported.
+    #[serde(default = "float32")]
+    pub dtype: String,
+}
+
+fn float32() -> String {
+    "float32".into()
+}
+
+/// Where the VOI window comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "source")]
+pub enum Window {
+    /// The image's own Window Center/Width (or VOI LUT); full range when it has none.
+    Image,
+    /// The full range of stored values.
+    FullRange,
+    /// A fixed window.
+    Fixed {
+        /// Window Center.
+        center: f64,
+        /// Window Width.
+        width: f64,
+    },
+}
+
+/// How pixels become model input: window to 8 bits (MONOCHROME1 inverted so bone is bright),
+/// resize, then `x * scale + offset` per sample, then optional per-channel `(x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    /// VOI window.
+    #[serde(default = "image_window")]
+    pub window: Window,
+    /// Resize filter: `nearest`, `triangle` (bilinear), `catmull-rom`, `lanczos3`.
+    #[serde(default = "triangle")]
+    pub resize_filter: String,
+    /// Multiplier applied to 0..255 samples.
+    pub scale: f32,
+    /// Added after scaling.
+    pub offset: f32,
+    /// Per-channel mean subtracted after scale/offset (empty: none).
+    #[serde(default)]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by (empty: none).
+    #[serde(default)]
+    pub std: Vec<f32>,
+    /// For per-frame models: take every k-th frame.
+    #[serde(default = "one")]
+    pub frame_step: u32,
+    /// For per-frame models: at most this many frames.
+    #[serde(default = "max_frames")]
+    pub max_frames: u32,
+}
+
+fn image_window() -> Window {
+    Window::Image
+}
+fn triangle() -> String {
+    "triangle".into()
+}
+fn one() -> u32 {
+    1
+}
+fn max_frames() -> u32 {
+    64
+}
+
+/// How an output becomes a probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// Already a probability.
+    #[default]
+    None,
+    /// Logistic function of the value.
+    Sigmoid,
+    /// Softmax over the output row.
+    Softmax,
+}
+
+/// How urgent a positive finding is, for worklist ordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Read in normal order.
+    Routine,
+    /// Read soon.
+    Urgent,
+    /// Read now.
+    Emergency,
+}
+
+/// One label the model scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    /// Label name, e.g. `pneumonia`.
+    pub name: String,
+    /// Output tensor name.
+    pub output: String,
+    /// Column of the output row.
+    pub index: usize,
+    /// Probability at or above which the label is flagged.
+    pub threshold: f32,
+    /// Urgency of a flag.
+    pub urgency: Urgency,
+    /// Activation applied to the output.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Optional coded concept for SR (scheme, value, meaning), e.g. SNOMED CT.
+    #[serde(default)]
+    pub code: Option<[String; 3]>,
+}
+
+/// Where the model comes from and what it may be used for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// Origin of the weights.
+    pub source: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// What it was trained on.
+    pub training_data: String,
+    /// Intended use.
+    pub intended_use: String,
+    /// Measured validation figures, with the data they were measured on.
+    pub validation: String,
+    /// The statement shown with every finding, e.g. "Research use only; not for diagnosis."
+    pub statement: String,
+}
+
+/// A model manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// Model name (unique).
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// What it does.
+    pub task: Task,
+    /// The ONNX file, relative to the manifest.
+    pub file: PathBuf,
+    /// Which instances it applies to.
+    #[serde(default)]
+    pub routing: Routing,
+    /// Its input tensor.
+    pub input: Input,
+    /// Preprocessing.
+    pub preprocess: Preprocess,
+    /// What its outputs mean.
+    pub labels: Vec<Label>,
+    /// Where it comes from.
+    pub provenance: Provenance,
+    /// Folder the manifest was read from (not in the file).
+    #[serde(skip)]
+    pub folder: PathBuf,
+}
+
+/// Why a manifest is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Invalid TOML or schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The manifest.
+        path: PathBuf,
+        /// What TOML said (names the field).
+        source: toml::de::Error,
+    },
+    /// A value out of range or inconsistent.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ModelManifest {
+    /// Reads and validates `models/<name>/model.toml`.
+    pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut manifest: ModelManifest =
+            toml::from_str(&text).map_err(|source| ManifestError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        manifest.folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        manifest
+            .validate()
+            .map_err(|reason| ManifestError::Invalid {
+                path: path.to_owned(),
+                reason,
+            })?;
+        Ok(manifest)
+    }
+
+    /// The ONNX file.
+    pub fn model_path(&self) -> PathBuf {
+        self.folder.join(&self.file)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let i = &self.input;
+        if i.dtype != "float32" {
+            return Err(format!(
+                "input.dtype {:?}: only float32 is supported",
+                i.dtype
+            ));
+        }
+        if !(i.channels == 1 || i.channels == 3) {
+            return Err(format!("input.channels is {}; use 1 or 3", i.channels));
+        }
+        if i.height == 0 || i.width == 0 || i.height > 4096 || i.width > 4096 {
+            return Err("input.height and input.width must be between 1 and 4096".into());
+        }
+        let p = &self.preprocess;
+        for (what, v) in [("mean", &p.mean), ("std", &p.std)] {
+            if !v.is_empty() && v.len() != i.channels as usize {
+                return Err(format!(
+                    "preprocess.{what} has {} values for {} channels",
+                    v.len(),
+                    i.channels
+                ));
+            }
+        }
+        if p.std.contains(&0.0) {
+            return Err("preprocess.std must not contain 0".into());
+        }
+        if !["nearest", "triangle", "catmull-rom", "lanczos3"].contains(&p.resize_filter.as_str()) {
+            return Err(format!(
+                "preprocess.resize_filter {:?}: use nearest, triangle, catmull-rom or lanczos3",
+                p.resize_filter
+            ));
+        }
+        if p.frame_step == 0 || p.max_frames == 0 {
+            return Err(
+                "preprocess.frame_step and preprocess.max_frames must be at least 1".into(),
+            );
+        }
+        if self.labels.is_empty() {
+            return Err("at least one [[labels]] entry is needed".into());
+        }
+        for l in &self.labels {
+            if !(0.0..=1.0).contains(&l.threshold) {
+                return Err(format!(
+                    "label {}: threshold {} is not a probability",
+                    l.name, l.threshold
+                ));
+            }
+        }
+        if self.provenance.statement.trim().is_empty() {
+            return Err(
+                "provenance.statement is empty; say what the model may and may not be used for"
+                    .into(),
+            );
+        }
+        if !self.model_path().is_file() {
+            return Err(format!(
+                "model file {} does not exist",
+                self.model_path().display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the model applies to an instance with these attributes.
+    pub fn routes(
+        &self,
+        modality: &str,
+        sop_class: &str,
+        body_part: &str,
+        photometric: &str,
+    ) -> bool {
+        let ok = |list: &[String], v: &str| {
+            list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v.trim()))
+        };
+        ok(&self.routing.modalities, modality)
+            && ok(&self.routing.sop_classes, sop_class)
+            && ok(&self.routing.body_parts, body_part)
+            && ok(&self.routing.photometric, photometric)
+    }
+}
+
+/// Every `*/model.toml` under `dir`, sorted by folder; each loaded or with its error.
+pub fn discover(dir: &Path) -> Vec<Result<ModelManifest, ManifestError>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("model.toml"))
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths.iter().map(|p| ModelManifest::load(p)).collect()
+}

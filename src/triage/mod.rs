@@ -1,0 +1,18 @@
+//! AI triage: ONNX models described by manifests in `models/<name>/model.toml`, run in process
+//! through ONNX Runtime (`ort`, loaded dynamically), on CPU or CUDA.
+//!
+//! What is here: the runtime ([`runtime`]), manifests ([`manifest`]), preprocessing of stored
+//! DICOM into model input ([`preprocess`]) and loaded models ([`model`]), driven by
+//! `tramy models list | check | run`. Triage on arrival (the job queue), findings, DICOM SR and
+//! `tramy eval` build on these.
+//!
+//! No model here is clinically validated; every manifest says so.
+
+pub mod manifest;
+pub mod model;
+pub mod preprocess;
+pub mod runtime;
+
+pub use manifest::{ManifestError, ModelManifest};
+pub use model::{LoadedModel, ModelError, Scores};
+pub use runtime::{Device, RuntimeError};

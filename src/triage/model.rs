@@ -1,0 +1,183 @@
+//! A loaded model: its manifest and an ONNX Runtime session, scoring a batch of inputs.
+
+use std::sync::Mutex;
+
+use ndarray::{Array4, Axis};
+use ort::session::Session;
+use ort::value::TensorRef;
+use serde::Serialize;
+
+use super::manifest::{Activation, ModelManifest, Urgency};
+use super::runtime::{environment, Device, RuntimeError};
+
+/// Why a model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The runtime is not available.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The ONNX file does not load.
+    #[error("{path}: {reason}")]
+    Load {
+        /// The file.
+        path: String,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
+    /// The manifest does not fit the graph (names, shapes).
+    #[error("model {model}: {reason}")]
+    Mismatch {
+        /// Model name.
+        model: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// Inference failed.
+    #[error("model {model}: inference failed: {reason}")]
+    Inference {
+        /// Model name.
+        model: String,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
+}
+
+/// One label's result for one input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// Label name.
+    pub label: String,
+    /// Probability after the label's activation.
+    pub probability: f32,
+    /// At or above the threshold.
+    pub flagged: bool,
+    /// Urgency when flagged.
+    pub urgency: Urgency,
+}
+
+/// Every label's result for one input.
+pub type Scores = Vec<LabelScore>;
+
+/// A model ready to run.
+pub struct LoadedModel {
+    /// Its manifest.
+    pub manifest: ModelManifest,
+    session: Mutex<Session>,
+}
+
+impl LoadedModel {
+    /// Loads the manifest's ONNX file on `device` and checks that the names it declares exist.
+    pub fn load(manifest: ModelManifest, device: Device) -> Result<LoadedModel, ModelError> {
+        let env = environment(device)?;
+        let path = manifest.model_path();
+        let load_err = |e: ort::Error| ModelError::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let session = Session::builder(env)
+            .map_err(load_err)?
+            .commit_from_file(&path)
+            .map_err(load_err)?;
+        let mismatch = |reason: String| ModelError::Mismatch {
+            model: manifest.name.clone(),
+            reason,
+        };
+        if !session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == manifest.input.name)
+        {
+            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+            return Err(mismatch(format!(
+                "input {:?} is not in the graph (it has {names:?})",
+                manifest.input.name
+            )));
+        }
+        for label in &manifest.labels {
+            if !session.outputs().iter().any(|o| o.name() == label.output) {
+                let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+                return Err(mismatch(format!(
+                    "label {}: output {:?} is not in the graph (it has {names:?})",
+                    label.name, label.output
+                )));
+            }
+        }
+        Ok(LoadedModel {
+            manifest,
+            session: Mutex::new(session),
+        })
+    }
+
+    /// Scores a batch; one [`Scores`] per batch item.
+    pub fn infer(&self, batch: &Array4<f32>) -> Result<Vec<Scores>, ModelError> {
+        let m = &self.manifest;
+        let fail = |reason: String| ModelError::Inference {
+            model: m.name.clone(),
+            reason,
+        };
+        let mut session = self.session.lock().map_err(|e| fail(e.to_string()))?;
+        let input = TensorRef::from_array_view(batch.view()).map_err(|e| fail(e.to_string()))?;
+        let outputs = session
+            .run(ort::inputs![m.input.name.as_str() => input])
+            .map_err(|e| fail(e.to_string()))?;
+        let n = batch.len_of(Axis(0));
+        let mut scores: Vec<Scores> = vec![Vec::new(); n];
+        for label in &m.labels {
+            let array = outputs[label.output.as_str()]
+                .try_extract_array::<f32>()
+                .map_err(|e| fail(format!("output {}: {e}", label.output)))?;
+            let width = array.len() / n.max(1);
+            let rows = array.into_shape_with_order((n, width)).map_err(|e| {
+                fail(format!(
+                    "output {} cannot be read as {n} rows: {e}",
+                    label.output
+                ))
+            })?;
+            for (item, row) in rows.outer_iter().enumerate() {
+                let raw = *row.get(label.index).ok_or_else(|| {
+                    fail(format!(
+                        "label {}: index {} is outside output {} of width {}",
+                        label.name,
+                        label.index,
+                        label.output,
+                        row.len()
+                    ))
+                })?;
+                let probability = match label.activation {
+                    Activation::None => raw,
+                    Activation::Sigmoid => 1.0 / (1.0 + (-raw).exp()),
+                    Activation::Softmax => {
+                        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                        (raw - max).exp() / sum
+                    }
+                };
+                scores[item].push(LabelScore {
+                    label: label.name.clone(),
+                    probability,
+                    flagged: probability >= label.threshold,
+                    urgency: label.urgency,
+                });
+            }
+        }
+        Ok(scores)
+    }
+
+    /// Runs the model once on a mid-grey input: the smoke test of `tramy models check`.
+    pub fn smoke_test(&self) -> Result<Scores, ModelError> {
+        let i = &self.manifest.input;
+        let p = &self.manifest.preprocess;
+        let grey = 128.0 * p.scale + p.offset;
+        let shape = match i.layout {
+            super::manifest::Layout::Nchw => {
+                (1, i.channels as usize, i.height as usize, i.width as usize)
+            }
+            super::manifest::Layout::Nhwc => {
+                (1, i.height as usize, i.width as usize, i.channels as usize)
+            }
+        };
+        let batch = Array4::from_elem(shape, grey);
+        let mut scores = self.infer(&batch)?;
+        Ok(scores.remove(0))
+    }
+}

@@ -1,0 +1,137 @@
+//! Stored DICOM (or a PNG/JPEG for evaluation sets) to model input, as the manifest says:
+//! decode (every transfer syntax with a decoder), modality LUT and VOI window to 8 bits with
+//! MONOCHROME1 inverted, resize, scale/offset, per-channel normalisation, layout.
+
+use std::io::Cursor;
+
+use dicom_object::file::{OpenFileOptions, ReadPreamble};
+use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
+use image::imageops::FilterType;
+use image::DynamicImage;
+use ndarray::Array4;
+
+use super::manifest::{Layout, ModelManifest, Window};
+
+/// Why an instance cannot become model input.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// Not readable as DICOM.
+    #[error("cannot read the instance: {0}")]
+    Read(String),
+    /// No pixel data, or no decoder for it.
+    #[error("cannot decode the pixel data: {0}")]
+    Decode(String),
+}
+
+fn filter(name: &str) -> FilterType {
+    match name {
+        "nearest" => FilterType::Nearest,
+        "catmull-rom" => FilterType::CatmullRom,
+        "lanczos3" => FilterType::Lanczos3,
+        _ => FilterType::Triangle,
+    }
+}
+
+/// The frames a model looks at: 1 for single-image models; every `frame_step`-th frame, at most
+/// `max_frames`, for per-frame models.
+pub fn sampled_frames(manifest: &ModelManifest, number_of_frames: u32) -> Vec<u32> {
+    if manifest.task != super::manifest::Task::PerFrame {
+        return vec![0];
+    }
+    let p = &manifest.preprocess;
+    (0..number_of_frames.max(1))
+        .step_by(p.frame_step as usize)
+        .take(p.max_frames as usize)
+        .collect()
+}
+
+/// The model input for a Part 10 file: a batch of one image, or of the sampled frames.
+pub fn from_dicom(
+    part10: &[u8],
+    manifest: &ModelManifest,
+) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(Cursor::new(part10))
+        .map_err(|e| PreprocessError::Read(e.to_string()))?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let voi = match manifest.preprocess.window {
+        Window::Image => VoiLutOption::Default,
+        Window::FullRange => VoiLutOption::Normalize,
+        Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
+    };
+    let frames = sampled_frames(manifest, decoded.number_of_frames());
+    let images = frames
+        .iter()
+        .map(|&f| {
+            decoded
+                .to_dynamic_image_with_options(
+                    f,
+                    &ConvertOptions::new().with_voi_lut(voi.clone()).force_8bit(),
+                )
+                .or_else(|_| {
+                    decoded.to_dynamic_image_with_options(
+                        f,
+                        &ConvertOptions::new()
+                            .with_voi_lut(VoiLutOption::Normalize)
+                            .force_8bit(),
+                    )
+                })
+                .map_err(|e| PreprocessError::Decode(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((to_tensor(&images, manifest), frames))
+}
+
+/// The model input for ordinary images (evaluation sets of PNG/JPEG).
+pub fn from_images(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
+    to_tensor(images, manifest)
+}
+
+fn to_tensor(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
+    let input = &manifest.input;
+    let p = &manifest.preprocess;
+    let (h, w, c) = (
+        input.height as usize,
+        input.width as usize,
+        input.channels as usize,
+    );
+    let mut tensor = match input.layout {
+        Layout::Nchw => Array4::<f32>::zeros((images.len(), c, h, w)),
+        Layout::Nhwc => Array4::<f32>::zeros((images.len(), h, w, c)),
+    };
+    for (n, image) in images.iter().enumerate() {
+        let resized = if image.width() == input.width && image.height() == input.height {
+            image.clone()
+        } else {
+            image.resize_exact(input.width, input.height, filter(&p.resize_filter))
+        };
+        let rgb = resized.to_rgb8();
+        let grey = resized.to_luma8();
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    let sample = if c == 1 {
+                        grey.get_pixel(x as u32, y as u32)[0]
+                    } else {
+                        rgb.get_pixel(x as u32, y as u32)[ch]
+                    } as f32;
+                    let mut v = sample * p.scale + p.offset;
+                    if let Some(mean) = p.mean.get(ch) {
+                        v -= mean;
+                    }
+                    if let Some(std) = p.std.get(ch) {
+                        v /= std;
+                    }
+                    match input.layout {
+                        Layout::Nchw => tensor[[n, ch, y, x]] = v,
+                        Layout::Nhwc => tensor[[n, y, x, ch]] = v,
+                    }
+                }
+            }
+        }
+    }
+    tensor
+}
