@@ -23,6 +23,37 @@ pub struct Config {
     pub http: HttpConfig,
     /// Ingest policy.
     pub ingest: IngestConfig,
+    /// AI triage.
+    pub triage: TriageConfig,
+}
+
+/// AI triage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriageConfig {
+    /// Run models on arrival. With no models in `models_dir` nothing runs either way.
+    pub enabled: bool,
+    /// Folder with one sub-folder per model (`model.toml` + `.onnx`).
+    pub models_dir: PathBuf,
+    /// Where inference runs.
+    pub device: crate::triage::Device,
+    /// Attempts before a job is dead-lettered with its last error.
+    pub max_attempts: u32,
+    /// Calling AE titles (or `DICOMWEB`, `IMPORT`) whose instances are triaged first, e.g. an
+    /// emergency department's CT.
+    pub priority_sources: Vec<String>,
+}
+
+impl Default for TriageConfig {
+    fn default() -> Self {
+        TriageConfig {
+            enabled: true,
+            models_dir: PathBuf::from("models"),
+            device: crate::triage::Device::Cpu,
+            max_attempts: 3,
+            priority_sources: Vec::new(),
+        }
+    }
 }
 
 /// DIMSE (PS3.7/PS3.8) listener settings.
@@ -94,6 +125,7 @@ impl Default for Config {
             dimse: DimseConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
+            triage: TriageConfig::default(),
         }
     }
 }

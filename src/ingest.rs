@@ -164,6 +164,9 @@ pub struct Archive {
     /// Metadata index.
     pub index: Index,
     policy: DuplicatePolicy,
+    /// Triage models by routing; instances they match get a job with their index rows.
+    triage: Arc<Vec<crate::triage::ModelManifest>>,
+    priority_sources: Arc<Vec<String>>,
     data_dir: PathBuf,
     min_free_bytes: u64,
     locks: Arc<SopLocks>,
@@ -181,11 +184,19 @@ impl Archive {
         Ok(Archive {
             objects,
             index,
+            triage: Arc::new(Vec::new()),
+            priority_sources: Arc::new(config.triage.priority_sources.clone()),
             policy: config.ingest.on_conflict,
             data_dir: config.data_dir.clone(),
             min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
             locks: Arc::default(),
         })
+    }
+
+    /// Routes newly stored instances to these models.
+    pub fn with_triage(mut self, models: Vec<crate::triage::ModelManifest>) -> Self {
+        self.triage = Arc::new(models);
+        self
     }
 
     /// The data folder.
@@ -325,6 +336,28 @@ impl Archive {
             source: sender.source.clone(),
             source_address: sender.address.clone(),
             metadata_json: prepared.metadata_json,
+            triage_models: self
+                .triage
+                .iter()
+                .filter(|m| {
+                    m.routes(
+                        &a.series.modality,
+                        a.sop_class_uid.as_str(),
+                        &a.series.body_part_examined,
+                        &a.photometric_interpretation,
+                    )
+                })
+                .map(|m| m.name.clone())
+                .collect(),
+            triage_priority: if self
+                .priority_sources
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&sender.source))
+            {
+                10
+            } else {
+                0
+            },
         };
         let report = |outcome| IngestReport {
             attributes: prepared.attributes.clone(),

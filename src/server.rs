@@ -17,6 +17,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::web::observability::prometheus();
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    let (archive, triage_worker) = start_triage(&config, archive)?;
     let removed = archive
         .reconcile_orphans()
         .await
@@ -68,12 +69,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
     });
 
+    if let Some(worker) = triage_worker {
+        tokio::spawn(worker.run());
+    }
     tokio::select! {
         r = dimse => { r.context("DIMSE listener task")?.context("DIMSE listener")?; }
         r = http => { r.context("HTTP listener task")?.context("HTTP listener")?; }
         _ = shutdown_signal() => { tracing::info!("shutting down"); }
     }
     Ok(())
+}
+
+/// Loads the models of `[triage] models_dir` and routes arrivals to them. A manifest or model
+/// that does not load is a start-up error naming its file: a site that installed a model expects
+/// it to run.
+fn start_triage(
+    config: &Config,
+    archive: Archive,
+) -> anyhow::Result<(Archive, Option<crate::triage::queue::TriageWorker>)> {
+    use crate::triage::{manifest, LoadedModel};
+    if !config.triage.enabled {
+        return Ok((archive, None));
+    }
+    let mut loaded = Vec::new();
+    for m in manifest::discover(&config.triage.models_dir) {
+        let m = m.context("a triage model manifest is invalid (fix it, remove it, or set [triage] enabled = false)")?;
+        let name = m.name.clone();
+        let model = LoadedModel::load(m, config.triage.device)
+            .with_context(|| format!("triage model {name} does not load"))?;
+        tracing::info!(model = %name, version = %model.manifest.version, "triage model loaded");
+        loaded.push(model);
+    }
+    if loaded.is_empty() {
+        return Ok((archive, None));
+    }
+    let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
+    let worker = crate::triage::queue::TriageWorker::new(
+        archive.clone(),
+        loaded,
+        config.triage.max_attempts,
+    );
+    Ok((archive, Some(worker)))
 }
 
 async fn shutdown_signal() {

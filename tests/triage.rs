@@ -195,3 +195,138 @@ fn a_missing_onnx_runtime_library_is_a_clear_error() {
     assert!(!check.status.success());
     assert!(text(&check).contains("ORT_DYLIB_PATH"), "{}", text(&check));
 }
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn uid(sample: &str, tag: dicom_core::Tag) -> String {
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples").join(sample)).unwrap();
+    tramy::dicom::attributes::text(&obj, tag)
+}
+
+#[test]
+fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
+    use dicom_dictionary_std::tags;
+    let (_tmp, dir) = models_dir(MANIFEST);
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nmodels_dir = \"{}\"\n",
+        dir.parent().unwrap().display()
+    ));
+    let mr = repo_root().join("dicom-samples/mr_small_explicit_le.dcm");
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    let out = pynetdicom(
+        "storescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "127.0.0.1",
+            &server.port(),
+            &mr.display().to_string(),
+            &ct.display().to_string(),
+        ],
+    );
+    assert_success(&out, "storescu");
+
+    let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
+    let findings = wait_for("the MR finding", || {
+        let r = server.http(
+            "GET",
+            &format!("/api/v1/studies/{study}/findings"),
+            &[],
+            b"",
+        );
+        let v = r.json();
+        (r.status == 200 && v.as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+    });
+    let f = &findings[0];
+    assert_eq!(f["label"], "bright");
+    assert_eq!(f["model"], "test-brightness");
+    assert!(
+        f["statement"].as_str().unwrap().contains("TEST MODEL"),
+        "every finding carries the model's statement"
+    );
+
+    // The same number `tramy models run` computes for the stored instance.
+    let run = tramy(
+        &[
+            "models",
+            "run",
+            &dir.display().to_string(),
+            &mr.display().to_string(),
+        ],
+        &[],
+    );
+    assert_success(&run, "tramy models run");
+    let expected: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let want = expected["scores"][0][0]["probability"].as_f64().unwrap();
+    assert!(
+        (f["probability"].as_f64().unwrap() - want).abs() < 1e-6,
+        "{f} vs {want}"
+    );
+
+    // The CT study is not routed to an MR model: no job, no finding.
+    let ct_study = uid("ct_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
+    let r = server.http(
+        "GET",
+        &format!("/api/v1/studies/{ct_study}/findings"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.json(), serde_json::json!([]));
+    let jobs = server.http("GET", "/api/v1/triage/jobs", &[], b"").json();
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+
+    let worklist = server.http("GET", "/api/v1/worklist", &[], b"").json();
+    assert_eq!(
+        worklist.as_array().unwrap().len(),
+        2,
+        "both studies are on the worklist: {worklist}"
+    );
+}
+
+#[test]
+fn a_model_failing_on_an_instance_dead_letters_it_with_the_reason_and_the_server_stays_healthy() {
+    // No routing: the model is offered every instance, including a report without pixels.
+    let manifest = MANIFEST.replace("[routing]\nmodalities = [\"MR\"]\n", "");
+    let (_tmp, dir) = models_dir(&manifest);
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nmodels_dir = \"{}\"\nmax_attempts = 1\n",
+        dir.parent().unwrap().display()
+    ));
+    let sr = repo_root().join("dicom-samples/sr_comprehensive.dcm");
+    let out = pynetdicom(
+        "storescu",
+        &[
+            "-aec",
+            "TRAMY",
+            "127.0.0.1",
+            &server.port(),
+            &sr.display().to_string(),
+        ],
+    );
+    assert_success(&out, "storescu of a report");
+    let dead = wait_for("the dead letter", || {
+        let v = server
+            .http("GET", "/api/v1/triage/jobs?state=dead", &[], b"")
+            .json();
+        v.as_array().is_some_and(|a| !a.is_empty()).then_some(v)
+    });
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("pixel"),
+        "the reason is kept: {dead}"
+    );
+    assert_eq!(server.http("GET", "/healthz", &[], b"").status, 200);
+    let echo = pynetdicom("echoscu", &["-aec", "TRAMY", "127.0.0.1", &server.port()]);
+    assert_success(&echo, "echoscu after a failed triage job");
+}

@@ -83,6 +83,8 @@ pub struct InstanceAttributes {
     pub columns: Option<i64>,
     /// Number of Frames (0028,0008); 1 for single-frame images.
     pub number_of_frames: Option<i64>,
+    /// Photometric Interpretation (0028,0004), for triage routing.
+    pub photometric_interpretation: String,
 }
 
 /// Reads `tag` as trimmed text; empty when absent or not textual.
@@ -139,6 +141,7 @@ impl InstanceAttributes {
             rows: integer(obj, tags::ROWS),
             columns: integer(obj, tags::COLUMNS),
             number_of_frames: integer(obj, tags::NUMBER_OF_FRAMES),
+            photometric_interpretation: text(obj, tags::PHOTOMETRIC_INTERPRETATION),
         })
     }
 }

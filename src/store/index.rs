@@ -59,6 +59,10 @@ pub struct NewInstance {
     pub source_address: String,
     /// DICOM JSON metadata without bulk data.
     pub metadata_json: String,
+    /// Triage models whose routing matches this instance: a job each is queued with the rows.
+    pub triage_models: Vec<String>,
+    /// Priority of those jobs (higher first).
+    pub triage_priority: i64,
 }
 
 /// What the index did with a [`NewInstance`].
@@ -171,6 +175,38 @@ CREATE TABLE IF NOT EXISTS instances (
     metadata_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_fk);
+
+CREATE TABLE IF NOT EXISTS triage_jobs (
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL,
+    model TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'queued',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before TEXT NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    UNIQUE (sop_instance_uid, model)
+);
+CREATE INDEX IF NOT EXISTS triage_jobs_ready ON triage_jobs(state, priority DESC, id);
+
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    frame INTEGER NOT NULL DEFAULT 0,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    label TEXT NOT NULL,
+    probability REAL NOT NULL,
+    flagged INTEGER NOT NULL,
+    urgency TEXT NOT NULL,
+    statement TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (sop_instance_uid, model, label, frame)
+);
+CREATE INDEX IF NOT EXISTS findings_study ON findings(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
 "#;
 
@@ -193,10 +229,56 @@ fn patient_key(a: &InstanceAttributes) -> String {
     }
 }
 
-struct WriteRequest {
+/// One write in a group commit: applied inside the batch transaction (in its own savepoint),
+/// answered once the transaction has committed.
+trait WriteOp: Send {
+    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()>;
+    fn finish(self: Box<Self>, committed: Result<(), IndexError>);
+}
+
+type WriteRequest = Box<dyn WriteOp>;
+
+struct InstanceWrite {
     instance: NewInstance,
     policy: DuplicatePolicy,
+    outcome: Option<CommitOutcome>,
     reply: oneshot::Sender<Result<CommitOutcome, IndexError>>,
+}
+
+impl WriteOp for InstanceWrite {
+    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        self.outcome = Some(apply_instance(conn, &self.instance, self.policy)?);
+        Ok(())
+    }
+    fn finish(self: Box<Self>, committed: Result<(), IndexError>) {
+        let this = *self;
+        let result = committed.and_then(|()| this.outcome.ok_or(IndexError::WriterGone));
+        let _ = this.reply.send(result);
+    }
+}
+
+struct ClosureWrite<T, F> {
+    f: Option<F>,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T, IndexError>>,
+}
+
+impl<T, F> WriteOp for ClosureWrite<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if let Some(f) = self.f.take() {
+            self.value = Some(f(conn)?);
+        }
+        Ok(())
+    }
+    fn finish(self: Box<Self>, committed: Result<(), IndexError>) {
+        let this = *self;
+        let result = committed.and_then(|()| this.value.ok_or(IndexError::WriterGone));
+        let _ = this.reply.send(result);
+    }
 }
 
 /// The index handle; cheap to clone.
@@ -273,12 +355,35 @@ impl Index {
         policy: DuplicatePolicy,
     ) -> Result<CommitOutcome, IndexError> {
         let (reply, answer) = oneshot::channel();
-        let writer = self.writer.clone();
-        let request = WriteRequest {
+        let request: WriteRequest = Box::new(InstanceWrite {
             instance,
             policy,
+            outcome: None,
             reply,
-        };
+        });
+        self.submit(request).await?;
+        answer.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    /// Runs `f` in the writer's next group commit; returns its value once committed. For the
+    /// index's other writes (triage jobs, findings).
+    pub async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let request: WriteRequest = Box::new(ClosureWrite {
+            f: Some(f),
+            value: None,
+            reply,
+        });
+        self.submit(request).await?;
+        answer.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn submit(&self, request: WriteRequest) -> Result<(), IndexError> {
+        let writer = self.writer.clone();
         // The channel is bounded: only when the writer is saturated does sending block, and then
         // it waits in the blocking pool rather than on an async worker.
         match writer.try_send(request) {
@@ -291,7 +396,7 @@ impl Index {
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(IndexError::WriterGone),
         }
-        answer.await.map_err(|_| IndexError::WriterGone)?
+        Ok(())
     }
 
     /// Runs `f` on a read-only connection in the blocking pool.
@@ -422,19 +527,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch);
-        match results {
+        match commit_batch(&mut conn, &mut batch) {
             Ok(outcomes) => {
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = req.reply.send(outcome);
+                    req.finish(outcome);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "index commit failed; {} instance(s) not filed", batch.len());
+                tracing::error!(error = %e, "index commit failed; {} write(s) lost", batch.len());
                 for req in batch {
-                    let _ = req
-                        .reply
-                        .send(Err(IndexError::Task(format!("index commit failed: {e}"))));
+                    req.finish(Err(IndexError::Task(format!("index commit failed: {e}"))));
                 }
             }
         }
@@ -443,16 +545,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
 
 fn commit_batch(
     conn: &mut Connection,
-    batch: &[WriteRequest],
-) -> Result<Vec<Result<CommitOutcome, IndexError>>, rusqlite::Error> {
+    batch: &mut [WriteRequest],
+) -> Result<Vec<Result<(), IndexError>>, rusqlite::Error> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for req in batch {
+    for req in batch.iter_mut() {
         let mut sp = tx.savepoint()?;
-        match apply_instance(&sp, &req.instance, req.policy) {
-            Ok(outcome) => {
+        match req.apply(&sp) {
+            Ok(()) => {
                 sp.commit()?;
-                outcomes.push(Ok(outcome));
+                outcomes.push(Ok(()));
             }
             Err(e) => {
                 sp.rollback()?;
@@ -481,6 +583,7 @@ fn apply_instance(
         .optional()?;
     let Some((id, sha, key)) = existing else {
         insert_instance(tx, inst)?;
+        queue_triage(tx, inst)?;
         return Ok(CommitOutcome::Stored);
     };
     if sha == inst.sha256 {
@@ -492,11 +595,38 @@ fn apply_instance(
         DuplicatePolicy::Overwrite => {
             remove_instance(tx, id)?;
             insert_instance(tx, inst)?;
+            // The new data set is triaged afresh; what was found on the old one no longer holds.
+            exec(
+                tx,
+                "DELETE FROM findings WHERE sop_instance_uid = ?1",
+                [a.sop_instance_uid.as_str()],
+            )?;
+            exec(
+                tx,
+                "DELETE FROM triage_jobs WHERE sop_instance_uid = ?1",
+                [a.sop_instance_uid.as_str()],
+            )?;
+            queue_triage(tx, inst)?;
             Ok(CommitOutcome::Replaced {
                 previous_object_key: (key != inst.object_key).then_some(key),
             })
         }
     }
+}
+
+/// Queues a triage job per routed model, in the same transaction as the instance rows, so a job
+/// exists exactly when its instance does.
+fn queue_triage(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for model in &inst.triage_models {
+        exec(
+            tx,
+            "INSERT OR IGNORE INTO triage_jobs (sop_instance_uid, model, priority, not_before, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![inst.attributes.sop_instance_uid.as_str(), model, inst.triage_priority, now],
+        )?;
+    }
+    Ok(())
 }
 
 /// `execute` through the statement cache: the writer runs the same few statements for every

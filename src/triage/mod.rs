@@ -11,6 +11,7 @@
 pub mod manifest;
 pub mod model;
 pub mod preprocess;
+pub mod queue;
 pub mod runtime;
 
 pub use manifest::{ManifestError, ModelManifest};

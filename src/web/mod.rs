@@ -4,6 +4,7 @@
 //! Handlers stay thin: they parse the request, call the archive or the index, and shape the
 //! response. The domain does not know about axum.
 
+pub mod api;
 pub mod dicomweb;
 pub mod error;
 pub mod observability;
@@ -40,6 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(observability::metrics_endpoint))
         .route("/openapi.json", get(observability::openapi))
+        .route("/api/v1/studies/{study}/findings", get(api::study_findings))
+        .route("/api/v1/worklist", get(api::worklist))
+        .route("/api/v1/triage/jobs", get(api::jobs))
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
         .route_layer(axum::middleware::from_fn(observability::track))

@@ -59,7 +59,13 @@ pub async fn metrics_endpoint() -> Response {
         title = "tramy",
         description = "tramy's own HTTP endpoints. DICOMweb (STOW-RS, QIDO-RS, WADO-RS) lives under /dicomweb as PS3.18 defines it, and WADO-URI at /wado."
     ),
-    paths(super::healthz, metrics_endpoint)
+    paths(
+        super::healthz,
+        metrics_endpoint,
+        super::api::study_findings,
+        super::api::worklist,
+        super::api::jobs
+    )
 )]
 pub struct ApiDoc;
 
