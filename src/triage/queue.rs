@@ -123,10 +123,7 @@ impl TriageWorker {
             .await
     }
 
-    async fn process(
-        &self,
-        job: &Job,
-    ) -> Result<(Arc<LoadedModel>, Vec<u32>, Vec<Scores>, (String, String)), String> {
+    async fn process(&self, job: &Job) -> Result<Outcome, String> {
         let model = self
             .models
             .get(&job.model)
@@ -155,12 +152,13 @@ impl TriageWorker {
         })
         .await
         .map_err(|e| e.to_string())??;
-        Ok((
+        Ok(Outcome {
             model,
             frames,
             scores,
-            (instance.study_instance_uid, instance.series_instance_uid),
-        ))
+            study: instance.study_instance_uid,
+            series: instance.series_instance_uid,
+        })
     }
 
     async fn settle(
