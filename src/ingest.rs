@@ -336,9 +336,11 @@ impl Archive {
             source: sender.source.clone(),
             source_address: sender.address.clone(),
             metadata_json: prepared.metadata_json,
+            // tramy's own reports are never triaged.
             triage_models: self
                 .triage
                 .iter()
+                .filter(|_| sender.source != crate::triage::sr::AI_SOURCE)
                 .filter(|m| {
                     m.routes(
                         &a.series.modality,

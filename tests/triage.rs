@@ -275,6 +275,88 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
         "{f} vs {want}"
     );
 
+    // The findings are also a Comprehensive SR (TID 1500) in the study, found by QIDO-RS and
+    // C-FIND and retrievable with the images.
+    let sr_series = server.http(
+        "GET",
+        &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    let series = sr_series.json();
+    assert_eq!(series.as_array().map(Vec::len), Some(1), "{series}");
+    let series_uid = series[0]["0020000E"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let metadata = server.http(
+        "GET",
+        &format!("/dicomweb/studies/{study}/series/{series_uid}/metadata"),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    let report = String::from_utf8_lossy(&metadata.body).to_string();
+    for expected in [
+        "1.2.840.10008.5.1.4.1.1.88.33",
+        "Imaging Measurement Report",
+        "bright",
+        "Probability of finding",
+        "TEST MODEL",
+        "Algorithm Version",
+    ] {
+        assert!(
+            report.contains(expected),
+            "the SR holds {expected:?}: {report}"
+        );
+    }
+    assert!(
+        report.contains(&uid("mr_small_explicit_le.dcm", tags::SOP_INSTANCE_UID)),
+        "the SR references its source image"
+    );
+    let find = pynetdicom(
+        "findscu",
+        &[
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "-k",
+            "Modality=SR",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&find, "findscu");
+    let said = text(&find);
+    assert_eq!(
+        said.matches("0xFF00 (Pending)").count(),
+        1,
+        "C-FIND finds the report series: {said}"
+    );
+
+    // dcmtk, when installed, reads it as a valid Comprehensive SR (relationship constraints of
+    // PS3.3 A.35.3 included).
+    if dcmtk_available() {
+        let report_file = server
+            .object_files()
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains("/series/2.25."))
+            .expect("the report object");
+        let dump = Command::new("dsrdump").arg(&report_file).output().unwrap();
+        let said = text(&dump);
+        assert!(
+            dump.status.success() && !said.contains("E: "),
+            "dsrdump: {said}"
+        );
+        assert!(
+            said.contains("Imaging Measurement Report") && said.contains("inferred from IMAGE"),
+            "{said}"
+        );
+    }
+
     // The CT study is not routed to an MR model: no job, no finding.
     let ct_study = uid("ct_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let r = server.http(

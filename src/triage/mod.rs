@@ -13,6 +13,7 @@ pub mod model;
 pub mod preprocess;
 pub mod queue;
 pub mod runtime;
+pub mod sr;
 
 pub use manifest::{ManifestError, ModelManifest};
 pub use model::{LoadedModel, ModelError, Scores};

@@ -22,6 +22,8 @@ struct Outcome {
     scores: Vec<Scores>,
     study: String,
     series: String,
+    /// The findings as a Comprehensive SR, to file into the study.
+    report: crate::dicom::ReceivedInstance,
 }
 
 /// A claimed job.
@@ -144,11 +146,15 @@ impl TriageWorker {
             .await
             .map_err(|e| e.to_string())?;
         let runner = model.clone();
-        let (frames, scores) = tokio::task::spawn_blocking(move || {
+        let (frames, scores, report) = tokio::task::spawn_blocking(move || {
             let (input, frames) =
                 preprocess::from_dicom(&file, &runner.manifest).map_err(|e| e.to_string())?;
             let scores = runner.infer(&input).map_err(|e| e.to_string())?;
-            Ok::<_, String>((frames, scores))
+            let source = crate::dicom::ReceivedInstance::from_part10(file)
+                .and_then(|r| r.parse())
+                .map_err(|e| e.to_string())?;
+            let report = super::sr::findings_sr(&source, &runner.manifest, &frames, &scores);
+            Ok::<_, String>((frames, scores, report))
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -158,6 +164,7 @@ impl TriageWorker {
             scores,
             study: instance.study_instance_uid,
             series: instance.series_instance_uid,
+            report,
         })
     }
 
@@ -175,7 +182,20 @@ impl TriageWorker {
                 scores,
                 study,
                 series,
+                report,
             }) => {
+                // The report goes into the study through the same ingest path as any instance.
+                let sender = crate::ingest::Sender {
+                    source: super::sr::AI_SOURCE.into(),
+                    address: "triage".into(),
+                };
+                if let Err(e) = self
+                    .archive
+                    .ingest(report, &sender, &crate::ingest::Expected::NOTHING)
+                    .await
+                {
+                    tracing::warn!(error = %e, model = %model.manifest.name, "the findings report was not stored");
+                }
                 let (name, version, statement) = (
                     model.manifest.name.clone(),
                     model.manifest.version.clone(),
