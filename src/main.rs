@@ -28,6 +28,25 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Measure models on a labelled data set: AUC with 95% CI, sensitivity and specificity at each
+    /// label's threshold, confusion matrix, latency and throughput; ROC curves as PNG.
+    Eval {
+        /// A model folder (holding model.toml); repeat to compare models on the same data.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// A folder with one sub-folder per class, or a CSV `path,label,…` of 0/1 values.
+        #[arg(long)]
+        data: PathBuf,
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Write the full results (ROC points included) here as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write one ROC PNG per label into this folder.
+        #[arg(long)]
+        roc_dir: Option<PathBuf>,
+    },
     /// Load a folder of DICOM files through the ingest path.
     Import {
         /// Folder to import (searched recursively).
@@ -170,6 +189,120 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
     }
 }
 
+fn eval(
+    models: Vec<PathBuf>,
+    data: PathBuf,
+    d: &str,
+    out: Option<PathBuf>,
+    roc_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tramy::triage::{eval, LoadedModel, ModelManifest};
+    let device = device(d)?;
+    let loaded = models
+        .iter()
+        .map(|dir| {
+            let manifest = ModelManifest::load(&dir.join("model.toml"))?;
+            Ok(LoadedModel::load(manifest, device)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let labels: Vec<String> = loaded
+        .iter()
+        .flat_map(|m| m.manifest.labels.iter().map(|l| l.name.clone()))
+        .collect();
+    let examples = eval::load_dataset(&data, &labels)?;
+    let mut reports = Vec::new();
+    for model in &loaded {
+        let bar = indicatif::ProgressBar::new(examples.len() as u64)
+            .with_message(model.manifest.name.clone());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let report = eval::evaluate(model, d, &examples, || bar.inc(1))?;
+        bar.finish_and_clear();
+        reports.push(report);
+    }
+    println!(
+        "{:<24} {:<16} {:>4}/{:<4} {:>6} {:>15} {:>6} {:>6} {:>14} {:>9} {:>9} {:>8}",
+        "model",
+        "label",
+        "pos",
+        "neg",
+        "AUC",
+        "95% CI",
+        "sens",
+        "spec",
+        "TP/FP/TN/FN",
+        "p50 ms",
+        "p95 ms",
+        "img/s"
+    );
+    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    for r in &reports {
+        for l in &r.labels {
+            println!(
+                "{:<24} {:<16} {:>4}/{:<4} {:>6} {:>15} {:>6} {:>6} {:>14} {:>9.1} {:>9.1} {:>8.1}",
+                r.model,
+                l.label,
+                l.positives,
+                l.negatives,
+                fmt(l.auc),
+                l.auc_ci95
+                    .map(|(a, b)| format!("{a:.3}–{b:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                fmt(l.sensitivity),
+                fmt(l.specificity),
+                format!(
+                    "{}/{}/{}/{}",
+                    l.confusion[0], l.confusion[1], l.confusion[2], l.confusion[3]
+                ),
+                r.latency_p50_ms,
+                r.latency_p95_ms,
+                r.throughput_per_s
+            );
+        }
+        println!("  {}: {}", r.model, r.statement);
+    }
+    if let Some(dir) = roc_dir {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut names: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.labels.iter().map(|l| l.label.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for label in names {
+            let curves: Vec<(&str, &[(f64, f64)])> = reports
+                .iter()
+                .filter_map(|r| {
+                    r.labels
+                        .iter()
+                        .find(|l| l.label == label)
+                        .map(|l| (r.model.as_str(), l.roc.as_slice()))
+                })
+                .collect();
+            let path = dir.join(format!("roc-{label}.png"));
+            eval::draw_roc(&path, &curves)
+                .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+            let legend: Vec<String> = curves
+                .iter()
+                .enumerate()
+                .map(|(i, (m, _))| format!("{m} = {}", eval::colour_name(i)))
+                .collect();
+            println!(
+                "ROC for {label}: {} ({})",
+                path.display(),
+                legend.join(", ")
+            );
+        }
+    }
+    if let Some(path) = out {
+        std::fs::write(&path, serde_json::to_vec_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -181,6 +314,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     let command = match cli.command {
         Command::Models { command } => return models(command),
+        Command::Eval {
+            models,
+            data,
+            device: d,
+            out,
+            roc_dir,
+        } => return eval(models, data, &d, out, roc_dir),
         other => other,
     };
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
@@ -189,7 +329,7 @@ fn main() -> anyhow::Result<()> {
         match command {
             Command::Serve => tramy::server::run(config).await,
             // Handled above: model commands need no configuration or runtime.
-            Command::Models { .. } => Ok(()),
+            Command::Models { .. } | Command::Eval { .. } => Ok(()),
             Command::Import { dir, parallel } => {
                 let archive = tramy::ingest::Archive::open(&config).with_context(|| {
                     format!("cannot open the archive in {}", config.data_dir.display())

@@ -412,3 +412,62 @@ fn a_model_failing_on_an_instance_dead_letters_it_with_the_reason_and_the_server
     let echo = pynetdicom("echoscu", &["-aec", "TRAMY", "127.0.0.1", &server.port()]);
     assert_success(&echo, "echoscu after a failed triage job");
 }
+
+#[test]
+fn eval_reports_auc_sensitivity_specificity_latency_and_roc_on_a_labelled_set() {
+    let (tmp, dir) = models_dir(MANIFEST);
+    // Grey squares: "bright" ones mostly above mid-grey, one below; "dark" ones all below.
+    let data = tmp.path().join("data");
+    for (class, levels) in [
+        (
+            "bright",
+            vec![100u8, 140, 150, 160, 170, 180, 190, 200, 210, 220],
+        ),
+        ("dark", (2..12).map(|i| i * 10).collect::<Vec<u8>>()),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for level in levels {
+            image::GrayImage::from_pixel(64, 64, image::Luma([level]))
+                .save(data.join(class).join(format!("{level:03}.png")))
+                .unwrap();
+        }
+    }
+    let out = tmp.path().join("eval.json");
+    let roc = tmp.path().join("roc");
+    let run = tramy(
+        &[
+            "eval",
+            "--model",
+            &dir.display().to_string(),
+            "--data",
+            &data.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--roc-dir",
+            &roc.display().to_string(),
+        ],
+        &[],
+    );
+    assert_success(&run, "tramy eval");
+    let table = text(&run);
+    assert!(
+        table.contains("test-brightness") && table.contains("0.985"),
+        "{table}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let label = &report[0]["labels"][0];
+    // The one bright square below mid-grey outranks 8 dark ones, ties one, loses to one.
+    assert!(
+        (label["auc"].as_f64().unwrap() - 0.985).abs() < 1e-9,
+        "{label}"
+    );
+    assert_eq!(label["confusion"], serde_json::json!([9, 0, 10, 1]));
+    assert!((label["sensitivity"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+    assert_eq!(label["specificity"], 1.0);
+    let ci = label["auc_ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() < 0.985 && ci[1].as_f64().unwrap() >= 0.985);
+    assert!(report[0]["latency_p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(report[0]["throughput_per_s"].as_f64().unwrap() > 0.0);
+    let png = std::fs::read(roc.join("roc-bright.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
