@@ -17,7 +17,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::web::observability::prometheus();
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
-    let (archive, triage_worker) = start_triage(&config, archive)?;
+    let (archive, triage_worker, models) = start_triage(&config, archive)?;
     let removed = archive
         .reconcile_orphans()
         .await
@@ -63,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::web::router(crate::web::AppState {
                 archive,
                 config: http_config,
+                models: Arc::new(models),
             })
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
@@ -83,13 +84,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Loads the models of `[triage] models_dir` and routes arrivals to them. A manifest or model
 /// that does not load is a start-up error naming its file: a site that installed a model expects
 /// it to run.
-fn start_triage(
-    config: &Config,
-    archive: Archive,
-) -> anyhow::Result<(Archive, Option<crate::triage::queue::TriageWorker>)> {
+type Triage = (
+    Archive,
+    Option<crate::triage::queue::TriageWorker>,
+    Vec<Arc<crate::triage::LoadedModel>>,
+);
+
+fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     use crate::triage::{manifest, LoadedModel};
     if !config.triage.enabled {
-        return Ok((archive, None));
+        return Ok((archive, None, Vec::new()));
     }
     let mut loaded = Vec::new();
     for m in manifest::discover(&config.triage.models_dir) {
@@ -101,15 +105,16 @@ fn start_triage(
         loaded.push(model);
     }
     if loaded.is_empty() {
-        return Ok((archive, None));
+        return Ok((archive, None, Vec::new()));
     }
+    let loaded: Vec<Arc<LoadedModel>> = loaded.into_iter().map(Arc::new).collect();
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
     let worker = crate::triage::queue::TriageWorker::new(
         archive.clone(),
-        loaded,
+        &loaded,
         config.triage.max_attempts,
     );
-    Ok((archive, Some(worker)))
+    Ok((archive, Some(worker), loaded))
 }
 
 async fn shutdown_signal() {

@@ -357,6 +357,30 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
         );
     }
 
+    // Where the model looked, as a PNG over the image.
+    let series_of_mr = uid("mr_small_explicit_le.dcm", tags::SERIES_INSTANCE_UID);
+    let sop_of_mr = uid("mr_small_explicit_le.dcm", tags::SOP_INSTANCE_UID);
+    let r = server.http(
+        "GET",
+        &format!("/api/v1/studies/{study}/series/{series_of_mr}/instances/{sop_of_mr}/heatmap?model=test-brightness&label=bright"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let map = image::load_from_memory(&r.body).unwrap().to_rgb8();
+    assert_eq!(map.dimensions(), (64, 64));
+    assert!(
+        map.pixels().any(|p| p[0] > p[1].saturating_add(40)),
+        "bright anatomy shows as important"
+    );
+    let r = server.http(
+        "GET",
+        &format!("/api/v1/studies/{study}/series/{series_of_mr}/instances/{sop_of_mr}/heatmap?model=test-brightness&label=nothing"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+
     // The CT study is not routed to an MR model: no job, no finding.
     let ct_study = uid("ct_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let r = server.http(

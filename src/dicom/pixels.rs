@@ -113,8 +113,13 @@ pub struct RenderOptions {
     pub format: RenderedFormat,
 }
 
-/// Renders `frame` (1-based) of a Part 10 file as an 8-bit image.
-pub fn render(part10: &[u8], frame: u32, options: &RenderOptions) -> Result<Vec<u8>, PixelError> {
+/// Decodes `frame` (1-based) of a Part 10 file to an 8-bit image through the VOI window
+/// (`None`: the image's own, or its full range when it has none).
+pub fn frame_image(
+    part10: &[u8],
+    frame: u32,
+    window: Option<(f64, f64)>,
+) -> Result<image::DynamicImage, PixelError> {
     let obj = open(part10)?;
     let decoded = obj
         .decode_pixel_data()
@@ -123,12 +128,12 @@ pub fn render(part10: &[u8], frame: u32, options: &RenderOptions) -> Result<Vec<
     if frame == 0 || frame > frames {
         return Err(PixelError::NoSuchFrame { frame, frames });
     }
-    let voi = match options.window {
+    let voi = match window {
         Some((center, width)) if width > 0.0 => VoiLutOption::Custom(WindowLevel { center, width }),
         Some(_) => VoiLutOption::Normalize,
         None => VoiLutOption::Default,
     };
-    let image = decoded
+    decoded
         .to_dynamic_image_with_options(
             frame - 1,
             &ConvertOptions::new().with_voi_lut(voi).force_8bit(),
@@ -142,7 +147,12 @@ pub fn render(part10: &[u8], frame: u32, options: &RenderOptions) -> Result<Vec<
                     .force_8bit(),
             )
         })
-        .map_err(|e| PixelError::Decode(e.to_string()))?;
+        .map_err(|e| PixelError::Decode(e.to_string()))
+}
+
+/// Renders `frame` (1-based) of a Part 10 file as an 8-bit image.
+pub fn render(part10: &[u8], frame: u32, options: &RenderOptions) -> Result<Vec<u8>, PixelError> {
+    let image = frame_image(part10, frame, options.window)?;
     let image = match options.viewport {
         Some((w, h)) if w > 0 && h > 0 && (w < image.width() || h < image.height()) => {
             image.resize(w, h, FilterType::Triangle)

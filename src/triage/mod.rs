@@ -9,6 +9,7 @@
 //! No model here is clinically validated; every manifest says so.
 
 pub mod eval;
+pub mod heatmap;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;

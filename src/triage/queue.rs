@@ -48,12 +48,12 @@ pub struct TriageWorker {
 
 impl TriageWorker {
     /// A worker for `models`.
-    pub fn new(archive: Archive, models: Vec<LoadedModel>, max_attempts: u32) -> Self {
+    pub fn new(archive: Archive, models: &[Arc<LoadedModel>], max_attempts: u32) -> Self {
         TriageWorker {
             archive,
             models: models
-                .into_iter()
-                .map(|m| (m.manifest.name.clone(), Arc::new(m)))
+                .iter()
+                .map(|m| (m.manifest.name.clone(), m.clone()))
                 .collect(),
             max_attempts: i64::from(max_attempts.max(1)),
         }

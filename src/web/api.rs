@@ -76,3 +76,80 @@ pub async fn jobs(
         .map_err(HttpError::internal)?;
     Ok(Json(list))
 }
+
+/// Which model and label a heatmap is for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatmapQuery {
+    model: String,
+    label: String,
+}
+
+/// `GET /api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap?model=…&label=…`: where
+/// the model looked for the label on this image (occlusion sensitivity, red = important), as PNG.
+#[utoipa::path(get, path = "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap", responses((status = 200, description = "PNG", content_type = "image/png"), (status = 404, description = "no such instance, model or label")))]
+pub async fn heatmap(
+    State(state): State<AppState>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    Query(q): Query<HeatmapQuery>,
+) -> Result<axum::response::Response, HttpError> {
+    use axum::response::IntoResponse;
+    use dicom_dictionary_std::tags;
+    let model = state
+        .models
+        .iter()
+        .find(|m| m.manifest.name == q.model)
+        .cloned()
+        .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
+    for uid in [&study, &series, &sop] {
+        crate::dicom::SopInstanceUid::new(uid)
+            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
+    }
+    let query = crate::store::query::AttributeQuery {
+        level: crate::store::query::QueryLevel::Image,
+        conditions: vec![
+            (tags::STUDY_INSTANCE_UID, study),
+            (tags::SERIES_INSTANCE_UID, series),
+            (tags::SOP_INSTANCE_UID, sop),
+        ],
+        limit: None,
+        offset: 0,
+        fuzzy_person_names: false,
+    };
+    let instance = state
+        .archive
+        .index
+        .read(move |c| Ok(crate::store::query::instances(c, &query)))
+        .await
+        .map_err(HttpError::internal)?
+        .map_err(|e| HttpError::bad_request(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| HttpError::not_found("no such instance"))?;
+    let file = state
+        .archive
+        .objects
+        .get(&instance.object_key)
+        .await
+        .map_err(HttpError::internal)?;
+    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
+        let (input, _) = crate::triage::preprocess::from_dicom(&file, &model.manifest)
+            .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
+        let first = input
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
+            .to_owned();
+        let (importance, _) =
+            crate::triage::heatmap::occlusion(&model, &first, &q.label).map_err(|e| match e {
+                crate::triage::heatmap::HeatmapError::NoSuchLabel { .. } => {
+                    HttpError::not_found(e.to_string())
+                }
+                other => HttpError::internal(other),
+            })?;
+        let image = crate::dicom::pixels::frame_image(&file, 1, None)
+            .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
+        crate::triage::heatmap::overlay_png(&image, &importance).map_err(HttpError::internal)
+    })
+    .await
+    .map_err(HttpError::internal)??;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+}

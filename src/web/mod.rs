@@ -31,6 +31,8 @@ pub struct AppState {
     pub archive: Archive,
     /// Server configuration.
     pub config: Arc<Config>,
+    /// Loaded triage models (for heatmaps).
+    pub models: Arc<Vec<Arc<crate::triage::LoadedModel>>>,
 }
 
 /// The HTTP routes with their middleware.
@@ -43,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(observability::openapi))
         .route("/api/v1/studies/{study}/findings", get(api::study_findings))
         .route("/api/v1/worklist", get(api::worklist))
+        .route(
+            "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
+            get(api::heatmap),
+        )
         .route("/api/v1/triage/jobs", get(api::jobs))
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
