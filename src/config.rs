@@ -42,6 +42,10 @@ pub struct TriageConfig {
     /// Calling AE titles (or `DICOMWEB`, `IMPORT`) whose instances are triaged first, e.g. an
     /// emergency department's CT.
     pub priority_sources: Vec<String>,
+    /// Most instances of one model inferred together.
+    pub max_batch: u32,
+    /// How long the worker waits for more arrivals to fill a batch, in milliseconds.
+    pub max_wait_ms: u64,
 }
 
 impl Default for TriageConfig {
@@ -52,6 +56,8 @@ impl Default for TriageConfig {
             device: crate::triage::Device::Cpu,
             max_attempts: 3,
             priority_sources: Vec::new(),
+            max_batch: 8,
+            max_wait_ms: 20,
         }
     }
 }

@@ -109,11 +109,7 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     }
     let loaded: Vec<Arc<LoadedModel>> = loaded.into_iter().map(Arc::new).collect();
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
-    let worker = crate::triage::queue::TriageWorker::new(
-        archive.clone(),
-        &loaded,
-        config.triage.max_attempts,
-    );
+    let worker = crate::triage::queue::TriageWorker::new(archive.clone(), &loaded, &config.triage);
     Ok((archive, Some(worker), loaded))
 }
 

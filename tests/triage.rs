@@ -495,3 +495,63 @@ fn eval_reports_auc_sensitivity_specificity_latency_and_roc_on_a_labelled_set() 
     let png = std::fs::read(roc.join("roc-bright.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 }
+
+#[test]
+fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
+    use dicom_dictionary_std::tags;
+    let (_tmp, dir) = models_dir(MANIFEST);
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nmodels_dir = \"{}\"\nmax_wait_ms = 200\n",
+        dir.parent().unwrap().display()
+    ));
+    let variants: Vec<String> = [
+        "mr_small_explicit_le",
+        "mr_small_implicit_le",
+        "mr_small_explicit_be",
+        "mr_small_rle",
+        "mr_small_j2k_lossless",
+    ]
+    .iter()
+    .map(|v| {
+        repo_root()
+            .join(format!("dicom-samples/{v}.dcm"))
+            .display()
+            .to_string()
+    })
+    .collect();
+    let mut args = vec!["-aec", "TRAMY", "--required-contexts", "127.0.0.1"];
+    let port = server.port();
+    args.push(&port);
+    args.extend(variants.iter().map(String::as_str));
+    assert_success(
+        &pynetdicom("storescu", &args),
+        "storescu of the MR variants",
+    );
+    let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
+    let findings = wait_for("five findings", || {
+        let v = server
+            .http(
+                "GET",
+                &format!("/api/v1/studies/{study}/findings"),
+                &[],
+                b"",
+            )
+            .json();
+        v.as_array().is_some_and(|a| a.len() == 5).then_some(v)
+    });
+    let probabilities: Vec<f64> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["probability"].as_f64().unwrap())
+        .collect();
+    for p in &probabilities {
+        assert!(
+            (p - probabilities[0]).abs() < 1e-6,
+            "decoding must not change what the model sees: {probabilities:?}"
+        );
+    }
+    let metrics =
+        String::from_utf8_lossy(&server.http("GET", "/metrics", &[], b"").body).to_string();
+    assert!(metrics.contains("tramy_triage_batch_size"), "{metrics}");
+}

@@ -44,18 +44,26 @@ pub struct TriageWorker {
     archive: Archive,
     models: HashMap<String, Arc<LoadedModel>>,
     max_attempts: i64,
+    max_batch: i64,
+    max_wait: Duration,
 }
 
 impl TriageWorker {
     /// A worker for `models`.
-    pub fn new(archive: Archive, models: &[Arc<LoadedModel>], max_attempts: u32) -> Self {
+    pub fn new(
+        archive: Archive,
+        models: &[Arc<LoadedModel>],
+        config: &crate::config::TriageConfig,
+    ) -> Self {
         TriageWorker {
             archive,
             models: models
                 .iter()
                 .map(|m| (m.manifest.name.clone(), m.clone()))
                 .collect(),
-            max_attempts: i64::from(max_attempts.max(1)),
+            max_attempts: i64::from(config.max_attempts.max(1)),
+            max_batch: i64::from(config.max_batch.max(1)),
+            max_wait: Duration::from_millis(config.max_wait_ms),
         }
     }
 
@@ -75,24 +83,36 @@ impl TriageWorker {
             tracing::error!(error = %e, "cannot requeue interrupted triage jobs");
         }
         loop {
-            let jobs = match self.claim(8).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim triage jobs");
-                    Vec::new()
-                }
-            };
+            let mut jobs = self.claim_or_log(self.max_batch).await;
             if jobs.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            // Dynamic batching: a short wait lets a burst of arrivals share one inference.
+            if (jobs.len() as i64) < self.max_batch && !self.max_wait.is_zero() {
+                tokio::time::sleep(self.max_wait).await;
+                jobs.extend(self.claim_or_log(self.max_batch - jobs.len() as i64).await);
+            }
+            let mut by_model: HashMap<String, Vec<Job>> = HashMap::new();
             for job in jobs {
-                let result = self.process(&job).await;
-                if let Err(e) = self.settle(&job, result).await {
-                    tracing::error!(error = %e, job = job.id, "cannot record a triage result");
+                by_model.entry(job.model.clone()).or_default().push(job);
+            }
+            for (_, group) in by_model {
+                let results = self.process_group(&group).await;
+                for (job, result) in group.iter().zip(results) {
+                    if let Err(e) = self.settle(job, result).await {
+                        tracing::error!(error = %e, job = job.id, "cannot record a triage result");
+                    }
                 }
             }
         }
+    }
+
+    async fn claim_or_log(&self, limit: i64) -> Vec<Job> {
+        self.claim(limit).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot claim triage jobs");
+            Vec::new()
+        })
     }
 
     async fn claim(&self, limit: i64) -> Result<Vec<Job>, crate::store::IndexError> {
@@ -125,12 +145,11 @@ impl TriageWorker {
             .await
     }
 
-    async fn process(&self, job: &Job) -> Result<Outcome, String> {
-        let model = self
-            .models
-            .get(&job.model)
-            .cloned()
-            .ok_or_else(|| format!("model {} is not loaded", job.model))?;
+    /// The object of a job's instance, or why it cannot be had.
+    async fn load(
+        &self,
+        job: &Job,
+    ) -> Result<(crate::store::StoredInstance, bytes::Bytes), String> {
         let sop = SopInstanceUid::new(&job.sop_instance_uid).map_err(|e| e.to_string())?;
         let instance = self
             .archive
@@ -145,27 +164,47 @@ impl TriageWorker {
             .get(&instance.object_key)
             .await
             .map_err(|e| e.to_string())?;
+        Ok((instance, file))
+    }
+
+    /// Runs the jobs of one model: single-image inputs as one batch, per-frame inputs (already a
+    /// batch of frames each) one by one. One result per job, in order.
+    async fn process_group(&self, jobs: &[Job]) -> Vec<Result<Outcome, String>> {
+        let Some(model) = jobs
+            .first()
+            .and_then(|j| self.models.get(&j.model))
+            .cloned()
+        else {
+            return jobs
+                .iter()
+                .map(|j| Err(format!("model {} is not loaded", j.model)))
+                .collect();
+        };
+        let mut loaded = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            loaded.push(self.load(job).await);
+        }
         let runner = model.clone();
-        let (frames, scores, report) = tokio::task::spawn_blocking(move || {
-            let (input, frames) =
-                preprocess::from_dicom(&file, &runner.manifest).map_err(|e| e.to_string())?;
-            let scores = runner.infer(&input).map_err(|e| e.to_string())?;
-            let source = crate::dicom::ReceivedInstance::from_part10(file)
-                .and_then(|r| r.parse())
-                .map_err(|e| e.to_string())?;
-            let report = super::sr::findings_sr(&source, &runner.manifest, &frames, &scores);
-            Ok::<_, String>((frames, scores, report))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        Ok(Outcome {
-            model,
-            frames,
-            scores,
-            study: instance.study_instance_uid,
-            series: instance.series_instance_uid,
-            report,
-        })
+        let computed = tokio::task::spawn_blocking(move || compute(&runner, loaded)).await;
+        match computed {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|(instance, frames, scores, report)| Outcome {
+                        model: model.clone(),
+                        frames,
+                        scores,
+                        study: instance.study_instance_uid,
+                        series: instance.series_instance_uid,
+                        report,
+                    })
+                })
+                .collect(),
+            Err(e) => jobs
+                .iter()
+                .map(|_| Err(format!("triage task failed: {e}")))
+                .collect(),
+        }
     }
 
     async fn settle(
@@ -259,4 +298,92 @@ impl TriageWorker {
             }
         }
     }
+}
+
+type Computed = Result<
+    (
+        crate::store::StoredInstance,
+        Vec<u32>,
+        Vec<Scores>,
+        crate::dicom::ReceivedInstance,
+    ),
+    String,
+>;
+
+/// Preprocesses every loaded instance, infers (single images together), and writes each report.
+fn compute(
+    model: &LoadedModel,
+    loaded: Vec<Result<(crate::store::StoredInstance, bytes::Bytes), String>>,
+) -> Vec<Computed> {
+    let per_frame = model.manifest.task == super::manifest::Task::PerFrame;
+    let prepared: Vec<Result<_, String>> = loaded
+        .into_iter()
+        .map(|l| {
+            let (instance, file) = l?;
+            let (input, frames) =
+                preprocess::from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
+            Ok((instance, file, input, frames))
+        })
+        .collect();
+    // Scores per prepared item: one batched inference over the single images.
+    let singles: Vec<usize> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            !per_frame
+                && p.as_ref()
+                    .is_ok_and(|(_, _, input, _)| input.shape()[0] == 1)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut scores: Vec<Option<Result<Vec<Scores>, String>>> =
+        prepared.iter().map(|_| None).collect();
+    if !singles.is_empty() {
+        let views: Vec<_> = singles
+            .iter()
+            .filter_map(|&i| {
+                prepared[i]
+                    .as_ref()
+                    .ok()
+                    .map(|(_, _, input, _)| input.view())
+            })
+            .collect();
+        metrics::histogram!("tramy_triage_batch_size", "model" => model.manifest.name.clone())
+            .record(views.len() as f64);
+        match ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| e.to_string()) {
+            Ok(batch) => match model.infer(&batch) {
+                Ok(all) => {
+                    for (&i, s) in singles.iter().zip(all) {
+                        scores[i] = Some(Ok(vec![s]));
+                    }
+                }
+                Err(e) => {
+                    for &i in &singles {
+                        scores[i] = Some(Err(e.to_string()));
+                    }
+                }
+            },
+            Err(e) => {
+                for &i in &singles {
+                    scores[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    prepared
+        .into_iter()
+        .zip(scores)
+        .map(|(p, batched)| {
+            let (instance, file, input, frames) = p?;
+            let scores = match batched {
+                Some(s) => s?,
+                None => model.infer(&input).map_err(|e| e.to_string())?,
+            };
+            let source = crate::dicom::ReceivedInstance::from_part10(file)
+                .and_then(|r| r.parse())
+                .map_err(|e| e.to_string())?;
+            let report = super::sr::findings_sr(&source, &model.manifest, &frames, &scores);
+            Ok((instance, frames, scores, report))
+        })
+        .collect()
 }
