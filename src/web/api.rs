@@ -94,38 +94,18 @@ pub async fn heatmap(
     Query(q): Query<HeatmapQuery>,
 ) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
-    use dicom_dictionary_std::tags;
     let model = state
         .models
         .iter()
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
-    for uid in [&study, &series, &sop] {
-        crate::dicom::SopInstanceUid::new(uid)
-            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
-    }
-    let query = crate::store::query::AttributeQuery {
-        level: crate::store::query::QueryLevel::Image,
-        conditions: vec![
-            (tags::STUDY_INSTANCE_UID, study),
-            (tags::SERIES_INSTANCE_UID, series),
-            (tags::SOP_INSTANCE_UID, sop),
-        ],
-        limit: None,
-        offset: 0,
-        fuzzy_person_names: false,
-    };
-    let instance = state
-        .archive
-        .index
-        .read(move |c| Ok(crate::store::query::instances(c, &query)))
-        .await
-        .map_err(HttpError::internal)?
-        .map_err(|e| HttpError::bad_request(e.to_string()))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| HttpError::not_found("no such instance"))?;
+    let instance = super::dicomweb::stored_instances(
+        &state,
+        super::dicomweb::select_instances(study, Some(series), Some(sop))?,
+    )
+    .await?
+    .remove(0);
     let file = state
         .archive
         .objects

@@ -4,14 +4,12 @@
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dicom_dictionary_std::tags;
 use serde::Deserialize;
 
 use super::dicomweb::rendered::{render_instance, wado_uri_options};
 use super::dicomweb::wado::{can_convert, load_part10};
 use super::error::HttpError;
 use super::AppState;
-use crate::store::query::{AttributeQuery, QueryLevel};
 
 /// WADO-URI query parameters.
 #[derive(Debug, Deserialize)]
@@ -53,32 +51,12 @@ pub async fn wado(
             "studyUID, seriesUID and objectUID are required",
         ));
     };
-    for uid in [&study, &series, &object] {
-        crate::dicom::SopInstanceUid::new(uid)
-            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
-    }
-    let query = AttributeQuery {
-        level: QueryLevel::Image,
-        conditions: vec![
-            (tags::STUDY_INSTANCE_UID, study),
-            (tags::SERIES_INSTANCE_UID, series),
-            (tags::SOP_INSTANCE_UID, object),
-        ],
-        limit: None,
-        offset: 0,
-        fuzzy_person_names: false,
-    };
-    let found = state
-        .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
-        .await
-        .map_err(HttpError::internal)?
-        .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let instance = found
-        .into_iter()
-        .next()
-        .ok_or_else(|| HttpError::not_found("no such instance"))?;
+    let instance = super::dicomweb::stored_instances(
+        &state,
+        super::dicomweb::select_instances(study, Some(series), Some(object))?,
+    )
+    .await?
+    .remove(0);
     // The first acceptable type of a comma-separated list; image/jpeg by default (PS3.18 9.1.2.1.5).
     let content_type = p.content_type.unwrap_or_else(|| "image/jpeg".into());
     for wanted in content_type.split(',').map(str::trim) {

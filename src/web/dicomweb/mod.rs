@@ -75,6 +75,49 @@ pub fn routes() -> Router<AppState> {
         .route("/instances", get(qido::all_instances))
 }
 
+/// The instances a request names by UID (validated: a malformed UID is a 400).
+pub fn select_instances(
+    study: String,
+    series: Option<String>,
+    sop: Option<String>,
+) -> Result<crate::store::query::AttributeQuery, super::error::HttpError> {
+    use dicom_dictionary_std::tags;
+    let mut conditions = vec![(tags::STUDY_INSTANCE_UID, study)];
+    conditions.extend(series.map(|s| (tags::SERIES_INSTANCE_UID, s)));
+    conditions.extend(sop.map(|s| (tags::SOP_INSTANCE_UID, s)));
+    for (_, uid) in &conditions {
+        crate::dicom::SopInstanceUid::new(uid).map_err(|_| {
+            super::error::HttpError::bad_request(format!("{uid:?} is not a valid UID"))
+        })?;
+    }
+    Ok(crate::store::query::AttributeQuery {
+        level: crate::store::query::QueryLevel::Image,
+        conditions,
+        limit: None,
+        offset: 0,
+        fuzzy_person_names: false,
+    })
+}
+
+/// The stored instances `query` selects; 404 when there are none.
+pub async fn stored_instances(
+    state: &AppState,
+    query: crate::store::query::AttributeQuery,
+) -> Result<Vec<crate::store::StoredInstance>, super::error::HttpError> {
+    use super::error::HttpError;
+    let found = state
+        .archive
+        .index
+        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
+        .await
+        .map_err(HttpError::internal)?
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if found.is_empty() {
+        return Err(HttpError::not_found("no such study, series or instance"));
+    }
+    Ok(found)
+}
+
 /// The base URL of the DICOMweb service as clients see it: `[http] public_url`, else the request's
 /// Host header.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {

@@ -5,12 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use dicom_dictionary_std::tags;
 use serde::Deserialize;
 
-use super::{accepted, multipart};
+use super::{accepted, multipart, select_instances, stored_instances};
 use crate::dicom::pixels::{render, RenderOptions, RenderedFormat};
-use crate::store::query::{AttributeQuery, QueryLevel};
 use crate::store::StoredInstance;
 use crate::web::error::HttpError;
 use crate::web::AppState;
@@ -100,40 +98,6 @@ fn parse_options(
     })
 }
 
-fn selector(study: String, series: Option<String>, sop: Option<String>) -> AttributeQuery {
-    let mut conditions = vec![(tags::STUDY_INSTANCE_UID, study)];
-    conditions.extend(series.map(|s| (tags::SERIES_INSTANCE_UID, s)));
-    conditions.extend(sop.map(|s| (tags::SOP_INSTANCE_UID, s)));
-    AttributeQuery {
-        level: QueryLevel::Image,
-        conditions,
-        limit: None,
-        offset: 0,
-        fuzzy_person_names: false,
-    }
-}
-
-async fn instances(
-    state: &AppState,
-    query: AttributeQuery,
-) -> Result<Vec<StoredInstance>, HttpError> {
-    for (_, uid) in &query.conditions {
-        crate::dicom::SopInstanceUid::new(uid)
-            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
-    }
-    let found = state
-        .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
-        .await
-        .map_err(HttpError::internal)?
-        .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    if found.is_empty() {
-        return Err(HttpError::not_found("no such study, series or instance"));
-    }
-    Ok(found)
-}
-
 /// Renders `frame` of `instance`.
 pub async fn render_instance(
     state: &AppState,
@@ -212,7 +176,7 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = instances(&state, selector(study, Some(series), Some(sop))).await?;
+    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
     let image = render_instance(&state, &found[0], 1, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -228,7 +192,7 @@ pub async fn frame(
     let frame: u32 = frame.parse().ok().filter(|f| *f >= 1).ok_or_else(|| {
         HttpError::bad_request(format!("frame {frame:?} is not a positive integer"))
     })?;
-    let found = instances(&state, selector(study, Some(series), Some(sop))).await?;
+    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
     let image = render_instance(&state, &found[0], frame, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -241,7 +205,7 @@ pub async fn series(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = instances(&state, selector(study, Some(series), None)).await?;
+    let found = stored_instances(&state, select_instances(study, Some(series), None)?).await?;
     render_many(state, found, options).await
 }
 
@@ -253,7 +217,7 @@ pub async fn study(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = instances(&state, selector(study, None, None)).await?;
+    let found = stored_instances(&state, select_instances(study, None, None)?).await?;
     render_many(state, found, options).await
 }
 
@@ -285,7 +249,7 @@ pub async fn study_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = instances(&state, selector(study, None, None)).await?;
+    let found = stored_instances(&state, select_instances(study, None, None)?).await?;
     thumbnail_of(state, found, options).await
 }
 
@@ -297,7 +261,7 @@ pub async fn series_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = instances(&state, selector(study, Some(series), None)).await?;
+    let found = stored_instances(&state, select_instances(study, Some(series), None)?).await?;
     thumbnail_of(state, found, options).await
 }
 
@@ -309,7 +273,7 @@ pub async fn instance_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = instances(&state, selector(study, Some(series), Some(sop))).await?;
+    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
     thumbnail_of(state, found, options).await
 }
 

@@ -9,52 +9,13 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use futures::StreamExt;
 
-use super::{accepted, multipart, MediaRange};
+use super::{accepted, multipart, select_instances, stored_instances, MediaRange};
 use crate::dicom::transcode::{is_native, transcode_native};
 use crate::dicom::{ReceivedInstance, EXPLICIT_VR_LE};
-use crate::store::query::{AttributeQuery, QueryLevel};
+use crate::store::query::AttributeQuery;
 use crate::store::StoredInstance;
 use crate::web::error::HttpError;
 use crate::web::AppState;
-
-/// Which instances a request names.
-fn selector(study: String, series: Option<String>, sop: Option<String>) -> AttributeQuery {
-    let mut conditions = vec![(tags::STUDY_INSTANCE_UID, study)];
-    conditions.extend(series.map(|s| (tags::SERIES_INSTANCE_UID, s)));
-    conditions.extend(sop.map(|s| (tags::SOP_INSTANCE_UID, s)));
-    AttributeQuery {
-        level: QueryLevel::Image,
-        conditions,
-        limit: None,
-        offset: 0,
-        fuzzy_person_names: false,
-    }
-}
-
-fn validate_uids(uids: &[&str]) -> Result<(), HttpError> {
-    for uid in uids {
-        crate::dicom::SopInstanceUid::new(uid)
-            .map_err(|_| HttpError::bad_request(format!("{uid:?} is not a valid UID")))?;
-    }
-    Ok(())
-}
-
-async fn resolve(
-    state: &AppState,
-    query: AttributeQuery,
-) -> Result<Vec<StoredInstance>, HttpError> {
-    let found = state
-        .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
-        .await
-        .map_err(HttpError::internal)?
-        .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    if found.is_empty() {
-        return Err(HttpError::not_found("no such study, series or instance"));
-    }
-    Ok(found)
-}
 
 /// The transfer syntax a retrieve asks for: `None` for "as stored".
 fn requested_transfer_syntax(ranges: &[MediaRange]) -> Result<Option<String>, HttpError> {
@@ -141,7 +102,7 @@ async fn retrieve(
     query: AttributeQuery,
 ) -> Result<Response, HttpError> {
     let target = requested_transfer_syntax(&accepted(&headers))?;
-    let instances = resolve(&state, query).await?;
+    let instances = stored_instances(&state, query).await?;
     if let Some(ts) = &target {
         if let Some(i) = instances
             .iter()
@@ -205,8 +166,7 @@ pub async fn study(
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study])?;
-    retrieve(s, h, selector(study, None, None)).await
+    retrieve(s, h, select_instances(study, None, None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}`
@@ -215,8 +175,7 @@ pub async fn series(
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series])?;
-    retrieve(s, h, selector(study, Some(series), None)).await
+    retrieve(s, h, select_instances(study, Some(series), None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}`
@@ -225,8 +184,7 @@ pub async fn instance(
     Path((study, series, sop)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series, &sop])?;
-    retrieve(s, h, selector(study, Some(series), Some(sop))).await
+    retrieve(s, h, select_instances(study, Some(series), Some(sop))?).await
 }
 
 /// Metadata of the selected instances, straight from the index: a JSON array of the stored
@@ -285,8 +243,7 @@ pub async fn study_metadata(
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study])?;
-    metadata(s, h, selector(study, None, None)).await
+    metadata(s, h, select_instances(study, None, None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/metadata`
@@ -295,8 +252,7 @@ pub async fn series_metadata(
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series])?;
-    metadata(s, h, selector(study, Some(series), None)).await
+    metadata(s, h, select_instances(study, Some(series), None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata`
@@ -305,8 +261,7 @@ pub async fn instance_metadata(
     Path((study, series, sop)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series, &sop])?;
-    metadata(s, h, selector(study, Some(series), Some(sop))).await
+    metadata(s, h, select_instances(study, Some(series), Some(sop))?).await
 }
 
 /// The media type of a compressed frame in `transfer_syntax` (PS3.18 Table 8.7.3-2).
@@ -420,9 +375,8 @@ pub async fn frames(
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series, &sop])?;
     let wanted = frame_list(&list)?;
-    let instance = resolve(&state, selector(study, Some(series), Some(sop)))
+    let instance = stored_instances(&state, select_instances(study, Some(series), Some(sop))?)
         .await?
         .remove(0);
     let file = state
@@ -489,7 +443,6 @@ pub async fn bulkdata(
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    validate_uids(&[&study, &series, &sop])?;
     let tag = (tag.len() == 8)
         .then(|| u32::from_str_radix(&tag, 16).ok())
         .flatten()
@@ -500,7 +453,7 @@ pub async fn bulkdata(
             "bulk data is application/octet-stream; add it to Accept",
         ));
     }
-    let instance = resolve(&state, selector(study, Some(series), Some(sop)))
+    let instance = stored_instances(&state, select_instances(study, Some(series), Some(sop))?)
         .await?
         .remove(0);
     let file = state
