@@ -156,6 +156,16 @@ impl MediaRange {
     }
 }
 
+/// Whether the Accept header takes DICOM JSON (`application/dicom+json`, plain JSON or a wildcard).
+pub fn accepts_dicom_json(headers: &HeaderMap) -> bool {
+    accepted(headers).iter().any(|r| {
+        matches!(
+            r.essence.as_str(),
+            "application/dicom+json" | "application/json" | "*/*" | "application/*"
+        )
+    })
+}
+
 /// Parses an Accept header into media ranges (in the order given; quality values are ignored
 /// except `q=0`, which removes the range). No header means `*/*`.
 pub fn accepted(headers: &HeaderMap) -> Vec<MediaRange> {

@@ -11,7 +11,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use serde_json::Value;
 
-use super::{accepted, base_url};
+use super::base_url;
 use crate::store::query::{
     indexed_attribute, AttributeQuery, QueryLevel, QueryMatch, INDEXED_ATTRIBUTES,
 };
@@ -270,13 +270,7 @@ async fn search(
     level: QueryLevel,
     path: Vec<(Tag, String)>,
 ) -> Result<Response, HttpError> {
-    let acceptable = accepted(&headers).iter().any(|r| {
-        matches!(
-            r.essence.as_str(),
-            "application/dicom+json" | "application/json" | "*/*" | "application/*"
-        )
-    });
-    if !acceptable {
+    if !super::accepts_dicom_json(&headers) {
         return Err(HttpError::not_acceptable(
             "QIDO-RS answers in application/dicom+json; add it to Accept",
         ));

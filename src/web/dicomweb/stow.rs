@@ -92,6 +92,19 @@ struct PartResult {
     outcome: Result<IngestOutcome, (u16, String)>,
 }
 
+impl PartResult {
+    /// A part that failed before its UIDs could be read.
+    fn failed(code: u16, reason: String) -> Self {
+        PartResult {
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            study_instance_uid: String::new(),
+            series_instance_uid: String::new(),
+            outcome: Err((code, reason)),
+        }
+    }
+}
+
 fn failure_reason(e: &IngestError) -> u16 {
     match e {
         IngestError::Unreadable(Part10Error::UnsupportedTransferSyntax(_)) => {
@@ -164,16 +177,10 @@ async fn store_parts(
                         "malformed multipart body: {e}"
                     )));
                 }
-                results.push(PartResult {
-                    sop_class_uid: String::new(),
-                    sop_instance_uid: String::new(),
-                    study_instance_uid: String::new(),
-                    series_instance_uid: String::new(),
-                    outcome: Err((
-                        reason::CANNOT_UNDERSTAND,
-                        format!("malformed multipart body: {e}"),
-                    )),
-                });
+                results.push(PartResult::failed(
+                    reason::CANNOT_UNDERSTAND,
+                    format!("malformed multipart body: {e}"),
+                ));
                 break;
             }
         };
@@ -181,30 +188,18 @@ async fn store_parts(
         let bytes: Bytes = match read_part(field).await {
             Ok(b) => b,
             Err(e) => {
-                results.push(PartResult {
-                    sop_class_uid: String::new(),
-                    sop_instance_uid: String::new(),
-                    study_instance_uid: String::new(),
-                    series_instance_uid: String::new(),
-                    outcome: Err((
-                        reason::CANNOT_UNDERSTAND,
-                        format!("part cannot be read: {e}"),
-                    )),
-                });
+                results.push(PartResult::failed(
+                    reason::CANNOT_UNDERSTAND,
+                    format!("part cannot be read: {e}"),
+                ));
                 break;
             }
         };
         if let Some(t) = part_type.filter(|t| t != "application/dicom") {
-            results.push(PartResult {
-                sop_class_uid: String::new(),
-                sop_instance_uid: String::new(),
-                study_instance_uid: String::new(),
-                series_instance_uid: String::new(),
-                outcome: Err((
-                    reason::CANNOT_UNDERSTAND,
-                    format!("part of type {t} is not application/dicom"),
-                )),
-            });
+            results.push(PartResult::failed(
+                reason::CANNOT_UNDERSTAND,
+                format!("part of type {t} is not application/dicom"),
+            ));
             continue;
         }
         results.push(store_one(&state, &sender, &expected, bytes).await);
@@ -250,13 +245,7 @@ async fn store_one(
     let received = match ReceivedInstance::from_part10(bytes) {
         Ok(r) => r,
         Err(e) => {
-            return PartResult {
-                sop_class_uid: String::new(),
-                sop_instance_uid: String::new(),
-                study_instance_uid: String::new(),
-                series_instance_uid: String::new(),
-                outcome: Err((reason::CANNOT_UNDERSTAND, e.to_string())),
-            }
+            return PartResult::failed(reason::CANNOT_UNDERSTAND, e.to_string());
         }
     };
     match state

@@ -194,13 +194,7 @@ async fn metadata(
     headers: HeaderMap,
     query: AttributeQuery,
 ) -> Result<Response, HttpError> {
-    let acceptable = accepted(&headers).iter().any(|r| {
-        matches!(
-            r.essence.as_str(),
-            "application/dicom+json" | "application/json" | "*/*" | "application/*"
-        )
-    });
-    if !acceptable {
+    if !super::accepts_dicom_json(&headers) {
         return Err(HttpError::not_acceptable(
             "metadata is sent as application/dicom+json; add it to Accept",
         ));
