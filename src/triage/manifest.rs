@@ -369,3 +369,34 @@ pub fn discover(dir: &Path) -> Vec<Result<ModelManifest, ManifestError>> {
     paths.sort();
     paths.iter().map(|p| ModelManifest::load(p)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_bring_your_own_manifests_follow_the_schema() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/available");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path().join("model.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let m: ModelManifest =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!m.labels.is_empty() && !m.provenance.statement.is_empty());
+            checked += 1;
+        }
+        assert!(checked >= 1);
+    }
+
+    #[test]
+    fn torchxrayvision_manifest_has_its_eighteen_labels_in_order() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/available/torchxrayvision-densenet121-res224-all/model.toml");
+        let m: ModelManifest = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(m.labels.len(), 18);
+        assert!(m.labels.iter().enumerate().all(|(i, l)| l.index == i));
+        // 255 maps to 1024 and 0 to -1024.
+        assert!((255.0 * m.preprocess.scale + m.preprocess.offset - 1024.0).abs() < 1e-3);
+    }
+}
