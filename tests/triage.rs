@@ -555,3 +555,83 @@ fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
         String::from_utf8_lossy(&server.http("GET", "/metrics", &[], b"").body).to_string();
     assert!(metrics.contains("tramy_triage_batch_size"), "{metrics}");
 }
+
+#[test]
+fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
+    use dicom_dictionary_std::tags;
+    // The video path a polyp model takes: every 5th frame of the 30-frame ultrasound clip.
+    let manifest = MANIFEST
+        .replace("task = \"binary\"", "task = \"per-frame\"")
+        .replace("modalities = [\"MR\"]", "modalities = [\"US\"]")
+        .replace(
+            "offset = 0.0",
+            "offset = 0.0\nframe_step = 5\nmax_frames = 64",
+        );
+    let (_tmp, dir) = models_dir(&manifest);
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nmodels_dir = \"{}\"\n",
+        dir.parent().unwrap().display()
+    ));
+    let us = repo_root().join("dicom-samples/us_multiframe_jpeg.dcm");
+    assert_success(
+        &pynetdicom(
+            "storescu",
+            &[
+                "-aec",
+                "TRAMY",
+                "--required-contexts",
+                "127.0.0.1",
+                &server.port(),
+                &us.display().to_string(),
+            ],
+        ),
+        "storescu of the clip",
+    );
+    let study = uid("us_multiframe_jpeg.dcm", tags::STUDY_INSTANCE_UID);
+    let findings = wait_for("per-frame findings", || {
+        let v = server
+            .http(
+                "GET",
+                &format!("/api/v1/studies/{study}/findings"),
+                &[],
+                b"",
+            )
+            .json();
+        v.as_array().is_some_and(|a| !a.is_empty()).then_some(v)
+    });
+    let mut frames: Vec<i64> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["frame"].as_i64().unwrap())
+        .collect();
+    frames.sort();
+    assert_eq!(
+        frames,
+        vec![1, 6, 11, 16, 21, 26],
+        "every 5th of 30 frames, 1-based"
+    );
+    // The report names the frame each probability came from.
+    let sr = wait_for("the report", || {
+        let r = server.http(
+            "GET",
+            &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+            &[("Accept", "application/dicom+json")],
+            b"",
+        );
+        let v = r.json();
+        v.as_array().is_some_and(|a| a.len() == 1).then_some(v)
+    });
+    let series = sr[0]["0020000E"]["Value"][0].as_str().unwrap();
+    let metadata = server.http(
+        "GET",
+        &format!("/dicomweb/studies/{study}/series/{series}/metadata"),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&metadata.body);
+    assert!(
+        text.contains("00081160"),
+        "Referenced Frame Number in the report: {text}"
+    );
+}
