@@ -635,3 +635,138 @@ fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
         "Referenced Frame Number in the report: {text}"
     );
 }
+
+fn endoscopy_demo() -> PathBuf {
+    repo_root().join("models/endoscopy-synthetic-demo")
+}
+
+#[test]
+fn the_synthetic_endoscopy_demo_scores_every_frame_of_a_clip_on_default_settings() {
+    use dicom_dictionary_std::tags;
+    // Default settings: models_dir = "models", which holds the synthetic demo.
+    let server = TramyServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip.dcm");
+    let made = Command::new(python())
+        .arg(endoscopy_demo().join("build.py"))
+        .args(["clip", &clip.display().to_string(), "20", "3"])
+        .output()
+        .unwrap();
+    assert_success(&made, "build.py clip");
+    let truth: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_success(
+        &pynetdicom(
+            "storescu",
+            &[
+                "-aec",
+                "TRAMY",
+                "--required-contexts",
+                "127.0.0.1",
+                &server.port(),
+                &clip.display().to_string(),
+            ],
+        ),
+        "storescu of the clip",
+    );
+    let obj = dicom_object::open_file(&clip).unwrap();
+    let study = tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID);
+    let findings = wait_for("20 per-frame findings", || {
+        let v = server
+            .http(
+                "GET",
+                &format!("/api/v1/studies/{study}/findings"),
+                &[],
+                b"",
+            )
+            .json();
+        v.as_array().is_some_and(|a| a.len() == 20).then_some(v)
+    });
+    let agree = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            let frame = f["frame"].as_u64().unwrap() as usize - 1;
+            f["flagged"].as_bool() == truth["polyp"][frame].as_bool()
+        })
+        .count();
+    assert!(
+        agree >= 18,
+        "flags agree with the generated ground truth on {agree}/20 frames"
+    );
+    assert!(findings[0]["statement"]
+        .as_str()
+        .unwrap()
+        .contains("SYNTHETIC DEMO"));
+}
+
+#[test]
+fn eval_on_the_synthetic_endoscopy_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("frames");
+    let made = Command::new(python())
+        .arg(endoscopy_demo().join("build.py"))
+        .args(["frames", &data.display().to_string(), "200", "2"])
+        .output()
+        .unwrap();
+    assert_success(&made, "build.py frames");
+    let out = tmp.path().join("eval.json");
+    let run = tramy(
+        &[
+            "eval",
+            "--model",
+            &endoscopy_demo().display().to_string(),
+            "--data",
+            &data.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    assert_success(&run, "tramy eval");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let auc = report[0]["labels"][0]["auc"].as_f64().unwrap();
+    assert!(
+        auc > 0.95,
+        "the demo separates its own synthetic classes: AUC {auc}"
+    );
+    assert!(text(&run).contains("SYNTHETIC DEMO"));
+}
+
+#[test]
+fn the_committed_demo_model_is_what_build_py_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("build.py");
+    std::fs::copy(endoscopy_demo().join("build.py"), &copy).unwrap();
+    let made = Command::new(python())
+        .arg(&copy)
+        .arg("model")
+        .output()
+        .unwrap();
+    assert_success(&made, "build.py model");
+    // Same weights up to float rounding (numpy versions may differ in the last bits).
+    let compare = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys, onnx, numpy\n\
+             from onnx import numpy_helper\n\
+             a, b = (onnx.load(p) for p in sys.argv[1:3])\n\
+             wa = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}\n\
+             wb = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}\n\
+             assert wa.keys() == wb.keys()\n\
+             print(max(float(numpy.abs(wa[k] - wb[k]).max()) for k in wa))",
+        )
+        .arg(tmp.path().join("model.onnx"))
+        .arg(endoscopy_demo().join("model.onnx"))
+        .output()
+        .unwrap();
+    assert_success(&compare, "comparing weights");
+    let difference: f64 = String::from_utf8_lossy(&compare.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        difference < 1e-4,
+        "model.onnx is what build.py trains (largest weight difference {difference})"
+    );
+}
