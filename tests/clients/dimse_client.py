@@ -63,7 +63,7 @@ def cmd_get_exact(a):
         return 0x0000
 
     ae = AE(ae_title="GETEXACT")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 90
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     roles = []
     classes = sorted(set(a.sop_class))
@@ -118,7 +118,7 @@ def cmd_send_raw(a):
     --sop-class with transfer syntax --ts."""
     raw = pathlib.Path(a.dataset_file).read_bytes()
     ae = AE(ae_title="BADSENDER")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 90
     ae.add_requested_context(a.sop_class, a.ts)
     assoc = ae.associate(a.host, a.port, ae_title=a.aec)
     if not assoc.is_established:
@@ -139,7 +139,7 @@ def cmd_stream(a):
     study = generate_uid()
     series = generate_uid()
     ae = AE(ae_title="STREAMER")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 90
     ts = template.file_meta.TransferSyntaxUID
     ae.add_requested_context(template.SOPClassUID, ts)
     assoc = ae.associate(a.host, a.port, ae_title=a.aec)
