@@ -100,18 +100,7 @@ pub async fn heatmap(
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
-    let instance = super::dicomweb::stored_instances(
-        &state,
-        super::dicomweb::select_instances(study, Some(series), Some(sop))?,
-    )
-    .await?
-    .remove(0);
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
-        .await
-        .map_err(HttpError::internal)?;
+    let (_, file) = super::dicomweb::instance_file(&state, study, series, sop).await?;
     let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
         let (input, _) = crate::triage::preprocess::from_dicom(&file, &model.manifest)
             .map_err(|e| HttpError::not_acceptable(e.to_string()))?;

@@ -118,6 +118,25 @@ pub async fn stored_instances(
     Ok(found)
 }
 
+/// One instance, named by its UIDs, and its stored Part 10 file.
+pub async fn instance_file(
+    state: &AppState,
+    study: String,
+    series: String,
+    sop: String,
+) -> Result<(crate::store::StoredInstance, bytes::Bytes), super::error::HttpError> {
+    let instance = stored_instances(state, select_instances(study, Some(series), Some(sop))?)
+        .await?
+        .remove(0);
+    let file = state
+        .archive
+        .objects
+        .get(&instance.object_key)
+        .await
+        .map_err(super::error::HttpError::internal)?;
+    Ok((instance, file))
+}
+
 /// The base URL of the DICOMweb service as clients see it: `[http] public_url`, else the request's
 /// Host header.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {

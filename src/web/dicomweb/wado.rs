@@ -370,15 +370,7 @@ pub async fn frames(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let wanted = frame_list(&list)?;
-    let instance = stored_instances(&state, select_instances(study, Some(series), Some(sop))?)
-        .await?
-        .remove(0);
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
-        .await
-        .map_err(HttpError::internal)?;
+    let (instance, file) = super::instance_file(&state, study, series, sop).await?;
     let ranges = accepted(&headers);
     let stored_type = frame_media_type(&instance.transfer_syntax_uid);
     // Compressed frames go out as stored when the client takes their media type; otherwise they
@@ -447,15 +439,7 @@ pub async fn bulkdata(
             "bulk data is application/octet-stream; add it to Accept",
         ));
     }
-    let instance = stored_instances(&state, select_instances(study, Some(series), Some(sop))?)
-        .await?
-        .remove(0);
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
-        .await
-        .map_err(HttpError::internal)?;
+    let (_, file) = super::instance_file(&state, study, series, sop).await?;
     let value = tokio::task::spawn_blocking(move || -> Result<Bytes, HttpError> {
         let obj = ReceivedInstance::from_part10(file)
             .map_err(HttpError::internal)?
