@@ -17,9 +17,6 @@ use crate::dicom::json::metadata_json;
 use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
 use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, ObjectStorage};
 
-/// Data sets up to this size are parsed on the async worker; larger ones in the blocking pool.
-const INLINE_PREPARE_LIMIT: usize = 1 << 20;
-
 /// Who sent an instance: recorded with it, the basis of delivery receipts.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -227,16 +224,12 @@ impl Archive {
     ) -> Result<IngestReport, IngestError> {
         self.check_free_space()?;
         let source_ae = sender.source.clone();
-        // Parsing, hashing and serialising are CPU work. A typical instance takes well under a
-        // millisecond, less than a hand-off to the blocking pool costs; large ones go there so
-        // they do not stall other associations.
-        let prepared = if received.dataset.len() <= INLINE_PREPARE_LIMIT {
-            prepare(received, &source_ae)?
-        } else {
-            tokio::task::spawn_blocking(move || prepare(received, &source_ae))
-                .await
-                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??
-        };
+        // Parsing, hashing and serialising are CPU work, and a malformed data set can make the
+        // parser spend long on it (a bogus length it allocates for), so it never runs on the async
+        // workers that serve every other association.
+        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
+            .await
+            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
         let a = &prepared.attributes;
         expected.check(
             "SOP Class UID",
