@@ -210,6 +210,18 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The findings the API serves for `study` (asserting the request succeeds).
+fn findings_of(server: &TramyServer, study: &str) -> Vec<serde_json::Value> {
+    let r = server.http(
+        "GET",
+        &format!("/api/v1/studies/{study}/findings"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
 fn uid(sample: &str, tag: dicom_core::Tag) -> String {
     let obj = dicom_object::open_file(repo_root().join("dicom-samples").join(sample)).unwrap();
     tramy::dicom::attributes::text(&obj, tag)
@@ -240,14 +252,8 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
 
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("the MR finding", || {
-        let r = server.http(
-            "GET",
-            &format!("/api/v1/studies/{study}/findings"),
-            &[],
-            b"",
-        );
-        let v = r.json();
-        (r.status == 200 && v.as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+        let v = findings_of(&server, &study);
+        (!v.is_empty()).then_some(v)
     });
     let f = &findings[0];
     assert_eq!(f["label"], "bright");
@@ -383,13 +389,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
 
     // The CT study is not routed to an MR model: no job, no finding.
     let ct_study = uid("ct_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
-    let r = server.http(
-        "GET",
-        &format!("/api/v1/studies/{ct_study}/findings"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.json(), serde_json::json!([]));
+    assert!(findings_of(&server, &ct_study).is_empty());
     let jobs = server.http("GET", "/api/v1/triage/jobs", &[], b"").json();
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
@@ -529,19 +529,10 @@ fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
     );
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("five findings", || {
-        let v = server
-            .http(
-                "GET",
-                &format!("/api/v1/studies/{study}/findings"),
-                &[],
-                b"",
-            )
-            .json();
-        v.as_array().is_some_and(|a| a.len() == 5).then_some(v)
+        let v = findings_of(&server, &study);
+        (v.len() == 5).then_some(v)
     });
     let probabilities: Vec<f64> = findings
-        .as_array()
-        .unwrap()
         .iter()
         .map(|f| f["probability"].as_f64().unwrap())
         .collect();
@@ -589,19 +580,10 @@ fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
     );
     let study = uid("us_multiframe_jpeg.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("per-frame findings", || {
-        let v = server
-            .http(
-                "GET",
-                &format!("/api/v1/studies/{study}/findings"),
-                &[],
-                b"",
-            )
-            .json();
-        v.as_array().is_some_and(|a| !a.is_empty()).then_some(v)
+        let v = findings_of(&server, &study);
+        (!v.is_empty()).then_some(v)
     });
     let mut frames: Vec<i64> = findings
-        .as_array()
-        .unwrap()
         .iter()
         .map(|f| f["frame"].as_i64().unwrap())
         .collect();
@@ -671,19 +653,10 @@ fn the_synthetic_endoscopy_demo_scores_every_frame_of_a_clip_on_default_settings
     let obj = dicom_object::open_file(&clip).unwrap();
     let study = tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID);
     let findings = wait_for("20 per-frame findings", || {
-        let v = server
-            .http(
-                "GET",
-                &format!("/api/v1/studies/{study}/findings"),
-                &[],
-                b"",
-            )
-            .json();
-        v.as_array().is_some_and(|a| a.len() == 20).then_some(v)
+        let v = findings_of(&server, &study);
+        (v.len() == 20).then_some(v)
     });
     let agree = findings
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|f| {
             let frame = f["frame"].as_u64().unwrap() as usize - 1;
