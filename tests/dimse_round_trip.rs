@@ -397,15 +397,6 @@ fn content(path: &Path) -> (serde_json::Value, Vec<u16>) {
     (json, pixels)
 }
 
-fn dcmtk(tool: &str, args: &[&str], cwd: Option<&Path>) -> std::process::Output {
-    let mut cmd = Command::new(tool);
-    cmd.args(args).env("TCP_NODELAY", "1");
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.output().unwrap_or_else(|e| panic!("{tool} runs: {e}"))
-}
-
 #[test]
 fn dcmtk_clients_round_trip_every_sample() {
     if !dcmtk_available() {

@@ -122,6 +122,22 @@ impl PduStream {
         Ok(())
     }
 
+    /// After an A-ASSOCIATE-RJ, waits (at most `artim`) for the requestor to close the
+    /// connection, as PS3.8 9.2 state Sta13 prescribes. Closing first instead can race the
+    /// requestor reading the RJ: it may see only the closed connection and not learn why.
+    pub async fn await_peer_close(mut self, artim: Duration) {
+        let _ = self.socket.shutdown().await;
+        let mut discard = [0u8; 1024];
+        let _ = tokio::time::timeout(artim, async {
+            while let Ok(n) = self.socket.read(&mut discard).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Sends A-ABORT (service provider) and closes.
     pub async fn abort(mut self) {
         let _ = self
@@ -232,14 +248,21 @@ fn negotiate_context(
     }
 }
 
+/// The longest we wait for a rejected requestor to close the connection (PS3.8 9.1.5 ARTIM).
+const ARTIM: Duration = Duration::from_secs(10);
+
+/// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first.
 async fn reject(
-    stream: &mut PduStream,
+    mut stream: PduStream,
     result: AssociationRJResult,
     source: AssociationRJSource,
 ) -> Result<(), WireError> {
     stream
         .write(&Pdu::AssociationRJ(AssociationRJ { result, source }))
-        .await
+        .await?;
+    let artim = ARTIM.min(stream.timeout);
+    stream.await_peer_close(artim).await;
+    Ok(())
 }
 
 /// Reads the A-ASSOCIATE-RQ on `socket` and answers it: A-ASSOCIATE-RJ for `refusal`, a bad
@@ -260,7 +283,7 @@ pub async fn accept(
     };
     if let Some(refusal) = refusal {
         reject(
-            &mut stream,
+            stream,
             AssociationRJResult::Transient,
             AssociationRJSource::ServiceProviderPresentation(refusal.code),
         )
@@ -269,7 +292,7 @@ pub async fn accept(
     }
     if rq.protocol_version & 1 == 0 {
         reject(
-            &mut stream,
+            stream,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceProviderASCE(
                 AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
@@ -282,7 +305,7 @@ pub async fn accept(
     }
     if rq.application_context_name.trim_end_matches(['\0', ' ']) != APPLICATION_CONTEXT_NAME {
         reject(
-            &mut stream,
+            stream,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
@@ -295,7 +318,7 @@ pub async fn accept(
     let called = rq.called_ae_title.trim().to_string();
     if config.require_called_ae_title && called != config.ae_title.trim() {
         reject(
-            &mut stream,
+            stream,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized,
@@ -313,7 +336,7 @@ pub async fn accept(
             .any(|ae| ae.trim() == calling)
     {
         reject(
-            &mut stream,
+            stream,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,

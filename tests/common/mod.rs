@@ -116,6 +116,35 @@ pub fn dcmtk_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Runs a dcmtk tool (`echoscu`, `storescu`, `findscu`, ...) with `args`, in `cwd` if given.
+pub fn dcmtk(tool: &str, args: &[&str], cwd: Option<&Path>) -> Output {
+    let mut cmd = Command::new(tool);
+    cmd.args(args).env("TCP_NODELAY", "1");
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("{tool} runs: {e}"))
+}
+
+/// Asks for an association with C-ECHO from `calling_ae_title` and returns what the client
+/// printed. dcmtk's echoscu is preferred: pynetdicom's requestor has a race (its ACSE thread can
+/// find the socket already closed after an A-ASSOCIATE-RJ and exit silently) that a loaded CI
+/// machine hits.
+pub fn echo_said(port: &str, calling_ae_title: &str) -> (Output, String) {
+    let args = ["-aet", calling_ae_title, "-aec", "TRAMY", "127.0.0.1", port];
+    let out = if dcmtk_available() {
+        dcmtk("echoscu", &args, None)
+    } else {
+        pynetdicom("echoscu", &args)
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, said)
+}
+
 /// A running `tramy serve`, killed when dropped.
 pub struct TramyServer {
     child: Option<Child>,
