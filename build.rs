@@ -1,7 +1,15 @@
-//! Fetches the ONNX Runtime shared library that AI triage loads at run time (`ort` with
-//! `load-dynamic`), from the PyPI wheel `onnxruntime`, into `target/onnxruntime/`. Nothing here
-//! can fail the build: without Python, pip or network the library is simply absent, and triage
-//! reports so when it is enabled (or `ORT_DYLIB_PATH` points at another copy).
+//! Set-up that needs the network, done as part of `cargo build` so that the README's two
+//! commands are all a fresh machine needs:
+//!
+//! 1. the ONNX Runtime shared library that AI triage loads at run time (`ort` with
+//!    `load-dynamic`), from the PyPI wheel `onnxruntime`, into `target/onnxruntime/`;
+//! 2. the chest X-ray pneumonia model, converted from PyPI `pneumonia-model-package` by
+//!    `models/chest-xray-pneumonia/convert.py` (its weights carry no licence, so they are never
+//!    committed), plus its 16 labelled images in `dicom-samples/fetched/kermany-val/`.
+//!
+//! Nothing here can fail the build: without Python, pip or network the files are simply absent,
+//! `tramy serve` says which model is not installed and how to install it, and triage reports a
+//! missing runtime when it is enabled (or `ORT_DYLIB_PATH` points at another copy).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,9 +19,91 @@ const ONNXRUNTIME_VERSION: &str = "1.31.1";
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=TRAMY_SKIP_ONNXRUNTIME_FETCH");
+    println!("cargo:rerun-if-env-changed=TRAMY_SKIP_MODEL_SETUP");
     let Some(target_dir) = target_dir() else {
         return;
     };
+    if std::env::var_os("TRAMY_SKIP_MODEL_SETUP").is_none() {
+        set_up_pneumonia_model(&target_dir);
+    }
+    fetch_onnxruntime(&target_dir);
+}
+
+/// Converts the pneumonia model unless it and its images are already there. A failure is a
+/// warning, and the build script runs again on the next build until it succeeds.
+fn set_up_pneumonia_model(target_dir: &Path) {
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let folder = root.join("models/chest-xray-pneumonia");
+    let model = folder.join("model.onnx");
+    let images = root.join("dicom-samples/fetched/kermany-val");
+    println!(
+        "cargo:rerun-if-changed={}",
+        folder.join("convert.py").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        folder.join("requirements.txt").display()
+    );
+    if model.is_file() && images.join("PNEUMONIA").is_dir() {
+        return;
+    }
+    // `cargo build --release` and `cargo test` may run this at the same time.
+    let lock = std::fs::File::create(target_dir.join("setup-venv.lock"));
+    let _guard = lock.as_ref().ok().filter(|f| f.lock().is_ok());
+    if model.is_file() && images.join("PNEUMONIA").is_dir() {
+        return;
+    }
+    if let Err(e) = convert_pneumonia_model(target_dir, &folder, &images) {
+        println!("cargo:warning=the chest X-ray pneumonia model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/chest-xray-pneumonia/README.md");
+        // Try again next build.
+        println!("cargo:rerun-if-changed={}", model.display());
+    }
+}
+
+fn convert_pneumonia_model(target_dir: &Path, folder: &Path, images: &Path) -> Result<(), String> {
+    let venv = target_dir.join("setup-venv");
+    let python = venv.join("bin/python");
+    let requirements = folder.join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
+    let marker = venv.join("requirements.installed");
+    if !python.exists() || std::fs::read_to_string(&marker).unwrap_or_default() != wanted {
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements))?;
+        std::fs::write(&marker, wanted).map_err(|e| e.to_string())?;
+    }
+    run(Command::new(&python)
+        .arg(folder.join("convert.py"))
+        .arg("--cache")
+        .arg(target_dir.join("pneumonia-model-package"))
+        .arg("--images")
+        .arg(images))
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    // Our stdout is cargo's instruction channel; the tools' chatter belongs on stderr.
+    let status = command
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})"))
+    }
+}
+
+fn fetch_onnxruntime(target_dir: &Path) {
     let dir = target_dir.join("onnxruntime");
     let lib = dir.join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"));
     println!(

@@ -126,6 +126,9 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
                             .join(", "),
                         m.provenance.statement
                     ),
+                    Err(e @ manifest::ManifestError::NotInstalled { .. }) => {
+                        println!("NOT INSTALLED {e}")
+                    }
                     Err(e) => println!("INVALID {e}"),
                 }
             }

@@ -97,6 +97,10 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     }
     let mut loaded = Vec::new();
     for m in manifest::discover(&config.triage.models_dir) {
+        if let Err(e @ manifest::ManifestError::NotInstalled { .. }) = &m {
+            tracing::warn!("triage model skipped: {e}");
+            continue;
+        }
         let m = m.context("a triage model manifest is invalid (fix it, remove it, or set [triage] enabled = false)")?;
         let name = m.name.clone();
         let model = LoadedModel::load(m, config.triage.device)

@@ -228,6 +228,17 @@ pub struct LabelReport {
     pub roc: Vec<(f64, f64)>,
 }
 
+/// One file's scores, for researchers who want per-case outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleScores {
+    /// The file.
+    pub path: PathBuf,
+    /// Probability per label name (lower case).
+    pub probabilities: BTreeMap<String, f32>,
+    /// Truth per label name, as the data set says.
+    pub truth: BTreeMap<String, bool>,
+}
+
 /// Results for one model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelReport {
@@ -249,6 +260,8 @@ pub struct ModelReport {
     pub latency_p95_ms: f64,
     /// Images per second, one at a time.
     pub throughput_per_s: f64,
+    /// Every file's scores, in data set order.
+    pub scores: Vec<ExampleScores>,
 }
 
 /// Evaluates `model` on `examples`, calling `progress` after each file.
@@ -260,6 +273,7 @@ pub fn evaluate(
 ) -> Result<ModelReport, EvalError> {
     let mut per_label: BTreeMap<String, Vec<(f32, bool)>> = BTreeMap::new();
     let mut latencies = Vec::with_capacity(examples.len());
+    let mut per_example = Vec::with_capacity(examples.len());
     let started = Instant::now();
     for example in examples {
         let (scores, seconds) = score(model, &example.path)?;
@@ -270,6 +284,11 @@ pub fn evaluate(
                 per_label.entry(key).or_default().push((*p, *t));
             }
         }
+        per_example.push(ExampleScores {
+            path: example.path.clone(),
+            probabilities: scores,
+            truth: example.truth.clone(),
+        });
         progress();
     }
     let total = started.elapsed().as_secs_f64();
@@ -326,6 +345,7 @@ pub fn evaluate(
         } else {
             0.0
         },
+        scores: per_example,
     })
 }
 

@@ -189,6 +189,16 @@ pub struct Provenance {
     pub statement: String,
 }
 
+/// How a model file that may not be redistributed is produced on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setup {
+    /// The command that writes the model file, run from the repository root.
+    pub command: String,
+    /// Why the file is not shipped.
+    pub why: String,
+}
+
 /// A model manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +222,10 @@ pub struct ModelManifest {
     pub labels: Vec<Label>,
     /// Where it comes from.
     pub provenance: Provenance,
+    /// For models converted at set-up rather than shipped: how to produce the file. Until it
+    /// exists the model is "not installed" (a warning), not a broken manifest (an error).
+    #[serde(default)]
+    pub setup: Option<Setup>,
     /// Folder the manifest was read from (not in the file).
     #[serde(skip)]
     pub folder: PathBuf,
@@ -235,6 +249,18 @@ pub enum ManifestError {
         path: PathBuf,
         /// What TOML said (names the field).
         source: toml::de::Error,
+    },
+    /// The manifest is fine but its model file is produced at set-up and is not there yet.
+    #[error("{path}: model file {model} is not installed yet ({why}); produce it with: {command}")]
+    NotInstalled {
+        /// The manifest.
+        path: PathBuf,
+        /// The missing model file.
+        model: PathBuf,
+        /// Why it is not shipped.
+        why: String,
+        /// The command that produces it.
+        command: String,
     },
     /// A value out of range or inconsistent.
     #[error("{path}: {reason}")]
@@ -265,6 +291,23 @@ impl ModelManifest {
                 path: path.to_owned(),
                 reason,
             })?;
+        if !manifest.model_path().is_file() {
+            return Err(match &manifest.setup {
+                Some(setup) => ManifestError::NotInstalled {
+                    path: path.to_owned(),
+                    model: manifest.model_path(),
+                    why: setup.why.clone(),
+                    command: setup.command.clone(),
+                },
+                None => ManifestError::Invalid {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "model file {} does not exist",
+                        manifest.model_path().display()
+                    ),
+                },
+            });
+        }
         Ok(manifest)
     }
 
@@ -327,12 +370,6 @@ impl ModelManifest {
                 "provenance.statement is empty; say what the model may and may not be used for"
                     .into(),
             );
-        }
-        if !self.model_path().is_file() {
-            return Err(format!(
-                "model file {} does not exist",
-                self.model_path().display()
-            ));
         }
         Ok(())
     }

@@ -32,6 +32,30 @@ fn filter(name: &str) -> FilterType {
     }
 }
 
+/// Nearest-neighbour resize sampling each output pixel's centre, `(x + 0.5) * in / out`, with
+/// the coordinate accumulated step by step exactly as Pillow's `ImagingScaleAffine` does (and so
+/// Keras' `load_img`): a model trained on Pillow-resized images sees the same pixels here.
+fn nearest(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
+    let sources = |len_in: u32, len_out: u32| -> Vec<u32> {
+        let step = f64::from(len_in) / f64::from(len_out);
+        let mut at = step * 0.5;
+        (0..len_out)
+            .map(|_| {
+                let index = (at as u32).min(len_in.saturating_sub(1));
+                at += step;
+                index
+            })
+            .collect()
+    };
+    let columns = sources(image.width(), width);
+    let rows = sources(image.height(), height);
+    let rgb = image.to_rgb8();
+    let out = image::RgbImage::from_fn(width, height, |x, y| {
+        *rgb.get_pixel(columns[x as usize], rows[y as usize])
+    });
+    DynamicImage::ImageRgb8(out)
+}
+
 /// The frames a model looks at: 1 for single-image models; every `frame_step`-th frame, at most
 /// `max_frames`, for per-frame models.
 pub fn sampled_frames(manifest: &ModelManifest, number_of_frames: u32) -> Vec<u32> {
@@ -57,7 +81,13 @@ pub fn from_dicom(
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let has_voi = matches!(decoded.window(), Ok(Some(w)) if !w.is_empty())
+        || matches!(decoded.voi_lut_sequence(), Ok(Some(l)) if !l.is_empty());
     let voi = match manifest.preprocess.window {
+        // 8-bit pixels without a VOI (digitised film, a photo) already are display values, as
+        // viewers show them; stretching them to their own min..max would change what a model
+        // trained on the original images sees.
+        Window::Image if !has_voi && decoded.bits_allocated() == 8 => VoiLutOption::Identity,
         Window::Image => VoiLutOption::Default,
         Window::FullRange => VoiLutOption::Normalize,
         Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
@@ -105,6 +135,8 @@ fn to_tensor(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
     for (n, image) in images.iter().enumerate() {
         let resized = if image.width() == input.width && image.height() == input.height {
             image.clone()
+        } else if p.resize_filter == "nearest" {
+            nearest(image, input.width, input.height)
         } else if image.width() >= 4 * input.width && image.height() >= 4 * input.height {
             // Large reductions (a 2000-pixel radiograph to a 224 input): area-average to twice
             // the target first, which is fast and alias-free, then the manifest's filter.
