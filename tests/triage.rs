@@ -743,3 +743,267 @@ fn the_committed_demo_model_is_what_build_py_trains() {
         "model.onnx is what build.py trains (largest weight difference {difference})"
     );
 }
+
+/// The pneumonia model (converted by build.rs) and its 16 labelled images; converted here with
+/// the test environment's Python when build.rs could not do it.
+fn pneumonia_model() -> (PathBuf, PathBuf) {
+    use fs4::fs_std::FileExt;
+    let folder = repo_root().join("models/chest-xray-pneumonia");
+    let images = repo_root().join("dicom-samples/fetched/kermany-val");
+    let python = python();
+    let lock =
+        std::fs::File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pneumonia.lock"))
+            .unwrap();
+    lock.lock_exclusive().unwrap();
+    if !folder.join("model.onnx").is_file() || !images.join("PNEUMONIA").is_dir() {
+        let out = Command::new(python)
+            .arg(folder.join("convert.py"))
+            .arg("--images")
+            .arg(&images)
+            .output()
+            .unwrap();
+        assert_success(&out, "models/chest-xray-pneumonia/convert.py");
+    }
+    FileExt::unlock(&lock).unwrap();
+    (folder, images)
+}
+
+/// The Keras model's own pneumonia probability per image file name (recorded once with
+/// TensorFlow by record_keras_reference.py).
+fn keras_reference() -> std::collections::BTreeMap<String, f64> {
+    let path = repo_root().join("models/chest-xray-pneumonia/keras-reference.json");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["file"].as_str().unwrap().to_string(),
+                i["softmax_pneumonia"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// How far tramy's probabilities may be from Keras' on the same JPEG: the two decode JPEG with
+/// different IDCTs (Rust `image`/`jpeg-decoder` vs libjpeg-turbo), a difference of a grey level
+/// in some pixels; measured at most 0.003.
+const JPEG_DECODER_TOLERANCE: f64 = 0.01;
+
+#[test]
+fn the_pneumonia_onnx_conversion_matches_the_keras_model_within_1e_4() {
+    let (folder, _) = pneumonia_model();
+    let out = Command::new(python())
+        .arg(folder.join("convert.py"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_success(&out, "convert.py --check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["images"], 16, "{stdout}");
+    assert!(
+        summary["worst_max_abs_diff"].as_f64().unwrap() <= 1e-4 && summary["parity"] == true,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("\"same_input_as_keras\": true").count(),
+        16,
+        "the check fed ONNX exactly the tensors Keras saw: {stdout}"
+    );
+}
+
+#[test]
+fn eval_on_the_sixteen_kermany_images_reproduces_the_keras_model() {
+    let (folder, images) = pneumonia_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("eval.json");
+    let roc = tmp.path().join("roc");
+    let run = tramy(
+        &[
+            "eval",
+            "--model",
+            &folder.display().to_string(),
+            "--data",
+            &images.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--roc-dir",
+            &roc.display().to_string(),
+        ],
+        &[],
+    );
+    assert_success(&run, "tramy eval");
+    assert!(text(&run).contains("Research use only"), "{}", text(&run));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let reference = keras_reference();
+    let scores = report[0]["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 16);
+    for s in scores {
+        let file = PathBuf::from(s["path"].as_str().unwrap());
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let ours = s["probabilities"]["pneumonia"].as_f64().unwrap();
+        let keras = reference[&name];
+        assert!(
+            (ours - keras).abs() <= JPEG_DECODER_TOLERANCE,
+            "{name}: tramy {ours} vs Keras {keras}"
+        );
+        assert_eq!(
+            s["truth"]["pneumonia"].as_bool().unwrap(),
+            name.starts_with("person"),
+            "the folder names are the labels"
+        );
+    }
+    let label = &report[0]["labels"][0];
+    // Keras itself: 6 of 8 pneumonia flagged, 1 of 8 normal flagged (13/16 right).
+    assert_eq!(
+        label["confusion"],
+        serde_json::json!([6, 1, 7, 2]),
+        "{label}"
+    );
+    assert!(
+        (label["auc"].as_f64().unwrap() - 0.906).abs() < 0.02,
+        "{label}"
+    );
+    assert_eq!(
+        &std::fs::read(roc.join("roc-pneumonia.png")).unwrap()[..4],
+        b"\x89PNG"
+    );
+}
+
+#[test]
+fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr() {
+    use dicom_dictionary_std::tags;
+    let (_, images) = pneumonia_model();
+    let fetch = Command::new(repo_root().join("dicom-samples/fetch-chest-cr.sh"))
+        .output()
+        .unwrap();
+    assert_success(&fetch, "dicom-samples/fetch-chest-cr.sh");
+    let cr = repo_root().join("dicom-samples/fetched/chest_cr_rg1_explicit_le.dcm");
+    let tmp = tempfile::tempdir().unwrap();
+    let dx = tmp.path().join("dx.dcm");
+    let jpeg = "person1946_bacteria_4874.jpeg";
+    assert_success(
+        &Command::new(python())
+            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
+            .arg(images.join("PNEUMONIA").join(jpeg))
+            .arg(&dx)
+            .output()
+            .unwrap(),
+        "wrap_jpeg_as_dx.py",
+    );
+
+    // Default settings: models_dir = "models", where build.rs put the converted model.
+    let server = TramyServer::start();
+    assert_success(
+        &pynetdicom(
+            "storescu",
+            &[
+                "-aec",
+                "TRAMY",
+                "--required-contexts",
+                "127.0.0.1",
+                &server.port(),
+                &cr.display().to_string(),
+                &dx.display().to_string(),
+            ],
+        ),
+        "storescu of the chest CR and the DX",
+    );
+    let study_of = |path: &std::path::Path| {
+        tramy::dicom::attributes::text(
+            &dicom_object::open_file(path).unwrap(),
+            tags::STUDY_INSTANCE_UID,
+        )
+    };
+    let pneumonia_finding = |study: &str| {
+        wait_for("a pneumonia finding", || {
+            findings_of(&server, study)
+                .into_iter()
+                .find(|f| f["model"] == "chest-xray-pneumonia-kermany")
+        })
+    };
+
+    let dx_study = study_of(&dx);
+    let f = pneumonia_finding(&dx_study);
+    let keras = keras_reference()[jpeg];
+    let ours = f["probability"].as_f64().unwrap();
+    assert!(
+        (ours - keras).abs() <= JPEG_DECODER_TOLERANCE,
+        "DX of {jpeg}: tramy {ours} vs Keras {keras}"
+    );
+    assert_eq!(f["label"], "pneumonia");
+    assert_eq!(f["flagged"], true);
+    assert_eq!(f["urgency"], "urgent");
+    assert!(f["statement"]
+        .as_str()
+        .unwrap()
+        .contains("Research use only"));
+
+    // The adult CR is out of the model's (paediatric) distribution, but it is scored and says so.
+    let cr_study = study_of(&cr);
+    let f = pneumonia_finding(&cr_study);
+    assert!((0.0..=1.0).contains(&f["probability"].as_f64().unwrap()));
+    assert!(f["statement"].as_str().unwrap().contains("paediatric"));
+
+    // The flagged DX is at the top of the worklist.
+    let worklist = server.http("GET", "/api/v1/worklist", &[], b"").json();
+    assert_eq!(
+        worklist[0]["study_instance_uid"],
+        dx_study.as_str(),
+        "{worklist}"
+    );
+
+    // Each study holds a Comprehensive SR: found by C-FIND, retrieved by WADO-RS.
+    for study in [&dx_study, &cr_study] {
+        let sr_series = wait_for("the SR series", || {
+            let r = server.http(
+                "GET",
+                &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+                &[("Accept", "application/dicom+json")],
+                b"",
+            );
+            let v = r.json();
+            v[0]["0020000E"]["Value"][0].as_str().map(str::to_string)
+        });
+        let find = pynetdicom(
+            "findscu",
+            &[
+                "-aec",
+                "TRAMY",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                &format!("StudyInstanceUID={study}"),
+                "-k",
+                "Modality=SR",
+                "-k",
+                "SeriesInstanceUID=",
+                "127.0.0.1",
+                &server.port(),
+            ],
+        );
+        assert_success(&find, "findscu");
+        assert!(text(&find).contains(&sr_series), "{}", text(&find));
+        let r = server.http(
+            "GET",
+            &format!("/dicomweb/studies/{study}/series/{sr_series}"),
+            &[("Accept", "multipart/related; type=\"application/dicom\"")],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        let body = String::from_utf8_lossy(&r.body);
+        for expected in [
+            "DICM",
+            "1.2.840.10008.5.1.4.1.1.88.33",
+            "chest-xray-pneumonia-kermany",
+            "Pneumonia",
+            "Research use only",
+        ] {
+            assert!(body.contains(expected), "the SR holds {expected:?}");
+        }
+    }
+}
