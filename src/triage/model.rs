@@ -70,9 +70,20 @@ impl LoadedModel {
     pub fn load(manifest: ModelManifest, device: Device) -> Result<LoadedModel, ModelError> {
         let env = environment(device)?;
         let path = manifest.model_path();
-        let load_err = |e: ort::Error| ModelError::Load {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        let load_err = |e: ort::Error| {
+            let mut reason = e.to_string();
+            if device == Device::Cuda && reason.contains("CUDA") {
+                reason.push_str(&format!(
+                    " (the ONNX Runtime library {} cannot use CUDA: point ORT_DYLIB_PATH at the \
+                     onnxruntime-gpu library, with its CUDA and cuDNN libraries on \
+                     LD_LIBRARY_PATH; see the README's GPU section)",
+                    super::runtime::library_path().display()
+                ));
+            }
+            ModelError::Load {
+                path: path.display().to_string(),
+                reason,
+            }
         };
         let session = Session::builder(env)
             .map_err(load_err)?
