@@ -9,6 +9,7 @@ use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::imageops::FilterType;
 use image::DynamicImage;
 use ndarray::Array4;
+use rayon::prelude::*;
 
 use super::manifest::{Layout, ModelManifest, Window};
 
@@ -93,8 +94,9 @@ pub fn from_dicom(
         Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
     };
     let frames = sampled_frames(manifest, decoded.number_of_frames());
+    // Frames of a clip are independent: convert them in parallel.
     let images = frames
-        .iter()
+        .par_iter()
         .map(|&f| {
             decoded
                 .to_dynamic_image_with_options(
