@@ -49,18 +49,8 @@ fn pending_responses(out: &std::process::Output) -> usize {
 }
 
 fn store_all_with_pynetdicom(server: &TramyServer, samples: &[Sample]) {
-    let mut args = vec!["-aec", "TRAMY", "--required-contexts", "127.0.0.1"];
-    let port = server.port();
-    args.push(&port);
-    let paths: Vec<String> = samples
-        .iter()
-        .map(|s| s.path.display().to_string())
-        .collect();
-    args.extend(paths.iter().map(String::as_str));
-    let out = pynetdicom("storescu", &args);
-    assert_success(&out, "pynetdicom storescu");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!log.contains("E: "), "storescu reported errors:\n{log}");
+    let paths: Vec<&Path> = samples.iter().map(|s| s.path.as_path()).collect();
+    server.store_files(&paths, "pynetdicom storescu");
 }
 
 fn assert_get_exact_round_trip(server: &TramyServer, samples: &[Sample]) {
@@ -498,19 +488,7 @@ fn a_real_seven_megabyte_chest_cr_round_trips_over_many_pdus() {
     assert_success(&fetch, "dicom-samples/fetch-chest-cr.sh");
     let cr = repo_root().join("dicom-samples/fetched/chest_cr_rg1_explicit_le.dcm");
     let server = TramyServer::start();
-    let port = server.port();
-    let out = pynetdicom(
-        "storescu",
-        &[
-            "-aec",
-            "TRAMY",
-            "--required-contexts",
-            "127.0.0.1",
-            &port,
-            &cr.display().to_string(),
-        ],
-    );
-    assert_success(&out, "storescu of the chest CR");
+    server.store_files(&[&cr], "storescu of the chest CR");
     let obj = open_file(&cr).unwrap();
     let sample = Sample {
         patient_id: tramy::dicom::attributes::text(&obj, tags::PATIENT_ID),

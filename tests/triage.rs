@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -79,6 +79,27 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `tramy eval` of the model in `model` on `data`, writing its JSON and ROC PNGs (`roc/`)
+/// into `dir`; returns the printed table and the JSON report.
+fn eval(model: &Path, data: &Path, dir: &Path) -> (String, serde_json::Value) {
+    let out = dir.join("eval.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .arg("eval")
+        .arg("--model")
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--roc-dir")
+        .arg(dir.join("roc"))
+        .output()
+        .unwrap();
+    assert_success(&run, "tramy eval");
+    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (text(&run), report)
 }
 
 #[test]
@@ -222,6 +243,42 @@ fn findings_of(server: &TramyServer, study: &str) -> Vec<serde_json::Value> {
     r.json().as_array().cloned().unwrap_or_default()
 }
 
+/// The SR series of `study`, as QIDO-RS lists them (DICOM JSON).
+fn qido_sr_series(server: &TramyServer, study: &str) -> serde_json::Value {
+    server
+        .http(
+            "GET",
+            &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+            &[("Accept", "application/dicom+json")],
+            b"",
+        )
+        .json()
+}
+
+/// What pynetdicom's findscu prints for a Study Root SERIES query for the SR series of `study`.
+fn c_find_sr_series(server: &TramyServer, study: &str) -> String {
+    let find = pynetdicom(
+        "findscu",
+        &[
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "-k",
+            "Modality=SR",
+            "-k",
+            "SeriesInstanceUID=",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&find, "findscu");
+    text(&find)
+}
+
 fn uid(sample: &str, tag: dicom_core::Tag) -> String {
     let obj = dicom_object::open_file(repo_root().join("dicom-samples").join(sample)).unwrap();
     tramy::dicom::attributes::text(&obj, tag)
@@ -283,13 +340,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
 
     // The findings are also a Comprehensive SR (TID 1500) in the study, found by QIDO-RS and
     // C-FIND and retrievable with the images.
-    let sr_series = server.http(
-        "GET",
-        &format!("/dicomweb/studies/{study}/series?Modality=SR"),
-        &[("Accept", "application/dicom+json")],
-        b"",
-    );
-    let series = sr_series.json();
+    let series = qido_sr_series(&server, &study);
     assert_eq!(series.as_array().map(Vec::len), Some(1), "{series}");
     let series_uid = series[0]["0020000E"]["Value"][0]
         .as_str()
@@ -319,24 +370,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
         report.contains(&uid("mr_small_explicit_le.dcm", tags::SOP_INSTANCE_UID)),
         "the SR references its source image"
     );
-    let find = pynetdicom(
-        "findscu",
-        &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=SERIES",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "-k",
-            "Modality=SR",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert_success(&find, "findscu");
-    let said = text(&find);
+    let said = c_find_sr_series(&server, &study);
     assert_eq!(
         said.matches("0xFF00 (Pending)").count(),
         1,
@@ -456,29 +490,11 @@ fn eval_reports_auc_sensitivity_specificity_latency_and_roc_on_a_labelled_set() 
                 .unwrap();
         }
     }
-    let out = tmp.path().join("eval.json");
-    let roc = tmp.path().join("roc");
-    let run = tramy(
-        &[
-            "eval",
-            "--model",
-            &dir.display().to_string(),
-            "--data",
-            &data.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--roc-dir",
-            &roc.display().to_string(),
-        ],
-        &[],
-    );
-    assert_success(&run, "tramy eval");
-    let table = text(&run);
+    let (table, report) = eval(&dir, &data, tmp.path());
     assert!(
         table.contains("test-brightness") && table.contains("0.985"),
         "{table}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let label = &report[0]["labels"][0];
     // The one bright square below mid-grey outranks 8 dark ones, ties one, loses to one.
     assert!(
@@ -492,7 +508,7 @@ fn eval_reports_auc_sensitivity_specificity_latency_and_roc_on_a_labelled_set() 
     assert!(ci[0].as_f64().unwrap() < 0.985 && ci[1].as_f64().unwrap() >= 0.985);
     assert!(report[0]["latency_p50_ms"].as_f64().unwrap() > 0.0);
     assert!(report[0]["throughput_per_s"].as_f64().unwrap() > 0.0);
-    let png = std::fs::read(roc.join("roc-bright.png")).unwrap();
+    let png = std::fs::read(tmp.path().join("roc/roc-bright.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 }
 
@@ -504,7 +520,7 @@ fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
         "[triage]\nmodels_dir = \"{}\"\nmax_wait_ms = 200\n",
         dir.parent().unwrap().display()
     ));
-    let variants: Vec<String> = [
+    let variants: Vec<PathBuf> = [
         "mr_small_explicit_le",
         "mr_small_implicit_le",
         "mr_small_explicit_be",
@@ -512,21 +528,10 @@ fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
         "mr_small_j2k_lossless",
     ]
     .iter()
-    .map(|v| {
-        repo_root()
-            .join(format!("dicom-samples/{v}.dcm"))
-            .display()
-            .to_string()
-    })
+    .map(|v| repo_root().join(format!("dicom-samples/{v}.dcm")))
     .collect();
-    let mut args = vec!["-aec", "TRAMY", "--required-contexts", "127.0.0.1"];
-    let port = server.port();
-    args.push(&port);
-    args.extend(variants.iter().map(String::as_str));
-    assert_success(
-        &pynetdicom("storescu", &args),
-        "storescu of the MR variants",
-    );
+    let files: Vec<&Path> = variants.iter().map(PathBuf::as_path).collect();
+    server.store_files(&files, "storescu of the MR variants");
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("five findings", || {
         let v = findings_of(&server, &study);
@@ -564,20 +569,7 @@ fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
         dir.parent().unwrap().display()
     ));
     let us = repo_root().join("dicom-samples/us_multiframe_jpeg.dcm");
-    assert_success(
-        &pynetdicom(
-            "storescu",
-            &[
-                "-aec",
-                "TRAMY",
-                "--required-contexts",
-                "127.0.0.1",
-                &server.port(),
-                &us.display().to_string(),
-            ],
-        ),
-        "storescu of the clip",
-    );
+    server.store_files(&[&us], "storescu of the clip");
     let study = uid("us_multiframe_jpeg.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("per-frame findings", || {
         let v = findings_of(&server, &study);
@@ -595,13 +587,7 @@ fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
     );
     // The report names the frame each probability came from.
     let sr = wait_for("the report", || {
-        let r = server.http(
-            "GET",
-            &format!("/dicomweb/studies/{study}/series?Modality=SR"),
-            &[("Accept", "application/dicom+json")],
-            b"",
-        );
-        let v = r.json();
+        let v = qido_sr_series(&server, &study);
         v.as_array().is_some_and(|a| a.len() == 1).then_some(v)
     });
     let series = sr[0]["0020000E"]["Value"][0].as_str().unwrap();
@@ -636,20 +622,7 @@ fn the_synthetic_endoscopy_demo_scores_every_frame_of_a_clip_on_default_settings
         .unwrap();
     assert_success(&made, "build.py clip");
     let truth: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
-    assert_success(
-        &pynetdicom(
-            "storescu",
-            &[
-                "-aec",
-                "TRAMY",
-                "--required-contexts",
-                "127.0.0.1",
-                &server.port(),
-                &clip.display().to_string(),
-            ],
-        ),
-        "storescu of the clip",
-    );
+    server.store_files(&[&clip], "storescu of the clip");
     let obj = dicom_object::open_file(&clip).unwrap();
     let study = tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID);
     let findings = wait_for("20 per-frame findings", || {
@@ -683,27 +656,13 @@ fn eval_on_the_synthetic_endoscopy_set() {
         .output()
         .unwrap();
     assert_success(&made, "build.py frames");
-    let out = tmp.path().join("eval.json");
-    let run = tramy(
-        &[
-            "eval",
-            "--model",
-            &endoscopy_demo().display().to_string(),
-            "--data",
-            &data.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-        &[],
-    );
-    assert_success(&run, "tramy eval");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (table, report) = eval(&endoscopy_demo(), &data, tmp.path());
     let auc = report[0]["labels"][0]["auc"].as_f64().unwrap();
     assert!(
         auc > 0.95,
         "the demo separates its own synthetic classes: AUC {auc}"
     );
-    assert!(text(&run).contains("SYNTHETIC DEMO"));
+    assert!(table.contains("SYNTHETIC DEMO"));
 }
 
 #[test]
@@ -819,25 +778,8 @@ fn the_pneumonia_onnx_conversion_matches_the_keras_model_within_1e_4() {
 fn eval_on_the_sixteen_kermany_images_reproduces_the_keras_model() {
     let (folder, images) = pneumonia_model();
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("eval.json");
-    let roc = tmp.path().join("roc");
-    let run = tramy(
-        &[
-            "eval",
-            "--model",
-            &folder.display().to_string(),
-            "--data",
-            &images.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--roc-dir",
-            &roc.display().to_string(),
-        ],
-        &[],
-    );
-    assert_success(&run, "tramy eval");
-    assert!(text(&run).contains("Research use only"), "{}", text(&run));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (table, report) = eval(&folder, &images, tmp.path());
+    assert!(table.contains("Research use only"), "{table}");
     let reference = keras_reference();
     let scores = report[0]["scores"].as_array().unwrap();
     assert_eq!(scores.len(), 16);
@@ -868,7 +810,7 @@ fn eval_on_the_sixteen_kermany_images_reproduces_the_keras_model() {
         "{label}"
     );
     assert_eq!(
-        &std::fs::read(roc.join("roc-pneumonia.png")).unwrap()[..4],
+        &std::fs::read(tmp.path().join("roc/roc-pneumonia.png")).unwrap()[..4],
         b"\x89PNG"
     );
 }
@@ -897,21 +839,7 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
 
     // Default settings: models_dir = "models", where build.rs put the converted model.
     let server = TramyServer::start();
-    assert_success(
-        &pynetdicom(
-            "storescu",
-            &[
-                "-aec",
-                "TRAMY",
-                "--required-contexts",
-                "127.0.0.1",
-                &server.port(),
-                &cr.display().to_string(),
-                &dx.display().to_string(),
-            ],
-        ),
-        "storescu of the chest CR and the DX",
-    );
+    server.store_files(&[&cr, &dx], "storescu of the chest CR and the DX");
     let study_of = |path: &std::path::Path| {
         tramy::dicom::attributes::text(
             &dicom_object::open_file(path).unwrap(),
@@ -959,35 +887,12 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
     // Each study holds a Comprehensive SR: found by C-FIND, retrieved by WADO-RS.
     for study in [&dx_study, &cr_study] {
         let sr_series = wait_for("the SR series", || {
-            let r = server.http(
-                "GET",
-                &format!("/dicomweb/studies/{study}/series?Modality=SR"),
-                &[("Accept", "application/dicom+json")],
-                b"",
-            );
-            let v = r.json();
-            v[0]["0020000E"]["Value"][0].as_str().map(str::to_string)
+            qido_sr_series(&server, study)[0]["0020000E"]["Value"][0]
+                .as_str()
+                .map(str::to_string)
         });
-        let find = pynetdicom(
-            "findscu",
-            &[
-                "-aec",
-                "TRAMY",
-                "-S",
-                "-k",
-                "QueryRetrieveLevel=SERIES",
-                "-k",
-                &format!("StudyInstanceUID={study}"),
-                "-k",
-                "Modality=SR",
-                "-k",
-                "SeriesInstanceUID=",
-                "127.0.0.1",
-                &server.port(),
-            ],
-        );
-        assert_success(&find, "findscu");
-        assert!(text(&find).contains(&sr_series), "{}", text(&find));
+        let said = c_find_sr_series(&server, study);
+        assert!(said.contains(&sr_series), "{said}");
         let r = server.http(
             "GET",
             &format!("/dicomweb/studies/{study}/series/{sr_series}"),

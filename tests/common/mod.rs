@@ -213,6 +213,28 @@ impl TramyServer {
         self.wait_ready();
     }
 
+    /// Sends `files` with pynetdicom's storescu, each in its own transfer syntax, and asserts
+    /// that every one was stored.
+    pub fn store_files(&self, files: &[&Path], what: &str) {
+        let port = self.port();
+        let mut args = vec![
+            "-aec".to_string(),
+            "TRAMY".into(),
+            "--required-contexts".into(),
+            "127.0.0.1".into(),
+            port,
+        ];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pynetdicom("storescu", &args);
+        assert_success(&out, what);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !log.contains("E: "),
+            "{what}: storescu reported errors:\n{log}"
+        );
+    }
+
     /// The ports of the last "tramy is ready" line of the log.
     fn logged_ports(&self) -> Option<(u16, u16)> {
         let log = self.log();
