@@ -315,6 +315,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A panic (always a bug; third-party decoders' panics on damaged pixel data are contained
+    // and become refusals) goes to the log like every other event, with where it happened.
+    std::panic::set_hook(Box::new(|info| {
+        if tramy::dicom::pixels::is_contained() {
+            tracing::debug!(panic = %info, "a pixel decoder gave up on damaged data");
+        } else {
+            tracing::error!(panic = %info, "internal error; please report it");
+        }
+    }));
     let command = match cli.command {
         Command::Models { command } => return models(command),
         Command::Eval {

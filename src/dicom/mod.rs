@@ -4,6 +4,7 @@
 //! Nothing here knows about sockets, HTTP or databases.
 
 pub mod attributes;
+pub mod declared_lengths;
 pub mod json;
 pub mod part10;
 pub mod pixels;

@@ -38,6 +38,36 @@ pub enum PixelError {
     Encode(String),
 }
 
+/// Runs third-party pixel code that can panic on damaged data (dicom-rs' RLE decoder indexes past
+/// a segment that decodes short) and turns a panic into `on_panic(reason)`: damaged pixel data is
+/// bad input, refused like any other, and never takes a worker down.
+pub fn contained<T, E>(
+    f: impl FnOnce() -> Result<T, E>,
+    on_panic: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    let outer = CONTAINING.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.set(outer);
+    result.unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "decoder failure".into());
+        Err(on_panic(format!("the pixel data is damaged ({reason})")))
+    })
+}
+
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`contained`]: a panic hook uses it to tell a decoder's panic on
+/// damaged input (refused, logged quietly) from a bug.
+pub fn is_contained() -> bool {
+    CONTAINING.get()
+}
+
 fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
@@ -48,6 +78,10 @@ fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
 /// Converts a Part 10 file to `target` (decoding compressed pixel data when needed) and returns
 /// the new Part 10 file.
 pub fn transcode(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelError> {
+    contained(|| transcode_unguarded(part10, target), PixelError::Decode)
+}
+
+fn transcode_unguarded(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelError> {
     let ts = TransferSyntaxRegistry
         .get(target)
         .ok_or_else(|| PixelError::Target(target.to_string()))?;
@@ -63,6 +97,13 @@ pub fn transcode(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelError> {
 /// Decodes the given frames (1-based) of a Part 10 file to native little-endian sample bytes,
 /// as WADO-RS sends uncompressed frames (PS3.18 8.7.3.3.2).
 pub fn decode_frames(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
+    contained(
+        || decode_frames_unguarded(part10, wanted),
+        PixelError::Decode,
+    )
+}
+
+fn decode_frames_unguarded(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
     let obj = open(part10)?;
     let decoded = obj
         .decode_pixel_data()
@@ -116,6 +157,17 @@ pub struct RenderOptions {
 /// Decodes `frame` (1-based) of a Part 10 file to an 8-bit image through the VOI window
 /// (`None`: the image's own, or its full range when it has none).
 pub fn frame_image(
+    part10: &[u8],
+    frame: u32,
+    window: Option<(f64, f64)>,
+) -> Result<image::DynamicImage, PixelError> {
+    contained(
+        || frame_image_unguarded(part10, frame, window),
+        PixelError::Decode,
+    )
+}
+
+fn frame_image_unguarded(
     part10: &[u8],
     frame: u32,
     window: Option<(f64, f64)>,

@@ -75,6 +75,16 @@ pub fn from_dicom(
     part10: &[u8],
     manifest: &ModelManifest,
 ) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
+    crate::dicom::pixels::contained(
+        || from_dicom_unguarded(part10, manifest),
+        PreprocessError::Decode,
+    )
+}
+
+fn from_dicom_unguarded(
+    part10: &[u8],
+    manifest: &ModelManifest,
+) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(Cursor::new(part10))

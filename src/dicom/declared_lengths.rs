@@ -1,0 +1,247 @@
+//! A pre-check of a data set's declared value lengths, before the full parse.
+//!
+//! dicom-rs reads a value by first allocating and zero-filling a buffer of the length its header
+//! declares, then filling it. One flipped bit in a 40 kB data set (say an `SL` VR read as an
+//! unknown VR, PS3.5 7.1.2) misaligns the rest, and the parser then zero-fills gigabytes for a
+//! garbage length before it notices the end of the input: seconds of CPU and memory per request,
+//! a denial of service in waiting. This walk reads only element headers (PS3.5 7.1, 7.5) the way
+//! dicom-rs does and refuses any defined length longer than the bytes left, so every allocation
+//! the real parse makes is bounded by the size of what was received.
+//!
+//! It is deliberately conservative: where it cannot follow the encoding (deflated data sets, an
+//! undefined-length `UN` whose content is implicit VR) it stops and lets the parser decide.
+
+use dicom_core::{Tag, VR};
+
+/// Which header layout the data set uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoding {
+    /// Explicit VR (every syntax but Implicit VR Little Endian).
+    pub explicit_vr: bool,
+    /// Big endian (only the retired Explicit VR Big Endian).
+    pub big_endian: bool,
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const SEQUENCE_DELIMITATION: Tag = Tag(0xFFFE, 0xE0DD);
+const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+
+/// VRs whose explicit-VR header has a 16-bit length (PS3.5 Table 7.1-2); any other VR, an
+/// unknown one included (dicom-rs reads it as UN), has 2 reserved bytes and a 32-bit length.
+fn has_short_length(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+/// Checks every defined length against the bytes that remain. `Err` names the element, its
+/// offset and the lengths, for the refusal the sender sees.
+pub fn check(dataset: &[u8], encoding: Encoding) -> Result<(), String> {
+    let u16_at = |at: usize| -> Option<u16> {
+        let b = dataset.get(at..at + 2)?;
+        Some(if encoding.big_endian {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b = dataset.get(at..at + 4)?;
+        Some(if encoding.big_endian {
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        } else {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        })
+    };
+    let mut at = 0usize;
+    // Inside encapsulated pixel data, items are fragments: opaque bytes, not data sets.
+    let mut in_fragments = false;
+    // A truncated header ends the walk: the parser reports truncation itself, cheaply.
+    while let (Some(group), Some(element)) = (u16_at(at), u16_at(at + 2)) {
+        let tag = Tag(group, element);
+        let (length, header, is_container) = if group == 0xFFFE {
+            let Some(length) = u32_at(at + 4) else {
+                return Ok(());
+            };
+            // Items of a sequence hold data sets: walk into them. Fragments are skipped.
+            (length, 8, tag == ITEM && !in_fragments)
+        } else if encoding.explicit_vr {
+            let Some(vr) = dataset.get(at + 4..at + 6) else {
+                return Ok(());
+            };
+            let vr = [vr[0], vr[1]];
+            let (length, header) = if has_short_length(vr) {
+                match u16_at(at + 6) {
+                    Some(l) => (u32::from(l), 8),
+                    None => return Ok(()),
+                }
+            } else {
+                match u32_at(at + 8) {
+                    Some(l) => (l, 12),
+                    None => return Ok(()),
+                }
+            };
+            if length == UNDEFINED && &vr == b"UN" {
+                // Its content is implicit VR little endian (PS3.5 6.2.2): beyond this walk.
+                return Ok(());
+            }
+            (length, header, &vr == b"SQ" || length == UNDEFINED)
+        } else {
+            let Some(length) = u32_at(at + 4) else {
+                return Ok(());
+            };
+            let sequence = crate::dicom::attributes::dictionary_vr(tag) == VR::SQ;
+            (length, 8, sequence || length == UNDEFINED)
+        };
+        let value_start = at + header;
+        if tag == SEQUENCE_DELIMITATION {
+            in_fragments = false;
+        }
+        if tag == PIXEL_DATA && length == UNDEFINED {
+            in_fragments = true;
+        }
+        if is_container || length == UNDEFINED || (group == 0xFFFE && tag != ITEM) {
+            // Sequence and item headers are followed by their content, delimiters by nothing.
+            at = value_start;
+            continue;
+        }
+        let remaining = dataset.len().saturating_sub(value_start);
+        if length as usize > remaining {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {at} declares a {length}-byte value but only {remaining} bytes follow"
+            ));
+        }
+        at = value_start + length as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPLICIT_LE: Encoding = Encoding {
+        explicit_vr: true,
+        big_endian: false,
+    };
+    const IMPLICIT_LE: Encoding = Encoding {
+        explicit_vr: false,
+        big_endian: false,
+    };
+
+    fn short(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(tag.0.to_le_bytes());
+        out.extend(tag.1.to_le_bytes());
+        out.extend(vr);
+        out.extend((value.len() as u16).to_le_bytes());
+        out.extend(value);
+        out
+    }
+
+    fn long(tag: (u16, u16), vr: &[u8; 2], length: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(tag.0.to_le_bytes());
+        out.extend(tag.1.to_le_bytes());
+        out.extend(vr);
+        out.extend([0, 0]);
+        out.extend(length.to_le_bytes());
+        out
+    }
+
+    fn item(tag: (u16, u16), length: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(tag.0.to_le_bytes());
+        out.extend(tag.1.to_le_bytes());
+        out.extend(length.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_well_formed_data_set_with_sequences_and_fragments_passes() {
+        let mut ds = short((0x0008, 0x0060), b"CS", b"CT");
+        ds.extend(long((0x0008, 0x1140), b"SQ", UNDEFINED));
+        ds.extend(item((0xFFFE, 0xE000), UNDEFINED));
+        ds.extend(short((0x0008, 0x1150), b"UI", b"1.2\0"));
+        ds.extend(item((0xFFFE, 0xE00D), 0));
+        ds.extend(item((0xFFFE, 0xE0DD), 0));
+        ds.extend(long((0x7FE0, 0x0010), b"OB", UNDEFINED));
+        ds.extend(item((0xFFFE, 0xE000), 0));
+        ds.extend(item((0xFFFE, 0xE000), 4));
+        ds.extend([0xFF, 0xD8, 0xFF, 0xD9]);
+        ds.extend(item((0xFFFE, 0xE0DD), 0));
+        assert_eq!(check(&ds, EXPLICIT_LE), Ok(()));
+    }
+
+    #[test]
+    fn a_length_beyond_the_end_is_refused_with_the_element_named() {
+        let mut ds = short((0x0008, 0x0060), b"CS", b"CT");
+        ds.extend(long((0x0009, 0x0010), b"OB", 0xFFFF_FFF0));
+        ds.extend([0u8; 16]);
+        let err = check(&ds, EXPLICIT_LE).unwrap_err();
+        assert!(
+            err.contains("(0009,0010)") && err.contains("4294967280"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_vr_is_read_with_a_32_bit_length_as_dicom_rs_does() {
+        // "RL" is no VR: 2 reserved bytes, then a 32-bit length.
+        let mut ds = long((0x0019, 0x105E), b"RL", 4);
+        ds.extend([1, 2, 3, 4]);
+        assert_eq!(check(&ds, EXPLICIT_LE), Ok(()));
+        let ds = long((0x0019, 0x105E), b"RL", 4000);
+        assert!(check(&ds, EXPLICIT_LE).is_err());
+    }
+
+    #[test]
+    fn oversized_lengths_inside_sequence_items_and_fragments_are_found() {
+        let mut ds = long((0x0008, 0x1140), b"SQ", UNDEFINED);
+        ds.extend(item((0xFFFE, 0xE000), UNDEFINED));
+        ds.extend(long((0x0009, 0x1001), b"UN", 1 << 30));
+        assert!(check(&ds, EXPLICIT_LE).is_err());
+        let mut ds = long((0x7FE0, 0x0010), b"OB", UNDEFINED);
+        ds.extend(item((0xFFFE, 0xE000), 1 << 30));
+        assert!(check(&ds, EXPLICIT_LE).is_err());
+    }
+
+    #[test]
+    fn implicit_vr_uses_the_dictionary_to_tell_sequences_from_values() {
+        // (0008,1140) Referenced Image Sequence, defined length 0; then a value.
+        let mut ds = item((0x0008, 0x1140), 0);
+        ds.extend(item((0x0008, 0x0060), 2));
+        ds.extend(b"CT");
+        assert_eq!(check(&ds, IMPLICIT_LE), Ok(()));
+        let mut ds = item((0x0008, 0x0060), 200);
+        ds.extend(b"CT");
+        assert!(check(&ds, IMPLICIT_LE).is_err());
+    }
+
+    #[test]
+    fn a_truncated_header_is_left_to_the_parser() {
+        assert_eq!(check(&[0x08, 0x00, 0x60], EXPLICIT_LE), Ok(()));
+    }
+}

@@ -1,0 +1,133 @@
+//! The server never panics on input. Every sample, damaged in many seeded ways (bytes flipped,
+//! length fields overwritten, truncated), goes through what tramy does with a received instance:
+//! parse and validate as ingest does, and, for what is accepted, everything later requests do
+//! with the stored file (metadata, rendering, frame decoding, transcoding, triage
+//! preprocessing). Each step may refuse; none may panic.
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use common::samples;
+use tramy::dicom::pixels::{self, RenderOptions, RenderedFormat};
+use tramy::dicom::{InstanceAttributes, ReceivedInstance};
+
+/// xorshift64*: deterministic, so a failure names a seed that reproduces it.
+struct Damage(u64);
+
+impl Damage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// One kind of damage to a data set's bytes.
+    fn apply(&mut self, dataset: &[u8]) -> Vec<u8> {
+        let mut bytes = dataset.to_vec();
+        match self.below(4) {
+            0 => {
+                for _ in 0..1 + self.below(8) {
+                    let i = self.below(bytes.len());
+                    bytes[i] ^= 1 << self.below(8);
+                }
+            }
+            1 => {
+                // A length field (or anything) replaced by a huge or odd 32-bit value.
+                let i = self.below(bytes.len().saturating_sub(4));
+                let value: u32 = [
+                    0xFFFF_FFFF,
+                    0xFFFF_FFFE,
+                    0x7FFF_FFFF,
+                    0x0000_0001,
+                    0x00FF_FFFF,
+                ][self.below(5)];
+                bytes[i..i + 4].copy_from_slice(&value.to_le_bytes());
+            }
+            2 => {
+                // A 16-bit length (explicit VR short form) replaced.
+                let i = self.below(bytes.len().saturating_sub(2));
+                let value: u16 = [0xFFFF, 0xFFFE, 0x0001, 0x8000][self.below(4)];
+                bytes[i..i + 2].copy_from_slice(&value.to_le_bytes());
+            }
+            _ => {
+                bytes.truncate(self.below(bytes.len()));
+            }
+        }
+        bytes
+    }
+}
+
+/// What tramy does with one received data set; refusals are fine, panics are not.
+fn handle(transfer_syntax: &str, dataset: Vec<u8>) {
+    let received = ReceivedInstance::from_dataset(transfer_syntax, Bytes::from(dataset));
+    let Ok(obj) = received.parse() else { return };
+    let Ok(attributes) = InstanceAttributes::from_dataset(&obj) else {
+        return;
+    };
+    let _ = tramy::dicom::json::metadata_json(&obj);
+    let Ok(part10) = received.to_part10(
+        attributes.sop_class_uid.as_str(),
+        attributes.sop_instance_uid.as_str(),
+        None,
+    ) else {
+        return;
+    };
+    let options = RenderOptions {
+        window: None,
+        viewport: Some((64, 64)),
+        format: RenderedFormat::Png,
+    };
+    let _ = pixels::render(&part10, 1, &options);
+    let _ = pixels::decode_frames(&part10, &[1]);
+    let _ = pixels::transcode(&part10, "1.2.840.10008.1.2.1");
+    if tramy::dicom::transcode::is_native(transfer_syntax) {
+        let _ = tramy::dicom::transcode::transcode_native(
+            &received.dataset,
+            transfer_syntax,
+            "1.2.840.10008.1.2",
+        );
+    }
+    let manifest = tramy::triage::ModelManifest::load(
+        &common::repo_root().join("models/endoscopy-synthetic-demo/model.toml"),
+    )
+    .expect("the demo manifest loads");
+    let _ = tramy::triage::preprocess::from_dicom(&part10, &manifest);
+}
+
+#[test]
+fn damaged_data_sets_are_refused_or_handled_never_panic() {
+    let mut panics = Vec::new();
+    for path in samples() {
+        let file = Bytes::from(std::fs::read(&path).unwrap());
+        let original = ReceivedInstance::from_part10(file).unwrap();
+        // Every frame of the 30-frame clip is decoded four times per case: fewer cases there.
+        let cases: u64 = if original.dataset.len() > 200_000 {
+            6
+        } else {
+            60
+        };
+        for seed in 1..=cases {
+            let mut damage = Damage(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let dataset = damage.apply(&original.dataset);
+            let ts = original.transfer_syntax.clone();
+            if std::env::var_os("TRAMY_TRACE_DAMAGE").is_some() {
+                eprintln!("{} seed {seed}", path.display());
+            }
+            if catch_unwind(AssertUnwindSafe(|| handle(&ts, dataset))).is_err() {
+                panics.push(format!("{} seed {seed}", path.display()));
+            }
+        }
+    }
+    assert!(
+        panics.is_empty(),
+        "{} damaged data sets made tramy panic: {panics:#?}",
+        panics.len()
+    );
+}
