@@ -59,6 +59,23 @@ fn has_short_length(vr: [u8; 2]) -> bool {
 /// Checks every defined length against the bytes that remain. `Err` names the element, its
 /// offset and the lengths, for the refusal the sender sees.
 pub fn check(dataset: &[u8], encoding: Encoding) -> Result<(), String> {
+    walk(dataset, encoding, false)
+}
+
+/// The same check for a File Meta Information group (PS3.10 7.1: explicit VR little endian),
+/// stopping where group 0002 ends and the data set, in its own encoding, begins.
+pub fn check_file_meta(meta_and_rest: &[u8]) -> Result<(), String> {
+    walk(
+        meta_and_rest,
+        Encoding {
+            explicit_vr: true,
+            big_endian: false,
+        },
+        true,
+    )
+}
+
+fn walk(dataset: &[u8], encoding: Encoding, meta_only: bool) -> Result<(), String> {
     let u16_at = |at: usize| -> Option<u16> {
         let b = dataset.get(at..at + 2)?;
         Some(if encoding.big_endian {
@@ -80,6 +97,9 @@ pub fn check(dataset: &[u8], encoding: Encoding) -> Result<(), String> {
     let mut in_fragments = false;
     // A truncated header ends the walk: the parser reports truncation itself, cheaply.
     while let (Some(group), Some(element)) = (u16_at(at), u16_at(at + 2)) {
+        if meta_only && group != 0x0002 {
+            return Ok(());
+        }
         let tag = Tag(group, element);
         let (length, header, is_container) = if group == 0xFFFE {
             let Some(length) = u32_at(at + 4) else {
@@ -238,6 +258,16 @@ mod tests {
         let mut ds = item((0x0008, 0x0060), 200);
         ds.extend(b"CT");
         assert!(check(&ds, IMPLICIT_LE).is_err());
+    }
+
+    #[test]
+    fn the_file_meta_check_stops_where_group_0002_ends() {
+        let mut file = short((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2\0");
+        // Implicit VR data set after it: not walked as explicit VR.
+        file.extend(item((0x0008, 0x0060), 0x7000_0000));
+        assert_eq!(check_file_meta(&file), Ok(()));
+        let file = long((0x0002, 0x0001), b"OB", 0x7000_0000);
+        assert!(check_file_meta(&file).is_err());
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl ReceivedInstance {
         if file.len() < 132 || &file[128..132] != b"DICM" {
             return Err(Part10Error::NotPart10);
         }
+        super::declared_lengths::check_file_meta(&file[132..]).map_err(Part10Error::BadMeta)?;
         let mut cursor = Cursor::new(&file[128..]);
         let meta = FileMetaTable::from_reader(&mut cursor)
             .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
