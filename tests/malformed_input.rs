@@ -161,3 +161,86 @@ fn damaged_data_sets_are_refused_or_handled_never_panic() {
         panics.len()
     );
 }
+
+#[test]
+fn damaged_pdus_are_refused_or_decoded_never_panic() {
+    use dicom_ul::pdu::{
+        AssociationRQ, PDataValue, PDataValueType, Pdu, PresentationContextProposed,
+        UserVariableItem,
+    };
+    // What a modality sends first and most: an A-ASSOCIATE-RQ and P-DATA-TF.
+    let association = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "MODALITY".into(),
+        called_ae_title: "TRAMY".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into(), "1.2.840.10008.1.2".into()],
+        }],
+        user_variables: vec![
+            UserVariableItem::MaxLength(16384),
+            UserVariableItem::ImplementationClassUID("1.2.3.4".into()),
+            UserVariableItem::ImplementationVersionName("TEST".into()),
+        ],
+    });
+    let data = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: 1,
+            value_type: PDataValueType::Data,
+            is_last: true,
+            data: vec![0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'C', b'T'],
+        }],
+    };
+    let mut panics = Vec::new();
+    for (name, pdu) in [("A-ASSOCIATE-RQ", association), ("P-DATA-TF", data)] {
+        let mut bytes = Vec::new();
+        dicom_ul::write_pdu(&mut bytes, &pdu).unwrap();
+        for seed in 1..=400u64 {
+            let mut damage = Damage(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let damaged = damage.apply(&bytes);
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let _ = dicom_ul::read_pdu(&damaged[..], dicom_ul::pdu::MAXIMUM_PDU_SIZE, false);
+            }));
+            if outcome.is_err() {
+                panics.push(format!("{name} seed {seed}"));
+            }
+        }
+    }
+    assert!(panics.is_empty(), "{panics:#?}");
+}
+
+#[test]
+fn damaged_command_sets_are_refused_or_decoded_never_panic_nor_over_allocate() {
+    use dicom_dictionary_std::tags;
+    use tramy::dimse::message::{Command, CommandBuilder};
+    let c_store = CommandBuilder::new(0x0001)
+        .uid(tags::AFFECTED_SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.2")
+        .u16(tags::MESSAGE_ID, 7)
+        .u16(tags::PRIORITY, 0)
+        .uid(tags::AFFECTED_SOP_INSTANCE_UID, "1.2.3.4.5.6.7.8.9")
+        .ae(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE, "MODALITY")
+        .dataset(true)
+        .encode()
+        .unwrap();
+    let mut panics = Vec::new();
+    for seed in 1..=400u64 {
+        let mut damage = Damage(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let damaged = damage.apply(&c_store);
+        if catch_unwind(AssertUnwindSafe(|| {
+            let _ = Command::decode(&damaged);
+        }))
+        .is_err()
+        {
+            panics.push(format!("seed {seed}"));
+        }
+    }
+    assert!(panics.is_empty(), "{panics:#?}");
+    // A length no command set can have is refused before anything is allocated for it.
+    let mut huge = c_store.clone();
+    // The length of the element after the group length (implicit VR: tag, then 32-bit length).
+    huge[16..20].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let refused = Command::decode(&huge).unwrap_err().to_string();
+    assert!(refused.contains("declares"), "{refused}");
+}

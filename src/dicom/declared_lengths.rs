@@ -11,7 +11,30 @@
 //! It is deliberately conservative: where it cannot follow the encoding (deflated data sets, an
 //! undefined-length `UN` whose content is implicit VR) it stops and lets the parser decide.
 
+use std::io::Cursor;
+
 use dicom_core::{Tag, VR};
+use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntax};
+use dicom_object::InMemDicomObject;
+
+/// Implicit VR Little Endian (PS3.5 A.1): the one syntax whose headers carry no VR.
+const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
+
+/// Parses a data set encoded in `ts` after checking its declared lengths: the one way tramy
+/// parses data sets that come from outside (instances, command sets, query identifiers).
+pub fn read_dataset(bytes: &[u8], ts: &TransferSyntax) -> Result<InMemDicomObject, String> {
+    // A deflated data set's bytes are not element headers; the inflater bounds itself.
+    if !matches!(ts.codec(), Codec::Dataset(_)) {
+        check(
+            bytes,
+            Encoding {
+                explicit_vr: ts.uid() != IMPLICIT_VR_LITTLE_ENDIAN,
+                big_endian: ts.endianness() == Endianness::Big,
+            },
+        )?;
+    }
+    InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), ts).map_err(|e| e.to_string())
+}
 
 /// Which header layout the data set uses.
 #[derive(Debug, Clone, Copy)]

@@ -16,9 +16,6 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use sha2::{Digest, Sha256};
 
-/// Implicit VR Little Endian (PS3.5 A.1): the one syntax whose headers carry no VR.
-const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
-
 /// Implementation Class UID written into the meta groups tramy creates (PS3.7 D.3.3.2).
 pub const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1452.1";
 /// Implementation Version Name written alongside it.
@@ -107,25 +104,10 @@ impl ReceivedInstance {
                 reason: "the data set is empty".into(),
             });
         }
-        if !matches!(
-            ts.codec(),
-            dicom_encoding::transfer_syntax::Codec::Dataset(_)
-        ) {
-            let encoding = super::declared_lengths::Encoding {
-                explicit_vr: ts.uid() != IMPLICIT_VR_LITTLE_ENDIAN,
-                big_endian: ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big,
-            };
-            super::declared_lengths::check(&self.dataset, encoding).map_err(|reason| {
-                Part10Error::BadDataSet {
-                    transfer_syntax: self.transfer_syntax.clone(),
-                    reason,
-                }
-            })?;
-        }
-        InMemDicomObject::read_dataset_with_ts(Cursor::new(&self.dataset[..]), ts).map_err(|e| {
+        super::declared_lengths::read_dataset(&self.dataset, ts).map_err(|reason| {
             Part10Error::BadDataSet {
                 transfer_syntax: self.transfer_syntax.clone(),
-                reason: e.to_string(),
+                reason,
             }
         })
     }

@@ -3,10 +3,7 @@
 //! the syntax an instance was stored in. Compressed syntaxes need pixel codecs and are not
 //! converted here.
 
-use std::io::Cursor;
-
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::part10::Part10Error;
@@ -32,13 +29,12 @@ pub fn transcode_native(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>,
             .ok_or_else(|| Part10Error::UnsupportedTransferSyntax(uid.to_string()))
     };
     let (from_ts, to_ts) = (lookup(from)?, lookup(to)?);
-    let obj =
-        InMemDicomObject::read_dataset_with_ts(Cursor::new(dataset), from_ts).map_err(|e| {
-            Part10Error::BadDataSet {
-                transfer_syntax: from.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+    let obj = super::declared_lengths::read_dataset(dataset, from_ts).map_err(|reason| {
+        Part10Error::BadDataSet {
+            transfer_syntax: from.to_string(),
+            reason,
+        }
+    })?;
     let mut out = Vec::with_capacity(dataset.len());
     obj.write_dataset_with_ts(&mut out, to_ts)
         .map_err(|e| Part10Error::BadDataSet {

@@ -3,8 +3,6 @@
 //! keys filled from the index (instance-level keys the index has no column for come from the
 //! instance's stored DICOM JSON metadata).
 
-use std::io::Cursor;
-
 use bytes::Bytes;
 use dicom_core::header::Header;
 use dicom_core::value::PrimitiveValue;
@@ -45,7 +43,7 @@ pub fn decode_identifier(
             format!("unsupported transfer syntax {transfer_syntax}"),
         )
     })?;
-    InMemDicomObject::read_dataset_with_ts(Cursor::new(&bytes[..]), ts).map_err(|e| {
+    crate::dicom::declared_lengths::read_dataset(&bytes[..], ts).map_err(|e| {
         identifier_error(
             super::message::status::CANNOT_UNDERSTAND,
             format!("identifier cannot be decoded: {e}"),

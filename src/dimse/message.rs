@@ -1,8 +1,6 @@
 //! DIMSE messages (PS3.7 6.3, 9.3): the command set, always Implicit VR Little Endian with its
 //! group length first, and the command field and status codes tramy uses.
 
-use std::io::Cursor;
-
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -95,8 +93,8 @@ impl Command {
     /// Decodes a command set.
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-        let elements = InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), &ts)
-            .map_err(|e| CommandError::Malformed(e.to_string()))?;
+        let elements = crate::dicom::declared_lengths::read_dataset(bytes, &ts)
+            .map_err(CommandError::Malformed)?;
         Ok(Command { elements })
     }
 
