@@ -76,6 +76,8 @@ fn convert_pneumonia_model(target_dir: &Path, folder: &Path, images: &Path) -> R
                 "pip",
                 "install",
                 "--quiet",
+                "--retries=1",
+                "--timeout=20",
                 "--disable-pip-version-check",
                 "-r",
             ])
@@ -137,6 +139,8 @@ fn fetch(dir: &Path, lib: &Path) -> Result<(), String> {
             "pip",
             "download",
             "--quiet",
+            "--retries=1",
+            "--timeout=20",
             "--no-deps",
             "--only-binary=:all:",
         ])

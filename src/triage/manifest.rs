@@ -427,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_model_file_is_not_installed_with_setup_and_invalid_without() {
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/chest-xray-pneumonia/model.toml");
+        let text = std::fs::read_to_string(shipped).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.toml");
+        std::fs::write(&path, &text).unwrap();
+        match ModelManifest::load(&path) {
+            Err(ManifestError::NotInstalled { command, .. }) => {
+                assert!(command.contains("convert.py"), "{command}")
+            }
+            other => panic!("expected NotInstalled, got {other:?}"),
+        }
+        let without_setup = text.replace("[setup]", "[unused]");
+        let without_setup = without_setup
+            .lines()
+            .filter(|l| !l.starts_with("command =") && !l.starts_with("why ="))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("[unused]\n", "");
+        std::fs::write(&path, without_setup).unwrap();
+        match ModelManifest::load(&path) {
+            Err(ManifestError::Invalid { reason, .. }) => {
+                assert!(reason.contains("does not exist"), "{reason}")
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn torchxrayvision_manifest_has_its_eighteen_labels_in_order() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models/available/torchxrayvision-densenet121-res224-all/model.toml");
