@@ -259,17 +259,7 @@ fn transfer_syntaxes_that_cannot_be_produced_get_406_with_a_way_out() {
 fn dimse_and_dicomweb_see_each_others_instances_at_once() {
     let server = start();
     let ct_file = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
-    let out = pynetdicom(
-        "storescu",
-        &[
-            "-aec",
-            "TRAMY",
-            "127.0.0.1",
-            &server.port(),
-            &ct_file.display().to_string(),
-        ],
-    );
-    assert_success(&out, "storescu");
+    server.store_files(&[&ct_file], "storescu");
     let r = server.http(
         "GET",
         "/dicomweb/studies?ModalitiesInStudy=CT",

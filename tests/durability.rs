@@ -124,20 +124,10 @@ fn acknowledged_instances_survive_sigkill_and_no_orphans_remain() {
 #[test]
 fn an_object_written_without_its_index_row_is_removed_at_start_up() {
     let mut server = TramyServer::start();
-    let out = pynetdicom(
+    server.store_files(
+        &[&repo_root().join("dicom-samples/ct_small_explicit_le.dcm")],
         "storescu",
-        &[
-            "-aec",
-            "TRAMY",
-            "127.0.0.1",
-            &server.port(),
-            &repo_root()
-                .join("dicom-samples/ct_small_explicit_le.dcm")
-                .display()
-                .to_string(),
-        ],
     );
-    assert_success(&out, "storescu");
     server.kill();
     // What a crash between the object write and the index commit leaves behind.
     let orphan = server

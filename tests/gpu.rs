@@ -107,40 +107,24 @@ fn cuda_scores_match_the_cpu_in_eval_and_on_arrival() {
         "wrap_jpeg_as_dx.py",
     );
     let server = TramyServer::start_with_config("[triage]\ndevice = \"cuda\"\n");
-    assert_success(
-        &pynetdicom(
-            "storescu",
-            &[
-                "-aec",
-                "TRAMY",
-                "127.0.0.1",
-                &server.port(),
-                &dx.display().to_string(),
-            ],
-        ),
-        "storescu",
-    );
+    // JPEG Baseline: store_files proposes each file's own transfer syntax.
+    server.store_files(&[&dx], "storescu of the DX");
     let study = tramy::dicom::attributes::text(
         &dicom_object::open_file(&dx).unwrap(),
         dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
+    let finding = wait_for("a finding on CUDA", || {
         let r = server.http(
             "GET",
             &format!("/api/v1/studies/{study}/findings"),
             &[],
             b"",
         );
-        if let Some(f) = r.json().as_array().and_then(|v| {
+        r.json().as_array().and_then(|v| {
             v.iter()
                 .find(|f| f["model"] == "chest-xray-pneumonia-kermany")
                 .cloned()
-        }) {
-            assert_eq!(f["flagged"], true, "{f}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no finding on CUDA");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        })
+    });
+    assert_eq!(finding["flagged"], true, "{finding}");
 }

@@ -73,6 +73,12 @@ fn tramy(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `tramy models check` on the models folder holding `model_dir`.
+fn models_check(model_dir: &Path, envs: &[(&str, &str)]) -> Output {
+    let root = model_dir.parent().unwrap().display().to_string();
+    tramy(&["models", "check", "--dir", &root], envs)
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -167,15 +173,7 @@ fn preprocessing_and_inference_match_python_onnxruntime() {
 #[test]
 fn a_bad_manifest_is_an_error_naming_the_file_and_the_field() {
     let (_tmp, dir) = models_dir(&MANIFEST.replace("channels = 1", "channels = 2"));
-    let check = tramy(
-        &[
-            "models",
-            "check",
-            "--dir",
-            &dir.parent().unwrap().display().to_string(),
-        ],
-        &[],
-    );
+    let check = models_check(&dir, &[]);
     assert!(!check.status.success());
     let said = text(&check);
     assert!(
@@ -184,15 +182,7 @@ fn a_bad_manifest_is_an_error_naming_the_file_and_the_field() {
     );
 
     let (_tmp, dir) = models_dir(&MANIFEST.replace("statement = ", "statment = "));
-    let check = tramy(
-        &[
-            "models",
-            "check",
-            "--dir",
-            &dir.parent().unwrap().display().to_string(),
-        ],
-        &[],
-    );
+    let check = models_check(&dir, &[]);
     assert!(!check.status.success());
     assert!(
         text(&check).contains("statment"),
@@ -204,31 +194,12 @@ fn a_bad_manifest_is_an_error_naming_the_file_and_the_field() {
 #[test]
 fn a_missing_onnx_runtime_library_is_a_clear_error() {
     let (_tmp, dir) = models_dir(MANIFEST);
-    let check = tramy(
-        &[
-            "models",
-            "check",
-            "--dir",
-            &dir.parent().unwrap().display().to_string(),
-        ],
+    let check = models_check(
+        &dir,
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
     assert!(!check.status.success());
     assert!(text(&check).contains("ORT_DYLIB_PATH"), "{}", text(&check));
-}
-
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 /// The findings the API serves for `study` (asserting the request succeeds).
@@ -294,18 +265,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
     ));
     let mr = repo_root().join("dicom-samples/mr_small_explicit_le.dcm");
     let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
-    let out = pynetdicom(
-        "storescu",
-        &[
-            "-aec",
-            "TRAMY",
-            "127.0.0.1",
-            &server.port(),
-            &mr.display().to_string(),
-            &ct.display().to_string(),
-        ],
-    );
-    assert_success(&out, "storescu");
+    server.store_files(&[&mr, &ct], "storescu");
 
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("the MR finding", || {
@@ -445,17 +405,7 @@ fn a_model_failing_on_an_instance_dead_letters_it_with_the_reason_and_the_server
         dir.parent().unwrap().display()
     ));
     let sr = repo_root().join("dicom-samples/sr_comprehensive.dcm");
-    let out = pynetdicom(
-        "storescu",
-        &[
-            "-aec",
-            "TRAMY",
-            "127.0.0.1",
-            &server.port(),
-            &sr.display().to_string(),
-        ],
-    );
-    assert_success(&out, "storescu of a report");
+    server.store_files(&[&sr], "storescu of a report");
     let dead = wait_for("the dead letter", || {
         let v = server
             .http("GET", "/api/v1/triage/jobs?state=dead", &[], b"")

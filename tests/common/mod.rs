@@ -145,6 +145,18 @@ pub fn echo_said(port: &str, calling_ae_title: &str) -> (Output, String) {
     (out, said)
 }
 
+/// Polls `probe` every 100 ms until it yields a value; fails the test after 60 s naming `what`.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running `tramy serve`, killed when dropped.
 pub struct TramyServer {
     child: Option<Child>,
