@@ -2,12 +2,13 @@
 //! decode (every transfer syntax with a decoder), modality LUT and VOI window to 8 bits with
 //! MONOCHROME1 inverted, resize, scale/offset, per-channel normalisation, layout.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::imageops::FilterType;
-use image::DynamicImage;
+use image::{DynamicImage, GenericImageView, Pixel};
 use ndarray::Array4;
 use rayon::prelude::*;
 
@@ -50,9 +51,11 @@ fn nearest(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
     };
     let columns = sources(image.width(), width);
     let rows = sources(image.height(), height);
-    let rgb = image.to_rgb8();
+    // Only the sampled pixels are converted, not a full-size copy of a 2000-pixel radiograph.
     let out = image::RgbImage::from_fn(width, height, |x, y| {
-        *rgb.get_pixel(columns[x as usize], rows[y as usize])
+        image
+            .get_pixel(columns[x as usize], rows[y as usize])
+            .to_rgb()
     });
     DynamicImage::ImageRgb8(out)
 }
@@ -146,28 +149,30 @@ fn to_tensor(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
     };
     for (n, image) in images.iter().enumerate() {
         let resized = if image.width() == input.width && image.height() == input.height {
-            image.clone()
+            Cow::Borrowed(image)
         } else if p.resize_filter == "nearest" {
-            nearest(image, input.width, input.height)
+            Cow::Owned(nearest(image, input.width, input.height))
         } else if image.width() >= 4 * input.width && image.height() >= 4 * input.height {
             // Large reductions (a 2000-pixel radiograph to a 224 input): area-average to twice
             // the target first, which is fast and alias-free, then the manifest's filter.
-            image
-                .thumbnail_exact(input.width * 2, input.height * 2)
-                .resize_exact(input.width, input.height, filter(&p.resize_filter))
+            Cow::Owned(
+                image
+                    .thumbnail_exact(input.width * 2, input.height * 2)
+                    .resize_exact(input.width, input.height, filter(&p.resize_filter)),
+            )
         } else {
-            image.resize_exact(input.width, input.height, filter(&p.resize_filter))
+            Cow::Owned(image.resize_exact(input.width, input.height, filter(&p.resize_filter)))
         };
-        let rgb = resized.to_rgb8();
-        let grey = resized.to_luma8();
+        // One conversion, to what the model takes: c samples per pixel, row by row.
+        let samples = if c == 1 {
+            resized.to_luma8().into_raw()
+        } else {
+            resized.to_rgb8().into_raw()
+        };
         for y in 0..h {
             for x in 0..w {
                 for ch in 0..c {
-                    let sample = if c == 1 {
-                        grey.get_pixel(x as u32, y as u32)[0]
-                    } else {
-                        rgb.get_pixel(x as u32, y as u32)[ch]
-                    } as f32;
+                    let sample = f32::from(samples[(y * w + x) * c + ch]);
                     let mut v = sample * p.scale + p.offset;
                     if let Some(mean) = p.mean.get(ch) {
                         v -= mean;
