@@ -8,22 +8,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 
 fn cuda_is_set_up() -> bool {
     std::env::var("TRAMY_TEST_CUDA").is_ok_and(|v| v == "1")
-}
-
-fn pneumonia_model() -> PathBuf {
-    let folder = repo_root().join("models/chest-xray-pneumonia");
-    assert!(
-        folder.join("model.onnx").is_file(),
-        "models/chest-xray-pneumonia/model.onnx is missing: build with access to PyPI (build.rs converts it)"
-    );
-    folder
 }
 
 #[test]
@@ -60,8 +50,7 @@ fn cuda_scores_match_the_cpu_in_eval_and_on_arrival() {
         eprintln!("set TRAMY_TEST_CUDA=1 on a GPU machine (README: GPU) to run the CUDA path");
         return;
     }
-    let model = pneumonia_model();
-    let images = repo_root().join("dicom-samples/fetched/kermany-val");
+    let (model, images) = pneumonia_model();
     let tmp = tempfile::tempdir().unwrap();
     let mut reports = Vec::new();
     for device in ["cpu", "cuda"] {

@@ -653,30 +653,6 @@ fn the_committed_demo_model_is_what_build_py_trains() {
     );
 }
 
-/// The pneumonia model (converted by build.rs) and its 16 labelled images; converted here with
-/// the test environment's Python when build.rs could not do it.
-fn pneumonia_model() -> (PathBuf, PathBuf) {
-    use fs4::fs_std::FileExt;
-    let folder = repo_root().join("models/chest-xray-pneumonia");
-    let images = repo_root().join("dicom-samples/fetched/kermany-val");
-    let python = python();
-    let lock =
-        std::fs::File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pneumonia.lock"))
-            .unwrap();
-    lock.lock_exclusive().unwrap();
-    if !folder.join("model.onnx").is_file() || !images.join("PNEUMONIA").is_dir() {
-        let out = Command::new(python)
-            .arg(folder.join("convert.py"))
-            .arg("--images")
-            .arg(&images)
-            .output()
-            .unwrap();
-        assert_success(&out, "models/chest-xray-pneumonia/convert.py");
-    }
-    FileExt::unlock(&lock).unwrap();
-    (folder, images)
-}
-
 /// The Keras model's own pneumonia probability per image file name (recorded once with
 /// TensorFlow by record_keras_reference.py).
 fn keras_reference() -> std::collections::BTreeMap<String, f64> {

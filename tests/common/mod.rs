@@ -145,6 +145,29 @@ pub fn echo_said(port: &str, calling_ae_title: &str) -> (Output, String) {
     (out, said)
 }
 
+/// The pneumonia model (converted by build.rs) and its 16 labelled images; converted here with
+/// the test environment's Python when build.rs could not do it.
+pub fn pneumonia_model() -> (PathBuf, PathBuf) {
+    let folder = repo_root().join("models/chest-xray-pneumonia");
+    let images = repo_root().join("dicom-samples/fetched/kermany-val");
+    let python = python();
+    let lock =
+        std::fs::File::create(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pneumonia.lock"))
+            .unwrap();
+    lock.lock_exclusive().unwrap();
+    if !folder.join("model.onnx").is_file() || !images.join("PNEUMONIA").is_dir() {
+        let out = Command::new(python)
+            .arg(folder.join("convert.py"))
+            .arg("--images")
+            .arg(&images)
+            .output()
+            .unwrap();
+        assert_success(&out, "models/chest-xray-pneumonia/convert.py");
+    }
+    FileExt::unlock(&lock).unwrap();
+    (folder, images)
+}
+
 /// Polls `probe` every 100 ms until it yields a value; fails the test after 60 s naming `what`.
 pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
