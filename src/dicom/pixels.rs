@@ -9,7 +9,9 @@ use std::io::Cursor;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{ConvertOptions, PixelDecoder, Transcode, VoiLutOption, WindowLevel};
+use dicom_pixeldata::{
+    ConvertOptions, DecodedPixelData, PixelDecoder, Transcode, VoiLutOption, WindowLevel,
+};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use image::imageops::FilterType;
 
@@ -97,31 +99,22 @@ fn transcode_unguarded(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelErro
 /// Decodes the given frames (1-based) of a Part 10 file to native little-endian sample bytes,
 /// as WADO-RS sends uncompressed frames (PS3.18 8.7.3.3.2).
 pub fn decode_frames(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
-    contained(
-        || decode_frames_unguarded(part10, wanted),
-        PixelError::Decode,
-    )
-}
-
-fn decode_frames_unguarded(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
-    let obj = open(part10)?;
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| PixelError::Decode(e.to_string()))?;
-    let frames = decoded.number_of_frames();
-    wanted
-        .iter()
-        .map(|&n| {
-            let frame = u32::try_from(n).unwrap_or(u32::MAX);
-            if frame == 0 || frame > frames {
-                return Err(PixelError::NoSuchFrame { frame, frames });
-            }
-            decoded
-                .frame_data(frame - 1)
-                .map(<[u8]>::to_vec)
-                .map_err(|e| PixelError::Decode(e.to_string()))
-        })
-        .collect()
+    with_decoded(part10, |decoded| {
+        let frames = decoded.number_of_frames();
+        wanted
+            .iter()
+            .map(|&n| {
+                let frame = u32::try_from(n).unwrap_or(u32::MAX);
+                if frame == 0 || frame > frames {
+                    return Err(PixelError::NoSuchFrame { frame, frames });
+                }
+                decoded
+                    .frame_data(frame - 1)
+                    .map(<[u8]>::to_vec)
+                    .map_err(|e| PixelError::Decode(e.to_string()))
+            })
+            .collect()
+    })
 }
 
 /// Image format of a rendered frame.
@@ -161,39 +154,55 @@ pub fn frame_image(
     frame: u32,
     window: Option<(f64, f64)>,
 ) -> Result<image::DynamicImage, PixelError> {
+    with_decoded(part10, |decoded| {
+        let frames = decoded.number_of_frames();
+        if frame == 0 || frame > frames {
+            return Err(PixelError::NoSuchFrame { frame, frames });
+        }
+        let voi = match window {
+            Some((center, width)) if width > 0.0 => {
+                VoiLutOption::Custom(WindowLevel { center, width })
+            }
+            Some(_) => VoiLutOption::Normalize,
+            None => VoiLutOption::Default,
+        };
+        to_8bit_image(decoded, frame - 1, &voi)
+    })
+}
+
+/// Opens a Part 10 file, decodes its pixel data once and hands it to `f`, all inside
+/// [`contained`]: the one place tramy decodes pixels (rendering, frames, triage input).
+pub fn with_decoded<T>(
+    part10: &[u8],
+    f: impl FnOnce(&DecodedPixelData<'_>) -> Result<T, PixelError>,
+) -> Result<T, PixelError> {
     contained(
-        || frame_image_unguarded(part10, frame, window),
+        || {
+            let obj = open(part10)?;
+            let decoded = obj
+                .decode_pixel_data()
+                .map_err(|e| PixelError::Decode(e.to_string()))?;
+            f(&decoded)
+        },
         PixelError::Decode,
     )
 }
 
-fn frame_image_unguarded(
-    part10: &[u8],
+/// Frame `frame` (0-based) of decoded pixels as an 8-bit image through `voi`; images whose
+/// window cannot be applied fall back to the full range of their values.
+pub fn to_8bit_image(
+    decoded: &DecodedPixelData<'_>,
     frame: u32,
-    window: Option<(f64, f64)>,
+    voi: &VoiLutOption,
 ) -> Result<image::DynamicImage, PixelError> {
-    let obj = open(part10)?;
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| PixelError::Decode(e.to_string()))?;
-    let frames = decoded.number_of_frames();
-    if frame == 0 || frame > frames {
-        return Err(PixelError::NoSuchFrame { frame, frames });
-    }
-    let voi = match window {
-        Some((center, width)) if width > 0.0 => VoiLutOption::Custom(WindowLevel { center, width }),
-        Some(_) => VoiLutOption::Normalize,
-        None => VoiLutOption::Default,
-    };
     decoded
         .to_dynamic_image_with_options(
-            frame - 1,
-            &ConvertOptions::new().with_voi_lut(voi).force_8bit(),
+            frame,
+            &ConvertOptions::new().with_voi_lut(voi.clone()).force_8bit(),
         )
         .or_else(|_| {
-            // Images without a usable window fall back to the full range of their values.
             decoded.to_dynamic_image_with_options(
-                frame - 1,
+                frame,
                 &ConvertOptions::new()
                     .with_voi_lut(VoiLutOption::Normalize)
                     .force_8bit(),

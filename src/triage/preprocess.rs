@@ -3,16 +3,15 @@
 //! MONOCHROME1 inverted, resize, scale/offset, per-channel normalisation, layout.
 
 use std::borrow::Cow;
-use std::io::Cursor;
 
-use dicom_object::file::{OpenFileOptions, ReadPreamble};
-use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
+use dicom_pixeldata::{VoiLutOption, WindowLevel};
 use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView, Pixel};
 use ndarray::Array4;
 use rayon::prelude::*;
 
 use super::manifest::{Layout, ModelManifest, Window};
+use crate::dicom::pixels::{self, PixelError};
 
 /// Why an instance cannot become model input.
 #[derive(Debug, thiserror::Error)]
@@ -78,55 +77,31 @@ pub fn from_dicom(
     part10: &[u8],
     manifest: &ModelManifest,
 ) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
-    crate::dicom::pixels::contained(
-        || from_dicom_unguarded(part10, manifest),
-        PreprocessError::Decode,
-    )
-}
-
-fn from_dicom_unguarded(
-    part10: &[u8],
-    manifest: &ModelManifest,
-) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(Cursor::new(part10))
-        .map_err(|e| PreprocessError::Read(e.to_string()))?;
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let has_voi = matches!(decoded.window(), Ok(Some(w)) if !w.is_empty())
-        || matches!(decoded.voi_lut_sequence(), Ok(Some(l)) if !l.is_empty());
-    let voi = match manifest.preprocess.window {
-        // 8-bit pixels without a VOI (digitised film, a photo) already are display values, as
-        // viewers show them; stretching them to their own min..max would change what a model
-        // trained on the original images sees.
-        Window::Image if !has_voi && decoded.bits_allocated() == 8 => VoiLutOption::Identity,
-        Window::Image => VoiLutOption::Default,
-        Window::FullRange => VoiLutOption::Normalize,
-        Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
-    };
-    let frames = sampled_frames(manifest, decoded.number_of_frames());
-    // Frames of a clip are independent: convert them in parallel.
-    let images = frames
-        .par_iter()
-        .map(|&f| {
-            decoded
-                .to_dynamic_image_with_options(
-                    f,
-                    &ConvertOptions::new().with_voi_lut(voi.clone()).force_8bit(),
-                )
-                .or_else(|_| {
-                    decoded.to_dynamic_image_with_options(
-                        f,
-                        &ConvertOptions::new()
-                            .with_voi_lut(VoiLutOption::Normalize)
-                            .force_8bit(),
-                    )
-                })
-                .map_err(|e| PreprocessError::Decode(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (images, frames) = pixels::with_decoded(part10, |decoded| {
+        let has_voi = matches!(decoded.window(), Ok(Some(w)) if !w.is_empty())
+            || matches!(decoded.voi_lut_sequence(), Ok(Some(l)) if !l.is_empty());
+        let voi = match manifest.preprocess.window {
+            // 8-bit pixels without a VOI (digitised film, a photo) already are display values,
+            // as viewers show them; stretching them to their own min..max would change what a
+            // model trained on the original images sees.
+            Window::Image if !has_voi && decoded.bits_allocated() == 8 => VoiLutOption::Identity,
+            Window::Image => VoiLutOption::Default,
+            Window::FullRange => VoiLutOption::Normalize,
+            Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
+        };
+        let frames = sampled_frames(manifest, decoded.number_of_frames());
+        // Frames of a clip are independent: convert them in parallel.
+        let images = frames
+            .par_iter()
+            .map(|&f| pixels::to_8bit_image(decoded, f, &voi))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((images, frames))
+    })
+    .map_err(|e| match e {
+        PixelError::Read(reason) => PreprocessError::Read(reason),
+        PixelError::Decode(reason) => PreprocessError::Decode(reason),
+        other => PreprocessError::Decode(other.to_string()),
+    })?;
     Ok((to_tensor(&images, manifest), frames))
 }
 
