@@ -3,8 +3,9 @@
 //!
 //! Invariant: an instance is acknowledged only after its object and its index rows are durable.
 //! A crash between the object write and the index commit leaves an object without index rows,
-//! never index rows without an object; [`Archive::reconcile_orphans`] removes such objects at
-//! start-up. Re-sending identical data set bytes is recognised before anything is written.
+//! never index rows without an object; such an object may already have been acknowledged to a
+//! peer that is gone, so start-up indexes it (`integrity::reindex`), never deletes it.
+//! Re-sending identical data set bytes is recognised before anything is written.
 
 use std::collections::HashMap;
 
@@ -353,6 +354,7 @@ impl Archive {
             } else {
                 0
             },
+            received_at: None,
         };
         let report = |outcome| IngestReport {
             attributes: prepared.attributes.clone(),
@@ -371,7 +373,7 @@ impl Archive {
             }) => {
                 if let Some(old) = previous_object_key {
                     if let Err(e) = self.objects.delete(&old).await {
-                        tracing::warn!(error = %e, key = %old, "replaced object not deleted; reconciliation will");
+                        tracing::warn!(error = %e, key = %old, "replaced object not deleted; it stays unindexed (its SOP Instance UID is indexed with the new data set)");
                     }
                 }
                 Ok(report(IngestOutcome::Replaced))
@@ -392,23 +394,46 @@ impl Archive {
         }
     }
 
-    /// Deletes objects that no index row refers to: the trace of a crash between an object write
-    /// and its index commit. Run at start-up, before listeners accept work. Returns how many.
-    pub async fn reconcile_orphans(&self) -> Result<usize, IngestError> {
-        let objects = self.objects.clone();
-        let mut removed = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
+    /// Files index rows for an object that is already in the object store under `key` (recovery:
+    /// see `integrity::reindex`). The same parsing and checks as [`Archive::ingest`]; nothing is
+    /// written to the object store, no triage job is queued (this is not an arrival), and a SOP
+    /// Instance UID already indexed with other bytes keeps its row.
+    pub async fn index_existing(
+        &self,
+        received: ReceivedInstance,
+        key: &str,
+        size_bytes: i64,
+        sender: &Sender,
+        received_at: String,
+    ) -> Result<IngestOutcome, IngestError> {
+        let source_ae = sender.source.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
             .await
-            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))?
-            .map_err(ObjectError::Cleanup)?;
-        let indexed = self.index.object_keys().await?;
-        for object in self.objects.list_instances().await? {
-            if !indexed.contains(&object.key) {
-                tracing::info!(key = %object.key, "removing orphan object (no index row)");
-                self.objects.delete(&object.key).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+        let new = NewInstance {
+            attributes: prepared.attributes,
+            transfer_syntax_uid: prepared.transfer_syntax,
+            object_key: key.to_string(),
+            size_bytes,
+            sha256: prepared.sha256,
+            source: sender.source.clone(),
+            source_address: sender.address.clone(),
+            metadata_json: prepared.metadata_json,
+            triage_models: Vec::new(),
+            triage_priority: 0,
+            received_at: Some(received_at),
+        };
+        Ok(
+            match self
+                .index
+                .commit_instance(new, DuplicatePolicy::KeepFirst)
+                .await?
+            {
+                CommitOutcome::Stored => IngestOutcome::Stored,
+                CommitOutcome::Duplicate => IngestOutcome::Duplicate,
+                _ => IngestOutcome::ConflictKept,
+            },
+        )
     }
 }
 

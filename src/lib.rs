@@ -9,6 +9,7 @@ pub mod dicom;
 pub mod dimse;
 pub mod import;
 pub mod ingest;
+pub mod integrity;
 pub mod server;
 pub mod store;
 pub mod triage;

@@ -55,6 +55,23 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         parallel: usize,
     },
+    /// Index every object in the object store that has no index rows (disaster recovery: a
+    /// lost or older index). Idempotent; objects are never changed or deleted.
+    Reindex,
+    /// Read every stored object, check its SHA-256 and identity against the index, and report
+    /// damaged and missing instances (exit status 1 when there are any). Safe beside a running
+    /// server.
+    Verify {
+        /// Only instances received at or after this date or time (e.g. 2026-11-01).
+        #[arg(long)]
+        since: Option<String>,
+        /// Read at most this many megabytes per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -306,6 +323,51 @@ fn eval(
     Ok(())
 }
 
+fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
+    tramy::ingest::Archive::open(config)
+        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))
+}
+
+async fn reindex(config: &Config) -> anyhow::Result<()> {
+    let archive = open_archive(config)?;
+    let summary = tramy::integrity::reindex::reindex(&archive)
+        .await
+        .context("re-indexing the object store")?;
+    println!(
+        "objects: {}\nalready indexed: {}\nindexed now: {}\nleft unindexed, SOP Instance UID indexed with another object: {}\nleft unindexed, not readable: {}",
+        summary.objects,
+        summary.already_indexed,
+        summary.indexed,
+        summary.superseded.len(),
+        summary.unreadable.len()
+    );
+    for (key, reason) in &summary.unreadable {
+        println!("  {key}: {reason}");
+    }
+    Ok(())
+}
+
+async fn verify(
+    config: &Config,
+    options: &tramy::integrity::scrub::VerifyOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let archive = open_archive(config)?;
+    let summary = tramy::integrity::scrub::verify(&archive, options)
+        .await
+        .context("verifying the archive")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    if summary.all_intact() {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -342,6 +404,15 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => tramy::server::run(config).await,
             // Handled above: model commands need no configuration or runtime.
             Command::Models { .. } | Command::Eval { .. } => Ok(()),
+            Command::Reindex => reindex(&config).await,
+            Command::Verify { since, rate, json } => {
+                let options = tramy::integrity::scrub::VerifyOptions {
+                    since,
+                    rate_mb_per_s: rate,
+                    progress: !json,
+                };
+                verify(&config, &options, json).await
+            }
             Command::Import { dir, parallel } => {
                 let archive = tramy::ingest::Archive::open(&config).with_context(|| {
                     format!("cannot open the archive in {}", config.data_dir.display())

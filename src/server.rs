@@ -1,4 +1,4 @@
-//! `tramy serve`: opens the archive, reconciles orphan objects, then runs the DIMSE and HTTP
+//! `tramy serve`: opens the archive, indexes objects without index rows, then runs the DIMSE and HTTP
 //! listeners until Ctrl-C or SIGTERM.
 
 use std::sync::Arc;
@@ -18,16 +18,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let (archive, triage_worker, models) = start_triage(&config, archive)?;
-    let removed = archive
-        .reconcile_orphans()
-        .await
-        .context("reconciling objects with the index")?;
-    if removed > 0 {
-        tracing::warn!(
-            removed,
-            "removed objects left without index rows by an earlier crash"
-        );
-    }
+    reconcile(&archive).await?;
 
     let dimse_listener = TcpListener::bind(config.dimse.addr)
         .await
@@ -77,6 +68,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = dimse => { r.context("DIMSE listener task")?.context("DIMSE listener")?; }
         r = http => { r.context("HTTP listener task")?.context("HTTP listener")?; }
         _ = shutdown_signal() => { tracing::info!("shutting down"); }
+    }
+    Ok(())
+}
+
+/// Indexes objects that have no index rows (never deletes them) before any listener accepts work.
+async fn reconcile(archive: &Archive) -> anyhow::Result<()> {
+    let summary = crate::integrity::reindex::reconcile(archive)
+        .await
+        .context("reconciling the object store with the index")?;
+    if summary.indexed > 0 {
+        tracing::warn!(
+            indexed = summary.indexed,
+            objects = summary.objects,
+            "indexed objects that had no index rows (an interrupted commit, or an index restored from an older copy)"
+        );
+    }
+    for key in &summary.superseded {
+        tracing::warn!(%key, "object left unindexed: its SOP Instance UID is indexed with another object");
+    }
+    for (key, reason) in &summary.unreadable {
+        tracing::warn!(%key, %reason, "object left unindexed: not a readable instance");
+    }
+    if summary.interrupted_writes_removed > 0 {
+        tracing::info!(
+            removed = summary.interrupted_writes_removed,
+            "removed staging files of writes interrupted before they were acknowledged"
+        );
     }
     Ok(())
 }

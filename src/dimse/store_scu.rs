@@ -129,8 +129,7 @@ async fn load_dataset(
     target_ts: &str,
 ) -> Result<Vec<u8>, String> {
     let file = archive
-        .objects
-        .get(&instance.object_key)
+        .read_instance(instance)
         .await
         .map_err(|e| e.to_string())?;
     let stored = crate::dicom::ReceivedInstance::from_part10(file).map_err(|e| e.to_string())?;

@@ -63,6 +63,9 @@ pub struct NewInstance {
     pub triage_models: Vec<String>,
     /// Priority of those jobs (higher first).
     pub triage_priority: i64,
+    /// When it was received (RFC 3339); `None` means now. Re-indexing an existing object keeps
+    /// the time the object was written.
+    pub received_at: Option<String>,
 }
 
 /// What the index did with a [`NewInstance`].
@@ -208,6 +211,15 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_study ON findings(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
+
+-- Instances whose stored object failed verification (see store/damage.rs); kept apart from the
+-- instance row so a restored object clears the mark without touching what was indexed.
+CREATE TABLE IF NOT EXISTS instance_damage (
+    sop_instance_uid TEXT PRIMARY KEY,
+    problem TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detected_at TEXT NOT NULL
+);
 "#;
 
 /// Upper-cases a person name for case-insensitive matching, Unicode-aware so Vietnamese names
@@ -496,6 +508,45 @@ impl Index {
         self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))?))
             .await
     }
+
+    /// Number of instances received at or after `since` (RFC 3339 prefix; empty: all).
+    pub async fn instance_count_since(&self, since: &str) -> Result<i64, IndexError> {
+        let since = since.to_owned();
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM instances WHERE received_at >= ?1",
+                [since],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Up to `limit` instances received at or after `since`, in filing order after row `after`,
+    /// each with its row number (the cursor for the next page).
+    pub async fn instances_after(
+        &self,
+        after: i64,
+        since: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        let since = since.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT i.id, {} WHERE i.id > ?1 AND i.received_at >= ?2 ORDER BY i.id LIMIT ?3",
+                STORED_INSTANCE_SELECT.trim_start_matches("SELECT ")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![after, since, limit as i64], |r| {
+                    let id: i64 = r.get(0)?;
+                    Ok((id, stored_instance_at(r, 1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
 }
 
 /// SELECT list matching [`stored_instance_from_row`].
@@ -505,15 +556,20 @@ pub const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.serie
 
 /// Reads a row selected with [`STORED_INSTANCE_SELECT`].
 pub fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    stored_instance_at(r, 0)
+}
+
+/// [`stored_instance_from_row`] for a row whose selected columns start at column `first`.
+fn stored_instance_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredInstance> {
     Ok(StoredInstance {
-        study_instance_uid: r.get(0)?,
-        series_instance_uid: r.get(1)?,
-        sop_instance_uid: r.get(2)?,
-        sop_class_uid: r.get(3)?,
-        transfer_syntax_uid: r.get(4)?,
-        object_key: r.get(5)?,
-        size_bytes: r.get(6)?,
-        sha256: r.get(7)?,
+        study_instance_uid: r.get(first)?,
+        series_instance_uid: r.get(first + 1)?,
+        sop_instance_uid: r.get(first + 2)?,
+        sop_class_uid: r.get(first + 3)?,
+        transfer_syntax_uid: r.get(first + 4)?,
+        object_key: r.get(first + 5)?,
+        size_bytes: r.get(first + 6)?,
+        sha256: r.get(first + 7)?,
     })
 }
 
@@ -770,7 +826,7 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
             inst.object_key,
             inst.size_bytes,
             inst.sha256,
-            now,
+            inst.received_at.as_deref().unwrap_or(&now),
             inst.source,
             inst.source_address,
             inst.metadata_json

@@ -8,6 +8,7 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -21,6 +22,9 @@ pub enum ObjectError {
     /// The backend failed.
     #[error("object store: {0}")]
     Backend(#[from] object_store::Error),
+    /// No object is stored under the key.
+    #[error("no object is stored under this key")]
+    NotFound,
     /// Interrupted writes could not be removed.
     #[error("cannot remove interrupted writes: {0}")]
     Cleanup(std::io::Error),
@@ -129,6 +133,22 @@ impl ObjectStorage {
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
         Ok(self.backend.get(&Path::from(key)).await?.bytes().await?)
+    }
+
+    /// The object at `key` as a stream of chunks, in order, with its size: for reads that check
+    /// the bytes as they arrive (checksum verification) without a second pass.
+    pub async fn get_chunks(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, ObjectError>>), ObjectError> {
+        match self.backend.get(&Path::from(key)).await {
+            Ok(result) => {
+                let size = result.meta.size;
+                Ok((size, result.into_stream().map(|c| Ok(c?)).boxed()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Err(ObjectError::NotFound),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Removes the object at `key`; a missing object is not an error.

@@ -161,8 +161,7 @@ impl TriageWorker {
             .ok_or("the instance is no longer stored")?;
         let file = self
             .archive
-            .objects
-            .get(&instance.object_key)
+            .read_instance(&instance)
             .await
             .map_err(|e| e.to_string())?;
         Ok((instance, file))

@@ -53,6 +53,18 @@ impl HttpError {
     }
 }
 
+impl From<crate::integrity::ReadError> for HttpError {
+    /// A stored object that is missing or damaged is the archive's failure, not the client's: a
+    /// 500 that says which instance and what to do, never a path. An I/O failure of the store
+    /// stays an opaque internal error.
+    fn from(e: crate::integrity::ReadError) -> Self {
+        match e {
+            crate::integrity::ReadError::Backend(detail) => HttpError::internal(detail),
+            other => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
 /// A `Warning: 299` header value for `reason` (quotes and control characters removed).
 pub fn warning_header(reason: &str) -> Option<HeaderValue> {
     let clean: String = reason

@@ -70,7 +70,7 @@ pub async fn wado(
                 }
                 let (file, _) = load_part10(&state, &instance, target)
                     .await
-                    .map_err(HttpError::internal)?;
+                    .map_err(super::dicomweb::wado::LoadError::into_http)?;
                 return Ok((
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/dicom")],

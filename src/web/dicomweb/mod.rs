@@ -128,12 +128,7 @@ pub async fn instance_file(
     let instance = stored_instances(state, select_instances(study, Some(series), Some(sop))?)
         .await?
         .remove(0);
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
-        .await
-        .map_err(super::error::HttpError::internal)?;
+    let file = state.archive.read_instance(&instance).await?;
     Ok((instance, file))
 }
 

@@ -105,12 +105,7 @@ pub async fn render_instance(
     frame: u32,
     options: RenderOptions,
 ) -> Result<Bytes, HttpError> {
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
-        .await
-        .map_err(HttpError::internal)?;
+    let file = state.archive.read_instance(instance).await?;
     let image = tokio::task::spawn_blocking(move || render(&file, frame, &options))
         .await
         .map_err(HttpError::internal)?

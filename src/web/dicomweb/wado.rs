@@ -58,18 +58,47 @@ pub fn can_convert(stored: &str, target: &str) -> bool {
                     .is_some_and(|ts| ts.can_decode_all())))
 }
 
-/// The Part 10 file of `instance` in `target` (`None` = as stored).
+/// Why an instance cannot be sent in the syntax asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The stored object is missing, damaged or unreadable: nothing may be sent.
+    #[error(transparent)]
+    Read(#[from] crate::integrity::ReadError),
+    /// The object is intact but cannot be converted to the requested transfer syntax.
+    #[error("{0}")]
+    Convert(String),
+}
+
+impl LoadError {
+    /// The HTTP error: a read failure is the archive's (5xx), a conversion failure is 406.
+    pub fn into_http(self) -> HttpError {
+        match self {
+            LoadError::Read(e) => e.into(),
+            LoadError::Convert(e) => HttpError::not_acceptable(format!(
+                "{e}; ask for transfer-syntax=* to get it as stored"
+            )),
+        }
+    }
+}
+
+/// The Part 10 file of `instance` in `target` (`None` = as stored), read through checksum
+/// verification.
 pub async fn load_part10(
     state: &AppState,
     instance: &StoredInstance,
     target: Option<&str>,
-) -> Result<(Bytes, String), String> {
-    let file = state
-        .archive
-        .objects
-        .get(&instance.object_key)
+) -> Result<(Bytes, String), LoadError> {
+    let file = state.archive.read_instance(instance).await?;
+    convert(instance, file, target)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(LoadError::Convert)
+}
+
+async fn convert(
+    instance: &StoredInstance,
+    file: Bytes,
+    target: Option<&str>,
+) -> Result<(Bytes, String), String> {
     let Some(target) = target.filter(|t| *t != instance.transfer_syntax_uid) else {
         return Ok((file, instance.transfer_syntax_uid.clone()));
     };
@@ -122,11 +151,7 @@ async fn retrieve(
     let first = if instances.len() == 1 {
         let converted = load_part10(&state, &instances[0], target.as_deref())
             .await
-            .map_err(|e| {
-                HttpError::not_acceptable(format!(
-                    "{e}; ask for transfer-syntax=* to get it as stored"
-                ))
-            })?;
+            .map_err(LoadError::into_http)?;
         Some(converted)
     } else {
         None
@@ -146,16 +171,19 @@ async fn retrieve(
                 match loaded {
                     Ok((file, ts)) => {
                         let head = multipart::part_header(&boundary, &format!("application/dicom; transfer-syntax={ts}"), None);
-                        vec![head, file, Bytes::from_static(b"\r\n")]
+                        vec![Ok(head), Ok(file), Ok(Bytes::from_static(b"\r\n"))]
                     }
-                    Err(e) => {
+                    Err(LoadError::Convert(e)) => {
                         tracing::warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "instance left out of a WADO-RS response");
                         Vec::new()
                     }
+                    // The status line has gone: breaking the body off is the only way left to
+                    // tell the client that the response is not the whole selection.
+                    Err(LoadError::Read(e)) => vec![Err(std::io::Error::other(e.to_string()))],
                 }
             }
         })
-        .flat_map(|chunks| futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)))
+        .flat_map(futures::stream::iter)
         .chain(futures::stream::iter([Ok(closing)]));
     Ok(multipart::response(&boundary, "application/dicom", parts))
 }

@@ -1,0 +1,144 @@
+//! Indexing objects that have no index rows.
+//!
+//! Objects are self-describing Part 10 files (tramy's own File Meta group, then the data set as
+//! received), so the index can always be rebuilt from them. An object without index rows is
+//! never deleted: it may be an acknowledged instance whose rows were lost (an index restored
+//! from an older backup, a lost WAL) or whose commit a crash interrupted. Start-up runs
+//! [`reconcile`] before the listeners accept work; `tramy reindex` runs [`reindex`] with a
+//! progress bar for disaster recovery. Both are idempotent.
+
+use std::collections::HashSet;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use dicom_object::meta::FileMetaTable;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::dicom::ReceivedInstance;
+use crate::ingest::{Archive, IngestError, IngestOutcome, Sender};
+use crate::store::objects::ListedObject;
+use crate::store::{IndexError, ObjectError};
+
+/// What a re-index found.
+#[derive(Debug, Default, Serialize)]
+pub struct ReindexSummary {
+    /// Objects in the store.
+    pub objects: usize,
+    /// Objects that had index rows already.
+    pub already_indexed: usize,
+    /// Objects indexed now.
+    pub indexed: usize,
+    /// Objects whose SOP Instance UID is indexed with another object (a copy or an older
+    /// version); left in place, unindexed.
+    pub superseded: Vec<String>,
+    /// Objects that are not readable instances; left in place, with the reason.
+    pub unreadable: Vec<(String, String)>,
+    /// Staging files of interrupted writes removed (never acknowledged).
+    pub interrupted_writes_removed: usize,
+}
+
+/// Why a re-index could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReindexError {
+    /// Listing or cleaning the object store failed.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Start-up reconciliation: removes staging files of interrupted writes (never acknowledged),
+/// then indexes every object without index rows.
+pub async fn reconcile(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
+    run(archive, ProgressBar::hidden()).await
+}
+
+/// `tramy reindex`: [`reconcile`] with a progress bar on the terminal.
+pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} objects  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let summary = run(archive, bar.clone()).await;
+    bar.finish_and_clear();
+    summary
+}
+
+async fn run(archive: &Archive, bar: ProgressBar) -> Result<ReindexSummary, ReindexError> {
+    let objects = archive.objects.clone();
+    let interrupted = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
+        .map_err(ObjectError::Cleanup)?;
+    let indexed: HashSet<String> = archive.index.object_keys().await?;
+    let listed = archive.objects.list_instances().await?;
+    let mut summary = ReindexSummary {
+        objects: listed.len(),
+        interrupted_writes_removed: interrupted,
+        ..ReindexSummary::default()
+    };
+    bar.set_length(listed.len() as u64);
+    for object in listed {
+        bar.inc(1);
+        if indexed.contains(&object.key) {
+            summary.already_indexed += 1;
+            continue;
+        }
+        match index_object(archive, &object).await {
+            Ok(IngestOutcome::Stored) => summary.indexed += 1,
+            Ok(_) => summary.superseded.push(object.key),
+            Err(ObjectFault::Unreadable(reason)) => summary.unreadable.push((object.key, reason)),
+            Err(ObjectFault::Archive(e)) => return Err(e),
+        }
+    }
+    Ok(summary)
+}
+
+enum ObjectFault {
+    /// The object is not a readable instance.
+    Unreadable(String),
+    /// The archive itself failed.
+    Archive(ReindexError),
+}
+
+async fn index_object(
+    archive: &Archive,
+    object: &ListedObject,
+) -> Result<IngestOutcome, ObjectFault> {
+    let file = match archive.objects.get(&object.key).await {
+        Ok(file) => file,
+        // Removed since it was listed.
+        Err(ObjectError::NotFound) => return Err(ObjectFault::Unreadable("gone".into())),
+        Err(e) => return Err(ObjectFault::Archive(e.into())),
+    };
+    let size = file.len() as i64;
+    let sender = Sender {
+        source: source_ae_title(&file).unwrap_or_else(|| "REINDEX".into()),
+        address: "reindex".into(),
+    };
+    let received =
+        ReceivedInstance::from_part10(file).map_err(|e| ObjectFault::Unreadable(e.to_string()))?;
+    let received_at = chrono::DateTime::<chrono::Utc>::from(object.last_modified)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match archive
+        .index_existing(received, &object.key, size, &sender, received_at)
+        .await
+    {
+        Ok(outcome) => Ok(outcome),
+        Err(IngestError::Index(e)) => Err(ObjectFault::Archive(e.into())),
+        Err(IngestError::Object(e)) => Err(ObjectFault::Archive(e.into())),
+        Err(e) => Err(ObjectFault::Unreadable(e.to_string())),
+    }
+}
+
+/// The Source Application Entity Title (0002,0016) tramy wrote into the meta group: the calling
+/// AE title the instance arrived from.
+fn source_ae_title(file: &Bytes) -> Option<String> {
+    let meta = FileMetaTable::from_reader(&mut Cursor::new(file.get(128..)?)).ok()?;
+    meta.source_application_entity_title
+        .map(|ae| ae.trim_end_matches(['\0', ' ']).to_string())
+        .filter(|ae| !ae.is_empty())
+}

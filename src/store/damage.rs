@@ -1,0 +1,96 @@
+//! Instances whose stored object failed verification: missing, or not the bytes that were
+//! acknowledged (checksum or identity mismatch). Recorded by the read path and by `tramy verify`,
+//! cleared when a later check finds the object intact again (restored from a backup).
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// What is wrong with a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    /// No object under the instance's key.
+    Missing,
+    /// The object's data set is not the one acknowledged (checksum), or it holds another instance.
+    Damaged,
+}
+
+impl Problem {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::Missing => "missing",
+            Problem::Damaged => "damaged",
+        }
+    }
+
+    fn parse(s: &str) -> Problem {
+        if s == "missing" {
+            Problem::Missing
+        } else {
+            Problem::Damaged
+        }
+    }
+}
+
+/// A recorded problem with one instance's object.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedInstance {
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// Missing or damaged.
+    pub problem: Problem,
+    /// What the check found (never a file path).
+    pub reason: String,
+    /// When it was first found (RFC 3339).
+    pub detected_at: String,
+}
+
+/// Records `problem` for `sop` (keeps the first detection time).
+pub fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlite::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    conn.prepare_cached(
+        "INSERT INTO instance_damage (sop_instance_uid, problem, reason, detected_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT(sop_instance_uid) DO UPDATE SET \
+         problem = excluded.problem, reason = excluded.reason",
+    )?
+    .execute(params![sop, problem.as_str(), reason, now])?;
+    Ok(())
+}
+
+/// Removes the mark of `sop`; returns whether there was one.
+pub fn clear(conn: &Connection, sop: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM instance_damage WHERE sop_instance_uid = ?1")?
+        .execute([sop])?
+        > 0)
+}
+
+/// The mark of `sop`, if any.
+pub fn of(conn: &Connection, sop: &str) -> rusqlite::Result<Option<DamagedInstance>> {
+    conn.prepare_cached(
+        "SELECT sop_instance_uid, problem, reason, detected_at FROM instance_damage \
+         WHERE sop_instance_uid = ?1",
+    )?
+    .query_row([sop], from_row)
+    .optional()
+}
+
+/// Every marked instance, oldest detection first.
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<DamagedInstance>> {
+    conn.prepare_cached(
+        "SELECT sop_instance_uid, problem, reason, detected_at FROM instance_damage \
+         ORDER BY detected_at, sop_instance_uid",
+    )?
+    .query_map([], from_row)?
+    .collect()
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DamagedInstance> {
+    Ok(DamagedInstance {
+        sop_instance_uid: r.get(0)?,
+        problem: Problem::parse(&r.get::<_, String>(1)?),
+        reason: r.get(2)?,
+        detected_at: r.get(3)?,
+    })
+}
