@@ -324,6 +324,34 @@ fn damaged_swapped_and_missing_objects_are_never_served_and_verify_reports_them(
         "the intact object is served as stored ({sent_sha})"
     );
 
+    // C-GET of the study: the intact instance is delivered, the others are failed
+    // sub-operations (final status B000, "sub-operations complete, one or more failures").
+    let study = wado_path(&server, uids[5])
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .to_string();
+    let got = dimse_client(
+        server.dimse_port,
+        &[
+            "get-exact",
+            "--out",
+            tmp.path().join("got").to_str().unwrap(),
+            "--study",
+            &study,
+            "--sop-class",
+            "1.2.840.10008.5.1.4.1.1.2",
+        ],
+    );
+    let received: Vec<&String> = got["received"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        received,
+        vec![uids[5]],
+        "C-GET delivers only the intact instance: {got}"
+    );
+    let statuses = got["final_statuses"].as_array().unwrap();
+    assert_eq!(statuses.last(), Some(&serde_json::json!(0xB000)), "{got}");
+
     let (_, metrics) = server.http_get("/metrics").unwrap();
     assert!(
         metrics.contains("tramy_integrity_failures_total{problem=\"damaged\"}")
