@@ -8,13 +8,13 @@
 
 use std::io::Cursor;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dicom_object::meta::FileMetaTable;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::ingest::Archive;
 use crate::store::damage::{self, Problem};
+use crate::store::objects::ChunkSink;
 use crate::store::{ObjectError, StoredInstance};
 
 /// Why a stored instance cannot be served.
@@ -131,6 +131,12 @@ impl DataSetDigest {
     }
 }
 
+impl ChunkSink for DataSetDigest {
+    fn chunk(&mut self, bytes: &[u8]) {
+        self.update(bytes)
+    }
+}
+
 /// Reads `instance`'s object through a [`DataSetDigest`]; with `keep`, returns its bytes.
 /// Returns the number of bytes read as well.
 pub async fn read_checked(
@@ -139,33 +145,22 @@ pub async fn read_checked(
     keep: bool,
 ) -> Result<(Option<Bytes>, u64), ReadError> {
     let sop_instance_uid = instance.sop_instance_uid.clone();
-    let (size, mut chunks) = match archive.objects.get_chunks(&instance.object_key).await {
-        Ok(found) => found,
+    let (file, read, digest) = match archive
+        .objects
+        .read_inspecting(&instance.object_key, keep, DataSetDigest::default())
+        .await
+    {
+        Ok(done) => done,
         Err(ObjectError::NotFound) => return Err(ReadError::Missing { sop_instance_uid }),
         Err(e) => return Err(e.into()),
     };
-    let mut kept = BytesMut::with_capacity(if keep { size as usize } else { 0 });
-    let mut digest = DataSetDigest::default();
-    let mut read = 0u64;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(ObjectError::NotFound) => return Err(ReadError::Missing { sop_instance_uid }),
-            Err(e) => return Err(e.into()),
-        };
-        digest.update(&chunk);
-        read += chunk.len() as u64;
-        if keep {
-            kept.extend_from_slice(&chunk);
-        }
-    }
     digest
         .check(&instance.sha256, &instance.sop_instance_uid)
         .map_err(|reason| ReadError::Damaged {
             sop_instance_uid,
             reason,
         })?;
-    Ok((keep.then(|| kept.freeze()), read))
+    Ok((file, read))
 }
 
 impl Archive {
