@@ -25,6 +25,28 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// AI triage.
     pub triage: TriageConfig,
+    /// Background verification of stored objects.
+    pub integrity: IntegrityConfig,
+}
+
+/// Background verification of stored objects (what `tramy verify` does, on a schedule).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Hours between background scrubs of every stored object; 0 turns them off. The first
+    /// runs one interval after start-up.
+    pub scrub_interval_hours: f64,
+    /// Read rate of a background scrub, in megabytes per second, so it never starves retrievals.
+    pub scrub_rate_mb_per_s: f64,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            scrub_interval_hours: 168.0,
+            scrub_rate_mb_per_s: 50.0,
+        }
+    }
 }
 
 /// AI triage settings.
@@ -132,6 +154,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
             triage: TriageConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }

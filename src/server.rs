@@ -46,6 +46,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         archive: archive.clone(),
         config: config.clone(),
     });
+    if config.integrity.scrub_interval_hours > 0.0 {
+        tokio::spawn(crate::integrity::scrub::every(
+            archive.clone(),
+            std::time::Duration::from_secs_f64(config.integrity.scrub_interval_hours * 3600.0),
+            config.integrity.scrub_rate_mb_per_s,
+        ));
+    }
     let http_config = config.clone();
     let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
     let http = tokio::spawn(async move {

@@ -404,6 +404,31 @@ fn damaged_swapped_and_missing_objects_are_never_served_and_verify_reports_them(
     assert_eq!(r.status, 200, "a restored object is served again");
 }
 
+#[test]
+fn the_background_scrub_finds_a_damaged_object_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[integrity]\nscrub_interval_hours = 0.0003\n",
+    );
+    let acked = stream_instances(&server, 3, tmp.path());
+    let object = object_of(&server, &acked[1].0);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    wait_for("the background scrub to report the damage", || {
+        server
+            .log()
+            .contains("background scrub found stored objects that are not intact")
+            .then_some(())
+    });
+    let (_, metrics) = server.http_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("tramy_integrity_scrub_damaged 1"),
+        "the scrub's finding is a metric to alert on:\n{metrics}"
+    );
+}
+
 /// Ten SIGKILLs while a DIMSE sender and a STOW-RS sender keep storing: afterwards every
 /// acknowledged instance is indexed and byte-identical, every object is indexed, and `tramy
 /// verify` finds the archive intact.

@@ -104,6 +104,44 @@ impl VerifySummary {
 
 const PAGE: usize = 500;
 
+/// Runs [`verify`] every `interval` at `rate_mb_per_s`, for `tramy serve`; logs what each scrub
+/// found and publishes `tramy_integrity_scrub_damaged` / `_missing` and the time of the last
+/// scrub for alerting.
+pub async fn every(archive: Archive, interval: Duration, rate_mb_per_s: f64) {
+    let options = VerifyOptions {
+        since: None,
+        rate_mb_per_s: Some(rate_mb_per_s),
+        progress: false,
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match verify(&archive, &options).await {
+            Ok(summary) => {
+                metrics::gauge!("tramy_integrity_scrub_damaged").set(summary.damaged.len() as f64);
+                metrics::gauge!("tramy_integrity_scrub_missing").set(summary.missing.len() as f64);
+                metrics::gauge!("tramy_integrity_scrub_last_seconds")
+                    .set(chrono::Utc::now().timestamp() as f64);
+                if summary.all_intact() {
+                    tracing::info!(
+                        checked = summary.checked,
+                        mb_per_s = summary.mb_per_s(),
+                        "background scrub: every stored object is intact"
+                    );
+                } else {
+                    tracing::error!(
+                        checked = summary.checked,
+                        damaged = summary.damaged.len(),
+                        missing = summary.missing.len(),
+                        unreadable = summary.unreadable.len(),
+                        "background scrub found stored objects that are not intact; `tramy verify` lists them"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "background scrub failed"),
+        }
+    }
+}
+
 /// Verifies the archive's objects; see the module documentation.
 pub async fn verify(
     archive: &Archive,
