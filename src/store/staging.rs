@@ -215,6 +215,7 @@ impl Spool {
         if self.total > self.max {
             // Refused: let go of what is held, keep counting so the sender can finish.
             if was <= self.max {
+                metrics::counter!("tramy_receive_refused_too_large_total").increment(1);
                 self.discard();
             }
             return Ok(());
@@ -264,6 +265,7 @@ impl Spool {
         let file = tempfile::Builder::new()
             .prefix("rx-")
             .tempfile_in(&self.staging.dir)?;
+        metrics::counter!("tramy_receive_spooled_total").increment(1);
         self.file = Some(Writer {
             file,
             hasher: Sha256::new(),
