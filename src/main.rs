@@ -307,6 +307,7 @@ fn eval(
 }
 
 fn main() -> anyhow::Result<()> {
+    tramy::store::staging::return_large_buffers_to_the_os();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

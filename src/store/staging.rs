@@ -54,6 +54,18 @@ pub fn remove_leftovers(data_dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// Makes the allocator hand buffers of 1 MiB and more straight back to the operating system when
+/// they are freed. glibc otherwise raises its mmap threshold each time such a buffer is freed, so
+/// later ones come from its heaps, which keep freed memory: three 512 MB uploads left some 200 MB
+/// of RSS held for good. Call once at start-up, before threads start.
+pub fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
 /// Limits on what receptions may hold in memory and in total.
 #[derive(Debug, Clone, Copy)]
 pub struct StagingLimits {
@@ -270,7 +282,10 @@ impl Spool {
             file,
             hasher: Sha256::new(),
         });
-        self.pending = std::mem::take(&mut self.memory).to_vec();
+        // One batch buffer for the whole reception, sized once.
+        self.pending = Vec::with_capacity(WRITE_BATCH.max(self.memory.len()) * 2);
+        self.pending.extend_from_slice(&self.memory);
+        self.memory = BytesMut::new();
         self.staging.release(std::mem::take(&mut self.reserved));
         Ok(())
     }
@@ -280,15 +295,17 @@ impl Spool {
         let Some(mut writer) = self.file.take() else {
             return Ok(());
         };
-        let batch = std::mem::take(&mut self.pending);
-        let (writer, result) = tokio::task::spawn_blocking(move || {
+        let mut batch = std::mem::take(&mut self.pending);
+        let (writer, batch, result) = tokio::task::spawn_blocking(move || {
             writer.hasher.update(&batch);
             let result = writer.file.as_file_mut().write_all(&batch);
-            (writer, result)
+            batch.clear();
+            (writer, batch, result)
         })
         .await
         .map_err(|e| StagingError::Task(e.to_string()))?;
         self.file = Some(writer);
+        self.pending = batch;
         Ok(result?)
     }
 
