@@ -280,7 +280,7 @@ fn an_instance_over_the_size_limit_is_refused_with_out_of_resources_and_leaves_n
     assert!(
         answer["error_comment"]
             .as_str()
-            .is_some_and(|c| c.contains("larger than this archive")),
+            .is_some_and(|c| c.contains("exceeds the 3 MB limit")),
         "{answer}"
     );
 
@@ -299,7 +299,7 @@ fn an_instance_over_the_size_limit_is_refused_with_out_of_resources_and_leaves_n
     assert_eq!(failed[0]["00081197"]["Value"][0], 0xA700, "{failed}");
     assert!(
         r.header("warning")
-            .is_some_and(|w| w.contains("larger than this archive accepts")),
+            .is_some_and(|w| w.contains("exceeds the 3 MB limit")),
         "{:?}",
         r.headers
     );

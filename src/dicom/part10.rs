@@ -432,4 +432,50 @@ mod tests {
         let err = spooled.parse().unwrap_err().to_string();
         assert!(err.contains("Pixel Data declares"), "{err}");
     }
+
+    /// Damaged spooled data sets (bytes flipped, seeded) are refused or parsed, never a panic.
+    #[tokio::test]
+    async fn damaged_spooled_data_sets_are_refused_or_parsed_never_a_panic() {
+        use crate::store::staging::{Received, Staging, StagingLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(
+            dir.path(),
+            StagingLimits {
+                spool_above: 16,
+                memory_budget: 1 << 20,
+                max_instance: 1 << 30,
+            },
+        )
+        .unwrap();
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
+        let mut seed: u64 = 7;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for entry in std::fs::read_dir(samples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "dcm") {
+                continue;
+            }
+            let memory =
+                ReceivedInstance::from_part10(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+            for _ in 0..40 {
+                let mut damaged = memory.dataset.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let at = next() % damaged.len();
+                    damaged[at] ^= 1 << (next() % 8);
+                }
+                let mut spool = staging.spool(None);
+                spool.push(&damaged).await.unwrap();
+                let Received::Spooled(file) = spool.finish().await.unwrap() else {
+                    panic!("not spooled")
+                };
+                let spooled = ReceivedInstance::from_spooled(&memory.transfer_syntax, "", file);
+                let _ = spooled.parse();
+            }
+        }
+    }
 }

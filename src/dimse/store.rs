@@ -52,7 +52,7 @@ fn too_large(received: u64, max: u64) -> StoreStatus {
     StoreStatus {
         code: status::OUT_OF_RESOURCES,
         reason: Some(format!(
-            "the data set ({} MB) is larger than this archive accepts ({} MB)",
+            "an instance of {} MB exceeds the {} MB limit of this archive",
             received.div_ceil(MB),
             max / MB
         )),

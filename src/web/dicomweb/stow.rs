@@ -298,7 +298,7 @@ async fn read_part(
         Received::TooLarge { received, max } => Part::Refused(
             reason::OUT_OF_RESOURCES,
             format!(
-                "the instance ({} MB) is larger than this archive accepts ({} MB)",
+                "an instance of {} MB exceeds the {} MB limit of this archive",
                 received.div_ceil(1024 * 1024),
                 max / (1024 * 1024)
             ),
