@@ -455,3 +455,42 @@ fn three_large_stow_parts_at_once_cost_bounded_memory_that_is_given_back() {
         assert!(std::fs::metadata(&object).unwrap().len() > 512 * MB);
     }
 }
+
+/// A client that goes away mid-part leaves no staging file; one a crash left is removed at start.
+#[test]
+fn staging_files_go_with_a_vanished_client_and_at_start_up() {
+    let mut server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[ingest]\nspool_above_kb = 1024\n",
+    );
+    let sop = sop(30);
+    let mut part = Vec::new();
+    write_part10(&mut part, &sop, 8).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+    write!(
+        s,
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary=gone\r\n\
+         Content-Length: {}\r\n\r\n--gone\r\nContent-Type: application/dicom\r\n\r\n",
+        part.len() + 100
+    )
+    .unwrap();
+    // Half the instance: past the threshold, so it is in a staging file when the client leaves.
+    s.write_all(&part[..part.len() / 2]).unwrap();
+    wait_for("a staging file", || {
+        (!staging_files(&server).is_empty()).then_some(())
+    });
+    drop(s);
+    wait_for("the staging file removed", || {
+        staging_files(&server).is_empty().then_some(())
+    });
+    assert_eq!(server.indexed_instances(), 0);
+
+    // What a crash would leave behind.
+    let leftover = server.data_dir.join("staging/rx-crashed");
+    std::fs::write(&leftover, b"partial data set").unwrap();
+    server.restart();
+    assert!(
+        !leftover.exists(),
+        "a leftover staging file survived start-up"
+    );
+}
