@@ -264,7 +264,9 @@ async fn read_part(
         }
         head.extend_from_slice(&chunk);
         match ReceivedInstance::from_part10(Bytes::copy_from_slice(&head)) {
-            Ok(found) => {
+            // Only once bytes past the meta group arrived: a group without a length element
+            // could otherwise end, for the parser, where this chunk happens to end.
+            Ok(found) if !found.dataset.is_empty() => {
                 spool.push(&found.dataset).await.map_err(staging_error)?;
                 head = BytesMut::new();
                 meta = Some(found);
@@ -278,7 +280,7 @@ async fn read_part(
             Err(e) if head.len() > MAX_META_BYTES => {
                 return Ok(Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string()))
             }
-            Err(_) => {}
+            _ => {}
         }
     }
     let Some(meta) = meta else {
