@@ -433,6 +433,8 @@ struct Prepared {
     file_header: Vec<u8>,
     /// The data set bytes as received, stored after the header without a copy.
     dataset: Body,
+    /// Its share of the receive memory budget, kept until the object is written.
+    _memory_hold: Option<Arc<crate::store::staging::MemoryHold>>,
 }
 
 /// Where the data set bytes of a prepared instance are.
@@ -475,6 +477,7 @@ fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, Inge
         attributes,
         metadata_json,
         file_header,
+        _memory_hold: received.memory_hold,
         dataset: match received.spooled {
             Some(file) => Body::Spooled(file),
             None => Body::InMemory(received.dataset),

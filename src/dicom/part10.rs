@@ -18,7 +18,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use sha2::{Digest, Sha256};
 
 use super::declared_lengths::{self, Encoding};
-use crate::store::staging::SpooledFile;
+use crate::store::staging::{MemoryHold, SpooledFile};
 
 /// The most a spooled data set may hold outside its Pixel Data (before and after it) for the
 /// parse that validates it and extracts attributes and metadata: what ingest reads into memory.
@@ -67,6 +67,8 @@ pub struct ReceivedInstance {
     /// A large data set's bytes, exactly as received, in a staging file (never read whole into
     /// memory).
     pub spooled: Option<Arc<SpooledFile>>,
+    /// The share of the receive memory budget `dataset` holds, given back with the last clone.
+    pub memory_hold: Option<Arc<MemoryHold>>,
 }
 
 impl ReceivedInstance {
@@ -77,7 +79,14 @@ impl ReceivedInstance {
             media_storage_sop_class_uid: String::new(),
             dataset,
             spooled: None,
+            memory_hold: None,
         }
+    }
+
+    /// The same instance, holding `hold` (its share of the receive memory budget) while it lives.
+    pub fn holding(mut self, hold: MemoryHold) -> Self {
+        self.memory_hold = Some(Arc::new(hold));
+        self
     }
 
     /// An instance whose data set bytes wait in a staging file.
@@ -91,6 +100,7 @@ impl ReceivedInstance {
             media_storage_sop_class_uid: media_storage_sop_class_uid.to_string(),
             dataset: Bytes::new(),
             spooled: Some(Arc::new(file)),
+            memory_hold: None,
         }
     }
 
@@ -117,6 +127,7 @@ impl ReceivedInstance {
             media_storage_sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
             dataset: file.slice(start..),
             spooled: None,
+            memory_hold: None,
         })
     }
 

@@ -7,7 +7,7 @@ use super::channel::{AcceptedContext, Message};
 use super::message::{command_field, response, status, CommandBuilder, CommandError};
 use crate::dicom::ReceivedInstance;
 use crate::ingest::{Archive, Expected, IngestError, IngestOutcome, Sender};
-use crate::store::staging::Received;
+use crate::store::staging::{MemoryHold, Received};
 
 /// A status and, unless it is success, the reason for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub async fn handle(
     let sop_instance = request.command.affected_sop_instance_uid();
     let received = match (request.received, request.dataset) {
         (Some(received), _) => Some(received),
-        (None, Some(bytes)) => Some(Received::InMemory(bytes)),
+        (None, Some(bytes)) => Some(Received::InMemory(bytes, MemoryHold::default())),
         (None, None) => None,
     };
     let result = match (context, received) {
@@ -89,10 +89,9 @@ pub async fn handle(
             tracing::warn!(source = %sender.source, received, max, "C-STORE refused: instance larger than allowed");
             Err(too_large(received, max))
         }
-        (Some(ctx), Some(Received::InMemory(dataset))) => Ok(ReceivedInstance::from_dataset(
-            &ctx.transfer_syntax,
-            dataset,
-        )),
+        (Some(ctx), Some(Received::InMemory(dataset, hold))) => {
+            Ok(ReceivedInstance::from_dataset(&ctx.transfer_syntax, dataset).holding(hold))
+        }
         (Some(ctx), Some(Received::Spooled(file))) => Ok(ReceivedInstance::from_spooled(
             &ctx.transfer_syntax,
             "",

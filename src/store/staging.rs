@@ -203,11 +203,25 @@ impl SpooledFile {
     }
 }
 
+/// A share of the in-memory budget, given back when dropped: a small data set keeps its share
+/// until ingest is done with it, so finished receptions count as much as running ones.
+#[derive(Debug, Default)]
+pub struct MemoryHold {
+    in_memory: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for MemoryHold {
+    fn drop(&mut self) {
+        self.in_memory.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// What a finished reception holds.
 #[derive(Debug)]
 pub enum Received {
-    /// A small data set, in memory.
-    InMemory(Bytes),
+    /// A small data set, in memory, with its share of the budget.
+    InMemory(Bytes, MemoryHold),
     /// A large one, in a staging file.
     Spooled(SpooledFile),
     /// It was larger than allowed; its bytes were read and discarded.
@@ -258,7 +272,11 @@ impl Spool {
         }
         if self.file.is_none() {
             let bytes = std::mem::take(&mut self.memory).freeze();
-            return Ok(Received::InMemory(bytes));
+            let hold = MemoryHold {
+                in_memory: self.staging.in_memory.clone(),
+                bytes: std::mem::take(&mut self.reserved),
+            };
+            return Ok(Received::InMemory(bytes, hold));
         }
         self.write_pending().await?;
         let writer = self
@@ -350,7 +368,10 @@ mod tests {
         let s = staging(dir.path(), 100, 1000, 10_000);
         let mut small = s.spool(None);
         small.push(b"abc").await.unwrap();
-        assert!(matches!(small.finish().await.unwrap(), Received::InMemory(b) if &b[..] == b"abc"));
+        let received = small.finish().await.unwrap();
+        assert!(matches!(&received, Received::InMemory(b, _) if &b[..] == b"abc"));
+        assert_eq!(s.in_memory(), 3, "held until ingest is done with it");
+        drop(received);
         assert_eq!(s.in_memory(), 0);
 
         let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
@@ -379,7 +400,7 @@ mod tests {
         assert_eq!(files(dir.path()), 1, "the second spilled: budget spent");
         assert!(matches!(
             first.finish().await.unwrap(),
-            Received::InMemory(_)
+            Received::InMemory(..)
         ));
         assert!(matches!(
             second.finish().await.unwrap(),

@@ -291,7 +291,9 @@ async fn read_part(
         });
     };
     Ok(match spool.finish().await.map_err(staging_error)? {
-        Received::InMemory(dataset) => Part::Instance(ReceivedInstance { dataset, ..meta }),
+        Received::InMemory(dataset, hold) => {
+            Part::Instance(ReceivedInstance { dataset, ..meta }.holding(hold))
+        }
         Received::Spooled(file) => Part::Instance(ReceivedInstance::from_spooled(
             &meta.transfer_syntax,
             &meta.media_storage_sop_class_uid,
