@@ -117,7 +117,8 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Origins a browser viewer may call from (CORS); `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
-    /// Largest single part a STOW-RS request may carry, in megabytes.
+    /// Largest single part a STOW-RS request may carry, in megabytes; `[ingest] max_instance_mb`
+    /// applies too, whichever is smaller.
     pub max_part_mb: u64,
 }
 
@@ -144,6 +145,15 @@ pub struct IngestConfig {
     /// fsync each object and the index commit before acknowledging (power-loss durability).
     /// Turning it off keeps crash (process kill) durability only.
     pub fsync: bool,
+    /// Largest instance (data set bytes) accepted over any protocol, in megabytes; a larger one
+    /// is read, discarded and refused (C-STORE 0xA700, STOW-RS Failure Reason 0xA700).
+    pub max_instance_mb: u64,
+    /// A data set larger than this (kilobytes) is received into a staging file under
+    /// `data_dir/staging/` instead of memory.
+    pub spool_above_kb: u64,
+    /// Memory all receptions in progress may hold together (megabytes); past it they spill to
+    /// staging files earlier, so many concurrent senders cannot add up.
+    pub receive_memory_mb: u64,
 }
 
 impl Default for Config {
@@ -191,6 +201,9 @@ impl Default for IngestConfig {
             on_conflict: DuplicatePolicy::KeepFirst,
             min_free_disk_mb: 1024,
             fsync: true,
+            max_instance_mb: 4096,
+            spool_above_kb: 16 * 1024,
+            receive_memory_mb: 128,
         }
     }
 }

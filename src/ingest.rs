@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Config, DuplicatePolicy};
 use crate::dicom::json::metadata_json;
 use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
+use crate::store::staging::{SpooledFile, Staging, StagingLimits};
 use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, ObjectStorage};
 
 /// Who sent an instance: recorded with it, the basis of delivery receipts.
@@ -161,6 +162,8 @@ pub struct Archive {
     pub objects: ObjectStorage,
     /// Metadata index.
     pub index: Index,
+    /// Where data sets wait while they arrive.
+    pub staging: Staging,
     policy: DuplicatePolicy,
     /// Triage models by routing; instances they match get a job with their index rows.
     triage: Arc<Vec<crate::triage::ModelManifest>>,
@@ -179,9 +182,18 @@ impl Archive {
         })?;
         let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
         let index = Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)?;
+        // Opening it removes what receptions interrupted by a crash left.
+        let staging =
+            Staging::open(&config.data_dir, staging_limits(config)).map_err(|source| {
+                ObjectError::CreateDir {
+                    path: config.data_dir.join("staging").display().to_string(),
+                    source,
+                }
+            })?;
         Ok(Archive {
             objects,
             index,
+            staging,
             triage: Arc::new(Vec::new()),
             priority_sources: Arc::new(config.triage.priority_sources.clone()),
             policy: config.ingest.on_conflict,
@@ -249,7 +261,7 @@ impl Archive {
         )?;
 
         let sop = a.sop_instance_uid.to_string();
-        let size = prepared.size() as u64;
+        let size = prepared.size();
         let lock = self.locks.entry(&sop);
         let result = {
             let _guard = lock.lock().await;
@@ -314,12 +326,11 @@ impl Archive {
             &a.sop_instance_uid,
         );
         let size = prepared.size() as i64;
-        self.objects
-            .put(
-                &key,
-                vec![Bytes::from(prepared.file_header), prepared.dataset],
-            )
-            .await?;
+        let header = Bytes::from(prepared.file_header);
+        match prepared.dataset {
+            Body::InMemory(dataset) => self.objects.put(&key, vec![header, dataset]).await?,
+            Body::Spooled(file) => self.objects.put_spooled(&key, header, file).await?,
+        }
 
         let new = NewInstance {
             attributes: prepared.attributes.clone(),
@@ -446,12 +457,24 @@ struct Prepared {
     /// Preamble and meta group of the stored file.
     file_header: Vec<u8>,
     /// The data set bytes as received, stored after the header without a copy.
-    dataset: Bytes,
+    dataset: Body,
+    /// Its share of the receive memory budget, kept until the object is written.
+    _memory_hold: Option<Arc<crate::store::staging::MemoryHold>>,
+}
+
+/// Where the data set bytes of a prepared instance are.
+enum Body {
+    InMemory(Bytes),
+    Spooled(Arc<SpooledFile>),
 }
 
 impl Prepared {
-    fn size(&self) -> usize {
-        self.file_header.len() + self.dataset.len()
+    fn size(&self) -> u64 {
+        self.file_header.len() as u64
+            + match &self.dataset {
+                Body::InMemory(b) => b.len() as u64,
+                Body::Spooled(f) => f.len(),
+            }
     }
 
     fn report(&self, outcome: IngestOutcome) -> IngestReport {
@@ -479,6 +502,22 @@ fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, Inge
         attributes,
         metadata_json,
         file_header,
-        dataset: received.dataset,
+        _memory_hold: received.memory_hold,
+        dataset: match received.spooled {
+            Some(file) => Body::Spooled(file),
+            None => Body::InMemory(received.dataset),
+        },
     })
+}
+
+/// The staging limits `config` sets (`[ingest]`).
+pub fn staging_limits(config: &Config) -> StagingLimits {
+    const MB: u64 = 1024 * 1024;
+    StagingLimits {
+        spool_above: usize::try_from(config.ingest.spool_above_kb.saturating_mul(1024))
+            .unwrap_or(usize::MAX),
+        memory_budget: usize::try_from(config.ingest.receive_memory_mb.saturating_mul(MB))
+            .unwrap_or(usize::MAX),
+        max_instance: config.ingest.max_instance_mb.saturating_mul(MB),
+    }
 }

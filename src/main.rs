@@ -369,6 +369,7 @@ async fn verify(
 }
 
 fn main() -> anyhow::Result<()> {
+    tramy::store::staging::return_large_buffers_to_the_os();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -181,6 +181,172 @@ fn walk(dataset: &[u8], encoding: Encoding, meta_only: bool) -> Result<(), Strin
     Ok(())
 }
 
+/// One element header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The tag.
+    pub tag: Tag,
+    /// The explicit VR, when the encoding has one and this is not an item or delimiter.
+    pub vr: Option<[u8; 2]>,
+    /// The declared value length (`0xFFFF_FFFF`: undefined).
+    pub length: u32,
+    /// Bytes the header takes.
+    pub header_len: usize,
+}
+
+impl Header {
+    /// Whether the value length is undefined (sequences, encapsulated pixel data).
+    pub fn undefined_length(&self) -> bool {
+        self.length == UNDEFINED
+    }
+
+    /// The header bytes with another value length, in the same encoding.
+    pub fn with_length(&self, length: u32, encoding: Encoding) -> Vec<u8> {
+        let u16b = |v: u16| {
+            if encoding.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u32b = |v: u32| {
+            if encoding.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::with_capacity(12);
+        out.extend(u16b(self.tag.0));
+        out.extend(u16b(self.tag.1));
+        match self.vr {
+            Some(vr) if has_short_length(vr) => {
+                out.extend(vr);
+                out.extend(u16b(length as u16));
+            }
+            Some(vr) => {
+                out.extend(vr);
+                out.extend([0, 0]);
+                out.extend(u32b(length));
+            }
+            None => out.extend(u32b(length)),
+        }
+        out
+    }
+}
+
+/// Reads the element header at the start of `bytes`; `None` when it is cut short.
+pub fn header(bytes: &[u8], encoding: Encoding) -> Option<Header> {
+    let u16_at = |at: usize| -> Option<u16> {
+        let b = bytes.get(at..at + 2)?;
+        Some(if encoding.big_endian {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b = bytes.get(at..at + 4)?;
+        let b = [b[0], b[1], b[2], b[3]];
+        Some(if encoding.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let tag = Tag(u16_at(0)?, u16_at(2)?);
+    if tag.0 == 0xFFFE || !encoding.explicit_vr {
+        return Some(Header {
+            tag,
+            vr: None,
+            length: u32_at(4)?,
+            header_len: 8,
+        });
+    }
+    let vr = bytes.get(4..6)?;
+    let vr = [vr[0], vr[1]];
+    let (length, header_len) = if has_short_length(vr) {
+        (u32::from(u16_at(6)?), 8)
+    } else {
+        (u32_at(8)?, 12)
+    };
+    Some(Header {
+        tag,
+        vr: Some(vr),
+        length,
+        header_len,
+    })
+}
+
+/// The offset of the first top-level (not nested) element of group 7FE0 (Pixel Data, Float and
+/// Double Float Pixel Data; PS3.5 7.1 orders elements by tag, so it comes last but for
+/// trailing padding), when `prefix` reaches it. Sequences, items and encapsulated fragments are
+/// followed so that an icon image's Pixel Data inside a sequence is not taken for it. `None`
+/// when the prefix ends first or the encoding cannot be followed (an undefined-length `UN`).
+pub fn top_level_pixel_data(prefix: &[u8], encoding: Encoding) -> Option<usize> {
+    // Ends of the containers we are inside: `Some(end)` for defined lengths, `None` for undefined.
+    let mut open: Vec<Option<usize>> = Vec::new();
+    let mut in_fragments = false;
+    let mut at = 0usize;
+    loop {
+        while let Some(Some(end)) = open.last() {
+            if at < *end {
+                break;
+            }
+            open.pop();
+        }
+        let h = header(prefix.get(at..)?, encoding)?;
+        let value_start = at + h.header_len;
+        if h.tag.0 == 0xFFFE {
+            at = match h.tag {
+                ITEM if in_fragments => value_start.checked_add(h.length as usize)?,
+                ITEM => {
+                    open.push((!h.undefined_length()).then(|| value_start + h.length as usize));
+                    value_start
+                }
+                SEQUENCE_DELIMITATION if in_fragments => {
+                    in_fragments = false;
+                    value_start
+                }
+                _ => {
+                    // Item or sequence delimitation: closes an undefined-length container.
+                    open.pop();
+                    value_start
+                }
+            };
+            continue;
+        }
+        if open.is_empty() && h.tag.0 == 0x7FE0 {
+            return Some(at);
+        }
+        let sequence = match h.vr {
+            Some(vr) => &vr == b"SQ",
+            None => crate::dicom::attributes::dictionary_vr(h.tag) == VR::SQ,
+        };
+        if h.undefined_length() {
+            if h.vr == Some(*b"UN") {
+                return None;
+            }
+            if h.tag == PIXEL_DATA {
+                in_fragments = true;
+            } else {
+                open.push(None);
+            }
+            at = value_start;
+        } else if sequence {
+            open.push(Some(value_start + h.length as usize));
+            at = value_start;
+        } else {
+            at = value_start.checked_add(h.length as usize)?;
+        }
+    }
+}
+
+/// The tags that end an encapsulated Pixel Data value (PS3.5 A.4).
+pub const ITEM_TAG: Tag = ITEM;
+/// Sequence Delimitation Item.
+pub const SEQUENCE_DELIMITATION_TAG: Tag = SEQUENCE_DELIMITATION;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +462,29 @@ mod tests {
     #[test]
     fn a_truncated_header_is_left_to_the_parser() {
         assert_eq!(check(&[0x08, 0x00, 0x60], EXPLICIT_LE), Ok(()));
+    }
+
+    #[test]
+    fn top_level_pixel_data_is_found_past_an_icon_image_in_a_sequence() {
+        let mut ds = short((0x0008, 0x0060), b"CS", b"CT");
+        // Icon Image Sequence (0088,0200), undefined length, whose item holds a Pixel Data.
+        ds.extend(long((0x0088, 0x0200), b"SQ", UNDEFINED));
+        ds.extend(item((0xFFFE, 0xE000), UNDEFINED));
+        ds.extend(long((0x7FE0, 0x0010), b"OB", 4));
+        ds.extend([1, 2, 3, 4]);
+        ds.extend(item((0xFFFE, 0xE00D), 0));
+        ds.extend(item((0xFFFE, 0xE0DD), 0));
+        let at = ds.len();
+        ds.extend(long((0x7FE0, 0x0010), b"OW", 1 << 30));
+        assert_eq!(top_level_pixel_data(&ds, EXPLICIT_LE), Some(at));
+        assert_eq!(top_level_pixel_data(&ds[..at], EXPLICIT_LE), None);
+        let h = header(&ds[at..], EXPLICIT_LE).unwrap();
+        assert_eq!((h.length, h.header_len), (1 << 30, 12));
+        assert_eq!(
+            header(&h.with_length(8, EXPLICIT_LE), EXPLICIT_LE)
+                .unwrap()
+                .length,
+            8
+        );
     }
 }

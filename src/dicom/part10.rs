@@ -8,6 +8,7 @@
 //! returned on retrieval.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dicom_encoding::TransferSyntaxIndex;
@@ -15,6 +16,13 @@ use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use sha2::{Digest, Sha256};
+
+use super::declared_lengths::{self, Encoding};
+use crate::store::staging::{MemoryHold, SpooledFile};
+
+/// The most a spooled data set may hold outside its Pixel Data (before and after it) for the
+/// parse that validates it and extracts attributes and metadata: what ingest reads into memory.
+pub const MAX_NON_PIXEL_BYTES: usize = 64 * 1024 * 1024;
 
 /// Implementation Class UID written into the meta groups tramy creates (PS3.7 D.3.3.2).
 pub const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1452.1";
@@ -54,8 +62,13 @@ pub struct ReceivedInstance {
     pub transfer_syntax: String,
     /// Media Storage SOP Class UID from the sender's meta group; empty over DIMSE.
     pub media_storage_sop_class_uid: String,
-    /// The data set bytes, exactly as received.
+    /// The data set bytes, exactly as received; empty when they wait in [`Self::spooled`].
     pub dataset: Bytes,
+    /// A large data set's bytes, exactly as received, in a staging file (never read whole into
+    /// memory).
+    pub spooled: Option<Arc<SpooledFile>>,
+    /// The share of the receive memory budget `dataset` holds, given back with the last clone.
+    pub memory_hold: Option<Arc<MemoryHold>>,
 }
 
 impl ReceivedInstance {
@@ -65,6 +78,37 @@ impl ReceivedInstance {
             transfer_syntax: transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
             media_storage_sop_class_uid: String::new(),
             dataset,
+            spooled: None,
+            memory_hold: None,
+        }
+    }
+
+    /// The same instance, holding `hold` (its share of the receive memory budget) while it lives.
+    pub fn holding(mut self, hold: MemoryHold) -> Self {
+        self.memory_hold = Some(Arc::new(hold));
+        self
+    }
+
+    /// An instance whose data set bytes wait in a staging file.
+    pub fn from_spooled(
+        transfer_syntax: &str,
+        media_storage_sop_class_uid: &str,
+        file: SpooledFile,
+    ) -> Self {
+        ReceivedInstance {
+            transfer_syntax: transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
+            media_storage_sop_class_uid: media_storage_sop_class_uid.to_string(),
+            dataset: Bytes::new(),
+            spooled: Some(Arc::new(file)),
+            memory_hold: None,
+        }
+    }
+
+    /// The length of the data set bytes.
+    pub fn dataset_len(&self) -> u64 {
+        match &self.spooled {
+            Some(f) => f.len(),
+            None => self.dataset.len() as u64,
         }
     }
 
@@ -82,6 +126,8 @@ impl ReceivedInstance {
             transfer_syntax: meta.transfer_syntax().to_string(),
             media_storage_sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
             dataset: file.slice(start..),
+            spooled: None,
+            memory_hold: None,
         })
     }
 
@@ -98,6 +144,9 @@ impl ReceivedInstance {
             .get(&self.transfer_syntax)
             .filter(|ts| ts.can_decode_dataset())
             .ok_or_else(|| Part10Error::UnsupportedTransferSyntax(self.transfer_syntax.clone()))?;
+        if let Some(file) = &self.spooled {
+            return self.parse_spooled(file, ts);
+        }
         if self.dataset.is_empty() {
             return Err(Part10Error::BadDataSet {
                 transfer_syntax: self.transfer_syntax.clone(),
@@ -114,7 +163,131 @@ impl ReceivedInstance {
 
     /// SHA-256 of the data set bytes: the instance's identity for duplicate detection and receipts.
     pub fn sha256(&self) -> [u8; 32] {
-        Sha256::digest(&self.dataset).into()
+        match &self.spooled {
+            Some(f) => f.sha256(),
+            None => Sha256::digest(&self.dataset).into(),
+        }
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> Part10Error {
+        Part10Error::BadDataSet {
+            transfer_syntax: self.transfer_syntax.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Parses a spooled data set without reading its Pixel Data: the elements before and after
+    /// it are read, the Pixel Data's declared lengths (and fragment items) are checked against
+    /// the file, and the parse sees a stand-in value that keeps its VR and bulk-data nature, so
+    /// attributes and metadata come out as from the whole data set.
+    fn parse_spooled(
+        &self,
+        file: &SpooledFile,
+        ts: &dicom_encoding::TransferSyntax,
+    ) -> Result<InMemDicomObject, Part10Error> {
+        let io = |e: std::io::Error| self.bad(format!("staging file: {e}"));
+        let len = file.len();
+        let encoding = Encoding {
+            explicit_vr: ts.uid() != "1.2.840.10008.1.2",
+            big_endian: ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big,
+        };
+        let deflated = matches!(
+            ts.codec(),
+            dicom_encoding::transfer_syntax::Codec::Dataset(_)
+        );
+        // Find the top-level Pixel Data in a prefix that doubles up to the cap.
+        let mut prefix_len = (1024 * 1024).min(len as usize);
+        let (prefix, pixel_at) = loop {
+            let prefix = file.read_at(0, prefix_len).map_err(io)?;
+            let found = if deflated {
+                None
+            } else {
+                declared_lengths::top_level_pixel_data(&prefix, encoding)
+            };
+            match found {
+                Some(at) => break (prefix, at),
+                None if prefix_len as u64 >= len => {
+                    return declared_lengths::read_dataset(&prefix, ts).map_err(|r| self.bad(r))
+                }
+                None if prefix_len >= MAX_NON_PIXEL_BYTES => {
+                    return Err(self.bad(format!(
+                        "no Pixel Data within the first {} MB; larger values are not accepted \
+                         outside Pixel Data",
+                        MAX_NON_PIXEL_BYTES / (1024 * 1024)
+                    )))
+                }
+                None => prefix_len = (prefix_len * 2).min(MAX_NON_PIXEL_BYTES).min(len as usize),
+            }
+        };
+        let cut = |r: &str| self.bad(format!("Pixel Data {r}"));
+        let header = declared_lengths::header(&prefix[pixel_at..], encoding)
+            .ok_or_else(|| cut("header is cut short"))?;
+        let value_at = (pixel_at + header.header_len) as u64;
+        let mut parse_input = prefix[..pixel_at].to_vec();
+        let end = if header.undefined_length() {
+            // Encapsulated: an empty Basic Offset Table and no fragments stand in for it.
+            parse_input.extend(header.with_length(u32::MAX, encoding));
+            parse_input.extend(item_header(declared_lengths::ITEM_TAG, 0, encoding));
+            parse_input.extend(item_header(
+                declared_lengths::SEQUENCE_DELIMITATION_TAG,
+                0,
+                encoding,
+            ));
+            self.fragments_end(file, value_at, encoding)?
+        } else {
+            let end = value_at + u64::from(header.length);
+            if end > len {
+                return Err(cut(&format!(
+                    "declares a {}-byte value but only {} bytes follow",
+                    header.length,
+                    len - value_at
+                )));
+            }
+            // Its first bytes (at most 4 kB) keep it bulk data in the metadata, as the whole would.
+            let keep = header.length.min(4096) & !1;
+            parse_input.extend(header.with_length(keep, encoding));
+            parse_input.extend(file.read_at(value_at, keep as usize).map_err(io)?);
+            end
+        };
+        if len - end > MAX_NON_PIXEL_BYTES as u64 {
+            return Err(self.bad("more than 64 MB of elements follow Pixel Data"));
+        }
+        parse_input.extend(file.read_at(end, (len - end) as usize).map_err(io)?);
+        declared_lengths::read_dataset(&parse_input, ts).map_err(|r| self.bad(r))
+    }
+
+    /// Walks the fragment items of encapsulated Pixel Data in the file (PS3.5 A.4), checking each
+    /// length; returns the offset after its Sequence Delimitation Item.
+    fn fragments_end(
+        &self,
+        file: &SpooledFile,
+        mut at: u64,
+        encoding: Encoding,
+    ) -> Result<u64, Part10Error> {
+        loop {
+            let bytes = file
+                .read_at(at, 8)
+                .map_err(|e| self.bad(format!("staging file: {e}")))?;
+            let h = declared_lengths::header(&bytes, encoding)
+                .ok_or_else(|| self.bad("encapsulated Pixel Data ends without a delimiter"))?;
+            at += 8;
+            if h.tag == declared_lengths::SEQUENCE_DELIMITATION_TAG {
+                return Ok(at);
+            }
+            if h.tag != declared_lengths::ITEM_TAG || h.undefined_length() {
+                return Err(self.bad(format!(
+                    "encapsulated Pixel Data holds ({:04X},{:04X}) where a fragment item belongs",
+                    h.tag.0, h.tag.1
+                )));
+            }
+            at += u64::from(h.length);
+            if at > file.len() {
+                return Err(self.bad(format!(
+                    "a Pixel Data fragment declares {} bytes beyond the end of the data set",
+                    at - file.len()
+                )));
+            }
+        }
     }
 
     /// The start of the Part 10 file tramy stores: preamble, `DICM` and its own meta group. The
@@ -145,7 +318,8 @@ impl ReceivedInstance {
         Ok(out)
     }
 
-    /// The whole Part 10 file tramy stores: [`Self::file_header`], then the data set bytes.
+    /// The whole Part 10 file tramy stores: [`Self::file_header`], then the data set bytes (of an
+    /// instance held in memory).
     pub fn to_part10(
         &self,
         sop_class_uid: &str,
@@ -156,6 +330,17 @@ impl ReceivedInstance {
         out.extend_from_slice(&self.dataset);
         Ok(out)
     }
+}
+
+/// An item or delimiter header (always 8 bytes, PS3.5 7.5).
+fn item_header(tag: dicom_core::Tag, length: u32, encoding: Encoding) -> Vec<u8> {
+    declared_lengths::Header {
+        tag,
+        vr: None,
+        length,
+        header_len: 8,
+    }
+    .with_length(length, encoding)
 }
 
 #[cfg(test)]
@@ -185,5 +370,123 @@ mod tests {
             inst.parse(),
             Err(Part10Error::UnsupportedTransferSyntax(_))
         ));
+    }
+
+    /// A spooled data set parses to the same attributes and metadata as the same bytes in memory,
+    /// for every sample (native and encapsulated Pixel Data, both byte orders, implicit VR).
+    #[tokio::test]
+    async fn a_spooled_data_set_parses_as_the_same_bytes_in_memory() {
+        use crate::store::staging::{Received, Staging, StagingLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(
+            dir.path(),
+            StagingLimits {
+                spool_above: 16,
+                memory_budget: 1 << 20,
+                max_instance: 1 << 30,
+            },
+        )
+        .unwrap();
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(samples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "dcm") {
+                continue;
+            }
+            let memory =
+                ReceivedInstance::from_part10(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+            let mut spool = staging.spool(None);
+            spool.push(&memory.dataset).await.unwrap();
+            let Received::Spooled(file) = spool.finish().await.unwrap() else {
+                panic!("not spooled")
+            };
+            let spooled = ReceivedInstance::from_spooled(
+                &memory.transfer_syntax,
+                &memory.media_storage_sop_class_uid,
+                file,
+            );
+            let json = |r: &ReceivedInstance| {
+                crate::dicom::json::metadata_json(&r.parse().unwrap()).unwrap()
+            };
+            assert_eq!(json(&spooled), json(&memory), "{}", path.display());
+            assert_eq!(spooled.sha256(), memory.sha256());
+            seen += 1;
+        }
+        assert!(seen >= 8);
+    }
+
+    #[tokio::test]
+    async fn a_spooled_pixel_data_longer_than_the_file_is_refused() {
+        use crate::store::staging::{Received, Staging, StagingLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(
+            dir.path(),
+            StagingLimits {
+                spool_above: 16,
+                memory_budget: 1 << 20,
+                max_instance: 1 << 30,
+            },
+        )
+        .unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dicom-samples/ct_small_explicit_le.dcm");
+        let memory =
+            ReceivedInstance::from_part10(Bytes::from(std::fs::read(path).unwrap())).unwrap();
+        let cut = &memory.dataset[..memory.dataset.len() - 1000];
+        let mut spool = staging.spool(None);
+        spool.push(cut).await.unwrap();
+        let Received::Spooled(file) = spool.finish().await.unwrap() else {
+            panic!("not spooled")
+        };
+        let spooled = ReceivedInstance::from_spooled(&memory.transfer_syntax, "", file);
+        let err = spooled.parse().unwrap_err().to_string();
+        assert!(err.contains("Pixel Data declares"), "{err}");
+    }
+
+    /// Damaged spooled data sets (bytes flipped, seeded) are refused or parsed, never a panic.
+    #[tokio::test]
+    async fn damaged_spooled_data_sets_are_refused_or_parsed_never_a_panic() {
+        use crate::store::staging::{Received, Staging, StagingLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(
+            dir.path(),
+            StagingLimits {
+                spool_above: 16,
+                memory_budget: 1 << 20,
+                max_instance: 1 << 30,
+            },
+        )
+        .unwrap();
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
+        let mut seed: u64 = 7;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for entry in std::fs::read_dir(samples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "dcm") {
+                continue;
+            }
+            let memory =
+                ReceivedInstance::from_part10(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+            for _ in 0..40 {
+                let mut damaged = memory.dataset.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let at = next() % damaged.len();
+                    damaged[at] ^= 1 << (next() % 8);
+                }
+                let mut spool = staging.spool(None);
+                spool.push(&damaged).await.unwrap();
+                let Received::Spooled(file) = spool.finish().await.unwrap() else {
+                    panic!("not spooled")
+                };
+                let spooled = ReceivedInstance::from_spooled(&memory.transfer_syntax, "", file);
+                let _ = spooled.parse();
+            }
+        }
     }
 }

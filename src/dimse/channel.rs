@@ -12,7 +12,12 @@ use dicom_ul::Pdu;
 use tokio::net::TcpStream;
 
 use super::association::{AcceptedAssociation, PduStream, WireError};
-use super::message::{Command, CommandError};
+use super::message::{command_field, Command, CommandError};
+use crate::store::staging::{Received, Staging, StagingError};
+
+/// The largest data set of a message other than C-STORE (a query or retrieve identifier) held in
+/// memory; a larger one is a protocol violation.
+const MAX_IDENTIFIER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Errors on an association.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,9 @@ pub enum ChannelError {
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A data set could not be staged.
+    #[error(transparent)]
+    Staging(#[from] StagingError),
 }
 
 /// Something that carries whole PDUs of an established association.
@@ -85,8 +93,12 @@ pub struct Message {
     pub presentation_context_id: u8,
     /// The command set.
     pub command: Command,
-    /// The data set bytes, encoded in the presentation context's transfer syntax.
+    /// The data set bytes, encoded in the presentation context's transfer syntax (identifiers;
+    /// a C-STORE data set too when the channel does not stage).
     pub dataset: Option<Bytes>,
+    /// A C-STORE data set received through the staging area: in memory, in a staging file, or
+    /// discarded as too large.
+    pub received: Option<Received>,
 }
 
 /// What arrived next on an association.
@@ -116,6 +128,14 @@ pub struct Channel<A> {
     association: A,
     pending: VecDeque<PDataValue>,
     contexts: Vec<AcceptedContext>,
+    /// Where C-STORE data sets are received, bounded in memory; without it they are held whole.
+    staging: Option<Staging>,
+}
+
+/// A data set as it was received.
+enum DataSet {
+    Held(Bytes),
+    Staged(Received),
 }
 
 impl Channel<AcceptorTransport> {
@@ -128,7 +148,15 @@ impl Channel<AcceptorTransport> {
             },
             pending: VecDeque::new(),
             contexts: association.contexts,
+            staging: None,
         }
+    }
+
+    /// Receives C-STORE data sets through `staging`: bounded in memory, large ones in staging
+    /// files, over-limit ones read and discarded so the peer still gets its status.
+    pub fn with_staging(mut self, staging: Staging) -> Self {
+        self.staging = Some(staging);
+        self
     }
 }
 
@@ -148,6 +176,7 @@ impl Channel<AsyncClientAssociation<TcpStream>> {
             association,
             pending: VecDeque::new(),
             contexts,
+            staging: None,
         }
     }
 }
@@ -211,40 +240,69 @@ impl<A: PduTransport> Channel<A> {
             }
         }
         let command = Command::decode(&command_bytes)?;
-        let dataset = if command.has_dataset() {
-            let mut data = BytesMut::new();
-            loop {
-                let pdv = match self.next_pdv().await? {
-                    Ok(pdv) => pdv,
-                    Err(end) => return Ok(end),
-                };
-                if pdv.value_type != PDataValueType::Data {
-                    return Err(ChannelError::Protocol(
-                        "command fragment received inside a data set".into(),
-                    ));
-                }
-                if pdv.presentation_context_id != pc_id {
-                    return Err(ChannelError::Protocol(
-                        "data set fragment on another presentation context than its command".into(),
-                    ));
-                }
-                if data.is_empty() {
-                    data = BytesMut::from(&pdv.data[..]);
-                } else {
-                    data.extend_from_slice(&pdv.data);
-                }
-                if pdv.is_last {
-                    break;
-                }
+        let (dataset, received) = if command.has_dataset() {
+            let spool = self
+                .staging
+                .as_ref()
+                .filter(|_| command.command_field() == Some(command_field::C_STORE_RQ))
+                .map(|s| s.spool(None));
+            match self.receive_dataset(pc_id, spool).await? {
+                Ok(DataSet::Held(bytes)) => (Some(bytes), None),
+                Ok(DataSet::Staged(received)) => (None, Some(received)),
+                Err(end) => return Ok(end),
             }
-            Some(data.freeze())
         } else {
-            None
+            (None, None)
         };
         Ok(Incoming::Message(Message {
             presentation_context_id: pc_id,
             command,
             dataset,
+            received,
+        }))
+    }
+
+    /// Receives the data set fragments that follow a command, into `spool` when given (dropping
+    /// it on any early end removes its staging file), else into memory up to a bound.
+    async fn receive_dataset(
+        &mut self,
+        pc_id: u8,
+        mut spool: Option<crate::store::staging::Spool>,
+    ) -> Result<Result<DataSet, Incoming>, ChannelError> {
+        let mut data = BytesMut::new();
+        loop {
+            let pdv = match self.next_pdv().await? {
+                Ok(pdv) => pdv,
+                Err(end) => return Ok(Err(end)),
+            };
+            if pdv.value_type != PDataValueType::Data {
+                return Err(ChannelError::Protocol(
+                    "command fragment received inside a data set".into(),
+                ));
+            }
+            if pdv.presentation_context_id != pc_id {
+                return Err(ChannelError::Protocol(
+                    "data set fragment on another presentation context than its command".into(),
+                ));
+            }
+            match spool.as_mut() {
+                Some(spool) => spool.push(&pdv.data).await?,
+                None if data.len() + pdv.data.len() > MAX_IDENTIFIER_BYTES => {
+                    return Err(ChannelError::Protocol(format!(
+                        "a data set of this message is larger than {} MB",
+                        MAX_IDENTIFIER_BYTES / (1024 * 1024)
+                    )))
+                }
+                None if data.is_empty() => data = BytesMut::from(&pdv.data[..]),
+                None => data.extend_from_slice(&pdv.data),
+            }
+            if pdv.is_last {
+                break;
+            }
+        }
+        Ok(Ok(match spool {
+            Some(spool) => DataSet::Staged(spool.finish().await?),
+            None => DataSet::Held(data.freeze()),
         }))
     }
 

@@ -95,7 +95,7 @@ async fn serve_association(
     };
     tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
     metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);
-    let mut channel = Channel::accepted(association);
+    let mut channel = Channel::accepted(association).with_staging(service.archive.staging.clone());
     loop {
         let message = match channel.receive().await {
             Ok(Incoming::Message(m)) => m,

@@ -7,6 +7,7 @@ use super::channel::{AcceptedContext, Message};
 use super::message::{command_field, response, status, CommandBuilder, CommandError};
 use crate::dicom::ReceivedInstance;
 use crate::ingest::{Archive, Expected, IngestError, IngestOutcome, Sender};
+use crate::store::staging::{MemoryHold, Received};
 
 /// A status and, unless it is success, the reason for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,19 @@ pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreStatus 
     StoreStatus { code, reason }
 }
 
+/// The refusal of an instance over the size limit: Refused, Out of Resources (PS3.4 B.2.3).
+fn too_large(received: u64, max: u64) -> StoreStatus {
+    const MB: u64 = 1024 * 1024;
+    StoreStatus {
+        code: status::OUT_OF_RESOURCES,
+        reason: Some(format!(
+            "an instance of {} MB exceeds the {} MB limit of this archive",
+            received.div_ceil(MB),
+            max / MB
+        )),
+    }
+}
+
 /// Handles a C-STORE-RQ; returns the encoded C-STORE-RSP.
 pub async fn handle(
     archive: &Archive,
@@ -54,7 +68,12 @@ pub async fn handle(
 ) -> Result<Vec<u8>, CommandError> {
     let sop_class = request.command.affected_sop_class_uid();
     let sop_instance = request.command.affected_sop_instance_uid();
-    let result = match (context, request.dataset) {
+    let received = match (request.received, request.dataset) {
+        (Some(received), _) => Some(received),
+        (None, Some(bytes)) => Some(Received::InMemory(bytes, MemoryHold::default())),
+        (None, None) => None,
+    };
+    let result = match (context, received) {
         (None, _) => Err(StoreStatus {
             code: status::SOP_CLASS_NOT_SUPPORTED,
             reason: Some(format!(
@@ -66,8 +85,21 @@ pub async fn handle(
             code: status::CANNOT_UNDERSTAND,
             reason: Some("C-STORE-RQ without a data set".into()),
         }),
-        (Some(ctx), Some(dataset)) => {
-            let received = ReceivedInstance::from_dataset(&ctx.transfer_syntax, dataset);
+        (Some(_), Some(Received::TooLarge { received, max })) => {
+            tracing::warn!(source = %sender.source, received, max, "C-STORE refused: instance larger than allowed");
+            Err(too_large(received, max))
+        }
+        (Some(ctx), Some(Received::InMemory(dataset, hold))) => {
+            Ok(ReceivedInstance::from_dataset(&ctx.transfer_syntax, dataset).holding(hold))
+        }
+        (Some(ctx), Some(Received::Spooled(file))) => Ok(ReceivedInstance::from_spooled(
+            &ctx.transfer_syntax,
+            "",
+            file,
+        )),
+    };
+    let result = match result {
+        Ok(received) => {
             let outcome = archive
                 .ingest(
                     received,
@@ -85,6 +117,7 @@ pub async fn handle(
             }
             Ok(store_status(&outcome))
         }
+        Err(st) => Err(st),
     };
     let st = result.unwrap_or_else(|s| s);
     let mut rsp: CommandBuilder =

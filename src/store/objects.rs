@@ -11,7 +11,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::staging::SpooledFile;
 
 use crate::dicom::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 
@@ -173,6 +175,49 @@ impl ObjectStorage {
         Ok(())
     }
 
+    /// Writes `header` followed by a spooled data set at `key`, reading the staging file in bounded
+    /// chunks (a multipart upload: staged and renamed, fsynced when configured, by the local
+    /// backend), so an instance of any size costs a few chunks of memory. Atomic like [`Self::put`].
+    pub async fn put_spooled(
+        &self,
+        key: &str,
+        header: Bytes,
+        file: Arc<SpooledFile>,
+    ) -> Result<(), ObjectError> {
+        const CHUNK: usize = 8 * 1024 * 1024;
+        let upload = self.backend.put_multipart(&Path::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        writer.write(&header);
+        let copied = async {
+            let mut offset = 0u64;
+            while offset < file.len() {
+                writer.wait_for_capacity(2).await?;
+                let f = file.clone();
+                let chunk = tokio::task::spawn_blocking(move || f.read_at(offset, CHUNK))
+                    .await
+                    .map_err(|e| staging_error(std::io::Error::other(e.to_string())))?
+                    .map_err(staging_error)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                offset += chunk.len() as u64;
+                writer.write(&chunk);
+            }
+            Ok::<_, object_store::Error>(())
+        }
+        .await;
+        match copied {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
         Ok(self.backend.get(&Path::from(key)).await?.bytes().await?)
@@ -244,6 +289,13 @@ impl ObjectStorage {
             });
         }
         Ok(out)
+    }
+}
+
+fn staging_error(source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "staging",
+        source: Box::new(source),
     }
 }
 

@@ -314,6 +314,11 @@ impl TramyServer {
         panic!("tramy did not become ready:\n{}", self.log());
     }
 
+    /// The server process's id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("tramy is running").id()
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -9,12 +9,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 
 use super::base_url;
 use crate::dicom::{Part10Error, ReceivedInstance};
 use crate::ingest::{Expected, IngestError, IngestOutcome, Sender};
+use crate::store::staging::{Received, Staging};
 use crate::web::error::{warning_header, HttpError};
 use crate::web::AppState;
 
@@ -150,11 +151,9 @@ async fn store_parts(
         crate::dicom::StudyInstanceUid::new(study)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
     }
+    // Each part's size is bounded by the staging area (ingest.max_instance_mb) as well.
     let limit = state.config.http.max_part_mb.saturating_mul(1024 * 1024);
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(limit));
-    let mut multipart =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
     let sender = Sender {
         source: "DICOMWEB".into(),
         address: peer.to_string(),
@@ -185,13 +184,10 @@ async fn store_parts(
             }
         };
         let part_type = field.content_type().map(|m| m.essence_str().to_string());
-        let bytes: Bytes = match read_part(field).await {
-            Ok(b) => b,
-            Err(e) => {
-                results.push(PartResult::failed(
-                    reason::CANNOT_UNDERSTAND,
-                    format!("part cannot be read: {e}"),
-                ));
+        let received = match read_part(field, &state.archive.staging, limit).await {
+            Ok(r) => r,
+            Err((code, why)) => {
+                results.push(PartResult::failed(code, why));
                 break;
             }
         };
@@ -202,7 +198,15 @@ async fn store_parts(
             ));
             continue;
         }
-        results.push(store_one(&state, &sender, &expected, bytes).await);
+        let received = match received {
+            Part::Instance(r) => r,
+            Part::Refused(code, why) => {
+                tracing::warn!(source = %sender.address, reason = %why, "STOW-RS part refused");
+                results.push(PartResult::failed(code, why));
+                continue;
+            }
+        };
+        results.push(store_one(&state, &sender, &expected, received).await);
     }
     if results.is_empty() {
         return Err(HttpError::bad_request("the multipart body holds no parts"));
@@ -219,35 +223,99 @@ async fn store_parts(
     Ok(respond(&base_url(&state, &headers), &results, xml))
 }
 
-/// Reads one part whole. Chunks are gathered and joined once at their final size, rather than
-/// grown into one buffer by repeated doubling, which copies a large instance several times.
-async fn read_part(mut field: multer::Field<'_>) -> Result<Bytes, multer::Error> {
-    let mut chunks = Vec::new();
-    while let Some(chunk) = field.chunk().await? {
-        chunks.push(chunk);
+/// A part as read: an instance to ingest, or why it cannot be one.
+enum Part {
+    Instance(ReceivedInstance),
+    Refused(u16, String),
+}
+
+/// Bytes of a part read while looking for the end of its File Meta group; a longer group is not
+/// accepted (real ones take a few hundred bytes).
+const MAX_META_BYTES: usize = 1024 * 1024;
+
+/// Reads one part through the staging area: its File Meta group is parsed from the first bytes,
+/// then the data set bytes go to a spool (memory while small, a staging file past the threshold,
+/// discarded past `max`), so a part costs bounded memory whatever its size.
+async fn read_part(
+    mut field: multer::Field<'_>,
+    staging: &Staging,
+    max: u64,
+) -> Result<Part, (u16, String)> {
+    let read_error = |e: multer::Error| {
+        (
+            reason::CANNOT_UNDERSTAND,
+            format!("part cannot be read: {e}"),
+        )
+    };
+    let staging_error = |e: crate::store::staging::StagingError| {
+        tracing::error!(error = %e, "STOW-RS part cannot be staged");
+        (
+            reason::OUT_OF_RESOURCES,
+            "the part cannot be staged".to_string(),
+        )
+    };
+    let mut head = BytesMut::new();
+    let mut meta: Option<ReceivedInstance> = None;
+    let mut spool = staging.spool(Some(max));
+    while let Some(chunk) = field.chunk().await.map_err(read_error)? {
+        if meta.is_some() {
+            spool.push(&chunk).await.map_err(staging_error)?;
+            continue;
+        }
+        head.extend_from_slice(&chunk);
+        match ReceivedInstance::from_part10(Bytes::copy_from_slice(&head)) {
+            // Only once bytes past the meta group arrived: a group without a length element
+            // could otherwise end, for the parser, where this chunk happens to end.
+            Ok(found) if !found.dataset.is_empty() => {
+                spool.push(&found.dataset).await.map_err(staging_error)?;
+                head = BytesMut::new();
+                meta = Some(found);
+            }
+            Err(Part10Error::NotPart10) if head.len() >= 132 => {
+                return Ok(Part::Refused(
+                    reason::CANNOT_UNDERSTAND,
+                    Part10Error::NotPart10.to_string(),
+                ))
+            }
+            Err(e) if head.len() > MAX_META_BYTES => {
+                return Ok(Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string()))
+            }
+            _ => {}
+        }
     }
-    if chunks.len() == 1 {
-        return Ok(chunks.remove(0));
-    }
-    let mut joined = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for chunk in &chunks {
-        joined.extend_from_slice(chunk);
-    }
-    Ok(Bytes::from(joined))
+    let Some(meta) = meta else {
+        // The whole part is in `head`: short, or its meta group is damaged; say why.
+        return Ok(match ReceivedInstance::from_part10(head.freeze()) {
+            Ok(r) => Part::Instance(r),
+            Err(e) => Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string()),
+        });
+    };
+    Ok(match spool.finish().await.map_err(staging_error)? {
+        Received::InMemory(dataset, hold) => {
+            Part::Instance(ReceivedInstance { dataset, ..meta }.holding(hold))
+        }
+        Received::Spooled(file) => Part::Instance(ReceivedInstance::from_spooled(
+            &meta.transfer_syntax,
+            &meta.media_storage_sop_class_uid,
+            file,
+        )),
+        Received::TooLarge { received, max } => Part::Refused(
+            reason::OUT_OF_RESOURCES,
+            format!(
+                "an instance of {} MB exceeds the {} MB limit of this archive",
+                received.div_ceil(1024 * 1024),
+                max / (1024 * 1024)
+            ),
+        ),
+    })
 }
 
 async fn store_one(
     state: &AppState,
     sender: &Sender,
     expected: &Expected<'_>,
-    bytes: Bytes,
+    received: ReceivedInstance,
 ) -> PartResult {
-    let received = match ReceivedInstance::from_part10(bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return PartResult::failed(reason::CANNOT_UNDERSTAND, e.to_string());
-        }
-    };
     match state
         .archive
         .ingest(received.clone(), sender, expected)
