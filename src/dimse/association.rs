@@ -70,8 +70,15 @@ impl PduStream {
         }
     }
 
-    /// Reads the next PDU.
+    /// Reads the next PDU, which must arrive whole within the stream's timeout. The deadline
+    /// covers the whole PDU, so a peer trickling bytes cannot hold the association open.
     pub async fn read(&mut self) -> Result<Pdu, WireError> {
+        self.read_within(self.timeout).await
+    }
+
+    /// Reads the next PDU, which must arrive whole within `within` from now.
+    async fn read_within(&mut self, within: Duration) -> Result<Pdu, WireError> {
+        let deadline = tokio::time::Instant::now() + within;
         // A-ASSOCIATE-RQ may exceed the P-DATA limit (128 contexts), so allow at least 1 MiB.
         let limit = (self.max_pdu_length as usize).max(1 << 20);
         loop {
@@ -102,9 +109,9 @@ impl PduStream {
                 self.read_buffer
                     .reserve(PDU_HEADER + len - self.read_buffer.len());
             }
-            let n = tokio::time::timeout(self.timeout, self.socket.read_buf(&mut self.read_buffer))
+            let n = tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.read_buffer))
                 .await
-                .map_err(|_| WireError::Timeout(self.timeout))??;
+                .map_err(|_| WireError::Timeout(within))??;
             if n == 0 {
                 return Err(WireError::Closed);
             }
@@ -248,42 +255,74 @@ fn negotiate_context(
     }
 }
 
-/// The longest we wait for a rejected requestor to close the connection (PS3.8 9.1.5 ARTIM).
-const ARTIM: Duration = Duration::from_secs(10);
-
-/// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first.
+/// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first (at most ARTIM).
 async fn reject(
     mut stream: PduStream,
+    artim: Duration,
     result: AssociationRJResult,
     source: AssociationRJSource,
 ) -> Result<(), WireError> {
     stream
         .write(&Pdu::AssociationRJ(AssociationRJ { result, source }))
         .await?;
-    let artim = ARTIM.min(stream.timeout);
     stream.await_peer_close(artim).await;
     Ok(())
 }
 
-/// Reads the A-ASSOCIATE-RQ on `socket` and answers it: A-ASSOCIATE-RJ for `refusal`, a bad
-/// application context or an AE title the configuration does not allow; A-ASSOCIATE-AC otherwise.
-pub async fn accept(
+/// Timers of association establishment.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Time for the whole next PDU once established.
+    pub pdu: Duration,
+    /// Time for the A-ASSOCIATE-RQ after the connection opens, and for a rejected requestor to
+    /// close (PS3.8 9.1.5 ARTIM).
+    pub artim: Duration,
+}
+
+/// A received A-ASSOCIATE-RQ, not yet answered.
+pub struct Request {
+    stream: PduStream,
+    rq: AssociationRQ,
+    artim: Duration,
+}
+
+/// Reads the A-ASSOCIATE-RQ on `socket`; it must arrive whole within ARTIM of the connection
+/// opening, so sockets that never speak do not hold resources (PS3.8 9.2, Sta2).
+pub async fn receive_request(
     socket: TcpStream,
     config: &DimseConfig,
-    timeout: Duration,
-    refusal: Option<Refusal>,
-) -> Result<AcceptedAssociation, AcceptError> {
-    let mut stream = PduStream::new(socket, config.max_pdu_length, timeout);
-    let rq: AssociationRQ = match stream.read().await? {
-        Pdu::AssociationRQ(rq) => rq,
+    timers: Timers,
+) -> Result<Request, AcceptError> {
+    let mut stream = PduStream::new(socket, config.max_pdu_length, timers.pdu);
+    match stream.read_within(timers.artim).await? {
+        Pdu::AssociationRQ(rq) => Ok(Request {
+            stream,
+            rq,
+            artim: timers.artim,
+        }),
         _ => {
             stream.abort().await;
-            return Err(AcceptError::Unexpected);
+            Err(AcceptError::Unexpected)
         }
-    };
+    }
+}
+
+/// Answers a received A-ASSOCIATE-RQ: A-ASSOCIATE-RJ for `refusal`, a bad application context
+/// or an AE title the configuration does not allow; A-ASSOCIATE-AC otherwise.
+pub async fn answer(
+    request: Request,
+    config: &DimseConfig,
+    refusal: Option<Refusal>,
+) -> Result<AcceptedAssociation, AcceptError> {
+    let Request {
+        mut stream,
+        rq,
+        artim,
+    } = request;
     if let Some(refusal) = refusal {
         reject(
             stream,
+            artim,
             AssociationRJResult::Transient,
             AssociationRJSource::ServiceProviderPresentation(refusal.code),
         )
@@ -293,6 +332,7 @@ pub async fn accept(
     if rq.protocol_version & 1 == 0 {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceProviderASCE(
                 AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
@@ -306,6 +346,7 @@ pub async fn accept(
     if rq.application_context_name.trim_end_matches(['\0', ' ']) != APPLICATION_CONTEXT_NAME {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
@@ -319,6 +360,7 @@ pub async fn accept(
     if config.require_called_ae_title && called != config.ae_title.trim() {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized,
@@ -337,6 +379,7 @@ pub async fn accept(
     {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,

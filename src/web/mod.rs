@@ -7,6 +7,7 @@
 pub mod api;
 pub mod dicomweb;
 pub mod error;
+pub mod listener;
 pub mod observability;
 pub mod wado_uri;
 

@@ -1,0 +1,311 @@
+//! Bounded connections and bounded per-request cost (issue #7 items 3, 4, 5): sockets that never
+//! speak, trickle bytes or never finish a request cannot take the archive away from other
+//! clients; no request costs unbounded memory or CPU; refused input logs one quiet line.
+//!
+//! Attackers connect from 127.0.0.2 (loopback range), legitimate clients from 127.0.0.1, so the
+//! per-peer limits can be seen separating them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
+use dicom_ul::Pdu;
+
+const ATTACKER: &str = "127.0.0.2";
+
+/// A TCP connection to `port` on 127.0.0.1 from the address `from`.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap()
+    });
+    let std = stream.into_std().unwrap();
+    std.set_nonblocking(false).unwrap();
+    std
+}
+
+/// The bytes of an A-ASSOCIATE-RQ for Verification from `calling`.
+fn association_rq(calling: &str) -> Vec<u8> {
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling.into(),
+        called_ae_title: "TRAMY".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: "1.2.840.10008.1.1".into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::write_pdu(&mut bytes, &rq).unwrap();
+    bytes
+}
+
+/// Reads until the peer closes; returns what arrived and how long the close took, or None if
+/// the connection was still open after `limit`.
+fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(start.elapsed())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return Some((got, start.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some((got, start.elapsed()))
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// C-ECHO from 127.0.0.1 succeeds and answers within 1 s (client start-up included).
+fn assert_echo_within_1s(server: &TramyServer, when: &str) {
+    let start = Instant::now();
+    let (out, said) = echo_said(&server.port(), "MODALITY");
+    let took = start.elapsed();
+    assert!(out.status.success(), "{when}: C-ECHO failed:\n{said}");
+    assert!(
+        took < Duration::from_secs(1),
+        "{when}: C-ECHO took {took:?}"
+    );
+}
+
+/// GET /healthz answers 200 within 1 s.
+fn assert_healthz_within_1s(server: &TramyServer, when: &str) {
+    let start = Instant::now();
+    let answer = server.http_get("/healthz");
+    let took = start.elapsed();
+    assert_eq!(answer.map(|(c, _)| c), Some(200), "{when}: /healthz");
+    assert!(
+        took < Duration::from_secs(1),
+        "{when}: /healthz took {took:?}"
+    );
+}
+
+const DIMSE_LIMITS: &str = "[dimse]\nmax_associations = 8\nmax_associations_per_peer = 4\nartim_secs = 2\npdu_timeout_secs = 3\n";
+
+#[test]
+fn idle_and_dripping_sockets_from_one_peer_do_not_lock_out_another() {
+    let server = TramyServer::start_with_config(DIMSE_LIMITS);
+    let port = server.dimse_port;
+    // 64 sockets that never speak, more than every association slot.
+    let mut idle: Vec<TcpStream> = (0..64).map(|_| connect_from(ATTACKER, port)).collect();
+    // And 4 that trickle an A-ASSOCIATE-RQ one byte at a time.
+    let rq = association_rq("DRIP");
+    let mut drips: Vec<TcpStream> = (0..4).map(|_| connect_from(ATTACKER, port)).collect();
+    for i in 0..3 {
+        for d in &mut drips {
+            let _ = d.write_all(&rq[i..i + 1]);
+        }
+        assert_echo_within_1s(&server, "under the idle-socket and slow-drip attack");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every attacking socket is closed by ARTIM (2 s), bytes arriving or not.
+    for s in idle.iter_mut().chain(drips.iter_mut()) {
+        assert!(
+            wait_closed(s, Duration::from_secs(5)).is_some(),
+            "a socket that never completed its A-ASSOCIATE-RQ was still open after ARTIM"
+        );
+    }
+    assert_echo_within_1s(&server, "after the attack");
+}
+
+#[test]
+fn a_socket_that_sends_nothing_is_closed_after_artim() {
+    let server = TramyServer::start_with_config(DIMSE_LIMITS);
+    let mut s = connect_from(ATTACKER, server.dimse_port);
+    let (_, took) = wait_closed(&mut s, Duration::from_secs(6))
+        .expect("a silent connection is closed by ARTIM (2 s)");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+}
+
+#[test]
+fn one_byte_at_a_time_does_not_hold_an_established_association() {
+    let server = TramyServer::start_with_config(DIMSE_LIMITS);
+    let mut s = connect_from(ATTACKER, server.dimse_port);
+    s.write_all(&association_rq("DRIP")).unwrap();
+    let mut head = [0u8; 6];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x02, "A-ASSOCIATE-AC");
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let mut rest = vec![0u8; len];
+    s.read_exact(&mut rest).unwrap();
+    // A P-DATA-TF PDU announcing 1000 bytes, then one byte every 500 ms: each byte arrives well
+    // within pdu_timeout (3 s), but the PDU never completes.
+    let mut pdu = vec![0x04, 0x00];
+    pdu.extend_from_slice(&1000u32.to_be_bytes());
+    s.write_all(&pdu).unwrap();
+    let start = Instant::now();
+    s.set_nonblocking(true).unwrap();
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(8) {
+        if s.write_all(&[0u8]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {} // the A-ABORT
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        closed,
+        "a PDU trickled one byte at a time held the association for 8 s"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "closed only after {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn one_peer_is_limited_to_its_share_of_associations() {
+    let server = TramyServer::start_with_config(DIMSE_LIMITS);
+    let port = server.dimse_port;
+    let _held: Vec<TcpStream> = (0..4).map(|_| connect_from(ATTACKER, port)).collect();
+    let mut fifth = connect_from(ATTACKER, port);
+    fifth.write_all(&association_rq("GREEDY")).unwrap();
+    let (answer, _) = wait_closed(&mut fifth, Duration::from_secs(5)).expect("an answer");
+    // A-ASSOCIATE-RJ (PS3.8 9.3.4): result 2 transient, source 3 service provider
+    // (presentation), reason 2 local limit exceeded.
+    assert_eq!(
+        answer.first(),
+        Some(&0x03),
+        "A-ASSOCIATE-RJ, got {answer:?}"
+    );
+    assert_eq!(
+        &answer[7..10],
+        &[2, 3, 2],
+        "transient, local limit exceeded"
+    );
+    assert_echo_within_1s(&server, "while another peer is at its limit");
+    wait_for("the refusal in the log", || {
+        server
+            .log()
+            .contains("max_associations_per_peer")
+            .then_some(())
+    });
+}
+
+const HTTP_LIMITS: &str =
+    "[http]\nheader_read_timeout_secs = 4\nbody_read_timeout_secs = 2\nmax_connections = 2000\n";
+
+/// Opens `n` connections that each send the start of a request and never finish its header.
+fn half_sent_requests(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = connect_from(ATTACKER, port);
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn half_sent_http_requests_do_not_stop_the_archive_answering() {
+    let server = TramyServer::start_with_config(&format!("{HTTP_LIMITS}{DIMSE_LIMITS}"));
+    let mut held = half_sent_requests(server.http_port, 1050);
+    assert_healthz_within_1s(&server, "with 1050 half-sent requests open");
+    assert_echo_within_1s(&server, "with 1050 half-sent HTTP requests open");
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(
+        &[ct.as_path()],
+        "C-STORE with 1050 half-sent HTTP requests open",
+    );
+    // The header read timeout (4 s) closes them.
+    let (_, took) = wait_closed(&mut held[0], Duration::from_secs(10))
+        .expect("a request whose header never ended was closed");
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    assert!(
+        !server.log().contains("Too many open files"),
+        "the server ran out of file descriptors"
+    );
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let server = TramyServer::start_with_config(
+        "[http]\nheader_read_timeout_secs = 2\nmax_connections = 10\n",
+    );
+    let _held = half_sent_requests(server.http_port, 10);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect_from(ATTACKER, server.http_port);
+    let (_, took) =
+        wait_closed(&mut extra, Duration::from_secs(1)).expect("the 11th connection is closed");
+    assert!(took < Duration::from_secs(1));
+    // Once the header timeout frees the slots, requests are served again.
+    wait_for("/healthz after the header timeout", || {
+        server
+            .http_get("/healthz")
+            .filter(|(c, _)| *c == 200)
+            .map(|_| ())
+    });
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    let server = TramyServer::start_with_config(HTTP_LIMITS);
+    let mut s = connect_from(ATTACKER, server.http_port);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    wait_closed(&mut s, Duration::from_secs(8))
+        .expect("an idle keep-alive connection is closed by the header read timeout (4 s)");
+}
+
+#[test]
+fn a_stalled_request_body_is_cut_off() {
+    let server = TramyServer::start_with_config(HTTP_LIMITS);
+    let mut s = connect_from(ATTACKER, server.http_port);
+    s.write_all(
+        b"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (answer, took) = wait_closed(&mut s, Duration::from_secs(10))
+        .expect("a request whose body stalls is answered and closed");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || !text.starts_with("HTTP/1.1 2"),
+        "a stalled body was not refused: {text}"
+    );
+    let _ = start;
+    assert_healthz_within_1s(&server, "after a stalled body");
+}
