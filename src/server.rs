@@ -61,11 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(async move {
         let limits = crate::web::listener::Limits::from_config(&http_config.http);
-        let app = crate::web::router(crate::web::AppState {
-            archive,
-            config: http_config,
-            models: Arc::new(models),
-        });
+        let app = crate::web::router(crate::web::AppState::new(archive, http_config, models));
         crate::web::listener::serve(http_listener, app, limits, async {
             let _ = http_stopped.await;
         })

@@ -309,3 +309,93 @@ fn a_stalled_request_body_is_cut_off() {
     let _ = start;
     assert_healthz_within_1s(&server, "after a stalled body");
 }
+
+/// The number of top-level results in a QIDO-RS answer.
+fn result_count(r: &HttpResponse) -> usize {
+    r.json().as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn qido_results_are_capped_with_a_warning_and_all_fields_cost_less() {
+    let server = TramyServer::start_with_config(
+        "[http]\nmax_query_results = 3\nmax_query_results_all_fields = 2\n",
+    );
+    let files = samples();
+    let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    server.store_files(&refs, "the samples");
+    let accept = [("Accept", "application/dicom+json")];
+    let get = |q: &str| server.http("GET", &format!("/dicomweb/instances{q}"), &accept, b"");
+
+    let r = get("?limit=100000000");
+    assert_eq!(r.status, 200);
+    assert_eq!(result_count(&r), 3, "capped at max_query_results");
+    let warning = r.header("warning").expect("a Warning header says so");
+    assert!(warning.starts_with("299 "), "{warning}");
+    assert!(warning.contains("maximum supported"), "{warning}");
+
+    let r = get("?limit=100000000&includefield=all");
+    assert_eq!(
+        result_count(&r),
+        2,
+        "capped at max_query_results_all_fields"
+    );
+    assert!(r.header("warning").is_some());
+    // Each result still carries the whole metadata.
+    assert!(r.json()[0].as_object().unwrap().len() > 20);
+
+    // Within the cap, or at the end of the results: no warning.
+    let r = get("?limit=2");
+    assert_eq!(result_count(&r), 2);
+    assert!(r.header("warning").is_none());
+    let r = get(&format!("?offset={}", files.len() - 2));
+    assert_eq!(result_count(&r), 2);
+    assert!(r.header("warning").is_none(), "no more results exist");
+
+    // A refused query is still a proper 400 with a reason, not a cut-off 200.
+    let r = get("?StudyDate=notadate");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+}
+
+fn ct_uids() -> (String, String, String) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .unwrap();
+    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
+    (
+        t(tags::STUDY_INSTANCE_UID),
+        t(tags::SERIES_INSTANCE_UID),
+        t(tags::SOP_INSTANCE_UID),
+    )
+}
+
+#[test]
+fn a_repeated_frame_list_is_served_once_and_a_long_one_is_refused() {
+    let server = TramyServer::start();
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(&[ct.as_path()], "the CT");
+    let (study, series, sop) = ct_uids();
+    let base = format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames");
+    let accept = [(
+        "Accept",
+        "multipart/related; type=\"application/octet-stream\"",
+    )];
+    let single = server.http("GET", &format!("{base}/1"), &accept, b"");
+    assert_eq!(single.status, 200);
+    let repeated = vec!["1"; 2000].join(",");
+    let r = server.http("GET", &format!("{base}/{repeated}"), &accept, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body.len(),
+        single.body.len(),
+        "2000 repeats of frame 1 are one frame"
+    );
+    let distinct: Vec<String> = (1..=2049).map(|n| n.to_string()).collect();
+    let r = server.http(
+        "GET",
+        &format!("{base}/{}", distinct.join(",")),
+        &accept,
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.header("warning").unwrap().contains("frames"));
+}
