@@ -399,3 +399,113 @@ fn a_repeated_frame_list_is_served_once_and_a_long_one_is_refused() {
     assert_eq!(r.status, 400);
     assert!(r.header("warning").unwrap().contains("frames"));
 }
+
+/// The WARN and ERROR lines of the server's log.
+fn loud_lines(server: &TramyServer) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_damaged_file_meta_group_logs_one_line() {
+    let server = TramyServer::start();
+    let mut file =
+        std::fs::read(repo_root().join("dicom-samples/ct_small_explicit_le.dcm")).unwrap();
+    // File Meta Information Group Length (0002,0000) 3000 bytes too long: dicom-rs then reads
+    // the data set's elements as meta elements and warns about each of them.
+    assert_eq!(&file[132..136], &[2, 0, 0, 0]);
+    let len = u32::from_le_bytes(file[140..144].try_into().unwrap()) + 3000;
+    file[140..144].copy_from_slice(&len.to_le_bytes());
+    let before = loud_lines(&server).len();
+    let (ct, body) = stow_body(&[file]);
+    let r = server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[("Content-Type", ct.as_str())],
+        &body,
+    );
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let after = loud_lines(&server);
+    assert_eq!(
+        after.len() - before,
+        1,
+        "one line for one refused input:\n{}",
+        after[before..].join("\n")
+    );
+}
+
+#[test]
+fn rendering_an_image_logs_no_warning() {
+    let server = TramyServer::start();
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(&[ct.as_path()], "the CT");
+    let (study, series, sop) = ct_uids();
+    let before = loud_lines(&server);
+    let r = server.http(
+        "GET",
+        &format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered"),
+        &[("Accept", "image/jpeg")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let wado =
+        format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}");
+    assert_eq!(server.http("GET", &wado, &[], b"").status, 200);
+    assert_eq!(loud_lines(&server), before, "rendering logged a warning");
+}
+
+#[test]
+fn wado_uri_refuses_frame_number_zero() {
+    let server = TramyServer::start();
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(&[ct.as_path()], "the CT");
+    let (study, series, sop) = ct_uids();
+    let wado =
+        format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}");
+    let r = server.http("GET", &format!("{wado}&frameNumber=0"), &[], b"");
+    assert_eq!(r.status, 400);
+    assert!(r.header("warning").unwrap().contains("numbered from 1"));
+    let r = server.http("GET", &format!("{wado}&frameNumber=1"), &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_refused_c_find_does_not_log_the_birth_date() {
+    let server = TramyServer::start();
+    let birth_date = "1968x0412";
+    let out = pynetdicom(
+        "findscu",
+        &[
+            "-S",
+            "-aec",
+            "TRAMY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("PatientBirthDate={birth_date}"),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("0xA900") || said.contains("0xC") || said.contains("Failure"),
+        "the query is refused:\n{said}"
+    );
+    wait_for("the refusal in the log", || {
+        server.log().contains("C-FIND refused").then_some(())
+    });
+    let log = server.log();
+    assert!(
+        !log.contains("1968"),
+        "the birth date reached the log:\n{log}"
+    );
+}

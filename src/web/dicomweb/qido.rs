@@ -325,9 +325,9 @@ async fn search(
         Ok(Err(e)) => return Err(HttpError::internal(e)),
         Err(_) => return Err(HttpError::internal("the query task ended early")),
     };
-    let body = futures::stream::unfold(body_rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    // poll_recv keeps answering None once the channel is done (gzip polls past the end).
+    let mut body_rx = body_rx;
+    let body = futures::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/dicom+json")],
