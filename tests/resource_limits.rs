@@ -509,3 +509,18 @@ fn a_refused_c_find_does_not_log_the_birth_date() {
         "the birth date reached the log:\n{log}"
     );
 }
+
+#[test]
+fn a_cleartext_http2_connection_cannot_skip_the_header_timeout() {
+    let server = TramyServer::start_with_config(HTTP_LIMITS);
+    let mut s = connect_from(ATTACKER, server.http_port);
+    // The HTTP/2 connection preface (RFC 9113 3.4), then silence.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    wait_closed(&mut s, Duration::from_secs(8))
+        .expect("an h2c connection is refused or closed like any other idle one");
+    // Two bytes, fewer than any protocol sniffing needs, then silence.
+    let mut s = connect_from(ATTACKER, server.http_port);
+    s.write_all(b"GE").unwrap();
+    wait_closed(&mut s, Duration::from_secs(8))
+        .expect("a connection that sent two bytes is closed by the header timeout");
+}

@@ -62,7 +62,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: hyper's header timeout covers neither cleartext HTTP/2 (h2c) nor the version
+    // sniffing of its auto mode (which waits for 24 bytes without a timer), so either would let
+    // an idle connection stay forever; browsers speak HTTP/2 only over TLS, which a fronting
+    // proxy terminates. (No route upgrades connections.)
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -91,7 +95,7 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let service = connection_service(app.clone(), peer, limits.body_read_timeout);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
+            .serve_connection(TokioIo::new(socket), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
