@@ -524,3 +524,44 @@ fn a_cleartext_http2_connection_cannot_skip_the_header_timeout() {
     wait_closed(&mut s, Duration::from_secs(8))
         .expect("a connection that sent two bytes is closed by the header timeout");
 }
+
+#[test]
+fn heatmaps_beyond_the_pool_get_503_with_retry_after_at_once() {
+    let (model, _) = pneumonia_model();
+    let models_dir = model.parent().unwrap().display().to_string();
+    let server = TramyServer::start_with_config(&format!(
+        "[http]\nmax_concurrent_renders = 1\n[triage]\nmodels_dir = \"{models_dir}\"\n"
+    ));
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(&[ct.as_path()], "the CT");
+    let (study, series, sop) = ct_uids();
+    let path = format!(
+        "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap?model=chest-xray-pneumonia-kermany&label=pneumonia"
+    );
+    let answers: Vec<(u16, Option<String>, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let start = Instant::now();
+                    let r = server.http("GET", &path, &[], b"");
+                    let retry = r.header("retry-after").map(str::to_string);
+                    (r.status, retry, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().any(|a| a.0 == 200),
+        "one heatmap is computed: {answers:?}"
+    );
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert!(!refused.is_empty(), "the others are refused: {answers:?}");
+    for (_, retry, took) in refused {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(
+            *took < Duration::from_secs(1),
+            "refused only after {took:?}"
+        );
+    }
+}
