@@ -47,7 +47,15 @@ pub enum WireError {
     /// A PDU that does not decode, or is larger than we accept.
     #[error("malformed PDU: {0}")]
     Malformed(String),
+    /// A message arrives slower than [`MIN_MESSAGE_RATE`] allows.
+    #[error("a message arrived at under {MIN_MESSAGE_RATE} bytes/s")]
+    TooSlow,
 }
+
+/// The slowest a DIMSE message may arrive once its first `timeout` has passed, in bytes per
+/// second: complete minimal PDUs, each within the PDU deadline, must not hold an association
+/// forever. (A 64 kbit/s link carries 8000.)
+pub const MIN_MESSAGE_RATE: u64 = 4096;
 
 /// Reads and writes whole PDUs on a TCP stream.
 pub struct PduStream {
@@ -56,6 +64,10 @@ pub struct PduStream {
     write_buffer: Vec<u8>,
     max_pdu_length: u32,
     timeout: Duration,
+    /// When the message now arriving began (the end of the last complete fragment).
+    message_since: tokio::time::Instant,
+    /// Bytes of the message now arriving.
+    message_bytes: u64,
 }
 
 impl PduStream {
@@ -67,13 +79,37 @@ impl PduStream {
             write_buffer: Vec::with_capacity(64 * 1024),
             max_pdu_length,
             timeout,
+            message_since: tokio::time::Instant::now(),
+            message_bytes: 0,
         }
     }
 
     /// Reads the next PDU, which must arrive whole within the stream's timeout. The deadline
     /// covers the whole PDU, so a peer trickling bytes cannot hold the association open.
     pub async fn read(&mut self) -> Result<Pdu, WireError> {
-        self.read_within(self.timeout).await
+        let pdu = self.read_within(self.timeout).await?;
+        self.check_message_rate(&pdu)?;
+        Ok(pdu)
+    }
+
+    /// Fails when the message now arriving has taken longer than `timeout` plus its size at
+    /// [`MIN_MESSAGE_RATE`]; a last fragment (command or data set) starts the clock anew.
+    fn check_message_rate(&mut self, pdu: &Pdu) -> Result<(), WireError> {
+        let Pdu::PData { data } = pdu else {
+            return Ok(());
+        };
+        if data.iter().any(|v| v.is_last) {
+            self.message_since = tokio::time::Instant::now();
+            self.message_bytes = 0;
+            return Ok(());
+        }
+        let bytes: usize = data.iter().map(|v| v.data.len()).sum();
+        self.message_bytes += bytes as u64;
+        let allowed = self.timeout + Duration::from_secs(self.message_bytes / MIN_MESSAGE_RATE);
+        if self.message_since.elapsed() > allowed {
+            return Err(WireError::TooSlow);
+        }
+        Ok(())
     }
 
     /// Reads the next PDU, which must arrive whole within `within` from now.
