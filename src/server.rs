@@ -37,7 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.dimse.addr
         )
         })?;
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
             "cannot listen for HTTP on {} (set TRAMY_HTTP_ADDR or [http] addr to a free port)",
@@ -60,7 +60,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(async move {
-        let limits = crate::web::listener::Limits::from_config(&http_config.http);
+        let mut limits = crate::web::listener::Limits::from_config(&http_config.http);
+        // Leave half the descriptors to DIMSE, objects and the index.
+        if let Some(fds) = fd_limit {
+            let fit = usize::try_from(fds / 2).unwrap_or(usize::MAX).max(1);
+            if limits.max_connections > fit {
+                tracing::info!(
+                    configured = limits.max_connections,
+                    used = fit,
+                    "http.max_connections lowered to half the open file limit"
+                );
+                limits.max_connections = fit;
+            }
+        }
         let app = crate::web::router(crate::web::AppState::new(archive, http_config, models));
         crate::web::listener::serve(http_listener, app, limits, async {
             let _ = http_stopped.await;
@@ -123,10 +135,16 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
 /// Raises the soft file-descriptor limit to the hard limit: each connection and each open
 /// object takes a descriptor, and common soft limits (1024) run out under load long before
 /// memory or CPU do.
-fn raise_fd_limit() {
+fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open file limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+        Ok(limit) => {
+            tracing::info!(limit, "open file limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open file limit");
+            None
+        }
     }
 }
 

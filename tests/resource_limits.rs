@@ -253,6 +253,8 @@ fn half_sent_requests(port: u16, n: usize) -> Vec<TcpStream> {
 
 #[test]
 fn half_sent_http_requests_do_not_stop_the_archive_answering() {
+    // This test process holds the 1050 sockets too.
+    rlimit::increase_nofile_limit(4096).unwrap();
     let server = TramyServer::start_with_config(&format!("{HTTP_LIMITS}{DIMSE_LIMITS}"));
     let mut held = half_sent_requests(server.http_port, 1050);
     assert_healthz_within_1s(&server, "with 1050 half-sent requests open");
