@@ -109,6 +109,10 @@ fn idle_and_dripping_sockets_from_one_peer_do_not_lock_out_another() {
     let port = server.dimse_port;
     // 64 sockets that never speak, more than every association slot.
     let mut idle: Vec<TcpStream> = (0..64).map(|_| connect_from(ATTACKER, port)).collect();
+    // Beyond twice its limit (4) a peer's connections are closed unread, at once.
+    let (_, took) = wait_closed(&mut idle[63], Duration::from_secs(1))
+        .expect("a connection far over the per-peer limit is closed at once");
+    assert!(took < Duration::from_secs(1));
     // And 4 that trickle an A-ASSOCIATE-RQ one byte at a time.
     let rq = association_rq("DRIP");
     let mut drips: Vec<TcpStream> = (0..4).map(|_| connect_from(ATTACKER, port)).collect();

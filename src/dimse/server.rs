@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::association::{answer, receive_request, AcceptError, Refusal, Timers};
 use super::channel::{AcceptorTransport, Channel, ChannelError, Incoming, Message};
@@ -61,14 +61,22 @@ impl Drop for PeerGuard {
     }
 }
 
+/// Most connections still negotiating (no A-ASSOCIATE-RQ yet, or being answered) at once; more
+/// are closed as soon as they are accepted. Each holds a descriptor for at most ARTIM, so this
+/// bounds what many addresses together can hold without speaking.
+const MAX_NEGOTIATING: usize = 1024;
+
 /// Serves associations on `listener` until the task is dropped.
 ///
 /// A connection takes one of `max_associations` slots only once its A-ASSOCIATE-RQ has arrived,
 /// which must happen within ARTIM, so sockets that never speak cannot lock modalities out; one
-/// peer address holds at most `max_associations_per_peer` connections in any state.
+/// peer address holds at most `max_associations_per_peer` connections in any state (the next
+/// as many are refused with A-ASSOCIATE-RJ, more are closed unread), and at most
+/// [`MAX_NEGOTIATING`] connections from all peers are negotiating at once.
 pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(service.config.dimse.max_associations));
     let peers = Arc::new(PeerCounts::default());
+    let negotiating = Arc::new(Semaphore::new(MAX_NEGOTIATING));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -79,14 +87,32 @@ pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io
                 continue;
             }
         };
+        let (peer_guard, open_from_peer) = peers.enter(peer.ip());
+        // Up to twice its limit, a peer's connections are read and refused with a reason;
+        // beyond that the peer is flooding and its connections are closed unread.
+        if open_from_peer
+            > service
+                .config
+                .dimse
+                .max_associations_per_peer
+                .saturating_mul(2)
+        {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "dropped").increment(1);
+            tracing::debug!(%peer, "connection closed: far over dimse.max_associations_per_peer");
+            continue;
+        }
+        let Ok(negotiation) = negotiating.clone().try_acquire_owned() else {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "dropped").increment(1);
+            tracing::debug!(%peer, "connection closed: {MAX_NEGOTIATING} already negotiating");
+            continue;
+        };
         // Nagle plus delayed ACK stalls every request/response exchange by tens of milliseconds.
         let _ = socket.set_nodelay(true);
-        let (peer_guard, open_from_peer) = peers.enter(peer.ip());
         let service = service.clone();
         let slots = slots.clone();
         tokio::spawn(async move {
             let _peer_guard = peer_guard;
-            serve_association(socket, peer, open_from_peer, &slots, &service).await;
+            serve_association(socket, peer, open_from_peer, negotiation, &slots, &service).await;
         });
     }
 }
@@ -124,6 +150,7 @@ async fn serve_association(
     socket: TcpStream,
     peer: SocketAddr,
     open_from_peer: usize,
+    negotiation: OwnedSemaphorePermit,
     slots: &Arc<Semaphore>,
     service: &DimseService,
 ) {
@@ -156,6 +183,7 @@ async fn serve_association(
             return;
         }
     };
+    drop(negotiation);
     let sender = Sender {
         source: association.calling_ae_title.clone(),
         address: peer.to_string(),
