@@ -64,8 +64,8 @@ pub struct PduStream {
     write_buffer: Vec<u8>,
     max_pdu_length: u32,
     timeout: Duration,
-    /// When the message now arriving began (the end of the last complete fragment).
-    message_since: tokio::time::Instant,
+    /// When the first PDU of the message fragment now arriving came (none between messages).
+    message_since: Option<tokio::time::Instant>,
     /// Bytes of the message now arriving.
     message_bytes: u64,
 }
@@ -79,7 +79,7 @@ impl PduStream {
             write_buffer: Vec::with_capacity(64 * 1024),
             max_pdu_length,
             timeout,
-            message_since: tokio::time::Instant::now(),
+            message_since: None,
             message_bytes: 0,
         }
     }
@@ -92,21 +92,28 @@ impl PduStream {
         Ok(pdu)
     }
 
-    /// Fails when the message now arriving has taken longer than `timeout` plus its size at
-    /// [`MIN_MESSAGE_RATE`]; a last fragment (command or data set) starts the clock anew.
+    /// Fails when the command or data set now arriving has taken longer, since its first PDU,
+    /// than `timeout` plus its size at [`MIN_MESSAGE_RATE`]. The wait before a first PDU is
+    /// bounded by the PDU deadline instead, so time spent sending (C-GET) never counts.
     fn check_message_rate(&mut self, pdu: &Pdu) -> Result<(), WireError> {
         let Pdu::PData { data } = pdu else {
             return Ok(());
         };
         if data.iter().any(|v| v.is_last) {
-            self.message_since = tokio::time::Instant::now();
-            self.message_bytes = 0;
+            self.message_since = None;
             return Ok(());
         }
+        let since = match self.message_since {
+            Some(since) => since,
+            None => {
+                self.message_bytes = 0;
+                *self.message_since.insert(tokio::time::Instant::now())
+            }
+        };
         let bytes: usize = data.iter().map(|v| v.data.len()).sum();
         self.message_bytes += bytes as u64;
         let allowed = self.timeout + Duration::from_secs(self.message_bytes / MIN_MESSAGE_RATE);
-        if self.message_since.elapsed() > allowed {
+        if since.elapsed() > allowed {
             return Err(WireError::TooSlow);
         }
         Ok(())
