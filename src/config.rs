@@ -98,8 +98,15 @@ pub struct DimseConfig {
     pub allowed_calling_ae_titles: Vec<String>,
     /// Most associations served at once; more are rejected (transient, "local limit exceeded").
     pub max_associations: usize,
-    /// Seconds to wait for the next PDU before the association is aborted (ARTIM-like timer).
+    /// Seconds within which the next whole PDU must arrive, counted from when we start waiting
+    /// for it: the association's idle limit, which a trickle of bytes does not reset.
     pub pdu_timeout_secs: u64,
+    /// Seconds a new connection has to deliver its whole A-ASSOCIATE-RQ before it is closed
+    /// (PS3.8 9.1.5 ARTIM); also how long a rejected requestor has to close the connection.
+    pub artim_secs: u64,
+    /// Most connections (negotiating or established) from one IP address at once; more are
+    /// rejected (transient, "local limit exceeded"), so one host cannot take every slot.
+    pub max_associations_per_peer: usize,
     /// Largest PDU we accept, in bytes.
     pub max_pdu_length: u32,
     /// C-MOVE destinations: AE title → `host:port`.
@@ -120,6 +127,22 @@ pub struct HttpConfig {
     /// Largest single part a STOW-RS request may carry, in megabytes; `[ingest] max_instance_mb`
     /// applies too, whichever is smaller.
     pub max_part_mb: u64,
+    /// Seconds a client has to send a request's whole header; also how long an idle keep-alive
+    /// connection waits for its next request.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may stall (no data arriving) before the request fails.
+    pub body_read_timeout_secs: u64,
+    /// Most HTTP connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Most results a QIDO-RS request returns (PS3.18 8.3.4.4: the origin server may return
+    /// fewer than asked, with a `Warning` header saying so).
+    pub max_query_results: u64,
+    /// Most results a QIDO-RS request with `includefield=all` returns (each carries the whole
+    /// stored metadata of its instance).
+    pub max_query_results_all_fields: u64,
+    /// Rendered images and heatmaps computed at once; further requests get 503 with
+    /// Retry-After. 0 means the number of CPU cores.
+    pub max_concurrent_renders: usize,
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
@@ -178,6 +201,8 @@ impl Default for DimseConfig {
             allowed_calling_ae_titles: Vec::new(),
             max_associations: 64,
             pdu_timeout_secs: 60,
+            artim_secs: 10,
+            max_associations_per_peer: 16,
             max_pdu_length: 262_144,
             move_destinations: BTreeMap::new(),
         }
@@ -191,6 +216,12 @@ impl Default for HttpConfig {
             public_url: String::new(),
             cors_allowed_origins: Vec::new(),
             max_part_mb: 4096,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            max_connections: 4096,
+            max_query_results: 10_000,
+            max_query_results_all_fields: 1_000,
+            max_concurrent_renders: 0,
         }
     }
 }
@@ -292,6 +323,12 @@ impl Config {
                 "dimse.max_associations must be at least 1".into(),
             ));
         }
+        if self.dimse.max_associations_per_peer == 0 || self.http.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "dimse.max_associations_per_peer and http.max_connections must be at least 1"
+                    .into(),
+            ));
+        }
         if self.dimse.max_pdu_length < 4096 {
             return Err(ConfigError::Invalid(
                 "dimse.max_pdu_length must be at least 4096 bytes".into(),
@@ -303,6 +340,11 @@ impl Config {
     /// The PDU read timeout as a [`Duration`].
     pub fn pdu_timeout(&self) -> Duration {
         Duration::from_secs(self.dimse.pdu_timeout_secs.max(1))
+    }
+
+    /// The A-ASSOCIATE-RQ timer (ARTIM) as a [`Duration`].
+    pub fn artim(&self) -> Duration {
+        Duration::from_secs(self.dimse.artim_secs.max(1))
     }
 }
 

@@ -368,13 +368,32 @@ async fn verify(
     }
 }
 
+/// dicom-rs warns once per element it finds odd (a damaged File Meta group: hundreds of lines
+/// for one refused file) and on routine rendering; tramy logs one line per refused input itself.
+/// So its crates speak only at error level, unless `RUST_LOG` asks for debug or names them.
+const QUIET_THIRD_PARTY: &str =
+    "dicom_object=error,dicom_parser=error,dicom_pixeldata=error,dicom_encoding=error";
+
+/// The log filter for `RUST_LOG` (default `info`).
+fn log_filter(spec: Option<String>) -> EnvFilter {
+    let spec = spec.unwrap_or_else(|| "info".into());
+    let verbose = ["debug", "trace", "dicom_"]
+        .iter()
+        .any(|w| spec.contains(w));
+    let spec = if verbose {
+        spec
+    } else {
+        format!("{spec},{QUIET_THIRD_PARTY}")
+    };
+    EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_THIRD_PARTY}")))
+}
+
 fn main() -> anyhow::Result<()> {
     tramy::store::staging::return_large_buffers_to_the_os();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -28,6 +28,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.dimse.addr
         )
         })?;
+    let fd_limit = raise_fd_limit();
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
             "cannot listen for HTTP on {} (set TRAMY_HTTP_ADDR or [http] addr to a free port)",
@@ -55,16 +56,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let http_config = config.clone();
     let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
-    let http = tokio::spawn(async move {
-        axum::serve(
-            http_listener,
-            crate::web::router(crate::web::AppState {
-                archive,
-                config: http_config,
-                models: Arc::new(models),
-            })
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(async move {
+        let mut limits = crate::web::listener::Limits::from_config(&http_config.http);
+        // Leave half the descriptors to DIMSE, objects and the index.
+        if let Some(fds) = fd_limit {
+            let fit = usize::try_from(fds / 2).unwrap_or(usize::MAX).max(1);
+            if limits.max_connections > fit {
+                tracing::info!(
+                    configured = limits.max_connections,
+                    used = fit,
+                    "http.max_connections lowered to half the open file limit"
+                );
+                limits.max_connections = fit;
+            }
+        }
+        let app = crate::web::router(crate::web::AppState::new(archive, http_config, models));
+        crate::web::listener::serve(http_listener, app, limits, async {
+            let _ = http_stopped.await;
+        })
         .await
     });
 
@@ -73,8 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tokio::select! {
         r = dimse => { r.context("DIMSE listener task")?.context("DIMSE listener")?; }
-        r = http => { r.context("HTTP listener task")?.context("HTTP listener")?; }
-        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+        r = &mut http => { r.context("HTTP listener task")?.context("HTTP listener")?; }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            // In-flight HTTP requests finish (bounded by the listener's grace period).
+            let _ = stop_http.send(());
+            if let Ok(r) = http.await { r.context("HTTP listener")?; }
+        }
     }
     Ok(())
 }
@@ -140,6 +155,22 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
     let worker = crate::triage::queue::TriageWorker::new(archive.clone(), &loaded, &config.triage);
     Ok((archive, Some(worker), loaded))
+}
+
+/// Raises the soft file-descriptor limit to the hard limit: each connection and each open
+/// object takes a descriptor, and common soft limits (1024) run out under load long before
+/// memory or CPU do.
+fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open file limit");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open file limit");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -47,7 +47,15 @@ pub enum WireError {
     /// A PDU that does not decode, or is larger than we accept.
     #[error("malformed PDU: {0}")]
     Malformed(String),
+    /// A message arrives slower than [`MIN_MESSAGE_RATE`] allows.
+    #[error("a message arrived at under {MIN_MESSAGE_RATE} bytes/s")]
+    TooSlow,
 }
+
+/// The slowest a DIMSE message may arrive once its first `timeout` has passed, in bytes per
+/// second: complete minimal PDUs, each within the PDU deadline, must not hold an association
+/// forever. (A 64 kbit/s link carries 8000.)
+pub const MIN_MESSAGE_RATE: u64 = 4096;
 
 /// Reads and writes whole PDUs on a TCP stream.
 pub struct PduStream {
@@ -56,6 +64,10 @@ pub struct PduStream {
     write_buffer: Vec<u8>,
     max_pdu_length: u32,
     timeout: Duration,
+    /// When the first PDU of the message fragment now arriving came (none between messages).
+    message_since: Option<tokio::time::Instant>,
+    /// Bytes of the message now arriving.
+    message_bytes: u64,
 }
 
 impl PduStream {
@@ -67,11 +79,49 @@ impl PduStream {
             write_buffer: Vec::with_capacity(64 * 1024),
             max_pdu_length,
             timeout,
+            message_since: None,
+            message_bytes: 0,
         }
     }
 
-    /// Reads the next PDU.
+    /// Reads the next PDU, which must arrive whole within the stream's timeout. The deadline
+    /// covers the whole PDU, so a peer trickling bytes cannot hold the association open.
     pub async fn read(&mut self) -> Result<Pdu, WireError> {
+        let pdu = self.read_within(self.timeout).await?;
+        self.check_message_rate(&pdu)?;
+        Ok(pdu)
+    }
+
+    /// Fails when the command or data set now arriving has taken longer, since its first PDU,
+    /// than `timeout` plus its size at [`MIN_MESSAGE_RATE`]. The wait before a first PDU is
+    /// bounded by the PDU deadline instead, so time spent sending (C-GET) never counts.
+    fn check_message_rate(&mut self, pdu: &Pdu) -> Result<(), WireError> {
+        let Pdu::PData { data } = pdu else {
+            return Ok(());
+        };
+        if data.iter().any(|v| v.is_last) {
+            self.message_since = None;
+            return Ok(());
+        }
+        let since = match self.message_since {
+            Some(since) => since,
+            None => {
+                self.message_bytes = 0;
+                *self.message_since.insert(tokio::time::Instant::now())
+            }
+        };
+        let bytes: usize = data.iter().map(|v| v.data.len()).sum();
+        self.message_bytes += bytes as u64;
+        let allowed = self.timeout + Duration::from_secs(self.message_bytes / MIN_MESSAGE_RATE);
+        if since.elapsed() > allowed {
+            return Err(WireError::TooSlow);
+        }
+        Ok(())
+    }
+
+    /// Reads the next PDU, which must arrive whole within `within` from now.
+    async fn read_within(&mut self, within: Duration) -> Result<Pdu, WireError> {
+        let deadline = tokio::time::Instant::now() + within;
         // A-ASSOCIATE-RQ may exceed the P-DATA limit (128 contexts), so allow at least 1 MiB.
         let limit = (self.max_pdu_length as usize).max(1 << 20);
         loop {
@@ -102,9 +152,9 @@ impl PduStream {
                 self.read_buffer
                     .reserve(PDU_HEADER + len - self.read_buffer.len());
             }
-            let n = tokio::time::timeout(self.timeout, self.socket.read_buf(&mut self.read_buffer))
+            let n = tokio::time::timeout_at(deadline, self.socket.read_buf(&mut self.read_buffer))
                 .await
-                .map_err(|_| WireError::Timeout(self.timeout))??;
+                .map_err(|_| WireError::Timeout(within))??;
             if n == 0 {
                 return Err(WireError::Closed);
             }
@@ -248,42 +298,74 @@ fn negotiate_context(
     }
 }
 
-/// The longest we wait for a rejected requestor to close the connection (PS3.8 9.1.5 ARTIM).
-const ARTIM: Duration = Duration::from_secs(10);
-
-/// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first.
+/// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first (at most ARTIM).
 async fn reject(
     mut stream: PduStream,
+    artim: Duration,
     result: AssociationRJResult,
     source: AssociationRJSource,
 ) -> Result<(), WireError> {
     stream
         .write(&Pdu::AssociationRJ(AssociationRJ { result, source }))
         .await?;
-    let artim = ARTIM.min(stream.timeout);
     stream.await_peer_close(artim).await;
     Ok(())
 }
 
-/// Reads the A-ASSOCIATE-RQ on `socket` and answers it: A-ASSOCIATE-RJ for `refusal`, a bad
-/// application context or an AE title the configuration does not allow; A-ASSOCIATE-AC otherwise.
-pub async fn accept(
+/// Timers of association establishment.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Time for the whole next PDU once established.
+    pub pdu: Duration,
+    /// Time for the A-ASSOCIATE-RQ after the connection opens, and for a rejected requestor to
+    /// close (PS3.8 9.1.5 ARTIM).
+    pub artim: Duration,
+}
+
+/// A received A-ASSOCIATE-RQ, not yet answered.
+pub struct Request {
+    stream: PduStream,
+    rq: AssociationRQ,
+    artim: Duration,
+}
+
+/// Reads the A-ASSOCIATE-RQ on `socket`; it must arrive whole within ARTIM of the connection
+/// opening, so sockets that never speak do not hold resources (PS3.8 9.2, Sta2).
+pub async fn receive_request(
     socket: TcpStream,
     config: &DimseConfig,
-    timeout: Duration,
-    refusal: Option<Refusal>,
-) -> Result<AcceptedAssociation, AcceptError> {
-    let mut stream = PduStream::new(socket, config.max_pdu_length, timeout);
-    let rq: AssociationRQ = match stream.read().await? {
-        Pdu::AssociationRQ(rq) => rq,
+    timers: Timers,
+) -> Result<Request, AcceptError> {
+    let mut stream = PduStream::new(socket, config.max_pdu_length, timers.pdu);
+    match stream.read_within(timers.artim).await? {
+        Pdu::AssociationRQ(rq) => Ok(Request {
+            stream,
+            rq,
+            artim: timers.artim,
+        }),
         _ => {
             stream.abort().await;
-            return Err(AcceptError::Unexpected);
+            Err(AcceptError::Unexpected)
         }
-    };
+    }
+}
+
+/// Answers a received A-ASSOCIATE-RQ: A-ASSOCIATE-RJ for `refusal`, a bad application context
+/// or an AE title the configuration does not allow; A-ASSOCIATE-AC otherwise.
+pub async fn answer(
+    request: Request,
+    config: &DimseConfig,
+    refusal: Option<Refusal>,
+) -> Result<AcceptedAssociation, AcceptError> {
+    let Request {
+        mut stream,
+        rq,
+        artim,
+    } = request;
     if let Some(refusal) = refusal {
         reject(
             stream,
+            artim,
             AssociationRJResult::Transient,
             AssociationRJSource::ServiceProviderPresentation(refusal.code),
         )
@@ -293,6 +375,7 @@ pub async fn accept(
     if rq.protocol_version & 1 == 0 {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceProviderASCE(
                 AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
@@ -306,6 +389,7 @@ pub async fn accept(
     if rq.application_context_name.trim_end_matches(['\0', ' ']) != APPLICATION_CONTEXT_NAME {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
@@ -319,6 +403,7 @@ pub async fn accept(
     if config.require_called_ae_title && called != config.ae_title.trim() {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized,
@@ -337,6 +422,7 @@ pub async fn accept(
     {
         reject(
             stream,
+            artim,
             AssociationRJResult::Permanent,
             AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,

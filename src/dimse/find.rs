@@ -219,7 +219,9 @@ where
             channel.send(pc, &rsp, None).await
         }
         Err(e) => {
-            tracing::info!(reason = %e.reason, "C-FIND refused");
+            // The reason may quote the identifier's values (a birth date, a name): debug only.
+            tracing::info!(status = e.status, "C-FIND refused");
+            tracing::debug!(reason = %e.reason, "C-FIND refusal reason");
             let rsp = response(&request.command, command_field::C_FIND_RSP, e.status)
                 .dataset(false)
                 .error_comment(&e.reason)

@@ -2,14 +2,15 @@
 //! when the archive cannot take work), and dispatches each message of an association to its
 //! service.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::association::{accept, AcceptError, Refusal};
+use super::association::{answer, receive_request, AcceptError, Refusal, Timers};
 use super::channel::{AcceptorTransport, Channel, ChannelError, Incoming, Message};
 use super::message::{command_field, response, status};
 use crate::config::Config;
@@ -23,9 +24,59 @@ pub struct DimseService {
     pub config: Arc<Config>,
 }
 
+/// Open connections per peer IP address, for `dimse.max_associations_per_peer`.
+#[derive(Default)]
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted in [`PeerCounts`]; dropping it uncounts it.
+struct PeerGuard {
+    counts: Arc<PeerCounts>,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// Counts a new connection from `ip`; returns its guard and how many are now open from `ip`.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> (PeerGuard, usize) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        *n += 1;
+        let open = *n;
+        let guard = PeerGuard {
+            counts: self.clone(),
+            ip,
+        };
+        (guard, open)
+    }
+}
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Most connections still negotiating (no A-ASSOCIATE-RQ yet, or being answered) at once; more
+/// are closed as soon as they are accepted. Each holds a descriptor for at most ARTIM, so this
+/// bounds what many addresses together can hold without speaking.
+const MAX_NEGOTIATING: usize = 1024;
+
 /// Serves associations on `listener` until the task is dropped.
+///
+/// A connection takes one of `max_associations` slots only once its A-ASSOCIATE-RQ has arrived,
+/// which must happen within ARTIM, so sockets that never speak cannot lock modalities out; one
+/// peer address holds at most `max_associations_per_peer` connections in any state (the next
+/// as many are refused with A-ASSOCIATE-RJ, more are closed unread), and at most
+/// [`MAX_NEGOTIATING`] connections from all peers are negotiating at once.
 pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(service.config.dimse.max_associations));
+    let peers = Arc::new(PeerCounts::default());
+    let negotiating = Arc::new(Semaphore::new(MAX_NEGOTIATING));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -36,47 +87,90 @@ pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io
                 continue;
             }
         };
+        let (peer_guard, open_from_peer) = peers.enter(peer.ip());
+        // Up to twice its limit, a peer's connections are read and refused with a reason;
+        // beyond that the peer is flooding and its connections are closed unread.
+        if open_from_peer
+            > service
+                .config
+                .dimse
+                .max_associations_per_peer
+                .saturating_mul(2)
+        {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "dropped").increment(1);
+            tracing::debug!(%peer, "connection closed: far over dimse.max_associations_per_peer");
+            continue;
+        }
+        let Ok(negotiation) = negotiating.clone().try_acquire_owned() else {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "dropped").increment(1);
+            tracing::debug!(%peer, "connection closed: {MAX_NEGOTIATING} already negotiating");
+            continue;
+        };
         // Nagle plus delayed ACK stalls every request/response exchange by tens of milliseconds.
         let _ = socket.set_nodelay(true);
-        let slot = slots.clone().try_acquire_owned().ok();
-        let refusal = if let Err(e) = service.archive.check_free_space() {
-            Some(Refusal {
-                reason: e.to_string(),
-                code: AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-            })
-        } else if slot.is_none() {
-            Some(Refusal {
-                reason: format!(
-                    "{} associations already open (dimse.max_associations)",
-                    service.config.dimse.max_associations
-                ),
-                code: AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
-            })
-        } else {
-            None
-        };
         let service = service.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            serve_association(socket, peer, refusal, &service).await;
+            let _peer_guard = peer_guard;
+            serve_association(socket, peer, open_from_peer, negotiation, &slots, &service).await;
         });
+    }
+}
+
+/// Why a new association must be refused now, if it must (transient reasons only).
+fn refusal(service: &DimseService, has_slot: bool, open_from_peer: usize) -> Option<Refusal> {
+    let dimse = &service.config.dimse;
+    if let Err(e) = service.archive.check_free_space() {
+        Some(Refusal {
+            reason: e.to_string(),
+            code: AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        })
+    } else if open_from_peer > dimse.max_associations_per_peer {
+        Some(Refusal {
+            reason: format!(
+                "{} connections already open from this address (dimse.max_associations_per_peer)",
+                open_from_peer - 1
+            ),
+            code: AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        })
+    } else if !has_slot {
+        Some(Refusal {
+            reason: format!(
+                "{} associations already open (dimse.max_associations)",
+                dimse.max_associations
+            ),
+            code: AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+        })
+    } else {
+        None
     }
 }
 
 async fn serve_association(
     socket: TcpStream,
     peer: SocketAddr,
-    refusal: Option<Refusal>,
+    open_from_peer: usize,
+    negotiation: OwnedSemaphorePermit,
+    slots: &Arc<Semaphore>,
     service: &DimseService,
 ) {
-    let association = match accept(
-        socket,
-        &service.config.dimse,
-        service.config.pdu_timeout(),
-        refusal,
-    )
-    .await
-    {
+    let timers = Timers {
+        pdu: service.config.pdu_timeout(),
+        artim: service.config.artim(),
+    };
+    let request = match receive_request(socket, &service.config.dimse, timers).await {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::counter!("tramy_dimse_associations_total", "result" => "no_request")
+                .increment(1);
+            tracing::info!(%peer, error = %e, "association not established");
+            return;
+        }
+    };
+    // Held until the association ends.
+    let _slot = slots.clone().try_acquire_owned().ok();
+    let refused = refusal(service, _slot.is_some(), open_from_peer);
+    let association = match answer(request, &service.config.dimse, refused).await {
         Ok(a) => a,
         Err(AcceptError::Rejected(reason)) => {
             metrics::counter!("tramy_dimse_associations_total", "result" => "rejected")
@@ -89,6 +183,7 @@ async fn serve_association(
             return;
         }
     };
+    drop(negotiation);
     let sender = Sender {
         source: association.calling_ae_title.clone(),
         address: peer.to_string(),

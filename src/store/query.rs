@@ -515,6 +515,21 @@ fn paging(query: &AttributeQuery) -> String {
 /// Runs `query` and returns the matching entities with every indexed attribute of their level
 /// and the levels above.
 pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
+    let mut out = Vec::new();
+    for_each_match(conn, query, |m| {
+        out.push(m);
+        Ok::<_, QueryError>(())
+    })?;
+    Ok(out)
+}
+
+/// Runs `query` and hands each matching entity to `f` as it is read, so a large result is never
+/// held whole; stops at the first error `f` returns.
+pub fn for_each_match<E: From<QueryError>>(
+    conn: &Connection,
+    query: &AttributeQuery,
+    mut f: impl FnMut(QueryMatch) -> Result<(), E>,
+) -> Result<(), E> {
     let w = build_where(query)?;
     let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
         .iter()
@@ -533,26 +548,56 @@ pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>
         query.level.order_clause(),
         paging(query),
     );
+    let mut stmt = conn.prepare_cached(&sql).map_err(QueryError::from)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(w.params.iter()))
+        .map_err(QueryError::from)?;
+    while let Some(r) = rows.next().map_err(QueryError::from)? {
+        f(query_match(r, &columns, query.level).map_err(QueryError::from)?)?;
+    }
+    Ok(())
+}
+
+fn query_match(
+    r: &rusqlite::Row<'_>,
+    columns: &[&IndexedAttribute],
+    level: QueryLevel,
+) -> rusqlite::Result<QueryMatch> {
+    let mut m = QueryMatch::default();
+    for (i, a) in columns.iter().enumerate() {
+        let v: SqlValue = r.get(i)?;
+        let text = match v {
+            SqlValue::Null => String::new(),
+            SqlValue::Integer(n) => n.to_string(),
+            SqlValue::Real(f) => f.to_string(),
+            SqlValue::Text(s) => s,
+            SqlValue::Blob(_) => String::new(),
+        };
+        m.values.insert(a.tag, text);
+    }
+    if level == QueryLevel::Image {
+        m.metadata_json = r.get(columns.len())?;
+    }
+    Ok(m)
+}
+
+/// Whether `query` matches more than `n` entities after its offset (its own limit ignored):
+/// one index probe, for the "more results exist" warning of a capped response.
+pub fn matches_more_than(
+    conn: &Connection,
+    query: &AttributeQuery,
+    n: u64,
+) -> Result<bool, QueryError> {
+    let w = build_where(query)?;
+    let sql = format!(
+        "SELECT 1 FROM {}{}{} LIMIT 1 OFFSET {}",
+        query.level.tables(),
+        if w.sql.is_empty() { "" } else { " WHERE " },
+        w.sql.join(" AND "),
+        query.offset.saturating_add(n),
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
-        let mut m = QueryMatch::default();
-        for (i, a) in columns.iter().enumerate() {
-            let v: SqlValue = r.get(i)?;
-            let text = match v {
-                SqlValue::Null => String::new(),
-                SqlValue::Integer(n) => n.to_string(),
-                SqlValue::Real(f) => f.to_string(),
-                SqlValue::Text(s) => s,
-                SqlValue::Blob(_) => String::new(),
-            };
-            m.values.insert(a.tag, text);
-        }
-        if query.level == QueryLevel::Image {
-            m.metadata_json = r.get(columns.len())?;
-        }
-        Ok(m)
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(stmt.exists(rusqlite::params_from_iter(w.params.iter()))?)
 }
 
 /// The filed instances under the entities `query` matches (for C-GET, C-MOVE and WADO).

@@ -101,24 +101,25 @@ pub async fn heatmap(
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
     let (_, file) = super::dicomweb::instance_file(&state, study, series, sop).await?;
-    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, HttpError> {
-        let (input, _) = crate::triage::preprocess::from_dicom(&file, &model.manifest)
-            .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
-        let first = input
-            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
-            .to_owned();
-        let (importance, _) =
-            crate::triage::heatmap::occlusion(&model, &first, &q.label).map_err(|e| match e {
-                crate::triage::heatmap::HeatmapError::NoSuchLabel { .. } => {
-                    HttpError::not_found(e.to_string())
-                }
-                other => HttpError::internal(other),
-            })?;
-        let image = crate::dicom::pixels::frame_image(&file, 1, None)
-            .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
-        crate::triage::heatmap::overlay_png(&image, &importance).map_err(HttpError::internal)
-    })
-    .await
-    .map_err(HttpError::internal)??;
+    let png = state
+        .heatmaps
+        .run(move || -> Result<Vec<u8>, HttpError> {
+            let (input, _) = crate::triage::preprocess::from_dicom(&file, &model.manifest)
+                .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
+            let first = input
+                .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
+                .to_owned();
+            let (importance, _) = crate::triage::heatmap::occlusion(&model, &first, &q.label)
+                .map_err(|e| match e {
+                    crate::triage::heatmap::HeatmapError::NoSuchLabel { .. } => {
+                        HttpError::not_found(e.to_string())
+                    }
+                    other => HttpError::internal(other),
+                })?;
+            let image = crate::dicom::pixels::frame_image(&file, 1, None)
+                .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
+            crate::triage::heatmap::overlay_png(&image, &importance).map_err(HttpError::internal)
+        })
+        .await??;
     Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
 }

@@ -43,6 +43,11 @@ impl HttpError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason)
     }
 
+    /// 503 Service Unavailable with `Retry-After`: a bounded resource is busy, try again soon.
+    pub fn busy(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+    }
+
     /// 500, for failures of the archive itself; the detail goes to the log, not the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "request failed");
@@ -86,6 +91,12 @@ impl IntoResponse for HttpError {
             response
                 .headers_mut()
                 .insert(axum::http::header::WARNING, w);
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(super::pool::RETRY_AFTER_SECS),
+            );
         }
         response
     }

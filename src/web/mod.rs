@@ -7,7 +7,9 @@
 pub mod api;
 pub mod dicomweb;
 pub mod error;
+pub mod listener;
 pub mod observability;
+pub mod pool;
 pub mod wado_uri;
 
 use std::sync::Arc;
@@ -33,6 +35,28 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Loaded triage models (for heatmaps).
     pub models: Arc<Vec<Arc<crate::triage::LoadedModel>>>,
+    /// Slots for rendered images and thumbnails.
+    pub renders: pool::CpuPool,
+    /// Slots for occlusion heatmaps (seconds of CPU each): half the render slots.
+    pub heatmaps: pool::CpuPool,
+}
+
+impl AppState {
+    /// The state handlers share, with CPU pools sized from `config`.
+    pub fn new(
+        archive: Archive,
+        config: Arc<Config>,
+        models: Vec<Arc<crate::triage::LoadedModel>>,
+    ) -> Self {
+        let renders = pool::CpuPool::size_or_cores(config.http.max_concurrent_renders);
+        AppState {
+            archive,
+            config,
+            models: Arc::new(models),
+            renders: pool::CpuPool::new(renders, "rendering"),
+            heatmaps: pool::CpuPool::new(renders / 2, "heatmap"),
+        }
+    }
 }
 
 /// The HTTP routes with their middleware.

@@ -42,6 +42,12 @@ pub async fn wado(
     if p.request_type.as_deref() != Some("WADO") {
         return Err(HttpError::bad_request("requestType=WADO is required"));
     }
+    // Frames are numbered from 1 (PS3.18 9.1.2.1.7 frameNumber; PS3.3 C.7.6.6).
+    if p.frame_number == Some(0) {
+        return Err(HttpError::bad_request(
+            "frameNumber=0 does not exist: frames are numbered from 1",
+        ));
+    }
     if p.anonymize.is_some() {
         return Err(HttpError::bad_request("anonymize is not supported"));
     }
@@ -87,13 +93,9 @@ pub async fn wado(
                     p.image_quality,
                     wanted == "image/png",
                 );
-                let image = render_instance(
-                    &state,
-                    &instance,
-                    p.frame_number.unwrap_or(1).max(1),
-                    options,
-                )
-                .await?;
+                let image =
+                    render_instance(&state, &instance, p.frame_number.unwrap_or(1), options)
+                        .await?;
                 return Ok((
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, options.format.media_type())],

@@ -3,6 +3,7 @@
 //! `application/dicom+json`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -13,13 +14,16 @@ use serde_json::Value;
 
 use super::base_url;
 use crate::store::query::{
-    indexed_attribute, AttributeQuery, QueryLevel, QueryMatch, INDEXED_ATTRIBUTES,
+    indexed_attribute, AttributeQuery, QueryError, QueryLevel, QueryMatch, INDEXED_ATTRIBUTES,
 };
 use crate::web::error::{warning_header, HttpError};
 use crate::web::AppState;
 
-/// Most results one request returns when it sets no smaller `limit`.
-pub const MAX_RESULTS: u64 = 10_000;
+/// Bytes of JSON gathered before they are handed to the response body.
+const CHUNK: usize = 64 * 1024;
+/// Longest the query waits for a client to take the next chunk; a client that reads nothing for
+/// this long gives back its index connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -190,12 +194,22 @@ struct Search {
     query: AttributeQuery,
     include: BTreeSet<Tag>,
     include_all: bool,
+    /// The most results this request may get, when that is fewer than it asked for.
+    capped_at: Option<u64>,
+}
+
+/// The server's result caps (`[http] max_query_results`, `max_query_results_all_fields`).
+#[derive(Clone, Copy)]
+struct Caps {
+    results: u64,
+    results_all_fields: u64,
 }
 
 fn parse_params(
     params: Vec<(String, String)>,
     level: QueryLevel,
     path: Vec<(Tag, String)>,
+    caps: Caps,
 ) -> Result<Search, HttpError> {
     let study_in_path = !path.is_empty();
     let mut conditions = path;
@@ -249,17 +263,25 @@ fn parse_params(
             }
         }
     }
-    let limit = Some(limit.unwrap_or(MAX_RESULTS).min(MAX_RESULTS));
+    // Each includefield=all result carries its instance's whole metadata: a lower cap.
+    let cap = if include_all {
+        caps.results_all_fields
+    } else {
+        caps.results
+    }
+    .max(1);
+    let capped_at = (limit.is_none_or(|l| l > cap)).then_some(cap);
     Ok(Search {
         query: AttributeQuery {
             level,
             conditions,
-            limit,
+            limit: Some(limit.unwrap_or(cap).min(cap)),
             offset,
             fuzzy_person_names: fuzzy,
         },
         include,
         include_all,
+        capped_at,
     })
 }
 
@@ -275,37 +297,139 @@ async fn search(
             "QIDO-RS answers in application/dicom+json; add it to Accept",
         ));
     }
-    let search = parse_params(params, level, path)?;
-    let query = search.query.clone();
-    let matches = state
-        .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::find(conn, &query)))
-        .await
-        .map_err(HttpError::internal)?
-        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let caps = Caps {
+        results: state.config.http.max_query_results,
+        results_all_fields: state.config.http.max_query_results_all_fields,
+    };
+    let search = parse_params(params, level, path, caps)?;
     let base = base_url(&state, &headers);
-    let truncated = matches.len() as u64 == search.query.limit.unwrap_or(u64::MAX)
-        && search.query.limit == Some(MAX_RESULTS);
-    let body: Vec<Value> = matches
-        .iter()
-        .map(|m| result_json(m, level, &search, &base))
-        .collect::<Result<_, _>>()
-        .map_err(HttpError::internal)?;
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel(4);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let capped_at = search.capped_at;
+    let index = state.archive.index.clone();
+    tokio::spawn(async move {
+        let outcome = index
+            .read(move |conn| Ok(stream_results(conn, &search, &base, started_tx, &body_tx)))
+            .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(StreamError::Gone)) => tracing::debug!("QIDO-RS client stopped reading"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "QIDO-RS results cut off"),
+            Err(e) => tracing::warn!(error = %e, "QIDO-RS query failed"),
+        }
+    });
+    // The query's verdict before any row: a refusal is still a proper status.
+    let more = match started_rx.await {
+        Ok(Ok(more)) => more,
+        Ok(Err(StreamError::Query(e))) => return Err(HttpError::bad_request(e.to_string())),
+        Ok(Err(e)) => return Err(HttpError::internal(e)),
+        Err(_) => return Err(HttpError::internal("the query task ended early")),
+    };
+    // poll_recv keeps answering None once the channel is done (gzip polls past the end).
+    let mut body_rx = body_rx;
+    let body = futures::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/dicom+json")],
-        Value::Array(body).to_string(),
+        axum::body::Body::from_stream(body),
     )
         .into_response();
-    if truncated {
+    if let (Some(cap), true) = (capped_at, more) {
+        // PS3.18 8.3.4.4: the origin server may return fewer results than matched, and says so.
         if let Some(w) = warning_header(&format!(
-            "The number of results exceeded the maximum supported by the server ({MAX_RESULTS}). Additional results can be requested with offset."
+            "The number of results exceeded the maximum supported by the server ({cap}). Additional results can be requested with offset."
         )) {
             response.headers_mut().insert(header::WARNING, w);
         }
     }
     Ok(response)
+}
+
+/// Why streaming QIDO results stopped.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("result encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the client went away or stopped reading")]
+    Gone,
+}
+
+type Chunk = Result<bytes::Bytes, std::io::Error>;
+
+/// Runs the query on the index thread and writes its JSON array to `body` in chunks, one row at
+/// a time, so memory stays bounded whatever the result size. `started` gets the query's verdict
+/// (and whether more results exist than the cap) before any row is sent.
+fn stream_results(
+    conn: &rusqlite::Connection,
+    search: &Search,
+    base: &str,
+    started: tokio::sync::oneshot::Sender<Result<bool, StreamError>>,
+    body: &tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<(), StreamError> {
+    let more = match search.capped_at {
+        Some(cap) => crate::store::query::matches_more_than(conn, &search.query, cap),
+        None => Ok(false),
+    };
+    let more = match more {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = started.send(Err(e.into()));
+            return Ok(());
+        }
+    };
+    let mut started = Some((started, more));
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    buf.push(b'[');
+    let result = crate::store::query::for_each_match(conn, &search.query, |m| {
+        if let Some((tx, more)) = started.take() {
+            let _ = tx.send(Ok(more));
+        } else {
+            buf.push(b',');
+        }
+        let json = result_json(&m, search.query.level, search, base)?;
+        serde_json::to_writer(&mut buf, &json)?;
+        if buf.len() >= CHUNK {
+            send(
+                body,
+                std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 4096)),
+            )?;
+        }
+        Ok::<_, StreamError>(())
+    });
+    match (result, started.take()) {
+        // Refused before any row: the handler answers with a status.
+        (Err(e), Some((tx, _))) => {
+            let _ = tx.send(Err(e));
+            Ok(())
+        }
+        // Failed mid-stream: end the body with an error so the client sees a cut response,
+        // never a short but valid-looking array.
+        (Err(e), None) => {
+            let _ = body.blocking_send(Err(std::io::Error::other(e.to_string())));
+            Err(e)
+        }
+        (Ok(()), unsent) => {
+            if let Some((tx, more)) = unsent {
+                let _ = tx.send(Ok(more));
+            }
+            buf.push(b']');
+            send(body, buf)
+        }
+    }
+}
+
+/// Hands a chunk to the response body, waiting at most [`SEND_TIMEOUT`] for the client.
+fn send(body: &tokio::sync::mpsc::Sender<Chunk>, chunk: Vec<u8>) -> Result<(), StreamError> {
+    let handle = tokio::runtime::Handle::current();
+    handle
+        .block_on(tokio::time::timeout(
+            SEND_TIMEOUT,
+            body.send(Ok(bytes::Bytes::from(chunk))),
+        ))
+        .map_err(|_| StreamError::Gone)?
+        .map_err(|_| StreamError::Gone)
 }
 
 fn result_json(

@@ -106,9 +106,10 @@ pub async fn render_instance(
     options: RenderOptions,
 ) -> Result<Bytes, HttpError> {
     let file = state.archive.read_instance(instance).await?;
-    let image = tokio::task::spawn_blocking(move || render(&file, frame, &options))
-        .await
-        .map_err(HttpError::internal)?
+    let image = state
+        .renders
+        .run(move || render(&file, frame, &options))
+        .await?
         .map_err(|e| match e {
             crate::dicom::pixels::PixelError::NoSuchFrame { .. } => {
                 HttpError::not_found(e.to_string())

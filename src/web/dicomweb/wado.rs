@@ -314,18 +314,33 @@ fn accepts_frames(ranges: &[MediaRange], media_type: &str) -> bool {
 }
 
 /// Parses "1,3,5" into 1-based frame numbers.
+/// Most distinct frames one request may ask for.
+pub const MAX_FRAMES_PER_REQUEST: usize = 2048;
+
+/// The frame numbers of a `frames/{list}` path (PS3.18 10.4.1.1.4), each once, in the order
+/// they first appear: a list repeating one frame must not multiply the response.
 fn frame_list(raw: &str) -> Result<Vec<usize>, HttpError> {
-    raw.split(',')
-        .map(|f| {
-            f.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    HttpError::bad_request(format!("frame number {f:?} is not a positive integer"))
-                })
-        })
-        .collect()
+    let mut seen = std::collections::HashSet::new();
+    let mut frames = Vec::new();
+    for f in raw.split(',') {
+        let n = f
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                HttpError::bad_request(format!("frame number {f:?} is not a positive integer"))
+            })?;
+        if seen.insert(n) {
+            frames.push(n);
+        }
+        if frames.len() > MAX_FRAMES_PER_REQUEST {
+            return Err(HttpError::bad_request(format!(
+                "more than {MAX_FRAMES_PER_REQUEST} frames asked for in one request; ask in several"
+            )));
+        }
+    }
+    Ok(frames)
 }
 
 /// The frames of one instance: native pixel data cut into frames, or the stored compressed
