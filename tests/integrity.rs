@@ -81,13 +81,14 @@ fn assert_all_present(server: &TramyServer, acked: &[(String, String)]) {
 }
 
 fn qido_instance_count(server: &TramyServer) -> usize {
-    let (code, body) = server
-        .http_get("/dicomweb/instances?limit=100000")
-        .expect("QIDO answers");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<Vec<serde_json::Value>>(&body)
-        .expect("QIDO JSON")
-        .len()
+    let r = server.http(
+        "GET",
+        "/dicomweb/instances?limit=10000",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    r.json().as_array().expect("QIDO JSON array").len()
 }
 
 fn tramy(server: &TramyServer, args: &[&str]) -> Output {
@@ -322,6 +323,24 @@ fn damaged_swapped_and_missing_objects_are_never_served_and_verify_reports_them(
     assert!(
         body_sha_found,
         "the intact object is served as stored ({sent_sha})"
+    );
+
+    // Searches no longer offer what cannot be retrieved.
+    let listed = server.http(
+        "GET",
+        &format!(
+            "/dicomweb/studies/{}/instances",
+            wado_path(&server, uids[5]).split('/').nth(3).unwrap()
+        ),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    assert_eq!(listed.status, 200);
+    let listed = listed.json();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "QIDO-RS lists only the intact instance"
     );
 
     // C-GET of the study: the intact instance is delivered, the others are failed

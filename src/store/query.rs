@@ -504,6 +504,20 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
     Ok(w)
 }
 
+/// The conditions of a search (C-FIND, QIDO-RS): those of `query`, and at the instance level
+/// no instance whose object failed verification (`store::damage`): it cannot be retrieved, so
+/// it is not offered. Retrieval by UID still finds it, to say why it cannot be served.
+fn search_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
+    let mut w = build_where(query)?;
+    if query.level == QueryLevel::Image {
+        w.push(
+            "NOT EXISTS (SELECT 1 FROM instance_damage d WHERE d.sop_instance_uid = i.sop_instance_uid)".into(),
+            [],
+        );
+    }
+    Ok(w)
+}
+
 fn paging(query: &AttributeQuery) -> String {
     match query.limit {
         Some(limit) => format!(" LIMIT {limit} OFFSET {}", query.offset),
@@ -530,7 +544,7 @@ pub fn for_each_match<E: From<QueryError>>(
     query: &AttributeQuery,
     mut f: impl FnMut(QueryMatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let w = build_where(query)?;
+    let w = search_where(query)?;
     let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
         .iter()
         .filter(|a| a.level <= query.level)
@@ -588,7 +602,7 @@ pub fn matches_more_than(
     query: &AttributeQuery,
     n: u64,
 ) -> Result<bool, QueryError> {
-    let w = build_where(query)?;
+    let w = search_where(query)?;
     let sql = format!(
         "SELECT 1 FROM {}{}{} LIMIT 1 OFFSET {}",
         query.level.tables(),
