@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Peak RSS of tramy through the whole issue #7 attack set on one server (benches/attack_set.py:
+# idle and dripping DIMSE sockets, 1050 half-sent HTTP requests, a 1 GiB never-ending DIMSE data
+# set, three parallel 512 MiB STOW-RS parts, QIDO includefield=all over N instances, a 2000-frame
+# list), with the worst C-ECHO and /healthz latency seen meanwhile. Run with triage off and with
+# the default models loaded. Goal: peak under 500 MB.
+# usage: benches/attack_rss.sh [N=22000]    (needs the test venv: run `cargo test` once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-22000}
+cargo build --release --quiet
+BIN=target/release/tramy
+PY=target/tmp/test-venv/bin/python
+work=$(mktemp -d /tmp/tramy-attack.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+"$PY" - "$N" "$work/files" <<'PY'
+import os, sys, pydicom
+from pydicom.uid import generate_uid
+n, out = int(sys.argv[1]), sys.argv[2]
+os.makedirs(out)
+src = pydicom.dcmread("dicom-samples/mr_small_explicit_le.dcm")
+series = [generate_uid() for _ in range(n // 100 + 1)]
+for i in range(n):
+    src.SOPInstanceUID = generate_uid()
+    src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
+    src.SeriesInstanceUID = series[i // 100]
+    src.save_as(f"{out}/{i:06d}.dcm")
+PY
+printf '[ingest]\nfsync = false\n[triage]\nenabled = false\n' > "$work/import.toml"
+TRAMY_DATA_DIR="$work/data" "$BIN" import --config "$work/import.toml" "$work/files" >/dev/null
+rm -rf "$work/files"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+for triage in false true; do
+  printf '[triage]\nenabled = %s\n' "$triage" > "$work/serve.toml"
+  http=$(free_port); dimse=$(free_port)
+  TRAMY_DATA_DIR="$work/data" TRAMY_DIMSE_ADDR="127.0.0.1:$dimse" TRAMY_HTTP_ADDR="127.0.0.1:$http" RUST_LOG=warn \
+    "$BIN" serve --config "$work/serve.toml" 2>"$work/serve-$triage.log" &
+  pid=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
+  read -r study series sop < <(curl -s "http://127.0.0.1:$http/dicomweb/instances?limit=1" | python3 -c "
+import json, sys; i = json.load(sys.stdin)[0]
+print(i['0020000D']['Value'][0], i['0020000E']['Value'][0], i['00080018']['Value'][0])")
+  echo "== triage enabled = $triage"
+  "$PY" benches/attack_set.py "$pid" "$dimse" "$http" "$study" "$series" "$sop"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The issue #7 attack set against one running tramy, in order, while a prober measures C-ECHO
+and /healthz latency; prints peak RSS (VmHWM) and the worst latencies as JSON.
+
+  1. 64 idle DIMSE sockets and 4 that drip one byte every 5 s (kept open throughout);
+  2. 1050 half-sent HTTP requests (kept open throughout);
+  3. a 1 GiB DIMSE data set that never sends its last fragment, then silence;
+  4. three 512 MiB STOW-RS parts in parallel;
+  5. QIDO-RS instances?limit=100000000&includefield=all, 3 times;
+  6. WADO-RS frames/1,1,1,... (2000 repeats), 3 times.
+
+usage: attack_set.py PID DIMSE_PORT HTTP_PORT STUDY SERIES SOP
+"""
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+
+import requests
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.dsutils import encode
+
+PID, DIMSE, HTTP = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+STUDY, SERIES, SOP = sys.argv[4:7]
+BASE = f"http://127.0.0.1:{HTTP}"
+SC = "1.2.840.10008.5.1.4.1.1.7"
+# Attackers come from another loopback address than the prober (the legitimate client), as they
+# would from another machine: tramy limits associations per peer address.
+ATTACKER = ("127.0.0.2", 0)  # Secondary Capture Image Storage
+worst = {"echo_ms": 0.0, "healthz_ms": 0.0}
+stop = threading.Event()
+
+
+def vm(key):
+    with open(f"/proc/{PID}/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def prober():
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            requests.get(BASE + "/healthz", timeout=5)
+            worst["healthz_ms"] = max(worst["healthz_ms"], (time.perf_counter() - t) * 1000)
+        except requests.RequestException:
+            worst["healthz_ms"] = max(worst["healthz_ms"], 5000)
+        t = time.perf_counter()
+        assoc = ae.associate("127.0.0.1", DIMSE, ae_title="TRAMY")
+        if assoc.is_established:
+            assoc.send_c_echo()
+            assoc.release()
+            worst["echo_ms"] = max(worst["echo_ms"], (time.perf_counter() - t) * 1000)
+        else:
+            worst["echo_ms"] = max(worst["echo_ms"], 99999)
+        time.sleep(0.5)
+
+
+def idle_and_drip():
+    socks = []
+    for i in range(68):
+        s = socket.create_connection(("127.0.0.1", DIMSE), source_address=ATTACKER)
+        socks.append(s)
+    while not stop.is_set():
+        for s in socks[64:]:
+            try:
+                s.send(b"\x01")
+            except OSError:
+                pass
+        stop.wait(5)
+
+
+def half_sent_http():
+    socks = []
+    for _ in range(1050):
+        try:
+            s = socket.create_connection(("127.0.0.1", HTTP), source_address=ATTACKER)
+            s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        except OSError:
+            break
+    stop.wait()
+
+
+def pdata(pc, command, last, data):
+    item = struct.pack(">IBB", len(data) + 2, pc, (1 if command else 0) | (2 if last else 0)) + data
+    return struct.pack(">BBI", 4, 0, len(item)) + item
+
+
+def never_ending_dataset():
+    ae = AE(ae_title="ATTACKER")
+    ae.add_requested_context(SC, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", DIMSE, ae_title="TRAMY", bind_address=ATTACKER)
+    cx = assoc.accepted_contexts[0].context_id
+    cmd = Dataset()
+    cmd.AffectedSOPClassUID = SC
+    cmd.CommandField = 1
+    cmd.MessageID = 1
+    cmd.Priority = 0
+    cmd.CommandDataSetType = 0
+    cmd.AffectedSOPInstanceUID = generate_uid()
+    body = encode(cmd, True, True)
+    command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
+    sock = assoc.dul.socket.socket
+    sock.sendall(pdata(cx, True, True, command))
+    chunk = pdata(cx, False, False, b"\0" * 65536)
+    for _ in range((1 << 30) // 65536):
+        sock.sendall(chunk)
+    time.sleep(3)
+    assoc.abort()
+
+
+def big_part(n):
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = SC, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID = "OT", "ATTACK"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8192, 8192, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames = 8
+    pixels = 8192 * 8192 * 8  # 512 MiB
+    meta = Dataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SC, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    mbody = encode(meta, False, True)
+    head = b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(mbody)) + mbody
+    head += encode(ds, False, True) + struct.pack("<HH2sHI", 0x7FE0, 0x10, b"OB", 0, pixels)
+    boundary = b"attackboundary"
+
+    def gen():
+        yield b"--" + boundary + b"\r\nContent-Type: application/dicom\r\n\r\n" + head
+        zeros = b"\0" * (1 << 20)
+        for _ in range(pixels >> 20):
+            yield zeros
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    r = requests.post(BASE + "/dicomweb/studies", data=gen(), timeout=600,
+                      headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=attackboundary'})
+    return r.status_code
+
+
+def main():
+    result = {"rss_mb_at_start": vm("VmRSS")}
+    threads = [threading.Thread(target=f, daemon=True) for f in (prober, idle_and_drip, half_sent_http)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    never_ending_dataset()
+    result["after_never_ending_dataset_mb"] = vm("VmHWM")
+    parts = []
+    ts = [threading.Thread(target=lambda i=i: parts.append(big_part(i))) for i in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    result["stow_statuses"] = parts
+    result["after_stow_mb"] = vm("VmHWM")
+    for _ in range(3):
+        r = requests.get(BASE + "/dicomweb/instances?limit=100000000&includefield=all", timeout=120)
+        result["qido_status"] = r.status_code
+    result["after_qido_mb"] = vm("VmHWM")
+    frames = ",".join(["1"] * 2000)
+    for _ in range(3):
+        r = requests.get(f"{BASE}/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/{frames}",
+                         headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
+        result["frames_status"], result["frames_bytes"] = r.status_code, len(r.content)
+    stop.set()
+    time.sleep(1)
+    result["peak_rss_mb"] = vm("VmHWM")
+    result["rss_mb_at_end"] = vm("VmRSS")
+    result["worst_echo_ms"] = round(worst["echo_ms"], 1)
+    result["worst_healthz_ms"] = round(worst["healthz_ms"], 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
