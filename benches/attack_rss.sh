@@ -4,7 +4,7 @@
 # set, three parallel 512 MiB STOW-RS parts, QIDO includefield=all over N instances, a 2000-frame
 # list), with the worst C-ECHO and /healthz latency seen meanwhile. Run with triage off and with
 # the default models loaded. Goal: peak under 500 MB.
-# usage: benches/attack_rss.sh [N=22000]    (needs the test venv: run `cargo test` once)
+# usage: benches/attack_rss.sh [N=22000]    (needs the test venv: run `cargo test` once; dcmtk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-22000}
@@ -43,4 +43,6 @@ print(i['0020000D']['Value'][0], i['0020000E']['Value'][0], i['00080018']['Value
   echo "== triage enabled = $triage"
   "$PY" benches/attack_set.py "$pid" "$dimse" "$http" "$study" "$series" "$sop"
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "server log, warnings and errors by kind:"
+  sed -E 's/^[^ ]+ +//; s/peer=[^ ]+ //; s/(key|sop_instance_uid)=[^ ]+ //' "$work/serve-$triage.log" | { grep -E "WARN|ERROR" || true; } | sort | uniq -c | sort -rn | head -8
 done
