@@ -13,19 +13,7 @@ BIN=target/release/tramy
 PY=target/tmp/test-venv/bin/python
 work=$(mktemp -d /tmp/tramy-attack.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-"$PY" - "$N" "$work/files" <<'PY'
-import os, sys, pydicom
-from pydicom.uid import generate_uid
-n, out = int(sys.argv[1]), sys.argv[2]
-os.makedirs(out)
-src = pydicom.dcmread("dicom-samples/mr_small_explicit_le.dcm")
-series = [generate_uid() for _ in range(n // 100 + 1)]
-for i in range(n):
-    src.SOPInstanceUID = generate_uid()
-    src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
-    src.SeriesInstanceUID = series[i // 100]
-    src.save_as(f"{out}/{i:06d}.dcm")
-PY
+"$PY" benches/make_mr_instances.py "$N" "$work/files"
 printf '[ingest]\nfsync = false\n[triage]\nenabled = false\n' > "$work/import.toml"
 TRAMY_DATA_DIR="$work/data" "$BIN" import --config "$work/import.toml" "$work/files" >/dev/null
 rm -rf "$work/files"

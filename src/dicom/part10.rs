@@ -372,21 +372,24 @@ mod tests {
         ));
     }
 
+    /// A staging area that spools every data set past 16 bytes.
+    fn spooling_everything(dir: &std::path::Path) -> crate::store::staging::Staging {
+        use crate::store::staging::{Staging, StagingLimits};
+        let limits = StagingLimits {
+            spool_above: 16,
+            memory_budget: 1 << 20,
+            max_instance: 1 << 30,
+        };
+        Staging::open(dir, limits).unwrap()
+    }
+
     /// A spooled data set parses to the same attributes and metadata as the same bytes in memory,
     /// for every sample (native and encapsulated Pixel Data, both byte orders, implicit VR).
     #[tokio::test]
     async fn a_spooled_data_set_parses_as_the_same_bytes_in_memory() {
-        use crate::store::staging::{Received, Staging, StagingLimits};
+        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::open(
-            dir.path(),
-            StagingLimits {
-                spool_above: 16,
-                memory_budget: 1 << 20,
-                max_instance: 1 << 30,
-            },
-        )
-        .unwrap();
+        let staging = spooling_everything(dir.path());
         let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
         let mut seen = 0;
         for entry in std::fs::read_dir(samples).unwrap() {
@@ -418,17 +421,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_spooled_pixel_data_longer_than_the_file_is_refused() {
-        use crate::store::staging::{Received, Staging, StagingLimits};
+        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::open(
-            dir.path(),
-            StagingLimits {
-                spool_above: 16,
-                memory_budget: 1 << 20,
-                max_instance: 1 << 30,
-            },
-        )
-        .unwrap();
+        let staging = spooling_everything(dir.path());
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("dicom-samples/ct_small_explicit_le.dcm");
         let memory =
@@ -447,17 +442,9 @@ mod tests {
     /// Damaged spooled data sets (bytes flipped, seeded) are refused or parsed, never a panic.
     #[tokio::test]
     async fn damaged_spooled_data_sets_are_refused_or_parsed_never_a_panic() {
-        use crate::store::staging::{Received, Staging, StagingLimits};
+        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::open(
-            dir.path(),
-            StagingLimits {
-                spool_above: 16,
-                memory_budget: 1 << 20,
-                max_instance: 1 << 30,
-            },
-        )
-        .unwrap();
+        let staging = spooling_everything(dir.path());
         let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
         let mut seed: u64 = 7;
         let mut next = move || {
