@@ -6,6 +6,7 @@ pub mod findings;
 pub mod index;
 pub mod objects;
 pub mod query;
+pub mod read_buffers;
 pub mod staging;
 
 pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};

@@ -57,7 +57,7 @@ fn read_file_inspecting<F: ChunkSink>(
 ) -> std::io::Result<(Option<Bytes>, u64, F)> {
     use std::io::Read;
     const PIECE: usize = 1 << 20;
-    let mut buffer = vec![0u8; if keep { size } else { PIECE.min(size.max(1)) }];
+    let mut buffer = super::read_buffers::take(if keep { size } else { PIECE.min(size.max(1)) });
     let mut read = 0usize;
     loop {
         if keep && read == buffer.len() {
@@ -78,9 +78,14 @@ fn read_file_inspecting<F: ChunkSink>(
         read += n;
     }
     if keep {
-        buffer.truncate(read);
+        return Ok((
+            Some(super::read_buffers::freeze(buffer, read)),
+            read as u64,
+            inspect,
+        ));
     }
-    Ok((keep.then(|| Bytes::from(buffer)), read as u64, inspect))
+    super::read_buffers::give_back(buffer);
+    Ok((None, read as u64, inspect))
 }
 
 /// A listed object: its key and when it was last written.
