@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod conformance;
 pub mod dicom;
 pub mod dimse;
 pub mod import;

@@ -55,6 +55,9 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         parallel: usize,
     },
+    /// Print the DICOM Conformance Statement (PS3.2), written from the code's own tables, as
+    /// Markdown (docs/conformance-statement.md is a copy).
+    Conformance,
     /// Index every object in the object store that has no index rows (disaster recovery: a
     /// lost or older index). Idempotent; objects are never changed or deleted.
     Reindex,
@@ -408,6 +411,10 @@ fn main() -> anyhow::Result<()> {
     }));
     let command = match cli.command {
         Command::Models { command } => return models(command),
+        Command::Conformance => {
+            print!("{}", tramy::conformance::statement());
+            return Ok(());
+        }
         Command::Eval {
             models,
             data,
@@ -423,7 +430,7 @@ fn main() -> anyhow::Result<()> {
         match command {
             Command::Serve => tramy::server::run(config).await,
             // Handled above: model commands need no configuration or runtime.
-            Command::Models { .. } | Command::Eval { .. } => Ok(()),
+            Command::Models { .. } | Command::Eval { .. } | Command::Conformance => Ok(()),
             Command::Reindex => reindex(&config).await,
             Command::Verify { since, rate, json } => {
                 let options = tramy::integrity::scrub::VerifyOptions {

@@ -108,6 +108,22 @@ pub struct IndexedAttribute {
     matching: Matching,
 }
 
+impl IndexedAttribute {
+    /// How the attribute is matched, in PS3.4 C.2.2.2 terms, for the conformance statement.
+    pub fn matching(&self) -> &'static str {
+        match self.matching {
+            Matching::Uid => "single value, UID list",
+            Matching::Text => "single value, wildcard",
+            Matching::PersonName(_) => "single value, wildcard, case-insensitive",
+            Matching::Date => "single value, range",
+            Matching::Time => "single value, range",
+            Matching::Integer => "single value",
+            Matching::Modalities => "any of the listed values",
+            Matching::ReturnOnly => "return key only",
+        }
+    }
+}
+
 const fn attr(
     tag: Tag,
     level: QueryLevel,
