@@ -352,19 +352,18 @@ fn compute(
             .collect();
         metrics::histogram!("tramy_triage_batch_size", "model" => model.manifest.name.clone())
             .record(views.len() as f64);
-        match ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| e.to_string()) {
-            Ok(batch) => match model.infer(&batch) {
-                Ok(all) => {
-                    for (&i, s) in singles.iter().zip(all) {
-                        scores[i] = Some(Ok(vec![s]));
-                    }
+        let started = std::time::Instant::now();
+        let inferred = ndarray::concatenate(ndarray::Axis(0), &views)
+            .map_err(|e| e.to_string())
+            .and_then(|batch| model.infer(&batch).map_err(|e| e.to_string()));
+        metrics::histogram!("tramy_triage_inference_seconds", "model" => model.manifest.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match inferred {
+            Ok(all) => {
+                for (&i, s) in singles.iter().zip(all) {
+                    scores[i] = Some(Ok(vec![s]));
                 }
-                Err(e) => {
-                    for &i in &singles {
-                        scores[i] = Some(Err(e.to_string()));
-                    }
-                }
-            },
+            }
             Err(e) => {
                 for &i in &singles {
                     scores[i] = Some(Err(e.clone()));

@@ -9,22 +9,116 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa::OpenApi;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide metrics recorder (once) and returns its handle.
+/// Installs the process-wide metrics recorder (once) and returns its handle. Latencies and
+/// batch sizes are exported as Prometheus histograms (buckets aggregate across instances and
+/// time, quantile summaries do not), and every metric carries a `# HELP` line.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
-                None
+        .get_or_init(|| {
+            let built = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("tramy_http_request_duration_seconds".into()),
+                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tramy_triage_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("tramy_triage_inference_seconds".into()),
+                        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    )
+                })
+                .and_then(|b| b.install_recorder());
+            match built {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                    None
+                }
             }
         })
         .as_ref()
+}
+
+/// `# HELP` text of every metric tramy exports.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "tramy_http_requests_total",
+        "HTTP requests by method, route template and status"
+    );
+    describe_histogram!(
+        "tramy_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method, route template and status"
+    );
+    describe_counter!(
+        "tramy_http_busy_total",
+        "HTTP requests answered 503 because a bounded pool was full"
+    );
+    describe_counter!(
+        "tramy_http_connections_refused_total",
+        "HTTP connections closed at accept because max_connections were open"
+    );
+    describe_counter!(
+        "tramy_dimse_associations_total",
+        "DIMSE associations by result (accepted, rejected)"
+    );
+    describe_counter!(
+        "tramy_ingest_instances_total",
+        "Instances through the ingest path by outcome"
+    );
+    describe_counter!(
+        "tramy_ingest_bytes_total",
+        Unit::Bytes,
+        "Bytes of instances stored"
+    );
+    describe_counter!(
+        "tramy_receive_spooled_total",
+        "Receptions written to a staging file (large or over the memory budget)"
+    );
+    describe_counter!(
+        "tramy_receive_refused_too_large_total",
+        "Instances refused for exceeding ingest.max_instance_mb"
+    );
+    describe_counter!(
+        "tramy_integrity_failures_total",
+        "Reads refused because the stored object was missing or damaged"
+    );
+    describe_gauge!(
+        "tramy_integrity_scrub_damaged",
+        "Damaged objects found by the last background scrub"
+    );
+    describe_gauge!(
+        "tramy_integrity_scrub_missing",
+        "Missing objects found by the last background scrub"
+    );
+    describe_gauge!(
+        "tramy_integrity_scrub_last_seconds",
+        Unit::Seconds,
+        "Unix time the last background scrub finished"
+    );
+    describe_histogram!(
+        "tramy_triage_batch_size",
+        "Instances inferred together in one triage batch"
+    );
+    describe_histogram!(
+        "tramy_triage_inference_seconds",
+        Unit::Seconds,
+        "Time one triage batch spent in ONNX Runtime"
+    );
 }
 
 /// Counts requests and times them, labelled by route template (never by UID) and status.
