@@ -1,8 +1,8 @@
 //! The DICOM Conformance Statement (PS3.2), written from the tables the code itself uses, so the
 //! statement cannot drift from what tramy does: the storage SOP classes association negotiation
 //! accepts, the transfer syntaxes dicom-rs reads, the query keys the index matches, the character
-//! sets dicom-rs decodes and the configuration defaults. `tramy conformance` prints it;
-//! `docs/conformance-statement.md` is its committed copy, checked by a test.
+//! sets dicom-rs decodes and the configuration. `tramy conformance [--config FILE]` prints it for a
+//! site; `docs/conformance-statement.md` is the copy for the defaults, checked by a test.
 
 use std::fmt::Write;
 
@@ -45,13 +45,13 @@ const CHARACTER_SET_TERMS: &[&str] = &[
     "ISO 2022 IR 166",
 ];
 
-/// The statement as Markdown.
-pub fn statement() -> String {
-    let config = Config::default();
+/// The statement as Markdown, for a server running with `config` (the committed copy uses the
+/// defaults).
+pub fn statement(config: &Config) -> String {
     let mut out = String::new();
     header(&mut out);
     overview(&mut out);
-    networking(&mut out, &config);
+    networking(&mut out, config);
     sop_classes(&mut out);
     transfer_syntaxes(&mut out);
     query_keys(&mut out);

@@ -37,9 +37,9 @@ enum Command {
         /// A folder with one sub-folder per class, or a CSV `path,label,…` of 0/1 values.
         #[arg(long)]
         data: PathBuf,
-        /// cpu or cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// cpu or cuda (default: `[triage] device` of the configuration).
+        #[arg(long)]
+        device: Option<String>,
         /// Write the full results (ROC points included) here as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -81,18 +81,18 @@ enum Command {
 enum ModelsCommand {
     /// List the models and whether their manifests are valid.
     List {
-        /// Folder with one sub-folder per model.
-        #[arg(long, default_value = "models")]
-        dir: PathBuf,
+        /// Folder with one sub-folder per model (default: `[triage] models_dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Validate every manifest and run each model once on a blank input.
     Check {
-        /// Folder with one sub-folder per model.
-        #[arg(long, default_value = "models")]
-        dir: PathBuf,
-        /// cpu or cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// Folder with one sub-folder per model (default: `[triage] models_dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// cpu or cuda (default: `[triage] device`).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Score one DICOM file with one model and print the scores as JSON.
     Run {
@@ -100,13 +100,18 @@ enum ModelsCommand {
         model: PathBuf,
         /// A DICOM Part 10 file.
         file: PathBuf,
-        /// cpu or cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// cpu or cuda (default: `[triage] device`).
+        #[arg(long)]
+        device: Option<String>,
         /// Also write the preprocessed input tensor here (raw little-endian f32), for parity checks.
         #[arg(long)]
         dump_input: Option<PathBuf>,
     },
+}
+
+/// The device named on the command line, else the configuration's.
+fn device_or(name: Option<&str>, config: &Config) -> anyhow::Result<tramy::triage::Device> {
+    name.map_or(Ok(config.triage.device), device)
 }
 
 fn device(name: &str) -> anyhow::Result<tramy::triage::Device> {
@@ -117,10 +122,11 @@ fn device(name: &str) -> anyhow::Result<tramy::triage::Device> {
     }
 }
 
-fn models(command: ModelsCommand) -> anyhow::Result<()> {
+fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
     use tramy::triage::{manifest, LoadedModel, ModelManifest};
     match command {
         ModelsCommand::List { dir } => {
+            let dir = dir.unwrap_or_else(|| config.triage.models_dir.clone());
             let found = manifest::discover(&dir);
             if found.is_empty() {
                 println!(
@@ -155,7 +161,8 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelsCommand::Check { dir, device: d } => {
-            let device = device(&d)?;
+            let dir = dir.unwrap_or_else(|| config.triage.models_dir.clone());
+            let device = device_or(d.as_deref(), config)?;
             let mut failures = 0;
             for m in manifest::discover(&dir) {
                 let result = m
@@ -185,7 +192,7 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
             dump_input,
         } => {
             let manifest = ModelManifest::load(&model.join("model.toml"))?;
-            let loaded = LoadedModel::load(manifest, device(&d)?)?;
+            let loaded = LoadedModel::load(manifest, device_or(d.as_deref(), config)?)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let (input, frames) = tramy::triage::preprocess::from_dicom(&bytes, &loaded.manifest)
@@ -215,12 +222,17 @@ fn models(command: ModelsCommand) -> anyhow::Result<()> {
 fn eval(
     models: Vec<PathBuf>,
     data: PathBuf,
-    d: &str,
+    d: Option<&str>,
     out: Option<PathBuf>,
     roc_dir: Option<PathBuf>,
+    config: &Config,
 ) -> anyhow::Result<()> {
     use tramy::triage::{eval, LoadedModel, ModelManifest};
-    let device = device(d)?;
+    let device = device_or(d, config)?;
+    let d = match device {
+        tramy::triage::Device::Cpu => "cpu",
+        tramy::triage::Device::Cuda => "cuda",
+    };
     let loaded = models
         .iter()
         .map(|dir| {
@@ -409,10 +421,12 @@ fn main() -> anyhow::Result<()> {
             tracing::error!(panic = %info, "internal error; please report it");
         }
     }));
+    // Every subcommand reads the same configuration (`--config`, then TRAMY_* variables).
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let command = match cli.command {
-        Command::Models { command } => return models(command),
+        Command::Models { command } => return models(command, &config),
         Command::Conformance => {
-            print!("{}", tramy::conformance::statement());
+            print!("{}", tramy::conformance::statement(&config));
             return Ok(());
         }
         Command::Eval {
@@ -421,10 +435,9 @@ fn main() -> anyhow::Result<()> {
             device: d,
             out,
             roc_dir,
-        } => return eval(models, data, &d, out, roc_dir),
+        } => return eval(models, data, d.as_deref(), out, roc_dir, &config),
         other => other,
     };
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {

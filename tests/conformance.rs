@@ -7,6 +7,9 @@ use std::process::Command;
 fn the_committed_conformance_statement_is_what_the_code_writes() {
     let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
         .arg("conformance")
+        .env_remove("TRAMY_CONFIG")
+        .env_remove("TRAMY_AE_TITLE")
+        .env_remove("TRAMY_DIMSE_ADDR")
         .output()
         .expect("tramy runs");
     assert!(out.status.success());
@@ -31,5 +34,37 @@ fn the_committed_conformance_statement_is_what_the_code_writes() {
     assert!(
         written.contains("`ISO_IR 192`"),
         "UTF-8 is a supported character set"
+    );
+}
+
+#[test]
+fn every_subcommand_reads_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(
+        &file,
+        "[dimse]\nae_title = \"SITEPACS\"\nmax_associations = 12\n[triage]\nmodels_dir = \"/nowhere\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .env_remove("TRAMY_AE_TITLE")
+            .output()
+            .expect("tramy runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let statement = run(&["conformance"]);
+    assert!(statement.contains("title `SITEPACS`"), "{statement}");
+    assert!(
+        statement.contains("| 12 (`max_associations`)"),
+        "{statement}"
+    );
+    let listed = run(&["models", "list"]);
+    assert!(
+        listed.contains("no models in /nowhere"),
+        "models list uses [triage] models_dir: {listed}"
     );
 }
