@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Everything `tramy serve` and `tramy import` need to know.
@@ -242,73 +244,56 @@ impl Default for IngestConfig {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What TOML said.
-        source: toml::de::Error,
-    },
-    /// An environment override does not parse.
-    #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    Env {
-        /// Variable name.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// Why it was refused.
-        reason: String,
-    },
+    /// The file named with `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// The file or an environment variable does not parse, or names an unknown key. figment's
+    /// message names the key and where its value came from (the file, or the variable).
+    #[error("invalid configuration: {0}")]
+    Source(#[from] Box<figment::Error>),
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
+/// The environment variables that set configuration keys: the four of the first releases
+/// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`), and any key as
+/// `TRAMY_<SECTION>__<KEY>` (e.g. `TRAMY_INGEST__FSYNC=false`,
+/// `TRAMY_DIMSE__MAX_ASSOCIATIONS=128`). Other `TRAMY_*` variables (`TRAMY_CONFIG`, the tests'
+/// switches) are not configuration keys and are left alone.
+fn environment() -> Env {
+    // figment hands these closures the variable name as written (upper case), prefix removed.
+    let key_of = |name: &figment::value::UncasedStr| -> Option<String> {
+        let name = name.as_str().to_ascii_lowercase();
+        Some(match name.as_str() {
+            "data_dir" => name,
+            "dimse_addr" => "dimse.addr".into(),
+            "http_addr" => "http.addr".into(),
+            "ae_title" => "dimse.ae_title".into(),
+            nested if nested.contains("__") => nested.replace("__", "."),
+            _ => return None,
+        })
+    };
+    Env::prefixed("TRAMY_").filter_map(move |name| key_of(name).map(Into::into))
+}
+
 impl Config {
-    /// Loads defaults, then `file` if given, then the `TRAMY_*` environment overrides.
+    /// Loads defaults, then `file` if given, then the `TRAMY_*` environment variables
+    /// ([`environment`]).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source,
-                })?
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing(path.to_owned()));
             }
-            None => Config::default(),
-        };
-        config.apply_env(|name| std::env::var(name).ok())?;
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(environment())
+            .extract()
+            .map_err(|e| ConfigError::Source(Box::new(e)))?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Applies `TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR` and `TRAMY_AE_TITLE`.
-    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(dir) = var("TRAMY_DATA_DIR") {
-            self.data_dir = PathBuf::from(dir);
-        }
-        if let Some(addr) = var("TRAMY_DIMSE_ADDR") {
-            self.dimse.addr = parse_addr("TRAMY_DIMSE_ADDR", addr)?;
-        }
-        if let Some(addr) = var("TRAMY_HTTP_ADDR") {
-            self.http.addr = parse_addr("TRAMY_HTTP_ADDR", addr)?;
-        }
-        if let Some(ae) = var("TRAMY_AE_TITLE") {
-            self.dimse.ae_title = ae;
-        }
-        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -348,17 +333,8 @@ impl Config {
     }
 }
 
-fn parse_addr(name: &'static str, value: String) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
-            name,
-            reason: format!("{e}; expected host:port such as 127.0.0.1:11112"),
-            value,
-        })
-}
-
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
@@ -372,30 +348,47 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_file_values() {
-        let mut c: Config = toml::from_str(
-            "data_dir = \"/srv/a\"\n[dimse]\nae_title = \"FROMFILE\"\n[ingest]\non_conflict = \"reject\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.ingest.on_conflict, DuplicatePolicy::Reject);
-        c.apply_env(|n| match n {
-            "TRAMY_AE_TITLE" => Some("FROMENV".into()),
-            "TRAMY_DIMSE_ADDR" => Some("127.0.0.1:4242".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(c.dimse.ae_title, "FROMENV");
-        assert_eq!(c.dimse.addr.port(), 4242);
-        assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+    fn environment_overrides_file_values_old_names_and_any_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tramy.toml",
+                "data_dir = \"/srv/a\"\n[dimse]\nae_title = \"FROMFILE\"\n[ingest]\non_conflict = \"reject\"\n",
+            )?;
+            jail.set_env("TRAMY_AE_TITLE", "FROMENV");
+            jail.set_env("TRAMY_DIMSE_ADDR", "127.0.0.1:4242");
+            jail.set_env("TRAMY_INGEST__FSYNC", "false");
+            jail.set_env("TRAMY_DIMSE__MAX_ASSOCIATIONS", "128");
+            jail.set_env("TRAMY_CONFIG", "ignored: not a key");
+            jail.set_env("TRAMY_TEST_CUDA", "1");
+            let c = Config::load(Some(Path::new("tramy.toml"))).expect("loads");
+            assert_eq!(c.dimse.ae_title, "FROMENV");
+            assert_eq!(c.dimse.addr.port(), 4242);
+            assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+            assert_eq!(c.ingest.on_conflict, DuplicatePolicy::Reject);
+            assert!(!c.ingest.fsync);
+            assert_eq!(c.dimse.max_associations, 128);
+            Ok(())
+        });
     }
 
     #[test]
-    fn bad_environment_address_is_a_clear_error() {
-        let mut c = Config::default();
-        let err = c
-            .apply_env(|n| (n == "TRAMY_HTTP_ADDR").then(|| "nonsense".to_string()))
-            .unwrap_err();
-        assert!(err.to_string().contains("TRAMY_HTTP_ADDR"));
+    fn bad_environment_values_are_clear_errors_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRAMY_HTTP_ADDR", "nonsense");
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains("http.addr") && err.contains("tramy_"), "{err}");
+            jail.clear_env();
+            jail.set_env("TRAMY_DIMSE__MAX_ASOCIATIONS", "3");
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains("max_asociations"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/tramy.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tramy.toml"));
     }
 
     #[test]
