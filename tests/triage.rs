@@ -317,7 +317,8 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
         "1.2.840.10008.5.1.4.1.1.88.33",
         "Imaging Measurement Report",
         "bright",
-        "Probability of finding",
+        "Certainty of Finding",
+        "Tracking Unique Identifier",
         "TEST MODEL",
         "Algorithm Version",
     ] {

@@ -166,9 +166,92 @@ pub struct Label {
     /// Activation applied to the output.
     #[serde(default)]
     pub activation: Activation,
-    /// Optional coded concept for SR (scheme, value, meaning), e.g. SNOMED CT.
+    /// The finding as a coded concept for the SR, e.g. SNOMED CT; a private `99TRAMY` code
+    /// made from the label name when absent.
     #[serde(default)]
-    pub code: Option<[String; 3]>,
+    pub code: Option<CodedConcept>,
+}
+
+/// A coded concept (PS3.3 Table 8.8-1: Code Value, Coding Scheme Designator, Code Meaning).
+///
+/// In a manifest, either a table `{ scheme = "SCT", value = "233604007", meaning = "Pneumonia" }`
+/// or the older array `["SCT", "233604007", "Pneumonia"]` (scheme, value, meaning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CodedConceptForm")]
+pub struct CodedConcept {
+    /// Code Value (0008,0100), e.g. `233604007`.
+    pub value: String,
+    /// Coding Scheme Designator (0008,0102), e.g. `SCT`, `DCM`.
+    pub scheme: String,
+    /// Code Meaning (0008,0104), e.g. `Pneumonia`.
+    pub meaning: String,
+}
+
+impl CodedConcept {
+    /// A concept from its value, scheme and meaning.
+    pub fn new(value: &str, scheme: &str, meaning: &str) -> CodedConcept {
+        CodedConcept {
+            value: value.into(),
+            scheme: scheme.into(),
+            meaning: meaning.into(),
+        }
+    }
+}
+
+/// The two spellings a manifest may use for a [`CodedConcept`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CodedConceptForm {
+    Table {
+        value: String,
+        scheme: String,
+        meaning: String,
+    },
+    /// `[scheme, value, meaning]`, the order manifests have always used.
+    Array([String; 3]),
+}
+
+impl TryFrom<CodedConceptForm> for CodedConcept {
+    type Error = String;
+
+    fn try_from(form: CodedConceptForm) -> Result<CodedConcept, String> {
+        let c = match form {
+            CodedConceptForm::Table {
+                value,
+                scheme,
+                meaning,
+            } => CodedConcept {
+                value,
+                scheme,
+                meaning,
+            },
+            CodedConceptForm::Array([scheme, value, meaning]) => CodedConcept {
+                value,
+                scheme,
+                meaning,
+            },
+        };
+        // Code Value and Coding Scheme Designator are SH (16 characters), Code Meaning LO (64)
+        // (PS3.3 Table 8.8-1, PS3.5 6.2); a longer value needs Long Code Value, which tramy
+        // does not write.
+        let fits = |v: &str, max: usize| !v.trim().is_empty() && v.chars().count() <= max;
+        if !(fits(&c.value, 16) && fits(&c.scheme, 16) && fits(&c.meaning, 64)) {
+            return Err(format!(
+                "code {{ value = {:?}, scheme = {:?}, meaning = {:?} }}: value and scheme need \
+                 1-16 characters, meaning 1-64",
+                c.value, c.scheme, c.meaning
+            ));
+        }
+        // No coding scheme designator is all digits (PS3.16 Section 8); a swapped array is.
+        if c.scheme.chars().all(|ch| ch.is_ascii_digit()) {
+            return Err(format!(
+                "code scheme {:?} looks like a code value: the array form is [scheme, value, \
+                 meaning]; prefer {{ value = .., scheme = .., meaning = .. }}",
+                c.scheme
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// Where the model comes from and what it may be used for.
@@ -454,6 +537,44 @@ mod tests {
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    fn label_code(code: &str) -> Result<Option<CodedConcept>, toml::de::Error> {
+        #[derive(Deserialize)]
+        struct L {
+            code: Option<CodedConcept>,
+        }
+        toml::from_str::<L>(code).map(|l| l.code)
+    }
+
+    #[test]
+    fn a_code_is_read_by_name_from_a_table_or_as_scheme_value_meaning_from_an_array() {
+        let want = Some(CodedConcept::new("233604007", "SCT", "Pneumonia"));
+        let table = r#"code = { value = "233604007", scheme = "SCT", meaning = "Pneumonia" }"#;
+        assert_eq!(label_code(table).unwrap(), want);
+        let array = r#"code = ["SCT", "233604007", "Pneumonia"]"#;
+        assert_eq!(label_code(array).unwrap(), want);
+    }
+
+    #[test]
+    fn a_swapped_or_oversized_code_is_refused_with_the_reason() {
+        let swapped = r#"code = ["233604007", "SCT", "Pneumonia"]"#;
+        let e = label_code(swapped).unwrap_err().to_string();
+        assert!(e.contains("looks like a code value"), "{e}");
+        let long = r#"code = { value = "12345678901234567", scheme = "SCT", meaning = "x" }"#;
+        let e = label_code(long).unwrap_err().to_string();
+        assert!(e.contains("1-16 characters"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_pneumonia_label_is_snomed_ct_pneumonia() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/chest-xray-pneumonia/model.toml");
+        let m: ModelManifest = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(
+            m.labels[0].code,
+            Some(CodedConcept::new("233604007", "SCT", "Pneumonia"))
+        );
     }
 
     #[test]

@@ -1,19 +1,22 @@
-//! Findings as a DICOM Comprehensive SR in the source study, following the TID 1500 Measurement
-//! Report pattern (PS3.16): the device observer (algorithm name and version), one measurement
-//! group per label with the coded finding, its probability, the model's use statement, and a
-//! reference to the source image (and frame). A referral hospital retrieving the study over DIMSE
-//! or DICOMweb receives the findings with the images.
+//! Findings as a DICOM Comprehensive SR in the source study: a TID 1500 Measurement Report
+//! (PS3.16 A.35) as IHE AI Results (AIR) profiles it. The device observer (TID 1004), the source
+//! image in the Image Library (TID 1600), and per label (and frame) one Measurement Group
+//! (TID 1501) holding its Tracking Identifier and Tracking Unique Identifier, the coded finding,
+//! the algorithm (TID 4019), the probability as Certainty of Finding (TID 300), the model's use
+//! statement, and a reference to the source image (and frame). Codes are DCM or SNOMED CT;
+//! `99TRAMY` only for a label whose manifest names no code. A referral hospital retrieving the
+//! study over DIMSE or DICOMweb receives the findings with the images.
 
 use bytes::Bytes;
-use dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use sha2::{Digest, Sha256};
 
-use super::manifest::ModelManifest;
-use super::model::Scores;
+use super::manifest::{CodedConcept, Label, ModelManifest};
+use super::model::{LabelScore, Scores};
 use crate::dicom::attributes::text;
 use crate::dicom::ReceivedInstance;
 
@@ -42,63 +45,121 @@ fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
 }
 
-fn seq(items: Vec<InMemDicomObject>) -> DataSetSequence<InMemDicomObject> {
-    DataSetSequence::from(items)
+fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
 }
 
-fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
-    let mut c = InMemDicomObject::new_empty();
-    put_str(&mut c, tags::CODE_VALUE, VR::SH, value);
-    put_str(&mut c, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
-    put_str(&mut c, tags::CODE_MEANING, VR::LO, meaning);
-    c
+/// A code from the DICOM Controlled Terminology (PS3.16 Annex D).
+fn dcm(value: &str, meaning: &str) -> CodedConcept {
+    CodedConcept::new(value, "DCM", meaning)
 }
 
-fn item(relationship: &str, value_type: &str, concept: InMemDicomObject) -> InMemDicomObject {
+/// A Code Sequence item (PS3.3 Table 8.8-1).
+fn code(c: &CodedConcept) -> InMemDicomObject {
+    let mut o = InMemDicomObject::new_empty();
+    put_str(&mut o, tags::CODE_VALUE, VR::SH, &c.value);
+    put_str(&mut o, tags::CODING_SCHEME_DESIGNATOR, VR::SH, &c.scheme);
+    put_str(&mut o, tags::CODE_MEANING, VR::LO, &c.meaning);
+    o
+}
+
+/// A content item (PS3.3 C.17.3) without its value; `concept` is absent for library images.
+fn item(relationship: &str, value_type: &str, concept: Option<CodedConcept>) -> InMemDicomObject {
     let mut i = InMemDicomObject::new_empty();
     put_str(&mut i, tags::RELATIONSHIP_TYPE, VR::CS, relationship);
     put_str(&mut i, tags::VALUE_TYPE, VR::CS, value_type);
-    i.put(DataElement::new(
-        tags::CONCEPT_NAME_CODE_SEQUENCE,
-        VR::SQ,
-        seq(vec![concept]),
-    ));
+    if let Some(concept) = concept {
+        put_seq(
+            &mut i,
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            vec![code(&concept)],
+        );
+    }
     i
 }
 
-fn text_item(relationship: &str, concept: InMemDicomObject, value: &str) -> InMemDicomObject {
-    let mut i = item(relationship, "TEXT", concept);
+fn text_item(relationship: &str, concept: CodedConcept, value: &str) -> InMemDicomObject {
+    let mut i = item(relationship, "TEXT", Some(concept));
     put_str(&mut i, tags::TEXT_VALUE, VR::UT, value);
     i
 }
 
-fn code_item(
-    relationship: &str,
-    concept: InMemDicomObject,
-    value: InMemDicomObject,
-) -> InMemDicomObject {
-    let mut i = item(relationship, "CODE", concept);
-    i.put(DataElement::new(
-        tags::CONCEPT_CODE_SEQUENCE,
-        VR::SQ,
-        seq(vec![value]),
-    ));
+fn uid_item(relationship: &str, concept: CodedConcept, value: &str) -> InMemDicomObject {
+    let mut i = item(relationship, "UIDREF", Some(concept));
+    put_str(&mut i, tags::UID, VR::UI, value);
+    i
+}
+
+fn code_item(relationship: &str, concept: CodedConcept, value: &CodedConcept) -> InMemDicomObject {
+    let mut i = item(relationship, "CODE", Some(concept));
+    put_seq(&mut i, tags::CONCEPT_CODE_SEQUENCE, vec![code(value)]);
     i
 }
 
 fn container(
     relationship: &str,
-    concept: InMemDicomObject,
+    concept: CodedConcept,
     children: Vec<InMemDicomObject>,
 ) -> InMemDicomObject {
-    let mut i = item(relationship, "CONTAINER", concept);
+    let mut i = item(relationship, "CONTAINER", Some(concept));
     put_str(&mut i, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
-    i.put(DataElement::new(
-        tags::CONTENT_SEQUENCE,
-        VR::SQ,
-        seq(children),
-    ));
+    put_seq(&mut i, tags::CONTENT_SEQUENCE, children);
     i
+}
+
+/// The image the findings were computed on.
+struct Source {
+    study: String,
+    series: String,
+    class: String,
+    sop: String,
+    /// Whether references name a frame (PS3.3 C.18.4: only for multi-frame images).
+    multi_frame: bool,
+}
+
+impl Source {
+    fn of(source: &InMemDicomObject, frames: &[u32]) -> Source {
+        let number_of_frames = text(source, tags::NUMBER_OF_FRAMES).trim().parse::<u32>();
+        Source {
+            study: text(source, tags::STUDY_INSTANCE_UID),
+            series: text(source, tags::SERIES_INSTANCE_UID),
+            class: text(source, tags::SOP_CLASS_UID),
+            sop: text(source, tags::SOP_INSTANCE_UID),
+            multi_frame: frames.len() > 1 || number_of_frames.is_ok_and(|n| n > 1),
+        }
+    }
+
+    /// A Referenced SOP Sequence item for the image (and its 0-based `frame`).
+    fn reference(&self, frame: Option<u32>) -> InMemDicomObject {
+        let mut r = InMemDicomObject::new_empty();
+        put_str(&mut r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &self.class);
+        put_str(&mut r, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &self.sop);
+        if let (true, Some(frame)) = (self.multi_frame, frame) {
+            put_str(
+                &mut r,
+                tags::REFERENCED_FRAME_NUMBER,
+                VR::IS,
+                &(frame + 1).to_string(),
+            );
+        }
+        r
+    }
+
+    /// An IMAGE content item referencing the image (TID 320 / TID 1601).
+    fn image_item(
+        &self,
+        relationship: &str,
+        concept: Option<CodedConcept>,
+        frame: Option<u32>,
+    ) -> InMemDicomObject {
+        let mut i = item(relationship, "IMAGE", concept);
+        put_seq(
+            &mut i,
+            tags::REFERENCED_SOP_SEQUENCE,
+            vec![self.reference(frame)],
+        );
+        i
+    }
 }
 
 /// Builds the SR for `scores` (one entry per frame in `frames`) of the model on `source`.
@@ -108,13 +169,99 @@ pub fn findings_sr(
     frames: &[u32],
     scores: &[Scores],
 ) -> ReceivedInstance {
-    let study = text(source, tags::STUDY_INSTANCE_UID);
-    let source_sop = text(source, tags::SOP_INSTANCE_UID);
-    let source_class = text(source, tags::SOP_CLASS_UID);
-    let source_series = text(source, tags::SERIES_INSTANCE_UID);
+    let src = Source::of(source, frames);
+    let sr_uid = derived_uid(&["sr", &src.sop, &model.name, &model.version]);
+    let mut sr = header(source, model, &src, &sr_uid);
+    document_root(&mut sr);
+    let mut groups = Vec::new();
+    for (frame, frame_scores) in frames.iter().zip(scores) {
+        for s in frame_scores {
+            if let Some(label) = model.labels.iter().find(|l| l.name == s.label) {
+                groups.push(measurement_group(model, label, s, &src, *frame, &sr_uid));
+            }
+        }
+    }
+    put_seq(
+        &mut sr,
+        tags::CONTENT_SEQUENCE,
+        report_content(model, &src, groups),
+    );
+    put_seq(
+        &mut sr,
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![evidence(&src)],
+    );
+    if uses_private_codes(model) {
+        put_seq(
+            &mut sr,
+            tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
+            vec![private_scheme()],
+        );
+    }
+    // UTF-8 only where needed: the default repertoire is what every reader (and dcmtk's VR
+    // checker, which does not support ISO_IR 192) takes without question (PS3.5 6.1.2.5).
+    if !all_ascii(&sr) {
+        put_str(&mut sr, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    }
+
+    let mut bytes = Vec::new();
+    // Writing an in-memory object we built ourselves cannot meet malformed input; an error here
+    // would be a bug, and an empty data set is then refused by ingest with a clear reason.
+    let _ = sr.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased());
+    ReceivedInstance::from_dataset(crate::dicom::EXPLICIT_VR_LE, Bytes::from(bytes))
+}
+
+/// The private coding scheme for labels whose manifest names no code.
+const PRIVATE_SCHEME: &str = "99TRAMY";
+
+fn uses_private_codes(model: &ModelManifest) -> bool {
+    model.labels.iter().any(|l| l.code.is_none())
+}
+
+/// A private coding scheme is identified in the Coding Scheme Identification Sequence
+/// (PS3.3 C.12.1.1.2, PS3.16 Section 8.2).
+fn private_scheme() -> InMemDicomObject {
+    let mut o = InMemDicomObject::new_empty();
+    put_str(
+        &mut o,
+        tags::CODING_SCHEME_DESIGNATOR,
+        VR::SH,
+        PRIVATE_SCHEME,
+    );
+    put_str(
+        &mut o,
+        tags::CODING_SCHEME_NAME,
+        VR::ST,
+        "tramy model labels without a standard code",
+    );
+    put_str(
+        &mut o,
+        tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
+        VR::ST,
+        "tramy",
+    );
+    o
+}
+
+/// Whether every string value in `obj`, nested items included, is ASCII.
+fn all_ascii(obj: &InMemDicomObject) -> bool {
+    obj.iter().all(|e| match e.value() {
+        Value::Primitive(p) => p.to_str().is_ascii(),
+        Value::Sequence(s) => s.items().iter().all(all_ascii),
+        Value::PixelSequence(_) => true,
+    })
+}
+
+/// Patient, General Study, SR Document Series, General Equipment and SR Document General
+/// modules (PS3.3 A.35.3): the study's identity copied from the source.
+fn header(
+    source: &InMemDicomObject,
+    model: &ModelManifest,
+    src: &Source,
+    sr_uid: &str,
+) -> InMemDicomObject {
     let now = chrono::Utc::now();
     let mut sr = InMemDicomObject::new_empty();
-    put_str(&mut sr, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
     for (tag, vr) in [
         (tags::PATIENT_NAME, VR::PN),
         (tags::PATIENT_ID, VR::LO),
@@ -130,20 +277,15 @@ pub fn findings_sr(
     ] {
         put_str(&mut sr, tag, vr, &text(source, tag));
     }
-    put_str(&mut sr, tags::STUDY_INSTANCE_UID, VR::UI, &study);
+    put_str(&mut sr, tags::STUDY_INSTANCE_UID, VR::UI, &src.study);
     put_str(&mut sr, tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR);
-    put_str(
-        &mut sr,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        &derived_uid(&["sr", &source_sop, &model.name, &model.version]),
-    );
+    put_str(&mut sr, tags::SOP_INSTANCE_UID, VR::UI, sr_uid);
     put_str(&mut sr, tags::MODALITY, VR::CS, "SR");
     put_str(
         &mut sr,
         tags::SERIES_INSTANCE_UID,
         VR::UI,
-        &derived_uid(&["sr-series", &study, &model.name]),
+        &derived_uid(&["sr-series", &src.study, &model.name]),
     );
     put_str(&mut sr, tags::SERIES_NUMBER, VR::IS, "9000");
     put_str(
@@ -156,235 +298,228 @@ pub fn findings_sr(
     put_str(&mut sr, tags::MANUFACTURER, VR::LO, "tramy");
     put_str(&mut sr, tags::MANUFACTURER_MODEL_NAME, VR::LO, &model.name);
     put_str(&mut sr, tags::SOFTWARE_VERSIONS, VR::LO, &model.version);
-    put_str(
-        &mut sr,
-        tags::CONTENT_DATE,
-        VR::DA,
-        &now.format("%Y%m%d").to_string(),
+    let (date, time) = (
+        now.format("%Y%m%d").to_string(),
+        now.format("%H%M%S").to_string(),
     );
-    put_str(
-        &mut sr,
-        tags::CONTENT_TIME,
-        VR::TM,
-        &now.format("%H%M%S").to_string(),
-    );
+    put_str(&mut sr, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
+    put_str(&mut sr, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
+    put_str(&mut sr, tags::CONTENT_DATE, VR::DA, &date);
+    put_str(&mut sr, tags::CONTENT_TIME, VR::TM, &time);
     // Type 2 attributes of the SR Document Series and General modules: present, empty.
-    sr.put(DataElement::new(
+    put_seq(
+        &mut sr,
         tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
-        VR::SQ,
-        seq(Vec::new()),
-    ));
-    sr.put(DataElement::new(
-        tags::PERFORMED_PROCEDURE_CODE_SEQUENCE,
-        VR::SQ,
-        seq(Vec::new()),
-    ));
+        Vec::new(),
+    );
+    put_seq(&mut sr, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, Vec::new());
     put_str(&mut sr, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
     put_str(&mut sr, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
+    sr
+}
 
-    // Root: TID 1500 Measurement Report.
-    put_str(&mut sr, tags::VALUE_TYPE, VR::CS, "CONTAINER");
-    sr.put(DataElement::new(
+/// The root CONTAINER of TID 1500 (PS3.16 TID 1500 row 1) with its template identification.
+fn document_root(sr: &mut InMemDicomObject) {
+    put_str(sr, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+    put_seq(
+        sr,
         tags::CONCEPT_NAME_CODE_SEQUENCE,
-        VR::SQ,
-        seq(vec![code("126000", "DCM", "Imaging Measurement Report")]),
-    ));
-    put_str(&mut sr, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+        vec![code(&dcm("126000", "Imaging Measurement Report"))],
+    );
+    put_str(sr, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
     let mut template = InMemDicomObject::new_empty();
     put_str(&mut template, tags::MAPPING_RESOURCE, VR::CS, "DCMR");
     put_str(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "1500");
-    sr.put(DataElement::new(
-        tags::CONTENT_TEMPLATE_SEQUENCE,
-        VR::SQ,
-        seq(vec![template]),
-    ));
+    put_seq(sr, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
+}
 
-    let mut groups = Vec::new();
-    for (frame, frame_scores) in frames.iter().zip(scores) {
-        for s in frame_scores {
-            let Some(label) = model.labels.iter().find(|l| l.name == s.label) else {
-                continue;
-            };
-            let finding = match &label.code {
-                Some([value, scheme, meaning]) => code(value, scheme, meaning),
-                None => code(&label.name, "99TRAMY", &label.name),
-            };
-            let mut probability = item(
-                "CONTAINS",
-                "NUM",
-                code("probability", "99TRAMY", "Probability of finding"),
-            );
-            let mut measured = InMemDicomObject::new_empty();
-            put_str(
-                &mut measured,
-                tags::NUMERIC_VALUE,
-                VR::DS,
-                &format!("{:.6}", s.probability),
-            );
-            measured.put(DataElement::new(
-                tags::MEASUREMENT_UNITS_CODE_SEQUENCE,
-                VR::SQ,
-                seq(vec![code("1", "UCUM", "no units")]),
-            ));
-            probability.put(DataElement::new(
-                tags::MEASURED_VALUE_SEQUENCE,
-                VR::SQ,
-                seq(vec![measured]),
-            ));
-            let mut image = item(
-                "INFERRED FROM",
-                "IMAGE",
-                code("121112", "DCM", "Source of Measurement"),
-            );
-            let mut reference = InMemDicomObject::new_empty();
-            put_str(
-                &mut reference,
-                tags::REFERENCED_SOP_CLASS_UID,
-                VR::UI,
-                &source_class,
-            );
-            put_str(
-                &mut reference,
-                tags::REFERENCED_SOP_INSTANCE_UID,
-                VR::UI,
-                &source_sop,
-            );
-            if frames.len() > 1 {
-                put_str(
-                    &mut reference,
-                    tags::REFERENCED_FRAME_NUMBER,
-                    VR::IS,
-                    &(frame + 1).to_string(),
-                );
-            }
-            image.put(DataElement::new(
-                tags::REFERENCED_SOP_SEQUENCE,
-                VR::SQ,
-                seq(vec![reference]),
-            ));
-            // An IMAGE may hang from a NUM by INFERRED FROM, not from a CONTAINER, in
-            // Comprehensive SR (PS3.3 A.35.3).
-            probability.put(DataElement::new(
-                tags::CONTENT_SEQUENCE,
-                VR::SQ,
-                seq(vec![image]),
-            ));
-            let verdict = if s.flagged {
-                format!(
-                    "FLAGGED ({:?}): probability {:.3} at or above threshold {}",
-                    s.urgency, s.probability, label.threshold
-                )
-            } else {
-                format!(
-                    "not flagged: probability {:.3} below threshold {}",
-                    s.probability, label.threshold
-                )
-            };
-            groups.push(container(
-                "CONTAINS",
-                code("125007", "DCM", "Measurement Group"),
-                vec![
-                    text_item(
-                        "HAS OBS CONTEXT",
-                        code("112039", "DCM", "Tracking Identifier"),
-                        &label.name,
-                    ),
-                    text_item(
-                        "HAS OBS CONTEXT",
-                        code("111001", "DCM", "Algorithm Name"),
-                        &model.name,
-                    ),
-                    text_item(
-                        "HAS OBS CONTEXT",
-                        code("111003", "DCM", "Algorithm Version"),
-                        &model.version,
-                    ),
-                    code_item("CONTAINS", code("121071", "DCM", "Finding"), finding),
-                    probability,
-                    text_item(
-                        "CONTAINS",
-                        code("121106", "DCM", "Comment"),
-                        &format!("{verdict}. {}", model.provenance.statement),
-                    ),
-                ],
-            ));
-        }
-    }
-    let content = vec![
+/// The root's children, in TID 1500 row order: language (TID 1204), observer context
+/// (TID 1001, device per TID 1004), procedure reported, Image Library (TID 1600), and the
+/// Imaging Measurements holding the groups.
+fn report_content(
+    model: &ModelManifest,
+    src: &Source,
+    groups: Vec<InMemDicomObject>,
+) -> Vec<InMemDicomObject> {
+    vec![
         code_item(
             "HAS CONCEPT MOD",
-            code("121049", "DCM", "Language of Content Item and Descendants"),
-            code("en-US", "RFC5646", "English (United States)"),
+            dcm("121049", "Language of Content Item and Descendants"),
+            &CodedConcept::new("en-US", "RFC5646", "English (United States)"),
         ),
         code_item(
             "HAS OBS CONTEXT",
-            code("121005", "DCM", "Observer Type"),
-            code("121007", "DCM", "Device"),
+            dcm("121005", "Observer Type"),
+            &dcm("121007", "Device"),
+        ),
+        // TID 1004: the Device Observer UID is mandatory; one per model version.
+        uid_item(
+            "HAS OBS CONTEXT",
+            dcm("121012", "Device Observer UID"),
+            &derived_uid(&["device", &model.name, &model.version]),
         ),
         text_item(
             "HAS OBS CONTEXT",
-            code("121013", "DCM", "Device Observer Name"),
+            dcm("121013", "Device Observer Name"),
             &format!("tramy {}", model.name),
+        ),
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("121014", "Device Observer Manufacturer"),
+            "tramy",
+        ),
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("121015", "Device Observer Model Name"),
+            &model.name,
         ),
         code_item(
             "HAS CONCEPT MOD",
-            code("121058", "DCM", "Procedure reported"),
-            code("363679005", "SCT", "Imaging"),
+            dcm("121058", "Procedure reported"),
+            &CodedConcept::new("363679005", "SCT", "Imaging procedure"),
         ),
         container(
             "CONTAINS",
-            code("126010", "DCM", "Imaging Measurements"),
-            groups,
+            dcm("111028", "Image Library"),
+            vec![container(
+                "CONTAINS",
+                dcm("126200", "Image Library Group"),
+                vec![src.image_item("CONTAINS", None, None)],
+            )],
         ),
-    ];
-    sr.put(DataElement::new(
-        tags::CONTENT_SEQUENCE,
-        VR::SQ,
-        seq(content),
-    ));
+        container("CONTAINS", dcm("126010", "Imaging Measurements"), groups),
+    ]
+}
 
-    // The evidence: the source instance.
-    let mut sop_ref = InMemDicomObject::new_empty();
-    put_str(
-        &mut sop_ref,
-        tags::REFERENCED_SOP_CLASS_UID,
-        VR::UI,
-        &source_class,
+/// One TID 1501 Measurement Group: a label's result on one frame.
+fn measurement_group(
+    model: &ModelManifest,
+    label: &Label,
+    s: &LabelScore,
+    src: &Source,
+    frame: u32,
+    sr_uid: &str,
+) -> InMemDicomObject {
+    // Private code only where the manifest names no standard one (PS3.16 Section 8.2).
+    let finding = label
+        .code
+        .clone()
+        .unwrap_or_else(|| CodedConcept::new(&label.name, PRIVATE_SCHEME, &label.name));
+    let tracking = if src.multi_frame {
+        format!("{} frame {}", label.name, frame + 1)
+    } else {
+        label.name.clone()
+    };
+    let frame_text = frame.to_string();
+    let tracking_uid = derived_uid(&["sr-group", sr_uid, &label.name, &frame_text]);
+    let verdict = if s.flagged {
+        format!(
+            "FLAGGED ({:?}): probability {:.3} at or above threshold {}",
+            s.urgency, s.probability, label.threshold
+        )
+    } else {
+        format!(
+            "not flagged: probability {:.3} below threshold {}",
+            s.probability, label.threshold
+        )
+    };
+    container(
+        "CONTAINS",
+        dcm("125007", "Measurement Group"),
+        vec![
+            text_item(
+                "HAS OBS CONTEXT",
+                dcm("112039", "Tracking Identifier"),
+                &tracking,
+            ),
+            uid_item(
+                "HAS OBS CONTEXT",
+                dcm("112040", "Tracking Unique Identifier"),
+                &tracking_uid,
+            ),
+            code_item("CONTAINS", dcm("121071", "Finding"), &finding),
+            // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
+            text_item(
+                "HAS CONCEPT MOD",
+                dcm("111001", "Algorithm Name"),
+                &model.name,
+            ),
+            text_item(
+                "HAS CONCEPT MOD",
+                dcm("111003", "Algorithm Version"),
+                &model.version,
+            ),
+            certainty(s.probability, src, frame),
+            text_item(
+                "CONTAINS",
+                dcm("121106", "Comment"),
+                &format!("{verdict}. {}", model.provenance.statement),
+            ),
+            // TID 1501: the image the group was computed on.
+            src.image_item(
+                "CONTAINS",
+                Some(dcm("121112", "Source of Measurement")),
+                Some(frame),
+            ),
+        ],
+    )
+}
+
+/// The model's probability as a TID 300 measurement: Certainty of Finding in percent, as CAD
+/// reports carry it (PS3.16 CID 6048), inferred from the source image (TID 320).
+fn certainty(probability: f32, src: &Source, frame: u32) -> InMemDicomObject {
+    let mut num = item(
+        "CONTAINS",
+        "NUM",
+        Some(dcm("111012", "Certainty of Finding")),
     );
+    let mut measured = InMemDicomObject::new_empty();
     put_str(
-        &mut sop_ref,
-        tags::REFERENCED_SOP_INSTANCE_UID,
-        VR::UI,
-        &source_sop,
+        &mut measured,
+        tags::NUMERIC_VALUE,
+        VR::DS,
+        &format!("{:.4}", f64::from(probability) * 100.0),
     );
+    put_seq(
+        &mut measured,
+        tags::MEASUREMENT_UNITS_CODE_SEQUENCE,
+        vec![code(&CodedConcept::new("%", "UCUM", "Percent"))],
+    );
+    put_seq(&mut num, tags::MEASURED_VALUE_SEQUENCE, vec![measured]);
+    // An IMAGE hangs from a NUM by INFERRED FROM in Comprehensive SR (PS3.3 A.35.3).
+    put_seq(
+        &mut num,
+        tags::CONTENT_SEQUENCE,
+        vec![src.image_item(
+            "INFERRED FROM",
+            Some(dcm("121112", "Source of Measurement")),
+            Some(frame),
+        )],
+    );
+    num
+}
+
+/// The Current Requested Procedure Evidence Sequence (PS3.3 C.17.2): the source instance, so
+/// every image the content references is listed as evidence.
+fn evidence(src: &Source) -> InMemDicomObject {
     let mut series_ref = InMemDicomObject::new_empty();
     put_str(
         &mut series_ref,
         tags::SERIES_INSTANCE_UID,
         VR::UI,
-        &source_series,
+        &src.series,
     );
-    series_ref.put(DataElement::new(
+    put_seq(
+        &mut series_ref,
         tags::REFERENCED_SOP_SEQUENCE,
-        VR::SQ,
-        seq(vec![sop_ref]),
-    ));
+        vec![src.reference(None)],
+    );
     let mut study_ref = InMemDicomObject::new_empty();
-    put_str(&mut study_ref, tags::STUDY_INSTANCE_UID, VR::UI, &study);
-    study_ref.put(DataElement::new(
+    put_str(&mut study_ref, tags::STUDY_INSTANCE_UID, VR::UI, &src.study);
+    put_seq(
+        &mut study_ref,
         tags::REFERENCED_SERIES_SEQUENCE,
-        VR::SQ,
-        seq(vec![series_ref]),
-    ));
-    sr.put(DataElement::new(
-        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
-        VR::SQ,
-        seq(vec![study_ref]),
-    ));
-
-    let mut bytes = Vec::new();
-    // Writing an in-memory object we built ourselves cannot meet malformed input; an error here
-    // would be a bug, and an empty data set is then refused by ingest with a clear reason.
-    let _ = sr.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased());
-    ReceivedInstance::from_dataset(crate::dicom::EXPLICIT_VR_LE, Bytes::from(bytes))
+        vec![series_ref],
+    );
+    study_ref
 }

@@ -1,0 +1,308 @@
+//! The findings SR as third-party tools read it: triage runs on an instance, the report is
+//! fetched over WADO-URI exactly as stored, and dcmtk's `dsrdump` and dicom3tools' `dciodvfy`
+//! (Debian `dicom3tools`, installed by `.ci/run`) report no error on it; pydicom finds the coded
+//! finding the manifest names and, in every TID 1500 measurement group, a Tracking Identifier
+//! and a Tracking Unique Identifier (what OHIF needs to show a measurement).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use dicom_dictionary_std::tags;
+use tramy::triage::manifest::{CodedConcept, ModelManifest};
+
+/// What pydicom reads from the report: the root concept and template, per measurement group
+/// its tracking identifiers, finding, algorithm and image references, and the evidence.
+const SUMMARY: &str = r#"
+import json, sys, pydicom
+ds = pydicom.dcmread(sys.argv[1])
+def name(i):
+    c = i.ConceptNameCodeSequence[0]
+    return [c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning]
+def frames(r):
+    v = r.get("ReferencedFrameNumber")
+    return [] if v is None else [int(x) for x in (v if isinstance(v, pydicom.multival.MultiValue) else [v])]
+def image(c):
+    r = c.ReferencedSOPSequence[0]
+    return {"class": r.ReferencedSOPClassUID, "sop": r.ReferencedSOPInstanceUID, "frames": frames(r)}
+measurements = [i for i in ds.ContentSequence if i.ValueType == "CONTAINER" and name(i)[:2] == ["126010", "DCM"]]
+groups = []
+for g in measurements[0].ContentSequence:
+    out = {"concept": name(g), "tracking_id": [], "tracking_uid": [], "finding": [], "algorithm": {}, "images": [], "certainty": []}
+    for c in g.ContentSequence:
+        n = name(c)
+        if n[:2] == ["112039", "DCM"] and c.ValueType == "TEXT":
+            out["tracking_id"].append(c.TextValue)
+        elif n[:2] == ["112040", "DCM"] and c.ValueType == "UIDREF":
+            out["tracking_uid"].append(c.UID)
+        elif n[:2] == ["121071", "DCM"] and c.ValueType == "CODE":
+            v = c.ConceptCodeSequence[0]
+            out["finding"].append({"value": v.CodeValue, "scheme": v.CodingSchemeDesignator, "meaning": v.CodeMeaning})
+        elif n[1] == "DCM" and n[0] in ("111001", "111003"):
+            out["algorithm"][n[2]] = c.TextValue
+        elif c.ValueType == "IMAGE":
+            out["images"].append(image(c))
+        elif c.ValueType == "NUM":
+            m = c.MeasuredValueSequence[0]
+            out["certainty"].append({"concept": name(c), "value": float(m.NumericValue), "unit": m.MeasurementUnitsCodeSequence[0].CodeValue, "images": [image(i) for i in c.ContentSequence if i.ValueType == "IMAGE"]})
+    groups.append(out)
+library = [i for i in ds.ContentSequence if i.ValueType == "CONTAINER" and name(i)[:2] == ["111028", "DCM"]]
+print(json.dumps({
+    "root": name(ds),
+    "template": ds.ContentTemplateSequence[0].TemplateIdentifier,
+    "groups": groups,
+    "library": [image(i) for lg in library[0].ContentSequence for i in lg.ContentSequence if i.ValueType == "IMAGE"],
+    "evidence": [s.ReferencedSOPInstanceUID for st in ds.CurrentRequestedProcedureEvidenceSequence for se in st.ReferencedSeriesSequence for s in se.ReferencedSOPSequence],
+}))
+"#;
+
+/// The findings SR of `model` in `study`, fetched over WADO-URI into `dir`, once triage wrote it.
+fn fetch_report(server: &TramyServer, study: &str, model: &str, dir: &Path) -> PathBuf {
+    let (series, sop) = wait_for("the findings SR", || {
+        let series = server
+            .http(
+                "GET",
+                &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+                &[("Accept", "application/dicom+json")],
+                b"",
+            )
+            .body;
+        let series: serde_json::Value = serde_json::from_slice(&series).ok()?;
+        series.as_array()?.iter().find_map(|s| {
+            let uid = s["0020000E"]["Value"][0].as_str()?;
+            let description = s["0008103E"]["Value"][0].as_str()?;
+            let r = server.http(
+                "GET",
+                &format!("/dicomweb/studies/{study}/series/{uid}/instances"),
+                &[("Accept", "application/dicom+json")],
+                b"",
+            );
+            let instances: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let sop = instances[0]["00080018"]["Value"][0].as_str()?;
+            description
+                .contains(model)
+                .then(|| (uid.to_string(), sop.to_string()))
+        })
+    });
+    let r = server.http(
+        "GET",
+        &format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=application%2Fdicom"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let path = dir.join(format!("{model}.dcm"));
+    std::fs::write(&path, &r.body).unwrap();
+    path
+}
+
+/// `dsrdump` reads the report as a valid SR (PS3.3 A.35.3 relationship constraints included)
+/// without an error; returns what it printed.
+fn dsrdump_clean(report: &Path) -> String {
+    assert!(dcmtk_available(), "dcmtk is needed (see .ci/run)");
+    let out = Command::new("dsrdump").arg(report).output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !said.contains("E: ") && !said.contains("W: "),
+        "dsrdump: {said}"
+    );
+    said
+}
+
+/// `dciodvfy` checks the Comprehensive SR IOD (modules, attribute types and VRs) and reports
+/// no error, and no warning but those in `allowed`.
+fn dciodvfy_clean(report: &Path, allowed: &[&str]) {
+    let out = Command::new("dciodvfy")
+        .arg(report)
+        .output()
+        .expect("dciodvfy runs: install Debian dicom3tools (see .ci/run)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
+        .filter(|l| !(l.starts_with("Warning") && allowed.iter().any(|a| l.contains(a))))
+        .collect();
+    assert!(
+        said.contains("ComprehensiveSR") && problems.is_empty(),
+        "dciodvfy: {said}"
+    );
+}
+
+fn summary(report: &Path) -> serde_json::Value {
+    let out = Command::new(python())
+        .args(["-c", SUMMARY])
+        .arg(report)
+        .output()
+        .unwrap();
+    assert_success(&out, "pydicom summary of the report");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn concept(c: &CodedConcept) -> serde_json::Value {
+    serde_json::json!({ "value": c.value, "scheme": c.scheme, "meaning": c.meaning })
+}
+
+/// Every measurement group has one Tracking Identifier and one Tracking Unique Identifier, the
+/// latter unique in the report; the algorithm is named with its version.
+fn assert_groups_are_trackable(report: &serde_json::Value, model: &ModelManifest) {
+    let groups = report["groups"].as_array().unwrap();
+    assert!(!groups.is_empty(), "{report}");
+    let mut uids = std::collections::HashSet::new();
+    for g in groups {
+        assert_eq!(
+            g["concept"],
+            serde_json::json!(["125007", "DCM", "Measurement Group"])
+        );
+        assert_eq!(g["tracking_id"].as_array().unwrap().len(), 1, "{g}");
+        let uid = g["tracking_uid"][0]
+            .as_str()
+            .expect("Tracking Unique Identifier");
+        assert!(
+            uid.starts_with("2.25.") && uids.insert(uid.to_string()),
+            "{g}"
+        );
+        assert_eq!(g["algorithm"]["Algorithm Name"], model.name.as_str());
+        assert_eq!(g["algorithm"]["Algorithm Version"], model.version.as_str());
+    }
+}
+
+fn shipped(model: &str) -> ModelManifest {
+    let path = repo_root().join("models").join(model).join("model.toml");
+    ModelManifest::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_pneumonia_report_is_a_valid_tid_1500_with_the_manifest_code_and_tracking_identifiers() {
+    let (_, images) = pneumonia_model();
+    let manifest = shipped("chest-xray-pneumonia");
+    let tmp = tempfile::tempdir().unwrap();
+    let dx = tmp.path().join("dx.dcm");
+    assert_success(
+        &Command::new(python())
+            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
+            .arg(images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"))
+            .arg(&dx)
+            .output()
+            .unwrap(),
+        "wrap_jpeg_as_dx.py",
+    );
+    let source = dicom_object::open_file(&dx).unwrap();
+    let attr = |tag| tramy::dicom::attributes::text(&source, tag);
+
+    let server = TramyServer::start();
+    server.store_files(&[&dx], "storescu of the DX");
+    let file = fetch_report(
+        &server,
+        &attr(tags::STUDY_INSTANCE_UID),
+        &manifest.name,
+        tmp.path(),
+    );
+
+    let dump = dsrdump_clean(&file);
+    assert!(dump.contains("Imaging Measurement Report"), "{dump}");
+    dciodvfy_clean(&file, &[]);
+
+    let report = summary(&file);
+    assert_eq!(
+        report["root"],
+        serde_json::json!(["126000", "DCM", "Imaging Measurement Report"])
+    );
+    assert_eq!(report["template"], "1500");
+    assert_groups_are_trackable(&report, &manifest);
+    let group = &report["groups"][0];
+    // The manifest's code, each part in its own attribute: SNOMED CT 233604007 "Pneumonia".
+    let code = manifest.labels[0]
+        .code
+        .as_ref()
+        .expect("the manifest's code");
+    assert_eq!(group["finding"], serde_json::json!([concept(code)]));
+    assert_eq!(group["finding"][0]["scheme"], "SCT");
+    assert_eq!(group["finding"][0]["value"], "233604007");
+
+    // Probability as Certainty of Finding in percent, inferred from the source image.
+    let certainty = &group["certainty"][0];
+    assert_eq!(
+        certainty["concept"],
+        serde_json::json!(["111012", "DCM", "Certainty of Finding"])
+    );
+    assert_eq!(certainty["unit"], "%");
+    assert!((0.0..=100.0).contains(&certainty["value"].as_f64().unwrap()));
+
+    // Every image reference resolves to the source instance and is listed as evidence.
+    let source_ref = serde_json::json!({
+        "class": attr(tags::SOP_CLASS_UID),
+        "sop": attr(tags::SOP_INSTANCE_UID),
+        "frames": [],
+    });
+    assert_eq!(group["images"], serde_json::json!([source_ref]));
+    assert_eq!(certainty["images"], serde_json::json!([source_ref]));
+    assert_eq!(report["library"], serde_json::json!([source_ref]));
+    assert_eq!(
+        report["evidence"],
+        serde_json::json!([attr(tags::SOP_INSTANCE_UID)])
+    );
+}
+
+#[test]
+fn a_per_frame_report_has_one_trackable_group_per_frame_naming_its_frame() {
+    let manifest = shipped("endoscopy-synthetic-demo");
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip.dcm");
+    let made = Command::new(python())
+        .arg(repo_root().join("models/endoscopy-synthetic-demo/build.py"))
+        .args(["clip", &clip.display().to_string(), "4", "3"])
+        .output()
+        .unwrap();
+    assert_success(&made, "build.py clip");
+    let source = dicom_object::open_file(&clip).unwrap();
+    let study = tramy::dicom::attributes::text(&source, tags::STUDY_INSTANCE_UID);
+
+    let server = TramyServer::start();
+    server.store_files(&[&clip], "storescu of the clip");
+    let file = fetch_report(&server, &study, &manifest.name, tmp.path());
+    dsrdump_clean(&file);
+    // Two warnings the data asks for: dciodvfy knows only registered coding schemes, and the
+    // demo's label has no standard code, so it is private (a `99` designator identified in the
+    // Coding Scheme Identification Sequence, PS3.16 8.2); and the generated clip's study has no
+    // Study ID, which the report copies rather than invents (needed only for a DICOMDIR).
+    dciodvfy_clean(
+        &file,
+        &[
+            "Unrecognized defined term <99TRAMY>",
+            "needed to build DICOMDIR - Study ID",
+        ],
+    );
+
+    let report = summary(&file);
+    assert_groups_are_trackable(&report, &manifest);
+    let groups = report["groups"].as_array().unwrap();
+    let mut frames: Vec<i64> = groups
+        .iter()
+        .map(|g| {
+            assert_eq!(
+                g["images"][0]["frames"],
+                g["certainty"][0]["images"][0]["frames"]
+            );
+            g["images"][0]["frames"][0]
+                .as_i64()
+                .expect("a frame number")
+        })
+        .collect();
+    frames.sort();
+    assert_eq!(frames, vec![1, 2, 3, 4], "one group per frame, 1-based");
+    // The demo's label names no code: the private scheme, and only then.
+    assert_eq!(
+        groups[0]["finding"],
+        serde_json::json!([{ "value": "polyp", "scheme": "99TRAMY", "meaning": "polyp" }])
+    );
+}
