@@ -387,3 +387,201 @@ fn http_conventions_cors_gzip_metrics_openapi_and_xml() {
     assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
     assert!(doc["paths"]["/healthz"].is_object() && doc["paths"]["/metrics"].is_object());
 }
+
+fn ct_uids() -> (String, String, String) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .unwrap();
+    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
+    (
+        t(tags::STUDY_INSTANCE_UID),
+        t(tags::SERIES_INSTANCE_UID),
+        t(tags::SOP_INSTANCE_UID),
+    )
+}
+
+fn with_ct() -> (TramyServer, String) {
+    let server = TramyServer::start();
+    let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");
+    server.store_files(&[ct.as_path()], "the CT");
+    let (study, series, sop) = ct_uids();
+    (
+        server,
+        format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}"),
+    )
+}
+
+#[test]
+fn gzip_is_for_json_only_never_dicom_or_frames() {
+    let (server, instance) = with_ct();
+    let gzip = ("Accept-Encoding", "gzip");
+    for (path, accept) in [
+        (
+            instance.clone(),
+            "multipart/related; type=\"application/dicom\"",
+        ),
+        (
+            format!("{instance}/frames/1"),
+            "multipart/related; type=application/octet-stream; transfer-syntax=*",
+        ),
+        (format!("{instance}/rendered"), "image/png"),
+    ] {
+        let r = server.http("GET", &path, &[("Accept", accept), gzip], b"");
+        assert_eq!(r.status, 200, "{accept}");
+        assert_eq!(
+            r.header("content-encoding"),
+            None,
+            "{accept} is not gzipped"
+        );
+    }
+    for path in [
+        "/dicomweb/studies".to_string(),
+        format!("{instance}/metadata"),
+    ] {
+        let r = server.http(
+            "GET",
+            &path,
+            &[("Accept", "application/dicom+json"), gzip],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{path}");
+    }
+}
+
+#[test]
+fn retrieve_urls_follow_the_reverse_proxy_headers_and_ignore_bad_ones() {
+    let (server, instance) = with_ct();
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("Accept", "application/dicom+json")];
+        all.extend_from_slice(headers);
+        let r = server.http("GET", path, &all, b"");
+        assert_eq!(r.status, 200);
+        r.json()
+    };
+    let study = get(
+        "/dicomweb/studies",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "pacs.example.org"),
+        ],
+    );
+    let url = study[0]["00081190"]["Value"][0].as_str().unwrap();
+    assert!(
+        url.starts_with("https://pacs.example.org/dicomweb/studies/"),
+        "{url}"
+    );
+    let meta = get(
+        &format!("{instance}/metadata"),
+        &[(
+            "Forwarded",
+            "for=10.1.1.1;proto=https;host=\"pacs.example.org:8443\"",
+        )],
+    );
+    let bulk = meta[0]["7FE00010"]["BulkDataURI"].as_str().unwrap();
+    assert!(
+        bulk.starts_with("https://pacs.example.org:8443/dicomweb/studies/"),
+        "{bulk}"
+    );
+    // Values that are not a scheme or a host name are ignored: the Host header is used.
+    let study = get(
+        "/dicomweb/studies",
+        &[
+            ("X-Forwarded-Proto", "javascript"),
+            ("X-Forwarded-Host", "evil.example/\"><script>"),
+        ],
+    );
+    let url = study[0]["00081190"]["Value"][0].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+}
+
+#[test]
+fn pydicom_reads_qido_and_metadata_json_with_numeric_is_and_ds() {
+    let (server, instance) = with_ct();
+    let script = r#"
+import json, sys, pydicom, requests
+base, instance, path = sys.argv[1], sys.argv[2], sys.argv[3]
+h = {"Accept": "application/dicom+json"}
+meta = requests.get(base + instance + "/metadata", headers=h).json()[0]
+qido = requests.get(base + "/dicomweb/instances?includefield=all", headers=h).json()[0]
+file = pydicom.dcmread(path, stop_before_pixels=True)
+problems = []
+for doc, what in [(meta, "metadata"), (qido, "QIDO")]:
+    for tag, attr in doc.items():
+        values = attr.get("Value")
+        if values == [] or (values is not None and all(v is None for v in values)):
+            problems.append(f"{what} {tag}: an empty Value array")
+        if attr["vr"] in ("IS", "DS") and values is not None:
+            if not all(v is None or isinstance(v, (int, float)) for v in values):
+                problems.append(f"{what} {tag}: {attr['vr']} {values} not numbers")
+    ds = pydicom.Dataset.from_json(doc)
+    for kw in ["InstanceNumber", "SliceThickness", "PixelSpacing", "ImagePositionPatient"]:
+        if kw in file and kw in ds and ds[kw].value != file[kw].value:
+            problems.append(f"{what} {kw}: {ds[kw].value} != {file[kw].value}")
+        elif kw in file and kw not in ds and what == "metadata":
+            problems.append(f"{what}: {kw} missing")
+print(json.dumps(problems))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(server.dicomweb().trim_end_matches("/dicomweb"))
+        .arg(&instance)
+        .arg(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "[]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_failed_request_is_logged_at_warn_with_its_reason_and_no_patient_data() {
+    let (server, instance) = with_ct();
+    let r = server.http(
+        "GET",
+        "/dicomweb/studies/1.2.3/metadata",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let r = server.http(
+        "GET",
+        "/dicomweb/studies?PatientBirthDate=NGUYEN^VAN^AN",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    let r = server.http("GET", &instance, &[("Accept", "image/gif")], b"");
+    assert_eq!(r.status, 406);
+    let log = server.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("HTTP request failed"))
+        .collect();
+    assert_eq!(failed.len(), 3, "{log}");
+    assert!(
+        failed[0].contains("status=404")
+            && failed[0].contains("route=\"/dicomweb/studies/{study}/metadata\"")
+            && failed[0].contains("no such study"),
+        "{}",
+        failed[0]
+    );
+    assert!(failed[1].contains("status=400"), "{}", failed[1]);
+    assert!(
+        failed[2].contains("status=406") && failed[2].contains("Accept"),
+        "{}",
+        failed[2]
+    );
+    assert!(
+        !log.contains("NGUYEN"),
+        "no patient data in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("1.2.3/metadata"),
+        "route templates, not paths"
+    );
+}

@@ -18,6 +18,7 @@ pub const INSTANCE_URL_TOKEN: &str = "tramy-instance:";
 pub fn metadata_json(obj: &InMemDicomObject) -> Result<String, serde_json::Error> {
     let stripped = without_bulk_data(obj);
     let mut json = dicom_json::to_value(&stripped)?;
+    conform(&mut json);
     if let Some(map) = json.as_object_mut() {
         for elem in obj.iter() {
             let bulk = match elem.value() {
@@ -95,7 +96,65 @@ pub fn attributes_json<'a>(
             json_number(vr, text).unwrap_or_else(|| super::attributes::value_from_text(vr, text)),
         )
     }));
-    dicom_json::to_value(&obj)
+    let mut json = dicom_json::to_value(&obj)?;
+    conform(&mut json);
+    Ok(json)
+}
+
+/// Brings dicom-json's output to PS3.18 F.2, in place, through nested sequences: IS and DS
+/// values are JSON numbers (F.2.3; dicom-json keeps the text of values read from a file), an
+/// empty value of a multi-valued attribute is `null` and an attribute with no value has no
+/// `Value` (F.2.5). Text that is not a number stays text, as the data set holds it.
+pub fn conform(json: &mut serde_json::Value) {
+    let Some(map) = json.as_object_mut() else {
+        return;
+    };
+    for attribute in map.values_mut() {
+        let Some(attribute) = attribute.as_object_mut() else {
+            continue;
+        };
+        let vr = attribute
+            .get("vr")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some(values) = attribute.get_mut("Value").and_then(|v| v.as_array_mut()) else {
+            continue;
+        };
+        for value in values.iter_mut() {
+            conform_value(&vr, value);
+        }
+        if values.iter().all(serde_json::Value::is_null) {
+            attribute.remove("Value");
+        }
+    }
+}
+
+fn conform_value(vr: &str, value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(_) if vr == "SQ" => conform(value),
+        // A person name with no component group.
+        Value::Object(groups) if groups.values().all(|g| g.as_str() == Some("")) => {
+            *value = Value::Null
+        }
+        Value::String(text) if text.trim().is_empty() => *value = Value::Null,
+        Value::String(text) if vr == "IS" || vr == "DS" => {
+            if let Some(n) = number(text.trim()) {
+                *value = n;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A JSON number for IS or DS text: an integer when it is one, else a finite decimal.
+fn number(text: &str) -> Option<serde_json::Value> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(i.into());
+    }
+    let f = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+    serde_json::Number::from_f64(f).map(serde_json::Value::Number)
 }
 
 /// IS and DS are JSON numbers in DICOM JSON (PS3.18 F.2.3); text that does not parse stays text.
@@ -162,6 +221,9 @@ fn write_attributes(json: &serde_json::Value, out: &mut String) {
                         .and_then(|v| v.as_str())
                         .unwrap_or_default();
                     out.push_str(&format!("<PersonName number=\"{n}\"><Alphabetic><FamilyName>{}</FamilyName></Alphabetic></PersonName>", xml_escape(name)));
+                } else if value.is_null() {
+                    // An empty value keeps its place in the numbering (PS3.19 A.1.5).
+                    continue;
                 } else {
                     let text = match value {
                         serde_json::Value::String(s) => s.clone(),
@@ -178,5 +240,84 @@ fn write_attributes(json: &serde_json::Value, out: &mut String) {
             out.push_str(&format!("<BulkData uri=\"{}\"/>", xml_escape(uri)));
         }
         out.push_str("</DicomAttribute>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{dicom_value, PrimitiveValue};
+    use dicom_dictionary_std::tags;
+
+    fn element(tag: Tag, vr: VR, value: PrimitiveValue) -> DataElement<InMemDicomObject> {
+        DataElement::new(tag, vr, value)
+    }
+
+    #[test]
+    fn is_and_ds_are_numbers_and_empty_values_have_no_value_per_ps3_18_f2() {
+        // As read from a file: IS and DS are text.
+        let item = InMemDicomObject::from_element_iter([element(
+            tags::SLICE_THICKNESS,
+            VR::DS,
+            dicom_value!(Strs, [" 2.50"]),
+        )]);
+        let obj = InMemDicomObject::from_element_iter([
+            element(tags::INSTANCE_NUMBER, VR::IS, dicom_value!(Strs, ["12 "])),
+            element(
+                tags::PIXEL_SPACING,
+                VR::DS,
+                dicom_value!(Strs, ["0.3125", "1e2"]),
+            ),
+            element(tags::WINDOW_CENTER, VR::DS, dicom_value!(Strs, ["40", ""])),
+            element(tags::PATIENT_NAME, VR::PN, dicom_value!(Strs, [""])),
+            element(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::Empty),
+            element(tags::STUDY_ID, VR::SH, dicom_value!(Strs, [""])),
+            element(
+                tags::SERIES_NUMBER,
+                VR::IS,
+                dicom_value!(Strs, ["not a number"]),
+            ),
+            DataElement::new(
+                tags::REFERENCED_IMAGE_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![item]),
+            ),
+        ]);
+        let json: serde_json::Value = serde_json::from_str(&metadata_json(&obj).unwrap()).unwrap();
+        assert_eq!(json["00200013"]["Value"], serde_json::json!([12]));
+        assert_eq!(
+            json["00280030"]["Value"],
+            serde_json::json!([0.3125, 100.0])
+        );
+        assert_eq!(json["00281050"]["Value"], serde_json::json!([40, null]));
+        for empty in ["00100010", "00080050", "00200010"] {
+            assert_eq!(
+                json[empty],
+                serde_json::json!({ "vr": json[empty]["vr"] }),
+                "{empty} has no Value"
+            );
+        }
+        assert_eq!(
+            json["00200011"]["Value"],
+            serde_json::json!(["not a number"]),
+            "text that is no number stays as the data set holds it"
+        );
+        assert_eq!(
+            json["00081140"]["Value"][0]["00180050"]["Value"],
+            serde_json::json!([2.5]),
+            "inside sequences too"
+        );
+        assert!(to_native_xml(&json).contains("<Value number=\"1\">40</Value></DicomAttribute>"));
+    }
+
+    #[test]
+    fn indexed_attributes_are_conformant_dicom_json() {
+        let json = attributes_json([
+            (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, "3"),
+            (tags::PATIENT_NAME, ""),
+        ])
+        .unwrap();
+        assert_eq!(json["00201208"]["Value"], serde_json::json!([3]));
+        assert_eq!(json["00100010"], serde_json::json!({ "vr": "PN" }));
     }
 }

@@ -1,7 +1,10 @@
 //! HTTP errors with the status PS3.18 names and a reason people can act on, sent both as a JSON
-//! body and as a `Warning: 299` header (PS3.18 8.6.3).
+//! body and as a `Warning: 299` header (PS3.18 8.6.3), and the one place every failed request
+//! is logged ([`log_failures`]).
 
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -70,6 +73,72 @@ impl From<crate::integrity::ReadError> for HttpError {
     }
 }
 
+/// The reason of an [`HttpError`] response, kept for [`log_failures`].
+#[derive(Debug, Clone)]
+struct FailureReason(String);
+
+/// Middleware: one WARN line for every 4xx and 5xx response, with the route template (never the
+/// path: it holds UIDs), the status and the reason. The reason is the [`HttpError`]'s, else the
+/// response's `Warning` header, else the status text.
+pub async fn log_failures(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let reason = response
+            .extensions()
+            .get::<FailureReason>()
+            .map(|r| r.0.clone())
+            .or_else(|| warning_text(response.headers()))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or_default().to_string());
+        tracing::warn!(
+            status = status.as_u16(),
+            %method,
+            route = route.as_deref().unwrap_or("(no route)"),
+            reason = %loggable(&reason),
+            "HTTP request failed"
+        );
+    }
+    response
+}
+
+/// The text of a `Warning: 299 agent "text"` header.
+fn warning_text(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::WARNING)?.to_str().ok()?;
+    let (_, quoted) = value.split_once('"')?;
+    Some(quoted.trim_end_matches('"').to_string())
+}
+
+/// `reason` fit for the log: values the client sent are quoted in reasons (`{:?}`) and may be
+/// patient data (a PatientName in a query), so quoted text is left out; control characters go
+/// (no forged log lines) and the length is capped.
+fn loggable(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(300));
+    let mut quoted = false;
+    for c in reason.chars().filter(|c| !c.is_control()).take(300) {
+        match c {
+            '"' if quoted => {
+                out.push_str("…\"");
+                quoted = false;
+            }
+            '"' => {
+                out.push('"');
+                quoted = true;
+            }
+            c if !quoted => out.push(c),
+            _ => {}
+        }
+    }
+    if quoted {
+        out.push_str("…\"");
+    }
+    out
+}
+
 /// A `Warning: 299` header value for `reason` (quotes and control characters removed).
 pub fn warning_header(reason: &str) -> Option<HeaderValue> {
     let clean: String = reason
@@ -87,6 +156,9 @@ impl IntoResponse for HttpError {
             Json(serde_json::json!({ "status": self.status.as_u16(), "reason": self.reason })),
         )
             .into_response();
+        response
+            .extensions_mut()
+            .insert(FailureReason(self.reason.clone()));
         if let Some(w) = warning_header(&self.reason) {
             response
                 .headers_mut()
@@ -99,5 +171,31 @@ impl IntoResponse for HttpError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_reasons_leave_out_what_the_client_sent_and_control_characters() {
+        assert_eq!(
+            loggable("invalid matching value \"NGUYEN^VAN\" for (0010,0030): bad date"),
+            "invalid matching value \"…\" for (0010,0030): bad date"
+        );
+        assert_eq!(loggable("two\nlines"), "twolines");
+        assert_eq!(loggable("open \"quote"), "open \"…\"");
+        assert_eq!(loggable(&"x".repeat(1000)).len(), 300);
+    }
+
+    #[test]
+    fn the_warning_header_text_is_the_reason() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::WARNING,
+            warning_header("no part stored").unwrap(),
+        );
+        assert_eq!(warning_text(&h).as_deref(), Some("no part stored"));
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP adapter (axum): the health check, DICOMweb (PS3.18) under `/dicomweb`, and the cross-cutting
-//! HTTP conventions (CORS for browser viewers, gzip, request tracing).
+//! HTTP conventions (CORS for browser viewers, gzip for text bodies, a WARN line for every failed
+//! request, request tracing).
 //!
 //! Handlers stay thin: they parse the request, call the archive or the index, and shape the
 //! response. The domain does not know about axum.
@@ -19,6 +20,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -78,9 +80,46 @@ pub fn router(state: AppState) -> Router {
         .route("/wado", get(wado_uri::wado))
         .route_layer(axum::middleware::from_fn(observability::track))
         .with_state(state)
-        .layer(CompressionLayer::new().gzip(true))
+        .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(SizeAbove::new(256).and(compressible)),
+        )
         .layer(cors)
         .layer(TraceLayer::new_for_http())
+}
+
+/// Whether a response body is worth gzip: text (DICOM JSON and XML, JSON, `text/*`). DICOM,
+/// images, octet-stream frames and multipart bodies are compressed already or binary; gzip costs
+/// CPU on them for nothing and breaks clients that index into them.
+fn compressible(
+    _: StatusCode,
+    _: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    _: &axum::http::Extensions,
+) -> bool {
+    let Some(content_type) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || matches!(
+            essence.as_str(),
+            "application/dicom+json"
+                | "application/json"
+                | "application/dicom+xml"
+                | "application/xml"
+                | "application/problem+json"
+        )
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -108,5 +147,47 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_j
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "reason": e.to_string() })),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compresses(content_type: &str) -> bool {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            content_type.parse().unwrap(),
+        );
+        compressible(
+            StatusCode::OK,
+            axum::http::Version::HTTP_11,
+            &h,
+            &axum::http::Extensions::new(),
+        )
+    }
+
+    #[test]
+    fn only_text_bodies_are_gzip_compressed() {
+        for text in [
+            "application/dicom+json",
+            "application/json",
+            "application/dicom+xml",
+            "text/plain; version=0.0.4",
+            "Application/DICOM+JSON; charset=utf-8",
+        ] {
+            assert!(compresses(text), "{text}");
+        }
+        for binary in [
+            "multipart/related; type=\"application/dicom\"; boundary=x",
+            "multipart/related; type=\"application/dicom+json\"; boundary=x",
+            "application/dicom",
+            "application/octet-stream",
+            "image/jpeg",
+            "image/png",
+        ] {
+            assert!(!compresses(binary), "{binary}");
+        }
     }
 }

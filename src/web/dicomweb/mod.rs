@@ -132,23 +132,69 @@ pub async fn instance_file(
     Ok((instance, file))
 }
 
-/// The base URL of the DICOMweb service as clients see it: `[http] public_url`, else the request's
-/// Host header.
+/// The base URL of the DICOMweb service as clients see it (for RetrieveURL and BulkDataURI):
+/// `[http] public_url`; else the scheme and host a reverse proxy names in `Forwarded` (RFC 7239)
+/// or `X-Forwarded-Proto` / `X-Forwarded-Host`; else the request's Host header. Forwarded values
+/// that are not a plain scheme or host name are ignored, so no header can inject text into URLs.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let configured = state.config.http.public_url.trim_end_matches('/');
     if !configured.is_empty() {
         return format!("{configured}/dicomweb");
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    let (proto, forwarded_host) = forwarded(headers);
+    let host = forwarded_host
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| valid_host(h))
+                .map(str::to_string)
         })
-        .map(str::to_string)
         .unwrap_or_else(|| state.config.http.addr.to_string());
-    format!("http://{host}/dicomweb")
+    format!("{}://{host}/dicomweb", proto.unwrap_or("http"))
+}
+
+/// The scheme and host the client used, as the nearest proxy's `Forwarded` element says
+/// (its first element: RFC 7239 section 4, appended to by each proxy), else `X-Forwarded-*`.
+/// Each is `None` when absent or not valid.
+fn forwarded(headers: &HeaderMap) -> (Option<&'static str>, Option<String>) {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+    };
+    let (proto, host) = match first("forwarded") {
+        Some(element) => {
+            let pair = |key: &str| {
+                element.split(';').find_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case(key)
+                        .then(|| v.trim().trim_matches('"').to_string())
+                })
+            };
+            (pair("proto"), pair("host"))
+        }
+        None => (first("x-forwarded-proto"), first("x-forwarded-host")),
+    };
+    let proto = proto.and_then(|p| match p.to_ascii_lowercase().as_str() {
+        "https" => Some("https"),
+        "http" => Some("http"),
+        _ => None,
+    });
+    (proto, host.filter(|h| valid_host(h)))
+}
+
+/// A host name, IPv4 or bracketed IPv6 address with an optional port: nothing that could end
+/// the URL or a header.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
 }
 
 /// One media range of an Accept header, with its parameters.
@@ -244,6 +290,43 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_scheme_and_host_are_taken_from_the_nearest_proxy_and_validated() {
+        let f = |pairs: &[(&'static str, &str)]| forwarded(&headers(pairs));
+        assert_eq!(
+            f(&[(
+                "forwarded",
+                "for=10.0.0.1;proto=https;host=\"pacs.example.org\", for=10.0.0.2;host=inner"
+            )]),
+            (Some("https"), Some("pacs.example.org".into()))
+        );
+        assert_eq!(
+            f(&[
+                ("x-forwarded-proto", "HTTPS"),
+                ("x-forwarded-host", "pacs.example.org:8443, inner")
+            ]),
+            (Some("https"), Some("pacs.example.org:8443".into()))
+        );
+        assert_eq!(
+            f(&[
+                ("x-forwarded-proto", "javascript"),
+                ("x-forwarded-host", "evil.org/x?")
+            ]),
+            (None, None),
+            "neither a scheme tramy knows nor a host name"
+        );
+        assert_eq!(f(&[("x-forwarded-host", "a.org\"><script>")]), (None, None));
+        assert_eq!(f(&[]), (None, None));
+    }
 
     #[test]
     fn accept_with_quoted_parameters_is_split_correctly() {

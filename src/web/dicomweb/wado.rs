@@ -300,8 +300,8 @@ fn frame_media_type(transfer_syntax: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether the Accept header takes frames of `media_type` (uncompressed frames are
-/// application/octet-stream).
+/// Whether the Accept header takes single-part bodies of `media_type` in a multipart response
+/// (bulk data is application/octet-stream).
 fn accepts_frames(ranges: &[MediaRange], media_type: &str) -> bool {
     ranges.iter().any(|r| match r.essence.as_str() {
         "*/*" | "multipart/*" => true,
@@ -310,6 +310,149 @@ fn accepts_frames(ranges: &[MediaRange], media_type: &str) -> bool {
             Some(t) => t == media_type || (t == "image/*" && media_type.starts_with("image/")),
         },
         e => e == media_type,
+    })
+}
+
+/// Frames of a native instance travel as little-endian samples (PS3.18 8.7.3.3.2), which is what
+/// Explicit VR Little Endian names, whatever the stored byte order.
+const NATIVE_FRAME_SYNTAX: &str = EXPLICIT_VR_LE;
+
+/// How the frames of one instance go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameForm {
+    /// The stored bitstream (native frames: the stored samples, little endian) in parts of this
+    /// media type.
+    Stored(&'static str),
+    /// Compressed frames decoded to native little-endian samples (application/octet-stream).
+    Decoded,
+}
+
+impl FrameForm {
+    /// The media type of each part and of the multipart `type` parameter.
+    fn media_type(self) -> &'static str {
+        match self {
+            FrameForm::Stored(t) => t,
+            FrameForm::Decoded => OCTET_STREAM,
+        }
+    }
+
+    /// Each part's Content-Type, naming the transfer syntax of its bytes (PS3.18 8.7.3.5), so
+    /// a client that asked for `transfer-syntax=*` knows what it got.
+    fn part_type(self, stored_ts: &str) -> String {
+        let ts = match self {
+            FrameForm::Stored(_) if !is_native(stored_ts) => stored_ts,
+            _ => NATIVE_FRAME_SYNTAX,
+        };
+        format!("{}; transfer-syntax={ts}", self.media_type())
+    }
+}
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The first form of frames, in the order of the Accept header, that a media range takes for an
+/// instance stored in `stored_ts` (PS3.18 8.7.3.5 and Table 8.7.3-2): `None` when none does.
+fn frame_form(ranges: &[MediaRange], stored_ts: &str) -> Option<FrameForm> {
+    ranges.iter().find_map(|r| range_frame_form(r, stored_ts))
+}
+
+fn range_frame_form(range: &MediaRange, stored_ts: &str) -> Option<FrameForm> {
+    let compressed = frame_media_type(stored_ts);
+    let as_stored = FrameForm::Stored(compressed.unwrap_or(OCTET_STREAM));
+    let (media, ts) = match range.essence.as_str() {
+        "*/*" | "multipart/*" => return Some(as_stored),
+        // Frames default to application/octet-stream (PS3.18 8.7.3.5.2).
+        "multipart/related" => (
+            range.param("type").unwrap_or(OCTET_STREAM),
+            range.param("transfer-syntax"),
+        ),
+        single => (single, range.param("transfer-syntax")),
+    };
+    let stored_or_any = |ts: Option<&str>| ts.is_none_or(|t| t == "*" || t == stored_ts);
+    match (media, compressed) {
+        ("*/*", _) => Some(as_stored),
+        (OCTET_STREAM, None) => ts
+            .is_none_or(|t| t == "*" || is_native(t))
+            .then_some(as_stored),
+        // `transfer-syntax=*` (what OHIF sends) or the stored syntax: the stored bitstream,
+        // labelled octet-stream as asked. Without the parameter octet-stream means Explicit VR
+        // Little Endian, so compressed frames are decoded.
+        (OCTET_STREAM, Some(_)) => match ts {
+            Some(t) if t == "*" || t == stored_ts => Some(FrameForm::Stored(OCTET_STREAM)),
+            None => Some(FrameForm::Decoded),
+            Some(t) if is_native(t) => Some(FrameForm::Decoded),
+            Some(_) => None,
+        },
+        (m, Some(stored)) if (m == stored || m == "image/*") && stored_or_any(ts) => {
+            Some(as_stored)
+        }
+        _ => None,
+    }
+}
+
+/// The compressed bitstream of each frame (PS3.5 A.4): one fragment per frame, every fragment
+/// of a single frame, fragments grouped by the Basic Offset Table, or, for JPEG-family syntaxes
+/// without one, by the fragments that open with a Start Of Image marker. `None` when the
+/// fragments cannot be told apart into `number_of_frames` frames.
+fn frame_bitstreams(
+    fragments: &[Vec<u8>],
+    offset_table: &[u32],
+    number_of_frames: usize,
+    transfer_syntax: &str,
+) -> Option<Vec<Bytes>> {
+    if fragments.len() == number_of_frames {
+        return Some(
+            fragments
+                .iter()
+                .map(|f| Bytes::copy_from_slice(f))
+                .collect(),
+        );
+    }
+    if number_of_frames == 1 {
+        return Some(vec![Bytes::from(fragments.concat())]);
+    }
+    let starts = frame_starts(fragments, offset_table, transfer_syntax)?;
+    if starts.len() != number_of_frames || starts.first() != Some(&0) {
+        return None;
+    }
+    let ends = starts.iter().skip(1).copied().chain([fragments.len()]);
+    Some(
+        starts
+            .iter()
+            .zip(ends)
+            .map(|(&a, b)| Bytes::from(fragments[a..b].concat()))
+            .collect(),
+    )
+}
+
+/// The index of the first fragment of each frame.
+fn frame_starts(
+    fragments: &[Vec<u8>],
+    offset_table: &[u32],
+    transfer_syntax: &str,
+) -> Option<Vec<usize>> {
+    if !offset_table.is_empty() {
+        // Offsets count from the first fragment's item header; each item header is 8 bytes.
+        let mut position = 0u64;
+        let mut starts = Vec::with_capacity(offset_table.len());
+        let mut wanted = offset_table.iter().map(|&o| u64::from(o)).peekable();
+        for (i, f) in fragments.iter().enumerate() {
+            if wanted.peek() == Some(&position) {
+                starts.push(i);
+                wanted.next();
+            }
+            position += 8 + f.len() as u64;
+        }
+        return wanted.peek().is_none().then_some(starts);
+    }
+    let jpeg =
+        frame_media_type(transfer_syntax).is_some_and(|t| t == "image/jpeg" || t == "image/jls");
+    jpeg.then(|| {
+        fragments
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.starts_with(&[0xFF, 0xD8]))
+            .map(|(i, _)| i)
+            .collect()
     })
 }
 
@@ -343,14 +486,10 @@ fn frame_list(raw: &str) -> Result<Vec<usize>, HttpError> {
     Ok(frames)
 }
 
-/// The frames of one instance: native pixel data cut into frames, or the stored compressed
-/// bitstream of each frame.
-fn extract_frames(
-    file: Bytes,
-    wanted: &[usize],
-) -> Result<(Vec<Bytes>, Option<&'static str>), HttpError> {
+/// The frames of one instance as stored: native pixel data cut into frames (little endian), or
+/// the stored compressed bitstream of each frame.
+fn extract_frames(file: Bytes, wanted: &[usize]) -> Result<Vec<Bytes>, HttpError> {
     let stored = ReceivedInstance::from_part10(file).map_err(HttpError::internal)?;
-    let media_type = frame_media_type(&stored.transfer_syntax);
     let obj = stored.parse().map_err(HttpError::internal)?;
     let pixel_data = obj
         .get(tags::PIXEL_DATA)
@@ -364,22 +503,14 @@ fn extract_frames(
         )));
     }
     if let Some(fragments) = pixel_data.value().fragments() {
-        let frames: Vec<Bytes> = if fragments.len() == number_of_frames {
-            fragments
-                .iter()
-                .map(|f| Bytes::copy_from_slice(f))
-                .collect()
-        } else if number_of_frames == 1 {
-            vec![Bytes::from(fragments.concat())]
-        } else {
-            return Err(HttpError::not_acceptable(
-                "frames split over several fragments cannot be served yet; retrieve the instance",
-            ));
-        };
-        return Ok((
-            wanted.iter().map(|n| frames[n - 1].clone()).collect(),
-            media_type,
-        ));
+        let offsets = pixel_data.value().offset_table().unwrap_or_default();
+        let frames = frame_bitstreams(fragments, offsets, number_of_frames, &stored.transfer_syntax)
+            .ok_or_else(|| {
+                HttpError::not_acceptable(
+                    "the fragments of this instance cannot be told apart into frames (no Basic Offset Table); retrieve the instance",
+                )
+            })?;
+        return Ok(wanted.iter().map(|n| frames[n - 1].clone()).collect());
     }
     let bytes = pixel_data.to_bytes().map_err(HttpError::internal)?;
     let number = |tag: Tag| {
@@ -399,14 +530,29 @@ fn extract_frames(
     }
     // dicom-rs decodes OW values to native numbers, so `to_bytes` is already little endian, the
     // byte order frames travel in (PS3.18 8.7.3.3.2), whatever the stored transfer syntax.
-    let frames = wanted
+    Ok(wanted
         .iter()
         .map(|n| Bytes::copy_from_slice(&bytes[(n - 1) * frame_len..n * frame_len]))
-        .collect();
-    Ok((frames, None))
+        .collect())
 }
 
-/// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}`
+/// Compressed frames decoded to native little-endian samples.
+fn decode_frames(file: &[u8], wanted: &[usize]) -> Result<Vec<Bytes>, HttpError> {
+    crate::dicom::pixels::decode_frames(file, wanted)
+        .map(|f| f.into_iter().map(Bytes::from).collect())
+        .map_err(|e| match e {
+            crate::dicom::pixels::PixelError::NoSuchFrame { .. } => {
+                HttpError::not_found(e.to_string())
+            }
+            other => HttpError::not_acceptable(format!(
+                "{other}; ask for transfer-syntax=* to get the frames as stored"
+            )),
+        })
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}`: the stored
+/// bitstream when the client takes it (`transfer-syntax=*`, the stored syntax or its media type),
+/// else compressed frames decoded to native; each part names its transfer syntax.
 pub async fn frames(
     State(state): State<AppState>,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
@@ -414,41 +560,19 @@ pub async fn frames(
 ) -> Result<Response, HttpError> {
     let wanted = frame_list(&list)?;
     let (instance, file) = super::instance_file(&state, study, series, sop).await?;
-    let ranges = accepted(&headers);
-    let stored_type = frame_media_type(&instance.transfer_syntax_uid);
-    // Compressed frames go out as stored when the client takes their media type; otherwise they
-    // are decoded, when a decoder exists, to the uncompressed octet-stream every client takes.
-    let decode = stored_type.is_some_and(|t| !accepts_frames(&ranges, t))
-        && accepts_frames(&ranges, "application/octet-stream");
-    let (frames, compressed) = tokio::task::spawn_blocking(move || {
-        if decode {
-            crate::dicom::pixels::decode_frames(&file, &wanted)
-                .map(|f| (f.into_iter().map(Bytes::from).collect(), None))
-                .map_err(|e| match e {
-                    crate::dicom::pixels::PixelError::NoSuchFrame { .. } => {
-                        HttpError::not_found(e.to_string())
-                    }
-                    other => HttpError::not_acceptable(format!(
-                        "{other}; ask for the stored frame media type"
-                    )),
-                })
-        } else {
-            extract_frames(file, &wanted)
-        }
+    let stored_ts = instance.transfer_syntax_uid;
+    let form = frame_form(&accepted(&headers), &stored_ts).ok_or_else(|| {
+        HttpError::not_acceptable(format!(
+            "frames of this instance are stored as {stored_ts}; add multipart/related; type=\"application/octet-stream\"; transfer-syntax=* to Accept to get them as stored"
+        ))
+    })?;
+    let frames = tokio::task::spawn_blocking(move || match form {
+        FrameForm::Decoded => decode_frames(&file, &wanted),
+        FrameForm::Stored(_) => extract_frames(file, &wanted),
     })
     .await
     .map_err(HttpError::internal)??;
-    let media_type = compressed.unwrap_or("application/octet-stream");
-    if !accepts_frames(&ranges, media_type) {
-        return Err(HttpError::not_acceptable(format!(
-            "frames of this instance are {media_type} (transfer syntax {}); add multipart/related; type=\"{media_type}\" to Accept",
-            instance.transfer_syntax_uid
-        )));
-    }
-    let part_type = match compressed {
-        Some(t) => format!("{t}; transfer-syntax={}", instance.transfer_syntax_uid),
-        None => "application/octet-stream".to_string(),
-    };
+    let part_type = form.part_type(&stored_ts);
     let boundary = multipart::boundary();
     let mut chunks = Vec::with_capacity(frames.len() * 3 + 1);
     for frame in frames {
@@ -459,7 +583,7 @@ pub async fn frames(
     chunks.push(Ok(multipart::closing(&boundary)));
     Ok(multipart::response(
         &boundary,
-        media_type,
+        form.media_type(),
         futures::stream::iter(chunks),
     ))
 }
@@ -518,4 +642,111 @@ pub async fn bulkdata(
         "application/octet-stream",
         futures::stream::iter(chunks),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+    fn form(accept: &str, stored: &str) -> Option<FrameForm> {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, accept.parse().unwrap());
+        frame_form(&accepted(&h), stored)
+    }
+
+    #[test]
+    fn ohif_transfer_syntax_star_gets_the_stored_bitstream_as_octet_stream() {
+        let ohif = "multipart/related; type=application/octet-stream; transfer-syntax=*";
+        let f = form(ohif, JPEG_EXTENDED);
+        assert_eq!(f, Some(FrameForm::Stored(OCTET_STREAM)));
+        assert_eq!(
+            f.unwrap().part_type(JPEG_EXTENDED),
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.51"
+        );
+        assert_eq!(
+            form(ohif, "1.2.840.10008.1.2")
+                .unwrap()
+                .part_type("1.2.840.10008.1.2"),
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+            "native frames travel little endian"
+        );
+    }
+
+    #[test]
+    fn octet_stream_without_a_syntax_means_native_so_compressed_frames_are_decoded() {
+        let plain = "multipart/related; type=\"application/octet-stream\"";
+        assert_eq!(form(plain, JPEG_EXTENDED), Some(FrameForm::Decoded));
+        let native =
+            "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1";
+        assert_eq!(form(native, JPEG_EXTENDED), Some(FrameForm::Decoded));
+        let stored = "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.51";
+        assert_eq!(
+            form(stored, JPEG_EXTENDED),
+            Some(FrameForm::Stored(OCTET_STREAM))
+        );
+        let other = "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.90";
+        assert_eq!(
+            form(other, JPEG_EXTENDED),
+            None,
+            "tramy does not re-compress"
+        );
+    }
+
+    #[test]
+    fn image_media_types_and_wildcards_get_the_stored_media_type() {
+        assert_eq!(
+            form("multipart/related; type=\"image/jpeg\"", JPEG_EXTENDED),
+            Some(FrameForm::Stored("image/jpeg"))
+        );
+        assert_eq!(
+            form("*/*", JPEG_EXTENDED),
+            Some(FrameForm::Stored("image/jpeg"))
+        );
+        assert_eq!(
+            form("multipart/related; type=image/jp2", JPEG_EXTENDED),
+            None
+        );
+        assert_eq!(form("image/jpeg", "1.2.840.10008.1.2.1"), None);
+        // The first range a client lists that can be served wins.
+        assert_eq!(
+            form(
+                "multipart/related; type=image/jp2, multipart/related; type=application/octet-stream; transfer-syntax=*",
+                JPEG_EXTENDED
+            ),
+            Some(FrameForm::Stored(OCTET_STREAM))
+        );
+    }
+
+    #[test]
+    fn fragments_are_grouped_into_frames_by_the_offset_table_or_jpeg_markers() {
+        let soi = |n: u8| vec![0xFF, 0xD8, n, n];
+        let tail = |n: u8| vec![n, n, 0xFF, 0xD9];
+        let fragments = vec![soi(1), tail(1), soi(2), tail(2)];
+        let want = vec![
+            Bytes::from(vec![0xFF, 0xD8, 1, 1, 1, 1, 0xFF, 0xD9]),
+            Bytes::from(vec![0xFF, 0xD8, 2, 2, 2, 2, 0xFF, 0xD9]),
+        ];
+        // Each item is 8 header bytes plus 4 value bytes: frame 2 starts 24 bytes in.
+        assert_eq!(
+            frame_bitstreams(&fragments, &[0, 24], 2, "1.2.840.10008.1.2.4.90"),
+            Some(want.clone())
+        );
+        assert_eq!(
+            frame_bitstreams(&fragments, &[], 2, JPEG_EXTENDED),
+            Some(want)
+        );
+        assert_eq!(
+            frame_bitstreams(&fragments, &[0, 23], 2, JPEG_EXTENDED),
+            None,
+            "an offset inside a fragment"
+        );
+        assert_eq!(
+            frame_bitstreams(&fragments, &[], 2, "1.2.840.10008.1.2.4.90"),
+            None,
+            "no markers to split JPEG 2000 by"
+        );
+        assert_eq!(frame_bitstreams(&fragments, &[], 3, JPEG_EXTENDED), None);
+    }
 }
