@@ -208,7 +208,83 @@ pub fn to_8bit_image(
                     .force_8bit(),
             )
         })
+        .or_else(|e| grey_from_values(decoded, frame, voi).map_err(|_| e))
         .map_err(|e| PixelError::Decode(e.to_string()))
+}
+
+/// The values of a single-sample frame after the Modality LUT (rescale), for any bits
+/// allocated: dicom-pixeldata converts only 8 and 16 bits, so 32-bit frames (RT Dose grids)
+/// are read here from the decoded bytes, which dicom-rs keeps little endian.
+fn frame_values(decoded: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, PixelError> {
+    if decoded.bits_allocated() != 32 {
+        return decoded
+            .to_vec_frame(frame)
+            .map_err(|e| PixelError::Decode(e.to_string()));
+    }
+    let bytes = decoded
+        .frame_data(frame)
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let signed = matches!(
+        decoded.pixel_representation(),
+        dicom_pixeldata::PixelRepresentation::Signed
+    );
+    let (slope, intercept) = decoded
+        .rescale()
+        .ok()
+        .and_then(|r| r.first().map(|r| (r.slope, r.intercept)))
+        .unwrap_or((1.0, 0.0));
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| {
+            let raw = [b[0], b[1], b[2], b[3]];
+            let v = if signed {
+                i32::from_le_bytes(raw) as f64
+            } else {
+                u32::from_le_bytes(raw) as f64
+            };
+            v * slope + intercept
+        })
+        .collect())
+}
+
+/// A single-sample frame that dicom-pixeldata cannot turn into an image (32-bit pixels, such as
+/// RT Dose grids), windowed here: through a custom window, else over the frame's full range.
+fn grey_from_values(
+    decoded: &DecodedPixelData<'_>,
+    frame: u32,
+    voi: &VoiLutOption,
+) -> Result<image::DynamicImage, PixelError> {
+    if decoded.samples_per_pixel() != 1 {
+        return Err(PixelError::Decode("not a single-sample image".into()));
+    }
+    let values = frame_values(decoded, frame)?;
+    let (low, high) = match voi {
+        VoiLutOption::Custom(WindowLevel { center, width }) if *width > 0.0 => {
+            (center - width / 2.0, center + width / 2.0)
+        }
+        _ => values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            }),
+    };
+    let span = (high - low).max(f64::MIN_POSITIVE);
+    let invert = matches!(
+        decoded.photometric_interpretation(),
+        dicom_pixeldata::PhotometricInterpretation::Monochrome1
+    );
+    let grey: Vec<u8> = values
+        .iter()
+        .map(|v| {
+            let level = ((v - low) / span).clamp(0.0, 1.0) * 255.0;
+            let level = if invert { 255.0 - level } else { level };
+            level.round() as u8
+        })
+        .collect();
+    image::GrayImage::from_raw(decoded.columns(), decoded.rows(), grey)
+        .map(image::DynamicImage::ImageLuma8)
+        .ok_or_else(|| PixelError::Decode("pixel count does not match the image size".into()))
 }
 
 /// Renders `frame` (1-based) of a Part 10 file as an 8-bit image.
