@@ -6,7 +6,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 /// An error response.
 #[derive(Debug, Clone)]
@@ -151,9 +150,21 @@ pub fn warning_header(reason: &str) -> Option<HeaderValue> {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        // RFC 9457 problem details; `reason` repeats `detail` for clients of earlier releases.
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.reason,
+            "reason": self.reason,
+        });
         let mut response = (
             self.status,
-            Json(serde_json::json!({ "status": self.status.as_u16(), "reason": self.reason })),
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body.to_string(),
         )
             .into_response();
         response
@@ -177,6 +188,23 @@ impl IntoResponse for HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn errors_are_rfc_9457_problem_details() {
+        let response = HttpError::not_found("no such study").into_response();
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["title"], "Not Found");
+        assert_eq!(body["detail"], "no such study");
+        assert_eq!(body["type"], "about:blank");
+    }
 
     #[test]
     fn logged_reasons_leave_out_what_the_client_sent_and_control_characters() {
