@@ -4,7 +4,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 /// One label's result on one instance (or frame).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// Series Instance UID.
     pub series_instance_uid: String,
@@ -56,7 +56,7 @@ pub fn for_study(conn: &Connection, study: &str) -> rusqlite::Result<Vec<Finding
 }
 
 /// A worklist entry: a study with its most urgent flag and its triage state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorklistEntry {
     /// Study Instance UID.
     pub study_instance_uid: String,
@@ -126,7 +126,7 @@ pub fn worklist(
 }
 
 /// A triage job as the admin view shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     /// SOP Instance UID.
     pub sop_instance_uid: String,

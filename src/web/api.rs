@@ -10,7 +10,15 @@ use super::AppState;
 use crate::store::findings::{self, Finding, JobView, WorklistEntry};
 
 /// `GET /api/v1/studies/{study}/findings`: every label's result on the study's instances.
-#[utoipa::path(get, path = "/api/v1/studies/{study}/findings", params(("study" = String, Path, description = "Study Instance UID")), responses((status = 200, description = "findings, flagged first")))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies/{study}/findings",
+    params(("study" = String, Path, description = "Study Instance UID")),
+    responses(
+        (status = 200, description = "findings, flagged first", body = [Finding]),
+        (status = 400, description = "not a valid UID", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn study_findings(
     State(state): State<AppState>,
     Path(study): Path<String>,
@@ -26,17 +34,42 @@ pub async fn study_findings(
     Ok(Json(found))
 }
 
+/// An error as RFC 9457 problem details (the body of every 4xx/5xx response).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents `HttpError`'s body; never built
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    r#type: String,
+    /// The status code's reason phrase.
+    title: String,
+    /// The status code.
+    status: u16,
+    /// What went wrong and what to do about it (never patient data or file paths).
+    detail: String,
+    /// The same as `detail`, for clients of earlier releases.
+    reason: String,
+}
+
 /// Paging of list endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// At most this many (1 to 1000; default 100).
     limit: Option<i64>,
+    /// Skip this many (worklist only).
     offset: Option<i64>,
+    /// Only jobs in this state: queued, running, done or dead (jobs only).
     state: Option<String>,
 }
 
 /// `GET /api/v1/worklist`: studies by the urgency of their AI flags, then by arrival.
-#[utoipa::path(get, path = "/api/v1/worklist", responses((status = 200, description = "studies, most urgent first")))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/worklist",
+    params(Paging),
+    responses((status = 200, description = "studies, most urgent first", body = [WorklistEntry]))
+)]
 pub async fn worklist(
     State(state): State<AppState>,
     Query(p): Query<Paging>,
@@ -55,7 +88,15 @@ pub async fn worklist(
 }
 
 /// `GET /api/v1/triage/jobs?state=dead`: the job queue, e.g. the dead letters with their reasons.
-#[utoipa::path(get, path = "/api/v1/triage/jobs", responses((status = 200, description = "jobs, newest first")))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/triage/jobs",
+    params(Paging),
+    responses(
+        (status = 200, description = "jobs, newest first", body = [JobView]),
+        (status = 400, description = "unknown state", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn jobs(
     State(state): State<AppState>,
     Query(p): Query<Paging>,
@@ -78,16 +119,33 @@ pub async fn jobs(
 }
 
 /// Which model and label a heatmap is for.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HeatmapQuery {
+    /// A loaded triage model's name.
     model: String,
+    /// One of its labels.
     label: String,
 }
 
 /// `GET /api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap?model=…&label=…`: where
 /// the model looked for the label on this image (occlusion sensitivity, red = important), as PNG.
-#[utoipa::path(get, path = "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap", responses((status = 200, description = "PNG", content_type = "image/png"), (status = 404, description = "no such instance, model or label")))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
+    params(
+        ("study" = String, Path, description = "Study Instance UID"),
+        ("series" = String, Path, description = "Series Instance UID"),
+        ("sop" = String, Path, description = "SOP Instance UID"),
+        HeatmapQuery
+    ),
+    responses(
+        (status = 200, description = "the image with the model's attention overlaid", content_type = "image/png"),
+        (status = 404, description = "no such instance, model or label", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the heatmap pool is busy; retry after Retry-After", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn heatmap(
     State(state): State<AppState>,
     Path((study, series, sop)): Path<(String, String, String)>,

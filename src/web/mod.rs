@@ -65,17 +65,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.http.cors_allowed_origins);
     observability::prometheus();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(observability::metrics_endpoint))
-        .route("/openapi.json", get(observability::openapi))
-        .route("/api/v1/studies/{study}/findings", get(api::study_findings))
-        .route("/api/v1/worklist", get(api::worklist))
-        .route(
-            "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
-            get(api::heatmap),
-        )
-        .route("/api/v1/triage/jobs", get(api::jobs))
+    own_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
         .route_layer(axum::middleware::from_fn(observability::track))
@@ -122,6 +116,23 @@ fn compressible(
         )
 }
 
+/// tramy's own endpoints (DICOMweb is PS3.18's), each described in `observability::ApiDoc`; a
+/// test keeps the two lists equal.
+fn own_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
+    vec![
+        ("/healthz", get(healthz)),
+        ("/metrics", get(observability::metrics_endpoint)),
+        ("/openapi.json", get(observability::openapi)),
+        ("/api/v1/studies/{study}/findings", get(api::study_findings)),
+        ("/api/v1/worklist", get(api::worklist)),
+        (
+            "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
+            get(api::heatmap),
+        ),
+        ("/api/v1/triage/jobs", get(api::jobs)),
+    ]
+}
+
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
@@ -138,8 +149,18 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         ])
 }
 
+/// The body of `/healthz`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the JSON `healthz` builds
+pub struct Health {
+    /// `ok` or `unavailable`.
+    status: String,
+    /// Why it is unavailable.
+    reason: Option<String>,
+}
+
 /// `GET /healthz`: 200 when the index answers, 503 otherwise. Reveals no patient data.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the archive answers"), (status = 503, description = "the index does not answer")))]
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the archive answers", body = Health), (status = 503, description = "the index does not answer", body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     match state.archive.index.instance_count().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
@@ -153,6 +174,31 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_j
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_own_route_and_nothing_else() {
+        use utoipa::OpenApi;
+        let doc = observability::ApiDoc::openapi();
+        let documented: std::collections::BTreeSet<&str> =
+            doc.paths.paths.keys().map(String::as_str).collect();
+        let routed: std::collections::BTreeSet<&str> =
+            own_routes().iter().map(|(path, _)| *path).collect();
+        assert_eq!(documented, routed);
+        // Every JSON answer has a schema a client generator can use.
+        let json = serde_json::to_value(&doc).unwrap();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (status, response) in item["get"]["responses"].as_object().unwrap() {
+                for (media, content) in response["content"].as_object().into_iter().flatten() {
+                    if media.contains("json") && path != "/openapi.json" {
+                        assert!(
+                            content.get("schema").is_some(),
+                            "{path} {status} {media} has no schema"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn compresses(content_type: &str) -> bool {
         let mut h = axum::http::HeaderMap::new();

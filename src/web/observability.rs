@@ -156,14 +156,24 @@ pub async fn metrics_endpoint() -> Response {
     paths(
         super::healthz,
         metrics_endpoint,
+        openapi,
         super::api::study_findings,
         super::api::worklist,
+        super::api::heatmap,
         super::api::jobs
-    )
+    ),
+    components(schemas(
+        crate::store::findings::Finding,
+        crate::store::findings::WorklistEntry,
+        crate::store::findings::JobView,
+        super::api::Problem,
+        super::Health
+    ))
 )]
 pub struct ApiDoc;
 
 /// `GET /openapi.json`
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document", content_type = "application/json")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
