@@ -5,6 +5,9 @@
 # (Orthanc's default SyncStorageArea=true; tramy's default ingest.fsync=true).
 #
 # usage: benches/compare_orthanc.sh [N=2000] [K=4]
+# TRAMY_BIN=path runs that tramy binary instead of building target/release/tramy (a before/after
+# comparison in one session). PERF_OUT=file records tramy's CPU profile (perf record with DWARF call graphs, Debian
+# linux-perf) during its push and prints where its time went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -18,7 +21,11 @@ if ! need Orthanc || ! need storescu; then
   sudo_if_needed apt-get update
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends orthanc dcmtk
 fi
-cargo build --release --quiet
+TRAMY_BIN=${TRAMY_BIN:-}
+if [ -z "$TRAMY_BIN" ]; then
+  cargo build --release --quiet
+  TRAMY_BIN=target/release/tramy
+fi
 
 echo "preparing $N instances in $K folders…"
 python3 benches/make_instances.py dicom-samples/ct_small_explicit_le.dcm "$ROOT/data" "$N" "$K"
@@ -60,10 +67,18 @@ kill "$OPID"; wait "$OPID" 2>/dev/null || true
 # --- tramy ---------------------------------------------------------------------------------------
 TPORT=$(free_port); THTTP=$(free_port)
 TRAMY_DATA_DIR="$ROOT/tramy" TRAMY_DIMSE_ADDR="127.0.0.1:$TPORT" TRAMY_HTTP_ADDR="127.0.0.1:$THTTP" \
-  RUST_LOG=warn target/release/tramy serve >"$ROOT/tramy.log" 2>&1 &
+  RUST_LOG=warn "$TRAMY_BIN" serve >"$ROOT/tramy.log" 2>&1 &
 TPID=$!
 for _ in $(seq 100); do curl -fs "127.0.0.1:$THTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -q -F 999 --call-graph dwarf,16384 -p "$TPID" -o "$PERF_OUT" 2>/dev/null &
+  PERF_PID=$!
+  sleep 0.5
+fi
 TSECS=$(push TRAMY "$TPORT")
+if [ -n "${PERF_OUT:-}" ]; then
+  kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+fi
 TCPU=$(cpu_seconds "$TPID")
 TCOUNT=$(python3 -c "import sqlite3; print(sqlite3.connect('$ROOT/tramy/index.sqlite').execute('select count(*) from instances').fetchone()[0])")
 kill "$TPID"; wait "$TPID" 2>/dev/null || true
@@ -80,3 +95,8 @@ print(f"ratio tramy/orthanc: throughput {(tcount/tsecs)/(ocount/osecs):.2f}x, CP
 if ocount != n or tcount != n:
     sys.exit("a server did not store every instance")
 PY
+if [ -n "${PERF_OUT:-}" ]; then
+  echo "tramy's CPU by function (inclusive, >= 5%):"
+  perf report -i "$PERF_OUT" --children --sort sym -g none --percent-limit 5 --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | grep -v 'tokio::\|std::\|core::\|do_syscall\|entry_SYSCALL' | head -25
+fi
