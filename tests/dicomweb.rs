@@ -388,18 +388,6 @@ fn http_conventions_cors_gzip_metrics_openapi_and_xml() {
     assert!(doc["paths"]["/healthz"].is_object() && doc["paths"]["/metrics"].is_object());
 }
 
-fn ct_uids() -> (String, String, String) {
-    use dicom_dictionary_std::tags;
-    let obj = dicom_object::open_file(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
-        .unwrap();
-    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
-    (
-        t(tags::STUDY_INSTANCE_UID),
-        t(tags::SERIES_INSTANCE_UID),
-        t(tags::SOP_INSTANCE_UID),
-    )
-}
-
 fn with_ct() -> (TramyServer, String) {
     let server = TramyServer::start();
     let ct = repo_root().join("dicom-samples/ct_small_explicit_le.dcm");

@@ -86,15 +86,7 @@ fn cuda_scores_match_the_cpu_in_eval_and_on_arrival() {
 
     // On arrival, in a server running its models on the GPU.
     let dx = tmp.path().join("dx.dcm");
-    assert_success(
-        &Command::new(python())
-            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
-            .arg(images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"))
-            .arg(&dx)
-            .output()
-            .unwrap(),
-        "wrap_jpeg_as_dx.py",
-    );
+    wrap_jpeg_as_dx(&images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"), &dx);
     let server = TramyServer::start_with_config("[triage]\ndevice = \"cuda\"\n");
     // JPEG Baseline: store_files proposes each file's own transfer syntax.
     server.store_files(&[&dx], "storescu of the DX");

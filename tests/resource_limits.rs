@@ -381,18 +381,6 @@ fn qido_results_are_capped_with_a_warning_and_all_fields_cost_less() {
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
 }
 
-fn ct_uids() -> (String, String, String) {
-    use dicom_dictionary_std::tags;
-    let obj = dicom_object::open_file(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
-        .unwrap();
-    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
-    (
-        t(tags::STUDY_INSTANCE_UID),
-        t(tags::SERIES_INSTANCE_UID),
-        t(tags::SOP_INSTANCE_UID),
-    )
-}
-
 #[test]
 fn a_repeated_frame_list_is_served_once_and_a_long_one_is_refused() {
     let server = TramyServer::start();

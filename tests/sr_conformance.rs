@@ -187,15 +187,7 @@ fn the_pneumonia_report_is_a_valid_tid_1500_with_the_manifest_code_and_tracking_
     let manifest = shipped("chest-xray-pneumonia");
     let tmp = tempfile::tempdir().unwrap();
     let dx = tmp.path().join("dx.dcm");
-    assert_success(
-        &Command::new(python())
-            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
-            .arg(images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"))
-            .arg(&dx)
-            .output()
-            .unwrap(),
-        "wrap_jpeg_as_dx.py",
-    );
+    wrap_jpeg_as_dx(&images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"), &dx);
     let source = dicom_object::open_file(&dx).unwrap();
     let attr = |tag| tramy::dicom::attributes::text(&source, tag);
 

@@ -754,15 +754,7 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
     let tmp = tempfile::tempdir().unwrap();
     let dx = tmp.path().join("dx.dcm");
     let jpeg = "person1946_bacteria_4874.jpeg";
-    assert_success(
-        &Command::new(python())
-            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
-            .arg(images.join("PNEUMONIA").join(jpeg))
-            .arg(&dx)
-            .output()
-            .unwrap(),
-        "wrap_jpeg_as_dx.py",
-    );
+    wrap_jpeg_as_dx(&images.join("PNEUMONIA").join(jpeg), &dx);
 
     // Default settings: models_dir = "models", where build.rs put the converted model.
     let server = TramyServer::start();

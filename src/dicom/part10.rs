@@ -383,32 +383,52 @@ mod tests {
         Staging::open(dir, limits).unwrap()
     }
 
+    /// Every committed sample with its path.
+    fn samples() -> Vec<(std::path::PathBuf, ReceivedInstance)> {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dcm") {
+                let bytes = Bytes::from(std::fs::read(&path).unwrap());
+                found.push((path, ReceivedInstance::from_part10(bytes).unwrap()));
+            }
+        }
+        found
+    }
+
+    /// `dataset` through a staging file, as a spooled instance of `like`'s transfer syntax and
+    /// SOP class.
+    async fn spooled(
+        staging: &crate::store::staging::Staging,
+        dataset: &[u8],
+        like: &ReceivedInstance,
+        media_storage_sop_class_uid: &str,
+    ) -> ReceivedInstance {
+        use crate::store::staging::Received;
+        let mut spool = staging.spool(None);
+        spool.push(dataset).await.unwrap();
+        let Received::Spooled(file) = spool.finish().await.unwrap() else {
+            panic!("not spooled")
+        };
+        ReceivedInstance::from_spooled(&like.transfer_syntax, media_storage_sop_class_uid, file)
+    }
+
     /// A spooled data set parses to the same attributes and metadata as the same bytes in memory,
     /// for every sample (native and encapsulated Pixel Data, both byte orders, implicit VR).
     #[tokio::test]
     async fn a_spooled_data_set_parses_as_the_same_bytes_in_memory() {
-        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
         let staging = spooling_everything(dir.path());
-        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
         let mut seen = 0;
-        for entry in std::fs::read_dir(samples).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "dcm") {
-                continue;
-            }
-            let memory =
-                ReceivedInstance::from_part10(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
-            let mut spool = staging.spool(None);
-            spool.push(&memory.dataset).await.unwrap();
-            let Received::Spooled(file) = spool.finish().await.unwrap() else {
-                panic!("not spooled")
-            };
-            let spooled = ReceivedInstance::from_spooled(
-                &memory.transfer_syntax,
+        for (path, memory) in samples() {
+            let spooled = spooled(
+                &staging,
+                &memory.dataset,
+                &memory,
                 &memory.media_storage_sop_class_uid,
-                file,
-            );
+            )
+            .await;
             let json = |r: &ReceivedInstance| {
                 crate::dicom::json::metadata_json(&r.parse().unwrap()).unwrap()
             };
@@ -421,7 +441,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_spooled_pixel_data_longer_than_the_file_is_refused() {
-        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
         let staging = spooling_everything(dir.path());
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -429,12 +448,7 @@ mod tests {
         let memory =
             ReceivedInstance::from_part10(Bytes::from(std::fs::read(path).unwrap())).unwrap();
         let cut = &memory.dataset[..memory.dataset.len() - 1000];
-        let mut spool = staging.spool(None);
-        spool.push(cut).await.unwrap();
-        let Received::Spooled(file) = spool.finish().await.unwrap() else {
-            panic!("not spooled")
-        };
-        let spooled = ReceivedInstance::from_spooled(&memory.transfer_syntax, "", file);
+        let spooled = spooled(&staging, cut, &memory, "").await;
         let err = spooled.parse().unwrap_err().to_string();
         assert!(err.contains("Pixel Data declares"), "{err}");
     }
@@ -442,10 +456,8 @@ mod tests {
     /// Damaged spooled data sets (bytes flipped, seeded) are refused or parsed, never a panic.
     #[tokio::test]
     async fn damaged_spooled_data_sets_are_refused_or_parsed_never_a_panic() {
-        use crate::store::staging::Received;
         let dir = tempfile::tempdir().unwrap();
         let staging = spooling_everything(dir.path());
-        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dicom-samples");
         let mut seed: u64 = 7;
         let mut next = move || {
             seed = seed
@@ -453,26 +465,14 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        for entry in std::fs::read_dir(samples).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "dcm") {
-                continue;
-            }
-            let memory =
-                ReceivedInstance::from_part10(Bytes::from(std::fs::read(&path).unwrap())).unwrap();
+        for (_, memory) in samples() {
             for _ in 0..40 {
                 let mut damaged = memory.dataset.to_vec();
                 for _ in 0..1 + next() % 4 {
                     let at = next() % damaged.len();
                     damaged[at] ^= 1 << (next() % 8);
                 }
-                let mut spool = staging.spool(None);
-                spool.push(&damaged).await.unwrap();
-                let Received::Spooled(file) = spool.finish().await.unwrap() else {
-                    panic!("not spooled")
-                };
-                let spooled = ReceivedInstance::from_spooled(&memory.transfer_syntax, "", file);
-                let _ = spooled.parse();
+                let _ = spooled(&staging, &damaged, &memory, "").await.parse();
             }
         }
     }

@@ -554,3 +554,30 @@ pub fn stow_body(parts: &[Vec<u8>]) -> (String, Vec<u8>) {
         body,
     )
 }
+
+/// The Study, Series and SOP Instance UIDs of the committed CT sample.
+pub fn ct_uids() -> (String, String, String) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .unwrap();
+    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
+    (
+        t(tags::STUDY_INSTANCE_UID),
+        t(tags::SERIES_INSTANCE_UID),
+        t(tags::SOP_INSTANCE_UID),
+    )
+}
+
+/// Wraps a JPEG as a Digital X-Ray (For Presentation) instance at `out` with
+/// `tests/clients/wrap_jpeg_as_dx.py`.
+pub fn wrap_jpeg_as_dx(jpeg: &Path, out: &Path) {
+    assert_success(
+        &Command::new(python())
+            .arg(repo_root().join("tests/clients/wrap_jpeg_as_dx.py"))
+            .arg(jpeg)
+            .arg(out)
+            .output()
+            .expect("python runs"),
+        "wrap_jpeg_as_dx.py",
+    );
+}
