@@ -299,17 +299,20 @@ fn negotiate_context(
 }
 
 /// Sends A-ASSOCIATE-RJ, then lets the requestor close the connection first (at most ARTIM).
+/// Sends A-ASSOCIATE-RJ and waits (up to ARTIM) for the requestor to close. A requestor that is
+/// already gone is no error: the caller still logs why it was rejected.
 async fn reject(
     mut stream: PduStream,
     artim: Duration,
     result: AssociationRJResult,
     source: AssociationRJSource,
-) -> Result<(), WireError> {
-    stream
-        .write(&Pdu::AssociationRJ(AssociationRJ { result, source }))
-        .await?;
+) {
+    let rj = Pdu::AssociationRJ(AssociationRJ { result, source });
+    if let Err(e) = stream.write(&rj).await {
+        tracing::debug!(error = %e, "A-ASSOCIATE-RJ not delivered");
+        return;
+    }
     stream.await_peer_close(artim).await;
-    Ok(())
 }
 
 /// Timers of association establishment.
@@ -369,7 +372,7 @@ pub async fn answer(
             AssociationRJResult::Transient,
             AssociationRJSource::ServiceProviderPresentation(refusal.code),
         )
-        .await?;
+        .await;
         return Err(AcceptError::Rejected(refusal.reason));
     }
     if rq.protocol_version & 1 == 0 {
@@ -381,7 +384,7 @@ pub async fn answer(
                 AssociationRJServiceProviderASCEReason::ProtocolVersionNotSupported,
             ),
         )
-        .await?;
+        .await;
         return Err(AcceptError::Rejected(
             "protocol version not supported".into(),
         ));
@@ -395,7 +398,7 @@ pub async fn answer(
                 AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
             ),
         )
-        .await?;
+        .await;
         return Err(AcceptError::Rejected("unknown application context".into()));
     }
     let calling = rq.calling_ae_title.trim().to_string();
@@ -409,7 +412,7 @@ pub async fn answer(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized,
             ),
         )
-        .await?;
+        .await;
         return Err(AcceptError::Rejected(format!(
             "Called AE Title {called:?} is not ours"
         )));
@@ -428,7 +431,7 @@ pub async fn answer(
                 AssociationRJServiceUserReason::CallingAETitleNotRecognized,
             ),
         )
-        .await?;
+        .await;
         return Err(AcceptError::Rejected(format!(
             "Calling AE Title {calling:?} is not on the allow-list"
         )));
