@@ -7,12 +7,15 @@
 # usage: benches/compare_orthanc.sh [N=2000] [K=4]
 # TRAMY_BIN=path runs that tramy binary instead of building target/release/tramy (a before/after
 # comparison in one session). PERF_OUT=file records tramy's CPU profile (perf record with DWARF call graphs, Debian
-# linux-perf) during its push and prints where its time went.
+# linux-perf) during its push and prints where its time went. BENCH_DIR=folder puts both servers'
+# storage on that file system (default /tmp), e.g. a freshly made ext4 with its journal: file
+# creation on a file system that has seen many deletions costs far more (ext4 scans for recently
+# deleted inodes), and an archive that rarely deletes does not pay that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
 K=${2:-4}
-ROOT=$(mktemp -d /tmp/tramy-vs-orthanc.XXXXXX)
+ROOT=$(mktemp -d "${BENCH_DIR:-/tmp}/tramy-vs-orthanc.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
