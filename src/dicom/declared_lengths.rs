@@ -8,8 +8,8 @@
 //! dicom-rs does and refuses any defined length longer than the bytes left, so every allocation
 //! the real parse makes is bounded by the size of what was received.
 //!
-//! It is deliberately conservative: where it cannot follow the encoding (deflated data sets, an
-//! undefined-length `UN` whose content is implicit VR) it stops and lets the parser decide.
+//! It is deliberately conservative: where it cannot follow the encoding (deflated data sets) it
+//! stops and lets the parser decide.
 
 use std::io::Cursor;
 
@@ -146,10 +146,11 @@ fn walk(dataset: &[u8], encoding: Encoding, meta_only: bool) -> Result<(), Strin
                     None => return Ok(()),
                 }
             };
-            if length == UNDEFINED && &vr == b"UN" {
-                // Its content is implicit VR little endian (PS3.5 6.2.2): beyond this walk.
-                return Ok(());
-            }
+            // An undefined-length UN holds implicit VR little endian (PS3.5 6.2.2), but dicom-rs
+            // reads it as a sequence in the data set's own encoding (dicom-parser 0.10,
+            // `DataSetReader`: "treat other undefined length elements as data set sequences"), so
+            // this walk does too: what dicom-rs would allocate for its misread headers is what
+            // must be bounded. (pydicom's UN_sequence.dcm, 674 bytes, cost 3.6 GB and 6 s.)
             (length, header, &vr == b"SQ" || length == UNDEFINED)
         } else {
             let Some(length) = u32_at(at + 4) else {
@@ -435,6 +436,23 @@ mod tests {
         let mut ds = long((0x7FE0, 0x0010), b"OB", UNDEFINED);
         ds.extend(item((0xFFFE, 0xE000), 1 << 30));
         assert!(check(&ds, EXPLICIT_LE).is_err());
+    }
+
+    #[test]
+    fn an_undefined_length_un_is_walked_as_dicom_rs_reads_it() {
+        // (0008,1115) with VR UN and undefined length, holding an item whose content is implicit
+        // VR (PS3.5 6.2.2). dicom-rs reads that content as explicit VR: the element's "VR" is
+        // 0xFFFF, an unknown VR with a 32-bit length, which is the next item tag: 0xE000FFFE.
+        let mut data = long((0x0008, 0x1115), b"UN", UNDEFINED);
+        data.extend(item((0xFFFE, 0xE000), UNDEFINED));
+        data.extend([0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+        data.extend(item((0xFFFE, 0xE000), UNDEFINED));
+        data.extend([0u8; 64]);
+        let refused = check(&data, EXPLICIT_LE).unwrap_err();
+        assert!(
+            refused.contains("(0008,1115)") || refused.contains("declares"),
+            "{refused}"
+        );
     }
 
     #[test]
