@@ -282,6 +282,9 @@ fn associations_are_refused_with_a_reason_when_disk_space_is_low() {
     );
     // The server logs once the refused requestor has closed, which may be after echoscu exits.
     wait_for("the reason in the server log", || {
-        server.log().contains("storage is nearly full").then_some(())
+        server
+            .log()
+            .contains("storage is nearly full")
+            .then_some(())
     });
 }
