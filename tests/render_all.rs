@@ -1,0 +1,223 @@
+//! Every image renders: each of pydicom's test files that holds pixel data is stored in tramy and
+//! its frame 1 (and last frame) fetched as a PNG under an explicit window, then compared pixel by
+//! pixel with pydicom + pylibjpeg's decoding under the same window (Rescale first, PS3.3 C.11.1;
+//! linear VOI, PS3.3 C.11.2.1.2.1; colour as RGB), made by `tests/clients/render_reference.py`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::*;
+
+/// Files pydicom itself cannot decode, deliberately broken by pydicom's authors, and why. Every
+/// other file with pixel data must render and match.
+const UNDECODABLE: [(&str, &str); 6] = [
+    (
+        "JPEG-lossy.dcm",
+        "JPGExtended.dcm with the scan's spectral end (Se) set to 0: libjpeg refuses it",
+    ),
+    (
+        "JPEG2000-embedded-sequence-delimiter.dcm",
+        "a sequence delimiter inside the JPEG 2000 fragment",
+    ),
+    ("MR_truncated.dcm", "pixel data shorter than Rows × Columns"),
+    ("badVR.dcm", "Number of Frames is '1A'"),
+    ("meta_missing_tsyntax.dcm", "no Transfer Syntax UID"),
+    ("nested_priv_SQ.dcm", "no Bits Allocated: not an image"),
+];
+
+/// Files pydicom reads but tramy refuses to store, and why: bad input that ingest rejects
+/// (409 with a reason), not a pixel decoding matter. Pinned so that accepting them one day moves
+/// them into the comparison.
+const REFUSED_AT_INGEST: [(&str, &str); 3] = [
+    (
+        "SC_rgb_jpeg.dcm",
+        "data set in Implicit VR while its transfer syntax says explicit",
+    ),
+    (
+        "rtdose_rle.dcm",
+        "every element, the UIDs too, written with VR UN (GDCM's conversion)",
+    ),
+    (
+        "rtdose_rle_1frame.dcm",
+        "every element, the UIDs too, written with VR UN (GDCM's conversion)",
+    ),
+];
+
+/// Most a rendered 8-bit level may differ from the reference: rounding of the window alone for
+/// lossless data; for lossy data decoders may differ in IDCT/wavelet rounding and colour
+/// conversion (libjpeg vs jpeg-decoder vs libjpeg-turbo-rs, OpenJPEG builds).
+const LOSSLESS_TOLERANCE: u8 = 1;
+const LOSSY_TOLERANCE: u8 = 4;
+
+/// JPEG-LS colour streams (line or sample interleaved) need CharLS.
+const NEEDS_CHARLS: [&str; 2] = ["SC_rgb_jls_lossy_line.dcm", "SC_rgb_jls_lossy_sample.dcm"];
+
+fn references(out_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/clients/render_reference.py"))
+        .arg(out_dir)
+        .output()
+        .unwrap();
+    assert_success(&out, "render_reference.py");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The largest difference between tramy's rendering of one frame and the reference, or why
+/// there is none.
+fn rendered_difference(
+    server: &TramyServer,
+    entry: &serde_json::Value,
+    frame: &serde_json::Value,
+) -> Result<u8, String> {
+    let s = |k: &str| entry[k].as_str().unwrap().to_string();
+    let window = match entry["window"].as_array() {
+        Some(w) => format!(
+            "?window={},{},linear",
+            w[0].as_f64().unwrap(),
+            w[1].as_f64().unwrap()
+        ),
+        None => String::new(),
+    };
+    let path = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}/frames/{}/rendered{window}",
+        s("study"),
+        s("series"),
+        s("sop"),
+        frame["number"]
+    );
+    let png = server.http("GET", &path, &[("Accept", "image/png")], b"");
+    if png.status != 200 {
+        return Err(format!(
+            "frame {}: {} {}",
+            frame["number"],
+            png.status,
+            String::from_utf8_lossy(&png.body)
+        ));
+    }
+    let image = image::load_from_memory(&png.body).map_err(|e| e.to_string())?;
+    let got = if entry["mode"] == "RGB" {
+        image.to_rgb8().into_raw()
+    } else {
+        image.to_luma8().into_raw()
+    };
+    let expected = std::fs::read(frame["reference"].as_str().unwrap()).unwrap();
+    if got.len() != expected.len() || image.width() as u64 != entry["columns"].as_u64().unwrap() {
+        return Err(format!(
+            "frame {}: {}×{} ({} samples), want {}×{} ({})",
+            frame["number"],
+            image.width(),
+            image.height(),
+            got.len(),
+            entry["columns"],
+            entry["rows"],
+            expected.len()
+        ));
+    }
+    Ok(got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0))
+}
+
+fn store(server: &TramyServer, file: &str) -> Result<(), String> {
+    let (content_type, body) = stow_body(&[std::fs::read(file).unwrap()]);
+    let stored = server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    );
+    if stored.status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "STOW-RS {}: {}",
+            stored.status,
+            String::from_utf8_lossy(&stored.body)
+        ))
+    }
+}
+
+#[test]
+fn every_pydicom_test_image_renders_like_pydicom_and_pylibjpeg_decode_it() {
+    // Several files share UIDs (one MR in many transfer syntaxes): each replaces the last.
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[ingest]\non_conflict = \"overwrite\"\nfsync = false\n",
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let entries = references(out_dir.path());
+    let mut undecodable = BTreeMap::new();
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for entry in &entries {
+        let name = entry["name"].as_str().unwrap().to_string();
+        if let Some(error) = entry["error"].as_str() {
+            undecodable.insert(name, error.to_string());
+            continue;
+        }
+        let tolerance = if entry["lossy"].as_bool().unwrap() {
+            LOSSY_TOLERANCE
+        } else {
+            LOSSLESS_TOLERANCE
+        };
+        if NEEDS_CHARLS.contains(&name.as_str()) && !cfg!(feature = "charls") {
+            report.push(format!(
+                "{name}: skipped, colour JPEG-LS needs --features charls"
+            ));
+            continue;
+        }
+        let stored = store(&server, entry["file"].as_str().unwrap());
+        if let Some((_, why)) = REFUSED_AT_INGEST.iter().find(|(n, _)| *n == name) {
+            match stored {
+                Err(reason) if reason.starts_with("STOW-RS 409") => {
+                    report.push(format!("{name}: refused at ingest as expected ({why})"))
+                }
+                other => failures.push(format!("{name}: expected a 409 ({why}), got {other:?}")),
+            }
+            continue;
+        }
+        let outcome = stored.and_then(|()| {
+            entry["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|frame| rendered_difference(&server, entry, frame))
+                .try_fold(0, |worst, d| d.map(|d| worst.max(d)))
+        });
+        match outcome {
+            Ok(worst) => {
+                report.push(format!(
+                    "{name} ({}): max difference {worst} (tolerance {tolerance})",
+                    entry["ts"].as_str().unwrap()
+                ));
+                if worst > tolerance {
+                    failures.push(format!("{name}: differs by up to {worst}"));
+                }
+            }
+            Err(reason) => failures.push(format!("{name}: {reason}")),
+        }
+    }
+    println!("{}", report.join("\n"));
+    let expected: BTreeMap<String, String> = UNDECODABLE
+        .iter()
+        .map(|(name, why)| (name.to_string(), why.to_string()))
+        .collect();
+    assert_eq!(
+        undecodable.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the files pydicom cannot decode are exactly the known broken ones: {undecodable:#?}"
+    );
+    assert!(
+        report.len() >= 80,
+        "pydicom's test files were found: {report:#?}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
