@@ -221,3 +221,106 @@ fn every_pydicom_test_image_renders_like_pydicom_and_pylibjpeg_decode_it() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Path of one of pydicom's test files (shipped in the pydicom wheel).
+fn pydicom_test_file(name: &str) -> String {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            &format!("import pydicom.data; print(pydicom.data.get_testdata_file('{name}'))"),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "pydicom test file lookup");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The files whose decoding is tramy's own (`dicom/codecs.rs`, `dicom/presentation.rs`).
+const OWN_DECODING: [&str; 6] = [
+    "JPGExtended.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "SC_jpeg_no_color_transform.dcm",
+    "SC_rgb_rle_32bit.dcm",
+    "examples_palette.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",
+];
+
+fn uids(file: &str) -> (String, String, String) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(file).unwrap();
+    let t = |tag| tramy::dicom::attributes::text(&obj, tag);
+    (
+        t(tags::STUDY_INSTANCE_UID),
+        t(tags::SERIES_INSTANCE_UID),
+        t(tags::SOP_INSTANCE_UID),
+    )
+}
+
+#[test]
+fn thumbnails_wado_uri_and_native_frames_use_the_same_decoders() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    for name in ["JPGExtended.dcm", "MR_small_jpeg_ls_lossless.dcm"] {
+        let file = pydicom_test_file(name);
+        store(&server, &file).unwrap();
+        let (study, series, sop) = uids(&file);
+        let instance = format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}");
+        let thumbnail = server.http(
+            "GET",
+            &format!("{instance}/thumbnail"),
+            &[("Accept", "image/jpeg")],
+            b"",
+        );
+        assert_eq!(thumbnail.status, 200, "{name} thumbnail");
+        assert!(image::load_from_memory(&thumbnail.body).is_ok(), "{name}");
+        let wado = server.http(
+            "GET",
+            &format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=image/jpeg"),
+            &[],
+            b"",
+        );
+        assert_eq!(wado.status, 200, "{name} WADO-URI JPEG");
+        assert_eq!(&wado.body[..2], b"\xFF\xD8", "{name}: a JPEG");
+        // Without transfer-syntax=* the frame is decoded to Explicit VR Little Endian.
+        let frame = server.http(
+            "GET",
+            &format!("{instance}/frames/1"),
+            &[(
+                "Accept",
+                "multipart/related; type=\"application/octet-stream\"",
+            )],
+            b"",
+        );
+        assert_eq!(frame.status, 200, "{name} native frame");
+        let obj = dicom_object::open_file(&file).unwrap();
+        let text = |tag| {
+            tramy::dicom::attributes::text(&obj, tag)
+                .parse::<usize>()
+                .unwrap()
+        };
+        use dicom_dictionary_std::tags;
+        let native = text(tags::ROWS) * text(tags::COLUMNS) * 2;
+        assert!(
+            frame.body.len() >= native,
+            "{name}: a {}-byte native frame, want at least {native}",
+            frame.body.len()
+        );
+    }
+}
+
+#[test]
+fn triage_preprocessing_takes_every_image_rendering_takes() {
+    let manifest: tramy::triage::manifest::ModelManifest = toml::from_str(
+        &std::fs::read_to_string(repo_root().join("models/chest-xray-pneumonia/model.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    for name in OWN_DECODING {
+        let part10 = std::fs::read(pydicom_test_file(name)).unwrap();
+        let (tensor, _) = tramy::triage::preprocess::from_dicom(&part10, &manifest)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (lo, hi) = tensor
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        assert!(hi > lo, "{name}: the model input is not blank");
+    }
+}

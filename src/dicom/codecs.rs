@@ -45,6 +45,17 @@ const RLE: &str = "1.2.840.10008.1.2.5";
 /// JPEG-LS Lossless and Near-Lossless.
 const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
 
+/// What tramy decodes of `ts` beyond dicom-rs' own codecs, in words for the conformance
+/// statement; `None` where it adds nothing.
+pub fn added_decoding(ts: &str) -> Option<&'static str> {
+    // The same words with or without the feature, so the committed statement fits both builds.
+    match ts {
+        _ if JPEG_LS.contains(&ts) => Some("single-component; colour with the `charls` feature"),
+        "1.2.840.10008.1.2.4.51" => Some("8- and 12-bit"),
+        _ => None,
+    }
+}
+
 /// Which of our decoders an object needs, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Codec {
