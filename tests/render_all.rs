@@ -324,3 +324,38 @@ fn triage_preprocessing_takes_every_image_rendering_takes() {
         assert!(hi > lo, "{name}: the model input is not blank");
     }
 }
+
+#[test]
+fn damaged_pixel_data_in_tramys_own_decoders_is_refused_or_rendered_never_a_crash() {
+    // xorshift64: deterministic damage, so a failure names a reproducible variant.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let options = tramy::dicom::pixels::RenderOptions {
+        window: None,
+        viewport: None,
+        format: tramy::dicom::pixels::RenderedFormat::Png,
+    };
+    for name in OWN_DECODING {
+        let original = std::fs::read(pydicom_test_file(name)).unwrap();
+        // Pixel Data comes last in these files: damage the last half, where it lies.
+        let start = original.len() / 2;
+        for variant in 0..50 {
+            let mut bytes = original.clone();
+            for _ in 0..1 + next() % 8 {
+                let at = start + (next() as usize) % (bytes.len() - start);
+                bytes[at] ^= 1 << (next() % 8);
+            }
+            if variant % 5 == 0 {
+                bytes.truncate(start + (next() as usize) % (bytes.len() - start));
+            }
+            // Ok or a refusal; the test fails only by crashing, hanging or panicking outside
+            // the decoders' containment.
+            let _ = tramy::dicom::pixels::render(&bytes, 1, &options);
+        }
+    }
+}
