@@ -31,7 +31,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::adapters::PixelDataObject;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::DefaultDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::pixels::PixelError;
@@ -70,7 +70,7 @@ enum Codec {
 /// decodes itself are left alone. Returns whether the object changed.
 pub fn decode_unsupported(obj: &mut DefaultDicomObject) -> Result<bool, PixelError> {
     if transfer_syntax(obj) == EXPLICIT_VR_BE {
-        return Ok(big_endian_32_bit(obj));
+        return Ok(whole_32_bit_values(obj, true));
     }
     let Some(codec) = needed_codec(obj) else {
         return Ok(false);
@@ -168,29 +168,41 @@ fn decode_jpeg_rgb(data: &[u8]) -> Result<Vec<u16>, PixelError> {
     Ok(image.data.into_iter().map(u16::from).collect())
 }
 
-/// Puts 32-bit values read from Explicit VR Big Endian back together (see the module docs).
-fn big_endian_32_bit(obj: &mut DefaultDicomObject) -> bool {
-    if obj.bits_allocated() != Some(32) {
+/// Holds 32-bit native pixel data as whole 32-bit values (see the module docs): dicom-rs reads
+/// Pixel Data (OW) as 16-bit words in the data set's byte order, so a 32-bit value would be
+/// written back, in another byte order, as two separately swapped halves.
+pub fn whole_32_bit_values(obj: &mut InMemDicomObject, big_endian: bool) -> bool {
+    let bits_allocated = obj
+        .element(tags::BITS_ALLOCATED)
+        .ok()
+        .and_then(|e| e.to_int::<u16>().ok());
+    if bits_allocated != Some(32) {
         return false;
     }
     let Ok(element) = obj.element(tags::PIXEL_DATA) else {
         return false;
     };
     let values: Vec<u32> = match element.value().primitive() {
-        // Each 16-bit word was read big endian: the first holds the high half.
+        // Words in the data set's order: big endian puts the high half first.
         Some(PrimitiveValue::U16(words)) => words
             .chunks_exact(2)
-            .map(|w| (u32::from(w[0]) << 16) | u32::from(w[1]))
+            .map(|w| match big_endian {
+                true => (u32::from(w[0]) << 16) | u32::from(w[1]),
+                false => (u32::from(w[1]) << 16) | u32::from(w[0]),
+            })
             .collect(),
         Some(PrimitiveValue::U8(bytes)) => bytes
             .chunks_exact(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| match big_endian {
+                true => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                false => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            })
             .collect(),
         _ => return false,
     };
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
-        VR::OL,
+        VR::OW,
         PrimitiveValue::U32(values.into()),
     ));
     true
@@ -315,7 +327,7 @@ fn rle_32_bit(obj: &mut DefaultDicomObject) -> Result<(), PixelError> {
     }
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
-        VR::OL,
+        VR::OW,
         PrimitiveValue::U32(values.into()),
     ));
     mark_native(obj, samples)
