@@ -1,7 +1,8 @@
-//! Pixel decoders for what dicom-rs cannot decode in the default build: 12-bit JPEG (Extended,
-//! processes 2 & 4; PS3.5 A.4.1) and JPEG-LS (PS3.5 A.4.3). An instance in one of those is turned
-//! into native pixel data (Explicit VR Little Endian) before dicom-pixeldata sees it, so
-//! rendering, thumbnails, frames, transcoding and triage all gain them through `pixels::open`.
+//! Pixel decoders for what dicom-rs cannot decode (or decodes wrongly) in the default build:
+//! 12-bit JPEG (Extended, processes 2 & 4; PS3.5 A.4.1), JPEG-LS (PS3.5 A.4.3), untransformed
+//! RGB JPEG and 32-bit RLE. Such an instance is turned into native pixel data (Explicit VR Little
+//! Endian) before dicom-pixeldata sees it, so rendering, thumbnails, frames, transcoding and
+//! triage all gain them through `pixels::open`.
 //!
 //! Choices, from a survey of what builds with only a C compiler at hand:
 //! - 12-bit JPEG: `jpeg-decoder` (dicom-pixeldata's JPEG codec) and `zune-jpeg` refuse sample
@@ -20,7 +21,6 @@
 //!   dcmtk and pydicom read them, but dicom-rs' decoder converts them from YCbCr; decoded here
 //!   with libjpeg-turbo-rs' colour conversion off (`jpeg-decoder`'s, tried first, differs from
 //!   dcmtk by up to 110 levels on pydicom's SC_jpeg_no_color_transform.dcm).
-//!
 //! - 32-bit RLE Lossless (PS3.5 Annex G): dicom-rs' RLE decoder takes 8 and 16 bits only; the
 //!   byte-plane segments are put together here.
 //!
@@ -78,13 +78,27 @@ pub fn decode_unsupported(obj: &mut DefaultDicomObject) -> Result<bool, PixelErr
     if codec == Codec::Rle32 {
         return rle_32_bit(obj).map(|()| true);
     }
-    let frames = obj.number_of_frames().unwrap_or(1).max(1);
-    let (rows, cols) = (obj.rows().unwrap_or(0), obj.cols().unwrap_or(0));
     let samples = obj.samples_per_pixel().unwrap_or(1);
     let bits_allocated = obj.bits_allocated().unwrap_or(0);
     if !matches!(bits_allocated, 8 | 16) {
         return Err(decode_error("Bits Allocated must be 8 or 16"));
     }
+    let values = decode_all_frames(obj, codec)?;
+    replace_pixel_data(
+        obj,
+        values,
+        bits_allocated,
+        codec == Codec::Jpeg12 && samples == 3,
+    )?;
+    mark_native(obj, samples)?;
+    Ok(true)
+}
+
+/// Every frame's samples, interleaved, each frame checked against Rows × Columns.
+fn decode_all_frames(obj: &DefaultDicomObject, codec: Codec) -> Result<Vec<u16>, PixelError> {
+    let frames = obj.number_of_frames().unwrap_or(1).max(1);
+    let (rows, cols) = (obj.rows().unwrap_or(0), obj.cols().unwrap_or(0));
+    let samples = obj.samples_per_pixel().unwrap_or(1);
     let frame_len = usize::from(rows) * usize::from(cols) * usize::from(samples);
     let mut values: Vec<u16> = Vec::new();
     for frame in 0..frames {
@@ -104,14 +118,7 @@ pub fn decode_unsupported(obj: &mut DefaultDicomObject) -> Result<bool, PixelErr
         }
         values.extend_from_slice(&decoded);
     }
-    replace_pixel_data(
-        obj,
-        values,
-        bits_allocated,
-        codec == Codec::Jpeg12 && samples == 3,
-    )?;
-    mark_native(obj, samples)?;
-    Ok(true)
+    Ok(values)
 }
 
 fn transfer_syntax(obj: &DefaultDicomObject) -> &str {
