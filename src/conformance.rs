@@ -167,7 +167,10 @@ fn transfer_syntaxes(out: &mut String) {
             ts.name(),
             ts.uid(),
             yes(ts.can_decode_dataset()),
-            yes(ts.can_decode_all())
+            match crate::dicom::codecs::added_decoding(ts.uid()) {
+                Some(what) => format!("yes: {what}"),
+                None => yes(ts.can_decode_all()).to_string(),
+            }
         );
     }
     out.push('\n');

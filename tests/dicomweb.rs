@@ -205,12 +205,27 @@ fn instance_path(sample: &str) -> String {
     )
 }
 
+/// The NM sample relabelled as MPEG-4 AVC video (PS3.5 A.4.6), a syntax tramy has no decoder
+/// for: an instance no conversion can be made from.
+fn undecodable_instance() -> Vec<u8> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let mut obj =
+        dicom_object::open_file(repo_root().join("dicom-samples/nm_jpeg_extended.dcm")).unwrap();
+    let h264 = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get("1.2.840.10008.1.2.4.102")
+        .unwrap();
+    obj.update_meta(|meta| meta.set_transfer_syntax(h264));
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn transfer_syntaxes_that_cannot_be_produced_get_406_with_a_way_out() {
     let server = start();
     let (ct, body) = stow_body(&[
         sample_bytes("ct_small_explicit_le.dcm"),
-        sample_bytes("nm_jpeg_extended.dcm"),
+        undecodable_instance(),
     ]);
     assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
     // tramy does not encode into compressed syntaxes.
@@ -224,7 +239,7 @@ fn transfer_syntaxes_that_cannot_be_produced_get_406_with_a_way_out() {
         b"",
     );
     assert_eq!(r.status, 406, "{}", String::from_utf8_lossy(&r.body));
-    // 12-bit JPEG has no decoder here: the default (Explicit VR Little Endian) cannot be made.
+    // No video decoder here: the default (Explicit VR Little Endian) cannot be made.
     let r = server.http(
         "GET",
         &instance_path("nm_jpeg_extended.dcm"),

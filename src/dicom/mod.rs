@@ -4,10 +4,12 @@
 //! Nothing here knows about sockets, HTTP or databases.
 
 pub mod attributes;
+pub mod codecs;
 pub mod declared_lengths;
 pub mod json;
 pub mod part10;
 pub mod pixels;
+pub mod presentation;
 pub mod storage_sop_classes;
 pub mod transcode;
 pub mod uid;

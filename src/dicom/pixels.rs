@@ -1,8 +1,9 @@
 //! Pixel data: decoding for transcoding and rendering (dicom-pixeldata), without I/O.
 //!
-//! Decoders available: native, RLE, JPEG (baseline, extended, lossless), JPEG 2000 (openjp2),
-//! deflate. JPEG-LS needs the `charls` codec, which is not built in; such instances are served as
-//! stored.
+//! Decoders available: native, RLE, JPEG (baseline, extended 8- and 12-bit, lossless), JPEG 2000
+//! (openjp2), deflate, and JPEG-LS (single-component in pure Rust; colour with the `charls`
+//! feature). The 12-bit JPEG and JPEG-LS decoders dicom-rs lacks are in `codecs.rs`, applied
+//! here when an object is opened, so every caller gets them.
 
 use std::io::Cursor;
 
@@ -70,11 +71,23 @@ pub fn is_contained() -> bool {
     CONTAINING.get()
 }
 
+/// Parses a Part 10 file, with pixel data dicom-rs cannot decode already decoded to native
+/// (`codecs::decode_unsupported`).
 fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
-    OpenFileOptions::new()
+    let mut obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(Cursor::new(part10))
-        .map_err(|e| PixelError::Read(e.to_string()))
+        .map_err(|e| PixelError::Read(e.to_string()))?;
+    super::codecs::decode_unsupported(&mut obj)?;
+    Ok(obj)
+}
+
+/// [`open`], then palette colour and uncompressed YBR_FULL_422 as RGB (`presentation`): what
+/// rendering and triage see; never what WADO-RS serves.
+fn open_for_display(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
+    let mut obj = open(part10)?;
+    super::presentation::for_display(&mut obj)?;
+    Ok(obj)
 }
 
 /// Converts a Part 10 file to `target` (decoding compressed pixel data when needed) and returns
@@ -99,7 +112,7 @@ fn transcode_unguarded(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelErro
 /// Decodes the given frames (1-based) of a Part 10 file to native little-endian sample bytes,
 /// as WADO-RS sends uncompressed frames (PS3.18 8.7.3.3.2).
 pub fn decode_frames(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
-    with_decoded(part10, |decoded| {
+    decoded_with(open, part10, |decoded| {
         let frames = decoded.number_of_frames();
         wanted
             .iter()
@@ -170,9 +183,17 @@ pub fn frame_image(
     })
 }
 
-/// Opens a Part 10 file, decodes its pixel data once and hands it to `f`, all inside
-/// [`contained`]: the one place tramy decodes pixels (rendering, frames, triage input).
+/// Opens a Part 10 file for display, decodes its pixel data once and hands it to `f`, all
+/// inside [`contained`]: the one place tramy decodes pixels for rendering and triage input.
 pub fn with_decoded<T>(
+    part10: &[u8],
+    f: impl FnOnce(&DecodedPixelData<'_>) -> Result<T, PixelError>,
+) -> Result<T, PixelError> {
+    decoded_with(open_for_display, part10, f)
+}
+
+fn decoded_with<T>(
+    open: fn(&[u8]) -> Result<DefaultDicomObject, PixelError>,
     part10: &[u8],
     f: impl FnOnce(&DecodedPixelData<'_>) -> Result<T, PixelError>,
 ) -> Result<T, PixelError> {
@@ -208,7 +229,13 @@ pub fn to_8bit_image(
                     .force_8bit(),
             )
         })
-        .or_else(|e| grey_from_values(decoded, frame, voi).map_err(|_| e))
+        .or_else(|e| {
+            if decoded.samples_per_pixel() == 3 {
+                rgb_from_32_bit(decoded, frame).map_err(|_| e)
+            } else {
+                grey_from_values(decoded, frame, voi).map_err(|_| e)
+            }
+        })
         .map_err(|e| PixelError::Decode(e.to_string()))
 }
 
@@ -259,6 +286,12 @@ fn grey_from_values(
     }
     let values = frame_values(decoded, frame)?;
     let (low, high) = match voi {
+        // PS3.3 C.11.2.1.2.1 (LINEAR): x <= c - 0.5 - (w-1)/2 is black, x > c - 0.5 + (w-1)/2
+        // white, linear in between.
+        VoiLutOption::Custom(WindowLevel { center, width }) if *width > 1.0 => (
+            center - 0.5 - (width - 1.0) / 2.0,
+            center - 0.5 + (width - 1.0) / 2.0,
+        ),
         VoiLutOption::Custom(WindowLevel { center, width }) if *width > 0.0 => {
             (center - width / 2.0, center + width / 2.0)
         }
@@ -284,6 +317,31 @@ fn grey_from_values(
         .collect();
     image::GrayImage::from_raw(decoded.columns(), decoded.rows(), grey)
         .map(image::DynamicImage::ImageLuma8)
+        .ok_or_else(|| PixelError::Decode("pixel count does not match the image size".into()))
+}
+
+/// A 32-bit RGB frame (dicom-pixeldata converts 8 and 16 bits only), each sample scaled from
+/// Bits Stored to 8 bits; colour images have no VOI window.
+fn rgb_from_32_bit(
+    decoded: &DecodedPixelData<'_>,
+    frame: u32,
+) -> Result<image::DynamicImage, PixelError> {
+    if decoded.bits_allocated() != 32 {
+        return Err(PixelError::Decode("not a 32-bit image".into()));
+    }
+    let bytes = decoded
+        .frame_data(frame)
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let max = ((1u64 << decoded.bits_stored().clamp(1, 32)) - 1) as f64;
+    let rgb: Vec<u8> = bytes
+        .chunks_exact(4)
+        .map(|b| {
+            let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
+            (v / max * 255.0).round().clamp(0.0, 255.0) as u8
+        })
+        .collect();
+    image::RgbImage::from_raw(decoded.columns(), decoded.rows(), rgb)
+        .map(image::DynamicImage::ImageRgb8)
         .ok_or_else(|| PixelError::Decode("pixel count does not match the image size".into()))
 }
 

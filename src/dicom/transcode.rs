@@ -29,12 +29,15 @@ pub fn transcode_native(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>,
             .ok_or_else(|| Part10Error::UnsupportedTransferSyntax(uid.to_string()))
     };
     let (from_ts, to_ts) = (lookup(from)?, lookup(to)?);
-    let obj = super::declared_lengths::read_dataset(dataset, from_ts).map_err(|reason| {
+    let mut obj = super::declared_lengths::read_dataset(dataset, from_ts).map_err(|reason| {
         Part10Error::BadDataSet {
             transfer_syntax: from.to_string(),
             reason,
         }
     })?;
+    if from_ts.endianness() != to_ts.endianness() {
+        super::codecs::whole_32_bit_values(&mut obj, from == NATIVE_TRANSFER_SYNTAXES[2]);
+    }
     let mut out = Vec::with_capacity(dataset.len());
     obj.write_dataset_with_ts(&mut out, to_ts)
         .map_err(|e| Part10Error::BadDataSet {
@@ -42,4 +45,35 @@ pub fn transcode_native(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>,
             reason: e.to_string(),
         })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirty_two_bit_pixels_keep_their_values_from_big_to_little_endian() {
+        // Explicit VR Big Endian: Bits Allocated = 32, Pixel Data (OW) = two 32-bit values.
+        let mut dataset = vec![0x00, 0x28, 0x01, 0x00, b'U', b'S', 0x00, 0x02, 0x00, 0x20];
+        dataset.extend_from_slice(&[0x7F, 0xE0, 0x00, 0x10, b'O', b'W', 0, 0, 0, 0, 0, 8]);
+        dataset.extend_from_slice(&[0x01, 0x02, 0x03, 0x04, 0x0A, 0x0B, 0x0C, 0x0D]);
+        let le = transcode_native(
+            &dataset,
+            NATIVE_TRANSFER_SYNTAXES[2],
+            NATIVE_TRANSFER_SYNTAXES[1],
+        )
+        .unwrap();
+        assert_eq!(
+            le[le.len() - 8..],
+            [0x04, 0x03, 0x02, 0x01, 0x0D, 0x0C, 0x0B, 0x0A],
+            "each 32-bit value is byte-swapped whole, not as two 16-bit words"
+        );
+        let be = transcode_native(
+            &le,
+            NATIVE_TRANSFER_SYNTAXES[1],
+            NATIVE_TRANSFER_SYNTAXES[2],
+        )
+        .unwrap();
+        assert_eq!(be[be.len() - 8..], dataset[dataset.len() - 8..], "and back");
+    }
 }

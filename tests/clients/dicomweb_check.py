@@ -185,8 +185,8 @@ def png_size(data):
 
 
 def renderable(ds):
-    # 12-bit JPEG (Extended) has no decoder in tramy; reports have no pixels.
-    return "PixelData" in ds and ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.4.51"
+    # Every sample with pixels renders (12-bit JPEG included); reports have no pixels.
+    return "PixelData" in ds
 
 
 def cmd_rendered(base, files):
