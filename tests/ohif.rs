@@ -34,10 +34,11 @@ fn findings_series(server: &TramyServer, study: &str) -> String {
     })
 }
 
-/// An error notification OHIF 3.13.2 shows on both studies, thrown by cornerstone's
-/// `toLowHighRange` under `StackViewport.renderImageObject` in `renderToCanvasGPU` (a canvas
-/// rendered off screen); its cause is not found yet (open in issue #8), so it is left out of the
-/// checks below, and any other error still fails the test.
+/// An error notification OHIF 3.13.2 raises for any image carrying VOI LUT Function (0028,1056),
+/// as the wrapped DX does: cornerstone's dicom-image-loader (`createImage`) takes
+/// `voiLUTFunction[0]` of the string OHIF's metadata provider gives it ("LINEAR" → "L"), and
+/// `toLowHighRange` then throws "Invalid VOI LUT function". A viewer bug, not tramy's: it is left
+/// out of the checks below, and any other error still fails the test.
 const OHIF_OWN_ERROR: &str = "Error: Invalid VOI LUT function";
 
 /// What OHIF says when a request fails: tolerated only while tramy answers a thumbnail with 406
