@@ -96,6 +96,18 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
         server.http("GET", "/dicomweb/nowhere", &[], b"").status,
         404
     );
+    // Nothing outside the viewer's folder is served (its parent holds OHIF's package.json).
+    for escape in [
+        "/../package.json",
+        "/%2e%2e/package.json",
+        "/..%2fpackage.json",
+    ] {
+        let r = server.http("GET", escape, &[], b"");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("\"name\": \"@ohif/app\""),
+            "{escape} left the viewer folder"
+        );
+    }
 
     let shots = tmp.path().join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -114,14 +126,9 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
     assert_success(&out, &format!("ohif_check.py ({see})"));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let log = server.log();
-    let failed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("HTTP request failed"))
-        .collect();
-    let thumbnail_406 = !failed.is_empty()
-        && failed
-            .iter()
-            .all(|l| l.contains("status=406") && l.contains("/thumbnail"));
+    let thumbnail_406 = log.lines().any(|l| {
+        l.contains("HTTP request failed") && l.contains("status=406") && l.contains("/thumbnail")
+    });
 
     // The SR opens without an error and OHIF prints the finding's meaning beside its region.
     let sr = &report["sr"][0];
