@@ -132,6 +132,7 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
 
     // The SR opens without an error and OHIF prints the finding's meaning beside its region.
     let sr = &report["sr"][0];
+    assert_eq!(sr["listed"], true, "the SR is not listed: {sr} ({see})");
     assert_eq!(sr["found"], true, "{meaning} not drawn: {sr} ({see})");
     assert!(errors(sr, thumbnail_406).is_empty(), "{sr} ({see})");
 

@@ -1,8 +1,8 @@
 """Opens studies in the real OHIF Viewer (served by tramy) in headless Chromium and reports what
 a radiologist would see, as JSON on stdout:
 
-- `sr`: the findings SR opened in its viewport: the SVG text OHIF drew beside the region, and
-  the notifications shown (an error toast means the viewer failed);
+- `sr`: the findings SR opened in its viewport: whether the study browser lists it, the SVG
+  text OHIF drew beside the region, and the error notifications shown with their details;
 - `image`: an image study opened: statistics of the viewport canvas pixels (a blank or failed
   image is one value) and the frame requests OHIF made, with the Accept header it sent and the
   Content-Type of the first part of each response as the browser received it.
@@ -132,6 +132,8 @@ def open_sr(driver, base, out, study, series, text):
     except TimeoutError as e:
         result["timeout"] = str(e)
     settle(driver)
+    # The study browser lists the SR series by its description.
+    result["listed"] = "AI findings" in driver.execute_script("return document.body.innerText")
     result["svg_text"] = driver.execute_script(SVG_TEXT_JS)
     driver.save_screenshot(f"{out}/sr.png")
     result["errors"] = errors(driver)
