@@ -441,55 +441,58 @@ fn measurement_group(
             s.probability, label.threshold
         )
     };
-    container(
-        "CONTAINS",
-        dcm("125007", "Measurement Group"),
-        vec![
-            text_item(
-                "HAS OBS CONTEXT",
-                dcm("112039", "Tracking Identifier"),
-                &tracking,
-            ),
-            uid_item(
-                "HAS OBS CONTEXT",
-                dcm("112040", "Tracking Unique Identifier"),
-                &tracking_uid,
-            ),
-            code_item("CONTAINS", dcm("121071", "Finding"), &finding),
-            // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
-            text_item(
-                "HAS CONCEPT MOD",
-                dcm("111001", "Algorithm Name"),
-                &model.name,
-            ),
-            text_item(
-                "HAS CONCEPT MOD",
-                dcm("111003", "Algorithm Version"),
-                &model.version,
-            ),
-            image_region(src, frame),
-            certainty(s.probability, src, frame),
-            probability_of(&finding, s.probability, src, frame),
-            text_item(
-                "CONTAINS",
-                dcm("121106", "Comment"),
-                &format!("{verdict}. {}", model.provenance.statement),
-            ),
-            // TID 1501: the image the group was computed on.
-            src.image_item(
-                "CONTAINS",
-                Some(dcm("121112", "Source of Measurement")),
-                Some(frame),
-            ),
-        ],
-    )
+    let mut items = vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("112039", "Tracking Identifier"),
+            &tracking,
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            dcm("112040", "Tracking Unique Identifier"),
+            &tracking_uid,
+        ),
+        code_item("CONTAINS", dcm("121071", "Finding"), &finding),
+        // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111001", "Algorithm Name"),
+            &model.name,
+        ),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111003", "Algorithm Version"),
+            &model.version,
+        ),
+    ];
+    items.extend(image_region(src, frame));
+    items.extend([
+        certainty(s.probability, src, frame),
+        probability_of(&finding, s.probability, src, frame),
+        text_item(
+            "CONTAINS",
+            dcm("121106", "Comment"),
+            &format!("{verdict}. {}", model.provenance.statement),
+        ),
+        // TID 1501: the image the group was computed on.
+        src.image_item(
+            "CONTAINS",
+            Some(dcm("121112", "Source of Measurement")),
+            Some(frame),
+        ),
+    ]);
+    container("CONTAINS", dcm("125007", "Measurement Group"), items)
 }
 
 /// The region a finding applies to (TID 1410 row "Image Region", DCM 111030): the whole image
 /// (or frame) as a closed POLYLINE in image pixel coordinates, column then row, from the top
 /// left corner of the top left pixel to the bottom right corner of the last (PS3.3 C.18.6.1.2),
 /// selected from the source image (the one IMAGE a SCOORD must have, PS3.3 C.18.6).
-fn image_region(src: &Source, frame: u32) -> InMemDicomObject {
+/// None when the source does not give its size.
+fn image_region(src: &Source, frame: u32) -> Option<InMemDicomObject> {
+    if src.size.0 == 0 || src.size.1 == 0 {
+        return None;
+    }
     let (columns, rows) = (src.size.0 as f32, src.size.1 as f32);
     let corners = [
         (0.0, 0.0),
@@ -511,7 +514,7 @@ fn image_region(src: &Source, frame: u32) -> InMemDicomObject {
         tags::CONTENT_SEQUENCE,
         vec![src.image_item("SELECTED FROM", None, Some(frame))],
     );
-    scoord
+    Some(scoord)
 }
 
 /// The model's probability as a TID 300 measurement: Certainty of Finding in percent, as CAD
