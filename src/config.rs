@@ -145,6 +145,9 @@ pub struct HttpConfig {
     /// Rendered images and heatmaps computed at once; further requests get 503 with
     /// Retry-After. 0 means the number of CPU cores.
     pub max_concurrent_renders: usize,
+    /// A browser viewer's built files (e.g. OHIF's `dist/`, see `scripts/fetch-ohif.sh`) served
+    /// at the site root, beside `/dicomweb` on the same origin (no CORS); unset: none.
+    pub viewer_dir: Option<PathBuf>,
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
@@ -224,6 +227,7 @@ impl Default for HttpConfig {
             max_query_results: 10_000,
             max_query_results_all_fields: 1_000,
             max_concurrent_renders: 0,
+            viewer_dir: None,
         }
     }
 }

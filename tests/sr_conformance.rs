@@ -2,7 +2,8 @@
 //! fetched over WADO-URI exactly as stored, and dcmtk's `dsrdump` and dicom3tools' `dciodvfy`
 //! (Debian `dicom3tools`, installed by `.ci/run`) report no error on it; pydicom finds the coded
 //! finding the manifest names and, in every TID 1500 measurement group, a Tracking Identifier
-//! and a Tracking Unique Identifier (what OHIF needs to show a measurement).
+//! and a Tracking Unique Identifier, the image region the finding applies to and the probability
+//! under the finding's code (what OHIF 3.13 needs to show a finding, see `src/triage/sr.rs`).
 
 mod common;
 
@@ -30,7 +31,7 @@ def image(c):
 measurements = [i for i in ds.ContentSequence if i.ValueType == "CONTAINER" and name(i)[:2] == ["126010", "DCM"]]
 groups = []
 for g in measurements[0].ContentSequence:
-    out = {"concept": name(g), "tracking_id": [], "tracking_uid": [], "finding": [], "algorithm": {}, "images": [], "certainty": []}
+    out = {"concept": name(g), "tracking_id": [], "tracking_uid": [], "finding": [], "algorithm": {}, "images": [], "certainty": [], "regions": []}
     for c in g.ContentSequence:
         n = name(c)
         if n[:2] == ["112039", "DCM"] and c.ValueType == "TEXT":
@@ -44,6 +45,9 @@ for g in measurements[0].ContentSequence:
             out["algorithm"][n[2]] = c.TextValue
         elif c.ValueType == "IMAGE":
             out["images"].append(image(c))
+        elif c.ValueType == "SCOORD":
+            out["regions"].append({"concept": name(c), "type": c.GraphicType, "data": [float(x) for x in c.GraphicData],
+                "from": [[i.RelationshipType, image(i)] for i in c.ContentSequence]})
         elif c.ValueType == "NUM":
             m = c.MeasuredValueSequence[0]
             out["certainty"].append({"concept": name(c), "value": float(m.NumericValue), "unit": m.MeasurementUnitsCodeSequence[0].CodeValue, "images": [image(i) for i in c.ContentSequence if i.ValueType == "IMAGE"]})
@@ -238,6 +242,30 @@ fn the_pneumonia_report_is_a_valid_tid_1500_with_the_manifest_code_and_tracking_
     });
     assert_eq!(group["images"], serde_json::json!([source_ref]));
     assert_eq!(certainty["images"], serde_json::json!([source_ref]));
+
+    // The region: the whole image as a closed POLYLINE (column, row; PS3.3 C.18.6.1.2), selected
+    // from the source image, as OHIF's `_processTID1410Measurement` reads it.
+    let (columns, rows) = (
+        attr(tags::COLUMNS).parse::<f64>().unwrap(),
+        attr(tags::ROWS).parse::<f64>().unwrap(),
+    );
+    assert_eq!(
+        group["regions"],
+        serde_json::json!([{
+            "concept": ["111030", "DCM", "Image Region"],
+            "type": "POLYLINE",
+            "data": [0.0, 0.0, columns, 0.0, columns, rows, 0.0, rows, 0.0, 0.0],
+            "from": [["SELECTED FROM", source_ref]],
+        }])
+    );
+    // The probability under the finding's own code, the label OHIF prints beside the region.
+    let named = &group["certainty"][1];
+    assert_eq!(
+        named["concept"],
+        serde_json::json!([code.value, code.scheme, code.meaning])
+    );
+    assert_eq!(named["value"], certainty["value"]);
+    assert_eq!(named["unit"], "%");
     assert_eq!(report["library"], serde_json::json!([source_ref]));
     assert_eq!(
         report["evidence"],
@@ -285,6 +313,8 @@ fn a_per_frame_report_has_one_trackable_group_per_frame_naming_its_frame() {
                 g["images"][0]["frames"],
                 g["certainty"][0]["images"][0]["frames"]
             );
+            // Each frame's region is selected from that frame.
+            assert_eq!(g["regions"][0]["from"][0][1], g["images"][0], "{g}");
             g["images"][0]["frames"][0]
                 .as_i64()
                 .expect("a frame number")

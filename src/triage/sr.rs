@@ -1,13 +1,24 @@
 //! Findings as a DICOM Comprehensive SR in the source study: a TID 1500 Measurement Report
 //! (PS3.16 A.35) as IHE AI Results (AIR) profiles it. The device observer (TID 1004), the source
 //! image in the Image Library (TID 1600), and per label (and frame) one Measurement Group
-//! (TID 1501) holding its Tracking Identifier and Tracking Unique Identifier, the coded finding,
-//! the algorithm (TID 4019), the probability as Certainty of Finding (TID 300), the model's use
-//! statement, and a reference to the source image (and frame). Codes are DCM or SNOMED CT;
+//! (TID 1410 Planar ROI) holding its Tracking Identifier and Tracking Unique Identifier, the coded
+//! finding, the algorithm (TID 4019), the image region the finding applies to (the whole image or
+//! frame, as a closed POLYLINE SCOORD selected from it), the probability as Certainty of Finding
+//! (TID 300) and again under the finding's own code, the model's use statement, and a reference to
+//! the source image (and frame).
+//!
+//! Why a region: OHIF 3.13 (extensions/cornerstone-dicom-sr, `getSopClassHandlerModule.ts`)
+//! parses a group without SCOORD in `_processNonGeometricallyDefinedMeasurement` into a
+//! measurement with no coordinates, which `_checkIfCanAddMeasurementsToDisplaySet` then reads as
+//! `measurement.coords[0].ReferencedSOPSequence` and fails on, so no finding of the report is shown.
+//! With a region, `_processTID1410Measurement` draws it and labels it only with its NUM items
+//! ("concept meaning: value unit") and SNOMED Finding Site: hence the probability under the
+//! finding's code, which makes the viewer print e.g. "Pneumonia: 93.10 %". Codes are DCM or SNOMED CT;
 //! `99TRAMY` only for a label whose manifest names no code. A referral hospital retrieving the
 //! study over DIMSE or DICOMweb receives the findings with the images.
 
 use bytes::Bytes;
+use dicom_core::smallvec::SmallVec;
 use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -115,6 +126,8 @@ struct Source {
     sop: String,
     /// Whether references name a frame (PS3.3 C.18.4: only for multi-frame images).
     multi_frame: bool,
+    /// Image size in pixels (columns, rows); 0 when the source does not say.
+    size: (u32, u32),
 }
 
 impl Source {
@@ -126,6 +139,10 @@ impl Source {
             class: text(source, tags::SOP_CLASS_UID),
             sop: text(source, tags::SOP_INSTANCE_UID),
             multi_frame: frames.len() > 1 || number_of_frames.is_ok_and(|n| n > 1),
+            size: (
+                text(source, tags::COLUMNS).parse().unwrap_or(0),
+                text(source, tags::ROWS).parse().unwrap_or(0),
+            ),
         }
     }
 
@@ -391,7 +408,8 @@ fn report_content(
     ]
 }
 
-/// One TID 1501 Measurement Group: a label's result on one frame.
+/// One measurement group (TID 1410 Planar ROI, with TID 1501's source reference): a label's
+/// result on one frame.
 fn measurement_group(
     model: &ModelManifest,
     label: &Label,
@@ -423,56 +441,107 @@ fn measurement_group(
             s.probability, label.threshold
         )
     };
-    container(
-        "CONTAINS",
-        dcm("125007", "Measurement Group"),
-        vec![
-            text_item(
-                "HAS OBS CONTEXT",
-                dcm("112039", "Tracking Identifier"),
-                &tracking,
-            ),
-            uid_item(
-                "HAS OBS CONTEXT",
-                dcm("112040", "Tracking Unique Identifier"),
-                &tracking_uid,
-            ),
-            code_item("CONTAINS", dcm("121071", "Finding"), &finding),
-            // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
-            text_item(
-                "HAS CONCEPT MOD",
-                dcm("111001", "Algorithm Name"),
-                &model.name,
-            ),
-            text_item(
-                "HAS CONCEPT MOD",
-                dcm("111003", "Algorithm Version"),
-                &model.version,
-            ),
-            certainty(s.probability, src, frame),
-            text_item(
-                "CONTAINS",
-                dcm("121106", "Comment"),
-                &format!("{verdict}. {}", model.provenance.statement),
-            ),
-            // TID 1501: the image the group was computed on.
-            src.image_item(
-                "CONTAINS",
-                Some(dcm("121112", "Source of Measurement")),
-                Some(frame),
-            ),
-        ],
-    )
+    let mut items = vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("112039", "Tracking Identifier"),
+            &tracking,
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            dcm("112040", "Tracking Unique Identifier"),
+            &tracking_uid,
+        ),
+        code_item("CONTAINS", dcm("121071", "Finding"), &finding),
+        // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111001", "Algorithm Name"),
+            &model.name,
+        ),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111003", "Algorithm Version"),
+            &model.version,
+        ),
+    ];
+    items.extend(image_region(src, frame));
+    items.extend([
+        certainty(s.probability, src, frame),
+        probability_of(&finding, s.probability, src, frame),
+        text_item(
+            "CONTAINS",
+            dcm("121106", "Comment"),
+            &format!("{verdict}. {}", model.provenance.statement),
+        ),
+        // TID 1501: the image the group was computed on.
+        src.image_item(
+            "CONTAINS",
+            Some(dcm("121112", "Source of Measurement")),
+            Some(frame),
+        ),
+    ]);
+    container("CONTAINS", dcm("125007", "Measurement Group"), items)
+}
+
+/// The region a finding applies to (TID 1410 row "Image Region", DCM 111030): the whole image
+/// (or frame) as a closed POLYLINE in image pixel coordinates, column then row, from the top
+/// left corner of the top left pixel to the bottom right corner of the last (PS3.3 C.18.6.1.2),
+/// selected from the source image (the one IMAGE a SCOORD must have, PS3.3 C.18.6).
+/// None when the source does not give its size.
+fn image_region(src: &Source, frame: u32) -> Option<InMemDicomObject> {
+    if src.size.0 == 0 || src.size.1 == 0 {
+        return None;
+    }
+    let (columns, rows) = (src.size.0 as f32, src.size.1 as f32);
+    let corners = [
+        (0.0, 0.0),
+        (columns, 0.0),
+        (columns, rows),
+        (0.0, rows),
+        (0.0, 0.0),
+    ];
+    let data: SmallVec<[f32; 2]> = corners.iter().flat_map(|&(x, y)| [x, y]).collect();
+    let mut scoord = item("CONTAINS", "SCOORD", Some(dcm("111030", "Image Region")));
+    put_str(&mut scoord, tags::GRAPHIC_TYPE, VR::CS, "POLYLINE");
+    scoord.put(DataElement::new(
+        tags::GRAPHIC_DATA,
+        VR::FL,
+        PrimitiveValue::F32(data),
+    ));
+    put_seq(
+        &mut scoord,
+        tags::CONTENT_SEQUENCE,
+        vec![src.image_item("SELECTED FROM", None, Some(frame))],
+    );
+    Some(scoord)
 }
 
 /// The model's probability as a TID 300 measurement: Certainty of Finding in percent, as CAD
 /// reports carry it (PS3.16 CID 6048), inferred from the source image (TID 320).
 fn certainty(probability: f32, src: &Source, frame: u32) -> InMemDicomObject {
-    let mut num = item(
-        "CONTAINS",
-        "NUM",
-        Some(dcm("111012", "Certainty of Finding")),
-    );
+    percent(
+        dcm("111012", "Certainty of Finding"),
+        probability,
+        src,
+        frame,
+    )
+}
+
+/// The probability again as a measurement named by the finding itself ("Pneumonia: 93.1 %"):
+/// the one form OHIF 3.13 prints beside a region (see the module documentation).
+fn probability_of(
+    finding: &CodedConcept,
+    probability: f32,
+    src: &Source,
+    frame: u32,
+) -> InMemDicomObject {
+    percent(finding.clone(), probability, src, frame)
+}
+
+/// A NUM content item: `probability` in percent, inferred from the source image (and frame).
+fn percent(concept: CodedConcept, probability: f32, src: &Source, frame: u32) -> InMemDicomObject {
+    let mut num = item("CONTAINS", "NUM", Some(concept));
     let mut measured = InMemDicomObject::new_empty();
     put_str(
         &mut measured,

@@ -1,4 +1,5 @@
-//! HTTP adapter (axum): the health check, DICOMweb (PS3.18) under `/dicomweb`, and the cross-cutting
+//! HTTP adapter (axum): the health check, DICOMweb (PS3.18) under `/dicomweb`, a browser viewer's
+//! files at the root when configured (`viewer.rs`), and the cross-cutting
 //! HTTP conventions (CORS for browser viewers, gzip for text bodies, a WARN line for every failed
 //! request, request tracing).
 //!
@@ -11,6 +12,7 @@ pub mod error;
 pub mod listener;
 pub mod observability;
 pub mod pool;
+pub mod viewer;
 pub mod wado_uri;
 
 use std::sync::Arc;
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         })
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
+        .fallback(viewer::fallback)
         .route_layer(axum::middleware::from_fn(observability::track))
         .with_state(state)
         .layer(axum::middleware::from_fn(error::log_failures))

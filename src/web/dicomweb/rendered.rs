@@ -29,6 +29,9 @@ pub struct RenderParams {
     /// Accepted so requests carrying it are not refused; the answer is always sRGB.
     #[allow(dead_code)]
     iccprofile: Option<String>,
+    /// The `accept` query parameter (PS3.18 8.3.3.1), used in place of the Accept header:
+    /// OHIF asks for thumbnails with `?accept=image/jpeg`.
+    accept: Option<String>,
 }
 
 fn parse_options(
@@ -72,6 +75,14 @@ fn parse_options(
         return Err(HttpError::bad_request("quality must be between 1 and 100"));
     }
     let quality = params.quality.unwrap_or(90);
+    let from_query;
+    let headers = match &params.accept {
+        Some(accept) => {
+            from_query = accept_header(accept)?;
+            &from_query
+        }
+        None => headers,
+    };
     let mut format = None;
     for r in accepted(headers) {
         format = match r.essence.as_str() {
@@ -96,6 +107,13 @@ fn parse_options(
         viewport,
         format,
     })
+}
+
+/// The `accept` query parameter as an Accept header.
+fn accept_header(accept: &str) -> Result<HeaderMap, HttpError> {
+    let value = header::HeaderValue::from_str(accept)
+        .map_err(|_| HttpError::bad_request("accept: not a media type list"))?;
+    Ok(HeaderMap::from_iter([(header::ACCEPT, value)]))
 }
 
 /// Renders `frame` of `instance`.
