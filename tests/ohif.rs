@@ -41,13 +41,8 @@ fn findings_series(server: &TramyServer, study: &str) -> String {
 /// out of the checks below, and any other error still fails the test.
 const OHIF_OWN_ERROR: &str = "Error: Invalid VOI LUT function";
 
-/// What OHIF says when a request fails: tolerated only while tramy answers a thumbnail with 406
-/// (12-bit JPEG rendering is issue #8 item 3, worked on apart from this test).
-const REQUEST_FAILED: &str = "Error: request failed";
-
-/// Error notifications other than [`OHIF_OWN_ERROR`] and, when `thumbnail_406`, other than
-/// [`REQUEST_FAILED`].
-fn errors(step: &serde_json::Value, thumbnail_406: bool) -> Vec<serde_json::Value> {
+/// Error notifications other than [`OHIF_OWN_ERROR`].
+fn errors(step: &serde_json::Value) -> Vec<serde_json::Value> {
     step["errors"]
         .as_array()
         .unwrap()
@@ -57,7 +52,7 @@ fn errors(step: &serde_json::Value, thumbnail_406: bool) -> Vec<serde_json::Valu
             details.is_empty()
                 || details
                     .iter()
-                    .any(|d| d != OHIF_OWN_ERROR && !(thumbnail_406 && d == REQUEST_FAILED))
+                    .any(|d| d != OHIF_OWN_ERROR)
         })
         .cloned()
         .collect()
@@ -142,16 +137,12 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
     let see = format!("screenshots in {}", keep.display());
     assert_success(&out, &format!("ohif_check.py ({see})"));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let log = server.log();
-    let thumbnail_406 = log.lines().any(|l| {
-        l.contains("HTTP request failed") && l.contains("status=406") && l.contains("/thumbnail")
-    });
 
     // The SR opens without an error and OHIF prints the finding's meaning beside its region.
     let sr = &report["sr"][0];
     assert_eq!(sr["listed"], true, "the SR is not listed: {sr} ({see})");
     assert_eq!(sr["found"], true, "{meaning} not drawn: {sr} ({see})");
-    assert!(errors(sr, false).is_empty(), "{sr} ({see})");
+    assert!(errors(sr).is_empty(), "{sr} ({see})");
 
     // The NM image is drawn (not one flat value) without an error.
     let nm_view = &report["image"][0];
@@ -161,7 +152,7 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
         });
     assert!(drawn, "no image drawn: {nm_view} ({see})");
     assert!(
-        errors(nm_view, thumbnail_406).is_empty(),
+        errors(nm_view).is_empty(),
         "{nm_view} ({see})"
     );
 
