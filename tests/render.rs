@@ -8,19 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Path of one of pydicom's test files (shipped in the pydicom wheel).
-fn pydicom_test_file(name: &str) -> String {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            &format!("import pydicom.data; print(pydicom.data.get_testdata_file('{name}'))"),
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "pydicom test file lookup");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Frame 1 of `file` through pydicom, windowed over its full range to 8 bits, and its UIDs.
 fn pydicom_reference(file: &str) -> (Vec<u8>, [String; 3]) {
     let script = r#"

@@ -233,19 +233,6 @@ fn every_pydicom_test_image_renders_like_pydicom_and_pylibjpeg_decode_it() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Path of one of pydicom's test files (shipped in the pydicom wheel).
-fn pydicom_test_file(name: &str) -> String {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            &format!("import pydicom.data; print(pydicom.data.get_testdata_file('{name}'))"),
-        ])
-        .output()
-        .unwrap();
-    assert_success(&out, "pydicom test file lookup");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The files whose decoding is tramy's own (`dicom/codecs.rs`, `dicom/presentation.rs`).
 const OWN_DECODING: [&str; 6] = [
     "JPGExtended.dcm",

@@ -581,3 +581,17 @@ pub fn wrap_jpeg_as_dx(jpeg: &Path, out: &Path) {
         "wrap_jpeg_as_dx.py",
     );
 }
+
+/// Path of one of pydicom's test files (shipped in the pydicom wheel).
+pub fn pydicom_test_file(name: &str) -> String {
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            &format!("import pydicom.data; print(pydicom.data.get_testdata_file('{name}'))"),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "pydicom test file lookup");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
