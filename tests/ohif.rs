@@ -49,10 +49,7 @@ fn errors(step: &serde_json::Value) -> Vec<serde_json::Value> {
         .iter()
         .filter(|e| {
             let details = e["details"].as_array().cloned().unwrap_or_default();
-            details.is_empty()
-                || details
-                    .iter()
-                    .any(|d| d != OHIF_OWN_ERROR)
+            details.is_empty() || details.iter().any(|d| d != OHIF_OWN_ERROR)
         })
         .cloned()
         .collect()
@@ -151,10 +148,7 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
             c["distinct"].as_u64().unwrap_or(0) > 16 && c["max"].as_u64() > c["min"].as_u64()
         });
     assert!(drawn, "no image drawn: {nm_view} ({see})");
-    assert!(
-        errors(nm_view).is_empty(),
-        "{nm_view} ({see})"
-    );
+    assert!(errors(nm_view).is_empty(), "{nm_view} ({see})");
 
     // OHIF asked for frames with transfer-syntax=* and received the stored JPEG Extended
     // bitstream, named in the part's Content-Type (PS3.18 8.7.3.5).

@@ -33,7 +33,12 @@ pub fn read_dataset(bytes: &[u8], ts: &TransferSyntax) -> Result<InMemDicomObjec
             },
         )?;
     }
-    InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), ts).map_err(|e| e.to_string())
+    let mut obj = InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), ts)
+        .map_err(|e| e.to_string())?;
+    if ts.endianness() == Endianness::Little {
+        super::unknown_vr::resolve(&mut obj);
+    }
+    Ok(obj)
 }
 
 /// Which header layout the data set uses.

@@ -13,6 +13,7 @@ pub mod presentation;
 pub mod storage_sop_classes;
 pub mod transcode;
 pub mod uid;
+pub mod unknown_vr;
 
 pub use attributes::{InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes};
 pub use part10::{Part10Error, ReceivedInstance};

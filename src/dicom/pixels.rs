@@ -78,6 +78,7 @@ fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
         .read_preamble(ReadPreamble::Always)
         .from_reader(Cursor::new(part10))
         .map_err(|e| PixelError::Read(e.to_string()))?;
+    super::unknown_vr::resolve(&mut obj);
     super::codecs::decode_unsupported(&mut obj)?;
     Ok(obj)
 }

@@ -594,4 +594,3 @@ pub fn pydicom_test_file(name: &str) -> String {
     assert_success(&out, "pydicom test file lookup");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
-
