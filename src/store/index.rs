@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use crate::access::{Action, Principal};
 use crate::config::DuplicatePolicy;
 use crate::dicom::{InstanceAttributes, SopInstanceUid};
 
@@ -252,9 +253,11 @@ impl Index {
     /// Files an instance under `policy`; returns once the transaction holding it has committed.
     pub async fn commit_instance(
         &self,
+        who: &Principal,
         instance: NewInstance,
         policy: DuplicatePolicy,
     ) -> Result<CommitOutcome, IndexError> {
+        self.admit(who, Action::Store)?;
         let (reply, answer) = oneshot::channel();
         let request: WriteRequest = Box::new(InstanceWrite {
             instance,
@@ -266,9 +269,17 @@ impl Index {
         answer.await.map_err(|_| IndexError::WriterGone)?
     }
 
+    /// The one checkpoint: every public method of the index passes here with its caller and
+    /// action before it touches data. Today it admits every caller (no credentials exist yet);
+    /// facility scoping, grants and audit (issue #9) are applied here, once, for every protocol.
+    pub(super) fn admit(&self, who: &Principal, action: Action) -> Result<(), IndexError> {
+        tracing::trace!(caller = ?who.kind(), ?action, "index access");
+        Ok(())
+    }
+
     /// Runs `f` in the writer's next group commit; returns its value once committed. For the
-    /// index's other writes (triage jobs, findings).
-    pub async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
+    /// index's other writes (triage jobs, findings, damage marks), behind their domain methods.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -301,7 +312,7 @@ impl Index {
     }
 
     /// Runs `f` on a read-only connection in the blocking pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
@@ -320,7 +331,7 @@ impl Index {
     /// Runs `f` on a read-only connection on the calling thread. For point lookups that take
     /// microseconds (WAL readers never wait for the writer), where a hand-off to the blocking pool
     /// would cost more than the query.
-    pub fn read_now<T>(
+    pub(super) fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
@@ -331,7 +342,12 @@ impl Index {
     }
 
     /// [`Index::instance`] on the calling thread (a primary-key lookup).
-    pub fn instance_now(&self, sop: &SopInstanceUid) -> Result<Option<StoredInstance>, IndexError> {
+    pub fn instance_now(
+        &self,
+        who: &Principal,
+        sop: &SopInstanceUid,
+    ) -> Result<Option<StoredInstance>, IndexError> {
+        self.admit(who, Action::Query)?;
         self.read_now(|conn| {
             Ok(conn
                 .prepare_cached(&format!(
@@ -345,8 +361,10 @@ impl Index {
     /// The filed instance with this SOP Instance UID, if any.
     pub async fn instance(
         &self,
+        who: &Principal,
         sop: &SopInstanceUid,
     ) -> Result<Option<StoredInstance>, IndexError> {
+        self.admit(who, Action::Query)?;
         let sop = sop.as_str().to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -363,9 +381,11 @@ impl Index {
     /// Whether the row of `sop` points at `object_key`.
     pub async fn refers_to(
         &self,
+        who: &Principal,
         sop: &SopInstanceUid,
         object_key: &str,
     ) -> Result<bool, IndexError> {
+        self.admit(who, Action::Store)?;
         let (sop, key) = (sop.as_str().to_owned(), object_key.to_owned());
         self.read(move |conn| {
             Ok(conn
@@ -381,7 +401,11 @@ impl Index {
     }
 
     /// Every object key the index refers to.
-    pub async fn object_keys(&self) -> Result<std::collections::HashSet<String>, IndexError> {
+    pub async fn object_keys(
+        &self,
+        who: &Principal,
+    ) -> Result<std::collections::HashSet<String>, IndexError> {
+        self.admit(who, Action::Integrity)?;
         self.read(|conn| {
             let mut stmt = conn.prepare("SELECT object_key FROM instances")?;
             let keys = stmt
@@ -393,13 +417,19 @@ impl Index {
     }
 
     /// Number of filed instances.
-    pub async fn instance_count(&self) -> Result<i64, IndexError> {
+    pub async fn instance_count(&self, who: &Principal) -> Result<i64, IndexError> {
+        self.admit(who, Action::Query)?;
         self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))?))
             .await
     }
 
     /// Number of instances received at or after `since` (RFC 3339 prefix; empty: all).
-    pub async fn instance_count_since(&self, since: &str) -> Result<i64, IndexError> {
+    pub async fn instance_count_since(
+        &self,
+        who: &Principal,
+        since: &str,
+    ) -> Result<i64, IndexError> {
+        self.admit(who, Action::Integrity)?;
         let since = since.to_owned();
         self.read(move |conn| {
             Ok(conn.query_row(
@@ -415,10 +445,12 @@ impl Index {
     /// each with its row number (the cursor for the next page).
     pub async fn instances_after(
         &self,
+        who: &Principal,
         after: i64,
         since: &str,
         limit: usize,
     ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        self.admit(who, Action::Integrity)?;
         let since = since.to_owned();
         self.read(move |conn| {
             let sql = format!(
@@ -439,12 +471,12 @@ impl Index {
 }
 
 /// SELECT list matching [`stored_instance_from_row`].
-pub const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.series_instance_uid, \
+pub(super) const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.series_instance_uid, \
      i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256 \
      FROM instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id";
 
 /// Reads a row selected with [`STORED_INSTANCE_SELECT`].
-pub fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+pub(super) fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
     stored_instance_at(r, 0)
 }
 
