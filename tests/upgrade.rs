@@ -1,8 +1,13 @@
-//! Schema upgrades: a data folder written before the index schema was versioned (by tramy as of
-//! issue #7, `tests/fixtures/pre-migrations-data`: the CT and an MR sample stored over DIMSE
-//! from calling AE `FIXTURE`) opens with this tramy, is migrated to the latest schema version, and
-//! its instances are intact: queried, retrieved and still the rows that were written (not rebuilt
-//! from the objects by start-up reconciliation).
+//! Schema upgrades: a data folder written before the index schema was versioned opens with this
+//! tramy, is migrated to the latest schema version, and its instances are intact: queried,
+//! retrieved and still the rows that were written (not rebuilt from the objects by start-up
+//! reconciliation).
+//!
+//! The fixture, `tests/fixtures/pre-migrations-data` (180 kB), is what tramy wrote before
+//! migrations (commit 9a6e629, after issue #7): `tramy serve`, then dcmtk's
+//! `storescu -aet FIXTURE -aec TRAMY 127.0.0.1 PORT dicom-samples/ct_small_explicit_le.dcm
+//! dicom-samples/mr_small_explicit_le.dcm`, the WAL checkpointed into `index.sqlite`, and
+//! `index.sqlite` with `objects/` copied.
 
 mod common;
 

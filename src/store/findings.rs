@@ -406,3 +406,30 @@ impl Index {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_states_keep_their_stored_names() {
+        for (state, name) in [
+            (JobState::Queued, "queued"),
+            (JobState::Running, "running"),
+            (JobState::Done, "done"),
+            (JobState::Dead, "dead"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(JobState::parse(name), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+        }
+        assert_eq!(JobState::parse("Dead"), None);
+    }
+
+    #[test]
+    fn an_unknown_stored_state_is_an_error_not_a_guess() {
+        let conn = Connection::open_in_memory().unwrap();
+        let read: rusqlite::Result<JobState> = conn.query_row("SELECT 'paused'", [], |r| r.get(0));
+        assert!(read.is_err());
+    }
+}

@@ -63,7 +63,16 @@ impl Index {
         T: Send + 'static,
         F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
     {
-        self.admit(who, Action::Query)?;
+        self.scoped(who, Action::Query, f).await
+    }
+
+    /// [`Index::query`] admitted as `action`.
+    async fn scoped<T, F>(&self, who: &Principal, action: Action, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
+    {
+        self.admit(who, action)?;
         let who = who.clone();
         self.read(move |conn| Ok(f(&QueryScope { conn, who: &who })))
             .await
@@ -84,8 +93,10 @@ impl Index {
         who: &Principal,
         query: AttributeQuery,
     ) -> Result<Result<Vec<InstanceMetadata>, QueryError>, IndexError> {
-        self.admit(who, Action::ReadMetadata)?;
-        self.query(who, move |scope| scope.metadata(&query)).await
+        self.scoped(who, Action::ReadMetadata, move |scope| {
+            scope.metadata(&query)
+        })
+        .await
     }
 }
 
