@@ -7,6 +7,10 @@
 //! answered only after the COMMIT returned, so an acknowledged instance is in the index.
 //!
 //! Reads use a small pool of read-only connections; WAL lets them run beside the writer.
+//!
+//! Both are private to `store/`: the rest of tramy calls [`Index`]'s domain methods (here and in
+//! `query.rs`, `findings.rs`, `damage.rs`), each naming its caller and passing `Index::admit`.
+//! The schema is built and upgraded by `migrations.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -183,7 +187,7 @@ where
     }
 }
 
-/// The index handle; cheap to clone.
+/// The index handle, the archive's data API; cheap to clone.
 #[derive(Clone)]
 pub struct Index {
     writer: mpsc::SyncSender<WriteRequest>,

@@ -4,7 +4,7 @@
 //! tramy knows (no silent downgrade).
 //!
 //! The rule: a migration that has shipped is never edited. A schema change is a new file
-//! `migrations/NNN_what.sql` appended to [`MIGRATIONS`]; `tests/upgrade.rs` opens a data folder
+//! `migrations/NNN_what.sql` appended to `MIGRATIONS`; `tests/upgrade.rs` opens a data folder
 //! written before migrations existed and checks that it reaches [`SCHEMA_VERSION`] intact.
 
 use rusqlite::Connection;
