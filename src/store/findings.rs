@@ -7,6 +7,16 @@ use serde::Serialize;
 
 use super::index::{Index, IndexError};
 use crate::access::{Action, Principal};
+use crate::triage::manifest::Urgency;
+
+/// The stored name of an urgency (the worklist ranks by these names).
+fn urgency_name(urgency: Urgency) -> &'static str {
+    match urgency {
+        Urgency::Routine => "routine",
+        Urgency::Urgent => "urgent",
+        Urgency::Emergency => "emergency",
+    }
+}
 
 /// Where a triage job stands (invariant 8: it ends `done` or `dead`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -237,8 +247,8 @@ pub struct NewFinding {
     pub probability: f64,
     /// At or above the threshold.
     pub flagged: bool,
-    /// The label's urgency (`emergency`, `urgent`, `routine`).
-    pub urgency: String,
+    /// The label's urgency, from the model's manifest.
+    pub urgency: Urgency,
 }
 
 /// A finished job's results: its instance, the model that ran, and every label's score.
@@ -370,7 +380,7 @@ impl Index {
                         f.label,
                         f.probability,
                         f.flagged,
-                        f.urgency,
+                        urgency_name(f.urgency),
                         results.statement,
                         created
                     ],
@@ -424,6 +434,13 @@ mod tests {
             assert_eq!(serde_json::to_value(state).unwrap(), name);
         }
         assert_eq!(JobState::parse("Dead"), None);
+    }
+
+    #[test]
+    fn urgencies_are_stored_under_their_manifest_names() {
+        for u in [Urgency::Routine, Urgency::Urgent, Urgency::Emergency] {
+            assert_eq!(serde_json::to_value(u).unwrap(), urgency_name(u));
+        }
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl TriageWorker {
                             label: s.label.clone(),
                             probability: f64::from(s.probability),
                             flagged: s.flagged,
-                            urgency: format!("{:?}", s.urgency).to_lowercase(),
+                            urgency: s.urgency,
                         })
                     })
                     .collect();
