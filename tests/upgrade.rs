@@ -117,3 +117,57 @@ fn a_migrated_data_folder_takes_new_instances() {
     server.store_files(&[mr.as_path()], "an MR after the upgrade");
     assert_eq!(server.indexed_instances(), 3);
 }
+
+#[test]
+fn an_index_from_a_newer_tramy_is_refused_and_left_as_it_is() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    copy_dir(
+        &repo_root().join("tests/fixtures/pre-migrations-data"),
+        &data,
+    );
+    let newer = tramy::store::SCHEMA_VERSION + 1;
+    rusqlite::Connection::open(data.join("index.sqlite"))
+        .and_then(|c| c.pragma_update(None, "user_version", newer))
+        .expect("index marked as newer");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .arg("serve")
+        .env("TRAMY_DATA_DIR", &data)
+        .env("TRAMY_DIMSE_ADDR", "127.0.0.1:0")
+        .env("TRAMY_HTTP_ADDR", "127.0.0.1:0")
+        .env_remove("TRAMY_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tramy starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().expect("output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "tramy served a newer index: {said}"
+    );
+    assert!(
+        said.contains("written by a newer tramy"),
+        "the reason is given: {said}"
+    );
+    let version: usize = rusqlite::Connection::open(data.join("index.sqlite"))
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("user_version");
+    assert_eq!(version, newer, "the index is not touched");
+}

@@ -39,6 +39,17 @@ pub enum IndexError {
     /// data folder written by a newer tramy).
     #[error("index schema migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// The index was written by a newer tramy; this one would misread it, and never downgrades.
+    #[error(
+        "the index was written by a newer tramy (schema version {found}; this tramy knows up to \
+         {known}): run that tramy, or an index from before the upgrade"
+    )]
+    NewerSchema {
+        /// The index's schema version.
+        found: usize,
+        /// The latest this tramy knows.
+        known: usize,
+    },
     /// The index file cannot be opened.
     #[error("cannot open index {path}: {source}")]
     Open {
@@ -238,6 +249,13 @@ impl Index {
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let found = super::migrations::version(&conn)?;
+        if found > super::migrations::SCHEMA_VERSION {
+            return Err(IndexError::NewerSchema {
+                found,
+                known: super::migrations::SCHEMA_VERSION,
+            });
+        }
         super::migrations::to_latest(&mut conn)?;
 
         let (tx, rx) = mpsc::sync_channel::<WriteRequest>(4096);

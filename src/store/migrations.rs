@@ -20,6 +20,11 @@ fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)
 }
 
+/// The schema version of the index on `conn` (0: written before migrations, or new).
+pub(super) fn version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 /// Runs the pending migrations on the writer's connection.
 pub(super) fn to_latest(conn: &mut Connection) -> Result<(), rusqlite_migration::Error> {
     migrations().to_latest(conn)
@@ -38,10 +43,7 @@ mod tests {
     fn a_fresh_index_reaches_the_latest_version() {
         let mut conn = Connection::open_in_memory().unwrap();
         to_latest(&mut conn).unwrap();
-        let version: usize = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
     }
 
     #[test]
