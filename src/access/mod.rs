@@ -51,7 +51,8 @@ pub enum Action {
     Query,
     /// Read stored metadata (WADO-RS metadata).
     ReadMetadata,
-    /// File an instance (C-STORE, STOW-RS, import, re-indexing).
+    /// File an instance (C-STORE, STOW-RS, import, re-indexing), with the lookups that decide
+    /// duplicates and conflicts, which see every filed instance whoever the caller.
     Store,
     /// Read triage results: findings, worklist, job queue.
     ReadFindings,

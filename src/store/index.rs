@@ -369,7 +369,9 @@ impl Index {
         who: &Principal,
         sop: &SopInstanceUid,
     ) -> Result<Option<StoredInstance>, IndexError> {
-        self.admit(who, Action::Query)?;
+        // Ingest's duplicate and conflict check: it must see every filed instance, whoever filed
+        // it, so it is admitted as part of storing, never narrowed to what `who` may read.
+        self.admit(who, Action::Store)?;
         self.read_now(|conn| {
             Ok(conn
                 .prepare_cached(&format!(
