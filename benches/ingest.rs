@@ -35,6 +35,7 @@ fn bench_ingest(c: &mut Criterion) {
     let template =
         ReceivedInstance::from_part10(Bytes::from(std::fs::read(SAMPLE).unwrap())).unwrap();
     let sender = Sender {
+        principal: tramy::access::Principal::system(),
         source: "BENCH".into(),
         address: "127.0.0.1".into(),
     };

@@ -85,6 +85,7 @@ pub async fn import_dir(
         ProgressBar::hidden()
     };
     let sender = Sender {
+        principal: crate::access::Principal::system(),
         source: "IMPORT".into(),
         address: format!("file://{}", dir.display()),
     };

@@ -22,6 +22,8 @@ use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, O
 /// Who sent an instance: recorded with it, the basis of delivery receipts.
 #[derive(Debug, Clone)]
 pub struct Sender {
+    /// On whose behalf the instance is filed (the index's checkpoint sees it).
+    pub principal: crate::access::Principal,
     /// Calling AE title for DIMSE, or the client identity for HTTP.
     pub source: String,
     /// Peer network address.
@@ -158,10 +160,10 @@ impl SopLocks {
 /// The archive: object storage and index behind the ingest path. Cheap to clone.
 #[derive(Clone)]
 pub struct Archive {
-    /// Object store.
-    pub objects: ObjectStorage,
-    /// Metadata index.
-    pub index: Index,
+    /// Object store: reached only through the archive's read and write paths (invariant 13).
+    objects: ObjectStorage,
+    /// Metadata index: its methods take the caller and pass one checkpoint.
+    index: Index,
     /// Where data sets wait while they arrive.
     pub staging: Staging,
     policy: DuplicatePolicy,
@@ -174,6 +176,16 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// The metadata index, whose every method names its caller (`access::Principal`).
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The object store, for the integrity layer's verified reads and reconciliation.
+    pub(crate) fn objects(&self) -> &ObjectStorage {
+        &self.objects
+    }
+
     /// Opens the archive in `config.data_dir` (objects under `objects/`, index in `index.sqlite`).
     pub fn open(config: &Config) -> Result<Archive, IngestError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ObjectError::CreateDir {
@@ -289,7 +301,10 @@ impl Archive {
     async fn file(&self, prepared: Prepared, sender: &Sender) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
         // Decide before writing, so a duplicate or a kept conflict never touches the stored object.
-        if let Some(existing) = self.index.instance_now(&a.sop_instance_uid)? {
+        if let Some(existing) = self
+            .index
+            .instance_now(&sender.principal, &a.sop_instance_uid)?
+        {
             if existing.sha256 == prepared.sha256 {
                 return Ok(prepared.report(IngestOutcome::Duplicate));
             }
@@ -372,7 +387,11 @@ impl Archive {
             outcome,
             sha256: prepared.sha256.clone(),
         };
-        match self.index.commit_instance(new, self.policy).await {
+        match self
+            .index
+            .commit_instance(&sender.principal, new, self.policy)
+            .await
+        {
             Ok(CommitOutcome::Stored) => Ok(report(IngestOutcome::Stored)),
             Ok(CommitOutcome::Duplicate) => Ok(report(IngestOutcome::Duplicate)),
             Ok(CommitOutcome::ConflictKept) => Ok(report(IngestOutcome::ConflictKept)),
@@ -394,7 +413,11 @@ impl Archive {
                 // unless another instance row refers to it (a previous version at the same key).
                 if !self
                     .index
-                    .refers_to(&prepared.attributes.sop_instance_uid, &key)
+                    .refers_to(
+                        &sender.principal,
+                        &prepared.attributes.sop_instance_uid,
+                        &key,
+                    )
                     .await
                     .unwrap_or(true)
                 {
@@ -437,7 +460,7 @@ impl Archive {
         Ok(
             match self
                 .index
-                .commit_instance(new, DuplicatePolicy::KeepFirst)
+                .commit_instance(&sender.principal, new, DuplicatePolicy::KeepFirst)
                 .await?
             {
                 CommitOutcome::Stored => IngestOutcome::Stored,

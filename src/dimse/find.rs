@@ -12,8 +12,9 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use crate::access::Principal;
 use crate::dicom::query_retrieve;
-use crate::store::query::{AttributeQuery, QueryError, QueryLevel, QueryMatch};
+use crate::store::query::{AttributeQuery, QueryError, QueryLevel, QueryMatch, QueryScope};
 
 /// Why an identifier cannot be answered; carries the status to send.
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +238,7 @@ pub async fn query_index<T: Send + 'static>(
     service: &DimseService,
     context: &AcceptedContext,
     dataset: Option<&Bytes>,
-    run: fn(&rusqlite::Connection, &AttributeQuery) -> Result<T, QueryError>,
+    run: fn(&QueryScope<'_>, &AttributeQuery) -> Result<T, QueryError>,
 ) -> Result<(InMemDicomObject, QueryLevel, T), IdentifierError> {
     let bytes = dataset.ok_or_else(|| {
         identifier_error(status::CANNOT_UNDERSTAND, "request without an identifier")
@@ -247,8 +248,8 @@ pub async fn query_index<T: Send + 'static>(
     let level = query.level;
     let found = service
         .archive
-        .index
-        .read(move |conn| Ok(run(conn, &query)))
+        .index()
+        .query(&Principal::anonymous(), move |scope| run(scope, &query))
         .await
         .map_err(|e| identifier_error(status::OUT_OF_RESOURCES, e.to_string()))?
         .map_err(|e| identifier_error(status::CANNOT_UNDERSTAND, e.to_string()))?;
@@ -261,7 +262,7 @@ async fn answer(
     dataset: Option<&Bytes>,
 ) -> Result<Vec<Vec<u8>>, IdentifierError> {
     let (identifier, level, matches) =
-        query_index(service, context, dataset, crate::store::query::find).await?;
+        query_index(service, context, dataset, |scope, query| scope.find(query)).await?;
     let ae = service.config.dimse.ae_title.clone();
     matches
         .iter()

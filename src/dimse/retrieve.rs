@@ -136,7 +136,7 @@ async fn begin<A: PduTransport>(
         service,
         &context,
         request.dataset.as_ref(),
-        crate::store::query::instances,
+        |scope, query| scope.instances(query),
     )
     .await
     {

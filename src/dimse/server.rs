@@ -185,6 +185,7 @@ async fn serve_association(
     };
     drop(negotiation);
     let sender = Sender {
+        principal: crate::access::Principal::anonymous(),
         source: association.calling_ae_title.clone(),
         address: peer.to_string(),
     };

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use dicom_object::meta::FileMetaTable;
 use sha2::{Digest, Sha256};
 
+use crate::access::Principal;
 use crate::ingest::Archive;
-use crate::store::damage::{self, Problem};
+use crate::store::damage::Problem;
 use crate::store::objects::ChunkSink;
 use crate::store::{ObjectError, StoredInstance};
 
@@ -146,7 +147,7 @@ pub async fn read_checked(
 ) -> Result<(Option<Bytes>, u64), ReadError> {
     let sop_instance_uid = instance.sop_instance_uid.clone();
     let (file, read, digest) = match archive
-        .objects
+        .objects()
         .read_inspecting(&instance.object_key, keep, DataSetDigest::default())
         .await
     {
@@ -192,10 +193,15 @@ impl Archive {
             %reason,
             "stored object failed verification; not served"
         );
-        let sop = instance.sop_instance_uid.clone();
+        // The mark is the archive's own bookkeeping, whoever's read found the fault.
         if let Err(e) = self
-            .index
-            .write(move |conn| damage::mark(conn, &sop, problem, &reason))
+            .index()
+            .mark_damaged(
+                &Principal::system(),
+                &instance.sop_instance_uid,
+                problem,
+                &reason,
+            )
             .await
         {
             tracing::error!(error = %e, "could not mark the instance damaged in the index");

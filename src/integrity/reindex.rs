@@ -7,6 +7,7 @@
 //! [`reconcile`] before the listeners accept work; `tramy reindex` runs [`reindex`] with a
 //! progress bar for disaster recovery. Both are idempotent.
 
+use crate::access::Principal;
 use std::collections::HashSet;
 use std::io::Cursor;
 
@@ -68,13 +69,13 @@ pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> 
 }
 
 async fn run(archive: &Archive, bar: ProgressBar) -> Result<ReindexSummary, ReindexError> {
-    let objects = archive.objects.clone();
+    let objects = archive.objects().clone();
     let interrupted = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
         .await
         .map_err(|e| IndexError::Task(e.to_string()))?
         .map_err(ObjectError::Cleanup)?;
-    let indexed: HashSet<String> = archive.index.object_keys().await?;
-    let listed = archive.objects.list_instances().await?;
+    let indexed: HashSet<String> = archive.index().object_keys(&Principal::system()).await?;
+    let listed = archive.objects().list_instances().await?;
     let mut summary = ReindexSummary {
         objects: listed.len(),
         interrupted_writes_removed: interrupted,
@@ -108,7 +109,7 @@ async fn index_object(
     archive: &Archive,
     object: &ListedObject,
 ) -> Result<IngestOutcome, ObjectFault> {
-    let file = match archive.objects.get(&object.key).await {
+    let file = match archive.objects().get(&object.key).await {
         Ok(file) => file,
         // Removed since it was listed.
         Err(ObjectError::NotFound) => return Err(ObjectFault::Unreadable("gone".into())),
@@ -116,6 +117,7 @@ async fn index_object(
     };
     let size = file.len() as i64;
     let sender = Sender {
+        principal: Principal::system(),
         source: source_ae_title(&file).unwrap_or_else(|| "REINDEX".into()),
         address: "reindex".into(),
     };

@@ -10,8 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::read::{read_checked, ReadError};
+use crate::access::Principal;
 use crate::ingest::Archive;
-use crate::store::damage::{self, Problem};
+use crate::store::damage::Problem;
 use crate::store::IndexError;
 
 /// What to verify and how fast.
@@ -148,7 +149,12 @@ pub async fn verify(
     options: &VerifyOptions,
 ) -> Result<VerifySummary, IndexError> {
     let since = options.since.clone().unwrap_or_default();
-    let total = archive.index.instance_count_since(&since).await?;
+    // The scrub is tramy's own work, whoever started it.
+    let system = Principal::system();
+    let total = archive
+        .index()
+        .instance_count_since(&system, &since)
+        .await?;
     let bar = if options.progress {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
@@ -160,8 +166,8 @@ pub async fn verify(
         ProgressBar::hidden()
     };
     let marked: HashSet<String> = archive
-        .index
-        .read(|c| Ok(damage::all(c)?))
+        .index()
+        .damaged_instances(&system)
         .await?
         .into_iter()
         .map(|d| d.sop_instance_uid)
@@ -170,7 +176,10 @@ pub async fn verify(
     let mut summary = VerifySummary::default();
     let mut after = 0;
     loop {
-        let page = archive.index.instances_after(after, &since, PAGE).await?;
+        let page = archive
+            .index()
+            .instances_after(&system, after, &since, PAGE)
+            .await?;
         let Some((last, _)) = page.last() else { break };
         after = *last;
         for (_, instance) in page {
@@ -203,19 +212,19 @@ async fn record(
         Ok((_, read)) => {
             summary.bytes += read;
             if marked.contains(&sop) {
-                let key = sop.clone();
-                archive.index.write(move |c| damage::clear(c, &key)).await?;
+                archive
+                    .index()
+                    .clear_damage(&Principal::system(), &sop)
+                    .await?;
                 summary.repaired.push(sop);
             }
         }
         Err(ReadError::Backend(e)) => summary.unreadable.push(failed(e.to_string())),
         Err(e) => {
             if let Some((problem, reason)) = e.problem() {
-                let key = sop.clone();
-                let why = reason.clone();
                 archive
-                    .index
-                    .write(move |c| damage::mark(c, &key, problem, &why))
+                    .index()
+                    .mark_damaged(&Principal::system(), &sop, problem, &reason)
                     .await?;
                 match problem {
                     Problem::Missing => summary.missing.push(failed(reason)),

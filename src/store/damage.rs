@@ -2,8 +2,11 @@
 //! acknowledged (checksum or identity mismatch). Recorded by the read path and by `tramy verify`,
 //! cleared when a later check finds the object intact again (restored from a backup).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
+
+use super::index::{Index, IndexError};
+use crate::access::{Action, Principal};
 
 /// What is wrong with a stored object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,7 +50,7 @@ pub struct DamagedInstance {
 }
 
 /// Records `problem` for `sop` (keeps the first detection time).
-pub fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlite::Result<()> {
+fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlite::Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     conn.prepare_cached(
         "INSERT INTO instance_damage (sop_instance_uid, problem, reason, detected_at) \
@@ -59,31 +62,52 @@ pub fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rus
 }
 
 /// Removes the mark of `sop`; returns whether there was one.
-pub fn clear(conn: &Connection, sop: &str) -> rusqlite::Result<bool> {
+fn clear(conn: &Connection, sop: &str) -> rusqlite::Result<bool> {
     Ok(conn
         .prepare_cached("DELETE FROM instance_damage WHERE sop_instance_uid = ?1")?
         .execute([sop])?
         > 0)
 }
 
-/// The mark of `sop`, if any.
-pub fn of(conn: &Connection, sop: &str) -> rusqlite::Result<Option<DamagedInstance>> {
-    conn.prepare_cached(
-        "SELECT sop_instance_uid, problem, reason, detected_at FROM instance_damage \
-         WHERE sop_instance_uid = ?1",
-    )?
-    .query_row([sop], from_row)
-    .optional()
-}
-
 /// Every marked instance, oldest detection first.
-pub fn all(conn: &Connection) -> rusqlite::Result<Vec<DamagedInstance>> {
+fn all(conn: &Connection) -> rusqlite::Result<Vec<DamagedInstance>> {
     conn.prepare_cached(
         "SELECT sop_instance_uid, problem, reason, detected_at FROM instance_damage \
          ORDER BY detected_at, sop_instance_uid",
     )?
     .query_map([], from_row)?
     .collect()
+}
+
+impl Index {
+    /// Records `problem` for `sop` (keeps the first detection time).
+    pub async fn mark_damaged(
+        &self,
+        who: &Principal,
+        sop: &str,
+        problem: Problem,
+        reason: &str,
+    ) -> Result<(), IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let (sop, reason) = (sop.to_owned(), reason.to_owned());
+        self.write(move |c| mark(c, &sop, problem, &reason)).await
+    }
+
+    /// Removes the mark of `sop`; returns whether there was one.
+    pub async fn clear_damage(&self, who: &Principal, sop: &str) -> Result<bool, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let sop = sop.to_owned();
+        self.write(move |c| clear(c, &sop)).await
+    }
+
+    /// Every marked instance, oldest detection first.
+    pub async fn damaged_instances(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<DamagedInstance>, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        self.read(|c| Ok(all(c)?)).await
+    }
 }
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DamagedInstance> {

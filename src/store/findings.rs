@@ -1,7 +1,73 @@
-//! Reads of triage results: a study's findings, the worklist, and the job queue.
+//! Triage in the index: a study's findings, the worklist, and the job queue (claimed, settled
+//! and listed here; jobs are queued with their instance's rows in `index.rs`).
 
-use rusqlite::{params, Connection};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, ToSql};
 use serde::Serialize;
+
+use super::index::{Index, IndexError};
+use crate::access::{Action, Principal};
+use crate::triage::manifest::Urgency;
+
+/// The stored name of an urgency (the worklist ranks by these names).
+fn urgency_name(urgency: Urgency) -> &'static str {
+    match urgency {
+        Urgency::Routine => "routine",
+        Urgency::Urgent => "urgent",
+        Urgency::Emergency => "emergency",
+    }
+}
+
+/// Where a triage job stands (invariant 8: it ends `done` or `dead`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for the worker (or for its back-off to pass).
+    Queued,
+    /// Claimed by the worker.
+    Running,
+    /// Findings recorded.
+    Done,
+    /// Failed for good; `last_error` says why.
+    Dead,
+}
+
+impl JobState {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// The state named `s`, if any.
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Done,
+            JobState::Dead,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+}
+
+impl ToSql for JobState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for JobState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = value.as_str()?;
+        JobState::parse(s).ok_or_else(|| FromSqlError::Other(format!("job state {s:?}").into()))
+    }
+}
 
 /// One label's result on one instance (or frame).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -31,7 +97,7 @@ pub struct Finding {
 }
 
 /// The findings of a study, flagged first, then by probability.
-pub fn for_study(conn: &Connection, study: &str) -> rusqlite::Result<Vec<Finding>> {
+fn for_study(conn: &Connection, study: &str) -> rusqlite::Result<Vec<Finding>> {
     conn.prepare_cached(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
          flagged, urgency, statement, created_at FROM findings WHERE study_instance_uid = ?1 \
@@ -81,11 +147,7 @@ pub struct WorklistEntry {
 }
 
 /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
-pub fn worklist(
-    conn: &Connection,
-    limit: i64,
-    offset: i64,
-) -> rusqlite::Result<Vec<WorklistEntry>> {
+fn worklist(conn: &Connection, limit: i64, offset: i64) -> rusqlite::Result<Vec<WorklistEntry>> {
     conn.prepare_cached(
         "SELECT st.study_instance_uid, p.patient_name, p.patient_id, st.study_date, st.modalities_in_study, \
          st.created_at, \
@@ -133,7 +195,7 @@ pub struct JobView {
     /// Model.
     pub model: String,
     /// queued, running, done or dead.
-    pub state: String,
+    pub state: JobState,
     /// Attempts so far.
     pub attempts: i64,
     /// Why the last attempt failed.
@@ -143,7 +205,7 @@ pub struct JobView {
 }
 
 /// Jobs in `state` (any when `None`), newest first.
-pub fn jobs(conn: &Connection, state: Option<&str>, limit: i64) -> rusqlite::Result<Vec<JobView>> {
+fn jobs(conn: &Connection, state: Option<JobState>, limit: i64) -> rusqlite::Result<Vec<JobView>> {
     conn.prepare_cached(
         "SELECT sop_instance_uid, model, state, attempts, last_error, created_at FROM triage_jobs \
          WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2",
@@ -159,4 +221,232 @@ pub fn jobs(conn: &Connection, state: Option<&str>, limit: i64) -> rusqlite::Res
         })
     })?
     .collect()
+}
+
+/// A job the worker has claimed (now `running`).
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// Row id.
+    pub id: i64,
+    /// The instance to triage.
+    pub sop_instance_uid: String,
+    /// The model to run.
+    pub model: String,
+    /// This attempt's number (1 for the first).
+    pub attempts: i64,
+}
+
+/// One label's score on one frame, to record.
+#[derive(Debug, Clone)]
+pub struct NewFinding {
+    /// Frame (1-based).
+    pub frame: i64,
+    /// Label.
+    pub label: String,
+    /// Probability.
+    pub probability: f64,
+    /// At or above the threshold.
+    pub flagged: bool,
+    /// The label's urgency, from the model's manifest.
+    pub urgency: Urgency,
+}
+
+/// A finished job's results: its instance, the model that ran, and every label's score.
+#[derive(Debug, Clone)]
+pub struct JobFindings {
+    /// Study Instance UID of the instance.
+    pub study_instance_uid: String,
+    /// Series Instance UID of the instance.
+    pub series_instance_uid: String,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// The model's use statement.
+    pub statement: String,
+    /// The scores.
+    pub findings: Vec<NewFinding>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Index {
+    /// The findings of a study, flagged first, then by probability.
+    pub async fn findings_for_study(
+        &self,
+        who: &Principal,
+        study: &str,
+    ) -> Result<Vec<Finding>, IndexError> {
+        self.admit(who, Action::ReadFindings)?;
+        let study = study.to_owned();
+        self.read(move |c| Ok(for_study(c, &study)?)).await
+    }
+
+    /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
+    pub async fn worklist(
+        &self,
+        who: &Principal,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<WorklistEntry>, IndexError> {
+        self.admit(who, Action::ReadFindings)?;
+        self.read(move |c| Ok(worklist(c, limit, offset)?)).await
+    }
+
+    /// Jobs in `state` (any when `None`), newest first.
+    pub async fn triage_jobs(
+        &self,
+        who: &Principal,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobView>, IndexError> {
+        self.admit(who, Action::ReadFindings)?;
+        self.read(move |c| Ok(jobs(c, state, limit)?)).await
+    }
+
+    /// Queues again the jobs a crash left running.
+    pub async fn requeue_interrupted_jobs(&self, who: &Principal) -> Result<usize, IndexError> {
+        self.admit(who, Action::Triage)?;
+        self.write(|c| {
+            c.execute(
+                "UPDATE triage_jobs SET state = ?1 WHERE state = ?2",
+                params![JobState::Queued, JobState::Running],
+            )
+        })
+        .await
+    }
+
+    /// Claims up to `limit` queued jobs whose back-off has passed, highest priority first, and
+    /// marks them running with one more attempt.
+    pub async fn claim_triage_jobs(
+        &self,
+        who: &Principal,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>, IndexError> {
+        self.admit(who, Action::Triage)?;
+        let now = now();
+        self.write(move |c| {
+            let jobs: Vec<ClaimedJob> = c
+                .prepare_cached(
+                    "SELECT id, sop_instance_uid, model, attempts FROM triage_jobs \
+                     WHERE state = 'queued' AND not_before <= ?1 ORDER BY priority DESC, id LIMIT ?2",
+                )?
+                .query_map(params![now, limit], |r| {
+                    Ok(ClaimedJob {
+                        id: r.get(0)?,
+                        sop_instance_uid: r.get(1)?,
+                        model: r.get(2)?,
+                        attempts: r.get::<_, i64>(3)? + 1,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            for j in &jobs {
+                c.execute(
+                    "UPDATE triage_jobs SET state = ?3, attempts = ?2 WHERE id = ?1",
+                    params![j.id, j.attempts, JobState::Running],
+                )?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    /// Records a job's findings (replacing earlier ones of the same label and frame) and marks
+    /// it done, in one commit.
+    pub async fn complete_triage_job(
+        &self,
+        who: &Principal,
+        job: &ClaimedJob,
+        results: JobFindings,
+    ) -> Result<(), IndexError> {
+        self.admit(who, Action::Triage)?;
+        let (id, sop) = (job.id, job.sop_instance_uid.clone());
+        self.write(move |c| {
+            let created = now();
+            for f in &results.findings {
+                c.execute(
+                    "INSERT OR REPLACE INTO findings (study_instance_uid, series_instance_uid, \
+                     sop_instance_uid, frame, model, model_version, label, probability, flagged, \
+                     urgency, statement, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        results.study_instance_uid,
+                        results.series_instance_uid,
+                        sop,
+                        f.frame,
+                        results.model,
+                        results.model_version,
+                        f.label,
+                        f.probability,
+                        f.flagged,
+                        urgency_name(f.urgency),
+                        results.statement,
+                        created
+                    ],
+                )?;
+            }
+            c.execute(
+                "UPDATE triage_jobs SET state = ?2, last_error = '' WHERE id = ?1",
+                params![id, JobState::Done],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a failed attempt: queued again after `not_before` (RFC 3339), or dead.
+    pub async fn fail_triage_job(
+        &self,
+        who: &Principal,
+        job: &ClaimedJob,
+        next: JobState,
+        reason: String,
+        not_before: String,
+    ) -> Result<(), IndexError> {
+        self.admit(who, Action::Triage)?;
+        let id = job.id;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE triage_jobs SET state = ?2, last_error = ?3, not_before = ?4 WHERE id = ?1",
+                params![id, next, reason, not_before],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_states_keep_their_stored_names() {
+        for (state, name) in [
+            (JobState::Queued, "queued"),
+            (JobState::Running, "running"),
+            (JobState::Done, "done"),
+            (JobState::Dead, "dead"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(JobState::parse(name), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+        }
+        assert_eq!(JobState::parse("Dead"), None);
+    }
+
+    #[test]
+    fn urgencies_are_stored_under_their_manifest_names() {
+        for u in [Urgency::Routine, Urgency::Urgent, Urgency::Emergency] {
+            assert_eq!(serde_json::to_value(u).unwrap(), urgency_name(u));
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_state_is_an_error_not_a_guess() {
+        let conn = Connection::open_in_memory().unwrap();
+        let read: rusqlite::Result<JobState> = conn.query_row("SELECT 'paused'", [], |r| r.get(0));
+        assert!(read.is_err());
+    }
 }

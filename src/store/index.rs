@@ -7,6 +7,10 @@
 //! answered only after the COMMIT returned, so an acknowledged instance is in the index.
 //!
 //! Reads use a small pool of read-only connections; WAL lets them run beside the writer.
+//!
+//! Both are private to `store/`: the rest of tramy calls [`Index`]'s domain methods (here and in
+//! `query.rs`, `findings.rs`, `damage.rs`), each naming its caller and passing `Index::admit`.
+//! The schema is built and upgraded by `migrations.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -15,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use crate::access::{Action, Principal};
 use crate::config::DuplicatePolicy;
 use crate::dicom::{InstanceAttributes, SopInstanceUid};
 
@@ -30,6 +35,21 @@ pub enum IndexError {
     /// A blocking task panicked or was cancelled.
     #[error("index task failed: {0}")]
     Task(String),
+    /// The index schema cannot be brought to this version of tramy (a failed migration, or a
+    /// data folder written by a newer tramy).
+    #[error("index schema migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The index was written by a newer tramy; this one would misread it, and never downgrades.
+    #[error(
+        "the index was written by a newer tramy (schema version {found}; this tramy knows up to \
+         {known}): run that tramy, or an index from before the upgrade"
+    )]
+    NewerSchema {
+        /// The index's schema version.
+        found: usize,
+        /// The latest this tramy knows.
+        known: usize,
+    },
     /// The index file cannot be opened.
     #[error("cannot open index {path}: {source}")]
     Open {
@@ -107,121 +127,6 @@ pub struct StoredInstance {
     pub sha256: String,
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS patients (
-    id INTEGER PRIMARY KEY,
-    patient_key TEXT NOT NULL UNIQUE,
-    patient_id TEXT NOT NULL,
-    issuer_of_patient_id TEXT NOT NULL,
-    patient_name TEXT NOT NULL,
-    patient_name_norm TEXT NOT NULL,
-    birth_date TEXT NOT NULL,
-    sex TEXT NOT NULL,
-    num_studies INTEGER NOT NULL DEFAULT 0,
-    num_series INTEGER NOT NULL DEFAULT 0,
-    num_instances INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS patients_patient_id ON patients(patient_id);
-CREATE INDEX IF NOT EXISTS patients_name ON patients(patient_name_norm);
-
-CREATE TABLE IF NOT EXISTS studies (
-    id INTEGER PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL UNIQUE,
-    patient_fk INTEGER NOT NULL REFERENCES patients(id),
-    study_date TEXT NOT NULL,
-    study_time TEXT NOT NULL,
-    accession_number TEXT NOT NULL,
-    study_id TEXT NOT NULL,
-    referring_physician_name TEXT NOT NULL,
-    referring_physician_name_norm TEXT NOT NULL,
-    study_description TEXT NOT NULL,
-    modalities_in_study TEXT NOT NULL DEFAULT '',
-    num_series INTEGER NOT NULL DEFAULT 0,
-    num_instances INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_fk);
-CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
-CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession_number);
-
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    series_instance_uid TEXT NOT NULL UNIQUE,
-    study_fk INTEGER NOT NULL REFERENCES studies(id),
-    modality TEXT NOT NULL,
-    series_number INTEGER,
-    series_description TEXT NOT NULL,
-    body_part_examined TEXT NOT NULL,
-    series_date TEXT NOT NULL,
-    series_time TEXT NOT NULL,
-    num_instances INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS series_study ON series(study_fk);
-CREATE INDEX IF NOT EXISTS series_modality ON series(modality);
-
-CREATE TABLE IF NOT EXISTS instances (
-    id INTEGER PRIMARY KEY,
-    sop_instance_uid TEXT NOT NULL UNIQUE,
-    series_fk INTEGER NOT NULL REFERENCES series(id),
-    sop_class_uid TEXT NOT NULL,
-    instance_number INTEGER,
-    rows INTEGER,
-    columns INTEGER,
-    number_of_frames INTEGER,
-    transfer_syntax_uid TEXT NOT NULL,
-    object_key TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    source TEXT NOT NULL,
-    source_address TEXT NOT NULL,
-    metadata_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_series ON instances(series_fk);
-
-CREATE TABLE IF NOT EXISTS triage_jobs (
-    id INTEGER PRIMARY KEY,
-    sop_instance_uid TEXT NOT NULL,
-    model TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'queued',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before TEXT NOT NULL,
-    last_error TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    UNIQUE (sop_instance_uid, model)
-);
-CREATE INDEX IF NOT EXISTS triage_jobs_ready ON triage_jobs(state, priority DESC, id);
-
-CREATE TABLE IF NOT EXISTS findings (
-    id INTEGER PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    sop_instance_uid TEXT NOT NULL,
-    frame INTEGER NOT NULL DEFAULT 0,
-    model TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    label TEXT NOT NULL,
-    probability REAL NOT NULL,
-    flagged INTEGER NOT NULL,
-    urgency TEXT NOT NULL,
-    statement TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (sop_instance_uid, model, label, frame)
-);
-CREATE INDEX IF NOT EXISTS findings_study ON findings(study_instance_uid);
-CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
-
--- Instances whose stored object failed verification (see store/damage.rs); kept apart from the
--- instance row so a restored object clears the mark without touching what was indexed.
-CREATE TABLE IF NOT EXISTS instance_damage (
-    sop_instance_uid TEXT PRIMARY KEY,
-    problem TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    detected_at TEXT NOT NULL
-);
-"#;
-
 /// Upper-cases a person name for case-insensitive matching, Unicode-aware so Vietnamese names
 /// match whatever their case.
 pub fn normalise_person_name(name: &str) -> String {
@@ -293,7 +198,7 @@ where
     }
 }
 
-/// The index handle; cheap to clone.
+/// The index handle, the archive's data API; cheap to clone.
 #[derive(Clone)]
 pub struct Index {
     writer: mpsc::SyncSender<WriteRequest>,
@@ -336,7 +241,7 @@ impl Index {
     /// Opens (creating if needed) the index at `path`. With `fsync`, every commit reaches stable
     /// storage (`synchronous=FULL`); without, commits survive a process crash but not power loss.
     pub fn open(path: &Path, fsync: bool) -> Result<Index, IndexError> {
-        let conn = Connection::open(path).map_err(|source| IndexError::Open {
+        let mut conn = Connection::open(path).map_err(|source| IndexError::Open {
             path: path.to_owned(),
             source,
         })?;
@@ -344,7 +249,14 @@ impl Index {
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.execute_batch(SCHEMA)?;
+        let found = super::migrations::version(&conn)?;
+        if found > super::migrations::SCHEMA_VERSION {
+            return Err(IndexError::NewerSchema {
+                found,
+                known: super::migrations::SCHEMA_VERSION,
+            });
+        }
+        super::migrations::to_latest(&mut conn)?;
 
         let (tx, rx) = mpsc::sync_channel::<WriteRequest>(4096);
         std::thread::Builder::new()
@@ -363,9 +275,11 @@ impl Index {
     /// Files an instance under `policy`; returns once the transaction holding it has committed.
     pub async fn commit_instance(
         &self,
+        who: &Principal,
         instance: NewInstance,
         policy: DuplicatePolicy,
     ) -> Result<CommitOutcome, IndexError> {
+        self.admit(who, Action::Store)?;
         let (reply, answer) = oneshot::channel();
         let request: WriteRequest = Box::new(InstanceWrite {
             instance,
@@ -377,9 +291,17 @@ impl Index {
         answer.await.map_err(|_| IndexError::WriterGone)?
     }
 
+    /// The one checkpoint: every public method of the index passes here with its caller and
+    /// action before it touches data. Today it admits every caller (no credentials exist yet);
+    /// facility scoping, grants and audit (issue #9) are applied here, once, for every protocol.
+    pub(super) fn admit(&self, who: &Principal, action: Action) -> Result<(), IndexError> {
+        tracing::trace!(caller = ?who.kind(), ?action, "index access");
+        Ok(())
+    }
+
     /// Runs `f` in the writer's next group commit; returns its value once committed. For the
-    /// index's other writes (triage jobs, findings).
-    pub async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
+    /// index's other writes (triage jobs, findings, damage marks), behind their domain methods.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -412,7 +334,7 @@ impl Index {
     }
 
     /// Runs `f` on a read-only connection in the blocking pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
@@ -431,7 +353,7 @@ impl Index {
     /// Runs `f` on a read-only connection on the calling thread. For point lookups that take
     /// microseconds (WAL readers never wait for the writer), where a hand-off to the blocking pool
     /// would cost more than the query.
-    pub fn read_now<T>(
+    pub(super) fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
@@ -442,7 +364,14 @@ impl Index {
     }
 
     /// [`Index::instance`] on the calling thread (a primary-key lookup).
-    pub fn instance_now(&self, sop: &SopInstanceUid) -> Result<Option<StoredInstance>, IndexError> {
+    pub fn instance_now(
+        &self,
+        who: &Principal,
+        sop: &SopInstanceUid,
+    ) -> Result<Option<StoredInstance>, IndexError> {
+        // Ingest's duplicate and conflict check: it must see every filed instance, whoever filed
+        // it, so it is admitted as part of storing, never narrowed to what `who` may read.
+        self.admit(who, Action::Store)?;
         self.read_now(|conn| {
             Ok(conn
                 .prepare_cached(&format!(
@@ -456,8 +385,10 @@ impl Index {
     /// The filed instance with this SOP Instance UID, if any.
     pub async fn instance(
         &self,
+        who: &Principal,
         sop: &SopInstanceUid,
     ) -> Result<Option<StoredInstance>, IndexError> {
+        self.admit(who, Action::Query)?;
         let sop = sop.as_str().to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -474,9 +405,11 @@ impl Index {
     /// Whether the row of `sop` points at `object_key`.
     pub async fn refers_to(
         &self,
+        who: &Principal,
         sop: &SopInstanceUid,
         object_key: &str,
     ) -> Result<bool, IndexError> {
+        self.admit(who, Action::Store)?;
         let (sop, key) = (sop.as_str().to_owned(), object_key.to_owned());
         self.read(move |conn| {
             Ok(conn
@@ -492,7 +425,11 @@ impl Index {
     }
 
     /// Every object key the index refers to.
-    pub async fn object_keys(&self) -> Result<std::collections::HashSet<String>, IndexError> {
+    pub async fn object_keys(
+        &self,
+        who: &Principal,
+    ) -> Result<std::collections::HashSet<String>, IndexError> {
+        self.admit(who, Action::Integrity)?;
         self.read(|conn| {
             let mut stmt = conn.prepare("SELECT object_key FROM instances")?;
             let keys = stmt
@@ -504,13 +441,19 @@ impl Index {
     }
 
     /// Number of filed instances.
-    pub async fn instance_count(&self) -> Result<i64, IndexError> {
+    pub async fn instance_count(&self, who: &Principal) -> Result<i64, IndexError> {
+        self.admit(who, Action::Query)?;
         self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))?))
             .await
     }
 
     /// Number of instances received at or after `since` (RFC 3339 prefix; empty: all).
-    pub async fn instance_count_since(&self, since: &str) -> Result<i64, IndexError> {
+    pub async fn instance_count_since(
+        &self,
+        who: &Principal,
+        since: &str,
+    ) -> Result<i64, IndexError> {
+        self.admit(who, Action::Integrity)?;
         let since = since.to_owned();
         self.read(move |conn| {
             Ok(conn.query_row(
@@ -526,10 +469,12 @@ impl Index {
     /// each with its row number (the cursor for the next page).
     pub async fn instances_after(
         &self,
+        who: &Principal,
         after: i64,
         since: &str,
         limit: usize,
     ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        self.admit(who, Action::Integrity)?;
         let since = since.to_owned();
         self.read(move |conn| {
             let sql = format!(
@@ -550,12 +495,12 @@ impl Index {
 }
 
 /// SELECT list matching [`stored_instance_from_row`].
-pub const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.series_instance_uid, \
+pub(super) const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, se.series_instance_uid, \
      i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256 \
      FROM instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id";
 
 /// Reads a row selected with [`STORED_INSTANCE_SELECT`].
-pub fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+pub(super) fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
     stored_instance_at(r, 0)
 }
 

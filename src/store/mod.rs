@@ -4,10 +4,12 @@
 pub mod damage;
 pub mod findings;
 pub mod index;
+pub mod migrations;
 pub mod objects;
 pub mod query;
 pub mod read_buffers;
 pub mod staging;
 
 pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};
+pub use migrations::SCHEMA_VERSION;
 pub use objects::{ObjectError, ObjectStorage};

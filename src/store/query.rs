@@ -10,7 +10,95 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 
 use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
-use crate::store::index::normalise_person_name;
+use crate::access::{Action, Principal};
+use crate::store::index::{normalise_person_name, Index};
+
+/// A caller's read-only view of the index, on a blocking thread that holds one connection (one
+/// consistent snapshot) for as long as the closure given to [`Index::query`] runs: C-FIND,
+/// QIDO-RS, C-GET, C-MOVE and WADO resolve their queries here. Results are streamed row by row
+/// with [`QueryScope::for_each_match`]. The caller travels with it, so scoping by facility and
+/// grants (issue #9) narrows every query in this one place.
+pub struct QueryScope<'a> {
+    conn: &'a Connection,
+    #[allow(dead_code)] // read by scoping (issue #9); carried now so no call site changes then
+    who: &'a Principal,
+}
+
+impl QueryScope<'_> {
+    /// The matching entities with every indexed attribute of their level and the levels above.
+    pub fn find(&self, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
+        find(self.conn, query)
+    }
+
+    /// Hands each matching entity to `f` as it is read, so a large result is never held whole;
+    /// stops at the first error `f` returns.
+    pub fn for_each_match<E: From<QueryError>>(
+        &self,
+        query: &AttributeQuery,
+        f: impl FnMut(QueryMatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_each_match(self.conn, query, f)
+    }
+
+    /// Whether `query` matches more than `n` entities after its offset (its limit ignored).
+    pub fn matches_more_than(&self, query: &AttributeQuery, n: u64) -> Result<bool, QueryError> {
+        matches_more_than(self.conn, query, n)
+    }
+
+    /// The filed instances under the entities `query` matches (C-GET, C-MOVE, WADO).
+    pub fn instances(&self, query: &AttributeQuery) -> Result<Vec<StoredInstance>, QueryError> {
+        instances(self.conn, query)
+    }
+
+    /// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
+    pub fn metadata(&self, query: &AttributeQuery) -> Result<Vec<InstanceMetadata>, QueryError> {
+        metadata(self.conn, query)
+    }
+}
+
+impl Index {
+    /// Runs `f` with `who`'s [`QueryScope`] on a read-only connection in the blocking pool.
+    pub async fn query<T, F>(&self, who: &Principal, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
+    {
+        self.scoped(who, Action::Query, f).await
+    }
+
+    /// [`Index::query`] admitted as `action`.
+    async fn scoped<T, F>(&self, who: &Principal, action: Action, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
+    {
+        self.admit(who, action)?;
+        let who = who.clone();
+        self.read(move |conn| Ok(f(&QueryScope { conn, who: &who })))
+            .await
+    }
+
+    /// The filed instances under the entities `query` matches.
+    pub async fn instances(
+        &self,
+        who: &Principal,
+        query: AttributeQuery,
+    ) -> Result<Result<Vec<StoredInstance>, QueryError>, IndexError> {
+        self.query(who, move |scope| scope.instances(&query)).await
+    }
+
+    /// The stored DICOM JSON metadata of the instances `query` matches.
+    pub async fn metadata(
+        &self,
+        who: &Principal,
+        query: AttributeQuery,
+    ) -> Result<Result<Vec<InstanceMetadata>, QueryError>, IndexError> {
+        self.scoped(who, Action::ReadMetadata, move |scope| {
+            scope.metadata(&query)
+        })
+        .await
+    }
+}
 
 /// The level of the information model a query works at (QueryRetrieveLevel, PS3.4 C.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -544,7 +632,7 @@ fn paging(query: &AttributeQuery) -> String {
 
 /// Runs `query` and returns the matching entities with every indexed attribute of their level
 /// and the levels above.
-pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
+fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
     let mut out = Vec::new();
     for_each_match(conn, query, |m| {
         out.push(m);
@@ -555,7 +643,7 @@ pub fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>
 
 /// Runs `query` and hands each matching entity to `f` as it is read, so a large result is never
 /// held whole; stops at the first error `f` returns.
-pub fn for_each_match<E: From<QueryError>>(
+fn for_each_match<E: From<QueryError>>(
     conn: &Connection,
     query: &AttributeQuery,
     mut f: impl FnMut(QueryMatch) -> Result<(), E>,
@@ -613,7 +701,7 @@ fn query_match(
 
 /// Whether `query` matches more than `n` entities after its offset (its own limit ignored):
 /// one index probe, for the "more results exist" warning of a capped response.
-pub fn matches_more_than(
+fn matches_more_than(
     conn: &Connection,
     query: &AttributeQuery,
     n: u64,
@@ -631,10 +719,7 @@ pub fn matches_more_than(
 }
 
 /// The filed instances under the entities `query` matches (for C-GET, C-MOVE and WADO).
-pub fn instances(
-    conn: &Connection,
-    query: &AttributeQuery,
-) -> Result<Vec<StoredInstance>, QueryError> {
+fn instances(conn: &Connection, query: &AttributeQuery) -> Result<Vec<StoredInstance>, QueryError> {
     let image_query = AttributeQuery {
         level: QueryLevel::Image,
         ..query.clone()
@@ -669,7 +754,7 @@ pub struct InstanceMetadata {
 }
 
 /// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
-pub fn metadata(
+fn metadata(
     conn: &Connection,
     query: &AttributeQuery,
 ) -> Result<Vec<InstanceMetadata>, QueryError> {

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
-
 use super::model::{LoadedModel, Scores};
 use super::preprocess;
+use crate::access::Principal;
 use crate::dicom::SopInstanceUid;
 use crate::ingest::Archive;
+use crate::store::findings::{ClaimedJob, JobFindings, JobState, NewFinding};
 
 /// What a successful job produced: the model, the frames it looked at, their scores, and the
 /// study and series of the instance.
@@ -27,22 +27,11 @@ struct Outcome {
     report: crate::dicom::ReceivedInstance,
 }
 
-/// A claimed job.
-#[derive(Debug, Clone)]
-struct Job {
-    id: i64,
-    sop_instance_uid: String,
-    model: String,
-    attempts: i64,
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// Runs queued triage jobs until the task is dropped.
 pub struct TriageWorker {
     archive: Archive,
+    /// Triage is tramy's own work.
+    principal: Principal,
     models: HashMap<String, Arc<LoadedModel>>,
     max_attempts: i64,
     max_batch: i64,
@@ -58,6 +47,7 @@ impl TriageWorker {
     ) -> Self {
         TriageWorker {
             archive,
+            principal: Principal::system(),
             models: models
                 .iter()
                 .map(|m| (m.manifest.name.clone(), m.clone()))
@@ -72,13 +62,8 @@ impl TriageWorker {
     pub async fn run(self) {
         if let Err(e) = self
             .archive
-            .index
-            .write(|c: &Connection| {
-                c.execute(
-                    "UPDATE triage_jobs SET state = 'queued' WHERE state = 'running'",
-                    [],
-                )
-            })
+            .index()
+            .requeue_interrupted_jobs(&self.principal)
             .await
         {
             tracing::error!(error = %e, "cannot requeue interrupted triage jobs");
@@ -94,7 +79,7 @@ impl TriageWorker {
                 tokio::time::sleep(self.max_wait).await;
                 jobs.extend(self.claim_or_log(self.max_batch - jobs.len() as i64).await);
             }
-            let mut by_model: HashMap<String, Vec<Job>> = HashMap::new();
+            let mut by_model: HashMap<String, Vec<ClaimedJob>> = HashMap::new();
             for job in jobs {
                 by_model.entry(job.model.clone()).or_default().push(job);
             }
@@ -109,53 +94,30 @@ impl TriageWorker {
         }
     }
 
-    async fn claim_or_log(&self, limit: i64) -> Vec<Job> {
+    async fn claim_or_log(&self, limit: i64) -> Vec<ClaimedJob> {
         self.claim(limit).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot claim triage jobs");
             Vec::new()
         })
     }
 
-    async fn claim(&self, limit: i64) -> Result<Vec<Job>, crate::store::IndexError> {
-        let now = now();
+    async fn claim(&self, limit: i64) -> Result<Vec<ClaimedJob>, crate::store::IndexError> {
         self.archive
-            .index
-            .write(move |c: &Connection| {
-                let jobs: Vec<Job> = c
-                    .prepare_cached(
-                        "SELECT id, sop_instance_uid, model, attempts FROM triage_jobs \
-                         WHERE state = 'queued' AND not_before <= ?1 ORDER BY priority DESC, id LIMIT ?2",
-                    )?
-                    .query_map(params![now, limit], |r| {
-                        Ok(Job {
-                            id: r.get(0)?,
-                            sop_instance_uid: r.get(1)?,
-                            model: r.get(2)?,
-                            attempts: r.get::<_, i64>(3)? + 1,
-                        })
-                    })?
-                    .collect::<Result<_, _>>()?;
-                for j in &jobs {
-                    c.execute(
-                        "UPDATE triage_jobs SET state = 'running', attempts = ?2 WHERE id = ?1",
-                        params![j.id, j.attempts],
-                    )?;
-                }
-                Ok(jobs)
-            })
+            .index()
+            .claim_triage_jobs(&self.principal, limit)
             .await
     }
 
     /// The object of a job's instance, or why it cannot be had.
     async fn load(
         &self,
-        job: &Job,
+        job: &ClaimedJob,
     ) -> Result<(crate::store::StoredInstance, bytes::Bytes), String> {
         let sop = SopInstanceUid::new(&job.sop_instance_uid).map_err(|e| e.to_string())?;
         let instance = self
             .archive
-            .index
-            .instance(&sop)
+            .index()
+            .instance(&self.principal, &sop)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the instance is no longer stored")?;
@@ -169,7 +131,7 @@ impl TriageWorker {
 
     /// Runs the jobs of one model: single-image inputs as one batch, per-frame inputs (already a
     /// batch of frames each) one by one. One result per job, in order.
-    async fn process_group(&self, jobs: &[Job]) -> Vec<Result<Outcome, String>> {
+    async fn process_group(&self, jobs: &[ClaimedJob]) -> Vec<Result<Outcome, String>> {
         let Some(model) = jobs
             .first()
             .and_then(|j| self.models.get(&j.model))
@@ -209,7 +171,7 @@ impl TriageWorker {
 
     async fn settle(
         &self,
-        job: &Job,
+        job: &ClaimedJob,
         result: Result<Outcome, String>,
     ) -> Result<(), crate::store::IndexError> {
         let job = job.clone();
@@ -225,6 +187,7 @@ impl TriageWorker {
             }) => {
                 // The report goes into the study through the same ingest path as any instance.
                 let sender = crate::ingest::Sender {
+                    principal: self.principal.clone(),
                     source: super::sr::AI_SOURCE.into(),
                     address: "triage".into(),
                 };
@@ -242,36 +205,30 @@ impl TriageWorker {
                 );
                 let flagged = scores.iter().flatten().filter(|s| s.flagged).count();
                 tracing::info!(model = %name, flagged, "triage finished");
-                self.archive
-                    .index
-                    .write(move |c: &Connection| {
-                        let created = now();
-                        for (frame, frame_scores) in frames.iter().zip(&scores) {
-                            for s in frame_scores {
-                                c.execute(
-                                    "INSERT OR REPLACE INTO findings (study_instance_uid, series_instance_uid, \
-                                     sop_instance_uid, frame, model, model_version, label, probability, flagged, \
-                                     urgency, statement, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                                    params![
-                                        study,
-                                        series,
-                                        job.sop_instance_uid,
-                                        frame + 1,
-                                        name,
-                                        version,
-                                        s.label,
-                                        f64::from(s.probability),
-                                        s.flagged,
-                                        format!("{:?}", s.urgency).to_lowercase(),
-                                        statement,
-                                        created
-                                    ],
-                                )?;
-                            }
-                        }
-                        c.execute("UPDATE triage_jobs SET state = 'done', last_error = '' WHERE id = ?1", [job.id])?;
-                        Ok(())
+                let findings = frames
+                    .iter()
+                    .zip(&scores)
+                    .flat_map(|(frame, frame_scores)| {
+                        frame_scores.iter().map(move |s| NewFinding {
+                            frame: i64::from(*frame) + 1,
+                            label: s.label.clone(),
+                            probability: f64::from(s.probability),
+                            flagged: s.flagged,
+                            urgency: s.urgency,
+                        })
                     })
+                    .collect();
+                let results = JobFindings {
+                    study_instance_uid: study,
+                    series_instance_uid: series,
+                    model: name,
+                    model_version: version,
+                    statement,
+                    findings,
+                };
+                self.archive
+                    .index()
+                    .complete_triage_job(&self.principal, &job, results)
                     .await
             }
             Err(reason) => {
@@ -285,15 +242,14 @@ impl TriageWorker {
                 );
                 let not_before = (chrono::Utc::now() + delay)
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let next = if dead {
+                    JobState::Dead
+                } else {
+                    JobState::Queued
+                };
                 self.archive
-                    .index
-                    .write(move |c: &Connection| {
-                        c.execute(
-                            "UPDATE triage_jobs SET state = ?2, last_error = ?3, not_before = ?4 WHERE id = ?1",
-                            params![job.id, if dead { "dead" } else { "queued" }, reason, not_before],
-                        )?;
-                        Ok(())
-                    })
+                    .index()
+                    .fail_triage_job(&self.principal, &job, next, reason, not_before)
                     .await
             }
         }

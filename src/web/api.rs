@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::error::HttpError;
 use super::AppState;
-use crate::store::findings::{self, Finding, JobView, WorklistEntry};
+use crate::access::Principal;
+use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
 
 /// `GET /api/v1/studies/{study}/findings`: every label's result on the study's instances.
 #[utoipa::path(
@@ -27,8 +28,8 @@ pub async fn study_findings(
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let found = state
         .archive
-        .index
-        .read(move |c| Ok(findings::for_study(c, &study)?))
+        .index()
+        .findings_for_study(&Principal::anonymous(), &study)
         .await
         .map_err(HttpError::internal)?;
     Ok(Json(found))
@@ -80,8 +81,8 @@ pub async fn worklist(
     );
     let list = state
         .archive
-        .index
-        .read(move |c| Ok(findings::worklist(c, limit, offset)?))
+        .index()
+        .worklist(&Principal::anonymous(), limit, offset)
         .await
         .map_err(HttpError::internal)?;
     Ok(Json(list))
@@ -101,18 +102,17 @@ pub async fn jobs(
     State(state): State<AppState>,
     Query(p): Query<Paging>,
 ) -> Result<Json<Vec<JobView>>, HttpError> {
-    if let Some(s) = &p.state {
-        if !["queued", "running", "done", "dead"].contains(&s.as_str()) {
-            return Err(HttpError::bad_request(
-                "state must be queued, running, done or dead",
-            ));
-        }
-    }
+    let job_state = match p.state.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            HttpError::bad_request("state must be queued, running, done or dead")
+        })?),
+    };
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let list = state
         .archive
-        .index
-        .read(move |c| Ok(findings::jobs(c, p.state.as_deref(), limit)?))
+        .index()
+        .triage_jobs(&Principal::anonymous(), job_state, limit)
         .await
         .map_err(HttpError::internal)?;
     Ok(Json(list))

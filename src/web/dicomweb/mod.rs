@@ -107,8 +107,8 @@ pub async fn stored_instances(
     use super::error::HttpError;
     let found = state
         .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::instances(conn, &query)))
+        .index()
+        .instances(&crate::access::Principal::anonymous(), query)
         .await
         .map_err(HttpError::internal)?
         .map_err(|e| HttpError::bad_request(e.to_string()))?;

@@ -13,8 +13,10 @@ use dicom_dictionary_std::tags;
 use serde_json::Value;
 
 use super::base_url;
+use crate::access::Principal;
 use crate::store::query::{
-    indexed_attribute, AttributeQuery, QueryError, QueryLevel, QueryMatch, INDEXED_ATTRIBUTES,
+    indexed_attribute, AttributeQuery, QueryError, QueryLevel, QueryMatch, QueryScope,
+    INDEXED_ATTRIBUTES,
 };
 use crate::web::error::{warning_header, HttpError};
 use crate::web::AppState;
@@ -306,10 +308,12 @@ async fn search(
     let (body_tx, body_rx) = tokio::sync::mpsc::channel(4);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let capped_at = search.capped_at;
-    let index = state.archive.index.clone();
+    let index = state.archive.index().clone();
     tokio::spawn(async move {
         let outcome = index
-            .read(move |conn| Ok(stream_results(conn, &search, &base, started_tx, &body_tx)))
+            .query(&Principal::anonymous(), move |scope| {
+                stream_results(scope, &search, &base, started_tx, &body_tx)
+            })
             .await;
         match outcome {
             Ok(Ok(())) => {}
@@ -362,14 +366,14 @@ type Chunk = Result<bytes::Bytes, std::io::Error>;
 /// a time, so memory stays bounded whatever the result size. `started` gets the query's verdict
 /// (and whether more results exist than the cap) before any row is sent.
 fn stream_results(
-    conn: &rusqlite::Connection,
+    scope: &QueryScope<'_>,
     search: &Search,
     base: &str,
     started: tokio::sync::oneshot::Sender<Result<bool, StreamError>>,
     body: &tokio::sync::mpsc::Sender<Chunk>,
 ) -> Result<(), StreamError> {
     let more = match search.capped_at {
-        Some(cap) => crate::store::query::matches_more_than(conn, &search.query, cap),
+        Some(cap) => scope.matches_more_than(&search.query, cap),
         None => Ok(false),
     };
     let more = match more {
@@ -382,7 +386,7 @@ fn stream_results(
     let mut started = Some((started, more));
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     buf.push(b'[');
-    let result = crate::store::query::for_each_match(conn, &search.query, |m| {
+    let result = scope.for_each_match(&search.query, |m| {
         if let Some((tx, more)) = started.take() {
             let _ = tx.send(Ok(more));
         } else {

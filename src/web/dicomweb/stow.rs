@@ -155,6 +155,7 @@ async fn store_parts(
     let limit = state.config.http.max_part_mb.saturating_mul(1024 * 1024);
     let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
     let sender = Sender {
+        principal: crate::access::Principal::anonymous(),
         source: "DICOMWEB".into(),
         address: peer.to_string(),
     };

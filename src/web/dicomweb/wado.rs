@@ -10,6 +10,7 @@ use dicom_dictionary_std::tags;
 use futures::StreamExt;
 
 use super::{accepted, multipart, select_instances, stored_instances, MediaRange};
+use crate::access::Principal;
 use crate::dicom::transcode::{is_native, transcode_native};
 use crate::dicom::{ReceivedInstance, EXPLICIT_VR_LE};
 use crate::store::query::AttributeQuery;
@@ -229,8 +230,8 @@ async fn metadata(
     }
     let found = state
         .archive
-        .index
-        .read(move |conn| Ok(crate::store::query::metadata(conn, &query)))
+        .index()
+        .metadata(&Principal::anonymous(), query)
         .await
         .map_err(HttpError::internal)?
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
