@@ -9,6 +9,8 @@
 //! Signature checks are the `jsonwebtoken` crate's; nothing here does cryptography.
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
+
+use super::jwks::{JwksError, JwksSource, ProviderKeys};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -35,11 +37,11 @@ impl Default for ClaimMapping {
 }
 
 /// Checks access tokens of one issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OidcVerifier {
     issuer: String,
     audience: Option<String>,
-    keys: JwkSet,
+    keys: ProviderKeys,
     claims: ClaimMapping,
 }
 
@@ -50,6 +52,28 @@ impl OidcVerifier {
         issuer: impl Into<String>,
         audience: Option<String>,
         keys: JwkSet,
+        claims: ClaimMapping,
+    ) -> Self {
+        Self::with_keys(issuer, audience, ProviderKeys::fixed(keys), claims)
+    }
+
+    /// A verifier whose keys are read from `source` now and refetched when a token names a key
+    /// they lack (at most once per `min_refresh`; see [`Self::verify_refreshing`]).
+    pub fn from_source(
+        issuer: impl Into<String>,
+        audience: Option<String>,
+        source: JwksSource,
+        min_refresh: std::time::Duration,
+        claims: ClaimMapping,
+    ) -> Result<Self, JwksError> {
+        let keys = ProviderKeys::load(source, min_refresh)?;
+        Ok(Self::with_keys(issuer, audience, keys, claims))
+    }
+
+    fn with_keys(
+        issuer: impl Into<String>,
+        audience: Option<String>,
+        keys: ProviderKeys,
         claims: ClaimMapping,
     ) -> Self {
         OidcVerifier {
@@ -81,14 +105,14 @@ impl OidcVerifier {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("not a JWT: {e}")))?;
         let jwk = self.key_for(header.kid.as_deref())?;
-        let allowed = algorithms_of(jwk);
+        let allowed = algorithms_of(&jwk);
         if !allowed.contains(&header.alg) {
             return Err(invalid(format!(
                 "the token is signed with {:?}, which its key does not allow",
                 header.alg
             )));
         }
-        let key = DecodingKey::from_jwk(jwk)
+        let key = DecodingKey::from_jwk(&jwk)
             .map_err(|e| invalid(format!("the provider's key cannot be used: {e}")))?;
         let mut validation = Validation::new(header.alg);
         validation.algorithms = allowed;
@@ -104,16 +128,24 @@ impl OidcVerifier {
         Ok(self.identity(&claims))
     }
 
-    fn key_for(&self, kid: Option<&str>) -> Result<&Jwk, AuthError> {
-        let found = match kid {
-            Some(kid) => self.keys.find(kid),
-            // A provider with a single key may leave `kid` out.
-            None if self.keys.keys.len() == 1 => self.keys.keys.first(),
-            None => None,
-        };
-        found.ok_or_else(|| {
-            AuthError::Invalid("the token's signing key is not among the provider's keys".into())
-        })
+    fn key_for(&self, kid: Option<&str>) -> Result<Jwk, AuthError> {
+        self.keys
+            .find(kid)
+            .ok_or_else(|| AuthError::Invalid(UNKNOWN_KEY.into()))
+    }
+
+    /// [`Self::verify`], rereading the provider's keys once when the token names a key they lack
+    /// (the provider rotated its keys). Blocking: it may fetch the JWKS.
+    pub fn verify_refreshing(&self, token: &str) -> Result<Identity, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::Invalid(why)) if why == UNKNOWN_KEY => {
+                if let Err(e) = self.keys.refresh() {
+                    tracing::warn!(error = %e, "the identity provider's keys could not be reread");
+                }
+                self.verify(token)
+            }
+            other => other,
+        }
     }
 
     fn identity(&self, claims: &Value) -> Identity {
@@ -136,6 +168,9 @@ impl OidcVerifier {
         }
     }
 }
+
+/// Why a token whose key is not (yet) known is refused.
+const UNKNOWN_KEY: &str = "the token's signing key is not among the provider's keys";
 
 /// The claim at a dotted path (`realm_access.roles`).
 fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
@@ -274,6 +309,136 @@ qXIsOxLjQLokPNXP+8mUSH9gatocwq3V07CXwW6jevCFq7AlXfsVgnHl
         header.kid = Some("k1".into());
         let hs = encode(&header, &claims(300), &EncodingKey::from_secret(b"k1")).unwrap();
         refused(hs, "HS256 with a provider's public key");
+    }
+
+    /// A JWKS endpoint on loopback serving whatever `keys` holds; counts the requests.
+    fn jwks_endpoint(
+        keys: std::sync::Arc<std::sync::Mutex<String>>,
+        hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/certs", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = keys.lock().unwrap().clone();
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn jwks_of(pem: &str, kid: &str) -> String {
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        json!({ "keys": [jwk] }).to_string()
+    }
+
+    #[test]
+    fn keys_from_the_providers_url_are_refetched_once_when_it_rotates_them() {
+        use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Mutex};
+        let served = Arc::new(Mutex::new(jwks_of(TEST_KEY, "k1")));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let url = jwks_endpoint(served.clone(), hits.clone());
+        let mapping = ClaimMapping {
+            facility: "facility".into(),
+            roles: "realm_access.roles".into(),
+        };
+        let p = OidcVerifier::from_source(
+            ISSUER,
+            Some("tramy".into()),
+            JwksSource::Url(url),
+            std::time::Duration::ZERO,
+            mapping,
+        )
+        .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(p
+            .verify_refreshing(&token(TEST_KEY, "k1", claims(300)))
+            .is_ok());
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a known key needs no fetch");
+
+        // The provider rotates: k1 is gone, k2 signs.
+        *served.lock().unwrap() = jwks_of(OTHER_KEY, "k2");
+        let who = p.verify_refreshing(&token(OTHER_KEY, "k2", claims(300)));
+        assert_eq!(who.unwrap().subject, "bs.lan");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "one refetch for the new kid"
+        );
+        assert!(p
+            .verify_refreshing(&token(TEST_KEY, "k1", claims(300)))
+            .is_err());
+    }
+
+    #[test]
+    fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Mutex};
+        let served = Arc::new(Mutex::new(jwks_of(TEST_KEY, "k1")));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let url = jwks_endpoint(served, hits.clone());
+        let p = OidcVerifier::from_source(
+            ISSUER,
+            Some("tramy".into()),
+            JwksSource::Url(url),
+            std::time::Duration::from_secs(3600),
+            ClaimMapping::default(),
+        )
+        .unwrap();
+        for kid in ["made-up-1", "made-up-2", "made-up-3"] {
+            assert!(p
+                .verify_refreshing(&token(TEST_KEY, kid, claims(300)))
+                .is_err());
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "no request flood to the provider"
+        );
+    }
+
+    #[test]
+    fn keys_from_a_file_verify_and_a_missing_or_bad_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks_of(TEST_KEY, "k1")).unwrap();
+        let source = |p: &std::path::Path| JwksSource::File(p.to_path_buf());
+        let hour = std::time::Duration::from_secs(3600);
+        let mapping = ClaimMapping {
+            facility: "facility".into(),
+            roles: "realm_access.roles".into(),
+        };
+        let p = OidcVerifier::from_source(ISSUER, None, source(&path), hour, mapping).unwrap();
+        assert!(p.verify(&token(TEST_KEY, "k1", claims(300))).is_ok());
+
+        let missing = dir.path().join("nowhere.json");
+        let err = OidcVerifier::from_source(
+            ISSUER,
+            None,
+            source(&missing),
+            hour,
+            ClaimMapping::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nowhere.json"), "{err}");
+        std::fs::write(&path, "{\"not\": \"keys\"}").unwrap();
+        let err =
+            OidcVerifier::from_source(ISSUER, None, source(&path), hour, ClaimMapping::default())
+                .unwrap_err();
+        assert!(err.to_string().contains("not a key set"), "{err}");
     }
 
     fn base64_url(text: &str) -> String {
