@@ -228,10 +228,28 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
         "the other token is not revoked"
     );
 
+    // Writes from both processes at once: instances arriving while tokens are made.
+    let samples = samples();
+    let made = std::thread::scope(|s| {
+        let storing = s.spawn(|| {
+            let files: Vec<&Path> = samples.iter().map(PathBuf::as_path).collect();
+            server.store_files(&files, "C-STORE while tokens are made");
+        });
+        let made: Vec<String> = (0..5)
+            .map(|_| {
+                let out = ok(&config, &["token", "create", "--role", "superadmin"]);
+                created_token(&server.data_dir, &out).0
+            })
+            .collect();
+        storing.join().expect("storing thread");
+        made
+    });
+    assert_eq!(server.indexed_instances(), samples.len() as i64);
+
     // The server kept serving throughout, and no token reached its log.
     assert_eq!(server.http_get("/healthz").map(|(c, _)| c), Some(200));
     let log = server.log();
-    for secret in [&token, &modality] {
+    for secret in made.iter().chain([&token, &modality]) {
         assert!(!log.contains(secret.as_str()), "a token in the server log");
     }
 }
