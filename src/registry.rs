@@ -168,6 +168,14 @@ pub enum RegistryError {
     /// The operating system's random source failed: no secret can be made safely.
     #[error("cannot make a random token: {0}")]
     Random(String),
+    /// The first start's token file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -336,7 +344,7 @@ pub const LOCAL_FACILITY: &str = "LOCAL";
 /// token, writes the token to `data_dir/admin-token` (mode 0600, never replacing a file), and says
 /// what it did. The file is written before the token is stored, so a token is never stored that
 /// nobody was given.
-pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, anyhow::Error> {
+pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, RegistryError> {
     let who = Principal::system();
     if !index.registry_is_empty(&who).await? {
         return Ok(FirstStart::AlreadySetUp);
@@ -355,7 +363,7 @@ pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, a
             index.bootstrap_registry(&who, facility, None).await?;
             return Ok(FirstStart::TokenFileExists(path));
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("writing {}", path.display()))),
+        Err(source) => return Err(RegistryError::TokenFile { path, source }),
     }
     let record = NewToken {
         facility: None,
@@ -376,7 +384,7 @@ pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, a
         }
         Err(e) => {
             let _ = std::fs::remove_file(&path);
-            Err(e.into())
+            Err(e)
         }
     }
 }
