@@ -13,6 +13,7 @@ pub mod dimse;
 pub mod import;
 pub mod ingest;
 pub mod integrity;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod triage;

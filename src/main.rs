@@ -75,6 +75,84 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register and list facilities (tenants). Works beside a running server.
+    Facility {
+        #[command(subcommand)]
+        command: FacilityCommand,
+    },
+    /// Register and list the AE titles that act for a facility over DIMSE.
+    Ae {
+        #[command(subcommand)]
+        command: AeCommand,
+    },
+    /// Make, list and revoke tramy API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FacilityCommand {
+    /// Register a facility.
+    Add {
+        /// The national facility code (letters, digits, '-', '_', '.'; at most 32).
+        code: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// commune_station, hospital or hub.
+        #[arg(long, default_value = "hospital")]
+        kind: String,
+        /// The registered facility it refers patients to.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List the facilities.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AeCommand {
+    /// Register an AE title for a facility.
+    Add {
+        /// The AE title (at most 16 characters, PS3.5 VR AE).
+        ae_title: String,
+        /// The registered facility it acts for.
+        #[arg(long)]
+        facility: String,
+        /// The host it calls from (IP address or DNS name).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List the AE titles.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it, alone, on standard output: it is shown only this once.
+    Create {
+        /// The facility it acts for (every role but superadmin).
+        #[arg(long)]
+        facility: Option<String>,
+        /// admin, clinician, modality, researcher, node or superadmin.
+        #[arg(long)]
+        role: String,
+        /// A note saying whose or what it is.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 30d, 12h, 90m (default: until revoked).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List,
+    /// Revoke a token by its id (from `tramy token list`).
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -338,6 +416,113 @@ fn eval(
     Ok(())
 }
 
+/// The index alone, for the registry commands: beside a running server they share the SQLite
+/// file (WAL; each connection waits for the other's write lock).
+fn open_index(config: &Config) -> anyhow::Result<tramy::store::Index> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    tramy::store::Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)
+        .with_context(|| format!("cannot open the index in {}", config.data_dir.display()))
+}
+
+async fn facility(command: FacilityCommand, config: &Config) -> anyhow::Result<()> {
+    let (index, who) = (open_index(config)?, tramy::access::Principal::system());
+    match command {
+        FacilityCommand::Add {
+            code,
+            name,
+            kind,
+            parent,
+        } => {
+            let facility = tramy::registry::NewFacility {
+                code,
+                name,
+                kind: kind.parse()?,
+                parent,
+            };
+            let f = index.add_facility(&who, facility).await?;
+            eprintln!("facility {} ({}) registered", f.code, f.kind);
+        }
+        FacilityCommand::List => {
+            let all = index.facilities(&who).await?;
+            print!("{}", tramy::registry::render_facilities(&all));
+        }
+    }
+    Ok(())
+}
+
+async fn ae(command: AeCommand, config: &Config) -> anyhow::Result<()> {
+    let (index, who) = (open_index(config)?, tramy::access::Principal::system());
+    match command {
+        AeCommand::Add {
+            ae_title,
+            facility,
+            host,
+        } => {
+            let ae = index
+                .add_application_entity(&who, &ae_title, &facility, host.as_deref())
+                .await?;
+            eprintln!(
+                "AE title {} registered for facility {}",
+                ae.ae_title, ae.facility
+            );
+        }
+        AeCommand::List => {
+            let all = index.application_entities(&who).await?;
+            print!("{}", tramy::registry::render_application_entities(&all));
+        }
+    }
+    Ok(())
+}
+
+async fn token(command: TokenCommand, config: &Config) -> anyhow::Result<()> {
+    use tramy::registry::{expiry_after, render_tokens, NewToken};
+    let (index, who) = (open_index(config)?, tramy::access::Principal::system());
+    match command {
+        TokenCommand::Create {
+            facility,
+            role,
+            name,
+            expires_in,
+        } => {
+            let expires_at = expires_in
+                .map(|e| expiry_after(&e, chrono::Utc::now()))
+                .transpose()?;
+            let request = NewToken {
+                facility,
+                role: role.parse()?,
+                name,
+                expires_at,
+            };
+            let issued = index.create_token(&who, request).await?;
+            // Scripts read stdout: the token alone. The note goes to stderr.
+            println!("{}", issued.text);
+            eprintln!(
+                "token {} made; it is shown only this once (send it as `Authorization: Bearer <token>`)",
+                issued.id
+            );
+        }
+        TokenCommand::List => {
+            print!("{}", render_tokens(&index.tokens(&who).await?));
+        }
+        TokenCommand::Revoke { id } => {
+            let record = index.revoke_token(&who, &id).await?;
+            eprintln!(
+                "token {} revoked{}",
+                record.id,
+                record
+                    .revoked_at
+                    .map(|at| format!(
+                        " (since {})",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
     tramy::ingest::Archive::open(config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))
@@ -445,6 +630,9 @@ fn main() -> anyhow::Result<()> {
             // Handled above: model commands need no configuration or runtime.
             Command::Models { .. } | Command::Eval { .. } | Command::Conformance => Ok(()),
             Command::Reindex => reindex(&config).await,
+            Command::Facility { command } => facility(command, &config).await,
+            Command::Ae { command } => ae(command, &config).await,
+            Command::Token { command } => token(command, &config).await,
             Command::Verify { since, rate, json } => {
                 let options = tramy::integrity::scrub::VerifyOptions {
                     since,

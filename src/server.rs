@@ -19,6 +19,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let (archive, triage_worker, models) = start_triage(&config, archive)?;
     reconcile(&archive).await?;
+    first_start(&archive, &config).await?;
 
     let dimse_listener = TcpListener::bind(config.dimse.addr)
         .await
@@ -117,6 +118,29 @@ async fn reconcile(archive: &Archive) -> anyhow::Result<()> {
             removed = summary.interrupted_writes_removed,
             "removed staging files of writes interrupted before they were acknowledged"
         );
+    }
+    Ok(())
+}
+
+/// On an empty registry, makes facility LOCAL and a superadmin token in `data_dir/admin-token`,
+/// and says where (never the token itself).
+async fn first_start(archive: &Archive, config: &Config) -> anyhow::Result<()> {
+    use crate::registry::FirstStart;
+    let done = crate::registry::first_start(archive.index(), &config.data_dir)
+        .await
+        .context("setting up the registry on first start")?;
+    match done {
+        FirstStart::AlreadySetUp => {}
+        FirstStart::Created(path) => tracing::info!(
+            facility = crate::registry::LOCAL_FACILITY,
+            file = %path.display(),
+            "first start: made facility LOCAL and a superadmin API token, written to the file (mode 0600)"
+        ),
+        FirstStart::TokenFileExists(path) => tracing::warn!(
+            facility = crate::registry::LOCAL_FACILITY,
+            file = %path.display(),
+            "first start: made facility LOCAL but no superadmin token, as the file already exists and is left alone; make one with `tramy token create --role superadmin`"
+        ),
     }
     Ok(())
 }

@@ -60,4 +60,8 @@ pub enum Action {
     Triage,
     /// Integrity bookkeeping: damage marks, instance listings for scrub and reconciliation.
     Integrity,
+    /// Change or list the registry: facilities, AE titles, API tokens.
+    Administer,
+    /// Look up a presented API token's record and note its use.
+    Authenticate,
 }

@@ -245,10 +245,12 @@ impl Index {
             path: path.to_owned(),
             source,
         })?;
+        // First, so that opening beside a running server (the registry commands, `tramy
+        // verify`) waits for its write lock instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         let found = super::migrations::version(&conn)?;
         if found > super::migrations::SCHEMA_VERSION {
             return Err(IndexError::NewerSchema {

@@ -11,7 +11,10 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 /// Every migration, in order; migration N brings the schema to version N.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_initial.sql")),
+    M::up(include_str!("migrations/002_registry.sql")),
+];
 
 /// The schema version this tramy writes: the number of migrations.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -8,6 +8,7 @@ pub mod migrations;
 pub mod objects;
 pub mod query;
 pub mod read_buffers;
+pub mod registry;
 pub mod staging;
 
 pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};
