@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
-TIMEOUT = 90  # seconds per step: OHIF's 17 MB bundle on two busy cores with software WebGL
+TIMEOUT = 180  # seconds per step: OHIF's 17 MB bundle on two busy cores with software WebGL (90 s ran out once under parallel builds)
 
 # Notifications OHIF shows (sonner toasts), with their type.
 TOASTS_JS = """
