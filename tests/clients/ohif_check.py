@@ -82,9 +82,9 @@ def browser():
     return driver
 
 
-def wait(driver, what, probe):
+def wait(driver, what, probe, timeout=TIMEOUT):
     """Polls `probe` (dismissing first-visit dialogs) until it returns something truthy."""
-    deadline = time.time() + TIMEOUT
+    deadline = time.time() + timeout
     while True:
         driver.execute_script(DISMISS_JS)
         try:
@@ -119,18 +119,45 @@ def settle(driver):
     time.sleep(3)
 
 
+def unfinished_requests(driver):
+    """Requests the page sent that never finished or failed (from Chrome's performance log)."""
+    sent, ended = {}, set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.requestWillBeSent":
+            sent[params["requestId"]] = params["request"]["url"]
+        elif message["method"] in ("Network.loadingFinished", "Network.loadingFailed"):
+            ended.add(params["requestId"])
+    return [url for rid, url in sent.items() if rid not in ended]
+
+
 def open_sr(driver, base, out, study, series, text):
-    driver.get(f"{base}/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={series}")
+    url = f"{base}/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={series}"
     result = {"errors": [], "svg_text": [], "found": False}
+    drawn = lambda: any(text in t for t in driver.execute_script(SVG_TEXT_JS))
+    driver.get_log("performance")  # start the log afresh for this study
+    driver.get(url)
+    # OHIF 3.13 now and then never draws the SR's referenced image in its SR viewport (seen in
+    # 2 of about 15 runs, on busy cores and in a fresh clone, with no error shown). One reload is
+    # what a person would do; it is reported with the requests left unfinished, and the test
+    # still fails if the reload does not help.
     try:
-        wait(
-            driver,
-            f"'{text}' drawn in the SR viewport",
-            lambda: any(text in t for t in driver.execute_script(SVG_TEXT_JS)),
-        )
+        wait(driver, f"'{text}' drawn in the SR viewport", drawn, timeout=TIMEOUT / 2)
         result["found"] = True
     except TimeoutError as e:
-        result["timeout"] = str(e)
+        result["first_attempt"] = {
+            "timeout": str(e),
+            "unfinished_requests": unfinished_requests(driver)[:20],
+        }
+        driver.save_screenshot(f"{out}/sr-first-attempt.png")
+        driver.get(url)
+        try:
+            wait(driver, f"'{text}' drawn in the SR viewport after a reload", drawn)
+            result["found"] = True
+            result["reloaded"] = True
+        except TimeoutError as e:
+            result["timeout"] = str(e)
     settle(driver)
     # The study browser lists the SR series by its description.
     result["listed"] = "AI findings" in driver.execute_script("return document.body.innerText")
