@@ -145,12 +145,16 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
         .map(str::to_string)
         .collect();
     assert_eq!(
-        sr["found"], true,
+        sr["found"],
+        true,
         "{meaning} not drawn: {sr} ({see})\nserver warnings:\n{}",
         warnings.join("\n")
     );
     if sr.get("reloaded").is_some() {
-        eprintln!("OHIF drew the SR only after a reload: {}", sr["first_attempt"]);
+        eprintln!(
+            "OHIF drew the SR only after a reload: {}",
+            sr["first_attempt"]
+        );
     }
     assert!(errors(sr).is_empty(), "{sr} ({see})");
 
