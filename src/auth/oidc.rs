@@ -129,23 +129,21 @@ impl OidcVerifier {
     }
 
     fn key_for(&self, kid: Option<&str>) -> Result<Jwk, AuthError> {
-        self.keys
-            .find(kid)
-            .ok_or_else(|| AuthError::Invalid(UNKNOWN_KEY.into()))
+        self.keys.find(kid).ok_or_else(|| {
+            AuthError::Invalid("the token's signing key is not among the provider's keys".into())
+        })
     }
 
-    /// [`Self::verify`], rereading the provider's keys once when the token names a key they lack
+    /// [`Self::verify`], rereading the provider's keys first when the token names a key they lack
     /// (the provider rotated its keys). Blocking: it may fetch the JWKS.
     pub fn verify_refreshing(&self, token: &str) -> Result<Identity, AuthError> {
-        match self.verify(token) {
-            Err(AuthError::Invalid(why)) if why == UNKNOWN_KEY => {
-                if let Err(e) = self.keys.refresh() {
-                    tracing::warn!(error = %e, "the identity provider's keys could not be reread");
-                }
-                self.verify(token)
+        let header = jsonwebtoken::decode_header(token);
+        if header.is_ok_and(|h| self.keys.find(h.kid.as_deref()).is_none()) {
+            if let Err(e) = self.keys.refresh() {
+                tracing::warn!(error = %e, "the identity provider's keys could not be reread");
             }
-            other => other,
         }
+        self.verify(token)
     }
 
     fn identity(&self, claims: &Value) -> Identity {
@@ -168,9 +166,6 @@ impl OidcVerifier {
         }
     }
 }
-
-/// Why a token whose key is not (yet) known is refused.
-const UNKNOWN_KEY: &str = "the token's signing key is not among the provider's keys";
 
 /// The claim at a dotted path (`realm_access.roles`).
 fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {

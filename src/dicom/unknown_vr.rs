@@ -30,15 +30,10 @@ pub fn resolve(obj: &mut InMemDicomObject) {
         })
         .map(|e| e.tag())
         .collect();
-    if unknown.is_empty() {
-        return;
-    }
-    let bits_allocated = obj
-        .get(tags::BITS_ALLOCATED)
-        .and_then(|e| e.to_int::<u16>().ok())
-        .or_else(|| le_u16_of_un(obj, tags::BITS_ALLOCATED));
+    // Tags come in ascending order, so Bits Allocated (0028,0100) is already read as US when
+    // Pixel Data (7FE0,0010) needs it to choose OB or OW.
     for tag in unknown {
-        let Some(vr) = known_vr(tag, bits_allocated) else {
+        let Some(vr) = known_vr(tag, obj) else {
             continue;
         };
         let Some(Value::Primitive(PrimitiveValue::U8(bytes))) = obj.get(tag).map(|e| e.value())
@@ -51,20 +46,13 @@ pub fn resolve(obj: &mut InMemDicomObject) {
     }
 }
 
-/// Bits Allocated itself may be UN (it is read first, as US, to choose Pixel Data's VR).
-fn le_u16_of_un(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
-    match obj.get(tag)?.value() {
-        Value::Primitive(PrimitiveValue::U8(b)) if b.len() == 2 => {
-            Some(u16::from_le_bytes([b[0], b[1]]))
-        }
-        _ => None,
-    }
-}
-
 /// The dictionary's VR for `tag` when it is one VR (not "US or SS" and the like); Pixel Data is
 /// OW above 8 bits allocated, else OB (PS3.5 8.2).
-fn known_vr(tag: Tag, bits_allocated: Option<u16>) -> Option<VR> {
+fn known_vr(tag: Tag, obj: &InMemDicomObject) -> Option<VR> {
     if tag == tags::PIXEL_DATA {
+        let bits_allocated = obj
+            .get(tags::BITS_ALLOCATED)
+            .and_then(|e| e.to_int::<u16>().ok());
         return Some(if bits_allocated.unwrap_or(8) > 8 {
             VR::OW
         } else {
