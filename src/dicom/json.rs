@@ -135,17 +135,17 @@ fn write_value(
 }
 
 /// One value of a multi-valued attribute, as F.2 writes it.
-enum JsonValue<'a> {
+enum JsonValue {
     /// An empty value keeps its place as `null` (F.2.5).
     Null,
-    Text(std::borrow::Cow<'a, str>),
+    Text(std::borrow::Cow<'static, str>),
     Integer(i64),
     Decimal(f64),
     /// A person name's component groups (F.2.2): Alphabetic, Ideographic, Phonetic.
     PersonName([String; 3]),
 }
 
-fn text_value(text: &str) -> JsonValue<'static> {
+fn text_value(text: &str) -> JsonValue {
     if text.trim().is_empty() {
         JsonValue::Null
     } else {
@@ -194,7 +194,7 @@ fn write_person_name(groups: &[String; 3], out: &mut Vec<u8>) -> Result<(), serd
 }
 
 /// PN values split into their component groups at `=` (PS3.5 6.2); a name with no group is null.
-fn person_names(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
+fn person_names(value: &PrimitiveValue) -> Vec<JsonValue> {
     value
         .to_multi_str()
         .iter()
@@ -212,7 +212,7 @@ fn person_names(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
 }
 
 /// IS and DS values as JSON numbers (F.2.3); text that is no number stays text.
-fn decimal_strings(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
+fn decimal_strings(value: &PrimitiveValue) -> Vec<JsonValue> {
     match value {
         PrimitiveValue::Str(_) | PrimitiveValue::Strs(_) => value
             .to_multi_str()
@@ -228,7 +228,7 @@ fn decimal_strings(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
 }
 
 /// A JSON number for IS or DS text: an integer when it is one, else a finite decimal.
-fn decimal_number(text: &str) -> Option<JsonValue<'static>> {
+fn decimal_number(text: &str) -> Option<JsonValue> {
     if let Ok(i) = text.parse::<i64>() {
         return Some(JsonValue::Integer(i));
     }
@@ -238,14 +238,14 @@ fn decimal_number(text: &str) -> Option<JsonValue<'static>> {
 
 /// Binary numbers as JSON numbers; 64-bit integers beyond 32 bits and non-finite floats as text,
 /// as dicom-json writes them (JSON numbers lose precision past 2^53, and have no NaN).
-fn binary_numbers(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
-    fn int<T: Copy + TryInto<i32> + ToString>(n: T) -> JsonValue<'static> {
+fn binary_numbers(value: &PrimitiveValue) -> Vec<JsonValue> {
+    fn int<T: Copy + TryInto<i32> + ToString>(n: T) -> JsonValue {
         match n.try_into() {
             Ok(small) => JsonValue::Integer(i64::from(small)),
             Err(_) => JsonValue::Text(n.to_string().into()),
         }
     }
-    fn float(f: f64) -> JsonValue<'static> {
+    fn float(f: f64) -> JsonValue {
         if f.is_finite() {
             JsonValue::Decimal(f)
         } else if f.is_nan() {
@@ -273,7 +273,7 @@ fn binary_numbers(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
 }
 
 /// AT values as `"GGGGEEEE"` (F.2.3).
-fn attribute_tags(value: &PrimitiveValue) -> Vec<JsonValue<'static>> {
+fn attribute_tags(value: &PrimitiveValue) -> Vec<JsonValue> {
     match value {
         PrimitiveValue::Tags(tags) => tags
             .iter()
