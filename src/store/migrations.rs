@@ -14,6 +14,7 @@ use rusqlite_migration::{Migrations, M};
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_registry.sql")),
+    M::up(include_str!("migrations/003_tenancy.sql")),
 ];
 
 /// The schema version this tramy writes: the number of migrations.
