@@ -29,6 +29,68 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Background verification of stored objects.
     pub integrity: IntegrityConfig,
+    /// Authentication: brute-force protection.
+    pub auth: AuthConfig,
+}
+
+/// Authentication settings: brute-force protection on failed credentials (`auth::throttle`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed credentials (a bad token, an unregistered calling AE title) from one client
+    /// address within `failure_window` after which that address is refused for `lockout`
+    /// without its credentials being checked.
+    pub max_failed_attempts: u32,
+    /// The period failures are counted over, e.g. `"1m"`.
+    #[serde(with = "duration_text")]
+    pub failure_window: Duration,
+    /// How long a locked-out address is refused (HTTP 429 with `Retry-After`), e.g. `"5m"`.
+    #[serde(with = "duration_text")]
+    pub lockout: Duration,
+    /// Most client addresses remembered at once (fixed memory; the least recently seen is
+    /// forgotten first).
+    pub max_tracked_addresses: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_failed_attempts: 10,
+            failure_window: Duration::from_secs(60),
+            lockout: Duration::from_secs(300),
+            max_tracked_addresses: 65_536,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The throttle limits these settings describe.
+    pub fn throttle_limits(&self) -> crate::auth::throttle::Limits {
+        crate::auth::throttle::Limits {
+            max_failures: self.max_failed_attempts,
+            window: self.failure_window,
+            lockout: self.lockout,
+            max_tracked: self.max_tracked_addresses,
+        }
+    }
+}
+
+/// Durations as people write them (`"90s"`, `"1m"`, `"12h"`), through humantime.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"1m\" ({e})"))
+        })
+    }
 }
 
 /// Background verification of stored objects (what `tramy verify` does, on a schedule).
@@ -113,6 +175,15 @@ pub struct DimseConfig {
     pub max_pdu_length: u32,
     /// C-MOVE destinations: AE title → `host:port`.
     pub move_destinations: BTreeMap<String, String>,
+    /// PEM file of the certificate chain (server certificate first) for DICOM over TLS (PS3.15
+    /// B.1, Basic TLS Secure Transport Connection Profile); with `tls_private_key` the DICOM
+    /// port speaks only TLS. Unset: plain TCP.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
+    /// PEM file of the CA certificates a peer's client certificate must chain to; when set,
+    /// every association needs one (mutual TLS, as PS3.15 B.1 expects). Needs TLS on.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// HTTP listener settings.
@@ -148,6 +219,11 @@ pub struct HttpConfig {
     /// A browser viewer's built files (e.g. OHIF's `dist/`, see `scripts/fetch-ohif.sh`) served
     /// at the site root, beside `/dicomweb` on the same origin (no CORS); unset: none.
     pub viewer_dir: Option<PathBuf>,
+    /// PEM file of the certificate chain (server certificate first); with `tls_private_key`
+    /// the HTTP port speaks only HTTPS. Unset: plain HTTP (e.g. behind a TLS reverse proxy).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
@@ -193,6 +269,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             triage: TriageConfig::default(),
             integrity: IntegrityConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -210,6 +287,9 @@ impl Default for DimseConfig {
             max_associations_per_peer: 16,
             max_pdu_length: 262_144,
             move_destinations: BTreeMap::new(),
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -228,6 +308,8 @@ impl Default for HttpConfig {
             max_query_results_all_fields: 1_000,
             max_concurrent_renders: 0,
             viewer_dir: None,
+            tls_certificate: None,
+            tls_private_key: None,
         }
     }
 }
@@ -258,6 +340,23 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// A TLS certificate and its key are set together or not at all.
+fn both_or_neither(
+    section: &str,
+    certificate: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    match (certificate, key) {
+        (Some(_), None) => Err(ConfigError::Invalid(format!(
+            "{section}.tls_certificate is set but {section}.tls_private_key is not: set both or neither"
+        ))),
+        (None, Some(_)) => Err(ConfigError::Invalid(format!(
+            "{section}.tls_private_key is set but {section}.tls_certificate is not: set both or neither"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The environment variables that set configuration keys: the four of the first releases
@@ -321,6 +420,21 @@ impl Config {
         if self.dimse.max_pdu_length < 4096 {
             return Err(ConfigError::Invalid(
                 "dimse.max_pdu_length must be at least 4096 bytes".into(),
+            ));
+        }
+        both_or_neither(
+            "http",
+            &self.http.tls_certificate,
+            &self.http.tls_private_key,
+        )?;
+        both_or_neither(
+            "dimse",
+            &self.dimse.tls_certificate,
+            &self.dimse.tls_private_key,
+        )?;
+        if self.dimse.tls_client_ca.is_some() && self.dimse.tls_certificate.is_none() {
+            return Err(ConfigError::Invalid(
+                "dimse.tls_client_ca needs dimse.tls_certificate and dimse.tls_private_key".into(),
             ));
         }
         Ok(())
@@ -398,5 +512,56 @@ mod tests {
     #[test]
     fn unknown_keys_in_file_are_refused() {
         assert!(toml::from_str::<Config>("dat_dir = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_tls_certificate_without_its_key_is_refused_naming_both_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[http]\ntls_certificate = \"cert.pem\"\n")?;
+            let err = Config::load(Some(Path::new("a.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("http.tls_certificate") && err.contains("http.tls_private_key"),
+                "{err}"
+            );
+            jail.create_file("b.toml", "[dimse]\ntls_private_key = \"key.pem\"\n")?;
+            let err = Config::load(Some(Path::new("b.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("dimse.tls_private_key"), "{err}");
+            jail.create_file("c.toml", "[dimse]\ntls_client_ca = \"ca.pem\"\n")?;
+            let err = Config::load(Some(Path::new("c.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("dimse.tls_client_ca"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn auth_durations_are_written_as_people_write_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[auth]\nmax_failed_attempts = 5\nfailure_window = \"90s\"\nlockout = \"15m\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("t.toml"))).expect("loads");
+            assert_eq!(c.auth.max_failed_attempts, 5);
+            assert_eq!(c.auth.failure_window, Duration::from_secs(90));
+            assert_eq!(c.auth.lockout, Duration::from_secs(900));
+            jail.set_env("TRAMY_AUTH__LOCKOUT", "soon");
+            let err = Config::load(Some(Path::new("t.toml")))
+                .unwrap_err()
+                .to_string();
+            let err = err.to_lowercase();
+            assert!(
+                err.contains("auth.lockout") && err.contains("soon"),
+                "{err}"
+            );
+            Ok(())
+        });
+        let defaults = Config::default().auth.throttle_limits();
+        assert_eq!(defaults, crate::auth::throttle::Limits::default());
     }
 }

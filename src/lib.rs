@@ -17,5 +17,6 @@ pub mod integrity;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod triage;
 pub mod web;

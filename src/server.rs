@@ -36,9 +36,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.http.addr
         )
     })?;
+    let (http_tls, dimse_tls) = tls_acceptors(&config)?;
+    let http_addr = http_listener.local_addr()?;
     tracing::info!(
         dimse = %dimse_listener.local_addr()?,
-        http = %http_listener.local_addr()?,
+        dimse_tls = dimse_tls.is_some(),
+        http = %match http_tls {
+            Some(_) => format!("https://{http_addr}"),
+            None => http_addr.to_string(),
+        },
         ae_title = %config.dimse.ae_title,
         data_dir = %config.data_dir.display(),
         "tramy is ready"
@@ -56,7 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     let http_config = config.clone();
-    let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service));
+    let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service, dimse_tls));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(async move {
         let mut limits = crate::web::listener::Limits::from_config(&http_config.http);
@@ -73,7 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         let app = crate::web::router(crate::web::AppState::new(archive, http_config, models));
-        crate::web::listener::serve(http_listener, app, limits, async {
+        crate::web::listener::serve(http_listener, app, limits, http_tls, async {
             let _ = http_stopped.await;
         })
         .await
@@ -93,6 +99,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The TLS acceptors of the HTTP and DIMSE listeners, where configured; a missing or unusable
+/// file stops start-up naming its key.
+fn tls_acceptors(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<crate::tls::TlsAcceptor>,
+    Option<crate::tls::TlsAcceptor>,
+)> {
+    let http = crate::tls::optional_acceptor(
+        "http",
+        config.http.tls_certificate.as_deref(),
+        config.http.tls_private_key.as_deref(),
+        None,
+        crate::web::listener::ALPN,
+    )?;
+    let dimse = crate::tls::optional_acceptor(
+        "dimse",
+        config.dimse.tls_certificate.as_deref(),
+        config.dimse.tls_private_key.as_deref(),
+        config.dimse.tls_client_ca.as_deref(),
+        &[],
+    )?;
+    Ok((http, dimse))
 }
 
 /// Indexes objects that have no index rows (never deletes them) before any listener accepts work.

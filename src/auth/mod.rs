@@ -11,6 +11,7 @@ pub mod api_token;
 pub mod jwks;
 pub mod oidc;
 pub mod role;
+pub mod throttle;
 
 pub use role::Role;
 

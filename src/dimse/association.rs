@@ -21,9 +21,9 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::channel::AcceptedContext;
+use super::stream::DimseStream;
 use crate::config::DimseConfig;
 use crate::dicom::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::dicom::{is_storage_sop_class, query_retrieve, EXPLICIT_VR_LE, VERIFICATION_SOP_CLASS};
@@ -57,9 +57,9 @@ pub enum WireError {
 /// forever. (A 64 kbit/s link carries 8000.)
 pub const MIN_MESSAGE_RATE: u64 = 4096;
 
-/// Reads and writes whole PDUs on a TCP stream.
+/// Reads and writes whole PDUs on a connection (TCP, or TLS over it).
 pub struct PduStream {
-    socket: TcpStream,
+    socket: DimseStream,
     read_buffer: BytesMut,
     write_buffer: Vec<u8>,
     max_pdu_length: u32,
@@ -72,9 +72,9 @@ pub struct PduStream {
 
 impl PduStream {
     /// Wraps a connected socket. `max_pdu_length` bounds what we accept.
-    pub fn new(socket: TcpStream, max_pdu_length: u32, timeout: Duration) -> Self {
+    pub fn new(socket: impl Into<DimseStream>, max_pdu_length: u32, timeout: Duration) -> Self {
         PduStream {
-            socket,
+            socket: socket.into(),
             read_buffer: BytesMut::with_capacity(64 * 1024),
             write_buffer: Vec::with_capacity(64 * 1024),
             max_pdu_length,
@@ -166,9 +166,15 @@ impl PduStream {
         self.write_buffer.clear();
         dicom_ul::write_pdu(&mut self.write_buffer, pdu)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
-        tokio::time::timeout(self.timeout, self.socket.write_all(&self.write_buffer))
-            .await
-            .map_err(|_| WireError::Timeout(self.timeout))??;
+        // The flush sends what TLS still buffers (a no-op on TCP).
+        let socket = &mut self.socket;
+        let buffer = &self.write_buffer;
+        tokio::time::timeout(self.timeout, async move {
+            socket.write_all(buffer).await?;
+            socket.flush().await
+        })
+        .await
+        .map_err(|_| WireError::Timeout(self.timeout))??;
         Ok(())
     }
 
@@ -335,7 +341,7 @@ pub struct Request {
 /// Reads the A-ASSOCIATE-RQ on `socket`; it must arrive whole within ARTIM of the connection
 /// opening, so sockets that never speak do not hold resources (PS3.8 9.2, Sta2).
 pub async fn receive_request(
-    socket: TcpStream,
+    socket: impl Into<DimseStream>,
     config: &DimseConfig,
     timers: Timers,
 ) -> Result<Request, AcceptError> {

@@ -14,5 +14,6 @@ pub mod retrieve;
 pub mod server;
 pub mod store;
 pub mod store_scu;
+pub mod stream;
 
 pub use server::{serve, DimseService};

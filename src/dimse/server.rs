@@ -7,12 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::association::{answer, receive_request, AcceptError, Refusal, Timers};
 use super::channel::{AcceptorTransport, Channel, ChannelError, Incoming, Message};
 use super::message::{command_field, response, status};
+use super::stream::DimseStream;
 use crate::config::Config;
 use crate::ingest::{Archive, Sender};
 
@@ -72,8 +73,13 @@ const MAX_NEGOTIATING: usize = 1024;
 /// which must happen within ARTIM, so sockets that never speak cannot lock modalities out; one
 /// peer address holds at most `max_associations_per_peer` connections in any state (the next
 /// as many are refused with A-ASSOCIATE-RJ, more are closed unread), and at most
-/// [`MAX_NEGOTIATING`] connections from all peers are negotiating at once.
-pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io::Result<()> {
+/// [`MAX_NEGOTIATING`] connections from all peers are negotiating at once. With `tls`, every
+/// connection must first complete a TLS handshake within ARTIM (PS3.15 B.1).
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<DimseService>,
+    tls: Option<crate::tls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(service.config.dimse.max_associations));
     let peers = Arc::new(PeerCounts::default());
     let negotiating = Arc::new(Semaphore::new(MAX_NEGOTIATING));
@@ -110,8 +116,19 @@ pub async fn serve(listener: TcpListener, service: Arc<DimseService>) -> std::io
         let _ = socket.set_nodelay(true);
         let service = service.clone();
         let slots = slots.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _peer_guard = peer_guard;
+            let artim = service.config.artim();
+            let socket = match super::stream::accept(socket, tls.as_ref(), artim).await {
+                Ok(socket) => socket,
+                Err(e) => {
+                    metrics::counter!("tramy_dimse_associations_total", "result" => "tls_failed")
+                        .increment(1);
+                    tracing::info!(%peer, error = %e, "association not established");
+                    return;
+                }
+            };
             serve_association(socket, peer, open_from_peer, negotiation, &slots, &service).await;
         });
     }
@@ -147,7 +164,7 @@ fn refusal(service: &DimseService, has_slot: bool, open_from_peer: usize) -> Opt
 }
 
 async fn serve_association(
-    socket: TcpStream,
+    socket: DimseStream,
     peer: SocketAddr,
     open_from_peer: usize,
     negotiation: OwnedSemaphorePermit,

@@ -9,6 +9,9 @@
 //!   (tower-http's `TimeoutBody`); the handler then sees a body error and refuses the request.
 //! - At most `max_connections` connections are open; more are closed at once when accepted,
 //!   so the listen backlog never fills with connections nobody will serve.
+//! - With TLS (`[http] tls_certificate`), the handshake must finish within
+//!   `header_read_timeout` too, so a client that never completes it holds its slot no longer
+//!   than one that never sends a header; then the header timer starts.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,8 +26,9 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
@@ -53,12 +57,17 @@ impl Limits {
     }
 }
 
+/// The ALPN protocols offered over TLS: HTTP/1.1 alone, as the connections speak no other.
+pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (at most `limits.shutdown_grace`). Handlers can extract `ConnectInfo<SocketAddr>`.
+/// (at most `limits.shutdown_grace`). With `tls`, every connection is HTTPS (a plain request
+/// fails the handshake). Handlers can extract `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<crate::tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -71,6 +80,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -93,18 +103,29 @@ pub async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let service = connection_service(app.clone(), peer, limits.body_read_timeout);
-        let connection = builder
-            .serve_connection(TokioIo::new(socket), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection.await {
-                // Header timeouts, resets and the like: the peer's doing, not ours.
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        let connection = Connection {
+            builder: builder.clone(),
+            service: connection_service(app.clone(), peer, limits.body_read_timeout),
+            watcher: graceful.watcher(),
+            peer,
+            _slot: slot,
+        };
+        match &tls {
+            None => {
+                tokio::spawn(connection.serve(socket));
             }
-        });
+            Some(tls) => {
+                let tls = tls.clone();
+                let handshake_timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
@@ -114,6 +135,42 @@ pub async fn serve(
         tracing::info!("HTTP requests still running at shutdown were cut off");
     }
     Ok(())
+}
+
+/// One accepted connection, holding its slot until it ends.
+struct Connection<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S> Connection<S>
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves HTTP on `io` (the TCP socket, or the TLS stream over it) until it closes.
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), self.service)
+            .into_owned();
+        if let Err(e) = self.watcher.watch(connection).await {
+            // Header timeouts, resets and the like: the peer's doing, not ours.
+            tracing::debug!(peer = %self.peer, error = %e, "HTTP connection ended with an error");
+        }
+    }
 }
 
 /// The per-connection hyper service: the peer address as `ConnectInfo`, the body timeout, the
