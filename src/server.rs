@@ -13,6 +13,8 @@ use crate::ingest::Archive;
 /// Runs the server with `config` until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Before anything else: a TLS file that cannot be used is a configuration error.
+    let (http_tls, dimse_tls) = tls_acceptors(&config)?;
     // Metrics from the first association on.
     crate::web::observability::prometheus();
     let archive = Archive::open(&config)
@@ -36,7 +38,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.http.addr
         )
     })?;
-    let (http_tls, dimse_tls) = tls_acceptors(&config)?;
     let http_addr = http_listener.local_addr()?;
     tracing::info!(
         dimse = %dimse_listener.local_addr()?,
