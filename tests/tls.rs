@@ -373,6 +373,27 @@ fn dcmtk_echo_and_store_over_tls_and_the_instance_reads_back_over_https() {
         body.len()
     );
 
+    // URLs in metadata name the scheme the client used.
+    let metadata = server.dir.path().join("metadata.json");
+    let url = server.url(&format!("/dicomweb/studies/{study}/metadata"));
+    let got = tls_client(&[
+        "get",
+        &url,
+        "--ca",
+        &pki.path("ca.pem"),
+        "--token",
+        &token,
+        "--out",
+        &metadata.display().to_string(),
+    ]);
+    assert_eq!(got["status"], 200, "{got}");
+    let metadata = std::fs::read_to_string(&metadata).expect("metadata");
+    let base = format!(
+        "\"https://localhost:{}/dicomweb/studies/{study}",
+        server.http
+    );
+    assert!(metadata.contains(&base), "no {base} in {metadata}");
+
     // A plain (non-TLS) association to the TLS port is not established.
     let out = dcmtk("echoscu", &common, None);
     assert!(
@@ -456,4 +477,33 @@ fn unusable_tls_files_stop_start_up_naming_the_key_without_key_material() {
         !refused.contains("U0VDUkVU"),
         "key material printed: {refused}"
     );
+}
+
+#[test]
+fn a_dicom_tls_handshake_that_never_finishes_is_closed_after_artim() {
+    let pki = Pki::new();
+    let server = Server::start(&format!(
+        "{}artim_secs = 2\nmax_associations_per_peer = 1\n",
+        pki.section("dimse")
+    ));
+    server.register_ae("TLSTEST");
+    // This address's one connection: a ClientHello that stops after its record header.
+    let mut stalled = TcpStream::connect(("127.0.0.1", server.dimse)).expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("send");
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut stalled),
+        "a stalled DICOM TLS handshake was held past 60 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // Its place is free again.
+    let port = server.dimse.to_string();
+    let got = tls_client(&["echo", "127.0.0.1", &port, "--ca", &pki.path("ca.pem")]);
+    assert_eq!(got["status"], 0, "{got}");
 }

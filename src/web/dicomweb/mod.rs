@@ -134,7 +134,8 @@ pub async fn instance_file(
 
 /// The base URL of the DICOMweb service as clients see it (for RetrieveURL and BulkDataURI):
 /// `[http] public_url`; else the scheme and host a reverse proxy names in `Forwarded` (RFC 7239)
-/// or `X-Forwarded-Proto` / `X-Forwarded-Host`; else the request's Host header. Forwarded values
+/// or `X-Forwarded-Proto` / `X-Forwarded-Host`; else the request's Host header (with `https`
+/// when the listener speaks TLS). Forwarded values
 /// that are not a plain scheme or host name are ignored, so no header can inject text into URLs.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let configured = state.config.http.public_url.trim_end_matches('/');
@@ -151,7 +152,12 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| state.config.http.addr.to_string());
-    format!("{}://{host}/dicomweb", proto.unwrap_or("http"))
+    // Without a proxy's word, the scheme is the one this listener speaks.
+    let own = match state.config.http.tls_certificate {
+        Some(_) => "https",
+        None => "http",
+    };
+    format!("{}://{host}/dicomweb", proto.unwrap_or(own))
 }
 
 /// The scheme and host the client used, as the nearest proxy's `Forwarded` element says
