@@ -111,7 +111,8 @@ fn networking(out: &mut String, config: &Config) {
          | Calling AE Titles allowed | any, or the list in `allowed_calling_ae_titles` |\n\
          | Low disk space | A-ASSOCIATE-RJ, transient, local limit exceeded |\n\
          | Asynchronous operations window | not negotiated: one operation at a time |\n\
-         | SCP/SCU role selection | accepted for storage SOP classes (the requestor as storage SCP, for C-GET) |\n\n\
+         | SCP/SCU role selection | accepted for storage SOP classes (the requestor as storage SCP, for C-GET) |\n\
+         | Security (PS3.15 B.1) | {tls} |\n\n\
          C-MOVE opens associations only to destinations listed in `[dimse.move_destinations]`. \
          A different data set under a stored SOP Instance UID follows `[ingest] on_conflict` \
          (keep the first with warning B007 by default, overwrite, or refuse with 0111). A data set \
@@ -125,6 +126,11 @@ fn networking(out: &mut String, config: &Config) {
         artim = d.artim_secs,
         pdu_timeout = d.pdu_timeout_secs,
         called = if d.require_called_ae_title { "yes" } else { "no" },
+        tls = match (&d.tls_certificate, &d.tls_client_ca) {
+            (None, _) => "plain TCP; the Basic TLS Secure Transport Connection Profile (TLS 1.2 or 1.3) with `tls_certificate` and `tls_private_key`, client certificates required with `tls_client_ca`",
+            (Some(_), None) => "Basic TLS Secure Transport Connection Profile: TLS 1.2 or 1.3 only (`tls_certificate`); no client certificate asked for",
+            (Some(_), Some(_)) => "Basic TLS Secure Transport Connection Profile: TLS 1.2 or 1.3 only (`tls_certificate`); a client certificate from `tls_client_ca` required",
+        },
     );
 }
 
