@@ -29,14 +29,19 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Background verification of stored objects.
     pub integrity: IntegrityConfig,
-    /// Authentication: brute-force protection.
+    /// Credentials: OpenID Connect access tokens besides tramy's own API tokens, and
+    /// brute-force protection.
     pub auth: AuthConfig,
 }
 
-/// Authentication settings: brute-force protection on failed credentials (`auth::throttle`).
+/// How callers prove who they are (issue #9). tramy's own API tokens always work; an OpenID
+/// Connect provider (a facility's Keycloak) is optional. Failed credentials are throttled per
+/// client address (`auth::throttle`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// Accept access tokens (JWTs) of this OpenID Connect provider.
+    pub oidc: Option<OidcConfig>,
     /// Failed credentials (a bad token, an unregistered calling AE title) from one client
     /// address within `failure_window` after which that address is refused for `lockout`
     /// without its credentials being checked.
@@ -55,6 +60,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            oidc: None,
             max_failed_attempts: 10,
             failure_window: Duration::from_secs(60),
             lockout: Duration::from_secs(300),
@@ -91,6 +97,31 @@ mod duration_text {
             serde::de::Error::custom(format!("{text:?} is not a duration like \"1m\" ({e})"))
         })
     }
+}
+
+/// An OpenID Connect provider whose access tokens tramy accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` claim, exactly (Keycloak: `https://HOST/realms/NAME`).
+    pub issuer: String,
+    /// The `aud` claim must contain this, when given.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The provider's JWKS URL (Keycloak: `…/protocol/openid-connect/certs`); or
+    pub jwks_url: Option<String>,
+    /// a JWKS file on disk (air-gapped sites, tests).
+    pub jwks_file: Option<PathBuf>,
+    /// Which claims carry the facility code and the roles.
+    #[serde(default)]
+    pub claims: crate::auth::oidc::ClaimMapping,
+    /// Keys are refetched on an unknown `kid` at most this often, in seconds.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_min_refresh_secs: u64,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    60
 }
 
 /// Background verification of stored objects (what `tramy verify` does, on a schedule).
