@@ -221,6 +221,14 @@ fn https_serves_healthz_to_a_client_that_trusts_the_ca_and_plain_http_gets_nothi
     let got = https_get(&server, &pki, "/healthz");
     assert_eq!(got["status"], 200, "{got}");
 
+    // The session cookie of /login is only ever sent back over HTTPS.
+    let token = server.token();
+    let (url, ca) = (server.url("/login"), pki.path("ca.pem"));
+    let got = tls_client(&["login", &url, "--ca", &ca, "--token", &token]);
+    assert_eq!(got["status"], 303, "{got}");
+    let attributes = got["attributes"].to_string();
+    assert!(attributes.contains("Secure"), "{got}");
+
     // A plain HTTP request to the TLS port gets no HTTP answer (a TLS alert, then the close).
     let mut plain = TcpStream::connect(("127.0.0.1", server.http)).expect("connect");
     plain

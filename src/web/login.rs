@@ -53,8 +53,9 @@ pub async fn submit(State(state): State<AppState>, Form(form): Form<LoginForm>) 
     match checked {
         Ok(()) => {
             let cookie = format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                form.token.trim()
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
+                form.token.trim(),
+                secure_attribute(&state)
             );
             let mut response = Redirect::to("/").into_response();
             match HeaderValue::from_str(&cookie) {
@@ -62,10 +63,23 @@ pub async fn submit(State(state): State<AppState>, Form(form): Form<LoginForm>) 
                     response.headers_mut().insert(header::SET_COOKIE, v);
                     response
                 }
-                Err(_) => refused(AuthError::Invalid("the token has characters no token has".into())),
+                Err(_) => refused(AuthError::Invalid(
+                    "the token has characters no token has".into(),
+                )),
             }
         }
         Err(e) => refused(e),
+    }
+}
+
+/// `; Secure` when clients reach tramy over HTTPS (its own TLS, or a proxy's per
+/// `public_url`), so the browser never sends the session over plain HTTP (RFC 6265 4.1.2.5).
+fn secure_attribute(state: &AppState) -> &'static str {
+    let http = &state.config.http;
+    if http.tls_certificate.is_some() || http.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
     }
 }
 

@@ -1,7 +1,8 @@
 """TLS clients for tests/tls.rs: HTTPS with requests, DICOM C-ECHO with pynetdicom over an
 ssl.SSLContext (PS3.15 B.1). Prints one JSON object.
 
-    tls_client.py get URL --ca CA.pem [--token TOKEN] [--out FILE]
+    tls_client.py get URL --ca CA.pem [--token TOKEN] [--accept TYPE] [--out FILE]
+    tls_client.py login URL --ca CA.pem --token TOKEN      (POST /login; the cookie's attributes)
     tls_client.py echo HOST PORT --ca CA.pem [--cert C.pem --key K.pem] [--aet TITLE]
 """
 
@@ -25,6 +26,24 @@ def get(args):
         with open(args.out, "wb") as f:
             f.write(r.content)
     return {"ok": True, "status": r.status_code, "length": len(r.content)}
+
+
+def login(args):
+    import requests
+
+    try:
+        r = requests.post(
+            args.url,
+            data={"token": args.token},
+            verify=args.ca,
+            allow_redirects=False,
+            timeout=30,
+        )
+    except requests.exceptions.RequestException as e:
+        return {"ok": False, "error": type(e).__name__ + ": " + str(e)}
+    cookie = r.headers.get("Set-Cookie", "")
+    # The cookie's attributes only: its value is the token.
+    return {"ok": True, "status": r.status_code, "attributes": cookie.split(";")[1:]}
 
 
 def echo(args):
@@ -56,6 +75,10 @@ def main():
     g.add_argument("--token")
     g.add_argument("--accept")
     g.add_argument("--out")
+    p = sub.add_parser("login")
+    p.add_argument("url")
+    p.add_argument("--ca", required=True)
+    p.add_argument("--token", required=True)
     e = sub.add_parser("echo")
     e.add_argument("host")
     e.add_argument("port", type=int)
@@ -64,7 +87,7 @@ def main():
     e.add_argument("--key")
     e.add_argument("--aet", default="TLSTEST")
     args = parser.parse_args()
-    result = get(args) if args.command == "get" else echo(args)
+    result = {"get": get, "login": login, "echo": echo}[args.command](args)
     print(json.dumps(result))
     sys.stdout.flush()
 
