@@ -73,8 +73,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // HTTP/1 only: hyper's header timeout covers neither cleartext HTTP/2 (h2c) nor the version
     // sniffing of its auto mode (which waits for 24 bytes without a timer), so either would let
-    // an idle connection stay forever; browsers speak HTTP/2 only over TLS, which a fronting
-    // proxy terminates. (No route upgrades connections.)
+    // an idle connection stay forever. Over TLS, ALPN offers HTTP/1.1 alone, so browsers
+    // speak it there too. (No route upgrades connections.)
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
@@ -116,6 +116,8 @@ pub async fn serve(
             }
             Some(tls) => {
                 let tls = tls.clone();
+                // The handshake holds the slot for at most this; a pending one also delays
+                // shutdown by at most this (its watcher), within `shutdown_grace`.
                 let handshake_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {
