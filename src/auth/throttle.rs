@@ -343,6 +343,21 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_failures_from_many_threads_are_all_counted() {
+        let t = std::sync::Arc::new(Throttle::new(limits(400)));
+        let t0 = Instant::now();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..50).filter(|_| t.failed_at(A, t0).is_some()).count())
+            })
+            .collect();
+        let lockouts: usize = threads.into_iter().map(|h| h.join().expect("thread")).sum();
+        assert_eq!(lockouts, 1, "the 400th failure, and only it, locks");
+        assert!(t.check_at(A, t0).is_err());
+    }
+
+    #[test]
     fn the_wall_clock_entry_points_agree() {
         let t = Throttle::new(limits(1));
         assert_eq!(t.check(A), Ok(()));
