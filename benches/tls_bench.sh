@@ -7,7 +7,8 @@
 #   3. C-STORE of LARGE_N 10 MB instances in one association, MB/s;
 #   4. WADO-RS of those 10 MB instances, one curl on one keep-alive connection, MB/s.
 # usage: benches/tls_bench.sh [N=400] [LARGE_N=20]    environment: ROUNDS (default 3),
-#        VENV (a Python with pydicom and numpy; default target/bench-venv, made on first use)
+#        VENV (a Python with pydicom and numpy; default target/bench-venv, made on first use),
+#        FSYNC (default false), ECHOES (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-400}
@@ -24,6 +25,8 @@ fi
 PY="$VENV/bin/python"
 cargo build --release --quiet
 BIN=target/release/tramy
+# dcmtk sets TCP_NODELAY only when told; else Nagle + delayed ACK add ~40 ms per message.
+export TCP_NODELAY=1
 
 # A throwaway CA and a server certificate for localhost / 127.0.0.1.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
@@ -34,7 +37,8 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$ROOT/server.csr" -CA "$ROOT/ca.pem" -CAkey "$ROOT/ca-key.pem" \
   -CAcreateserial -days 2 -extfile "$ROOT/ext.cnf" -out "$ROOT/cert.pem" 2>/dev/null
 
-printf '[triage]\nenabled = false\n' > "$ROOT/plain.toml"
+# fsync off (FSYNC=true to keep it): the network path is measured, not this disk's flushes.
+printf '[triage]\nenabled = false\n[ingest]\nfsync = %s\n' "${FSYNC:-false}" > "$ROOT/plain.toml"
 { cat "$ROOT/plain.toml"
   for s in http dimse; do
     printf '[%s]\ntls_certificate = "%s"\ntls_private_key = "%s"\n' "$s" "$ROOT/cert.pem" "$ROOT/key.pem"
