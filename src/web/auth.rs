@@ -69,7 +69,9 @@ fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
             Ok(Credential::ApiToken(token))
         }
         Some(token) if token.split('.').count() == 3 => Ok(Credential::Jwt(token)),
-        Some(_) => Err(AuthError::Invalid("the session cookie is not a credential".into())),
+        Some(_) => Err(AuthError::Invalid(
+            "the session cookie is not a credential".into(),
+        )),
         None => Err(AuthError::Missing),
     }
 }
@@ -99,9 +101,10 @@ fn unauthorized(e: AuthError) -> Response {
         AuthError::Invalid(_) => r#"Bearer realm="tramy", error="invalid_token""#,
     };
     let mut response = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
