@@ -326,7 +326,7 @@ fn insert_grant(
 ) -> rusqlite::Result<Result<Grant, SharingError>> {
     if grant.to_facility == from {
         return Ok(Err(SharingError::Invalid(
-            "to_facility is the facility that holds the data already".into(),
+            "to_facility is the granting facility itself: name the facility that should see the data".into(),
         )));
     }
     if !facility_exists(c, &grant.to_facility)? {
@@ -410,6 +410,14 @@ fn insert_grant(
         .query_row([id], grant_from_row)?))
 }
 
+/// What decides whether a consent can carry a grant.
+struct ConsentTerms {
+    purpose: String,
+    recipient: Option<String>,
+    until: Option<String>,
+    revoked: Option<String>,
+}
+
 /// The purpose of consent `id` when it is this patient's, not revoked, and allows `to`.
 fn consent_for(
     c: &Connection,
@@ -417,16 +425,27 @@ fn consent_for(
     patient_fk: i64,
     to: &str,
 ) -> rusqlite::Result<Result<Purpose, SharingError>> {
-    let row: Option<(String, Option<String>, Option<String>, Option<String>)> = c
+    let row = c
         .prepare_cached(
             "SELECT purpose, recipient, valid_until, revoked_at FROM consents \
              WHERE id = ?1 AND patient_fk = ?2",
         )?
         .query_row(params![id, patient_fk], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(ConsentTerms {
+                purpose: r.get(0)?,
+                recipient: r.get(1)?,
+                until: r.get(2)?,
+                revoked: r.get(3)?,
+            })
         })
         .optional()?;
-    let Some((purpose, recipient, until, revoked)) = row else {
+    let Some(ConsentTerms {
+        purpose,
+        recipient,
+        until,
+        revoked,
+    }) = row
+    else {
         return Ok(Err(SharingError::NotFound(
             "no such consent of this patient".into(),
         )));

@@ -158,13 +158,14 @@ pub async fn heatmap(
     Query(q): Query<HeatmapQuery>,
 ) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
+    // The instance first: what the caller may not see is not found, whatever the model.
+    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
     let model = state
         .models
         .iter()
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
-    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
     let png = state
         .heatmaps
         .run(move || -> Result<Vec<u8>, HttpError> {

@@ -20,9 +20,10 @@ use crate::auth::{credential_from_authorization, AuthError, Credential};
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe and the page where one is entered.
+/// Paths open without a credential: the liveness probe, the page where one is entered, and
+/// the one that forgets it.
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login")
+    matches!(path, "/healthz" | "/login" | "/logout")
 }
 
 /// Middleware: authenticates the request or answers 401.

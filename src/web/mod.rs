@@ -6,6 +6,7 @@
 //! Handlers stay thin: they parse the request, call the archive or the index, and shape the
 //! response. The domain does not know about axum.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod dicomweb;
@@ -201,6 +202,21 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::DELETE,
             "/api/v1/grants/{id}",
             axum::routing::delete(sharing::revoke_grant),
+        ),
+        (
+            Method::POST,
+            "/api/v1/facilities",
+            post(admin::add_facility),
+        ),
+        (Method::GET, "/api/v1/facilities", get(admin::facilities)),
+        (Method::POST, "/api/v1/ae-titles", post(admin::add_ae_title)),
+        (Method::GET, "/api/v1/ae-titles", get(admin::ae_titles)),
+        (Method::POST, "/api/v1/tokens", post(admin::create_token)),
+        (Method::GET, "/api/v1/tokens", get(admin::tokens)),
+        (
+            Method::DELETE,
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
         ),
     ]
 }

@@ -171,7 +171,14 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::sharing::revoke_consent,
         super::sharing::create_grant,
         super::sharing::grants,
-        super::sharing::revoke_grant
+        super::sharing::revoke_grant,
+        super::admin::add_facility,
+        super::admin::facilities,
+        super::admin::add_ae_title,
+        super::admin::ae_titles,
+        super::admin::create_token,
+        super::admin::tokens,
+        super::admin::revoke_token
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -184,7 +191,16 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         crate::access::sharing::NewGrant,
         crate::access::sharing::Grant,
         crate::access::sharing::Purpose,
-        crate::access::sharing::ConsentSource
+        crate::access::sharing::ConsentSource,
+        crate::registry::Facility,
+        crate::registry::FacilityKind,
+        crate::registry::ApplicationEntity,
+        crate::registry::TokenRecord,
+        crate::auth::Role,
+        super::admin::FacilityRequest,
+        super::admin::AeRequest,
+        super::admin::TokenRequest,
+        super::admin::IssuedTokenView
     ))
 )]
 pub struct ApiDoc;
