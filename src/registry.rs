@@ -17,7 +17,9 @@ use crate::auth::{AuthError, Identity, Role};
 use crate::store::{Index, IndexError};
 
 /// What a facility is, in the referral pyramid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FacilityKind {
     /// A commune health station.
@@ -62,7 +64,7 @@ impl FromStr for FacilityKind {
 }
 
 /// A facility as registered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Facility {
     /// The national facility code.
     pub code: String,
@@ -90,7 +92,7 @@ pub struct NewFacility {
 }
 
 /// An AE title registered for a facility: associations calling with it act for that facility.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApplicationEntity {
     /// The AE title, without padding.
     pub ae_title: String,
@@ -103,7 +105,7 @@ pub struct ApplicationEntity {
 }
 
 /// An API token's record as listed: never the token, never its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// The public id (the part after `tramy_` in the token).
     pub id: String,
@@ -333,7 +335,8 @@ pub enum FirstStart {
     AlreadySetUp,
     /// Facility `LOCAL` and a superadmin token were made; the token is in this file.
     Created(PathBuf),
-    /// Facility `LOCAL` was made but no token: this file already existed and was left alone.
+    /// Facility `LOCAL` was made and this file already existed: it was left alone, and the
+    /// token in it, if it holds one, was registered as superadmin again.
     TokenFileExists(PathBuf),
 }
 
@@ -360,7 +363,20 @@ pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, R
     match write_secret(&path, &token.text) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            index.bootstrap_registry(&who, facility, None).await?;
+            // An index rebuilt beside its data (`tramy reindex`, a lost index file): the token
+            // its admin kept still works, rather than locking them out of their archive.
+            let kept = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| api_token::reread(&text));
+            let record = NewToken {
+                facility: None,
+                role: Role::Superadmin,
+                name: "first start (kept in admin-token)".into(),
+                expires_at: None,
+            };
+            index
+                .bootstrap_registry(&who, facility, kept.map(|token| (token, record)))
+                .await?;
             return Ok(FirstStart::TokenFileExists(path));
         }
         Err(source) => return Err(RegistryError::TokenFile { path, source }),

@@ -44,6 +44,19 @@ pub struct StoredToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A token issued before, read back from where its owner kept it (the first start's
+/// `admin-token` file when the index was rebuilt): its id and hash again; `None` when `text` is
+/// not a well-formed token.
+pub fn reread(text: &str) -> Option<IssuedToken> {
+    let text = text.trim();
+    let id = id_of(text).ok()?.to_string();
+    Some(IssuedToken {
+        hash: hash(text),
+        id,
+        text: text.to_string(),
+    })
+}
+
 /// Makes a new token from the operating system's random source (which failing means no secret
 /// can be made safely on this machine).
 pub fn issue() -> Result<IssuedToken, getrandom::Error> {
@@ -102,6 +115,11 @@ pub fn verify(
 }
 
 fn hash(text: &str) -> String {
+    sha256_hex(text)
+}
+
+/// SHA-256 of `text`, hex: how tramy's credentials are stored.
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

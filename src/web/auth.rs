@@ -20,9 +20,10 @@ use crate::auth::{credential_from_authorization, AuthError, Credential};
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe and the page where one is entered.
+/// Paths open without a credential: the liveness probe, the page where one is entered, the one
+/// that forgets it, and share links (the link is the credential).
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login")
+    matches!(path, "/healthz" | "/login" | "/logout") || path.starts_with("/share/")
 }
 
 /// Middleware: authenticates the request or answers 401.
@@ -65,11 +66,16 @@ fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
         return credential_from_authorization(authorization);
     }
     match session_cookie(headers) {
+        Some(token) if token.starts_with(crate::auth::share_link::PREFIX) => {
+            Ok(Credential::ShareLink(token))
+        }
         Some(token) if token.starts_with(crate::auth::api_token::PREFIX) => {
             Ok(Credential::ApiToken(token))
         }
         Some(token) if token.split('.').count() == 3 => Ok(Credential::Jwt(token)),
-        Some(_) => Err(AuthError::Invalid("the session cookie is not a credential".into())),
+        Some(_) => Err(AuthError::Invalid(
+            "the session cookie is not a credential".into(),
+        )),
         None => Err(AuthError::Missing),
     }
 }
@@ -99,9 +105,10 @@ fn unauthorized(e: AuthError) -> Response {
         AuthError::Invalid(_) => r#"Bearer realm="tramy", error="invalid_token""#,
     };
     let mut response = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
