@@ -148,12 +148,12 @@ fn patient_key(a: &InstanceAttributes) -> String {
 
 /// One write in a group commit: applied inside the batch transaction (in its own savepoint),
 /// answered once the transaction has committed.
-trait WriteOp: Send {
+pub(super) trait WriteOp: Send {
     fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()>;
     fn finish(self: Box<Self>, committed: Result<(), IndexError>);
 }
 
-type WriteRequest = Box<dyn WriteOp>;
+pub(super) type WriteRequest = Box<dyn WriteOp>;
 
 struct InstanceWrite {
     instance: NewInstance,
@@ -318,7 +318,9 @@ impl Index {
         answer.await.map_err(|_| IndexError::WriterGone)?
     }
 
-    async fn submit(&self, request: WriteRequest) -> Result<(), IndexError> {
+    /// Queues `request` for the writer's next group commit (the audit trail's appends, in
+    /// `audit.rs`, are answered without waiting for it).
+    pub(super) async fn submit(&self, request: WriteRequest) -> Result<(), IndexError> {
         let writer = self.writer.clone();
         // The channel is bounded: only when the writer is saturated does sending block, and then
         // it waits in the blocking pool rather than on an async worker.

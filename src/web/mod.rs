@@ -7,6 +7,7 @@
 //! response. The domain does not know about axum.
 
 pub mod api;
+pub mod audit;
 pub mod dicomweb;
 pub mod error;
 pub mod listener;
@@ -133,6 +134,7 @@ fn own_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
             get(api::heatmap),
         ),
         ("/api/v1/triage/jobs", get(api::jobs)),
+        ("/api/v1/audit", get(audit::audit_events)),
     ]
 }
 

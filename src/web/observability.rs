@@ -160,14 +160,18 @@ pub async fn metrics_endpoint() -> Response {
         super::api::study_findings,
         super::api::worklist,
         super::api::heatmap,
-        super::api::jobs
+        super::api::jobs,
+        super::audit::audit_events
     ),
     components(schemas(
         crate::store::findings::Finding,
         crate::store::findings::WorklistEntry,
         crate::store::findings::JobView,
         super::api::Problem,
-        super::Health
+        super::Health,
+        crate::audit::AuditEvent,
+        crate::audit::PatientRef,
+        super::audit::FhirAuditBundle
     ))
 )]
 pub struct ApiDoc;
