@@ -93,13 +93,9 @@ impl GrantScope {
 
     /// Parses an API name.
     pub fn parse(s: &str) -> Option<GrantScope> {
-        [
-            GrantScope::Metadata,
-            GrantScope::Images,
-            GrantScope::Findings,
-        ]
-        .into_iter()
-        .find(|g| g.as_str() == s)
+        [GrantScope::Metadata, GrantScope::Images, GrantScope::Findings]
+            .into_iter()
+            .find(|g| g.as_str() == s)
     }
 }
 
