@@ -29,6 +29,42 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Background verification of stored objects.
     pub integrity: IntegrityConfig,
+    /// Credentials: OpenID Connect access tokens besides tramy's own API tokens.
+    pub auth: AuthConfig,
+}
+
+/// How callers prove who they are (issue #9). tramy's own API tokens always work; an OpenID
+/// Connect provider (a facility's Keycloak) is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept access tokens (JWTs) of this OpenID Connect provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider whose access tokens tramy accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` claim, exactly (Keycloak: `https://HOST/realms/NAME`).
+    pub issuer: String,
+    /// The `aud` claim must contain this, when given.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The provider's JWKS URL (Keycloak: `…/protocol/openid-connect/certs`); or
+    pub jwks_url: Option<String>,
+    /// a JWKS file on disk (air-gapped sites, tests).
+    pub jwks_file: Option<PathBuf>,
+    /// Which claims carry the facility code and the roles.
+    #[serde(default)]
+    pub claims: crate::auth::oidc::ClaimMapping,
+    /// Keys are refetched on an unknown `kid` at most this often, in seconds.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_min_refresh_secs: u64,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    60
 }
 
 /// Background verification of stored objects (what `tramy verify` does, on a schedule).
@@ -193,6 +229,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             triage: TriageConfig::default(),
             integrity: IntegrityConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

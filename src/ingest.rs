@@ -381,6 +381,7 @@ impl Archive {
                 0
             },
             received_at: None,
+            facility: sender.principal.facility().map(str::to_owned),
         };
         let report = |outcome| IngestReport {
             attributes: prepared.attributes.clone(),
@@ -456,6 +457,7 @@ impl Archive {
             triage_models: Vec::new(),
             triage_priority: 0,
             received_at: Some(received_at),
+            facility: None,
         };
         Ok(
             match self

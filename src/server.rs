@@ -20,6 +20,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (archive, triage_worker, models) = start_triage(&config, archive)?;
     reconcile(&archive).await?;
     first_start(&archive, &config).await?;
+    let authenticator =
+        crate::auth::authenticator::Authenticator::new(archive.index().clone(), &config.auth)
+            .context("setting up authentication")?;
 
     let dimse_listener = TcpListener::bind(config.dimse.addr)
         .await
@@ -72,7 +75,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 limits.max_connections = fit;
             }
         }
-        let app = crate::web::router(crate::web::AppState::new(archive, http_config, models));
+        let app = crate::web::router(crate::web::AppState::new(
+            archive,
+            http_config,
+            models,
+            authenticator,
+        ));
         crate::web::listener::serve(http_listener, app, limits, async {
             let _ = http_stopped.await;
         })

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::TramyServer;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -94,42 +96,46 @@ impl Trail {
             .expect("tramy runs")
     }
 
-    /// A study of patient `(id, issuer)` held by `facilities`, written as the ingest path would.
+    /// A study of patient `(id, issuer)` held by `facilities`.
     fn study(&self, uid: &str, patient: (&str, &str), facilities: &[&str]) {
-        let c = self.sqlite();
-        let key = if patient.0.is_empty() {
-            format!("\u{1}unidentified\u{1}{uid}")
-        } else {
-            format!("{}\u{1}{}", patient.0, patient.1)
-        };
-        c.execute(
-            "INSERT OR IGNORE INTO patients (patient_key, patient_id, issuer_of_patient_id, \
+        add_study(&self.sqlite(), uid, patient, facilities);
+    }
+}
+
+/// A study of patient `(id, issuer)` held by `facilities`, as the ingest path writes its rows.
+fn add_study(c: &Connection, uid: &str, patient: (&str, &str), facilities: &[&str]) {
+    let key = if patient.0.is_empty() {
+        format!("\u{1}unidentified\u{1}{uid}")
+    } else {
+        format!("{}\u{1}{}", patient.0, patient.1)
+    };
+    c.execute(
+        "INSERT OR IGNORE INTO patients (patient_key, patient_id, issuer_of_patient_id, \
              patient_name, patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, '', '', '', '')",
-            rusqlite::params![key, patient.0, patient.1],
+        rusqlite::params![key, patient.0, patient.1],
+    )
+    .expect("patient");
+    let patient_fk: i64 = c
+        .query_row(
+            "SELECT id FROM patients WHERE patient_key = ?1",
+            [&key],
+            |r| r.get(0),
         )
-        .expect("patient");
-        let patient_fk: i64 = c
-            .query_row(
-                "SELECT id FROM patients WHERE patient_key = ?1",
-                [&key],
-                |r| r.get(0),
-            )
-            .expect("patient id");
-        c.execute(
+        .expect("patient id");
+    c.execute(
             "INSERT INTO studies (study_instance_uid, patient_fk, study_date, study_time, \
              accession_number, study_id, referring_physician_name, referring_physician_name_norm, \
              study_description, created_at) VALUES (?1, ?2, '20261130', '', '', '', '', '', '', '')",
             rusqlite::params![uid, patient_fk],
         )
         .expect("study");
-        let study_fk = c.last_insert_rowid();
-        for f in facilities {
-            c.execute(
-                "INSERT INTO study_facilities (study_fk, facility) VALUES (?1, ?2)",
-                rusqlite::params![study_fk, f],
-            )
-            .expect("study facility");
-        }
+    let study_fk = c.last_insert_rowid();
+    for f in facilities {
+        c.execute(
+            "INSERT INTO study_facilities (study_fk, facility) VALUES (?1, ?2)",
+            rusqlite::params![study_fk, f],
+        )
+        .expect("study facility");
     }
 }
 
@@ -511,11 +517,16 @@ fn a_facility_admin_reads_its_own_acts_and_events_about_its_studies_only() {
             }
         )
         .is_empty());
-    // Roles without ReadAudit read nothing; a superadmin reads all.
-    assert!(trail.details(&a, AuditFilter::default()).is_empty());
-    assert!(trail
-        .details(&Principal::anonymous(), AuditFilter::default())
-        .is_empty());
+    // Roles without ReadAudit are refused; a superadmin reads all.
+    for refused in [a, Principal::anonymous()] {
+        let answer = trail
+            .runtime
+            .block_on(trail.index.audit_events(&refused, &AuditFilter::default()));
+        assert!(
+            matches!(answer, Err(tramy::store::IndexError::Forbidden { .. })),
+            "{answer:?}"
+        );
+    }
     let root = user("token:root", "", Role::Superadmin);
     assert_eq!(trail.details(&root, AuditFilter::default()).len(), 5);
 }
@@ -533,4 +544,294 @@ fn a_reopened_index_continues_the_chain() {
     });
     let report = trail.verify();
     assert_eq!((report.verified, report.first_break), (5, None));
+}
+
+/// A GET with `token` (if any) as its Bearer credential, over a socket of its own: status,
+/// content type, body.
+fn get(
+    server: &TramyServer,
+    path: &str,
+    token: Option<&str>,
+    accept: &str,
+) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let mut body = raw[split + 4..].to_vec();
+    if header("transfer-encoding").contains("chunked") {
+        body = dechunk(&body);
+    }
+    (status, header("content-type"), body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
+        raw = &raw[end + 2..];
+        if size == 0 || raw.len() < size {
+            break;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+    out
+}
+
+fn json_of(answer: &(u16, String, Vec<u8>)) -> serde_json::Value {
+    assert_eq!(answer.0, 200, "{}", String::from_utf8_lossy(&answer.2));
+    serde_json::from_slice(&answer.2).expect("JSON body")
+}
+
+/// `tramy ARGS` on the running server's data folder.
+fn tramy_beside(server: &TramyServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .args(args)
+        .env("TRAMY_DATA_DIR", &server.data_dir)
+        .env_remove("TRAMY_CONFIG")
+        .output()
+        .expect("tramy runs")
+}
+
+fn token_for(server: &TramyServer, facility: &str, role: &str) -> String {
+    let out = tramy_beside(
+        server,
+        &["token", "create", "--facility", facility, "--role", role],
+    );
+    common::assert_success(&out, "token create");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Checks the parts of an R4 AuditEvent that BALP and FHIR require.
+fn assert_balp_shape(resource: &serde_json::Value) {
+    assert_eq!(resource["resourceType"], "AuditEvent");
+    assert!(resource["type"]["system"].is_string() && resource["type"]["code"].is_string());
+    assert!(chrono::DateTime::parse_from_rfc3339(resource["recorded"].as_str().unwrap()).is_ok());
+    let agents = resource["agent"].as_array().expect("agent");
+    let requestor = agents
+        .iter()
+        .find(|a| a["requestor"] == true)
+        .expect("a requestor agent");
+    assert!(requestor["who"]["identifier"]["value"].is_string());
+    assert!(requestor["type"]["coding"][0]["code"].is_string());
+    assert!(agents.iter().all(|a| a["requestor"].is_boolean()));
+    assert!(resource["source"]["observer"].is_object());
+    assert!(["0", "4", "8", "12"].contains(&resource["outcome"].as_str().unwrap()));
+}
+
+#[test]
+fn the_trail_is_read_over_http_as_json_and_as_a_fhir_bundle() {
+    let server = TramyServer::start();
+    let root = std::fs::read_to_string(server.data_dir.join("admin-token"))
+        .expect("the first start's admin-token")
+        .trim()
+        .to_string();
+    for code in ["A", "B"] {
+        common::assert_success(
+            &tramy_beside(&server, &["facility", "add", code, "--name", code]),
+            "facility add",
+        );
+    }
+    let (admin_a, clinician_a) = (
+        token_for(&server, "A", "admin"),
+        token_for(&server, "A", "clinician"),
+    );
+    // Events as the listeners record them, written beside the running server: its writer and
+    // this one share the chain through the index file.
+    add_study(
+        &Connection::open(server.data_dir.join("index.sqlite")).unwrap(),
+        "1.2.826.1.1",
+        ("P1", "CCCD"),
+        &["A"],
+    );
+    add_study(
+        &Connection::open(server.data_dir.join("index.sqlite")).unwrap(),
+        "1.2.826.1.2",
+        ("P2", "CCCD"),
+        &["B"],
+    );
+    let (seed_a, seed_b) = (
+        user("token:seed-a", "A", Role::Clinician),
+        user("token:seed-b", "B", Role::Clinician),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let index = Index::open(&server.data_dir.join("index.sqlite"), false).unwrap();
+        for e in [
+            event(
+                &seed_a,
+                AuditAction::Query,
+                None,
+                "GET /dicomweb/studies 200",
+            ),
+            event(
+                &seed_b,
+                AuditAction::Retrieve,
+                Some("1.2.826.1.1"),
+                "GET /dicomweb/studies/{study} 200",
+            ),
+            event(
+                &seed_b,
+                AuditAction::ReadMetadata,
+                Some("1.2.826.1.2"),
+                "GET /dicomweb/studies/{study}/metadata 200",
+            ),
+        ] {
+            index.record_audit_committed(e).await.unwrap();
+        }
+    });
+
+    // Credentials: none is 401, a role without the audit trail 403.
+    assert_eq!(
+        get(&server, "/api/v1/audit", None, "application/json").0,
+        401
+    );
+    assert_eq!(
+        get(
+            &server,
+            "/api/v1/audit",
+            Some(&clinician_a),
+            "application/json"
+        )
+        .0,
+        403
+    );
+
+    // JSON: newest first, each naming its acting facility by code.
+    let list = json_of(&get(
+        &server,
+        "/api/v1/audit?actor=token:seed-b",
+        Some(&root),
+        "application/json",
+    ));
+    let list = list.as_array().expect("a JSON list");
+    assert_eq!(list.len(), 2);
+    assert!(list[0]["id"].as_i64() > list[1]["id"].as_i64());
+    assert!(list
+        .iter()
+        .all(|e| e["facility"] == "B" && e["actor"] == "token:seed-b"));
+    assert_eq!(list[0]["action"], "read_metadata");
+    assert_eq!(list[1]["patient"]["id"], "P1");
+    assert_eq!(list[1]["study_facilities"][0], "A");
+
+    // Who looked at P1's images: one query.
+    let p1 = json_of(&get(
+        &server,
+        "/api/v1/audit?patient=CCCD%7CP1",
+        Some(&root),
+        "application/json",
+    ));
+    let p1: Vec<&serde_json::Value> = p1.as_array().unwrap().iter().collect();
+    assert_eq!(p1.len(), 1);
+    assert_eq!(p1[0]["actor"], "token:seed-b");
+
+    // A's admin reads A's acts and the events about A's studies, not B's reading of B's study.
+    let seen = json_of(&get(
+        &server,
+        "/api/v1/audit?limit=1000",
+        Some(&admin_a),
+        "application/json",
+    ));
+    let details: Vec<(&str, &str)> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert!(details.contains(&("token:seed-a", "GET /dicomweb/studies 200")));
+    assert!(details.contains(&("token:seed-b", "GET /dicomweb/studies/{study} 200")));
+    assert!(
+        !details.iter().any(|(_, d)| d.contains("metadata")),
+        "{details:?}"
+    );
+
+    // FHIR: a searchset Bundle of BALP AuditEvents, by `_format` or by Accept.
+    let by_format = get(
+        &server,
+        "/api/v1/audit?patient=CCCD%7CP1&_format=fhir",
+        Some(&root),
+        "*/*",
+    );
+    assert_eq!(by_format.1, "application/fhir+json");
+    let by_accept = get(
+        &server,
+        "/api/v1/audit?patient=CCCD%7CP1",
+        Some(&root),
+        "application/fhir+json",
+    );
+    assert_eq!(by_accept.1, "application/fhir+json");
+    for bundle in [json_of(&by_format), json_of(&by_accept)] {
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "searchset");
+        let entries = bundle["entry"].as_array().expect("entries");
+        assert_eq!(entries.len(), 1);
+        let resource = &entries[0]["resource"];
+        assert_balp_shape(resource);
+        assert_eq!(resource["type"]["code"], "rest");
+        assert_eq!(resource["subtype"][0]["code"], "read");
+        let entity = resource["entity"].as_array().expect("entities");
+        assert!(entity.iter().any(|e| e["role"]["code"] == "1"
+            && e["what"]["identifier"]["value"] == "P1"
+            && e["what"]["identifier"]["system"] == "urn:tramy:issuer:CCCD"));
+        assert!(entity
+            .iter()
+            .any(|e| e["what"]["identifier"]["system"] == "urn:dicom:uid"
+                && e["what"]["identifier"]["value"] == "urn:oid:1.2.826.1.1"));
+        assert_eq!(resource["agent"][0]["location"]["identifier"]["value"], "B");
+    }
+
+    // Malformed parameters are 400 with the reason.
+    for bad in [
+        "since=yesterday",
+        "patient=%7C",
+        "study=not-a-uid",
+        "limit=0",
+        "bogus=1",
+        "_format=xml",
+    ] {
+        let answer = get(
+            &server,
+            &format!("/api/v1/audit?{bad}"),
+            Some(&root),
+            "application/json",
+        );
+        assert_eq!(
+            answer.0,
+            400,
+            "{bad}: {}",
+            String::from_utf8_lossy(&answer.2)
+        );
+    }
+
+    // The chain holds beside the running server, with both writers' events in it.
+    let verified = tramy_beside(&server, &["audit", "verify"]);
+    common::assert_success(&verified, "audit verify");
 }

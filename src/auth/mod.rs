@@ -8,6 +8,7 @@
 //! layer must not know about studies, instances or SQL.
 
 pub mod api_token;
+pub mod authenticator;
 pub mod jwks;
 pub mod oidc;
 pub mod role;

@@ -359,6 +359,7 @@ pub async fn answer(
     request: Request,
     config: &DimseConfig,
     refusal: Option<Refusal>,
+    calling_ae_registered: impl FnOnce(&str) -> Result<(), String>,
 ) -> Result<AcceptedAssociation, AcceptError> {
     let Request {
         mut stream,
@@ -435,6 +436,19 @@ pub async fn answer(
         return Err(AcceptError::Rejected(format!(
             "Calling AE Title {calling:?} is not on the allow-list"
         )));
+    }
+    // Every association acts for a registered AE title's facility (issue #9 item 3).
+    if let Err(reason) = calling_ae_registered(&calling) {
+        reject(
+            stream,
+            artim,
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            ),
+        )
+        .await;
+        return Err(AcceptError::Rejected(reason));
     }
 
     let mut peer_max_pdu_length = 16_384;

@@ -12,7 +12,8 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::access::Principal;
+use crate::access::{Action, Principal};
+use crate::store::IndexError;
 use crate::dicom::query_retrieve;
 use crate::store::query::{AttributeQuery, QueryError, QueryLevel, QueryMatch, QueryScope};
 
@@ -188,6 +189,7 @@ pub fn encode_dataset(
 pub async fn handle<A>(
     channel: &mut Channel<A>,
     service: &DimseService,
+    who: &Principal,
     request: Message,
 ) -> Result<(), ChannelError>
 where
@@ -205,7 +207,7 @@ where
         .encode()?;
         return channel.send(pc, &rsp, None).await;
     };
-    let outcome = answer(service, &context, request.dataset.as_ref()).await;
+    let outcome = answer(service, who, &context, request.dataset.as_ref()).await;
     match outcome {
         Ok(responses) => {
             for dataset in responses {
@@ -236,6 +238,8 @@ where
 /// with it on the index. Shared by C-FIND, C-GET and C-MOVE.
 pub async fn query_index<T: Send + 'static>(
     service: &DimseService,
+    who: &Principal,
+    action: Action,
     context: &AcceptedContext,
     dataset: Option<&Bytes>,
     run: fn(&QueryScope<'_>, &AttributeQuery) -> Result<T, QueryError>,
@@ -249,20 +253,30 @@ pub async fn query_index<T: Send + 'static>(
     let found = service
         .archive
         .index()
-        .query(&Principal::anonymous(), move |scope| run(scope, &query))
+        .query_as(who, action, move |scope| run(scope, &query))
         .await
-        .map_err(|e| identifier_error(status::OUT_OF_RESOURCES, e.to_string()))?
+        .map_err(|e| match e {
+            IndexError::Forbidden { .. } => identifier_error(
+                status::NOT_AUTHORIZED,
+                "this AE title's role does not allow it",
+            ),
+            e => identifier_error(status::OUT_OF_RESOURCES, e.to_string()),
+        })?
         .map_err(|e| identifier_error(status::CANNOT_UNDERSTAND, e.to_string()))?;
     Ok((identifier, level, found))
 }
 
 async fn answer(
     service: &DimseService,
+    who: &Principal,
     context: &AcceptedContext,
     dataset: Option<&Bytes>,
 ) -> Result<Vec<Vec<u8>>, IdentifierError> {
     let (identifier, level, matches) =
-        query_index(service, context, dataset, |scope, query| scope.find(query)).await?;
+        query_index(service, who, Action::Query, context, dataset, |scope, query| {
+            scope.find(query)
+        })
+        .await?;
     let ae = service.config.dimse.ae_title.clone();
     matches
         .iter()

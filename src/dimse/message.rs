@@ -62,6 +62,8 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// SOP class not supported (PS3.7 C.4.3).
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Refused: Not Authorized (PS3.7 C.5.18): the caller may not do this.
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 }

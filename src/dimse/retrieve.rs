@@ -121,6 +121,7 @@ struct Retrieval {
 async fn begin<A: PduTransport>(
     channel: &mut Channel<A>,
     service: &DimseService,
+    who: &crate::access::Principal,
     request: &Message,
     rsp_field: u16,
 ) -> Result<Option<Retrieval>, ChannelError> {
@@ -134,6 +135,8 @@ async fn begin<A: PduTransport>(
     };
     match query_index(
         service,
+        who,
+        crate::access::Action::Retrieve,
         &context,
         request.dataset.as_ref(),
         |scope, query| scope.instances(query),
@@ -175,10 +178,11 @@ async fn pending<A: PduTransport>(
 pub async fn handle_get<A: PduTransport>(
     channel: &mut Channel<A>,
     service: &DimseService,
+    who: &crate::access::Principal,
     request: Message,
 ) -> Result<(), ChannelError> {
     const RSP: u16 = command_field::C_GET_RSP;
-    let Some(mut retrieval) = begin(channel, service, &request, RSP).await? else {
+    let Some(mut retrieval) = begin(channel, service, who, &request, RSP).await? else {
         return Ok(());
     };
     let mut cancelled = false;
@@ -231,7 +235,8 @@ pub async fn handle_move<A: PduTransport>(
         };
         return refuse(channel, &request, RSP, e).await;
     };
-    let Some(mut retrieval) = begin(channel, service, &request, RSP).await? else {
+    let Some(mut retrieval) = begin(channel, service, &sender.principal, &request, RSP).await?
+    else {
         return Ok(());
     };
     let pc = request.presentation_context_id;

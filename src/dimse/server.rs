@@ -170,7 +170,12 @@ async fn serve_association(
     // Held until the association ends.
     let _slot = slots.clone().try_acquire_owned().ok();
     let refused = refusal(service, _slot.is_some(), open_from_peer);
-    let association = match answer(request, &service.config.dimse, refused).await {
+    let mut principal = None;
+    let identify = |calling: &str| {
+        principal = Some(calling_principal(service, calling, peer)?);
+        Ok(())
+    };
+    let association = match answer(request, &service.config.dimse, refused, identify).await {
         Ok(a) => a,
         Err(AcceptError::Rejected(reason)) => {
             metrics::counter!("tramy_dimse_associations_total", "result" => "rejected")
@@ -185,7 +190,9 @@ async fn serve_association(
     };
     drop(negotiation);
     let sender = Sender {
-        principal: crate::access::Principal::anonymous(),
+        principal: principal
+            .unwrap_or_else(crate::access::Principal::anonymous)
+            .from_address(peer.ip().to_string()),
         source: association.calling_ae_title.clone(),
         address: peer.to_string(),
     };
@@ -210,6 +217,46 @@ async fn serve_association(
     }
 }
 
+/// Who an association calling as `calling` from `peer` acts for: its registered AE title's
+/// facility, as that facility's clinical staff would (store, query, retrieve). Refused with the
+/// reason when the title is not registered or calls from another host than registered.
+fn calling_principal(
+    service: &DimseService,
+    calling: &str,
+    peer: SocketAddr,
+) -> Result<crate::access::Principal, String> {
+    let registered = service
+        .archive
+        .index()
+        .application_entity_now(&crate::access::Principal::system(), calling)
+        .map_err(|e| format!("the registry cannot be read: {e}"))?;
+    let Some(ae) = registered else {
+        return Err(format!(
+            "Calling AE Title {calling:?} is not registered (tramy ae add TITLE --facility CODE)"
+        ));
+    };
+    if let Some(host) = ae.host.as_deref().filter(|h| !host_matches(h, peer)) {
+        return Err(format!(
+            "Calling AE Title {calling:?} is registered for host {host}, not this one"
+        ));
+    }
+    Ok(crate::access::Principal::authenticated(crate::auth::Identity {
+        subject: format!("ae:{}", ae.ae_title),
+        facility: Some(ae.facility),
+        roles: vec![crate::auth::Role::Clinician],
+    }))
+}
+
+/// Whether `peer` is the registered `host` (an IP address, or a name that resolves to it).
+fn host_matches(host: &str, peer: SocketAddr) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == peer.ip(),
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+            .map(|mut addrs| addrs.any(|a| a.ip() == peer.ip()))
+            .unwrap_or(false),
+    }
+}
+
 async fn dispatch(
     channel: &mut Channel<AcceptorTransport>,
     service: &DimseService,
@@ -228,9 +275,11 @@ async fn dispatch(
                 super::store::handle(&service.archive, context.as_ref(), sender, message).await?;
             channel.send(pc, &rsp, None).await
         }
-        Some(command_field::C_FIND_RQ) => super::find::handle(channel, service, message).await,
+        Some(command_field::C_FIND_RQ) => {
+            super::find::handle(channel, service, &sender.principal, message).await
+        }
         Some(command_field::C_GET_RQ) => {
-            super::retrieve::handle_get(channel, service, message).await
+            super::retrieve::handle_get(channel, service, &sender.principal, message).await
         }
         Some(command_field::C_MOVE_RQ) => {
             super::retrieve::handle_move(channel, service, sender, message).await

@@ -36,6 +36,9 @@ pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreStatus 
                 IngestError::Mismatch { .. } => status::DATASET_MISMATCH,
                 IngestError::Conflict(_) => status::DUPLICATE_SOP_INSTANCE,
                 IngestError::DiskFull { .. } => status::OUT_OF_RESOURCES,
+                IngestError::Index(crate::store::IndexError::Forbidden { .. }) => {
+                    status::NOT_AUTHORIZED
+                }
                 IngestError::Object(_) | IngestError::Index(_) | IngestError::Metadata(_) => {
                     status::OUT_OF_RESOURCES
                 }

@@ -1,12 +1,13 @@
 //! Triage in the index: a study's findings, the worklist, and the job queue (claimed, settled
 //! and listed here; jobs are queued with their instance's rows in `index.rs`).
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, ToSql};
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
-use crate::access::{Action, Principal};
+use super::visibility::study_condition;
+use crate::access::{Action, Principal, Visibility};
 use crate::triage::manifest::Urgency;
 
 /// The stored name of an urgency (the worklist ranks by these names).
@@ -97,13 +98,19 @@ pub struct Finding {
 }
 
 /// The findings of a study, flagged first, then by probability.
-fn for_study(conn: &Connection, study: &str) -> rusqlite::Result<Vec<Finding>> {
-    conn.prepare_cached(
+fn for_study(conn: &Connection, study: &str, v: &Visibility) -> rusqlite::Result<Vec<Finding>> {
+    let (visible, mut params) = visible_where(
+        v,
+        "EXISTS (SELECT 1 FROM studies st WHERE st.study_instance_uid = findings.study_instance_uid AND {})",
+        Some("(SELECT i.facility FROM instances i WHERE i.sop_instance_uid = findings.sop_instance_uid)"),
+    );
+    params.insert(0, SqlValue::Text(study.to_string()));
+    conn.prepare_cached(&format!(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
-         flagged, urgency, statement, created_at FROM findings WHERE study_instance_uid = ?1 \
-         ORDER BY flagged DESC, probability DESC",
-    )?
-    .query_map([study], |r| {
+         flagged, urgency, statement, created_at FROM findings WHERE study_instance_uid = ? AND {visible} \
+         ORDER BY flagged DESC, probability DESC"
+    ))?
+    .query_map(rusqlite::params_from_iter(params), |r| {
         Ok(Finding {
             series_instance_uid: r.get(0)?,
             sop_instance_uid: r.get(1)?,
@@ -147,8 +154,15 @@ pub struct WorklistEntry {
 }
 
 /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
-fn worklist(conn: &Connection, limit: i64, offset: i64) -> rusqlite::Result<Vec<WorklistEntry>> {
-    conn.prepare_cached(
+fn worklist(
+    conn: &Connection,
+    limit: i64,
+    offset: i64,
+    v: &Visibility,
+) -> rusqlite::Result<Vec<WorklistEntry>> {
+    let (visible, mut params) = visible_where(v, "{}", None);
+    params.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
+    conn.prepare_cached(&format!(
         "SELECT st.study_instance_uid, p.patient_name, p.patient_id, st.study_date, st.modalities_in_study, \
          st.created_at, \
          COALESCE((SELECT MAX(CASE f.urgency WHEN 'emergency' THEN 3 WHEN 'urgent' THEN 2 ELSE 1 END) \
@@ -159,10 +173,10 @@ fn worklist(conn: &Connection, limit: i64, offset: i64) -> rusqlite::Result<Vec<
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state IN ('queued', 'running')), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'dead') \
-         FROM studies st JOIN patients p ON st.patient_fk = p.id \
-         ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ?1 OFFSET ?2",
-    )?
-    .query_map(params![limit, offset], |r| {
+         FROM studies st JOIN patients p ON st.patient_fk = p.id WHERE {visible} \
+         ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ? OFFSET ?"
+    ))?
+    .query_map(rusqlite::params_from_iter(params), |r| {
         let rank: i64 = r.get(6)?;
         let flags: String = r.get(7)?;
         Ok(WorklistEntry {
@@ -205,12 +219,33 @@ pub struct JobView {
 }
 
 /// Jobs in `state` (any when `None`), newest first.
-fn jobs(conn: &Connection, state: Option<JobState>, limit: i64) -> rusqlite::Result<Vec<JobView>> {
-    conn.prepare_cached(
+fn jobs(
+    conn: &Connection,
+    state: Option<JobState>,
+    limit: i64,
+    v: &Visibility,
+) -> rusqlite::Result<Vec<JobView>> {
+    let (visible, mut params) = visible_where(
+        v,
+        "EXISTS (SELECT 1 FROM instances i JOIN series se ON i.series_fk = se.id \
+         JOIN studies st ON se.study_fk = st.id \
+         WHERE i.sop_instance_uid = triage_jobs.sop_instance_uid AND {})",
+        Some("i.facility"),
+    );
+    let state = state.map(|s| s.as_str().to_string());
+    params.splice(
+        0..0,
+        [
+            state.clone().map_or(SqlValue::Null, SqlValue::Text),
+            state.map_or(SqlValue::Null, SqlValue::Text),
+        ],
+    );
+    params.push(SqlValue::Integer(limit));
+    conn.prepare_cached(&format!(
         "SELECT sop_instance_uid, model, state, attempts, last_error, created_at FROM triage_jobs \
-         WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2",
-    )?
-    .query_map(params![state, limit], |r| {
+         WHERE (? IS NULL OR state = ?) AND {visible} ORDER BY id DESC LIMIT ?"
+    ))?
+    .query_map(rusqlite::params_from_iter(params), |r| {
         Ok(JobView {
             sop_instance_uid: r.get(0)?,
             model: r.get(1)?,
@@ -268,6 +303,19 @@ pub struct JobFindings {
     pub findings: Vec<NewFinding>,
 }
 
+/// `template` with `{}` replaced by the condition that study row `st` is visible to `v`, and
+/// its parameters; `TRUE` when everything is visible.
+fn visible_where(
+    v: &Visibility,
+    template: &str,
+    instance_facility: Option<&str>,
+) -> (String, Vec<SqlValue>) {
+    match study_condition(v, "st.id", instance_facility) {
+        Some(c) => (template.replace("{}", &c.sql), c.params),
+        None => ("1".into(), Vec::new()),
+    }
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -281,7 +329,8 @@ impl Index {
     ) -> Result<Vec<Finding>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
         let study = study.to_owned();
-        self.read(move |c| Ok(for_study(c, &study)?)).await
+        let v = who.visibility(Action::ReadFindings);
+        self.read(move |c| Ok(for_study(c, &study, &v)?)).await
     }
 
     /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
@@ -292,7 +341,8 @@ impl Index {
         offset: i64,
     ) -> Result<Vec<WorklistEntry>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
-        self.read(move |c| Ok(worklist(c, limit, offset)?)).await
+        let v = who.visibility(Action::ReadFindings);
+        self.read(move |c| Ok(worklist(c, limit, offset, &v)?)).await
     }
 
     /// Jobs in `state` (any when `None`), newest first.
@@ -303,7 +353,8 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<JobView>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
-        self.read(move |c| Ok(jobs(c, state, limit)?)).await
+        let v = who.visibility(Action::ReadFindings);
+        self.read(move |c| Ok(jobs(c, state, limit, &v)?)).await
     }
 
     /// Queues again the jobs a crash left running.

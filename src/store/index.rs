@@ -50,6 +50,15 @@ pub enum IndexError {
         /// The latest this tramy knows.
         known: usize,
     },
+    /// The caller's roles do not allow the action (issue #9): answered as 403 / "Refused: Not
+    /// Authorized", never with what exists.
+    #[error("not allowed: {subject} may not {action:?}")]
+    Forbidden {
+        /// Who asked (`token:<id>`, `ae:<title>`, …); never a credential.
+        subject: String,
+        /// What was refused.
+        action: Action,
+    },
     /// The index file cannot be opened.
     #[error("cannot open index {path}: {source}")]
     Open {
@@ -86,6 +95,9 @@ pub struct NewInstance {
     /// When it was received (RFC 3339); `None` means now. Re-indexing an existing object keeps
     /// the time the object was written.
     pub received_at: Option<String>,
+    /// The facility it belongs to: the sender's. `None` (tramy's own reports, re-indexing): the
+    /// facility that holds the study already, else `LOCAL`.
+    pub facility: Option<String>,
 }
 
 /// What the index did with a [`NewInstance`].
@@ -294,11 +306,19 @@ impl Index {
     }
 
     /// The one checkpoint: every public method of the index passes here with its caller and
-    /// action before it touches data. Today it admits every caller (no credentials exist yet);
-    /// facility scoping, grants and audit (issue #9) are applied here, once, for every protocol.
+    /// action before it touches data, and is refused when the caller's roles do not allow the
+    /// action. What an admitted caller may see is narrowed by each query from
+    /// [`Principal::visibility`] (`query.rs`, `findings.rs`).
     pub(super) fn admit(&self, who: &Principal, action: Action) -> Result<(), IndexError> {
-        tracing::trace!(caller = ?who.kind(), ?action, "index access");
-        Ok(())
+        if who.permits(action) {
+            tracing::trace!(caller = who.subject(), ?action, "index access");
+            Ok(())
+        } else {
+            Err(IndexError::Forbidden {
+                subject: who.subject().to_string(),
+                action,
+            })
+        }
     }
 
     /// Runs `f` in the writer's next group commit; returns its value once committed. For the
@@ -579,14 +599,14 @@ fn apply_instance(
     policy: DuplicatePolicy,
 ) -> rusqlite::Result<CommitOutcome> {
     let a = &inst.attributes;
-    let existing: Option<(i64, String, String)> = tx
+    let existing: Option<(i64, String, String, String)> = tx
         .query_row(
-            "SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = ?1",
+            "SELECT id, sha256, object_key, facility FROM instances WHERE sop_instance_uid = ?1",
             [a.sop_instance_uid.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((id, sha, key)) = existing else {
+    let Some((id, sha, key, owner)) = existing else {
         insert_instance(tx, inst)?;
         queue_triage(tx, inst)?;
         return Ok(CommitOutcome::Stored);
@@ -594,7 +614,10 @@ fn apply_instance(
     if sha == inst.sha256 {
         return Ok(CommitOutcome::Duplicate);
     }
+    // One facility never replaces another's instance, whatever the policy.
+    let foreign = inst.facility.as_deref().is_some_and(|f| f != owner);
     match policy {
+        DuplicatePolicy::Overwrite if foreign => Ok(CommitOutcome::ConflictRejected),
         DuplicatePolicy::KeepFirst => Ok(CommitOutcome::ConflictKept),
         DuplicatePolicy::Reject => Ok(CommitOutcome::ConflictRejected),
         DuplicatePolicy::Overwrite => {
@@ -757,12 +780,18 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         }
     };
 
+    let facility = owning_facility(tx, inst, study_id)?;
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO study_facilities (study_fk, facility) VALUES (?1, ?2)",
+        params![study_id, facility],
+    )?;
     exec(
         tx,
         "INSERT INTO instances (sop_instance_uid, series_fk, sop_class_uid, instance_number, rows, \
          columns, number_of_frames, transfer_syntax_uid, object_key, size_bytes, sha256, received_at, \
-         source, source_address, metadata_json) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         source, source_address, metadata_json, facility) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             a.sop_instance_uid.as_str(),
             series_id,
@@ -778,7 +807,8 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
             inst.received_at.as_deref().unwrap_or(&now),
             inst.source,
             inst.source_address,
-            inst.metadata_json
+            inst.metadata_json,
+            facility
         ],
     )?;
     exec(
@@ -797,6 +827,22 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         [patient_id],
     )?;
     Ok(())
+}
+
+/// The facility a new instance belongs to: its sender's; for tramy's own filings (reports,
+/// re-indexing), the facility that already holds the study, else `LOCAL`.
+fn owning_facility(tx: &Connection, inst: &NewInstance, study_id: i64) -> rusqlite::Result<String> {
+    if let Some(facility) = &inst.facility {
+        return Ok(facility.clone());
+    }
+    Ok(tx
+        .query_row(
+            "SELECT facility FROM study_facilities WHERE study_fk = ?1 ORDER BY facility LIMIT 1",
+            [study_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| crate::registry::LOCAL_FACILITY.to_string()))
 }
 
 fn refresh_modalities(tx: &Connection, study_id: i64) -> rusqlite::Result<()> {

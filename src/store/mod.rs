@@ -11,6 +11,7 @@ pub mod query;
 pub mod read_buffers;
 pub mod registry;
 pub mod staging;
+mod visibility;
 
 pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};
 pub use migrations::SCHEMA_VERSION;

@@ -10,7 +10,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 
 use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
-use crate::access::{Action, Principal};
+use super::visibility::{patient_condition, study_condition};
+use crate::access::{Action, Principal, Visibility};
 use crate::store::index::{normalise_person_name, Index};
 
 /// A caller's read-only view of the index, on a blocking thread that holds one connection (one
@@ -20,14 +21,14 @@ use crate::store::index::{normalise_person_name, Index};
 /// grants (issue #9) narrows every query in this one place.
 pub struct QueryScope<'a> {
     conn: &'a Connection,
-    #[allow(dead_code)] // read by scoping (issue #9); carried now so no call site changes then
-    who: &'a Principal,
+    /// What the caller may see for the action it was admitted for.
+    visibility: Visibility,
 }
 
 impl QueryScope<'_> {
     /// The matching entities with every indexed attribute of their level and the levels above.
     pub fn find(&self, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
-        find(self.conn, query)
+        find(self.conn, query, &self.visibility)
     }
 
     /// Hands each matching entity to `f` as it is read, so a large result is never held whole;
@@ -37,54 +38,57 @@ impl QueryScope<'_> {
         query: &AttributeQuery,
         f: impl FnMut(QueryMatch) -> Result<(), E>,
     ) -> Result<(), E> {
-        for_each_match(self.conn, query, f)
+        for_each_match(self.conn, query, &self.visibility, f)
     }
 
     /// Whether `query` matches more than `n` entities after its offset (its limit ignored).
     pub fn matches_more_than(&self, query: &AttributeQuery, n: u64) -> Result<bool, QueryError> {
-        matches_more_than(self.conn, query, n)
+        matches_more_than(self.conn, query, &self.visibility, n)
     }
 
     /// The filed instances under the entities `query` matches (C-GET, C-MOVE, WADO).
     pub fn instances(&self, query: &AttributeQuery) -> Result<Vec<StoredInstance>, QueryError> {
-        instances(self.conn, query)
+        instances(self.conn, query, &self.visibility)
     }
 
     /// The stored DICOM JSON metadata of the instances `query` matches, in instance order.
     pub fn metadata(&self, query: &AttributeQuery) -> Result<Vec<InstanceMetadata>, QueryError> {
-        metadata(self.conn, query)
+        metadata(self.conn, query, &self.visibility)
     }
 }
 
 impl Index {
-    /// Runs `f` with `who`'s [`QueryScope`] on a read-only connection in the blocking pool.
+    /// Runs `f` with `who`'s [`QueryScope`] for a search (C-FIND, QIDO-RS) on a read-only
+    /// connection in the blocking pool.
     pub async fn query<T, F>(&self, who: &Principal, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
     {
-        self.scoped(who, Action::Query, f).await
+        self.query_as(who, Action::Query, f).await
     }
 
-    /// [`Index::query`] admitted as `action`.
-    async fn scoped<T, F>(&self, who: &Principal, action: Action, f: F) -> Result<T, IndexError>
+    /// [`Index::query`] admitted as `action` (C-GET and C-MOVE retrieve: [`Action::Retrieve`]),
+    /// which decides what the scope shows: a grant may open a study's metadata but not its images.
+    pub async fn query_as<T, F>(&self, who: &Principal, action: Action, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,
     {
         self.admit(who, action)?;
-        let who = who.clone();
-        self.read(move |conn| Ok(f(&QueryScope { conn, who: &who })))
+        let visibility = who.visibility(action);
+        self.read(move |conn| Ok(f(&QueryScope { conn, visibility })))
             .await
     }
 
-    /// The filed instances under the entities `query` matches.
+    /// The filed instances under the entities `query` matches, to retrieve them.
     pub async fn instances(
         &self,
         who: &Principal,
         query: AttributeQuery,
     ) -> Result<Result<Vec<StoredInstance>, QueryError>, IndexError> {
-        self.query(who, move |scope| scope.instances(&query)).await
+        self.query_as(who, Action::Retrieve, move |scope| scope.instances(&query))
+            .await
     }
 
     /// The stored DICOM JSON metadata of the instances `query` matches.
@@ -93,7 +97,7 @@ impl Index {
         who: &Principal,
         query: AttributeQuery,
     ) -> Result<Result<Vec<InstanceMetadata>, QueryError>, IndexError> {
-        self.scoped(who, Action::ReadMetadata, move |scope| {
+        self.query_as(who, Action::ReadMetadata, move |scope| {
             scope.metadata(&query)
         })
         .await
@@ -456,6 +460,18 @@ struct WhereClause {
 }
 
 impl WhereClause {
+    /// Narrows the clause to what `v` shows at `level` (see `visibility.rs`).
+    fn restrict_to(&mut self, v: &Visibility, level: QueryLevel) {
+        let condition = match level {
+            QueryLevel::Patient => patient_condition(v),
+            QueryLevel::Study | QueryLevel::Series => study_condition(v, "st.id", None),
+            QueryLevel::Image => study_condition(v, "st.id", Some("i.facility")),
+        };
+        if let Some(c) = condition {
+            self.push(c.sql, c.params);
+        }
+    }
+
     fn push(&mut self, sql: String, params: impl IntoIterator<Item = SqlValue>) {
         self.sql.push(sql);
         self.params.extend(params);
@@ -611,8 +627,9 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
 /// The conditions of a search (C-FIND, QIDO-RS): those of `query`, and at the instance level
 /// no instance whose object failed verification (`store::damage`): it cannot be retrieved, so
 /// it is not offered. Retrieval by UID still finds it, to say why it cannot be served.
-fn search_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
+fn search_where(query: &AttributeQuery, v: &Visibility) -> Result<WhereClause, QueryError> {
     let mut w = build_where(query)?;
+    w.restrict_to(v, query.level);
     if query.level == QueryLevel::Image {
         w.push(
             "NOT EXISTS (SELECT 1 FROM instance_damage d WHERE d.sop_instance_uid = i.sop_instance_uid)".into(),
@@ -632,9 +649,13 @@ fn paging(query: &AttributeQuery) -> String {
 
 /// Runs `query` and returns the matching entities with every indexed attribute of their level
 /// and the levels above.
-fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, QueryError> {
+fn find(
+    conn: &Connection,
+    query: &AttributeQuery,
+    v: &Visibility,
+) -> Result<Vec<QueryMatch>, QueryError> {
     let mut out = Vec::new();
-    for_each_match(conn, query, |m| {
+    for_each_match(conn, query, v, |m| {
         out.push(m);
         Ok::<_, QueryError>(())
     })?;
@@ -646,9 +667,10 @@ fn find(conn: &Connection, query: &AttributeQuery) -> Result<Vec<QueryMatch>, Qu
 fn for_each_match<E: From<QueryError>>(
     conn: &Connection,
     query: &AttributeQuery,
+    v: &Visibility,
     mut f: impl FnMut(QueryMatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let w = search_where(query)?;
+    let w = search_where(query, v)?;
     let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
         .iter()
         .filter(|a| a.level <= query.level)
@@ -704,9 +726,10 @@ fn query_match(
 fn matches_more_than(
     conn: &Connection,
     query: &AttributeQuery,
+    v: &Visibility,
     n: u64,
 ) -> Result<bool, QueryError> {
-    let w = search_where(query)?;
+    let w = search_where(query, v)?;
     let sql = format!(
         "SELECT 1 FROM {}{}{} LIMIT 1 OFFSET {}",
         query.level.tables(),
@@ -719,12 +742,17 @@ fn matches_more_than(
 }
 
 /// The filed instances under the entities `query` matches (for C-GET, C-MOVE and WADO).
-fn instances(conn: &Connection, query: &AttributeQuery) -> Result<Vec<StoredInstance>, QueryError> {
+fn instances(
+    conn: &Connection,
+    query: &AttributeQuery,
+    v: &Visibility,
+) -> Result<Vec<StoredInstance>, QueryError> {
     let image_query = AttributeQuery {
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let w = build_where(&image_query)?;
+    let mut w = build_where(&image_query)?;
+    w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "{STORED_INSTANCE_SELECT} JOIN patients p ON st.patient_fk = p.id{}{} ORDER BY {}{}",
         if w.sql.is_empty() { "" } else { " WHERE " },
@@ -757,12 +785,14 @@ pub struct InstanceMetadata {
 fn metadata(
     conn: &Connection,
     query: &AttributeQuery,
+    v: &Visibility,
 ) -> Result<Vec<InstanceMetadata>, QueryError> {
     let image_query = AttributeQuery {
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let w = build_where(&image_query)?;
+    let mut w = build_where(&image_query)?;
+    w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata_json \
          FROM {}{}{} ORDER BY {}{}",

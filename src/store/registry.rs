@@ -250,6 +250,31 @@ impl Index {
         .await
     }
 
+    /// The registration of `ae_title` (as normalised), if any: who a calling AE title is. A
+    /// primary-key lookup on the calling thread, once per association.
+    pub fn application_entity_now(
+        &self,
+        who: &Principal,
+        ae_title: &str,
+    ) -> Result<Option<ApplicationEntity>, IndexError> {
+        self.admit(who, Action::Authenticate)?;
+        self.read_now(|c| {
+            Ok(c.prepare_cached(
+                "SELECT ae_title, facility, host, created_at FROM application_entities \
+                 WHERE ae_title = ?1",
+            )?
+            .query_row([ae_title], |r| {
+                Ok(ApplicationEntity {
+                    ae_title: r.get(0)?,
+                    facility: r.get(1)?,
+                    host: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
+            .optional()?)
+        })
+    }
+
     /// Makes an API token: stores its hash and returns it, its text to be shown once.
     pub async fn create_token(
         &self,

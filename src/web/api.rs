@@ -2,12 +2,12 @@
 //! job queue for administrators.
 
 use axum::extract::{Path, Query, State};
+use crate::web::auth::Caller;
 use axum::Json;
 use serde::Deserialize;
 
 use super::error::HttpError;
 use super::AppState;
-use crate::access::Principal;
 use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
 
 /// `GET /api/v1/studies/{study}/findings`: every label's result on the study's instances.
@@ -22,6 +22,7 @@ use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
 )]
 pub async fn study_findings(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
 ) -> Result<Json<Vec<Finding>>, HttpError> {
     crate::dicom::StudyInstanceUid::new(&study)
@@ -29,9 +30,9 @@ pub async fn study_findings(
     let found = state
         .archive
         .index()
-        .findings_for_study(&Principal::anonymous(), &study)
+        .findings_for_study(&who, &study)
         .await
-        .map_err(HttpError::internal)?;
+        .map_err(HttpError::from)?;
     Ok(Json(found))
 }
 
@@ -73,6 +74,7 @@ pub struct Paging {
 )]
 pub async fn worklist(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Query(p): Query<Paging>,
 ) -> Result<Json<Vec<WorklistEntry>>, HttpError> {
     let (limit, offset) = (
@@ -82,9 +84,9 @@ pub async fn worklist(
     let list = state
         .archive
         .index()
-        .worklist(&Principal::anonymous(), limit, offset)
+        .worklist(&who, limit, offset)
         .await
-        .map_err(HttpError::internal)?;
+        .map_err(HttpError::from)?;
     Ok(Json(list))
 }
 
@@ -100,6 +102,7 @@ pub async fn worklist(
 )]
 pub async fn jobs(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Query(p): Query<Paging>,
 ) -> Result<Json<Vec<JobView>>, HttpError> {
     let job_state = match p.state.as_deref() {
@@ -112,9 +115,9 @@ pub async fn jobs(
     let list = state
         .archive
         .index()
-        .triage_jobs(&Principal::anonymous(), job_state, limit)
+        .triage_jobs(&who, job_state, limit)
         .await
-        .map_err(HttpError::internal)?;
+        .map_err(HttpError::from)?;
     Ok(Json(list))
 }
 
@@ -148,6 +151,7 @@ pub struct HeatmapQuery {
 )]
 pub async fn heatmap(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(q): Query<HeatmapQuery>,
 ) -> Result<axum::response::Response, HttpError> {
@@ -158,7 +162,7 @@ pub async fn heatmap(
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
-    let (_, file) = super::dicomweb::instance_file(&state, study, series, sop).await?;
+    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
     let png = state
         .heatmaps
         .run(move || -> Result<Vec<u8>, HttpError> {

@@ -4,14 +4,14 @@
 //! shapes.
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::HttpError;
 use super::AppState;
-use crate::access::{Action, Principal};
 use crate::audit::{normalise_time_bound, AuditEvent, AuditFilter, PatientRef};
 
 /// The FHIR JSON media type (FHIR R4 http.html#mime-type).
@@ -143,23 +143,16 @@ fn wants_fhir(format: Option<&str>, headers: &HeaderMap) -> Result<bool, HttpErr
             (FhirAuditBundle = "application/fhir+json")
         )),
         (status = 400, description = "a malformed parameter", body = super::api::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the caller's role may not read the audit trail", body = super::api::Problem, content_type = "application/problem+json")
+        (status = 401, description = "no valid credential", body = super::api::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the caller's role may not read the audit trail (admin and superadmin may)", body = super::api::Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn audit_events(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, HttpError> {
-    // The authentication middleware puts the caller here; without it nobody is known.
-    let who = principal.map_or_else(Principal::anonymous, |Extension(p)| p);
-    if !who.permits(Action::ReadAudit) {
-        return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "reading the audit trail needs the admin or superadmin role",
-        ));
-    }
     let fhir = wants_fhir(q.format.as_deref(), &headers)?;
     let filter = q.filter()?;
     let events = state
@@ -167,7 +160,7 @@ pub async fn audit_events(
         .index()
         .audit_events(&who, &filter)
         .await
-        .map_err(HttpError::internal)?;
+        .map_err(HttpError::from)?;
     Ok(if fhir {
         (
             [(header::CONTENT_TYPE, FHIR_JSON)],

@@ -30,6 +30,14 @@ impl HttpError {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }
 
+    /// 403 Forbidden: the caller's role does not allow the request, whatever it names.
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "your credential's role does not allow this; ask your facility's admin for a token with the right role",
+        )
+    }
+
     /// 404 Not Found.
     pub fn not_found(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, reason)
@@ -57,6 +65,17 @@ impl HttpError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; see the server log",
         )
+    }
+}
+
+impl From<crate::store::IndexError> for HttpError {
+    /// A caller whose role does not allow the action gets 403 (what exists is not said); any
+    /// other index failure is the archive's (500, detail in the log).
+    fn from(e: crate::store::IndexError) -> Self {
+        match e {
+            crate::store::IndexError::Forbidden { .. } => Self::forbidden(),
+            other => HttpError::internal(other),
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth;
+pub mod login;
 pub mod dicomweb;
 pub mod error;
 pub mod listener;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub renders: pool::CpuPool,
     /// Slots for occlusion heatmaps (seconds of CPU each): half the render slots.
     pub heatmaps: pool::CpuPool,
+    /// Checks the credential of every request.
+    pub authenticator: crate::auth::authenticator::Authenticator,
 }
 
 impl AppState {
@@ -52,6 +56,7 @@ impl AppState {
         archive: Archive,
         config: Arc<Config>,
         models: Vec<Arc<crate::triage::LoadedModel>>,
+        authenticator: crate::auth::authenticator::Authenticator,
     ) -> Self {
         let renders = pool::CpuPool::size_or_cores(config.http.max_concurrent_renders);
         AppState {
@@ -60,6 +65,7 @@ impl AppState {
             models: Arc::new(models),
             renders: pool::CpuPool::new(renders, "rendering"),
             heatmaps: pool::CpuPool::new(renders / 2, "heatmap"),
+            authenticator,
         }
     }
 }
@@ -75,8 +81,14 @@ pub fn router(state: AppState) -> Router {
         })
         .nest("/dicomweb", dicomweb::routes())
         .route("/wado", get(wado_uri::wado))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", axum::routing::post(login::logout))
         .fallback(viewer::fallback)
         .route_layer(axum::middleware::from_fn(observability::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(error::log_failures))
         .layer(

@@ -2,6 +2,7 @@
 //! the instance as `application/dicom` or a rendered `image/jpeg` / `image/png`.
 
 use axum::extract::{Query, State};
+use crate::web::auth::Caller;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -36,6 +37,7 @@ pub struct WadoUriParams {
 /// `GET /wado`
 pub async fn wado(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Query(p): Query<WadoUriParams>,
     _headers: HeaderMap,
 ) -> Result<Response, HttpError> {
@@ -59,6 +61,7 @@ pub async fn wado(
     };
     let instance = super::dicomweb::stored_instances(
         &state,
+        &who,
         super::dicomweb::select_instances(study, Some(series), Some(object))?,
     )
     .await?

@@ -102,15 +102,16 @@ pub fn select_instances(
 /// The stored instances `query` selects; 404 when there are none.
 pub async fn stored_instances(
     state: &AppState,
+    who: &crate::access::Principal,
     query: crate::store::query::AttributeQuery,
 ) -> Result<Vec<crate::store::StoredInstance>, super::error::HttpError> {
     use super::error::HttpError;
     let found = state
         .archive
         .index()
-        .instances(&crate::access::Principal::anonymous(), query)
+        .instances(who, query)
         .await
-        .map_err(HttpError::internal)?
+        .map_err(HttpError::from)?
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
     if found.is_empty() {
         return Err(HttpError::not_found("no such study, series or instance"));
@@ -121,11 +122,12 @@ pub async fn stored_instances(
 /// One instance, named by its UIDs, and its stored Part 10 file.
 pub async fn instance_file(
     state: &AppState,
+    who: &crate::access::Principal,
     study: String,
     series: String,
     sop: String,
 ) -> Result<(crate::store::StoredInstance, bytes::Bytes), super::error::HttpError> {
-    let instance = stored_instances(state, select_instances(study, Some(series), Some(sop))?)
+    let instance = stored_instances(state, who, select_instances(study, Some(series), Some(sop))?)
         .await?
         .remove(0);
     let file = state.archive.read_instance(&instance).await?;

@@ -3,6 +3,7 @@
 //! `application/dicom+json`.
 
 use std::collections::BTreeSet;
+use crate::web::auth::Caller;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,6 @@ use dicom_dictionary_std::tags;
 use serde_json::Value;
 
 use super::base_url;
-use crate::access::Principal;
 use crate::store::query::{
     indexed_attribute, AttributeQuery, QueryError, QueryLevel, QueryMatch, QueryScope,
     INDEXED_ATTRIBUTES,
@@ -32,21 +32,26 @@ type Params = Query<Vec<(String, String)>>;
 /// `GET /dicomweb/studies`
 pub async fn studies(
     State(s): State<AppState>,
+    Caller(who): Caller,
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(s, h, p, QueryLevel::Study, Vec::new()).await
+    search(
+s,
+who, h, p, QueryLevel::Study, Vec::new()).await
 }
 
 /// `GET /dicomweb/studies/{study}/series`
 pub async fn study_series(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
     search(
         s,
+        who,
         h,
         p,
         QueryLevel::Series,
@@ -58,15 +63,19 @@ pub async fn study_series(
 /// `GET /dicomweb/series`
 pub async fn all_series(
     State(s): State<AppState>,
+    Caller(who): Caller,
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(s, h, p, QueryLevel::Series, Vec::new()).await
+    search(
+s,
+who, h, p, QueryLevel::Series, Vec::new()).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances`
 pub async fn series_instances(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
     Query(p): Params,
@@ -75,18 +84,22 @@ pub async fn series_instances(
         (tags::STUDY_INSTANCE_UID, study),
         (tags::SERIES_INSTANCE_UID, series),
     ];
-    search(s, h, p, QueryLevel::Image, path).await
+    search(
+s,
+who, h, p, QueryLevel::Image, path).await
 }
 
 /// `GET /dicomweb/studies/{study}/instances`
 pub async fn study_instances(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
     search(
         s,
+        who,
         h,
         p,
         QueryLevel::Image,
@@ -98,10 +111,13 @@ pub async fn study_instances(
 /// `GET /dicomweb/instances`
 pub async fn all_instances(
     State(s): State<AppState>,
+    Caller(who): Caller,
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(s, h, p, QueryLevel::Image, Vec::new()).await
+    search(
+s,
+who, h, p, QueryLevel::Image, Vec::new()).await
 }
 
 /// Attributes every result of a level carries (PS3.18 10.6.3.3, Tables 10.6.3-3 to -5).
@@ -289,6 +305,7 @@ fn parse_params(
 
 async fn search(
     state: AppState,
+    who: crate::access::Principal,
     headers: HeaderMap,
     params: Vec<(String, String)>,
     level: QueryLevel,
@@ -303,6 +320,9 @@ async fn search(
         results: state.config.http.max_query_results,
         results_all_fields: state.config.http.max_query_results_all_fields,
     };
+    if !who.permits(crate::access::Action::Query) {
+        return Err(HttpError::forbidden());
+    }
     let search = parse_params(params, level, path, caps)?;
     let base = base_url(&state, &headers);
     let (body_tx, body_rx) = tokio::sync::mpsc::channel(4);
@@ -311,7 +331,7 @@ async fn search(
     let index = state.archive.index().clone();
     tokio::spawn(async move {
         let outcome = index
-            .query(&Principal::anonymous(), move |scope| {
+            .query(&who, move |scope| {
                 stream_results(scope, &search, &base, started_tx, &body_tx)
             })
             .await;

@@ -2,6 +2,7 @@
 //! windowed and encoded as JPEG or PNG, for viewers and worklists that cannot decode DICOM.
 
 use axum::extract::{Path, Query, State};
+use crate::web::auth::Caller;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -185,12 +186,13 @@ async fn render_many(
 /// multi-frame instance by its first frame when it does not offer video).
 pub async fn instance(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
     let image = render_instance(&state, &found[0], 1, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -198,6 +200,7 @@ pub async fn instance(
 /// `GET .../instances/{sop}/frames/{frame}/rendered`
 pub async fn frame(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop, frame)): Path<(String, String, String, String)>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
@@ -206,7 +209,7 @@ pub async fn frame(
     let frame: u32 = frame.parse().ok().filter(|f| *f >= 1).ok_or_else(|| {
         HttpError::bad_request(format!("frame {frame:?} is not a positive integer"))
     })?;
-    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
     let image = render_instance(&state, &found[0], frame, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -214,24 +217,26 @@ pub async fn frame(
 /// `GET /studies/{study}/series/{series}/rendered`: every instance, as multipart.
 pub async fn series(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series)): Path<(String, String)>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = stored_instances(&state, select_instances(study, Some(series), None)?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
     render_many(state, found, options).await
 }
 
 /// `GET /studies/{study}/rendered`: every instance, as multipart.
 pub async fn study(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = stored_instances(&state, select_instances(study, None, None)?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, None, None)?).await?;
     render_many(state, found, options).await
 }
 
@@ -258,36 +263,39 @@ async fn thumbnail_of(
 /// `GET /studies/{study}/thumbnail`
 pub async fn study_thumbnail(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = stored_instances(&state, select_instances(study, None, None)?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, None, None)?).await?;
     thumbnail_of(state, found, options).await
 }
 
 /// `GET /studies/{study}/series/{series}/thumbnail`
 pub async fn series_thumbnail(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series)): Path<(String, String)>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = stored_instances(&state, select_instances(study, Some(series), None)?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
     thumbnail_of(state, found, options).await
 }
 
 /// `GET .../instances/{sop}/thumbnail`
 pub async fn instance_thumbnail(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = stored_instances(&state, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
     thumbnail_of(state, found, options).await
 }
 

@@ -4,6 +4,7 @@
 //! is the Store Instances Response Module (PS3.18 Annex I) in DICOM JSON.
 
 use std::net::SocketAddr;
+use crate::web::auth::Caller;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -33,22 +34,24 @@ mod reason {
 /// `POST /dicomweb/studies`.
 pub async fn store(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store_parts(state, peer, headers, None, body).await
+    store_parts(state, who, peer, headers, None, body).await
 }
 
 /// `POST /dicomweb/studies/{study}`: every part must belong to `study`.
 pub async fn store_in_study(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store_parts(state, peer, headers, Some(study), body).await
+    store_parts(state, who, peer, headers, Some(study), body).await
 }
 
 /// The boundary of a `multipart/related; type="application/dicom"` request, or the error to send.
@@ -141,11 +144,15 @@ fn announced_uids(received: &ReceivedInstance) -> (String, String, String, Strin
 
 async fn store_parts(
     state: AppState,
+    who: crate::access::Principal,
     peer: SocketAddr,
     headers: HeaderMap,
     study: Option<String>,
     body: Body,
 ) -> Result<Response, HttpError> {
+    if !who.permits(crate::access::Action::Store) {
+        return Err(HttpError::forbidden());
+    }
     let boundary = request_boundary(&headers)?;
     if let Some(study) = &study {
         crate::dicom::StudyInstanceUid::new(study)
@@ -155,7 +162,7 @@ async fn store_parts(
     let limit = state.config.http.max_part_mb.saturating_mul(1024 * 1024);
     let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
     let sender = Sender {
-        principal: crate::access::Principal::anonymous(),
+        principal: who,
         source: "DICOMWEB".into(),
         address: peer.to_string(),
     };

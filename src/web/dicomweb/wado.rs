@@ -2,6 +2,7 @@
 //! stored or a requested transfer syntax, metadata from the index alone, and frames.
 
 use axum::extract::{Path, State};
+use crate::web::auth::Caller;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -128,11 +129,12 @@ async fn convert(
 
 async fn retrieve(
     state: AppState,
+    who: Principal,
     headers: HeaderMap,
     query: AttributeQuery,
 ) -> Result<Response, HttpError> {
     let target = requested_transfer_syntax(&accepted(&headers))?;
-    let instances = stored_instances(&state, query).await?;
+    let instances = stored_instances(&state, &who, query).await?;
     if let Some(ts) = &target {
         if let Some(i) = instances
             .iter()
@@ -192,34 +194,38 @@ async fn retrieve(
 /// `GET /dicomweb/studies/{study}`
 pub async fn study(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, h, select_instances(study, None, None)?).await
+    retrieve(s, who, h, select_instances(study, None, None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}`
 pub async fn series(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, h, select_instances(study, Some(series), None)?).await
+    retrieve(s, who, h, select_instances(study, Some(series), None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}`
 pub async fn instance(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, h, select_instances(study, Some(series), Some(sop))?).await
+    retrieve(s, who, h, select_instances(study, Some(series), Some(sop))?).await
 }
 
 /// Metadata of the selected instances, straight from the index: a JSON array of the stored
 /// DICOM JSON objects, concatenated without re-parsing.
 async fn metadata(
     state: AppState,
+    who: Principal,
     headers: HeaderMap,
     query: AttributeQuery,
 ) -> Result<Response, HttpError> {
@@ -231,9 +237,9 @@ async fn metadata(
     let found = state
         .archive
         .index()
-        .metadata(&Principal::anonymous(), query)
+        .metadata(&who, query)
         .await
-        .map_err(HttpError::internal)?
+        .map_err(HttpError::from)?
         .map_err(|e| HttpError::bad_request(e.to_string()))?;
     if found.is_empty() {
         return Err(HttpError::not_found("no such study, series or instance"));
@@ -263,28 +269,31 @@ async fn metadata(
 /// `GET /dicomweb/studies/{study}/metadata`
 pub async fn study_metadata(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, h, select_instances(study, None, None)?).await
+    metadata(s, who, h, select_instances(study, None, None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/metadata`
 pub async fn series_metadata(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, h, select_instances(study, Some(series), None)?).await
+    metadata(s, who, h, select_instances(study, Some(series), None)?).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata`
 pub async fn instance_metadata(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, h, select_instances(study, Some(series), Some(sop))?).await
+    metadata(s, who, h, select_instances(study, Some(series), Some(sop))?).await
 }
 
 /// The media type of a compressed frame in `transfer_syntax` (PS3.18 Table 8.7.3-2).
@@ -556,11 +565,12 @@ fn decode_frames(file: &[u8], wanted: &[usize]) -> Result<Vec<Bytes>, HttpError>
 /// else compressed frames decoded to native; each part names its transfer syntax.
 pub async fn frames(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let wanted = frame_list(&list)?;
-    let (instance, file) = super::instance_file(&state, study, series, sop).await?;
+    let (instance, file) = super::instance_file(&state, &who, study, series, sop).await?;
     let stored_ts = instance.transfer_syntax_uid;
     let form = frame_form(&accepted(&headers), &stored_ts).ok_or_else(|| {
         HttpError::not_acceptable(format!(
@@ -594,6 +604,7 @@ pub async fn frames(
 /// comes back whole; encapsulated Pixel Data is served per frame by the frames resource.
 pub async fn bulkdata(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
@@ -607,7 +618,7 @@ pub async fn bulkdata(
             "bulk data is application/octet-stream; add it to Accept",
         ));
     }
-    let (_, file) = super::instance_file(&state, study, series, sop).await?;
+    let (_, file) = super::instance_file(&state, &who, study, series, sop).await?;
     let value = tokio::task::spawn_blocking(move || -> Result<Bytes, HttpError> {
         let obj = ReceivedInstance::from_part10(file)
             .map_err(HttpError::internal)?

@@ -1,0 +1,125 @@
+//! Every HTTP request but `/healthz` and the login page is someone's (issue #9 item 3): this
+//! middleware reads the credential (`Authorization: Bearer`, or the session cookie a browser got
+//! from `/login`), turns it into the caller ([`Principal`]) and puts that in the request's
+//! extensions, where handlers take it as [`Caller`]. Without a valid credential: 401 with
+//! `WWW-Authenticate` (RFC 6750 3), or, for a browser asking for a page, a redirect to `/login`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::error::HttpError;
+use super::AppState;
+use crate::access::Principal;
+use crate::auth::{credential_from_authorization, AuthError, Credential};
+
+/// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
+pub const SESSION_COOKIE: &str = "tramy_session";
+
+/// Paths open without a credential: the liveness probe and the page where one is entered.
+pub fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/login")
+}
+
+/// Middleware: authenticates the request or answers 401.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if is_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let credential = match credential_of(headers) {
+        Ok(c) => c,
+        Err(e) if wants_page(headers) => {
+            tracing::debug!(reason = %e, "no credential: sending the browser to /login");
+            return Redirect::to("/login").into_response();
+        }
+        Err(e) => return unauthorized(e),
+    };
+    match state.authenticator.principal(credential).await {
+        Ok(Ok(who)) => {
+            request
+                .extensions_mut()
+                .insert(who.from_address(peer.ip().to_string()));
+            next.run(request).await
+        }
+        Ok(Err(e)) => unauthorized(e),
+        Err(e) => HttpError::internal(e).into_response(),
+    }
+}
+
+/// The request's credential: the `Authorization` header, else the session cookie.
+fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorization.is_some() {
+        return credential_from_authorization(authorization);
+    }
+    match session_cookie(headers) {
+        Some(token) if token.starts_with(crate::auth::api_token::PREFIX) => {
+            Ok(Credential::ApiToken(token))
+        }
+        Some(token) if token.split('.').count() == 3 => Ok(Credential::Jwt(token)),
+        Some(_) => Err(AuthError::Invalid("the session cookie is not a credential".into())),
+        None => Err(AuthError::Missing),
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// A browser navigating to a page (not a script fetching data).
+fn wants_page(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.starts_with("text/html"))
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    let challenge = match e {
+        AuthError::Missing | AuthError::Unsupported => r#"Bearer realm="tramy""#,
+        AuthError::Invalid(_) => r#"Bearer realm="tramy", error="invalid_token""#,
+    };
+    let mut response = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+/// The caller of a request, as [`authenticate`] found it. A route the middleware did not cover
+/// gets nobody, whom the archive refuses everything.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller(
+            parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::anonymous),
+        ))
+    }
+}
