@@ -517,6 +517,48 @@ fn a_facility_admin_reads_its_own_acts_and_events_about_its_studies_only() {
             }
         )
         .is_empty());
+    // A's staff probing B's study: A's admin sees the attempt, not B's patient or that B holds
+    // it, and cannot find it by B's patient either; the hashes are the system's alone.
+    let mut probe = event(
+        &a,
+        AuditAction::Retrieve,
+        Some("1.2.3.2"),
+        "a probes B's study",
+    );
+    probe.outcome = AuditOutcome::NotFound;
+    trail.record(vec![probe]);
+    let seen = trail.events(&admin_a, AuditFilter::default());
+    let probe = seen
+        .iter()
+        .find(|e| e.detail == "a probes B's study")
+        .unwrap();
+    assert_eq!(probe.study_instance_uid.as_deref(), Some("1.2.3.2"));
+    assert_eq!((&probe.patient, probe.study_facilities.len()), (&None, 0));
+    assert!(seen
+        .iter()
+        .all(|e| e.hash.is_empty() && e.prev_hash.is_empty()));
+    let p2 = PatientRef::parse("CCCD|P2").unwrap();
+    assert!(trail
+        .details(
+            &admin_a,
+            AuditFilter {
+                patient: Some(p2.clone()),
+                ..Default::default()
+            }
+        )
+        .is_empty());
+    let as_root = trail.events(
+        &system(),
+        AuditFilter {
+            patient: Some(p2),
+            ..Default::default()
+        },
+    );
+    assert_eq!(as_root.len(), 2);
+    assert!(as_root
+        .iter()
+        .all(|e| e.patient.is_some() && !e.hash.is_empty()));
+
     // Roles without ReadAudit are refused; a superadmin reads all.
     for refused in [a, Principal::anonymous()] {
         let answer = trail
@@ -528,7 +570,7 @@ fn a_facility_admin_reads_its_own_acts_and_events_about_its_studies_only() {
         );
     }
     let root = user("token:root", "", Role::Superadmin);
-    assert_eq!(trail.details(&root, AuditFilter::default()).len(), 5);
+    assert_eq!(trail.details(&root, AuditFilter::default()).len(), 7);
 }
 
 #[test]

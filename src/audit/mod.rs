@@ -190,13 +190,18 @@ pub struct AuditEvent {
     pub study_instance_uid: Option<String>,
     /// The patient concerned.
     pub patient: Option<PatientRef>,
-    /// The facilities that held the study when the event was recorded.
+    /// The facilities that held the study when the event was recorded. For a facility's reader,
+    /// an event about a study its facility did not hold names neither these nor the patient
+    /// (its own staff asked for something it may not see: existence is not disclosed).
     pub study_facilities: Vec<String>,
     /// What exactly: the route or DIMSE service and its status (never patient data).
     pub detail: String,
-    /// The previous event's hash (hex SHA-256; 64 zeros for the first).
+    /// The previous event's hash (hex SHA-256; 64 zeros for the first); empty (and left out of
+    /// the JSON) for a reader who is not system-wide.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub prev_hash: String,
-    /// This event's hash (hex SHA-256, see [`chain`]).
+    /// This event's hash (hex SHA-256, see [`chain`]); empty as `prev_hash` is.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub hash: String,
 }
 
@@ -220,6 +225,22 @@ pub struct AuditFilter {
     pub limit: Option<usize>,
     /// Only events older than this id (the cursor for the next page).
     pub before_id: Option<i64>,
+}
+
+impl AuditEvent {
+    /// The event as a reader acting for `facility` may see it: without the chain's hashes (they
+    /// verify nothing without the whole chain, and would let a guessed patient ID be checked)
+    /// and, when the study belongs to other facilities only, without its patient and owners.
+    pub fn as_seen_by(mut self, facility: &str) -> AuditEvent {
+        self.prev_hash.clear();
+        self.hash.clear();
+        if !self.study_facilities.is_empty() && !self.study_facilities.iter().any(|f| f == facility)
+        {
+            self.patient = None;
+            self.study_facilities.clear();
+        }
+        self
+    }
 }
 
 impl AuditFilter {

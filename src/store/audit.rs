@@ -277,6 +277,7 @@ fn conditions(who: &Principal, filter: &AuditFilter) -> Option<(Vec<String>, Vec
         values.push(Value::Text(v));
         values.len()
     };
+    let mut scoped = None;
     if !who.is_system_wide() {
         // A facility's administrator: what its facility did, and what was done to its studies.
         let facility = who.facility().filter(|_| who.permits(Action::ReadAudit))?;
@@ -285,6 +286,7 @@ fn conditions(who: &Principal, filter: &AuditFilter) -> Option<(Vec<String>, Vec
             "(e.facility = ?{n} OR e.id IN \
              (SELECT event_id FROM audit_event_facilities WHERE facility = ?{n}))"
         ));
+        scoped = Some(n);
     }
     if let Some(study) = &filter.study {
         let n = bind(&mut values, study.clone());
@@ -297,13 +299,28 @@ fn conditions(who: &Principal, filter: &AuditFilter) -> Option<(Vec<String>, Vec
         );
         let key = bind(&mut values, format!("{}\u{1}{}", p.id, p.issuer));
         // Events that named the patient, and events about any study of theirs, including studies
-        // of a provisional patient linked to them (item 8), whenever the link was made.
+        // of a provisional patient linked to them (item 8), whenever the link was made. A
+        // facility's reader matches only where it may see the patient (`AuditEvent::as_seen_by`)
+        // and only through studies its facility holds, so the filter discloses no other
+        // facility's study.
+        let (visible, held) = scoped.map_or((String::new(), String::new()), |n| {
+            (
+                format!(
+                    " AND (NOT EXISTS (SELECT 1 FROM audit_event_facilities o \
+                     WHERE o.event_id = e.id) OR e.id IN \
+                     (SELECT event_id FROM audit_event_facilities WHERE facility = ?{n}))"
+                ),
+                format!(
+                    " AND st.id IN (SELECT study_fk FROM study_facilities WHERE facility = ?{n})"
+                ),
+            )
+        });
         sql.push(format!(
-            "((e.patient_id = ?{i} AND e.patient_issuer = ?{s}) OR e.study_instance_uid IN \
+            "((e.patient_id = ?{i} AND e.patient_issuer = ?{s}{visible}) OR e.study_instance_uid IN \
              (SELECT st.study_instance_uid FROM studies st JOIN patients pa ON pa.id = st.patient_fk \
-              WHERE pa.patient_key = ?{key} OR pa.id IN \
+              WHERE (pa.patient_key = ?{key} OR pa.id IN \
                 (SELECT l.provisional_fk FROM patient_links l JOIN patients q ON q.id = l.patient_fk \
-                 WHERE q.patient_key = ?{key} AND l.unlinked_at IS NULL)))"
+                 WHERE q.patient_key = ?{key} AND l.unlinked_at IS NULL)){held}))"
         ));
     }
     for (value, column, op) in [
@@ -372,11 +389,18 @@ impl Index {
         }
         values.push(Value::Integer(filter.effective_limit() as i64));
         sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ?{}", values.len()));
+        let reader = (!who.is_system_wide()).then(|| who.facility().unwrap_or_default().to_owned());
         self.read(move |c| {
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(values), row_fields)?
-                .map(|row| row.and_then(StoredRow::into_event))
+                .map(|row| {
+                    let event = row.and_then(StoredRow::into_event)?;
+                    Ok(match &reader {
+                        Some(facility) => event.as_seen_by(facility),
+                        None => event,
+                    })
+                })
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
