@@ -333,7 +333,8 @@ pub enum FirstStart {
     AlreadySetUp,
     /// Facility `LOCAL` and a superadmin token were made; the token is in this file.
     Created(PathBuf),
-    /// Facility `LOCAL` was made but no token: this file already existed and was left alone.
+    /// Facility `LOCAL` was made and this file already existed: it was left alone, and the
+    /// token in it, if it holds one, was registered as superadmin again.
     TokenFileExists(PathBuf),
 }
 
@@ -360,7 +361,20 @@ pub async fn first_start(index: &Index, data_dir: &Path) -> Result<FirstStart, R
     match write_secret(&path, &token.text) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            index.bootstrap_registry(&who, facility, None).await?;
+            // An index rebuilt beside its data (`tramy reindex`, a lost index file): the token
+            // its admin kept still works, rather than locking them out of their archive.
+            let kept = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| api_token::reread(&text));
+            let record = NewToken {
+                facility: None,
+                role: Role::Superadmin,
+                name: "first start (kept in admin-token)".into(),
+                expires_at: None,
+            };
+            index
+                .bootstrap_registry(&who, facility, kept.map(|token| (token, record)))
+                .await?;
             return Ok(FirstStart::TokenFileExists(path));
         }
         Err(source) => return Err(RegistryError::TokenFile { path, source }),

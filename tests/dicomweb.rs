@@ -19,6 +19,7 @@ fn start() -> TramyServer {
 fn check(server: &TramyServer, what: &str, files: &[std::path::PathBuf]) {
     let out = Command::new(python())
         .arg(repo_root().join("tests/clients/dicomweb_check.py"))
+        .env("TRAMY_TOKEN", server.token())
         .arg(what)
         .arg(server.dicomweb())
         .args(files)
@@ -502,9 +503,9 @@ fn retrieve_urls_follow_the_reverse_proxy_headers_and_ignore_bad_ones() {
 fn pydicom_reads_qido_and_metadata_json_with_numeric_is_and_ds() {
     let (server, instance) = with_ct();
     let script = r#"
-import json, sys, pydicom, requests
+import json, os, sys, pydicom, requests
 base, instance, path = sys.argv[1], sys.argv[2], sys.argv[3]
-h = {"Accept": "application/dicom+json"}
+h = {"Accept": "application/dicom+json", "Authorization": "Bearer " + os.environ["TRAMY_TOKEN"]}
 meta = requests.get(base + instance + "/metadata", headers=h).json()[0]
 qido = requests.get(base + "/dicomweb/instances?includefield=all", headers=h).json()[0]
 file = pydicom.dcmread(path, stop_before_pixels=True)
@@ -526,6 +527,7 @@ for doc, what in [(meta, "metadata"), (qido, "QIDO")]:
 print(json.dumps(problems))
 "#;
     let out = Command::new(python())
+        .env("TRAMY_TOKEN", server.token())
         .args(["-c", script])
         .arg(server.dicomweb().trim_end_matches("/dicomweb"))
         .arg(&instance)

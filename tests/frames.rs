@@ -54,6 +54,7 @@ fn dicomweb_client_gets_every_samples_frames_as_stored_with_their_transfer_synta
     server.store_files(&paths, "every sample");
     let out = Command::new(python())
         .arg(repo_root().join("tests/clients/frames_check.py"))
+        .env("TRAMY_TOKEN", server.token())
         .arg(server.dicomweb())
         .args(&files)
         .output()

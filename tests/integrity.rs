@@ -459,6 +459,7 @@ fn acknowledged_instances_survive_ten_sigkills_under_mixed_load() {
     let stop_file = tmp.path().join("stop");
     let load = Command::new(python())
         .arg(repo_root().join("tests/clients/mixed_load.py"))
+        .env("TRAMY_TOKEN", server.token())
         .args(["--dimse-port", &server.port()])
         .args(["--http-port", &server.http_port.to_string()])
         .arg("--template")

@@ -122,6 +122,7 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new(python())
         .arg(repo_root().join("tests/clients/ohif_check.py"))
+        .env("TRAMY_TOKEN", server.token())
         .arg(format!("http://127.0.0.1:{}", server.http_port))
         .arg(&shots)
         .args(["sr", &dx_study, &sr_series, &meaning, "image", &nm_study])

@@ -399,10 +399,12 @@ fn three_large_stow_parts_at_once_cost_bounded_memory_that_is_given_back() {
     let server = TramyServer::start_with_config(WITHOUT_MODELS);
     let baseline = proc_status(server.pid(), "VmRSS");
     let port = server.http_port;
+    let token = server.token().to_string();
     let sent = Arc::new(AtomicU64::new(0));
     let senders: Vec<_> = (0..3)
         .map(|n| {
             let sent = sent.clone();
+            let token = token.clone();
             std::thread::spawn(move || {
                 let sop = sop(20 + n);
                 let boundary = "rx-limits-boundary";
@@ -415,6 +417,7 @@ fn three_large_stow_parts_at_once_cost_bounded_memory_that_is_given_back() {
                 write!(
                     w,
                     "POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                     Authorization: Bearer {token}\r\n\
                      Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
                      Content-Length: {len}\r\n\r\n{head}"
                 )
@@ -468,9 +471,10 @@ fn staging_files_go_with_a_vanished_client_and_at_start_up() {
     let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
     write!(
         s,
-        "POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\n\
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Type: multipart/related; type=\"application/dicom\"; boundary=gone\r\n\
          Content-Length: {}\r\n\r\n--gone\r\nContent-Type: application/dicom\r\n\r\n",
+        server.token(),
         part.len() + 100
     )
     .unwrap();

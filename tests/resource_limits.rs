@@ -320,8 +320,10 @@ fn an_idle_keep_alive_connection_is_closed() {
 fn a_stalled_request_body_is_cut_off() {
     let server = TramyServer::start_with_config(HTTP_LIMITS);
     let mut s = connect_from(ATTACKER, server.http_port);
-    s.write_all(
-        b"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
+    write!(
+        s,
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
+        server.token()
     )
     .unwrap();
     let start = Instant::now();

@@ -44,6 +44,19 @@ pub struct StoredToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A token issued before, read back from where its owner kept it (the first start's
+/// `admin-token` file when the index was rebuilt): its id and hash again; `None` when `text` is
+/// not a well-formed token.
+pub fn reread(text: &str) -> Option<IssuedToken> {
+    let text = text.trim();
+    let id = id_of(text).ok()?.to_string();
+    Some(IssuedToken {
+        hash: hash(text),
+        id,
+        text: text.to_string(),
+    })
+}
+
 /// Makes a new token from the operating system's random source (which failing means no secret
 /// can be made safely on this machine).
 pub fn issue() -> Result<IssuedToken, getrandom::Error> {

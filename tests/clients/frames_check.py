@@ -16,6 +16,7 @@ import sys
 
 import pydicom
 import requests
+import tramy_auth  # noqa: F401  (sends TRAMY_TOKEN)
 from dicomweb_client.api import DICOMwebClient
 from pydicom.encaps import generate_frames
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 import requests
+import tramy_auth  # noqa: F401  (sends TRAMY_TOKEN)
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO

@@ -7,12 +7,16 @@ a radiologist would see, as JSON on stdout:
   image is one value) and the frame requests OHIF made, with the Accept header it sent and the
   Content-Type of the first part of each response as the browser received it.
 
+It first signs in on tramy's /login page with the token in TRAMY_TOKEN, as a doctor would, so
+that the viewer's requests carry the session cookie.
+
 Usage: ohif_check.py BASE_URL OUT_DIR sr STUDY SERIES TEXT [image STUDY]...
 Screenshots go to OUT_DIR (one per step), for a person to look at when a check fails.
 """
 
 import base64
 import json
+import os
 import re
 import sys
 import time
@@ -220,11 +224,28 @@ def open_image(driver, base, out, study):
     return result
 
 
+def sign_in(driver, base):
+    """Signs in on /login with TRAMY_TOKEN; fails loudly when the page refuses it."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login")
+    field = driver.find_element(By.NAME, "token")
+    field.send_keys(os.environ["TRAMY_TOKEN"])
+    field.submit()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if not driver.current_url.rstrip("/").endswith("/login"):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"sign-in failed: {driver.find_element(By.TAG_NAME, 'body').text}")
+
+
 def main():
     base, out, steps = sys.argv[1], sys.argv[2], sys.argv[3:]
     driver = browser()
     report = {"sr": [], "image": []}
     try:
+        sign_in(driver, base)
         while steps:
             if steps[0] == "sr":
                 report["sr"].append(open_sr(driver, base, out, *steps[1:4]))

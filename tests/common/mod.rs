@@ -180,6 +180,14 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Calling AE titles the tests use: the defaults of dcmtk's and pynetdicom's tools and those the
+/// test scripts set.
+pub const TEST_AE_TITLES: &[&str] = &[
+    "STORESCU", "FINDSCU", "GETSCU", "MOVESCU", "ECHOSCU", "PYNETDICOM", "GETEXACT", "BADSENDER",
+    "STREAMER", "LOADDIMSE", "ATTACKER", "MODALITY", "MODALITY1", "TRAMY", "FIXTURE", "BENCH",
+    "DEST", "DRIP", "GREEDY",
+];
+
 /// A running `tramy serve`, killed when dropped.
 pub struct TramyServer {
     child: Option<Child>,
@@ -192,6 +200,8 @@ pub struct TramyServer {
     config_file: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
+    /// The superadmin token tramy wrote on first start; every helper request sends it.
+    token: String,
 }
 
 impl TramyServer {
@@ -220,9 +230,32 @@ impl TramyServer {
             config_file,
             log: tmp.path().join("server.log"),
             _tmp: Some(tmp),
+            token: String::new(),
         };
         server.spawn();
         server
+    }
+
+    /// The calling AE titles the tests' DICOM clients use (the tools' defaults and the test
+    /// scripts' own), registered for facility LOCAL as an admin would with `tramy ae add`;
+    /// written straight into the index so that a test costs no extra process per title
+    /// (`tests/registry.rs` drives the command itself).
+    fn register_test_ae_titles(&self) {
+        let conn = rusqlite::Connection::open(self.data_dir.join("index.sqlite")).expect("index");
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        for title in TEST_AE_TITLES {
+            conn.execute(
+                "INSERT OR IGNORE INTO application_entities (ae_title, facility, host, created_at) \
+                 VALUES (?1, 'LOCAL', NULL, '2026-01-01T00:00:00.000Z')",
+                [title],
+            )
+            .expect("AE title registered");
+        }
+    }
+
+    /// The superadmin token of this server.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     fn spawn(&mut self) {
@@ -246,6 +279,7 @@ impl TramyServer {
         }
         self.child = Some(cmd.spawn().expect("tramy starts"));
         self.wait_ready();
+        self.register_test_ae_titles();
     }
 
     /// Sends `files` with pynetdicom's storescu, each in its own transfer syntax, and asserts
@@ -307,6 +341,9 @@ impl TramyServer {
                     .http_get("/healthz")
                     .is_some_and(|(code, _)| code == 200)
             {
+                self.token = std::fs::read_to_string(self.data_dir.join("admin-token"))
+                    .map(|t| t.trim().to_string())
+                    .unwrap_or_default();
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -330,7 +367,8 @@ impl TramyServer {
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{}\r\n",
+            self.authorization_line()
         )
         .ok()?;
         let mut buf = String::new();
@@ -497,8 +535,17 @@ impl TramyServer {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP port open");
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n", self.http_port, body.len());
+        // The superadmin token unless the test names its own credential (an empty one: none).
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req.push_str(&self.authorization_line());
+        }
         for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+            if !(k.eq_ignore_ascii_case("authorization") && v.is_empty()) {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes()).unwrap();
@@ -528,6 +575,15 @@ impl TramyServer {
             status,
             headers,
             body: if chunked { dechunk(&body) } else { body },
+        }
+    }
+
+    /// `Authorization: Bearer <superadmin token>\r\n`, or nothing before the token is known.
+    fn authorization_line(&self) -> String {
+        if self.token.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {}\r\n", self.token)
         }
     }
 
