@@ -588,64 +588,23 @@ fn a_reopened_index_continues_the_chain() {
     assert_eq!((report.verified, report.first_break), (5, None));
 }
 
-/// A GET with `token` (if any) as its Bearer credential, over a socket of its own: status,
-/// content type, body.
+/// A GET with `token` as its Bearer credential (`None`: no credential): status, content type,
+/// body.
 fn get(
     server: &TramyServer,
     path: &str,
     token: Option<&str>,
     accept: &str,
 ) -> (u16, String, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!("{name}:"))
-                    .map(|v| v.trim().to_string())
-            })
-            .unwrap_or_default()
-    };
-    let mut body = raw[split + 4..].to_vec();
-    if header("transfer-encoding").contains("chunked") {
-        body = dechunk(&body);
-    }
-    (status, header("content-type"), body)
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
-        raw = &raw[end + 2..];
-        if size == 0 || raw.len() < size {
-            break;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[(size + 2).min(raw.len())..];
-    }
-    out
+    let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    let r = server.http(
+        "GET",
+        path,
+        &[("Authorization", auth.as_str()), ("Accept", accept)],
+        b"",
+    );
+    let content_type = r.header("content-type").unwrap_or_default().to_string();
+    (r.status, content_type, r.body)
 }
 
 fn json_of(answer: &(u16, String, Vec<u8>)) -> serde_json::Value {
