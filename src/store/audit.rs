@@ -293,35 +293,7 @@ fn conditions(who: &Principal, filter: &AuditFilter) -> Option<(Vec<String>, Vec
         sql.push(format!("e.study_instance_uid = ?{n}"));
     }
     if let Some(p) = &filter.patient {
-        let (i, s) = (
-            bind(&mut values, p.id.clone()),
-            bind(&mut values, p.issuer.clone()),
-        );
-        let key = bind(&mut values, format!("{}\u{1}{}", p.id, p.issuer));
-        // Events that named the patient, and events about any study of theirs, including studies
-        // of a provisional patient linked to them (item 8), whenever the link was made. A
-        // facility's reader matches only where it may see the patient (`AuditEvent::as_seen_by`)
-        // and only through studies its facility holds, so the filter discloses no other
-        // facility's study.
-        let (visible, held) = scoped.map_or((String::new(), String::new()), |n| {
-            (
-                format!(
-                    " AND (NOT EXISTS (SELECT 1 FROM audit_event_facilities o \
-                     WHERE o.event_id = e.id) OR e.id IN \
-                     (SELECT event_id FROM audit_event_facilities WHERE facility = ?{n}))"
-                ),
-                format!(
-                    " AND st.id IN (SELECT study_fk FROM study_facilities WHERE facility = ?{n})"
-                ),
-            )
-        });
-        sql.push(format!(
-            "((e.patient_id = ?{i} AND e.patient_issuer = ?{s}{visible}) OR e.study_instance_uid IN \
-             (SELECT st.study_instance_uid FROM studies st JOIN patients pa ON pa.id = st.patient_fk \
-              WHERE (pa.patient_key = ?{key} OR pa.id IN \
-                (SELECT l.provisional_fk FROM patient_links l JOIN patients q ON q.id = l.patient_fk \
-                 WHERE q.patient_key = ?{key} AND l.unlinked_at IS NULL)){held}))"
-        ));
+        sql.push(patient_condition(&mut values, p, scoped));
     }
     for (value, column, op) in [
         (&filter.facility, "e.facility", "="),
@@ -339,6 +311,40 @@ fn conditions(who: &Principal, filter: &AuditFilter) -> Option<(Vec<String>, Vec
         sql.push(format!("e.id < ?{}", values.len()));
     }
     Some((sql, values))
+}
+
+/// The condition of a patient filter (binding its values into `values`); `scoped`: the
+/// parameter number of the reading facility's code, when the reader is not system-wide.
+fn patient_condition(values: &mut Vec<Value>, p: &PatientRef, scoped: Option<usize>) -> String {
+    let mut bind = |v: String| {
+        values.push(Value::Text(v));
+        values.len()
+    };
+    let (i, s) = (bind(p.id.clone()), bind(p.issuer.clone()));
+    // The patients row key, as `index::patient_key` writes it for an identified patient.
+    let key = bind(format!("{}\u{1}{}", p.id, p.issuer));
+    // Events that named the patient, and events about any study of theirs, including studies
+    // of a provisional patient linked to them (item 8), whenever the link was made. A
+    // facility's reader matches only where it may see the patient (`AuditEvent::as_seen_by`)
+    // and only through studies its facility holds, so the filter discloses no other
+    // facility's study.
+    let (visible, held) = scoped.map_or((String::new(), String::new()), |n| {
+        (
+            format!(
+                " AND (NOT EXISTS (SELECT 1 FROM audit_event_facilities o \
+                 WHERE o.event_id = e.id) OR e.id IN \
+                 (SELECT event_id FROM audit_event_facilities WHERE facility = ?{n}))"
+            ),
+            format!(" AND st.id IN (SELECT study_fk FROM study_facilities WHERE facility = ?{n})"),
+        )
+    });
+    format!(
+        "((e.patient_id = ?{i} AND e.patient_issuer = ?{s}{visible}) OR e.study_instance_uid IN \
+         (SELECT st.study_instance_uid FROM studies st JOIN patients pa ON pa.id = st.patient_fk \
+          WHERE (pa.patient_key = ?{key} OR pa.id IN \
+            (SELECT l.provisional_fk FROM patient_links l JOIN patients q ON q.id = l.patient_fk \
+             WHERE q.patient_key = ?{key} AND l.unlinked_at IS NULL)){held}))"
+    )
 }
 
 impl Index {
