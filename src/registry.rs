@@ -17,7 +17,9 @@ use crate::auth::{AuthError, Identity, Role};
 use crate::store::{Index, IndexError};
 
 /// What a facility is, in the referral pyramid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FacilityKind {
     /// A commune health station.
@@ -62,7 +64,7 @@ impl FromStr for FacilityKind {
 }
 
 /// A facility as registered.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Facility {
     /// The national facility code.
     pub code: String,
@@ -90,7 +92,7 @@ pub struct NewFacility {
 }
 
 /// An AE title registered for a facility: associations calling with it act for that facility.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApplicationEntity {
     /// The AE title, without padding.
     pub ae_title: String,
@@ -103,7 +105,7 @@ pub struct ApplicationEntity {
 }
 
 /// An API token's record as listed: never the token, never its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// The public id (the part after `tramy_` in the token).
     pub id: String,

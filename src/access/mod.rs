@@ -9,6 +9,8 @@
 //! title), acting for one facility with its roles, or system-wide as superadmin; a share link,
 //! which sees one study; and, only where no credential is needed (`/healthz`), nobody.
 
+pub mod sharing;
+
 use crate::auth::{Identity, Role};
 
 /// The caller of an archive operation.
@@ -93,9 +95,13 @@ impl GrantScope {
 
     /// Parses an API name.
     pub fn parse(s: &str) -> Option<GrantScope> {
-        [GrantScope::Metadata, GrantScope::Images, GrantScope::Findings]
-            .into_iter()
-            .find(|g| g.as_str() == s)
+        [
+            GrantScope::Metadata,
+            GrantScope::Images,
+            GrantScope::Findings,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
     }
 }
 

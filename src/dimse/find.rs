@@ -13,9 +13,9 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::access::{Action, Principal};
-use crate::store::IndexError;
 use crate::dicom::query_retrieve;
 use crate::store::query::{AttributeQuery, QueryError, QueryLevel, QueryMatch, QueryScope};
+use crate::store::IndexError;
 
 /// Why an identifier cannot be answered; carries the status to send.
 #[derive(Debug, thiserror::Error)]
@@ -272,11 +272,15 @@ async fn answer(
     context: &AcceptedContext,
     dataset: Option<&Bytes>,
 ) -> Result<Vec<Vec<u8>>, IdentifierError> {
-    let (identifier, level, matches) =
-        query_index(service, who, Action::Query, context, dataset, |scope, query| {
-            scope.find(query)
-        })
-        .await?;
+    let (identifier, level, matches) = query_index(
+        service,
+        who,
+        Action::Query,
+        context,
+        dataset,
+        |scope, query| scope.find(query),
+    )
+    .await?;
     let ae = service.config.dimse.ae_title.clone();
     matches
         .iter()

@@ -240,11 +240,13 @@ fn calling_principal(
             "Calling AE Title {calling:?} is registered for host {host}, not this one"
         ));
     }
-    Ok(crate::access::Principal::authenticated(crate::auth::Identity {
-        subject: format!("ae:{}", ae.ae_title),
-        facility: Some(ae.facility),
-        roles: vec![crate::auth::Role::Clinician],
-    }))
+    Ok(crate::access::Principal::authenticated(
+        crate::auth::Identity {
+            subject: format!("ae:{}", ae.ae_title),
+            facility: Some(ae.facility),
+            roles: vec![crate::auth::Role::Clinician],
+        },
+    ))
 }
 
 /// Whether `peer` is the registered `host` (an IP address, or a name that resolves to it).

@@ -1,8 +1,10 @@
 //! Triage in the index: a study's findings, the worklist, and the job queue (claimed, settled
 //! and listed here; jobs are queued with their instance's rows in `index.rs`).
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{params, Connection, ToSql};
+use rusqlite::types::{
+    FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value as SqlValue, ValueRef,
+};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
@@ -303,6 +305,18 @@ pub struct JobFindings {
     pub findings: Vec<NewFinding>,
 }
 
+/// Whether study `uid` exists and `v` shows it.
+fn study_visible(c: &Connection, uid: &str, v: &Visibility) -> rusqlite::Result<bool> {
+    let (visible, mut params) = visible_where(v, "{}", None);
+    params.insert(0, SqlValue::Text(uid.to_string()));
+    Ok(c.prepare_cached(&format!(
+        "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {visible}"
+    ))?
+    .query_row(rusqlite::params_from_iter(params), |_| Ok(()))
+    .optional()?
+    .is_some())
+}
+
 /// `template` with `{}` replaced by the condition that study row `st` is visible to `v`, and
 /// its parameters; `TRUE` when everything is visible.
 fn visible_where(
@@ -321,16 +335,23 @@ fn now() -> String {
 }
 
 impl Index {
-    /// The findings of a study, flagged first, then by probability.
+    /// The findings of a study, flagged first, then by probability; `None` when the caller may
+    /// not see the study's findings (or it does not exist: the two are not told apart).
     pub async fn findings_for_study(
         &self,
         who: &Principal,
         study: &str,
-    ) -> Result<Vec<Finding>, IndexError> {
+    ) -> Result<Option<Vec<Finding>>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
         let study = study.to_owned();
         let v = who.visibility(Action::ReadFindings);
-        self.read(move |c| Ok(for_study(c, &study, &v)?)).await
+        self.read(move |c| {
+            if !study_visible(c, &study, &v)? {
+                return Ok(None);
+            }
+            Ok(Some(for_study(c, &study, &v)?))
+        })
+        .await
     }
 
     /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
@@ -342,7 +363,8 @@ impl Index {
     ) -> Result<Vec<WorklistEntry>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
         let v = who.visibility(Action::ReadFindings);
-        self.read(move |c| Ok(worklist(c, limit, offset, &v)?)).await
+        self.read(move |c| Ok(worklist(c, limit, offset, &v)?))
+            .await
     }
 
     /// Jobs in `state` (any when `None`), newest first.

@@ -10,6 +10,7 @@ pub mod objects;
 pub mod query;
 pub mod read_buffers;
 pub mod registry;
+pub mod sharing;
 pub mod staging;
 mod visibility;
 

@@ -70,7 +70,12 @@ impl Index {
 
     /// [`Index::query`] admitted as `action` (C-GET and C-MOVE retrieve: [`Action::Retrieve`]),
     /// which decides what the scope shows: a grant may open a study's metadata but not its images.
-    pub async fn query_as<T, F>(&self, who: &Principal, action: Action, f: F) -> Result<T, IndexError>
+    pub async fn query_as<T, F>(
+        &self,
+        who: &Principal,
+        action: Action,
+        f: F,
+    ) -> Result<T, IndexError>
     where
         T: Send + 'static,
         F: FnOnce(&QueryScope<'_>) -> T + Send + 'static,

@@ -143,6 +143,24 @@ fn facility_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Facility> {
     })
 }
 
+/// A facility's admin acts on its own facility's registrations only; a system-wide caller
+/// (superadmin, tramy's own command line) on any.
+fn within_own_facility(who: &Principal, facility: Option<&str>) -> Result<(), IndexError> {
+    if who.is_system_wide() || (facility.is_some() && who.facility() == facility) {
+        Ok(())
+    } else {
+        Err(IndexError::Forbidden {
+            subject: who.subject().to_string(),
+            action: Action::Administer,
+        })
+    }
+}
+
+/// The facility a listing is narrowed to: `None` for a system-wide caller.
+fn listing_scope(who: &Principal) -> Option<String> {
+    (!who.is_system_wide()).then(|| who.facility().unwrap_or_default().to_string())
+}
+
 impl Index {
     /// Registers a facility. Its parent must be registered; a taken code is refused.
     pub async fn add_facility(
@@ -151,6 +169,7 @@ impl Index {
         facility: NewFacility,
     ) -> Result<Facility, RegistryError> {
         self.admit(who, Action::Administer)?;
+        within_own_facility(who, None)?;
         facility.check()?;
         let registered = Facility {
             code: facility.code.clone(),
@@ -187,6 +206,7 @@ impl Index {
         host: Option<&str>,
     ) -> Result<ApplicationEntity, RegistryError> {
         self.admit(who, Action::Administer)?;
+        within_own_facility(who, Some(facility))?;
         let ae = ApplicationEntity {
             ae_title: normalise_ae_title(ae_title)?,
             facility: facility.to_owned(),
@@ -232,12 +252,13 @@ impl Index {
         who: &Principal,
     ) -> Result<Vec<ApplicationEntity>, IndexError> {
         self.admit(who, Action::Administer)?;
-        self.read(|c| {
+        let scope = listing_scope(who);
+        self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT ae_title, facility, host, created_at FROM application_entities \
-                 ORDER BY ae_title",
+                 WHERE ?1 IS NULL OR facility = ?1 ORDER BY ae_title",
             )?
-            .query_map([], |r| {
+            .query_map([scope], |r| {
                 Ok(ApplicationEntity {
                     ae_title: r.get(0)?,
                     facility: r.get(1)?,
@@ -282,6 +303,7 @@ impl Index {
         token: NewToken,
     ) -> Result<IssuedToken, RegistryError> {
         self.admit(who, Action::Administer)?;
+        within_own_facility(who, token.facility.as_deref())?;
         token.check()?;
         let issued = crate::registry::new_token()?;
         let stored = issued.clone();
@@ -293,11 +315,13 @@ impl Index {
     /// Every API token's record (never the token or its hash), oldest first.
     pub async fn tokens(&self, who: &Principal) -> Result<Vec<TokenRecord>, IndexError> {
         self.admit(who, Action::Administer)?;
-        self.read(|c| {
+        let scope = listing_scope(who);
+        self.read(move |c| {
             Ok(c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR facility = ?1 \
+                 ORDER BY created_at, id"
             ))?
-            .query_map([], token_from_row)?
+            .query_map([scope], token_from_row)?
             .collect::<Result<_, _>>()?)
         })
         .await
@@ -312,15 +336,20 @@ impl Index {
     ) -> Result<TokenRecord, RegistryError> {
         self.admit(who, Action::Administer)?;
         let id = id.trim().to_owned();
+        let scope = listing_scope(who);
         self.write(move |c| {
             c.execute(
-                "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, now()],
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL \
+                 AND (?3 IS NULL OR facility = ?3)",
+                params![id, now(), scope],
             )?;
             let record = c
                 .query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
-                    [&id],
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1 \
+                         AND (?2 IS NULL OR facility = ?2)"
+                    ),
+                    params![id, scope],
                     token_from_row,
                 )
                 .optional()?;

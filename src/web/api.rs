@@ -1,8 +1,8 @@
 //! tramy's own JSON API (`/api/v1`): AI findings per study, the triage worklist, and the triage
 //! job queue for administrators.
 
-use axum::extract::{Path, Query, State};
 use crate::web::auth::Caller;
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 
@@ -17,7 +17,8 @@ use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
     params(("study" = String, Path, description = "Study Instance UID")),
     responses(
         (status = 200, description = "findings, flagged first", body = [Finding]),
-        (status = 400, description = "not a valid UID", body = Problem, content_type = "application/problem+json")
+        (status = 400, description = "not a valid UID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such study among those you may see", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn study_findings(
@@ -32,7 +33,8 @@ pub async fn study_findings(
         .index()
         .findings_for_study(&who, &study)
         .await
-        .map_err(HttpError::from)?;
+        .map_err(HttpError::from)?
+        .ok_or_else(|| HttpError::not_found("no such study"))?;
     Ok(Json(found))
 }
 
@@ -156,13 +158,14 @@ pub async fn heatmap(
     Query(q): Query<HeatmapQuery>,
 ) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
+    // The instance first: what the caller may not see is not found, whatever the model.
+    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
     let model = state
         .models
         .iter()
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
-    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
     let png = state
         .heatmaps
         .run(move || -> Result<Vec<u8>, HttpError> {

@@ -20,9 +20,10 @@ use crate::auth::{credential_from_authorization, AuthError, Credential};
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe and the page where one is entered.
+/// Paths open without a credential: the liveness probe, the page where one is entered, and
+/// the one that forgets it.
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login")
+    matches!(path, "/healthz" | "/login" | "/logout")
 }
 
 /// Middleware: authenticates the request or answers 401.
@@ -69,7 +70,9 @@ fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
             Ok(Credential::ApiToken(token))
         }
         Some(token) if token.split('.').count() == 3 => Ok(Credential::Jwt(token)),
-        Some(_) => Err(AuthError::Invalid("the session cookie is not a credential".into())),
+        Some(_) => Err(AuthError::Invalid(
+            "the session cookie is not a credential".into(),
+        )),
         None => Err(AuthError::Missing),
     }
 }
@@ -99,9 +102,10 @@ fn unauthorized(e: AuthError) -> Response {
         AuthError::Invalid(_) => r#"Bearer realm="tramy", error="invalid_token""#,
     };
     let mut response = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 

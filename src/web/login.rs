@@ -62,7 +62,9 @@ pub async fn submit(State(state): State<AppState>, Form(form): Form<LoginForm>) 
                     response.headers_mut().insert(header::SET_COOKIE, v);
                     response
                 }
-                Err(_) => refused(AuthError::Invalid("the token has characters no token has".into())),
+                Err(_) => refused(AuthError::Invalid(
+                    "the token has characters no token has".into(),
+                )),
             }
         }
         Err(e) => refused(e),

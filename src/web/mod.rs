@@ -6,23 +6,26 @@
 //! Handlers stay thin: they parse the request, call the archive or the index, and shape the
 //! response. The domain does not know about axum.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod login;
 pub mod dicomweb;
 pub mod error;
 pub mod listener;
+pub mod login;
 pub mod observability;
 pub mod pool;
+pub mod sharing;
 pub mod viewer;
 pub mod wado_uri;
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{HeaderValue, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -74,15 +77,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.http.cors_allowed_origins);
     observability::prometheus();
-    own_routes()
+    routes()
         .into_iter()
-        .fold(Router::new(), |router, (path, route)| {
-            router.route(path, route)
+        .fold(Router::new(), |router, (_, path, route)| {
+            router.route(&path, route)
         })
-        .nest("/dicomweb", dicomweb::routes())
-        .route("/wado", get(wado_uri::wado))
-        .route("/login", get(login::page).post(login::submit))
-        .route("/logout", axum::routing::post(login::logout))
         .fallback(viewer::fallback)
         .route_layer(axum::middleware::from_fn(observability::track))
         .layer(axum::middleware::from_fn_with_state(
@@ -132,21 +131,95 @@ fn compressible(
         )
 }
 
+/// Every route the router has: method, path and handler. The router is built from this list
+/// and `route_table` reads it, so a test that walks `route_table` sees every route.
+fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
+    let own = own_routes()
+        .into_iter()
+        .map(|(method, path, route)| (method, path.to_string(), route));
+    let dicomweb = dicomweb::routes()
+        .into_iter()
+        .map(|(method, path, route)| (method, format!("/dicomweb{path}"), route));
+    let browser = [
+        (Method::GET, "/wado", get(wado_uri::wado)),
+        (Method::GET, "/login", get(login::page)),
+        (Method::POST, "/login", post(login::submit)),
+        (Method::POST, "/logout", post(login::logout)),
+    ]
+    .into_iter()
+    .map(|(method, path, route)| (method, path.to_string(), route));
+    own.chain(dicomweb).chain(browser).collect()
+}
+
+/// Method and path template of every route (the viewer's files are the fallback, not a route).
+pub fn route_table() -> Vec<(Method, String)> {
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
 /// tramy's own endpoints (DICOMweb is PS3.18's), each described in `observability::ApiDoc`; a
 /// test keeps the two lists equal.
-fn own_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
+fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
-        ("/healthz", get(healthz)),
-        ("/metrics", get(observability::metrics_endpoint)),
-        ("/openapi.json", get(observability::openapi)),
-        ("/api/v1/studies/{study}/findings", get(api::study_findings)),
-        ("/api/v1/worklist", get(api::worklist)),
+        (Method::GET, "/healthz", get(healthz)),
         (
+            Method::GET,
+            "/metrics",
+            get(observability::metrics_endpoint),
+        ),
+        (Method::GET, "/openapi.json", get(observability::openapi)),
+        (
+            Method::GET,
+            "/api/v1/studies/{study}/findings",
+            get(api::study_findings),
+        ),
+        (Method::GET, "/api/v1/worklist", get(api::worklist)),
+        (
+            Method::GET,
             "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
             get(api::heatmap),
         ),
-        ("/api/v1/triage/jobs", get(api::jobs)),
-        ("/api/v1/audit", get(audit::audit_events)),
+        (Method::GET, "/api/v1/triage/jobs", get(api::jobs)),
+        (
+            Method::POST,
+            "/api/v1/patients/{patient}/consents",
+            post(sharing::record_consent),
+        ),
+        (
+            Method::GET,
+            "/api/v1/patients/{patient}/consents",
+            get(sharing::consents),
+        ),
+        (
+            Method::POST,
+            "/api/v1/patients/{patient}/consents/{id}/revoke",
+            post(sharing::revoke_consent),
+        ),
+        (Method::POST, "/api/v1/grants", post(sharing::create_grant)),
+        (Method::GET, "/api/v1/grants", get(sharing::grants)),
+        (
+            Method::DELETE,
+            "/api/v1/grants/{id}",
+            axum::routing::delete(sharing::revoke_grant),
+        ),
+        (
+            Method::POST,
+            "/api/v1/facilities",
+            post(admin::add_facility),
+        ),
+        (Method::GET, "/api/v1/facilities", get(admin::facilities)),
+        (Method::POST, "/api/v1/ae-titles", post(admin::add_ae_title)),
+        (Method::GET, "/api/v1/ae-titles", get(admin::ae_titles)),
+        (Method::POST, "/api/v1/tokens", post(admin::create_token)),
+        (Method::GET, "/api/v1/tokens", get(admin::tokens)),
+        (
+            Method::DELETE,
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        ),
+        (Method::GET, "/api/v1/audit", get(audit::audit_events)),
     ]
 }
 
@@ -205,12 +278,14 @@ mod tests {
         let documented: std::collections::BTreeSet<&str> =
             doc.paths.paths.keys().map(String::as_str).collect();
         let routed: std::collections::BTreeSet<&str> =
-            own_routes().iter().map(|(path, _)| *path).collect();
+            own_routes().iter().map(|(_, path, _)| *path).collect();
         assert_eq!(documented, routed);
         // Every JSON answer has a schema a client generator can use.
         let json = serde_json::to_value(&doc).unwrap();
         for (path, item) in json["paths"].as_object().unwrap() {
-            for (status, response) in item["get"]["responses"].as_object().unwrap() {
+            let operations = item.as_object().unwrap().values();
+            let responses = operations.filter_map(|op| op["responses"].as_object());
+            for (status, response) in responses.flatten() {
                 for (media, content) in response["content"].as_object().into_iter().flatten() {
                     if media.contains("json") && path != "/openapi.json" {
                         assert!(

@@ -140,8 +140,13 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics_endpoint() -> Response {
+/// Operational counters, for an admin's monitoring (Prometheus sends the token with
+/// `authorization: {credentials: …}`).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 403, description = "the credential is not an admin's")))]
+pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> Response {
+    if !who.permits(crate::access::Action::Administer) {
+        return super::error::HttpError::forbidden().into_response();
+    }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -161,6 +166,19 @@ pub async fn metrics_endpoint() -> Response {
         super::api::worklist,
         super::api::heatmap,
         super::api::jobs,
+        super::sharing::record_consent,
+        super::sharing::consents,
+        super::sharing::revoke_consent,
+        super::sharing::create_grant,
+        super::sharing::grants,
+        super::sharing::revoke_grant,
+        super::admin::add_facility,
+        super::admin::facilities,
+        super::admin::add_ae_title,
+        super::admin::ae_titles,
+        super::admin::create_token,
+        super::admin::tokens,
+        super::admin::revoke_token,
         super::audit::audit_events
     ),
     components(schemas(
@@ -169,6 +187,21 @@ pub async fn metrics_endpoint() -> Response {
         crate::store::findings::JobView,
         super::api::Problem,
         super::Health,
+        crate::access::sharing::NewConsent,
+        crate::access::sharing::Consent,
+        crate::access::sharing::NewGrant,
+        crate::access::sharing::Grant,
+        crate::access::sharing::Purpose,
+        crate::access::sharing::ConsentSource,
+        crate::registry::Facility,
+        crate::registry::FacilityKind,
+        crate::registry::ApplicationEntity,
+        crate::registry::TokenRecord,
+        crate::auth::Role,
+        super::admin::FacilityRequest,
+        super::admin::AeRequest,
+        super::admin::TokenRequest,
+        super::admin::IssuedTokenView,
         crate::audit::AuditEvent,
         crate::audit::PatientRef,
         super::audit::FhirAuditBundle

@@ -1,8 +1,8 @@
 //! WADO-URI (PS3.18 9): `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…` returning
 //! the instance as `application/dicom` or a rendered `image/jpeg` / `image/png`.
 
-use axum::extract::{Query, State};
 use crate::web::auth::Caller;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;

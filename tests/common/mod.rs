@@ -183,9 +183,25 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 /// Calling AE titles the tests use: the defaults of dcmtk's and pynetdicom's tools and those the
 /// test scripts set.
 pub const TEST_AE_TITLES: &[&str] = &[
-    "STORESCU", "FINDSCU", "GETSCU", "MOVESCU", "ECHOSCU", "PYNETDICOM", "GETEXACT", "BADSENDER",
-    "STREAMER", "LOADDIMSE", "ATTACKER", "MODALITY", "MODALITY1", "TRAMY", "FIXTURE", "BENCH",
-    "DEST", "DRIP", "GREEDY",
+    "STORESCU",
+    "FINDSCU",
+    "GETSCU",
+    "MOVESCU",
+    "ECHOSCU",
+    "PYNETDICOM",
+    "GETEXACT",
+    "BADSENDER",
+    "STREAMER",
+    "LOADDIMSE",
+    "ATTACKER",
+    "MODALITY",
+    "MODALITY1",
+    "TRAMY",
+    "FIXTURE",
+    "BENCH",
+    "DEST",
+    "DRIP",
+    "GREEDY",
 ];
 
 /// A running `tramy serve`, killed when dropped.

@@ -7,72 +7,106 @@ pub mod rendered;
 pub mod stow;
 pub mod wado;
 
-use axum::http::{header, HeaderMap};
-use axum::routing::get;
-use axum::Router;
+use axum::http::{header, HeaderMap, Method};
+use axum::routing::{get, post, MethodRouter};
 
 use super::AppState;
 
-/// The DICOMweb routes (PS3.18 10.4–10.6).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/studies", get(qido::studies).post(stow::store))
-        .route(
-            "/studies/{study}",
-            get(wado::study).post(stow::store_in_study),
-        )
-        .route("/studies/{study}/metadata", get(wado::study_metadata))
-        .route("/studies/{study}/series", get(qido::study_series))
-        .route("/studies/{study}/instances", get(qido::study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::series))
-        .route(
+/// The DICOMweb routes (PS3.18 10.4–10.6), one method each, under `/dicomweb`.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/studies", get(qido::studies)),
+        (Method::POST, "/studies", post(stow::store)),
+        (Method::GET, "/studies/{study}", get(wado::study)),
+        (Method::POST, "/studies/{study}", post(stow::store_in_study)),
+        (
+            Method::GET,
+            "/studies/{study}/metadata",
+            get(wado::study_metadata),
+        ),
+        (
+            Method::GET,
+            "/studies/{study}/series",
+            get(qido::study_series),
+        ),
+        (
+            Method::GET,
+            "/studies/{study}/instances",
+            get(qido::study_instances),
+        ),
+        (
+            Method::GET,
+            "/studies/{study}/series/{series}",
+            get(wado::series),
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/metadata",
             get(wado::series_metadata),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}",
             get(wado::instance),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/metadata",
             get(wado::instance_metadata),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
             get(wado::frames),
-        )
-        .route("/studies/{study}/rendered", get(rendered::study))
-        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
-        .route(
+        ),
+        (
+            Method::GET,
+            "/studies/{study}/rendered",
+            get(rendered::study),
+        ),
+        (
+            Method::GET,
+            "/studies/{study}/thumbnail",
+            get(rendered::study_thumbnail),
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/rendered",
             get(rendered::series),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/thumbnail",
             get(rendered::series_thumbnail),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/rendered",
             get(rendered::instance),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/thumbnail",
             get(rendered::instance_thumbnail),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
             get(rendered::frame),
-        )
-        .route(
+        ),
+        (
+            Method::GET,
             "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
             get(wado::bulkdata),
-        )
-        .route("/series", get(qido::all_series))
-        .route("/instances", get(qido::all_instances))
+        ),
+        (Method::GET, "/series", get(qido::all_series)),
+        (Method::GET, "/instances", get(qido::all_instances)),
+    ]
 }
 
 /// The instances a request names by UID (validated: a malformed UID is a 400).
@@ -127,9 +161,13 @@ pub async fn instance_file(
     series: String,
     sop: String,
 ) -> Result<(crate::store::StoredInstance, bytes::Bytes), super::error::HttpError> {
-    let instance = stored_instances(state, who, select_instances(study, Some(series), Some(sop))?)
-        .await?
-        .remove(0);
+    let instance = stored_instances(
+        state,
+        who,
+        select_instances(study, Some(series), Some(sop))?,
+    )
+    .await?
+    .remove(0);
     let file = state.archive.read_instance(&instance).await?;
     Ok((instance, file))
 }

@@ -2,8 +2,8 @@
 //! `fuzzymatching`, `includefield`, `limit` and `offset`, answered from the index alone as
 //! `application/dicom+json`.
 
-use std::collections::BTreeSet;
 use crate::web::auth::Caller;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -36,9 +36,7 @@ pub async fn studies(
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(
-s,
-who, h, p, QueryLevel::Study, Vec::new()).await
+    search(s, who, h, p, QueryLevel::Study, Vec::new()).await
 }
 
 /// `GET /dicomweb/studies/{study}/series`
@@ -67,9 +65,7 @@ pub async fn all_series(
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(
-s,
-who, h, p, QueryLevel::Series, Vec::new()).await
+    search(s, who, h, p, QueryLevel::Series, Vec::new()).await
 }
 
 /// `GET /dicomweb/studies/{study}/series/{series}/instances`
@@ -84,9 +80,7 @@ pub async fn series_instances(
         (tags::STUDY_INSTANCE_UID, study),
         (tags::SERIES_INSTANCE_UID, series),
     ];
-    search(
-s,
-who, h, p, QueryLevel::Image, path).await
+    search(s, who, h, p, QueryLevel::Image, path).await
 }
 
 /// `GET /dicomweb/studies/{study}/instances`
@@ -115,9 +109,7 @@ pub async fn all_instances(
     h: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, HttpError> {
-    search(
-s,
-who, h, p, QueryLevel::Image, Vec::new()).await
+    search(s, who, h, p, QueryLevel::Image, Vec::new()).await
 }
 
 /// Attributes every result of a level carries (PS3.18 10.6.3.3, Tables 10.6.3-3 to -5).

@@ -1,8 +1,8 @@
 //! Rendered resources (PS3.18 10.4.1.1.3, 8.3.5) and thumbnails (Supplement 203): frames decoded,
 //! windowed and encoded as JPEG or PNG, for viewers and worklists that cannot decode DICOM.
 
-use axum::extract::{Path, Query, State};
 use crate::web::auth::Caller;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -192,7 +192,12 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(
+        &state,
+        &who,
+        select_instances(study, Some(series), Some(sop))?,
+    )
+    .await?;
     let image = render_instance(&state, &found[0], 1, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -209,7 +214,12 @@ pub async fn frame(
     let frame: u32 = frame.parse().ok().filter(|f| *f >= 1).ok_or_else(|| {
         HttpError::bad_request(format!("frame {frame:?} is not a positive integer"))
     })?;
-    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(
+        &state,
+        &who,
+        select_instances(study, Some(series), Some(sop))?,
+    )
+    .await?;
     let image = render_instance(&state, &found[0], frame, options).await?;
     Ok(single_image(options.format, image))
 }
@@ -223,7 +233,8 @@ pub async fn series(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, None)?;
-    let found = stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
+    let found =
+        stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
     render_many(state, found, options).await
 }
 
@@ -282,7 +293,8 @@ pub async fn series_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
+    let found =
+        stored_instances(&state, &who, select_instances(study, Some(series), None)?).await?;
     thumbnail_of(state, found, options).await
 }
 
@@ -295,7 +307,12 @@ pub async fn instance_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let options = parse_options(&params, &headers, THUMBNAIL)?;
-    let found = stored_instances(&state, &who, select_instances(study, Some(series), Some(sop))?).await?;
+    let found = stored_instances(
+        &state,
+        &who,
+        select_instances(study, Some(series), Some(sop))?,
+    )
+    .await?;
     thumbnail_of(state, found, options).await
 }
 

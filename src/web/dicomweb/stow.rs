@@ -3,8 +3,8 @@
 //! as a whole is never held in memory), each through the same ingest path as C-STORE. The answer
 //! is the Store Instances Response Module (PS3.18 Annex I) in DICOM JSON.
 
-use std::net::SocketAddr;
 use crate::web::auth::Caller;
+use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};

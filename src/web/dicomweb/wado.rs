@@ -1,8 +1,8 @@
 //! WADO-RS (PS3.18 10.4): instances as `multipart/related; type="application/dicom"` in the
 //! stored or a requested transfer syntax, metadata from the index alone, and frames.
 
-use axum::extract::{Path, State};
 use crate::web::auth::Caller;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -1,0 +1,464 @@
+//! The rows of consents and grants (issue #9 items 6 and 7); the rules are in
+//! `access/sharing.rs`. Every check and the insert run in one writer transaction, so a refused
+//! request writes nothing and two requests cannot both pass a check the other breaks.
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::index::{Index, IndexError};
+use super::visibility::{now_text, patient_condition};
+use crate::access::sharing::{
+    check_consent, check_grant, parse_scope, since_as_dicom_date, Consent, ConsentSource, Grant,
+    NewConsent, NewGrant, Purpose, SharingError,
+};
+use crate::access::{Action, GrantScope, Principal, Visibility};
+use crate::audit::PatientRef;
+
+type Shared<T> = Result<Result<T, SharingError>, IndexError>;
+
+/// A new random id (128 bits, hex).
+fn new_id() -> Result<String, IndexError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| IndexError::Task(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+fn patient_key(p: &PatientRef) -> String {
+    format!("{}\u{1}{}", p.id, p.issuer)
+}
+
+fn not_found_patient() -> SharingError {
+    SharingError::NotFound("no such patient among the studies you may see".into())
+}
+
+/// The row id of `patient` when `v` shows one of their studies.
+fn visible_patient(
+    c: &Connection,
+    v: &Visibility,
+    patient: &PatientRef,
+) -> rusqlite::Result<Option<i64>> {
+    let mut params: Vec<rusqlite::types::Value> = vec![patient_key(patient).into()];
+    let condition = match patient_condition(v) {
+        Some(cond) => {
+            params.extend(cond.params);
+            cond.sql
+        }
+        None => "1".into(),
+    };
+    c.prepare_cached(&format!(
+        "SELECT p.id FROM patients p WHERE p.patient_key = ? AND {condition}"
+    ))?
+    .query_row(rusqlite::params_from_iter(params), |r| r.get(0))
+    .optional()
+}
+
+fn consent_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Consent> {
+    let purpose: String = r.get(1)?;
+    let source: String = r.get(5)?;
+    Ok(Consent {
+        id: r.get(0)?,
+        purpose: Purpose::parse(&purpose).unwrap_or(Purpose::Referral),
+        recipient: r.get(2)?,
+        valid_from: r.get(3)?,
+        valid_until: r.get(4)?,
+        source: ConsentSource::parse(&source).unwrap_or(ConsentSource::Paper),
+        evidence: r.get(6)?,
+        recorded_by: r.get(7)?,
+        recorded_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+    })
+}
+
+const CONSENT_SELECT: &str = "SELECT id, purpose, recipient, valid_from, valid_until, source, \
+     evidence, recorded_by, recorded_at, revoked_at FROM consents";
+
+fn time_text(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn facility_exists(c: &Connection, code: &str) -> rusqlite::Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM facilities WHERE code = ?1")?
+            .query_row([code], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
+}
+
+impl Index {
+    /// Records a consent of `patient`, whom the caller must see.
+    pub async fn record_consent(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+        consent: NewConsent,
+    ) -> Shared<Consent> {
+        self.admit(who, Action::ManagePatients)?;
+        if let Err(e) = check_consent(&consent) {
+            return Ok(Err(e));
+        }
+        let v = who.visibility(Action::Query);
+        let (id, by, facility) = (
+            new_id()?,
+            who.subject().to_string(),
+            who.facility().map(str::to_owned),
+        );
+        self.write(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            if let Some(recipient) = &consent.recipient {
+                if !facility_exists(c, recipient)? {
+                    return Ok(Err(SharingError::NotFound(format!(
+                        "no facility {recipient}"
+                    ))));
+                }
+            }
+            let now = now_text();
+            c.prepare_cached(
+                "INSERT INTO consents (id, patient_fk, purpose, recipient, valid_from, valid_until, \
+                 source, evidence, recorded_by, recorded_facility, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                id,
+                patient_fk,
+                consent.purpose.as_str(),
+                consent.recipient,
+                consent.valid_from.map(time_text).unwrap_or_else(|| now.clone()),
+                consent.valid_until.map(time_text),
+                consent.source.as_str(),
+                consent.evidence,
+                by,
+                facility,
+                now
+            ])?;
+            let stored = c
+                .prepare_cached(&format!("{CONSENT_SELECT} WHERE id = ?1"))?
+                .query_row([&id], consent_from_row)?;
+            Ok(Ok(stored))
+        })
+        .await
+    }
+
+    /// The consents of `patient`, whom the caller must see, newest first.
+    pub async fn consents(&self, who: &Principal, patient: PatientRef) -> Shared<Vec<Consent>> {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        self.read(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            let list = c
+                .prepare_cached(&format!(
+                    "{CONSENT_SELECT} WHERE patient_fk = ?1 ORDER BY recorded_at DESC, id"
+                ))?
+                .query_map([patient_fk], consent_from_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(Ok(list))
+        })
+        .await
+    }
+
+    /// Revokes a consent of `patient`; the grants resting on it stop at once.
+    pub async fn revoke_consent(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+        id: String,
+    ) -> Shared<Consent> {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        let by = who.subject().to_string();
+        self.write(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            let changed = c
+                .prepare_cached(
+                    "UPDATE consents SET revoked_at = COALESCE(revoked_at, ?1), \
+                     revoked_by = COALESCE(revoked_by, ?2) WHERE id = ?3 AND patient_fk = ?4",
+                )?
+                .execute(params![now_text(), by, id, patient_fk])?;
+            if changed == 0 {
+                return Ok(Err(SharingError::NotFound(
+                    "no such consent of this patient".into(),
+                )));
+            }
+            Ok(Ok(c
+                .prepare_cached(&format!("{CONSENT_SELECT} WHERE id = ?1"))?
+                .query_row([&id], consent_from_row)?))
+        })
+        .await
+    }
+
+    /// Makes a grant of the caller's facility's data (a system-wide caller names the facility).
+    pub async fn create_grant(&self, who: &Principal, grant: NewGrant) -> Shared<Grant> {
+        self.admit(who, Action::Grant)?;
+        let now = Utc::now();
+        if let Err(e) = check_grant(&grant, now) {
+            return Ok(Err(e));
+        }
+        let scope = match parse_scope(&grant.scope) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let from =
+            match (who.facility(), &grant.from_facility) {
+                (Some(own), None) => own.to_string(),
+                (Some(own), Some(named)) if own == named => own.to_string(),
+                (None, Some(named)) if who.is_system_wide() => named.clone(),
+                (None, None) => return Ok(Err(SharingError::Invalid(
+                    "a system-wide caller names the facility whose data it grants: from_facility"
+                        .into(),
+                ))),
+                _ => {
+                    return Ok(Err(SharingError::Invalid(
+                        "from_facility: a facility grants only its own data".into(),
+                    )))
+                }
+            };
+        let since = match grant.since.as_deref().map(since_as_dicom_date).transpose() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (id, by) = (new_id()?, who.subject().to_string());
+        self.write(move |c| insert_grant(c, &id, &by, &from, grant, &scope, since))
+            .await
+    }
+
+    /// The grants the caller's facility gave or received (a system-wide caller: all), newest
+    /// first, revoked and expired ones included.
+    pub async fn grants(&self, who: &Principal) -> Result<Vec<Grant>, IndexError> {
+        self.admit(who, Action::Grant)?;
+        let facility = (!who.is_system_wide()).then(|| who.facility().unwrap_or("").to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "{GRANT_SELECT} WHERE g.share_token_hash IS NULL AND \
+                 (?1 IS NULL OR g.from_facility = ?1 OR g.to_facility = ?1) \
+                 ORDER BY g.created_at DESC, g.id"
+            ))?
+            .query_map([facility], grant_from_row)?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Revokes a grant the caller's facility gave (a system-wide caller: any).
+    pub async fn revoke_grant(&self, who: &Principal, id: String) -> Shared<()> {
+        self.admit(who, Action::Grant)?;
+        let facility = (!who.is_system_wide()).then(|| who.facility().unwrap_or("").to_string());
+        let by = who.subject().to_string();
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE grants SET revoked_at = COALESCE(revoked_at, ?1), \
+                     revoked_by = COALESCE(revoked_by, ?2) \
+                     WHERE id = ?3 AND (?4 IS NULL OR from_facility = ?4)",
+                )?
+                .execute(params![now_text(), by, id, facility])?;
+            Ok(if changed == 0 {
+                Err(SharingError::NotFound(
+                    "no such grant given by your facility".into(),
+                ))
+            } else {
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+const GRANT_SELECT: &str = "SELECT g.id, g.from_facility, g.to_facility, g.study_instance_uid, \
+     p.patient_id, p.issuer_of_patient_id, g.since, g.scope_metadata, g.scope_images, \
+     g.scope_findings, g.purpose, g.expires_at, g.consent_id, g.break_glass_reason, g.created_by, \
+     g.created_at, g.revoked_at FROM grants g LEFT JOIN patients p ON p.id = g.patient_fk";
+
+fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+    let patient = match (
+        r.get::<_, Option<String>>(4)?,
+        r.get::<_, Option<String>>(5)?,
+    ) {
+        (Some(id), Some(issuer)) if !issuer.is_empty() => Some(format!("{issuer}|{id}")),
+        (Some(id), _) => Some(id),
+        _ => None,
+    };
+    let scope = [
+        (7, GrantScope::Metadata),
+        (8, GrantScope::Images),
+        (9, GrantScope::Findings),
+    ]
+    .into_iter()
+    .filter_map(|(i, s)| match r.get::<_, bool>(i) {
+        Ok(true) => Some(Ok(s.as_str().to_string())),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    })
+    .collect::<rusqlite::Result<Vec<_>>>()?;
+    let purpose: String = r.get(10)?;
+    Ok(Grant {
+        id: r.get(0)?,
+        from_facility: r.get(1)?,
+        to_facility: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        study_instance_uid: r.get(3)?,
+        patient,
+        since: r.get(6)?,
+        scope,
+        purpose: Purpose::parse(&purpose).unwrap_or(Purpose::Emergency),
+        expires_at: r.get(11)?,
+        consent_id: r.get(12)?,
+        break_glass_reason: r.get(13)?,
+        created_by: r.get(14)?,
+        created_at: r.get(15)?,
+        revoked_at: r.get(16)?,
+    })
+}
+
+/// The checks that need the index, then the row, in the writer's transaction.
+fn insert_grant(
+    c: &Connection,
+    id: &str,
+    by: &str,
+    from: &str,
+    grant: NewGrant,
+    scope: &[GrantScope],
+    since: Option<String>,
+) -> rusqlite::Result<Result<Grant, SharingError>> {
+    if grant.to_facility == from {
+        return Ok(Err(SharingError::Invalid(
+            "to_facility is the granting facility itself: name the facility that should see the data".into(),
+        )));
+    }
+    if !facility_exists(c, &grant.to_facility)? {
+        return Ok(Err(SharingError::NotFound(format!(
+            "no facility {}",
+            grant.to_facility
+        ))));
+    }
+    // What the grant names must be the granting facility's: its study or a patient it holds.
+    let own = Visibility::Facility {
+        facility: from.to_string(),
+        own: true,
+        purposes: &[],
+        scope: GrantScope::Metadata,
+    };
+    let patient_fk: i64 = match (&grant.study_instance_uid, &grant.patient) {
+        (Some(study), _) => {
+            let found = c
+                .prepare_cached(
+                    "SELECT st.patient_fk FROM studies st JOIN study_facilities sf \
+                     ON sf.study_fk = st.id WHERE st.study_instance_uid = ?1 AND sf.facility = ?2",
+                )?
+                .query_row(params![study, from], |r| r.get(0))
+                .optional()?;
+            match found {
+                Some(p) => p,
+                None => {
+                    return Ok(Err(SharingError::NotFound(format!(
+                        "facility {from} holds no such study"
+                    ))))
+                }
+            }
+        }
+        (None, Some(patient)) => {
+            let Some(patient) = PatientRef::parse(patient) else {
+                return Ok(Err(not_found_patient()));
+            };
+            match visible_patient(c, &own, &patient)? {
+                Some(p) => p,
+                None => return Ok(Err(not_found_patient())),
+            }
+        }
+        (None, None) => return Ok(Err(SharingError::Invalid("nothing to grant".into()))),
+    };
+    let purpose = match &grant.consent_id {
+        None => Purpose::Emergency,
+        Some(consent_id) => match consent_for(c, consent_id, patient_fk, &grant.to_facility)? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        },
+    };
+    let has = |s: GrantScope| scope.contains(&s);
+    c.prepare_cached(
+        "INSERT INTO grants (id, from_facility, to_facility, study_instance_uid, patient_fk, since, \
+         scope_metadata, scope_images, scope_findings, purpose, expires_at, consent_id, \
+         break_glass_reason, created_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        id,
+        from,
+        grant.to_facility,
+        grant.study_instance_uid,
+        grant.patient.as_ref().map(|_| patient_fk),
+        since,
+        has(GrantScope::Metadata),
+        has(GrantScope::Images),
+        has(GrantScope::Findings),
+        purpose.as_str(),
+        time_text(grant.expires_at),
+        grant.consent_id,
+        grant.break_glass_reason,
+        by,
+        now_text()
+    ])?;
+    if grant.break_glass_reason.is_some() {
+        tracing::warn!(grant = id, from, to = %grant.to_facility, "break-glass grant made: review it");
+    }
+    Ok(Ok(c
+        .prepare_cached(&format!("{GRANT_SELECT} WHERE g.id = ?1"))?
+        .query_row([id], grant_from_row)?))
+}
+
+/// What decides whether a consent can carry a grant.
+struct ConsentTerms {
+    purpose: String,
+    recipient: Option<String>,
+    until: Option<String>,
+    revoked: Option<String>,
+}
+
+/// The purpose of consent `id` when it is this patient's, not revoked, and allows `to`.
+fn consent_for(
+    c: &Connection,
+    id: &str,
+    patient_fk: i64,
+    to: &str,
+) -> rusqlite::Result<Result<Purpose, SharingError>> {
+    let row = c
+        .prepare_cached(
+            "SELECT purpose, recipient, valid_until, revoked_at FROM consents \
+             WHERE id = ?1 AND patient_fk = ?2",
+        )?
+        .query_row(params![id, patient_fk], |r| {
+            Ok(ConsentTerms {
+                purpose: r.get(0)?,
+                recipient: r.get(1)?,
+                until: r.get(2)?,
+                revoked: r.get(3)?,
+            })
+        })
+        .optional()?;
+    let Some(ConsentTerms {
+        purpose,
+        recipient,
+        until,
+        revoked,
+    }) = row
+    else {
+        return Ok(Err(SharingError::NotFound(
+            "no such consent of this patient".into(),
+        )));
+    };
+    if revoked.is_some() || until.is_some_and(|u| u <= now_text()) {
+        return Ok(Err(SharingError::Invalid(
+            "the consent is revoked or has ended".into(),
+        )));
+    }
+    if recipient.is_some_and(|r| r != to) {
+        return Ok(Err(SharingError::Invalid(
+            "the consent does not allow this facility".into(),
+        )));
+    }
+    Ok(Ok(Purpose::parse(&purpose).unwrap_or(Purpose::Referral)))
+}

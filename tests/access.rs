@@ -1,0 +1,379 @@
+//! Facilities, credentials, consent and referral grants (issue #9), end to end with real
+//! clients: two facilities A and B, each with its own tokens and AE title. A's study is invisible
+//! to B on QIDO-RS, WADO-RS, metadata, findings and C-FIND (pynetdicom's findscu); once A grants
+//! it under the patient's consent B sees exactly that study, at once, and loses it again at
+//! expiry, at the grant's revocation and at the consent's revocation.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CT: &str = "dicom-samples/ct_small_explicit_le.dcm";
+const NM: &str = "dicom-samples/nm_jpeg_extended.dcm";
+const MR: &str = "dicom-samples/mr_small_implicit_le.dcm";
+const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+const NM_STUDY: &str = "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457";
+const CT_PATIENT: &str = "1CT1";
+
+/// `tramy ARGS` on the server's data folder, beside it; its stdout.
+fn tramy(server: &TramyServer, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .args(args)
+        .env("TRAMY_DATA_DIR", &server.data_dir)
+        .env_remove("TRAMY_CONFIG")
+        .output()
+        .expect("tramy runs");
+    assert_success(&out, &args.join(" "));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Facilities A and B, registered as an admin would.
+struct Facilities {
+    a_clinician: String,
+    b_clinician: String,
+}
+
+fn two_facilities(server: &TramyServer) -> Facilities {
+    tramy(server, &["facility", "add", "A", "--name", "District A"]);
+    tramy(server, &["facility", "add", "B", "--name", "Provincial B"]);
+    tramy(server, &["ae", "add", "AE_B", "--facility", "B"]);
+    let token = |facility: &str| {
+        tramy(
+            server,
+            &[
+                "token",
+                "create",
+                "--facility",
+                facility,
+                "--role",
+                "clinician",
+            ],
+        )
+    };
+    Facilities {
+        a_clinician: token("A"),
+        b_clinician: token("B"),
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn get(server: &TramyServer, token: &str, path: &str, accept: &str) -> HttpResponse {
+    server.http(
+        "GET",
+        path,
+        &[("Authorization", &bearer(token)), ("Accept", accept)],
+        b"",
+    )
+}
+
+fn post_json(
+    server: &TramyServer,
+    token: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> HttpResponse {
+    server.http(
+        "POST",
+        path,
+        &[
+            ("Authorization", &bearer(token)),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn stow(server: &TramyServer, token: &str, file: &str) {
+    let (ct, body) = stow_body(&[dataset_part10(file)]);
+    let r = server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[("Authorization", &bearer(token)), ("Content-Type", &ct)],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+fn dataset_part10(file: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join(file)).expect("sample")
+}
+
+/// Studies `token` finds with QIDO-RS.
+fn qido_studies(server: &TramyServer, token: &str) -> Vec<String> {
+    let r = get(server, token, "/dicomweb/studies", "application/dicom+json");
+    assert_eq!(r.status, 200);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The status of each reading route for `study`, in a fixed order.
+fn reads(server: &TramyServer, token: &str, study: &str) -> Vec<u16> {
+    let first = |path: &str| get(server, token, path, "application/dicom+json");
+    let instances = first(&format!("/dicomweb/studies/{study}/instances"));
+    let (series, sop) = if instances.status == 200 {
+        let i = &instances.json()[0];
+        (
+            i["0020000E"]["Value"][0]
+                .as_str()
+                .unwrap_or("1")
+                .to_string(),
+            i["00080018"]["Value"][0]
+                .as_str()
+                .unwrap_or("1")
+                .to_string(),
+        )
+    } else {
+        ("1.2.3".to_string(), "1.2.3.4".to_string())
+    };
+    vec![
+        first(&format!("/dicomweb/studies/{study}/metadata")).status,
+        get(
+            server,
+            token,
+            &format!("/dicomweb/studies/{study}"),
+            "multipart/related; type=\"application/dicom\"",
+        )
+        .status,
+        get(
+            server,
+            token,
+            &format!("/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered"),
+            "image/png",
+        )
+        .status,
+        get(
+            server,
+            token,
+            &format!("/api/v1/studies/{study}/findings"),
+            "application/json",
+        )
+        .status,
+    ]
+}
+
+/// Study Instance UIDs C-FIND finds when calling as `calling_ae`.
+fn c_find_studies(server: &TramyServer, calling_ae: &str) -> String {
+    let out = pynetdicom(
+        "findscu",
+        &[
+            "-aet",
+            calling_ae,
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&out, "findscu");
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
+fn in_an_hour() -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339()
+}
+
+fn consent_for_b(server: &TramyServer, f: &Facilities) -> String {
+    let r = post_json(
+        server,
+        &f.a_clinician,
+        &format!("/api/v1/patients/{CT_PATIENT}/consents"),
+        &serde_json::json!({"purpose": "referral", "recipient": "B", "source": "vneid", "evidence": "VNeID tx 42"}),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+fn grant_ct_to_b(server: &TramyServer, f: &Facilities, consent: &str, expires_at: &str) -> String {
+    let r = post_json(
+        server,
+        &f.a_clinician,
+        "/api/v1/grants",
+        &serde_json::json!({
+            "to_facility": "B", "study_instance_uid": CT_STUDY,
+            "scope": ["metadata", "images", "findings"], "expires_at": expires_at,
+            "consent_id": consent
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// Polls until B's reads of the CT study are all 404 (a grant that ran out ends within the
+/// second it expires; the bound only keeps a broken build from hanging).
+fn until_b_loses_the_ct(server: &TramyServer, f: &Facilities) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reads(server, &f.b_clinician, CT_STUDY) != [404; 4] {
+        assert!(Instant::now() < deadline, "B still reads A's study");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!qido_studies(server, &f.b_clinician).contains(&CT_STUDY.to_string()));
+}
+
+#[test]
+fn a_study_is_seen_by_another_facility_only_while_a_grant_under_consent_is_in_force() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    stow(&server, &f.a_clinician, NM);
+    stow(&server, &f.b_clinician, MR);
+
+    // Without a credential: 401 everywhere but /healthz.
+    let anonymous = server.http(
+        "GET",
+        "/dicomweb/studies",
+        &[("Authorization", ""), ("Accept", "application/dicom+json")],
+        b"",
+    );
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.header("www-authenticate").is_some());
+    let bad = get(
+        &server,
+        "tramy_0000_not-a-token",
+        "/dicomweb/studies",
+        "application/dicom+json",
+    );
+    assert_eq!(bad.status, 401);
+
+    // Each facility sees its own studies only, on every protocol.
+    let mut a_sees = qido_studies(&server, &f.a_clinician);
+    a_sees.sort();
+    assert_eq!(a_sees, [CT_STUDY, NM_STUDY]);
+    assert_eq!(qido_studies(&server, &f.b_clinician).len(), 1);
+    assert_eq!(reads(&server, &f.a_clinician, CT_STUDY), [200; 4]);
+    assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [404; 4]);
+    let b_find = c_find_studies(&server, "AE_B");
+    assert!(
+        !b_find.contains(CT_STUDY),
+        "C-FIND from B's AE found A's study:\n{b_find}"
+    );
+    assert_eq!(b_find.matches("0xFF00 (Pending)").count(), 1, "{b_find}");
+
+    // A grants the CT study to B under the patient's consent: B sees it at once, nothing else of A's.
+    let consent = consent_for_b(&server, &f);
+    let grant = grant_ct_to_b(&server, &f, &consent, &in_an_hour());
+    assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [200; 4]);
+    assert_eq!(reads(&server, &f.b_clinician, NM_STUDY), [404; 4]);
+    let b_sees = qido_studies(&server, &f.b_clinician);
+    assert!(b_sees.contains(&CT_STUDY.to_string()) && !b_sees.contains(&NM_STUDY.to_string()));
+    assert!(c_find_studies(&server, "AE_B").contains(CT_STUDY));
+    let listed = get(
+        &server,
+        &f.b_clinician,
+        "/api/v1/grants",
+        "application/json",
+    );
+    assert_eq!(listed.json()[0]["id"], grant.as_str());
+
+    // B cannot revoke A's grant; A can, and B loses the study at once.
+    let by_b = server.http(
+        "DELETE",
+        &format!("/api/v1/grants/{grant}"),
+        &[("Authorization", &bearer(&f.b_clinician))],
+        b"",
+    );
+    assert_eq!(by_b.status, 404);
+    let by_a = server.http(
+        "DELETE",
+        &format!("/api/v1/grants/{grant}"),
+        &[("Authorization", &bearer(&f.a_clinician))],
+        b"",
+    );
+    assert_eq!(by_a.status, 204);
+    assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [404; 4]);
+
+    // A grant whose consent is revoked stops at once.
+    grant_ct_to_b(&server, &f, &consent, &in_an_hour());
+    assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [200; 4]);
+    let revoked = post_json(
+        &server,
+        &f.a_clinician,
+        &format!("/api/v1/patients/{CT_PATIENT}/consents/{consent}/revoke"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(revoked.status, 200);
+    assert!(revoked.json()["revoked_at"].is_string());
+    until_b_loses_the_ct(&server, &f);
+
+    // A grant ends at its expiry (a fresh consent; two seconds from now).
+    let consent = consent_for_b(&server, &f);
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
+    grant_ct_to_b(&server, &f, &consent, &soon);
+    assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [200; 4]);
+    until_b_loses_the_ct(&server, &f);
+}
+
+#[test]
+fn grants_that_name_what_the_facility_does_not_hold_or_rest_on_nothing_are_refused() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    stow(&server, &f.b_clinician, MR);
+    let consent = consent_for_b(&server, &f);
+    let grant = |token: &str, body: serde_json::Value| {
+        post_json(&server, token, "/api/v1/grants", &body).status
+    };
+    let base = serde_json::json!({"to_facility": "B", "study_instance_uid": CT_STUDY,
+        "scope": ["images"], "expires_at": in_an_hour(), "consent_id": consent});
+    let with = |key: &str, value: serde_json::Value| {
+        let mut b = base.clone();
+        b[key] = value;
+        b
+    };
+    // B cannot grant A's study; nor can anyone grant without consent or a reason.
+    assert_eq!(grant(&f.b_clinician, with("to_facility", "A".into())), 404);
+    let mut bare = base.clone();
+    bare.as_object_mut().unwrap().remove("consent_id");
+    assert_eq!(grant(&f.a_clinician, bare.clone()), 400);
+    assert_eq!(
+        grant(&f.a_clinician, with("scope", serde_json::json!([]))),
+        400
+    );
+    assert_eq!(
+        grant(
+            &f.a_clinician,
+            with("expires_at", "2001-01-01T00:00:00Z".into())
+        ),
+        400
+    );
+    assert_eq!(
+        grant(&f.a_clinician, with("to_facility", "NOWHERE".into())),
+        404
+    );
+    // A consent for another facility does not cover B.
+    tramy(&server, &["facility", "add", "C", "--name", "Hub C"]);
+    assert_eq!(grant(&f.a_clinician, with("to_facility", "C".into())), 400);
+    // B cannot record consents for A's patient (not among B's studies).
+    let r = post_json(
+        &server,
+        &f.b_clinician,
+        &format!("/api/v1/patients/{CT_PATIENT}/consents"),
+        &serde_json::json!({"purpose": "referral", "source": "paper"}),
+    );
+    assert_eq!(r.status, 404);
+    // Break-glass with a reason is allowed, and listed for review.
+    bare["break_glass_reason"] = "unconscious patient, suspected pneumothorax".into();
+    assert_eq!(grant(&f.a_clinician, bare), 201);
+    let listed = get(
+        &server,
+        &f.a_clinician,
+        "/api/v1/grants",
+        "application/json",
+    )
+    .json();
+    assert_eq!(listed[0]["purpose"], "emergency");
+}

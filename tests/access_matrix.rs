@@ -1,0 +1,421 @@
+//! Every route of the router × every role × own, other and granted data (issue #9 item 5): the
+//! allow/deny matrix holds exactly. The routes come from `tramy::web::route_table()`, the list
+//! the router is built from, and `expected` has no catch-all arm for them: a new route fails
+//! this test until someone decides who may use it.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::Method;
+use common::*;
+
+const CT: &str = "dicom-samples/ct_small_explicit_le.dcm";
+const STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+const PATIENT: &str = "1CT1";
+
+/// Who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Nobody,
+    Superadmin,
+    AdminA,
+    ClinicianA,
+    ModalityA,
+    ResearcherA,
+    NodeA,
+    /// A clinician of facility B: A's study is another facility's data.
+    ClinicianB,
+    /// A clinician of facility C, to which A granted the study.
+    ClinicianC,
+}
+
+const EVERYONE: [Who; 9] = [
+    Who::Nobody,
+    Who::Superadmin,
+    Who::AdminA,
+    Who::ClinicianA,
+    Who::ModalityA,
+    Who::ResearcherA,
+    Who::NodeA,
+    Who::ClinicianB,
+    Who::ClinicianC,
+];
+
+/// What a request got: the status, and for a list whether A's study was in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    Status(u16),
+    /// 200 with A's study among the results.
+    Listed,
+    /// 200 without it.
+    NotListed,
+}
+
+use Got::*;
+use Who::*;
+
+/// Reading A's study's data: A's readers and the granted facility see it; a modality may not
+/// read at all; everyone else is told it does not exist.
+fn read_study(who: Who) -> Got {
+    match who {
+        Nobody => Status(401),
+        ModalityA => Status(403),
+        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC => Status(200),
+        ResearcherA | ClinicianB => Status(404),
+    }
+}
+
+/// A search: readers get 200, with A's study where they may see it.
+fn search(who: Who) -> Got {
+    match who {
+        Nobody => Status(401),
+        ModalityA => Status(403),
+        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC => Listed,
+        ResearcherA | ClinicianB => NotListed,
+    }
+}
+
+/// Storing: everyone with a role that stores.
+fn store(who: Who) -> Got {
+    match who {
+        Nobody => Status(401),
+        ResearcherA => Status(403),
+        _ => Status(200),
+    }
+}
+
+/// Registry administration: superadmin and admins (of their own facility).
+fn administer(who: Who, ok: u16) -> Got {
+    match who {
+        Nobody => Status(401),
+        Superadmin | AdminA => Status(ok),
+        _ => Status(403),
+    }
+}
+
+/// Consents and grants: who manages patients' consent and referral, and what they get on A's
+/// patient or study (`own`), on it as B (`other`) and as C, to which it is granted (`granted`).
+fn share(who: Who, own: u16, other: u16, granted: u16) -> Got {
+    match who {
+        Nobody => Status(401),
+        ModalityA | ResearcherA | NodeA => Status(403),
+        Superadmin | AdminA | ClinicianA => Status(own),
+        ClinicianB => Status(other),
+        ClinicianC => Status(granted),
+    }
+}
+
+/// The expected outcome of `route` for `who`. No catch-all: every route is decided here.
+fn expected(method: &Method, route: &str, who: Who) -> Got {
+    let get = method == Method::GET;
+    match route {
+        "/healthz" | "/login" if get => Status(200),
+        "/login" => Status(401), // a wrong token in the form, whoever asks
+        "/logout" => Status(303),
+        "/metrics" => administer(who, 200),
+        "/openapi.json" => match who {
+            Nobody => Status(401),
+            _ => Status(200),
+        },
+        "/dicomweb/studies" | "/dicomweb/studies/{study}" if !get => store(who),
+        "/dicomweb/studies"
+        | "/dicomweb/series"
+        | "/dicomweb/instances"
+        | "/dicomweb/studies/{study}/series"
+        | "/dicomweb/studies/{study}/instances"
+        | "/dicomweb/studies/{study}/series/{series}/instances"
+        | "/api/v1/worklist" => search(who),
+        "/dicomweb/studies/{study}"
+        | "/dicomweb/studies/{study}/metadata"
+        | "/dicomweb/studies/{study}/series/{series}"
+        | "/dicomweb/studies/{study}/series/{series}/metadata"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}"
+        | "/dicomweb/studies/{study}/rendered"
+        | "/dicomweb/studies/{study}/thumbnail"
+        | "/dicomweb/studies/{study}/series/{series}/rendered"
+        | "/dicomweb/studies/{study}/series/{series}/thumbnail"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/thumbnail"
+        | "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered"
+        | "/wado"
+        | "/api/v1/studies/{study}/findings" => read_study(who),
+        // No model is loaded here: whoever may see the instance learns that; nobody else does.
+        "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap" => {
+            match read_study(who) {
+                Status(200) => Status(404),
+                other => other,
+            }
+        }
+        "/api/v1/triage/jobs" => match search(who) {
+            Listed | NotListed => Status(200),
+            other => other,
+        },
+        // The granted facility sees the patient, so it may record what the patient consents to.
+        "/api/v1/patients/{patient}/consents" if get => share(who, 200, 404, 200),
+        "/api/v1/patients/{patient}/consents" => share(who, 201, 404, 201),
+        "/api/v1/patients/{patient}/consents/{id}/revoke" => share(who, 404, 404, 404),
+        // A grant of A's study to B: the superadmin must name the facility (400 without).
+        "/api/v1/grants" if get => share(who, 200, 200, 200),
+        // Only the facility holding the study can grant it (C, the recipient, would be granting
+        // to itself: 400).
+        "/api/v1/grants" => match share(who, 201, 404, 400) {
+            Status(201) if who == Superadmin => Status(400),
+            other => other,
+        },
+        "/api/v1/grants/{id}" => share(who, 404, 404, 404),
+        "/api/v1/facilities" if get => administer(who, 200),
+        "/api/v1/facilities" => match who {
+            Nobody => Status(401),
+            Superadmin => Status(201),
+            _ => Status(403),
+        },
+        "/api/v1/ae-titles" | "/api/v1/tokens" if get => administer(who, 200),
+        "/api/v1/ae-titles" | "/api/v1/tokens" => administer(who, 201),
+        "/api/v1/tokens/{id}" => administer(who, 404),
+        // The audit trail: superadmin all of it, an admin its facility's part.
+        "/api/v1/audit" => administer(who, 200),
+        other => panic!("{method} {other}: no expectation; decide who may use this route"),
+    }
+}
+
+fn tramy(server: &TramyServer, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .args(args)
+        .env("TRAMY_DATA_DIR", &server.data_dir)
+        .env_remove("TRAMY_CONFIG")
+        .output()
+        .expect("tramy runs");
+    assert_success(&out, &args.join(" "));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct World {
+    server: TramyServer,
+    tokens: Vec<(Who, String)>,
+    series: String,
+    sop: String,
+    unique: AtomicUsize,
+}
+
+impl World {
+    fn token(&self, who: Who) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|(w, _)| *w == who)
+            .map(|(_, t)| t.as_str())
+    }
+
+    fn fill(&self, route: &str) -> String {
+        let path = route
+            .replace("{study}", STUDY)
+            .replace("{series}", &self.series)
+            .replace("{sop}", &self.sop)
+            .replace("{frames}", "1")
+            .replace("{frame}", "1")
+            .replace("{tag}", "7FE00010")
+            .replace("{patient}", PATIENT)
+            .replace("{id}", "0123456789abcdef");
+        match route {
+            "/wado" => format!(
+                "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",
+                self.series, self.sop
+            ),
+            "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap" => {
+                format!("{path}?model=none&label=none")
+            }
+            _ => path,
+        }
+    }
+
+    /// A body that would succeed for whoever may do it.
+    fn body(&self, method: &Method, route: &str) -> (String, Vec<u8>) {
+        let n = self.unique.fetch_add(1, Ordering::SeqCst);
+        let json =
+            |v: serde_json::Value| ("application/json".to_string(), v.to_string().into_bytes());
+        match (method.as_str(), route) {
+            ("POST", "/dicomweb/studies" | "/dicomweb/studies/{study}") => {
+                stow_body(&[std::fs::read(repo_root().join(CT)).unwrap()])
+            }
+            ("POST", "/login") => (
+                "application/x-www-form-urlencoded".into(),
+                b"token=tramy_0000_wrong".to_vec(),
+            ),
+            ("POST", "/api/v1/patients/{patient}/consents") => json(serde_json::json!({
+                "purpose": "referral", "recipient": "C", "source": "paper"
+            })),
+            ("POST", "/api/v1/grants") => json(serde_json::json!({
+                // To C, which holds a grant of it already: the matrix's own requests never
+                // open A's study to B.
+                "to_facility": "C", "study_instance_uid": STUDY, "scope": ["metadata"],
+                "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
+                "break_glass_reason": "matrix test"
+            })),
+            ("POST", "/api/v1/facilities") => json(serde_json::json!({
+                "code": format!("F{n}"), "name": "Matrix facility"
+            })),
+            ("POST", "/api/v1/ae-titles") => json(serde_json::json!({
+                "ae_title": format!("MATRIX{n}"), "facility": "A"
+            })),
+            ("POST", "/api/v1/tokens") => json(serde_json::json!({
+                "facility": "A", "role": "clinician", "name": "matrix"
+            })),
+            _ => (String::new(), Vec::new()),
+        }
+    }
+
+    fn ask(&self, method: &Method, route: &str, who: Who) -> Got {
+        let path = self.fill(route);
+        let (content_type, body) = self.body(method, route);
+        let authorization = self
+            .token(who)
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
+        let accept = match route {
+            r if r.ends_with("rendered") || r.ends_with("thumbnail") => "image/png",
+            r if r.contains("/frames/") || r.contains("/bulkdata/") => {
+                "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*"
+            }
+            "/dicomweb/studies/{study}"
+            | "/dicomweb/studies/{study}/series/{series}"
+            | "/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+                if method == Method::GET =>
+            {
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*"
+            }
+            _ => "application/dicom+json, application/json",
+        };
+        let mut headers = vec![
+            ("Authorization", authorization.as_str()),
+            ("Accept", accept),
+        ];
+        if !content_type.is_empty() {
+            headers.push(("Content-Type", content_type.as_str()));
+        }
+        let r = self.server.http(method.as_str(), &path, &headers, &body);
+        let lists = matches!(
+            route,
+            "/dicomweb/studies"
+                | "/dicomweb/series"
+                | "/dicomweb/instances"
+                | "/dicomweb/studies/{study}/series"
+                | "/dicomweb/studies/{study}/instances"
+                | "/dicomweb/studies/{study}/series/{series}/instances"
+                | "/api/v1/worklist"
+        ) && method == Method::GET;
+        if lists && r.status == 200 {
+            if String::from_utf8_lossy(&r.body).contains(STUDY) {
+                Listed
+            } else {
+                NotListed
+            }
+        } else {
+            Status(r.status)
+        }
+    }
+}
+
+fn world() -> World {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    for (code, name) in [
+        ("A", "District A"),
+        ("B", "Provincial B"),
+        ("C", "Central C"),
+    ] {
+        tramy(&server, &["facility", "add", code, "--name", name]);
+    }
+    let token = |facility: &str, role: &str| {
+        tramy(
+            &server,
+            &["token", "create", "--facility", facility, "--role", role],
+        )
+    };
+    let tokens = vec![
+        (Superadmin, server.token().to_string()),
+        (AdminA, token("A", "admin")),
+        (ClinicianA, token("A", "clinician")),
+        (ModalityA, token("A", "modality")),
+        (ResearcherA, token("A", "researcher")),
+        (NodeA, token("A", "node")),
+        (ClinicianB, token("B", "clinician")),
+        (ClinicianC, token("C", "clinician")),
+    ];
+    let mut w = World {
+        server,
+        tokens,
+        series: String::new(),
+        sop: String::new(),
+        unique: AtomicUsize::new(0),
+    };
+    // A's modality stores the study; A's clinician grants it to C under the patient's consent.
+    assert_eq!(
+        w.ask(&Method::POST, "/dicomweb/studies", ModalityA),
+        Status(200)
+    );
+    let a = w.token(ClinicianA).unwrap().to_string();
+    let post = |path: &str, body: serde_json::Value| {
+        w.server.http(
+            "POST",
+            path,
+            &[
+                ("Authorization", &format!("Bearer {a}")),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let consent = post(
+        &format!("/api/v1/patients/{PATIENT}/consents"),
+        serde_json::json!({"purpose": "referral", "recipient": "C", "source": "vneid"}),
+    );
+    assert_eq!(consent.status, 201);
+    let granted = post(
+        "/api/v1/grants",
+        serde_json::json!({"to_facility": "C", "study_instance_uid": STUDY,
+            "scope": ["metadata", "images", "findings"],
+            "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
+            "consent_id": consent.json()["id"]}),
+    );
+    assert_eq!(granted.status, 201);
+    let (_, series, sop) = ct_uids();
+    w.series = series;
+    w.sop = sop;
+    w
+}
+
+#[test]
+fn every_route_allows_and_denies_exactly_per_role_and_data() {
+    let w = world();
+    let mut wrong = Vec::new();
+    let routes = tramy::web::route_table();
+    assert!(routes.len() > 40, "the route table lists every route");
+    for (method, route) in &routes {
+        for who in EVERYONE {
+            let want = expected(method, route, who);
+            let got = w.ask(method, route, who);
+            if got != want {
+                wrong.push(format!(
+                    "{method} {route} as {who:?}: got {got:?}, want {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} route × caller outcomes differ:\n{}\nserver log:\n{}",
+        wrong.len(),
+        routes.len() * EVERYONE.len(),
+        wrong.join("\n"),
+        w.server
+            .log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
