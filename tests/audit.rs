@@ -836,3 +836,43 @@ fn the_trail_is_read_over_http_as_json_and_as_a_fhir_bundle() {
     let verified = tramy_beside(&server, &["audit", "verify"]);
     common::assert_success(&verified, "audit verify");
 }
+
+#[test]
+fn a_burst_beyond_the_writer_queue_waits_and_loses_no_event() {
+    let trail = Trail::new();
+    // The writer's queue holds 4096 requests: this burst fills it, and the rest must wait.
+    trail.record(numbered(10_000));
+    let report = trail.verify();
+    assert_eq!((report.verified, report.first_break), (10_001, None));
+}
+
+#[test]
+fn two_writers_on_one_index_keep_one_chain() {
+    // `tramy` commands beside a running server each have a writer of their own: the chain is
+    // continued from the file inside each transaction, never from a cached hash.
+    let trail = Trail::new();
+    let other = Index::open(&trail.data_dir.join("index.sqlite"), false).expect("second writer");
+    trail.runtime.block_on(async {
+        let (a, b) = (trail.index.clone(), other.clone());
+        let write = |index: Index, tag: &'static str| {
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    let e = event(
+                        &system(),
+                        AuditAction::Administer,
+                        None,
+                        &format!("{tag} {i}"),
+                    );
+                    index.record_audit(e).await.expect("queued");
+                }
+                let last = event(&system(), AuditAction::Administer, None, "done");
+                index.record_audit_committed(last).await.expect("committed");
+            })
+        };
+        let (x, y) = (write(a, "a"), write(b, "b"));
+        x.await.unwrap();
+        y.await.unwrap();
+    });
+    let report = trail.verify();
+    assert_eq!((report.verified, report.first_break), (602, None));
+}
