@@ -351,8 +351,8 @@ impl Index {
     /// Appends `event` to the audit trail without waiting for its commit: it joins the writer's
     /// next group commit with whatever else is queued, so a request pays only the enqueue. When
     /// the writer's queue is full this waits for room (an event is never dropped). A failure to
-    /// commit it is logged (never with patient data). Recording is not an access: it passes no
-    /// checkpoint (a refused request is itself an event).
+    /// commit it is logged (never with patient data). The event's time is when it was queued.
+    /// Recording is not an access: it passes no checkpoint (a refused request is itself an event).
     pub async fn record_audit(&self, event: NewAuditEvent) -> Result<(), IndexError> {
         self.submit(Box::new(AuditWrite {
             event,
