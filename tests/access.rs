@@ -377,3 +377,110 @@ fn grants_that_name_what_the_facility_does_not_hold_or_rest_on_nothing_are_refus
     .json();
     assert_eq!(listed[0]["purpose"], "emergency");
 }
+
+const SR: &str = "dicom-samples/sr_comprehensive.dcm";
+const SR_STUDY: &str = "1.2.276.0.7230010.3.1.4.2139363186.7819.982086466.2";
+
+/// Studies A's clinician finds for PatientID `id`.
+fn studies_of_patient(server: &TramyServer, token: &str, id: &str) -> Vec<String> {
+    let r = get(
+        server,
+        token,
+        &format!("/dicomweb/studies?PatientID={id}"),
+        "application/dicom+json",
+    );
+    assert_eq!(r.status, 200);
+    let mut uids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    uids.sort();
+    uids
+}
+
+#[test]
+fn a_patient_who_arrived_without_an_id_is_linked_answers_with_the_patient_and_can_be_unlinked() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    stow(&server, &f.a_clinician, SR); // its patient has no ID
+    assert_eq!(
+        studies_of_patient(&server, &f.a_clinician, CT_PATIENT),
+        [CT_STUDY]
+    );
+
+    let link = |token: &str, study: &str| {
+        post_json(
+            &server,
+            token,
+            &format!("/api/v1/patients/{CT_PATIENT}/links"),
+            &serde_json::json!({ "study_instance_uid": study }),
+        )
+    };
+    // B sees neither patient; an identified patient is never linked.
+    assert_eq!(link(&f.b_clinician, SR_STUDY).status, 404);
+    assert_eq!(link(&f.a_clinician, CT_STUDY).status, 400);
+    let linked = link(&f.a_clinician, SR_STUDY);
+    assert_eq!(
+        linked.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&linked.body)
+    );
+    let id = linked.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        link(&f.a_clinician, SR_STUDY).status,
+        400,
+        "linked once only"
+    );
+
+    // Linked patients answer queries together, and a grant on the patient covers both.
+    let mut both = vec![CT_STUDY.to_string(), SR_STUDY.to_string()];
+    both.sort();
+    assert_eq!(
+        studies_of_patient(&server, &f.a_clinician, CT_PATIENT),
+        both
+    );
+    let consent = consent_for_b(&server, &f);
+    let granted = post_json(
+        &server,
+        &f.a_clinician,
+        "/api/v1/grants",
+        &serde_json::json!({"to_facility": "B", "patient": CT_PATIENT, "scope": ["metadata"],
+            "expires_at": in_an_hour(), "consent_id": consent}),
+    );
+    assert_eq!(
+        granted.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&granted.body)
+    );
+    let mut b_sees = qido_studies(&server, &f.b_clinician);
+    b_sees.retain(|s| s != "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"); // B's own MR, if any
+    b_sees.sort();
+    assert_eq!(b_sees, both);
+
+    // Undone: the provisional patient answers on its own again, and the grant no longer covers it.
+    let undone = server.http(
+        "DELETE",
+        &format!("/api/v1/patients/{CT_PATIENT}/links/{id}"),
+        &[("Authorization", &bearer(&f.a_clinician))],
+        b"",
+    );
+    assert_eq!(undone.status, 204);
+    assert_eq!(
+        studies_of_patient(&server, &f.a_clinician, CT_PATIENT),
+        [CT_STUDY]
+    );
+    assert_eq!(qido_studies(&server, &f.b_clinician), [CT_STUDY]);
+    let history = get(
+        &server,
+        &f.a_clinician,
+        &format!("/api/v1/patients/{CT_PATIENT}/links"),
+        "application/json",
+    );
+    assert!(history.json()[0]["unlinked_at"].is_string());
+}

@@ -159,6 +159,10 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         "/api/v1/patients/{patient}/consents" if get => share(who, 200, 404, 200),
         "/api/v1/patients/{patient}/consents" => share(who, 201, 404, 201),
         "/api/v1/patients/{patient}/consents/{id}/revoke" => share(who, 404, 404, 404),
+        // The study's patient has an ID, so linking it is refused (400) by whoever may see it.
+        "/api/v1/patients/{patient}/links" if get => share(who, 200, 404, 200),
+        "/api/v1/patients/{patient}/links" => share(who, 400, 404, 400),
+        "/api/v1/patients/{patient}/links/{id}" => share(who, 404, 404, 404),
         // A grant of A's study to B: the superadmin must name the facility (400 without).
         "/api/v1/grants" if get => share(who, 200, 200, 200),
         // Only the facility holding the study can grant it (C, the recipient, would be granting
@@ -247,6 +251,9 @@ impl World {
             ),
             ("POST", "/api/v1/patients/{patient}/consents") => json(serde_json::json!({
                 "purpose": "referral", "recipient": "C", "source": "paper"
+            })),
+            ("POST", "/api/v1/patients/{patient}/links") => json(serde_json::json!({
+                "study_instance_uid": STUDY
             })),
             ("POST", "/api/v1/grants") => json(serde_json::json!({
                 // To C, which holds a grant of it already: the matrix's own requests never

@@ -187,6 +187,30 @@ pub struct Grant {
     pub revoked_at: Option<String>,
 }
 
+/// A link to make (`POST /api/v1/patients/{patient}/links`): the patient of this study, who
+/// arrived without an ID, is the patient named in the path.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPatientLink {
+    /// A study whose patient arrived without an ID.
+    pub study_instance_uid: String,
+}
+
+/// A provisional patient linked to an identified one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PatientLink {
+    /// Its id.
+    pub id: String,
+    /// The studies of the provisional patient.
+    pub study_instance_uids: Vec<String>,
+    /// Who linked them.
+    pub linked_by: String,
+    /// When.
+    pub linked_at: String,
+    /// When the link was undone, if it was.
+    pub unlinked_at: Option<String>,
+}
+
 /// Why a consent or grant was refused. Each message says what to fix; none repeats patient data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SharingError {

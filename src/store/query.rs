@@ -477,6 +477,30 @@ impl WhereClause {
         }
     }
 
+    /// Makes the conditions pushed since (`sql_from`, `params_from`), all on patient columns,
+    /// also match a provisional patient linked to a patient they match (issue #9 item 8):
+    /// linked patients answer queries together.
+    fn or_through_patient_links(&mut self, sql_from: usize, params_from: usize) {
+        if self.sql.len() == sql_from {
+            return;
+        }
+        let own = self.sql.split_off(sql_from).join(" AND ");
+        let params = self.params.split_off(params_from);
+        // Two uncorrelated row-id sets, so SQLite evaluates each once with the patient indexes
+        // and looks the patients up by row id (a correlated EXISTS would scan every patient).
+        let (matched, linked) = (
+            with_patient_alias(&own, "mp"),
+            with_patient_alias(&own, "lp"),
+        );
+        self.sql.push(format!(
+            "(p.id IN (SELECT mp.id FROM patients mp WHERE {matched}) \
+             OR p.id IN (SELECT l.provisional_fk FROM patient_links l \
+             JOIN patients lp ON lp.id = l.patient_fk WHERE l.unlinked_at IS NULL AND {linked}))"
+        ));
+        self.params.extend(params.iter().cloned());
+        self.params.extend(params);
+    }
+
     fn push(&mut self, sql: String, params: impl IntoIterator<Item = SqlValue>) {
         self.sql.push(sql);
         self.params.extend(params);
@@ -508,6 +532,7 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
             value: value.to_string(),
             reason,
         };
+        let (sql_before, params_before) = (w.sql.len(), w.params.len());
         match a.matching {
             M::ReturnOnly => {}
             M::Uid => {
@@ -625,8 +650,30 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
                 );
             }
         }
+        if a.level == L::Patient {
+            w.or_through_patient_links(sql_before, params_before);
+        }
     }
     Ok(w)
+}
+
+/// `sql` with the patient table's alias `p.` renamed to `alias.` (other aliases untouched).
+fn with_patient_alias(sql: &str, alias: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut prev: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let starts_alias = c == 'p'
+            && chars.peek() == Some(&'.')
+            && !prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == '_');
+        if starts_alias {
+            out.push_str(alias);
+        } else {
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    out
 }
 
 /// The conditions of a search (C-FIND, QIDO-RS): those of `query`, and at the instance level
@@ -834,6 +881,22 @@ mod tests {
             offset: 0,
             fuzzy_person_names: false,
         }
+    }
+
+    #[test]
+    fn the_patient_alias_is_renamed_and_no_other() {
+        assert_eq!(
+            with_patient_alias("p.patient_id = ? AND sp.x = p.sex AND (p.birth_date)", "lp"),
+            "lp.patient_id = ? AND sp.x = lp.sex AND (lp.birth_date)"
+        );
+    }
+
+    #[test]
+    fn patient_conditions_also_match_through_links() {
+        let w = build_where(&q(vec![(tags::PATIENT_ID, "123")])).unwrap();
+        assert_eq!(w.sql.len(), 1);
+        assert!(w.sql[0].contains("patient_links"), "{}", w.sql[0]);
+        assert_eq!(w.params.len(), 2);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::index::{Index, IndexError};
 use super::visibility::{now_text, patient_condition};
 use crate::access::sharing::{
     check_consent, check_grant, parse_scope, since_as_dicom_date, Consent, ConsentSource, Grant,
-    NewConsent, NewGrant, Purpose, SharingError,
+    NewConsent, NewGrant, NewPatientLink, PatientLink, Purpose, SharingError,
 };
 use crate::access::{Action, GrantScope, Principal, Visibility};
 use crate::audit::PatientRef;
@@ -269,6 +269,159 @@ impl Index {
     }
 }
 
+/// Patients who arrived without an ID are keyed per study (`store/index.rs`).
+const PROVISIONAL_KEY_PREFIX: &str = "\u{1}unidentified\u{1}";
+
+fn link_from_row(c: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientLink> {
+    let provisional: i64 = r.get(1)?;
+    let studies = c
+        .prepare_cached("SELECT study_instance_uid FROM studies WHERE patient_fk = ?1 ORDER BY id")?
+        .query_map([provisional], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(PatientLink {
+        id: r.get(0)?,
+        study_instance_uids: studies,
+        linked_by: r.get(2)?,
+        linked_at: r.get(3)?,
+        unlinked_at: r.get(4)?,
+    })
+}
+
+const LINK_SELECT: &str =
+    "SELECT id, provisional_fk, linked_by, linked_at, unlinked_at FROM patient_links";
+
+impl Index {
+    /// Links the provisional patient of `link`'s study to `patient`; both must be the caller's
+    /// to see. The provisional patient's studies then answer queries, grants and consents with
+    /// the patient's.
+    pub async fn link_patient(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+        link: NewPatientLink,
+    ) -> Shared<PatientLink> {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        let (id, by) = (new_id()?, who.subject().to_string());
+        self.write(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            let study = c
+                .prepare_cached(
+                    "SELECT p.id, p.patient_key FROM studies st JOIN patients p ON p.id = st.patient_fk \
+                     WHERE st.study_instance_uid = ?1",
+                )?
+                .query_row([&link.study_instance_uid], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?;
+            let visible = study.is_some() && study_visible_to(c, &v, &link.study_instance_uid)?;
+            let Some((provisional, key)) = study.filter(|_| visible) else {
+                return Ok(Err(SharingError::NotFound(
+                    "no such study among those you may see".into(),
+                )));
+            };
+            if !key.starts_with(PROVISIONAL_KEY_PREFIX) {
+                return Ok(Err(SharingError::Invalid(
+                    "the study's patient has an ID: only patients who arrived without one are linked".into(),
+                )));
+            }
+            let live = c
+                .prepare_cached(
+                    "SELECT 1 FROM patient_links WHERE provisional_fk = ?1 AND unlinked_at IS NULL",
+                )?
+                .exists([provisional])?;
+            if live {
+                return Ok(Err(SharingError::Invalid(
+                    "the study's patient is linked already: undo that link first".into(),
+                )));
+            }
+            c.prepare_cached(
+                "INSERT INTO patient_links (id, provisional_fk, patient_fk, linked_by, linked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, provisional, patient_fk, by, now_text()])?;
+            let row = c
+                .prepare_cached(&format!("{LINK_SELECT} WHERE id = ?1"))?
+                .query_row([&id], |r| link_from_row(c, r))?;
+            Ok(Ok(row))
+        })
+        .await
+    }
+
+    /// The links of `patient`, undone ones included, newest first.
+    pub async fn patient_links(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+    ) -> Shared<Vec<PatientLink>> {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        self.read(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "{LINK_SELECT} WHERE patient_fk = ?1 ORDER BY linked_at DESC, id"
+            ))?;
+            let links = stmt
+                .query_map([patient_fk], |r| link_from_row(c, r))?
+                .collect::<Result<_, _>>()?;
+            Ok(Ok(links))
+        })
+        .await
+    }
+
+    /// Undoes a link of `patient`: the provisional patient answers on its own again.
+    pub async fn unlink_patient(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+        id: String,
+    ) -> Shared<PatientLink> {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        let by = who.subject().to_string();
+        self.write(move |c| {
+            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
+                return Ok(Err(not_found_patient()));
+            };
+            let changed = c
+                .prepare_cached(
+                    "UPDATE patient_links SET unlinked_at = ?1, unlinked_by = ?2 \
+                     WHERE id = ?3 AND patient_fk = ?4 AND unlinked_at IS NULL",
+                )?
+                .execute(params![now_text(), by, id, patient_fk])?;
+            if changed == 0 {
+                return Ok(Err(SharingError::NotFound(
+                    "no such live link of this patient".into(),
+                )));
+            }
+            Ok(Ok(c
+                .prepare_cached(&format!("{LINK_SELECT} WHERE id = ?1"))?
+                .query_row([&id], |r| link_from_row(c, r))?))
+        })
+        .await
+    }
+}
+
+/// Whether study `uid` is visible under `v`.
+fn study_visible_to(c: &Connection, v: &Visibility, uid: &str) -> rusqlite::Result<bool> {
+    let mut params: Vec<rusqlite::types::Value> = vec![uid.to_string().into()];
+    let condition = match super::visibility::study_condition(v, "st.id", None) {
+        Some(cond) => {
+            params.extend(cond.params);
+            cond.sql
+        }
+        None => "1".into(),
+    };
+    c.prepare_cached(&format!(
+        "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {condition}"
+    ))?
+    .exists(rusqlite::params_from_iter(params))
+}
+
 const GRANT_SELECT: &str = "SELECT g.id, g.from_facility, g.to_facility, g.study_instance_uid, \
      p.patient_id, p.issuer_of_patient_id, g.since, g.scope_metadata, g.scope_images, \
      g.scope_findings, g.purpose, g.expires_at, g.consent_id, g.break_glass_reason, g.created_by, \
@@ -428,7 +581,8 @@ fn consent_for(
     let row = c
         .prepare_cached(
             "SELECT purpose, recipient, valid_until, revoked_at FROM consents \
-             WHERE id = ?1 AND patient_fk = ?2",
+             WHERE id = ?1 AND (patient_fk = ?2 OR patient_fk IN (SELECT l.patient_fk \
+             FROM patient_links l WHERE l.provisional_fk = ?2 AND l.unlinked_at IS NULL))",
         )?
         .query_row(params![id, patient_fk], |r| {
             Ok(ConsentTerms {

@@ -197,6 +197,21 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v1/patients/{patient}/consents/{id}/revoke",
             post(sharing::revoke_consent),
         ),
+        (
+            Method::POST,
+            "/api/v1/patients/{patient}/links",
+            post(sharing::link_patient),
+        ),
+        (
+            Method::GET,
+            "/api/v1/patients/{patient}/links",
+            get(sharing::patient_links),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/patients/{patient}/links/{id}",
+            axum::routing::delete(sharing::unlink_patient),
+        ),
         (Method::POST, "/api/v1/grants", post(sharing::create_grant)),
         (Method::GET, "/api/v1/grants", get(sharing::grants)),
         (

@@ -10,7 +10,9 @@ use axum::Json;
 use super::auth::Caller;
 use super::error::HttpError;
 use super::AppState;
-use crate::access::sharing::{Consent, Grant, NewConsent, NewGrant, SharingError};
+use crate::access::sharing::{
+    Consent, Grant, NewConsent, NewGrant, NewPatientLink, PatientLink, SharingError,
+};
 use crate::audit::PatientRef;
 
 impl From<SharingError> for HttpError {
@@ -154,5 +156,71 @@ pub async fn revoke_grant(
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     state.archive.index().revoke_grant(&who, id).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/patients/{patient}/links`: the patient of a study who arrived without an ID is
+/// this patient; their studies answer queries, grants and consents together from now on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patients/{patient}/links",
+    params(("patient" = String, Path, description = "PatientID, or IssuerOfPatientID|PatientID")),
+    request_body = NewPatientLink,
+    responses(
+        (status = 201, description = "linked", body = PatientLink),
+        (status = 400, description = "the study's patient has an ID, or is linked already", body = super::api::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such patient or study among those you may see", body = super::api::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn link_patient(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(p): Path<String>,
+    json: Result<Json<NewPatientLink>, JsonRejection>,
+) -> Result<Response, HttpError> {
+    let (p, link) = (patient(&p)?, body(json)?);
+    let made = state.archive.index().link_patient(&who, p, link).await??;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+/// `GET /api/v1/patients/{patient}/links`: the patient's links, undone ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/patients/{patient}/links",
+    params(("patient" = String, Path, description = "PatientID, or IssuerOfPatientID|PatientID")),
+    responses(
+        (status = 200, description = "links, newest first", body = [PatientLink]),
+        (status = 404, description = "no such patient among the studies you may see", body = super::api::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn patient_links(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(p): Path<String>,
+) -> Result<Json<Vec<PatientLink>>, HttpError> {
+    let p = patient(&p)?;
+    Ok(Json(state.archive.index().patient_links(&who, p).await??))
+}
+
+/// `DELETE /api/v1/patients/{patient}/links/{id}`: undoes a link.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patients/{patient}/links/{id}",
+    params(
+        ("patient" = String, Path, description = "PatientID, or IssuerOfPatientID|PatientID"),
+        ("id" = String, Path, description = "the link's id")
+    ),
+    responses(
+        (status = 204, description = "undone"),
+        (status = 404, description = "no such live link", body = super::api::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn unlink_patient(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((p, id)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    let p = patient(&p)?;
+    state.archive.index().unlink_patient(&who, p, id).await??;
     Ok(StatusCode::NO_CONTENT)
 }
