@@ -484,3 +484,95 @@ fn a_patient_who_arrived_without_an_id_is_linked_answers_with_the_patient_and_ca
     );
     assert!(history.json()[0]["unlinked_at"].is_string());
 }
+
+#[test]
+fn a_share_link_opens_one_study_in_a_browser_until_it_is_revoked() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    stow(&server, &f.a_clinician, NM);
+    let made = post_json(
+        &server,
+        &f.a_clinician,
+        "/api/v1/share-links",
+        &serde_json::json!({"study_instance_uid": CT_STUDY, "expires_at": in_an_hour(),
+            "break_glass_reason": "second opinion by phone"}),
+    );
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let link = made.json();
+    let path = link["path"].as_str().unwrap();
+
+    // The doctor opens the link: a session cookie, then the study in the viewer.
+    let opened = server.http("GET", path, &[("Authorization", "")], b"");
+    assert_eq!(opened.status, 303);
+    assert_eq!(
+        opened.header("location"),
+        Some(format!("/viewer?StudyInstanceUIDs={CT_STUDY}").as_str())
+    );
+    let cookie = opened
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let as_doctor = |path: &str, accept: &str| {
+        server.http(
+            "GET",
+            path,
+            &[
+                ("Authorization", ""),
+                ("Cookie", &cookie),
+                ("Accept", accept),
+            ],
+            b"",
+        )
+    };
+    let studies = as_doctor("/dicomweb/studies", "application/dicom+json").json();
+    assert_eq!(
+        studies.as_array().unwrap().len(),
+        1,
+        "only the shared study"
+    );
+    assert_eq!(studies[0]["0020000D"]["Value"][0], CT_STUDY);
+    assert_eq!(
+        as_doctor(
+            &format!("/dicomweb/studies/{NM_STUDY}/metadata"),
+            "application/dicom+json"
+        )
+        .status,
+        404
+    );
+    let (ct, body) = stow_body(&[dataset_part10(MR)]);
+    let stored = server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("Authorization", ""),
+            ("Cookie", &cookie),
+            ("Content-Type", &ct),
+        ],
+        &body,
+    );
+    assert_eq!(stored.status, 403, "a share link only reads");
+
+    // Revoked like any grant: the link and its cookie stop at once.
+    let id = link["id"].as_str().unwrap();
+    let revoked = server.http(
+        "DELETE",
+        &format!("/api/v1/grants/{id}"),
+        &[("Authorization", &bearer(&f.a_clinician))],
+        b"",
+    );
+    assert_eq!(revoked.status, 204);
+    assert_eq!(
+        as_doctor("/dicomweb/studies", "application/dicom+json").status,
+        401
+    );
+    assert_eq!(
+        server
+            .http("GET", path, &[("Authorization", "")], b"")
+            .status,
+        401
+    );
+}

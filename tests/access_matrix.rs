@@ -29,9 +29,11 @@ enum Who {
     ClinicianB,
     /// A clinician of facility C, to which A granted the study.
     ClinicianC,
+    /// A doctor with no account holding a share link to the study.
+    ShareHolder,
 }
 
-const EVERYONE: [Who; 9] = [
+const EVERYONE: [Who; 10] = [
     Who::Nobody,
     Who::Superadmin,
     Who::AdminA,
@@ -41,6 +43,7 @@ const EVERYONE: [Who; 9] = [
     Who::NodeA,
     Who::ClinicianB,
     Who::ClinicianC,
+    Who::ShareHolder,
 ];
 
 /// What a request got: the status, and for a list whether A's study was in it.
@@ -62,7 +65,7 @@ fn read_study(who: Who) -> Got {
     match who {
         Nobody => Status(401),
         ModalityA => Status(403),
-        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC => Status(200),
+        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC | ShareHolder => Status(200),
         ResearcherA | ClinicianB => Status(404),
     }
 }
@@ -72,7 +75,7 @@ fn search(who: Who) -> Got {
     match who {
         Nobody => Status(401),
         ModalityA => Status(403),
-        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC => Listed,
+        Superadmin | AdminA | ClinicianA | NodeA | ClinicianC | ShareHolder => Listed,
         ResearcherA | ClinicianB => NotListed,
     }
 }
@@ -81,7 +84,7 @@ fn search(who: Who) -> Got {
 fn store(who: Who) -> Got {
     match who {
         Nobody => Status(401),
-        ResearcherA => Status(403),
+        ResearcherA | ShareHolder => Status(403),
         _ => Status(200),
     }
 }
@@ -100,7 +103,7 @@ fn administer(who: Who, ok: u16) -> Got {
 fn share(who: Who, own: u16, other: u16, granted: u16) -> Got {
     match who {
         Nobody => Status(401),
-        ModalityA | ResearcherA | NodeA => Status(403),
+        ModalityA | ResearcherA | NodeA | ShareHolder => Status(403),
         Superadmin | AdminA | ClinicianA => Status(own),
         ClinicianB => Status(other),
         ClinicianC => Status(granted),
@@ -172,6 +175,12 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             other => other,
         },
         "/api/v1/grants/{id}" => share(who, 404, 404, 404),
+        "/api/v1/share-links" => match share(who, 201, 404, 404) {
+            Status(201) if who == Superadmin => Status(400),
+            other => other,
+        },
+        // An open route: the link itself is the credential, and this one is made up.
+        "/share/{token}" => Status(401),
         "/api/v1/facilities" if get => administer(who, 200),
         "/api/v1/facilities" => match who {
             Nobody => Status(401),
@@ -223,7 +232,11 @@ impl World {
             .replace("{frame}", "1")
             .replace("{tag}", "7FE00010")
             .replace("{patient}", PATIENT)
-            .replace("{id}", "0123456789abcdef");
+            .replace("{id}", "0123456789abcdef")
+            .replace(
+                "{token}",
+                "tramyshare_0123456789abcdef0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            );
         match route {
             "/wado" => format!(
                 "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",
@@ -259,6 +272,11 @@ impl World {
                 // To C, which holds a grant of it already: the matrix's own requests never
                 // open A's study to B.
                 "to_facility": "C", "study_instance_uid": STUDY, "scope": ["metadata"],
+                "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
+                "break_glass_reason": "matrix test"
+            })),
+            ("POST", "/api/v1/share-links") => json(serde_json::json!({
+                "study_instance_uid": STUDY,
                 "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
                 "break_glass_reason": "matrix test"
             })),
@@ -388,6 +406,15 @@ fn world() -> World {
             "consent_id": consent.json()["id"]}),
     );
     assert_eq!(granted.status, 201);
+    let link = post(
+        "/api/v1/share-links",
+        serde_json::json!({"study_instance_uid": STUDY,
+            "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
+            "break_glass_reason": "second opinion by phone"}),
+    );
+    assert_eq!(link.status, 201, "{}", String::from_utf8_lossy(&link.body));
+    let share_token = link.json()["token"].as_str().unwrap().to_string();
+    w.tokens.push((ShareHolder, share_token));
     let (_, series, sop) = ct_uids();
     w.series = series;
     w.sop = sop;

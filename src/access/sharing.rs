@@ -161,8 +161,8 @@ pub struct Grant {
     pub id: String,
     /// Whose data.
     pub from_facility: String,
-    /// Who may see it.
-    pub to_facility: String,
+    /// Who may see it; `null` for a share link (whoever holds its token).
+    pub to_facility: Option<String>,
     /// The study, when it opens one.
     pub study_instance_uid: Option<String>,
     /// The patient (`ISSUER|ID` or `ID`), when it opens a patient's studies.
@@ -185,6 +185,62 @@ pub struct Grant {
     pub created_at: String,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
+}
+
+/// A share link to make (`POST /api/v1/share-links`): one study, for a doctor with no account.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShareLink {
+    /// The study.
+    pub study_instance_uid: String,
+    /// What it opens (default: all of `metadata`, `images`, `findings`).
+    #[serde(default)]
+    pub scope: Option<Vec<String>>,
+    /// When it stops working (RFC 3339, in the future).
+    pub expires_at: DateTime<Utc>,
+    /// The patient's consent to any recipient it rests on, or
+    #[serde(default)]
+    pub consent_id: Option<String>,
+    /// why it is needed without one (flagged for review).
+    #[serde(default)]
+    pub break_glass_reason: Option<String>,
+    /// The facility whose study it is, for a system-wide caller.
+    #[serde(default)]
+    pub from_facility: Option<String>,
+}
+
+impl NewShareLink {
+    /// The same request as a grant, whose rules it follows.
+    pub fn as_grant(&self) -> NewGrant {
+        NewGrant {
+            to_facility: String::new(),
+            study_instance_uid: Some(self.study_instance_uid.clone()),
+            patient: None,
+            since: None,
+            scope: self.scope.clone().unwrap_or_else(|| {
+                ["metadata", "images", "findings"]
+                    .map(String::from)
+                    .to_vec()
+            }),
+            expires_at: self.expires_at,
+            consent_id: self.consent_id.clone(),
+            break_glass_reason: self.break_glass_reason.clone(),
+            from_facility: self.from_facility.clone(),
+        }
+    }
+}
+
+/// A share link just made: the only time its token is shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IssuedShareLink {
+    /// The grant behind it (revoke with `DELETE /api/v1/grants/{id}`).
+    pub id: String,
+    /// The token (`tramyshare_…`), also usable as `Authorization: Bearer`.
+    pub token: String,
+    /// The path to give the doctor: opens the study in the viewer.
+    pub path: String,
+    /// When it stops working.
+    pub expires_at: String,
 }
 
 /// A link to make (`POST /api/v1/patients/{patient}/links`): the patient of this study, who

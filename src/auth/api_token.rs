@@ -115,6 +115,11 @@ pub fn verify(
 }
 
 fn hash(text: &str) -> String {
+    sha256_hex(text)
+}
+
+/// SHA-256 of `text`, hex: how tramy's credentials are stored.
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

@@ -57,6 +57,7 @@ impl Authenticator {
         credential: Credential<'_>,
     ) -> Result<Result<Principal, AuthError>, IndexError> {
         let identity = match credential {
+            Credential::ShareLink(token) => return Ok(self.share_link(token)),
             Credential::ApiToken(token) => {
                 crate::registry::authenticate_api_token(&self.index, token).await?
             }
@@ -82,5 +83,23 @@ impl Authenticator {
                 Ok(Principal::authenticated(identity))
             }
         }))
+    }
+
+    /// The holder of a share link in force: reads the one study its grant opens.
+    fn share_link(&self, token: &str) -> Result<Principal, AuthError> {
+        let refused =
+            || AuthError::Invalid("this share link is unknown, revoked or expired".into());
+        let grant_id = super::share_link::grant_id_of(token)?;
+        match self
+            .index
+            .share_link_now(&Principal::system(), grant_id, token)
+        {
+            Ok(Some((facility, _study))) => Ok(Principal::share_link(grant_id, &facility)),
+            Ok(None) => Err(refused()),
+            Err(e) => {
+                tracing::error!(error = %e, "share link lookup failed");
+                Err(refused())
+            }
+        }
     }
 }

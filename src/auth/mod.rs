@@ -12,6 +12,7 @@ pub mod authenticator;
 pub mod jwks;
 pub mod oidc;
 pub mod role;
+pub mod share_link;
 
 pub use role::Role;
 
@@ -33,6 +34,8 @@ pub enum Credential<'a> {
     ApiToken(&'a str),
     /// A JWT (three base64url parts), checked as an OpenID Connect access token.
     Jwt(&'a str),
+    /// A share link's token (`tramyshare_…`), limited to one grant.
+    ShareLink(&'a str),
 }
 
 /// Why a credential was not accepted. The text is safe to send to the client: it never repeats
@@ -58,7 +61,9 @@ pub fn credential_from_authorization(header: Option<&str>) -> Result<Credential<
         return Err(AuthError::Unsupported);
     }
     let token = token.trim();
-    if token.starts_with(api_token::PREFIX) {
+    if token.starts_with(share_link::PREFIX) {
+        Ok(Credential::ShareLink(token))
+    } else if token.starts_with(api_token::PREFIX) {
         Ok(Credential::ApiToken(token))
     } else if token.split('.').count() == 3 {
         Ok(Credential::Jwt(token))

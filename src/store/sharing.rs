@@ -9,7 +9,8 @@ use super::index::{Index, IndexError};
 use super::visibility::{now_text, patient_condition};
 use crate::access::sharing::{
     check_consent, check_grant, parse_scope, since_as_dicom_date, Consent, ConsentSource, Grant,
-    NewConsent, NewGrant, NewPatientLink, PatientLink, Purpose, SharingError,
+    IssuedShareLink, NewConsent, NewGrant, NewPatientLink, NewShareLink, PatientLink, Purpose,
+    SharingError,
 };
 use crate::access::{Action, GrantScope, Principal, Visibility};
 use crate::audit::PatientRef;
@@ -203,28 +204,101 @@ impl Index {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        let from =
-            match (who.facility(), &grant.from_facility) {
-                (Some(own), None) => own.to_string(),
-                (Some(own), Some(named)) if own == named => own.to_string(),
-                (None, Some(named)) if who.is_system_wide() => named.clone(),
-                (None, None) => return Ok(Err(SharingError::Invalid(
-                    "a system-wide caller names the facility whose data it grants: from_facility"
-                        .into(),
-                ))),
-                _ => {
-                    return Ok(Err(SharingError::Invalid(
-                        "from_facility: a facility grants only its own data".into(),
-                    )))
-                }
-            };
+        let from = match granting_facility(who, &grant) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
         let since = match grant.since.as_deref().map(since_as_dicom_date).transpose() {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
         let (id, by) = (new_id()?, who.subject().to_string());
-        self.write(move |c| insert_grant(c, &id, &by, &from, grant, &scope, since))
-            .await
+        self.write(move |c| {
+            insert_grant(
+                c,
+                &id,
+                &by,
+                &from,
+                grant,
+                Recipient::Facility,
+                &scope,
+                since,
+            )
+        })
+        .await
+    }
+
+    /// Makes a share link to one of the caller's facility's studies: a grant with no recipient
+    /// facility and a token of its own.
+    pub async fn create_share_link(
+        &self,
+        who: &Principal,
+        link: NewShareLink,
+    ) -> Shared<IssuedShareLink> {
+        self.admit(who, Action::Grant)?;
+        let grant = link.as_grant();
+        let now = Utc::now();
+        let checked = check_grant(&grant, now)
+            .and_then(|()| parse_scope(&grant.scope))
+            .and_then(|scope| Ok((scope, granting_facility(who, &grant)?)));
+        let (scope, from) = match checked {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (id, by) = (new_id()?, who.subject().to_string());
+        let (token, hash) = crate::auth::share_link::issue(&id)
+            .map_err(|e| IndexError::Task(format!("no random source: {e}")))?;
+        let made = self
+            .write(move |c| {
+                insert_grant(
+                    c,
+                    &id,
+                    &by,
+                    &from,
+                    grant,
+                    Recipient::ShareLink(hash),
+                    &scope,
+                    None,
+                )
+            })
+            .await?;
+        Ok(made.map(|g| IssuedShareLink {
+            path: format!("/share/{token}"),
+            id: g.id,
+            token,
+            expires_at: g.expires_at,
+        }))
+    }
+
+    /// The grant a share link names, when it is in force and `presented` is its token: the
+    /// facility whose study it opens and the study. One primary-key lookup, on the calling
+    /// thread.
+    pub fn share_link_now(
+        &self,
+        who: &Principal,
+        grant_id: &str,
+        presented: &str,
+    ) -> Result<Option<(String, String)>, IndexError> {
+        self.admit(who, Action::Authenticate)?;
+        let found = self.read_now(|c| {
+            Ok(c.prepare_cached(
+                "SELECT g.share_token_hash, g.from_facility, g.study_instance_uid FROM grants g \
+                 LEFT JOIN consents cs ON cs.id = g.consent_id \
+                 WHERE g.id = ?1 AND g.share_token_hash IS NOT NULL AND g.revoked_at IS NULL \
+                 AND g.expires_at > ?2 AND cs.revoked_at IS NULL",
+            )?
+            .query_row(params![grant_id, now_text()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?)
+        })?;
+        Ok(found
+            .filter(|(hash, _, _)| crate::auth::share_link::matches(presented, hash))
+            .map(|(_, facility, study)| (facility, study)))
     }
 
     /// The grants the caller's facility gave or received (a system-wide caller: all), newest
@@ -234,7 +308,7 @@ impl Index {
         let facility = (!who.is_system_wide()).then(|| who.facility().unwrap_or("").to_string());
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
-                "{GRANT_SELECT} WHERE g.share_token_hash IS NULL AND \
+                "{GRANT_SELECT} WHERE \
                  (?1 IS NULL OR g.from_facility = ?1 OR g.to_facility = ?1) \
                  ORDER BY g.created_at DESC, g.id"
             ))?
@@ -452,7 +526,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     Ok(Grant {
         id: r.get(0)?,
         from_facility: r.get(1)?,
-        to_facility: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        to_facility: r.get(2)?,
         study_instance_uid: r.get(3)?,
         patient,
         since: r.get(6)?,
@@ -468,25 +542,50 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
 }
 
 /// The checks that need the index, then the row, in the writer's transaction.
+/// The facility whose data `grant` opens: the caller's own; a system-wide caller names it.
+fn granting_facility(who: &Principal, grant: &NewGrant) -> Result<String, SharingError> {
+    match (who.facility(), &grant.from_facility) {
+        (Some(own), None) => Ok(own.to_string()),
+        (Some(own), Some(named)) if own == named => Ok(own.to_string()),
+        (None, Some(named)) if who.is_system_wide() => Ok(named.clone()),
+        (None, None) => Err(SharingError::Invalid(
+            "a system-wide caller names the facility whose data it grants: from_facility".into(),
+        )),
+        _ => Err(SharingError::Invalid(
+            "from_facility: a facility grants only its own data".into(),
+        )),
+    }
+}
+
+/// A grant about to be written: to a facility, or (a share link) to whoever holds the token
+/// whose hash this is.
+enum Recipient {
+    Facility,
+    ShareLink(String),
+}
+
+#[allow(clippy::too_many_arguments)] // one transaction's inputs, each named at the one call site
 fn insert_grant(
     c: &Connection,
     id: &str,
     by: &str,
     from: &str,
     grant: NewGrant,
+    recipient: Recipient,
     scope: &[GrantScope],
     since: Option<String>,
 ) -> rusqlite::Result<Result<Grant, SharingError>> {
-    if grant.to_facility == from {
+    let (to, share_hash) = match recipient {
+        Recipient::Facility => (Some(grant.to_facility.as_str()), None),
+        Recipient::ShareLink(hash) => (None, Some(hash)),
+    };
+    if to == Some(from) {
         return Ok(Err(SharingError::Invalid(
             "to_facility is the granting facility itself: name the facility that should see the data".into(),
         )));
     }
-    if !facility_exists(c, &grant.to_facility)? {
-        return Ok(Err(SharingError::NotFound(format!(
-            "no facility {}",
-            grant.to_facility
-        ))));
+    if let Some(to) = to.filter(|to| !facility_exists(c, to).unwrap_or(false)) {
+        return Ok(Err(SharingError::NotFound(format!("no facility {to}"))));
     }
     // What the grant names must be the granting facility's: its study or a patient it holds.
     let own = Visibility::Facility {
@@ -526,7 +625,7 @@ fn insert_grant(
     };
     let purpose = match &grant.consent_id {
         None => Purpose::Emergency,
-        Some(consent_id) => match consent_for(c, consent_id, patient_fk, &grant.to_facility)? {
+        Some(consent_id) => match consent_for(c, consent_id, patient_fk, to)? {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         },
@@ -535,13 +634,13 @@ fn insert_grant(
     c.prepare_cached(
         "INSERT INTO grants (id, from_facility, to_facility, study_instance_uid, patient_fk, since, \
          scope_metadata, scope_images, scope_findings, purpose, expires_at, consent_id, \
-         break_glass_reason, created_by, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         break_glass_reason, created_by, created_at, share_token_hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         id,
         from,
-        grant.to_facility,
+        to,
         grant.study_instance_uid,
         grant.patient.as_ref().map(|_| patient_fk),
         since,
@@ -553,10 +652,16 @@ fn insert_grant(
         grant.consent_id,
         grant.break_glass_reason,
         by,
-        now_text()
+        now_text(),
+        share_hash
     ])?;
     if grant.break_glass_reason.is_some() {
-        tracing::warn!(grant = id, from, to = %grant.to_facility, "break-glass grant made: review it");
+        tracing::warn!(
+            grant = id,
+            from,
+            to = to.unwrap_or("a share link"),
+            "break-glass grant made: review it"
+        );
     }
     Ok(Ok(c
         .prepare_cached(&format!("{GRANT_SELECT} WHERE g.id = ?1"))?
@@ -576,7 +681,7 @@ fn consent_for(
     c: &Connection,
     id: &str,
     patient_fk: i64,
-    to: &str,
+    to: Option<&str>,
 ) -> rusqlite::Result<Result<Purpose, SharingError>> {
     let row = c
         .prepare_cached(
@@ -609,9 +714,11 @@ fn consent_for(
             "the consent is revoked or has ended".into(),
         )));
     }
-    if recipient.is_some_and(|r| r != to) {
+    // A share link reaches a doctor of no registered facility: only a consent to any facility
+    // covers it.
+    if recipient.is_some_and(|r| Some(r.as_str()) != to) {
         return Ok(Err(SharingError::Invalid(
-            "the consent does not allow this facility".into(),
+            "the consent does not allow this recipient".into(),
         )));
     }
     Ok(Ok(Purpose::parse(&purpose).unwrap_or(Purpose::Referral)))

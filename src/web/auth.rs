@@ -20,10 +20,10 @@ use crate::auth::{credential_from_authorization, AuthError, Credential};
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe, the page where one is entered, and
-/// the one that forgets it.
+/// Paths open without a credential: the liveness probe, the page where one is entered, the one
+/// that forgets it, and share links (the link is the credential).
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login" | "/logout")
+    matches!(path, "/healthz" | "/login" | "/logout") || path.starts_with("/share/")
 }
 
 /// Middleware: authenticates the request or answers 401.
@@ -66,6 +66,9 @@ fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
         return credential_from_authorization(authorization);
     }
     match session_cookie(headers) {
+        Some(token) if token.starts_with(crate::auth::share_link::PREFIX) => {
+            Ok(Credential::ShareLink(token))
+        }
         Some(token) if token.starts_with(crate::auth::api_token::PREFIX) => {
             Ok(Credential::ApiToken(token))
         }

@@ -96,3 +96,37 @@ pub async fn logout() -> Response {
     );
     response
 }
+
+/// `GET /share/{token}`: a share link a doctor was given. The token becomes the session cookie
+/// and the browser goes to the study in the viewer; an unknown, revoked or expired link gets
+/// the sign-in page with the reason.
+pub async fn share_link(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let found = crate::auth::share_link::grant_id_of(&token).and_then(|grant| {
+        state
+            .archive
+            .index()
+            .share_link_now(&crate::access::Principal::system(), grant, &token)
+            .map_err(|e| AuthError::Invalid(format!("the link cannot be checked now: {e}")))?
+            .ok_or_else(|| {
+                AuthError::Invalid("this share link is unknown, revoked or expired".into())
+            })
+    });
+    match found {
+        Ok((_, study)) => {
+            let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax");
+            let mut response =
+                Redirect::to(&format!("/viewer?StudyInstanceUIDs={study}")).into_response();
+            match HeaderValue::from_str(&cookie) {
+                Ok(v) => {
+                    response.headers_mut().insert(header::SET_COOKIE, v);
+                    response
+                }
+                Err(_) => refused(AuthError::Invalid("malformed share link".into())),
+            }
+        }
+        Err(e) => refused(e),
+    }
+}

@@ -145,6 +145,7 @@ fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
         (Method::GET, "/login", get(login::page)),
         (Method::POST, "/login", post(login::submit)),
         (Method::POST, "/logout", post(login::logout)),
+        (Method::GET, "/share/{token}", get(login::share_link)),
     ]
     .into_iter()
     .map(|(method, path, route)| (method, path.to_string(), route));
@@ -213,6 +214,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             axum::routing::delete(sharing::unlink_patient),
         ),
         (Method::POST, "/api/v1/grants", post(sharing::create_grant)),
+        (
+            Method::POST,
+            "/api/v1/share-links",
+            post(sharing::create_share_link),
+        ),
         (Method::GET, "/api/v1/grants", get(sharing::grants)),
         (
             Method::DELETE,

@@ -11,7 +11,8 @@ use super::auth::Caller;
 use super::error::HttpError;
 use super::AppState;
 use crate::access::sharing::{
-    Consent, Grant, NewConsent, NewGrant, NewPatientLink, PatientLink, SharingError,
+    Consent, Grant, IssuedShareLink, NewConsent, NewGrant, NewPatientLink, NewShareLink,
+    PatientLink, SharingError,
 };
 use crate::audit::PatientRef;
 
@@ -223,4 +224,31 @@ pub async fn unlink_patient(
     let p = patient(&p)?;
     state.archive.index().unlink_patient(&who, p, id).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/share-links`: a link to one study for a doctor with no account (revocable with
+/// `DELETE /api/v1/grants/{id}`, expiring, under the patient's consent to any recipient or
+/// break-glass).
+#[utoipa::path(
+    post,
+    path = "/api/v1/share-links",
+    request_body = NewShareLink,
+    responses(
+        (status = 201, description = "made; the token is shown only now", body = IssuedShareLink),
+        (status = 400, description = "a field is not valid", body = super::api::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such study of your facility, or consent", body = super::api::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn create_share_link(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    json: Result<Json<NewShareLink>, JsonRejection>,
+) -> Result<Response, HttpError> {
+    let link = body(json)?;
+    let made = state
+        .archive
+        .index()
+        .create_share_link(&who, link)
+        .await??;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
 }
