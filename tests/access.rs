@@ -315,6 +315,78 @@ fn a_study_is_seen_by_another_facility_only_while_a_grant_under_consent_is_in_fo
     grant_ct_to_b(&server, &f, &consent, &soon);
     assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [200; 4]);
     until_b_loses_the_ct(&server, &f);
+
+    every_access_is_in_the_audit_trail_and_an_edit_is_detected(&server);
+}
+
+/// The accesses above, read back from the trail; then `tramy audit verify` passes, and fails
+/// naming the event once one is edited.
+fn every_access_is_in_the_audit_trail_and_an_edit_is_detected(server: &TramyServer) {
+    let events_of = |query: &str| -> Vec<serde_json::Value> {
+        let r = get(
+            server,
+            server.token(),
+            &format!("/api/v1/audit?limit=1000&{query}"),
+            "application/json",
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().as_array().unwrap().clone()
+    };
+    let has = |events: &[serde_json::Value], action: &str, outcome: &str| {
+        events
+            .iter()
+            .any(|e| e["action"] == action && e["outcome"] == outcome)
+    };
+    // B's reads of A's study: refused while not granted, served while granted, each with B's code.
+    let by_b = wait_for("B's accesses in the trail", || {
+        let events = events_of(&format!("study={CT_STUDY}&facility=B"));
+        (has(&events, "read_metadata", "not_found")
+            && has(&events, "read_metadata", "success")
+            && has(&events, "retrieve", "success")
+            && has(&events, "read_findings", "not_found"))
+        .then_some(events)
+    });
+    assert!(by_b.iter().all(|e| e["facility"] == "B"));
+    // A's grants and consents, B's C-FIND from its AE title, and the refused credentials.
+    let everything = wait_for("grants, C-FIND and refusals in the trail", || {
+        let events = events_of("");
+        (has(&events, "grant", "success")
+            && has(&events, "consent", "success")
+            && has(&events, "login_failure", "denied")
+            && events
+                .iter()
+                .any(|e| e["actor"] == "ae:AE_B" && e["action"] == "query"))
+        .then_some(events)
+    });
+    // "Who looked at my images": one query by patient.
+    let patient = events_of(&format!("patient={CT_PATIENT}"));
+    assert!(patient.iter().any(|e| e["facility"] == "B"));
+    assert!(everything.len() >= patient.len());
+
+    let verify = |expect_ok: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+            .args(["audit", "verify"])
+            .env("TRAMY_DATA_DIR", &server.data_dir)
+            .env_remove("TRAMY_CONFIG")
+            .output()
+            .expect("tramy audit verify runs");
+        assert_eq!(out.status.success(), expect_ok, "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    verify(true);
+    // Someone with the database file changes what an event says.
+    let conn = rusqlite::Connection::open(server.data_dir.join("index.sqlite")).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_events_no_update; \
+         UPDATE audit_events SET actor = 'someone-else' WHERE id = (SELECT MIN(id) FROM audit_events WHERE actor LIKE 'token:%');",
+    )
+    .unwrap();
+    let said = verify(false);
+    assert!(
+        said.contains("tampered") && said.contains("was changed"),
+        "{said}"
+    );
 }
 
 #[test]

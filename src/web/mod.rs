@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod dicomweb;
 pub mod error;
