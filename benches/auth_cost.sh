@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 N=${N:-1000}; K=${K:-4}; ROUNDS=${ROUNDS:-3}; REPEAT=${REPEAT:-300}
 BEFORE_BIN=${BEFORE_BIN:-target/before/release/tramy}
 AFTER_BIN=${AFTER_BIN:-target/release/tramy}
-PY=${PY:-target/setup-venv/bin/python}
+PY=${PY:-target/tmp/test-venv/bin/python}   # the test suite's venv (requests); run `cargo test` once
 [ -x "$PY" ] || PY=python3
 for b in "$BEFORE_BIN" "$AFTER_BIN"; do
     [ -x "$b" ] || { echo "no binary $b (see the usage above)" >&2; exit 2; }

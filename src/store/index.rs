@@ -215,6 +215,8 @@ where
 pub struct Index {
     writer: mpsc::SyncSender<WriteRequest>,
     readers: Arc<ReaderPool>,
+    /// Audit events on their way to the writer in batches (`audit.rs`).
+    pub(super) audit: mpsc::SyncSender<super::audit::QueuedEvent>,
 }
 
 struct ReaderPool {
@@ -277,7 +279,9 @@ impl Index {
             .name("index-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| IndexError::Task(e.to_string()))?;
+        let audit = super::audit::spawn_batcher(tx.clone())?;
         Ok(Index {
+            audit,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
