@@ -430,7 +430,7 @@ impl Index {
             Ok(()) => Ok(()),
             Err(std::sync::mpsc::TrySendError::Full(queued)) => {
                 let audit = self.audit.clone();
-                tokio::task::spawn_blocking(move || audit.send(queued))
+                tokio::task::spawn_blocking(move || audit.send(queued).map_err(|_| ()))
                     .await
                     .map_err(|e| IndexError::Task(e.to_string()))?
                     .map_err(|_| IndexError::WriterGone)
