@@ -648,3 +648,95 @@ fn a_share_link_opens_one_study_in_a_browser_until_it_is_revoked() {
         401
     );
 }
+
+/// A P-256 key made for this test only (`openssl ecparam -name prime256v1 -genkey`), standing in
+/// for a facility's Keycloak realm key.
+const PROVIDER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkPemz4J4O4dcQIp8
+MBr8aoHHRsOnb4iZ2uA4JTMsv5yhRANCAARdlF1aTkQrrEFVB/6Lve73G3KfWIiF
+53jRvZ3VBmPqyYhaC9D4PwLVGr1D3ibUXfHPsiBfAj6oSsnySrZXNV30
+-----END PRIVATE KEY-----";
+const ISSUER: &str = "https://sso.so-y-te.example/realms/hcm";
+
+fn access_token(claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("realm-key-1".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[test]
+fn openid_connect_access_tokens_act_for_their_facility_and_no_credential_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("realm-key-1".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nenabled = false\n[auth.oidc]\nissuer = \"{ISSUER}\"\naudience = \"tramy\"\n\
+         jwks_file = {:?}\nclaims = {{ facility = \"facility\", roles = \"realm_access.roles\" }}\n",
+        jwks.display().to_string()
+    ));
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    let claims = |facility: &str, exp_in: i64, issuer: &str| {
+        serde_json::json!({
+            "iss": issuer, "aud": "tramy", "sub": "bs.lan",
+            "exp": chrono::Utc::now().timestamp() + exp_in,
+            "facility": facility,
+            "realm_access": { "roles": ["clinician", "offline_access"] },
+        })
+    };
+    let a_doctor = access_token(claims("A", 300, ISSUER));
+    let b_doctor = access_token(claims("B", 300, ISSUER));
+    assert_eq!(qido_studies(&server, &a_doctor), [CT_STUDY]);
+    assert!(qido_studies(&server, &b_doctor).is_empty());
+    assert_eq!(reads(&server, &b_doctor, CT_STUDY), [404; 4]);
+    let expired = access_token(claims("A", -120, ISSUER));
+    let foreign = access_token(claims("A", 300, "https://elsewhere.example"));
+    for refused in [&expired, &foreign] {
+        let r = get(
+            &server,
+            refused,
+            "/dicomweb/studies",
+            "application/dicom+json",
+        );
+        assert_eq!(r.status, 401);
+        assert!(r
+            .header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token"));
+    }
+    // The audit trail names the provider's subject and its facility.
+    let named = wait_for("the OIDC caller in the audit trail", || {
+        let r = get(
+            &server,
+            server.token(),
+            "/api/v1/audit?actor=bs.lan&facility=A",
+            "application/json",
+        );
+        r.json().as_array().filter(|e| !e.is_empty()).cloned()
+    });
+    assert_eq!(named[0]["facility"], "A");
+
+    let log = server.log();
+    for credential in [
+        &a_doctor,
+        &b_doctor,
+        &expired,
+        &f.a_clinician,
+        &f.b_clinician,
+    ] {
+        assert!(
+            !log.contains(credential.as_str()),
+            "a credential reached the log"
+        );
+        let secret = credential.rsplit(['_', '.']).next().unwrap();
+        assert!(
+            !log.contains(secret),
+            "a credential's secret reached the log"
+        );
+    }
+}
