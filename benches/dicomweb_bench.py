@@ -7,6 +7,9 @@
   stow   URL DIR K                    the same with python requests (slower client)
   latency URL PATH ACCEPT REPEAT      GET URL+PATH REPEAT times; prints p50/p99 ms as JSON
 
+With BENCH_TOKEN set, every request sends `Authorization: Bearer $BENCH_TOKEN` (tramy since
+issue #9 asks every request for a credential).
+
 Needs pydicom (make) and requests (all); the test virtual environment has both.
 """
 import concurrent.futures
@@ -18,6 +21,16 @@ import sys
 import time
 
 import requests
+
+if os.environ.get("BENCH_TOKEN"):
+    _request = requests.Session.request
+
+    def _with_token(self, method, url, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers.setdefault("Authorization", "Bearer " + os.environ["BENCH_TOKEN"])
+        return _request(self, method, url, headers=headers, **kwargs)
+
+    requests.Session.request = _with_token
 
 
 def make(out, size_mb, n):

@@ -90,6 +90,18 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit trail. Works beside a running server.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain from the first event: prints how many events verified, or the first
+    /// event that was changed or removed (exit status 1).
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -416,6 +428,27 @@ fn eval(
     Ok(())
 }
 
+/// `tramy audit verify`: the chain from its first event; a break is an error (exit status 1).
+async fn audit_verify(config: &Config) -> anyhow::Result<()> {
+    let index = open_index(config)?;
+    let report = index
+        .verify_audit_chain(&tramy::access::Principal::system())
+        .await?;
+    match report.first_break {
+        None => {
+            println!("{} audit event(s) verified", report.verified);
+            Ok(())
+        }
+        Some(found) => {
+            println!(
+                "{} audit event(s) verified before the first break",
+                report.verified
+            );
+            anyhow::bail!("the audit trail was tampered with: {found}")
+        }
+    }
+}
+
 /// The index alone, for the registry commands: beside a running server they share the SQLite
 /// file (WAL; each connection waits for the other's write lock).
 fn open_index(config: &Config) -> anyhow::Result<tramy::store::Index> {
@@ -633,6 +666,9 @@ fn main() -> anyhow::Result<()> {
             Command::Facility { command } => facility(command, &config).await,
             Command::Ae { command } => ae(command, &config).await,
             Command::Token { command } => token(command, &config).await,
+            Command::Audit {
+                command: AuditCommand::Verify,
+            } => audit_verify(&config).await,
             Command::Verify { since, rate, json } => {
                 let options = tramy::integrity::scrub::VerifyOptions {
                     since,

@@ -315,6 +315,78 @@ fn a_study_is_seen_by_another_facility_only_while_a_grant_under_consent_is_in_fo
     grant_ct_to_b(&server, &f, &consent, &soon);
     assert_eq!(reads(&server, &f.b_clinician, CT_STUDY), [200; 4]);
     until_b_loses_the_ct(&server, &f);
+
+    every_access_is_in_the_audit_trail_and_an_edit_is_detected(&server);
+}
+
+/// The accesses above, read back from the trail; then `tramy audit verify` passes, and fails
+/// naming the event once one is edited.
+fn every_access_is_in_the_audit_trail_and_an_edit_is_detected(server: &TramyServer) {
+    let events_of = |query: &str| -> Vec<serde_json::Value> {
+        let r = get(
+            server,
+            server.token(),
+            &format!("/api/v1/audit?limit=1000&{query}"),
+            "application/json",
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().as_array().unwrap().clone()
+    };
+    let has = |events: &[serde_json::Value], action: &str, outcome: &str| {
+        events
+            .iter()
+            .any(|e| e["action"] == action && e["outcome"] == outcome)
+    };
+    // B's reads of A's study: refused while not granted, served while granted, each with B's code.
+    let by_b = wait_for("B's accesses in the trail", || {
+        let events = events_of(&format!("study={CT_STUDY}&facility=B"));
+        (has(&events, "read_metadata", "not_found")
+            && has(&events, "read_metadata", "success")
+            && has(&events, "retrieve", "success")
+            && has(&events, "read_findings", "not_found"))
+        .then_some(events)
+    });
+    assert!(by_b.iter().all(|e| e["facility"] == "B"));
+    // A's grants and consents, B's C-FIND from its AE title, and the refused credentials.
+    let everything = wait_for("grants, C-FIND and refusals in the trail", || {
+        let events = events_of("");
+        (has(&events, "grant", "success")
+            && has(&events, "consent", "success")
+            && has(&events, "login_failure", "denied")
+            && events
+                .iter()
+                .any(|e| e["actor"] == "ae:AE_B" && e["action"] == "query"))
+        .then_some(events)
+    });
+    // "Who looked at my images": one query by patient.
+    let patient = events_of(&format!("patient={CT_PATIENT}"));
+    assert!(patient.iter().any(|e| e["facility"] == "B"));
+    assert!(everything.len() >= patient.len());
+
+    let verify = |expect_ok: bool| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+            .args(["audit", "verify"])
+            .env("TRAMY_DATA_DIR", &server.data_dir)
+            .env_remove("TRAMY_CONFIG")
+            .output()
+            .expect("tramy audit verify runs");
+        assert_eq!(out.status.success(), expect_ok, "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    verify(true);
+    // Someone with the database file changes what an event says.
+    let conn = rusqlite::Connection::open(server.data_dir.join("index.sqlite")).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_events_no_update; \
+         UPDATE audit_events SET actor = 'someone-else' WHERE id = (SELECT MIN(id) FROM audit_events WHERE actor LIKE 'token:%');",
+    )
+    .unwrap();
+    let said = verify(false);
+    assert!(
+        said.contains("tampered") && said.contains("was changed"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -575,4 +647,96 @@ fn a_share_link_opens_one_study_in_a_browser_until_it_is_revoked() {
             .status,
         401
     );
+}
+
+/// A P-256 key made for this test only (`openssl ecparam -name prime256v1 -genkey`), standing in
+/// for a facility's Keycloak realm key.
+const PROVIDER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkPemz4J4O4dcQIp8
+MBr8aoHHRsOnb4iZ2uA4JTMsv5yhRANCAARdlF1aTkQrrEFVB/6Lve73G3KfWIiF
+53jRvZ3VBmPqyYhaC9D4PwLVGr1D3ibUXfHPsiBfAj6oSsnySrZXNV30
+-----END PRIVATE KEY-----";
+const ISSUER: &str = "https://sso.so-y-te.example/realms/hcm";
+
+fn access_token(claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("realm-key-1".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[test]
+fn openid_connect_access_tokens_act_for_their_facility_and_no_credential_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("realm-key-1".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nenabled = false\n[auth.oidc]\nissuer = \"{ISSUER}\"\naudience = \"tramy\"\n\
+         jwks_file = {:?}\nclaims = {{ facility = \"facility\", roles = \"realm_access.roles\" }}\n",
+        jwks.display().to_string()
+    ));
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    let claims = |facility: &str, exp_in: i64, issuer: &str| {
+        serde_json::json!({
+            "iss": issuer, "aud": "tramy", "sub": "bs.lan",
+            "exp": chrono::Utc::now().timestamp() + exp_in,
+            "facility": facility,
+            "realm_access": { "roles": ["clinician", "offline_access"] },
+        })
+    };
+    let a_doctor = access_token(claims("A", 300, ISSUER));
+    let b_doctor = access_token(claims("B", 300, ISSUER));
+    assert_eq!(qido_studies(&server, &a_doctor), [CT_STUDY]);
+    assert!(qido_studies(&server, &b_doctor).is_empty());
+    assert_eq!(reads(&server, &b_doctor, CT_STUDY), [404; 4]);
+    let expired = access_token(claims("A", -120, ISSUER));
+    let foreign = access_token(claims("A", 300, "https://elsewhere.example"));
+    for refused in [&expired, &foreign] {
+        let r = get(
+            &server,
+            refused,
+            "/dicomweb/studies",
+            "application/dicom+json",
+        );
+        assert_eq!(r.status, 401);
+        assert!(r
+            .header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token"));
+    }
+    // The audit trail names the provider's subject and its facility.
+    let named = wait_for("the OIDC caller in the audit trail", || {
+        let r = get(
+            &server,
+            server.token(),
+            "/api/v1/audit?actor=bs.lan&facility=A",
+            "application/json",
+        );
+        r.json().as_array().filter(|e| !e.is_empty()).cloned()
+    });
+    assert_eq!(named[0]["facility"], "A");
+
+    let log = server.log();
+    for credential in [
+        &a_doctor,
+        &b_doctor,
+        &expired,
+        &f.a_clinician,
+        &f.b_clinician,
+    ] {
+        assert!(
+            !log.contains(credential.as_str()),
+            "a credential reached the log"
+        );
+        let secret = credential.rsplit(['_', '.']).next().unwrap();
+        assert!(
+            !log.contains(secret),
+            "a credential's secret reached the log"
+        );
+    }
 }

@@ -190,6 +190,8 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         "/api/v1/ae-titles" | "/api/v1/tokens" if get => administer(who, 200),
         "/api/v1/ae-titles" | "/api/v1/tokens" => administer(who, 201),
         "/api/v1/tokens/{id}" => administer(who, 404),
+        // The audit trail: superadmin all of it, an admin its facility's part.
+        "/api/v1/audit" => administer(who, 200),
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }

@@ -191,7 +191,7 @@ pub async fn handle<A>(
     service: &DimseService,
     who: &Principal,
     request: Message,
-) -> Result<(), ChannelError>
+) -> Result<u16, ChannelError>
 where
     A: PduTransport,
 {
@@ -205,7 +205,8 @@ where
         .dataset(false)
         .error_comment("presentation context not accepted")
         .encode()?;
-        return channel.send(pc, &rsp, None).await;
+        channel.send(pc, &rsp, None).await?;
+        return Ok(status::SOP_CLASS_NOT_SUPPORTED);
     };
     let outcome = answer(service, who, &context, request.dataset.as_ref()).await;
     match outcome {
@@ -219,7 +220,8 @@ where
             let rsp = response(&request.command, command_field::C_FIND_RSP, status::SUCCESS)
                 .dataset(false)
                 .encode()?;
-            channel.send(pc, &rsp, None).await
+            channel.send(pc, &rsp, None).await?;
+            Ok(status::SUCCESS)
         }
         Err(e) => {
             // The reason may quote the identifier's values (a birth date, a name): debug only.
@@ -229,7 +231,8 @@ where
                 .dataset(false)
                 .error_comment(&e.reason)
                 .encode()?;
-            channel.send(pc, &rsp, None).await
+            channel.send(pc, &rsp, None).await?;
+            Ok(e.status)
         }
     }
 }

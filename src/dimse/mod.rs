@@ -6,6 +6,7 @@
 //! through [`crate::store::query`].
 
 pub mod association;
+pub mod audit;
 pub mod channel;
 pub mod echo;
 pub mod find;

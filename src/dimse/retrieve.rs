@@ -65,7 +65,7 @@ async fn refuse<A>(
     request: &Message,
     rsp_field: u16,
     e: IdentifierError,
-) -> Result<(), ChannelError>
+) -> Result<u16, ChannelError>
 where
     A: PduTransport,
 {
@@ -76,7 +76,8 @@ where
         .encode()?;
     channel
         .send(request.presentation_context_id, &rsp, None)
-        .await
+        .await?;
+    Ok(e.status)
 }
 
 async fn finish<A>(
@@ -87,7 +88,7 @@ async fn finish<A>(
     rsp_field: u16,
     progress: &Progress,
     cancelled: bool,
-) -> Result<(), ChannelError>
+) -> Result<u16, ChannelError>
 where
     A: PduTransport,
 {
@@ -106,7 +107,8 @@ where
         .with_counts(response(request, rsp_field, final_status), cancelled)
         .dataset(identifier.is_some())
         .encode()?;
-    channel.send(pc, &rsp, identifier.as_deref()).await
+    channel.send(pc, &rsp, identifier.as_deref()).await?;
+    Ok(final_status)
 }
 
 /// A retrieve that can go ahead: the context it arrived on, what to send, and the counts so far.
@@ -117,21 +119,20 @@ struct Retrieval {
 }
 
 /// Resolves the request's identifier to stored instances, or answers the request with the
-/// failure and returns `None`.
+/// failure and returns its status.
 async fn begin<A: PduTransport>(
     channel: &mut Channel<A>,
     service: &DimseService,
     who: &crate::access::Principal,
     request: &Message,
     rsp_field: u16,
-) -> Result<Option<Retrieval>, ChannelError> {
+) -> Result<Result<Retrieval, u16>, ChannelError> {
     let Some(context) = channel.context(request.presentation_context_id).cloned() else {
         let e = IdentifierError {
             status: status::SOP_CLASS_NOT_SUPPORTED,
             reason: "presentation context not accepted".into(),
         };
-        refuse(channel, request, rsp_field, e).await?;
-        return Ok(None);
+        return Ok(Err(refuse(channel, request, rsp_field, e).await?));
     };
     match query_index(
         service,
@@ -143,7 +144,7 @@ async fn begin<A: PduTransport>(
     )
     .await
     {
-        Ok((_, _, instances)) => Ok(Some(Retrieval {
+        Ok((_, _, instances)) => Ok(Ok(Retrieval {
             progress: Progress {
                 remaining: instances.len().min(u16::MAX as usize) as u16,
                 ..Progress::default()
@@ -151,10 +152,7 @@ async fn begin<A: PduTransport>(
             context,
             instances,
         })),
-        Err(e) => {
-            refuse(channel, request, rsp_field, e).await?;
-            Ok(None)
-        }
+        Err(e) => Ok(Err(refuse(channel, request, rsp_field, e).await?)),
     }
 }
 
@@ -180,10 +178,11 @@ pub async fn handle_get<A: PduTransport>(
     service: &DimseService,
     who: &crate::access::Principal,
     request: Message,
-) -> Result<(), ChannelError> {
+) -> Result<u16, ChannelError> {
     const RSP: u16 = command_field::C_GET_RSP;
-    let Some(mut retrieval) = begin(channel, service, who, &request, RSP).await? else {
-        return Ok(());
+    let mut retrieval = match begin(channel, service, who, &request, RSP).await? {
+        Ok(r) => r,
+        Err(status) => return Ok(status),
     };
     let mut cancelled = false;
     for (n, instance) in retrieval.instances.iter().enumerate() {
@@ -217,7 +216,7 @@ pub async fn handle_move<A: PduTransport>(
     service: &DimseService,
     sender: &Sender,
     request: Message,
-) -> Result<(), ChannelError> {
+) -> Result<u16, ChannelError> {
     const RSP: u16 = command_field::C_MOVE_RSP;
     let destination = request.command.move_destination();
     let Some(address) = service
@@ -235,9 +234,9 @@ pub async fn handle_move<A: PduTransport>(
         };
         return refuse(channel, &request, RSP, e).await;
     };
-    let Some(mut retrieval) = begin(channel, service, &sender.principal, &request, RSP).await?
-    else {
-        return Ok(());
+    let mut retrieval = match begin(channel, service, &sender.principal, &request, RSP).await? {
+        Ok(r) => r,
+        Err(status) => return Ok(status),
     };
     let pc = request.presentation_context_id;
     let ts = retrieval.context.transfer_syntax.clone();

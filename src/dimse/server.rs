@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::association::{answer, receive_request, AcceptError, Refusal, Timers};
+use super::audit;
 use super::channel::{AcceptorTransport, Channel, ChannelError, Incoming, Message};
 use super::message::{command_field, response, status};
 use super::stream::DimseStream;
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::config::Config;
 use crate::ingest::{Archive, Sender};
 
@@ -187,9 +189,11 @@ async fn serve_association(
     // Held until the association ends.
     let _slot = slots.clone().try_acquire_owned().ok();
     let refused = refusal(service, _slot.is_some(), open_from_peer);
-    let mut principal = None;
+    let (mut principal, mut unknown_caller) = (None, false);
     let identify = |calling: &str| {
-        principal = Some(calling_principal(service, calling, peer)?);
+        let found = calling_principal(service, calling, peer);
+        unknown_caller = found.is_err();
+        principal = Some(found?);
         Ok(())
     };
     let association = match answer(request, &service.config.dimse, refused, identify).await {
@@ -198,6 +202,19 @@ async fn serve_association(
             metrics::counter!("tramy_dimse_associations_total", "result" => "rejected")
                 .increment(1);
             tracing::warn!(%peer, %reason, "association rejected");
+            if unknown_caller {
+                let who = crate::access::Principal::anonymous().from_address(peer.ip().to_string());
+                let detail = format!("A-ASSOCIATE-RJ: {reason}");
+                let event = audit::event(
+                    &who,
+                    AuditAction::LoginFailure,
+                    AuditOutcome::Denied,
+                    None,
+                    None,
+                    detail,
+                );
+                audit::record(service.archive.index(), event).await;
+            }
             return;
         }
         Err(e) => {
@@ -216,22 +233,64 @@ async fn serve_association(
     tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
     metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);
     let mut channel = Channel::accepted(association).with_staging(service.archive.staging.clone());
+    let mut stored = audit::StoredStudies::default();
+    if let Ended::Abort = serve_messages(&mut channel, service, &sender, &mut stored, peer).await {
+        channel.into_association().abort().await;
+    }
+    stored
+        .record(service.archive.index(), &sender.principal)
+        .await;
+}
+
+/// How an association's message loop ended.
+enum Ended {
+    /// Released or aborted by the peer.
+    ByPeer,
+    /// It must be aborted.
+    Abort,
+}
+
+/// Serves the association's messages until it ends; C-STOREs are noted in `stored`.
+async fn serve_messages(
+    channel: &mut Channel<AcceptorTransport>,
+    service: &DimseService,
+    sender: &Sender,
+    stored: &mut audit::StoredStudies,
+    peer: SocketAddr,
+) -> Ended {
     loop {
         let message = match channel.receive().await {
             Ok(Incoming::Message(m)) => m,
-            Ok(Incoming::Released) | Ok(Incoming::Aborted) => return,
+            Ok(Incoming::Released) | Ok(Incoming::Aborted) => return Ended::ByPeer,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "association ended with an error");
-                channel.into_association().abort().await;
-                return;
+                return Ended::Abort;
             }
         };
-        if let Err(e) = dispatch(&mut channel, service, &sender, message).await {
-            tracing::info!(%peer, error = %e, "association aborted");
-            channel.into_association().abort().await;
-            return;
+        match dispatch(channel, service, sender, message).await {
+            Ok(Some(Done::Stored { study, status })) => {
+                if stored.note(study, status) {
+                    stored
+                        .record(service.archive.index(), &sender.principal)
+                        .await;
+                }
+            }
+            Ok(Some(Done::Other(event))) => audit::record(service.archive.index(), event).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "association aborted");
+                return Ended::Abort;
+            }
         }
     }
+}
+
+/// What an operation did, for the audit trail.
+enum Done {
+    /// A C-STORE: its study (when it parsed) and status.
+    Stored { study: Option<String>, status: u16 },
+    /// Another operation's event.
+    Other(crate::audit::NewAuditEvent),
 }
 
 /// Who an association calling as `calling` from `peer` acts for: its registered AE title's
@@ -281,30 +340,49 @@ async fn dispatch(
     service: &DimseService,
     sender: &Sender,
     message: Message,
-) -> Result<(), ChannelError> {
+) -> Result<Option<Done>, ChannelError> {
     let pc = message.presentation_context_id;
-    match message.command.command_field() {
+    let field = message.command.command_field();
+    let (action, name) = match field {
+        Some(command_field::C_FIND_RQ) => (AuditAction::Query, "C-FIND"),
+        Some(command_field::C_GET_RQ) => (AuditAction::Retrieve, "C-GET"),
+        Some(command_field::C_MOVE_RQ) => (AuditAction::Retrieve, "C-MOVE"),
+        _ => (AuditAction::Query, ""),
+    };
+    let subject = match (channel.context(pc), &message.dataset) {
+        (Some(context), Some(identifier)) if !name.is_empty() => {
+            audit::identifier_subject(&context.transfer_syntax, identifier)
+        }
+        _ => (None, None),
+    };
+    let who = &sender.principal;
+    let status = match field {
         Some(command_field::C_ECHO_RQ) => {
             let rsp = super::echo::respond(&message)?;
-            channel.send(pc, &rsp, None).await
+            channel.send(pc, &rsp, None).await?;
+            return Ok(None);
         }
         Some(command_field::C_STORE_RQ) => {
             let context = channel.context(pc).cloned();
-            let rsp =
+            let answer =
                 super::store::handle(&service.archive, context.as_ref(), sender, message).await?;
-            channel.send(pc, &rsp, None).await
+            channel.send(pc, &answer.rsp, None).await?;
+            return Ok(Some(Done::Stored {
+                study: answer.study_instance_uid,
+                status: answer.status,
+            }));
         }
         Some(command_field::C_FIND_RQ) => {
-            super::find::handle(channel, service, &sender.principal, message).await
+            super::find::handle(channel, service, who, message).await?
         }
         Some(command_field::C_GET_RQ) => {
-            super::retrieve::handle_get(channel, service, &sender.principal, message).await
+            super::retrieve::handle_get(channel, service, who, message).await?
         }
         Some(command_field::C_MOVE_RQ) => {
-            super::retrieve::handle_move(channel, service, sender, message).await
+            super::retrieve::handle_move(channel, service, sender, message).await?
         }
         // A cancel for an operation already finished: nothing to do (PS3.7 9.3.2.3).
-        Some(command_field::C_CANCEL_RQ) => Ok(()),
+        Some(command_field::C_CANCEL_RQ) => return Ok(None),
         other => {
             let field = other.unwrap_or(0);
             tracing::info!(command_field = field, "unsupported DIMSE command");
@@ -316,7 +394,18 @@ async fn dispatch(
             .dataset(false)
             .error_comment("operation not supported by this SCP")
             .encode()?;
-            channel.send(pc, &rsp, None).await
+            channel.send(pc, &rsp, None).await?;
+            return Ok(None);
         }
-    }
+    };
+    let (study, patient) = subject;
+    let detail = format!("{name} {status:04X}");
+    Ok(Some(Done::Other(audit::event(
+        who,
+        action,
+        audit::outcome_of(status),
+        study,
+        patient,
+        detail,
+    ))))
 }

@@ -62,13 +62,25 @@ fn too_large(received: u64, max: u64) -> StoreStatus {
     }
 }
 
-/// Handles a C-STORE-RQ; returns the encoded C-STORE-RSP.
+/// What a C-STORE did: the encoded C-STORE-RSP, its status, and the study of the instance when
+/// it was read (for the audit trail).
+#[derive(Debug)]
+pub struct StoreAnswer {
+    /// The encoded C-STORE-RSP.
+    pub rsp: Vec<u8>,
+    /// Its status.
+    pub status: u16,
+    /// The Study Instance UID of the instance, when it parsed.
+    pub study_instance_uid: Option<String>,
+}
+
+/// Handles a C-STORE-RQ.
 pub async fn handle(
     archive: &Archive,
     context: Option<&AcceptedContext>,
     sender: &Sender,
     request: Message,
-) -> Result<Vec<u8>, CommandError> {
+) -> Result<StoreAnswer, CommandError> {
     let sop_class = request.command.affected_sop_class_uid();
     let sop_instance = request.command.affected_sop_instance_uid();
     let received = match (request.received, request.dataset) {
@@ -101,6 +113,7 @@ pub async fn handle(
             file,
         )),
     };
+    let mut study_instance_uid = None;
     let result = match result {
         Ok(received) => {
             let outcome = archive
@@ -114,7 +127,11 @@ pub async fn handle(
                     },
                 )
                 .await
-                .map(|r| r.outcome);
+                .map(|r| {
+                    study_instance_uid =
+                        Some(r.attributes.study.study_instance_uid.as_str().to_string());
+                    r.outcome
+                });
             if let Err(e) = &outcome {
                 tracing::warn!(source = %sender.source, sop_instance_uid = %sop_instance, error = %e, "C-STORE refused");
             }
@@ -131,5 +148,9 @@ pub async fn handle(
     if let Some(reason) = &st.reason {
         rsp = rsp.error_comment(reason);
     }
-    rsp.encode()
+    Ok(StoreAnswer {
+        rsp: rsp.encode()?,
+        status: st.code,
+        study_instance_uid,
+    })
 }

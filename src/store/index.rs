@@ -160,12 +160,12 @@ fn patient_key(a: &InstanceAttributes) -> String {
 
 /// One write in a group commit: applied inside the batch transaction (in its own savepoint),
 /// answered once the transaction has committed.
-trait WriteOp: Send {
+pub(super) trait WriteOp: Send {
     fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()>;
     fn finish(self: Box<Self>, committed: Result<(), IndexError>);
 }
 
-type WriteRequest = Box<dyn WriteOp>;
+pub(super) type WriteRequest = Box<dyn WriteOp>;
 
 struct InstanceWrite {
     instance: NewInstance,
@@ -215,6 +215,8 @@ where
 pub struct Index {
     writer: mpsc::SyncSender<WriteRequest>,
     readers: Arc<ReaderPool>,
+    /// Audit events on their way to the writer in batches (`audit.rs`).
+    pub(super) audit: mpsc::SyncSender<super::audit::QueuedEvent>,
 }
 
 struct ReaderPool {
@@ -277,7 +279,9 @@ impl Index {
             .name("index-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| IndexError::Task(e.to_string()))?;
+        let audit = super::audit::spawn_batcher(tx.clone())?;
         Ok(Index {
+            audit,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
@@ -338,7 +342,9 @@ impl Index {
         answer.await.map_err(|_| IndexError::WriterGone)?
     }
 
-    async fn submit(&self, request: WriteRequest) -> Result<(), IndexError> {
+    /// Queues `request` for the writer's next group commit (the audit trail's appends, in
+    /// `audit.rs`, are answered without waiting for it).
+    pub(super) async fn submit(&self, request: WriteRequest) -> Result<(), IndexError> {
         let writer = self.writer.clone();
         // The channel is bounded: only when the writer is saturated does sending block, and then
         // it waits in the blocking pool rather than on an async worker.

@@ -1,6 +1,7 @@
 //! Where instances live: objects in an [`object_store`] backend ([`objects`]) and their metadata in
 //! the SQLite index ([`index`]), queried through [`query`].
 
+pub mod audit;
 pub mod damage;
 pub mod findings;
 pub mod index;

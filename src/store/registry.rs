@@ -366,8 +366,9 @@ impl Index {
         id: &str,
     ) -> Result<Option<(StoredToken, Option<DateTime<Utc>>)>, IndexError> {
         self.admit(who, Action::Authenticate)?;
-        let id = id.to_owned();
-        self.read(move |c| {
+        // A primary-key lookup for every request: on the calling thread, not a blocking-pool
+        // hand-off that would cost more than the query (see `read_now`).
+        self.read_now(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLUMNS}, hash FROM api_tokens WHERE id = ?1"
             ))?
@@ -385,7 +386,6 @@ impl Index {
             })
             .optional()?)
         })
-        .await
     }
 
     /// Notes that the token `id` was accepted at `at`.

@@ -6,12 +6,13 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::audit_log;
 use super::error::HttpError;
 use super::AppState;
 use crate::access::Principal;
@@ -36,24 +37,55 @@ pub async fn authenticate(
     if is_open(request.uri().path()) {
         return next.run(request).await;
     }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let headers = request.headers();
-    let credential = match credential_of(headers) {
-        Ok(c) => c,
-        Err(e) if wants_page(headers) => {
-            tracing::debug!(reason = %e, "no credential: sending the browser to /login");
+    let page = wants_page(headers);
+    let refused = match credential_of(headers) {
+        Ok(credential) => match state.authenticator.principal(credential).await {
+            Ok(Ok(who)) => {
+                let who = who.from_address(peer.ip().to_string());
+                request.extensions_mut().insert(who.clone());
+                let response = next.run(request).await;
+                if let Some(route) = &route {
+                    let event = audit_log::event(who, &method, route, &uri, response.status());
+                    record(&state, event).await;
+                }
+                return response;
+            }
+            Ok(Err(e)) => e,
+            Err(e) => return HttpError::internal(e).into_response(),
+        },
+        Err(AuthError::Missing) if page => {
+            tracing::debug!("no credential: sending the browser to /login");
             return Redirect::to("/login").into_response();
         }
-        Err(e) => return unauthorized(e),
+        Err(e) => e,
     };
-    match state.authenticator.principal(credential).await {
-        Ok(Ok(who)) => {
-            request
-                .extensions_mut()
-                .insert(who.from_address(peer.ip().to_string()));
-            next.run(request).await
+    let failure = audit_log::login_failure(
+        peer.ip().to_string(),
+        &method,
+        route.as_deref().unwrap_or("(viewer file)"),
+        &refused.to_string(),
+    );
+    record(&state, Some(failure)).await;
+    if page {
+        // An expired or revoked session: sign in again.
+        return Redirect::to("/login").into_response();
+    }
+    unauthorized(refused)
+}
+
+/// Appends `event` to the audit trail; a failure to queue it is logged (no patient data), the
+/// response is not held back.
+async fn record(state: &AppState, event: Option<crate::audit::NewAuditEvent>) {
+    if let Some(event) = event {
+        if let Err(e) = state.archive.index().record_audit(event).await {
+            tracing::error!(error = %e, "an audit event could not be recorded");
         }
-        Ok(Err(e)) => unauthorized(e),
-        Err(e) => HttpError::internal(e).into_response(),
     }
 }
 

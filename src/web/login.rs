@@ -4,7 +4,9 @@
 //! it as an HttpOnly, SameSite=Strict session cookie that [`super::auth`] accepts like the
 //! header. SameSite=Strict keeps other sites from making the browser send it.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
@@ -41,7 +43,11 @@ pub async fn page() -> Html<String> {
 
 /// `POST /login`: checks the token and sets the session cookie; the form again with the reason
 /// when it is refused.
-pub async fn submit(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let header_value = format!("Bearer {}", form.token.trim());
     let checked = match credential_from_authorization(Some(&header_value)) {
         Ok(credential) => match state.authenticator.principal(credential).await {
@@ -68,7 +74,23 @@ pub async fn submit(State(state): State<AppState>, Form(form): Form<LoginForm>) 
                 )),
             }
         }
-        Err(e) => refused(e),
+        Err(e) => {
+            record_failure(&state, peer, "/login", &e).await;
+            refused(e)
+        }
+    }
+}
+
+/// A refused sign-in or share link, in the audit trail (never the credential).
+async fn record_failure(state: &AppState, peer: SocketAddr, route: &str, e: &AuthError) {
+    let event = super::audit_log::login_failure(
+        peer.ip().to_string(),
+        &axum::http::Method::GET,
+        route,
+        &e.to_string(),
+    );
+    if let Err(e) = state.archive.index().record_audit(event).await {
+        tracing::error!(error = %e, "an audit event could not be recorded");
     }
 }
 
@@ -114,6 +136,7 @@ pub async fn logout() -> Response {
 /// the sign-in page with the reason.
 pub async fn share_link(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
     let found = crate::auth::share_link::grant_id_of(&token).and_then(|grant| {
@@ -142,6 +165,9 @@ pub async fn share_link(
                 Err(_) => refused(AuthError::Invalid("malformed share link".into())),
             }
         }
-        Err(e) => refused(e),
+        Err(e) => {
+            record_failure(&state, peer, "/share/{token}", &e).await;
+            refused(e)
+        }
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod dicomweb;
 pub mod error;
@@ -95,7 +97,18 @@ pub fn router(state: AppState) -> Router {
                 .compress_when(SizeAbove::new(256).and(compressible)),
         )
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The tracing span of a request: its method and path, never its query (patient data) nor a
+/// share link's token (a credential: tokens never reach a log, at any level).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = request.uri().path();
+    let path = match path.strip_prefix("/share/") {
+        Some(_) => "/share/(token)",
+        None => path,
+    };
+    tracing::debug_span!("request", method = %request.method(), path)
 }
 
 /// Whether a response body is worth gzip: text (DICOM JSON and XML, JSON, `text/*`). DICOM,
@@ -239,6 +252,7 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v1/tokens/{id}",
             axum::routing::delete(admin::revoke_token),
         ),
+        (Method::GET, "/api/v1/audit", get(audit::audit_events)),
     ]
 }
 

@@ -182,7 +182,8 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::ae_titles,
         super::admin::create_token,
         super::admin::tokens,
-        super::admin::revoke_token
+        super::admin::revoke_token,
+        super::audit::audit_events
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -208,7 +209,10 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::FacilityRequest,
         super::admin::AeRequest,
         super::admin::TokenRequest,
-        super::admin::IssuedTokenView
+        super::admin::IssuedTokenView,
+        crate::audit::AuditEvent,
+        crate::audit::PatientRef,
+        super::audit::FhirAuditBundle
     ))
 )]
 pub struct ApiDoc;
