@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = Arc::new(DimseService {
         archive: archive.clone(),
         config: config.clone(),
+        authenticator: authenticator.clone(),
     });
     if config.integrity.scrub_interval_hours > 0.0 {
         tokio::spawn(crate::integrity::scrub::every(

@@ -740,3 +740,34 @@ fn openid_connect_access_tokens_act_for_their_facility_and_no_credential_reaches
         );
     }
 }
+
+#[test]
+fn an_address_that_keeps_presenting_bad_credentials_is_locked_out_for_a_while() {
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[auth]\nmax_failed_attempts = 3\nfailure_window = \"1m\"\nlockout = \"5m\"\n",
+    );
+    let ask = |token: &str| {
+        get(
+            &server,
+            token,
+            "/dicomweb/studies",
+            "application/dicom+json",
+        )
+    };
+    assert_eq!(ask(server.token()).status, 200);
+    for _ in 0..3 {
+        assert_eq!(
+            ask("tramy_0123456789abcdef_guessedguessedguessedguessedguessedguesse").status,
+            401
+        );
+    }
+    // Locked out: even the right token is not checked until the wait is over.
+    let locked = ask(server.token());
+    assert_eq!(locked.status, 429);
+    let wait: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    // DICOM from the same address is refused too, before its AE title is looked at.
+    let (refused, said) = echo_said(&server.port(), "STORESCU");
+    assert!(!refused.status.success(), "{said}");
+    assert_eq!(server.http_get("/healthz").map(|(code, _)| code), Some(200));
+}

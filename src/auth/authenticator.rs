@@ -15,6 +15,8 @@ use crate::store::{Index, IndexError};
 pub struct Authenticator {
     index: Index,
     oidc: Option<Arc<OidcVerifier>>,
+    /// Failed credentials per address, shared by every listener.
+    throttle: Arc<super::throttle::Throttle>,
 }
 
 /// Why the provider could not be set up at start.
@@ -48,7 +50,48 @@ impl Authenticator {
                 )?))
             }
         };
-        Ok(Authenticator { index, oidc })
+        let throttle = Arc::new(super::throttle::Throttle::new(config.throttle_limits()));
+        Ok(Authenticator {
+            index,
+            oidc,
+            throttle,
+        })
+    }
+
+    /// [`Authenticator::principal`] for a caller at `address`: refused without a check while the
+    /// address is locked out for too many invalid credentials; an invalid one counts against it.
+    pub async fn principal_at(
+        &self,
+        credential: Credential<'_>,
+        address: std::net::IpAddr,
+    ) -> Result<Result<Principal, AuthError>, IndexError> {
+        if let Err(wait) = self.throttle.check(address) {
+            return Ok(Err(AuthError::Throttled(wait)));
+        }
+        let checked = self.principal(credential).await?;
+        match &checked {
+            Ok(_) => self.throttle.succeeded(address),
+            Err(AuthError::Invalid(_)) => {
+                if let Some(wait) = self.throttle.failed(address) {
+                    tracing::warn!(%address, seconds = wait.as_secs(), "too many invalid credentials: address locked out");
+                }
+            }
+            Err(_) => {}
+        }
+        Ok(checked)
+    }
+
+    /// Whether `address` may present a credential now (for DIMSE, whose credential is the
+    /// calling AE title), and noting an unregistered title as a failure.
+    pub fn address_allowed(&self, address: std::net::IpAddr) -> Result<(), AuthError> {
+        self.throttle.check(address).map_err(AuthError::Throttled)
+    }
+
+    /// Notes a failed credential (an unregistered calling AE title) from `address`.
+    pub fn failed_at(&self, address: std::net::IpAddr) {
+        if let Some(wait) = self.throttle.failed(address) {
+            tracing::warn!(%address, seconds = wait.as_secs(), "too many refused AE titles: address locked out");
+        }
     }
 
     /// Who `credential` names, or why it is refused. `Err` only when the index fails.

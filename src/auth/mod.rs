@@ -52,6 +52,10 @@ pub enum AuthError {
     /// The credential is malformed, unknown, expired or revoked.
     #[error("invalid credential: {0}")]
     Invalid(String),
+    /// This address presented too many invalid credentials lately (`throttle.rs`); no
+    /// credential is checked until the wait is over.
+    #[error("too many refused credentials from this address: try again in {} s", .0.as_secs().max(1))]
+    Throttled(std::time::Duration),
 }
 
 /// Reads the credential of an `Authorization` header value (RFC 6750 2.1: `Bearer <token>`).

@@ -25,6 +25,8 @@ pub struct DimseService {
     pub archive: Archive,
     /// Server configuration.
     pub config: Arc<Config>,
+    /// Refuses addresses that presented too many unregistered AE titles (shared with HTTP).
+    pub authenticator: crate::auth::authenticator::Authenticator,
 }
 
 /// Open connections per peer IP address, for `dimse.max_associations_per_peer`.
@@ -301,12 +303,17 @@ fn calling_principal(
     calling: &str,
     peer: SocketAddr,
 ) -> Result<crate::access::Principal, String> {
+    service
+        .authenticator
+        .address_allowed(peer.ip())
+        .map_err(|e| e.to_string())?;
     let registered = service
         .archive
         .index()
         .application_entity_now(&crate::access::Principal::system(), calling)
         .map_err(|e| format!("the registry cannot be read: {e}"))?;
     let Some(ae) = registered else {
+        service.authenticator.failed_at(peer.ip());
         return Err(format!(
             "Calling AE Title {calling:?} is not registered (tramy ae add TITLE --facility CODE)"
         ));

@@ -45,7 +45,11 @@ pub async fn authenticate(
     let headers = request.headers();
     let page = wants_page(headers);
     let refused = match credential_of(headers) {
-        Ok(credential) => match state.authenticator.principal(credential).await {
+        Ok(credential) => match state
+            .authenticator
+            .principal_at(credential, peer.ip())
+            .await
+        {
             Ok(Ok(who)) => {
                 let who = who.from_address(peer.ip().to_string());
                 request.extensions_mut().insert(who.clone());
@@ -135,6 +139,16 @@ fn unauthorized(e: AuthError) -> Response {
     let challenge = match e {
         AuthError::Missing | AuthError::Unsupported => r#"Bearer realm="tramy""#,
         AuthError::Invalid(_) => r#"Bearer realm="tramy", error="invalid_token""#,
+        AuthError::Throttled(wait) => {
+            // RFC 6585 4: 429 with when to come back (never 0).
+            let mut response =
+                HttpError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+            return response;
+        }
     };
     let mut response = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     response.headers_mut().insert(

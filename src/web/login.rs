@@ -50,7 +50,11 @@ pub async fn submit(
 ) -> Response {
     let header_value = format!("Bearer {}", form.token.trim());
     let checked = match credential_from_authorization(Some(&header_value)) {
-        Ok(credential) => match state.authenticator.principal(credential).await {
+        Ok(credential) => match state
+            .authenticator
+            .principal_at(credential, peer.ip())
+            .await
+        {
             Ok(result) => result.map(|_| ()),
             Err(e) => return HttpError::internal(e).into_response(),
         },
