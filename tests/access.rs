@@ -18,18 +18,6 @@ const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
 const NM_STUDY: &str = "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457";
 const CT_PATIENT: &str = "1CT1";
 
-/// `tramy ARGS` on the server's data folder, beside it; its stdout.
-fn tramy(server: &TramyServer, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
-        .args(args)
-        .env("TRAMY_DATA_DIR", &server.data_dir)
-        .env_remove("TRAMY_CONFIG")
-        .output()
-        .expect("tramy runs");
-    assert_success(&out, &args.join(" "));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Facilities A and B, registered as an admin would.
 struct Facilities {
     a_clinician: String,
@@ -37,21 +25,18 @@ struct Facilities {
 }
 
 fn two_facilities(server: &TramyServer) -> Facilities {
-    tramy(server, &["facility", "add", "A", "--name", "District A"]);
-    tramy(server, &["facility", "add", "B", "--name", "Provincial B"]);
-    tramy(server, &["ae", "add", "AE_B", "--facility", "B"]);
+    server.cli(&["facility", "add", "A", "--name", "District A"]);
+    server.cli(&["facility", "add", "B", "--name", "Provincial B"]);
+    server.cli(&["ae", "add", "AE_B", "--facility", "B"]);
     let token = |facility: &str| {
-        tramy(
-            server,
-            &[
-                "token",
-                "create",
-                "--facility",
-                facility,
-                "--role",
-                "clinician",
-            ],
-        )
+        server.cli(&[
+            "token",
+            "create",
+            "--facility",
+            facility,
+            "--role",
+            "clinician",
+        ])
     };
     Facilities {
         a_clinician: token("A"),
@@ -427,7 +412,7 @@ fn grants_that_name_what_the_facility_does_not_hold_or_rest_on_nothing_are_refus
         404
     );
     // A consent for another facility does not cover B.
-    tramy(&server, &["facility", "add", "C", "--name", "Hub C"]);
+    server.cli(&["facility", "add", "C", "--name", "Hub C"]);
     assert_eq!(grant(&f.a_clinician, with("to_facility", "C".into())), 400);
     // B cannot record consents for A's patient (not among B's studies).
     let r = post_json(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::Method;
@@ -196,17 +195,6 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
     }
 }
 
-fn tramy(server: &TramyServer, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
-        .args(args)
-        .env("TRAMY_DATA_DIR", &server.data_dir)
-        .env_remove("TRAMY_CONFIG")
-        .output()
-        .expect("tramy runs");
-    assert_success(&out, &args.join(" "));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 struct World {
     server: TramyServer,
     tokens: Vec<(Who, String)>,
@@ -351,13 +339,10 @@ fn world() -> World {
         ("B", "Provincial B"),
         ("C", "Central C"),
     ] {
-        tramy(&server, &["facility", "add", code, "--name", name]);
+        server.cli(&["facility", "add", code, "--name", name]);
     }
     let token = |facility: &str, role: &str| {
-        tramy(
-            &server,
-            &["token", "create", "--facility", facility, "--role", role],
-        )
+        server.cli(&["token", "create", "--facility", facility, "--role", role])
     };
     let tokens = vec![
         (Superadmin, server.token().to_string()),

@@ -39,7 +39,7 @@ fn parse_time(col: usize, text: Option<String>) -> rusqlite::Result<Option<DateT
     .transpose()
 }
 
-fn facility_exists(c: &Connection, code: &str) -> rusqlite::Result<bool> {
+pub(super) fn facility_exists(c: &Connection, code: &str) -> rusqlite::Result<bool> {
     Ok(
         c.prepare_cached("SELECT 1 FROM facilities WHERE code = ?1")?
             .query_row([code], |_| Ok(()))

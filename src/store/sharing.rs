@@ -6,6 +6,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::index::{Index, IndexError};
+use super::registry::facility_exists;
 use super::visibility::{now_text, patient_condition};
 use crate::access::sharing::{
     check_consent, check_grant, parse_scope, since_as_dicom_date, Consent, ConsentSource, Grant,
@@ -77,13 +78,39 @@ fn time_text(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn facility_exists(c: &Connection, code: &str) -> rusqlite::Result<bool> {
-    Ok(
-        c.prepare_cached("SELECT 1 FROM facilities WHERE code = ?1")?
-            .query_row([code], |_| Ok(()))
-            .optional()?
-            .is_some(),
-    )
+impl Index {
+    /// Runs `f` in the writer's transaction with the row id of `patient`, when `who` may manage
+    /// patients and sees one of their studies; "no such patient" otherwise.
+    async fn write_for_patient<T, F>(&self, who: &Principal, patient: PatientRef, f: F) -> Shared<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> rusqlite::Result<Result<T, SharingError>> + Send + 'static,
+    {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        self.write(move |c| match visible_patient(c, &v, &patient)? {
+            Some(patient_fk) => f(c, patient_fk),
+            None => Ok(Err(not_found_patient())),
+        })
+        .await
+    }
+
+    /// [`Index::write_for_patient`] on a read-only connection.
+    async fn read_for_patient<T, F>(&self, who: &Principal, patient: PatientRef, f: F) -> Shared<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> rusqlite::Result<Result<T, SharingError>> + Send + 'static,
+    {
+        self.admit(who, Action::ManagePatients)?;
+        let v = who.visibility(Action::Query);
+        self.read(move |c| {
+            Ok(match visible_patient(c, &v, &patient)? {
+                Some(patient_fk) => f(c, patient_fk)?,
+                None => Err(not_found_patient()),
+            })
+        })
+        .await
+    }
 }
 
 impl Index {
@@ -98,16 +125,12 @@ impl Index {
         if let Err(e) = check_consent(&consent) {
             return Ok(Err(e));
         }
-        let v = who.visibility(Action::Query);
         let (id, by, facility) = (
             new_id()?,
             who.subject().to_string(),
             who.facility().map(str::to_owned),
         );
-        self.write(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        self.write_for_patient(who, patient, move |c, patient_fk| {
             if let Some(recipient) = &consent.recipient {
                 if !facility_exists(c, recipient)? {
                     return Ok(Err(SharingError::NotFound(format!(
@@ -144,12 +167,7 @@ impl Index {
 
     /// The consents of `patient`, whom the caller must see, newest first.
     pub async fn consents(&self, who: &Principal, patient: PatientRef) -> Shared<Vec<Consent>> {
-        self.admit(who, Action::ManagePatients)?;
-        let v = who.visibility(Action::Query);
-        self.read(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        self.read_for_patient(who, patient, move |c, patient_fk| {
             let list = c
                 .prepare_cached(&format!(
                     "{CONSENT_SELECT} WHERE patient_fk = ?1 ORDER BY recorded_at DESC, id"
@@ -168,13 +186,8 @@ impl Index {
         patient: PatientRef,
         id: String,
     ) -> Shared<Consent> {
-        self.admit(who, Action::ManagePatients)?;
-        let v = who.visibility(Action::Query);
         let by = who.subject().to_string();
-        self.write(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        self.write_for_patient(who, patient, move |c, patient_fk| {
             let changed = c
                 .prepare_cached(
                     "UPDATE consents SET revoked_at = COALESCE(revoked_at, ?1), \
@@ -374,13 +387,9 @@ impl Index {
         patient: PatientRef,
         link: NewPatientLink,
     ) -> Shared<PatientLink> {
-        self.admit(who, Action::ManagePatients)?;
-        let v = who.visibility(Action::Query);
         let (id, by) = (new_id()?, who.subject().to_string());
-        self.write(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        let v = who.visibility(Action::Query);
+        self.write_for_patient(who, patient, move |c, patient_fk| {
             let study = c
                 .prepare_cached(
                     "SELECT p.id, p.patient_key FROM studies st JOIN patients p ON p.id = st.patient_fk \
@@ -430,12 +439,7 @@ impl Index {
         who: &Principal,
         patient: PatientRef,
     ) -> Shared<Vec<PatientLink>> {
-        self.admit(who, Action::ManagePatients)?;
-        let v = who.visibility(Action::Query);
-        self.read(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        self.read_for_patient(who, patient, move |c, patient_fk| {
             let mut stmt = c.prepare_cached(&format!(
                 "{LINK_SELECT} WHERE patient_fk = ?1 ORDER BY linked_at DESC, id"
             ))?;
@@ -454,13 +458,8 @@ impl Index {
         patient: PatientRef,
         id: String,
     ) -> Shared<PatientLink> {
-        self.admit(who, Action::ManagePatients)?;
-        let v = who.visibility(Action::Query);
         let by = who.subject().to_string();
-        self.write(move |c| {
-            let Some(patient_fk) = visible_patient(c, &v, &patient)? else {
-                return Ok(Err(not_found_patient()));
-            };
+        self.write_for_patient(who, patient, move |c, patient_fk| {
             let changed = c
                 .prepare_cached(
                     "UPDATE patient_links SET unlinked_at = ?1, unlinked_by = ?2 \

@@ -269,6 +269,19 @@ impl TramyServer {
         }
     }
 
+    /// Runs `tramy ARGS` on this server's data folder, beside it (as an admin would); its
+    /// stdout, trimmed. Fails the test when the command fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+            .args(args)
+            .env("TRAMY_DATA_DIR", &self.data_dir)
+            .env_remove("TRAMY_CONFIG")
+            .output()
+            .expect("tramy runs");
+        assert_success(&out, &args.join(" "));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The superadmin token of this server.
     pub fn token(&self) -> &str {
         &self.token
