@@ -109,6 +109,18 @@ fn share(who: Who, own: u16, other: u16, granted: u16) -> Got {
     }
 }
 
+/// The routes whose GET answers a list of studies or their parts: whether A's study is in it
+/// is what they are checked for.
+const SEARCHES: [&str; 7] = [
+    "/dicomweb/studies",
+    "/dicomweb/series",
+    "/dicomweb/instances",
+    "/dicomweb/studies/{study}/series",
+    "/dicomweb/studies/{study}/instances",
+    "/dicomweb/studies/{study}/series/{series}/instances",
+    "/api/v1/worklist",
+];
+
 /// The expected outcome of `route` for `who`. No catch-all: every route is decided here.
 fn expected(method: &Method, route: &str, who: Who) -> Got {
     let get = method == Method::GET;
@@ -122,13 +134,7 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             _ => Status(200),
         },
         "/dicomweb/studies" | "/dicomweb/studies/{study}" if !get => store(who),
-        "/dicomweb/studies"
-        | "/dicomweb/series"
-        | "/dicomweb/instances"
-        | "/dicomweb/studies/{study}/series"
-        | "/dicomweb/studies/{study}/instances"
-        | "/dicomweb/studies/{study}/series/{series}/instances"
-        | "/api/v1/worklist" => search(who),
+        r if SEARCHES.contains(&r) => search(who),
         "/dicomweb/studies/{study}"
         | "/dicomweb/studies/{study}/metadata"
         | "/dicomweb/studies/{study}/series/{series}"
@@ -310,16 +316,7 @@ impl World {
             headers.push(("Content-Type", content_type.as_str()));
         }
         let r = self.server.http(method.as_str(), &path, &headers, &body);
-        let lists = matches!(
-            route,
-            "/dicomweb/studies"
-                | "/dicomweb/series"
-                | "/dicomweb/instances"
-                | "/dicomweb/studies/{study}/series"
-                | "/dicomweb/studies/{study}/instances"
-                | "/dicomweb/studies/{study}/series/{series}/instances"
-                | "/api/v1/worklist"
-        ) && method == Method::GET;
+        let lists = SEARCHES.contains(&route) && method == Method::GET;
         if lists && r.status == 200 {
             if String::from_utf8_lossy(&r.body).contains(STUDY) {
                 Listed
