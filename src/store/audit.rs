@@ -71,46 +71,104 @@ const MAX_BATCH: usize = 1024;
 /// Events waiting for the batcher before [`Index::record_audit`] waits for room.
 const QUEUE: usize = 8192;
 
+/// Audit events waiting for the batcher. A plain queue under a lock rather than a channel: a
+/// request's event wakes the batcher only when it is the first of a batch (or is waited for), so
+/// recording costs a request a push, not a thread wake-up.
+pub(super) struct AuditQueue {
+    events: std::sync::Mutex<Vec<QueuedEvent>>,
+    /// Signalled by the first event of a batch and by an event someone waits for.
+    arrived: std::sync::Condvar,
+    /// Signalled when the batcher takes events, for recorders waiting for room.
+    room: std::sync::Condvar,
+}
+
+impl AuditQueue {
+    /// Adds `queued` if there is room; gives it back otherwise.
+    fn try_push(&self, queued: QueuedEvent) -> Result<(), QueuedEvent> {
+        let Ok(mut events) = self.events.lock() else {
+            return Err(queued);
+        };
+        if events.len() >= QUEUE {
+            return Err(queued);
+        }
+        let wake = events.is_empty() || queued.reply.is_some();
+        events.push(queued);
+        if wake {
+            self.arrived.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Adds `queued`, waiting (blocking) for room.
+    fn push_waiting(&self, mut queued: QueuedEvent) -> Result<(), IndexError> {
+        loop {
+            match self.try_push(queued) {
+                Ok(()) => return Ok(()),
+                Err(back) => queued = back,
+            }
+            let events = self.events.lock().map_err(|_| IndexError::WriterGone)?;
+            let _unused = self
+                .room
+                .wait_timeout(events, std::time::Duration::from_millis(50))
+                .map_err(|_| IndexError::WriterGone)?;
+        }
+    }
+}
+
 /// Starts the thread that gathers audit events into batches for `writer`.
 pub(super) fn spawn_batcher(
     writer: std::sync::mpsc::SyncSender<WriteRequest>,
-) -> Result<std::sync::mpsc::SyncSender<QueuedEvent>, IndexError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<QueuedEvent>(QUEUE);
+) -> Result<std::sync::Arc<AuditQueue>, IndexError> {
+    let queue = std::sync::Arc::new(AuditQueue {
+        events: std::sync::Mutex::new(Vec::new()),
+        arrived: std::sync::Condvar::new(),
+        room: std::sync::Condvar::new(),
+    });
+    let own = queue.clone();
     std::thread::Builder::new()
         .name("audit-batcher".into())
-        .spawn(move || batch_loop(&rx, &writer))
+        .spawn(move || batch_loop(&own, &writer))
         .map_err(|e| IndexError::Task(e.to_string()))?;
-    Ok(tx)
+    Ok(queue)
 }
 
-fn batch_loop(
-    rx: &std::sync::mpsc::Receiver<QueuedEvent>,
-    writer: &std::sync::mpsc::SyncSender<WriteRequest>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    while let Ok(first) = rx.recv() {
-        let deadline = std::time::Instant::now() + BATCH_WINDOW;
-        let mut waited_for = first.reply.is_some();
-        let mut events = vec![first];
-        let mut open = true;
-        while events.len() < MAX_BATCH && !waited_for {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(e) => {
-                    waited_for = e.reply.is_some();
-                    events.push(e);
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        if writer.send(Box::new(AuditBatch { events })).is_err() || !open {
+/// Hands the queue's events to the writer, a batch at most every [`BATCH_WINDOW`] (at once when
+/// one is waited for); ends, after a last batch, when no index handle is left.
+fn batch_loop(queue: &std::sync::Arc<AuditQueue>, writer: &std::sync::mpsc::SyncSender<WriteRequest>) {
+    loop {
+        let Some(events) = next_batch(queue) else {
+            return;
+        };
+        if !events.is_empty() && writer.send(Box::new(AuditBatch { events })).is_err() {
             return;
         }
     }
+}
+
+/// Waits for a first event, then for the rest of the window (or one that is waited for), and
+/// takes up to [`MAX_BATCH`]; `None` when every index handle is gone and nothing is left.
+fn next_batch(queue: &std::sync::Arc<AuditQueue>) -> Option<Vec<QueuedEvent>> {
+    let idle_check = std::time::Duration::from_secs(1);
+    let mut events = queue.events.lock().ok()?;
+    while events.is_empty() {
+        if std::sync::Arc::strong_count(queue) == 1 {
+            return None;
+        }
+        events = queue.arrived.wait_timeout(events, idle_check).ok()?.0;
+    }
+    let deadline = std::time::Instant::now() + BATCH_WINDOW;
+    loop {
+        let waited_for = events.iter().any(|e| e.reply.is_some());
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if waited_for || left.is_zero() || events.len() >= MAX_BATCH {
+            break;
+        }
+        events = queue.arrived.wait_timeout(events, left).ok()?.0;
+    }
+    let take = events.len().min(MAX_BATCH);
+    let batch: Vec<QueuedEvent> = events.drain(..take).collect();
+    queue.room.notify_all();
+    Some(batch)
 }
 
 /// The patient and the owning facilities of the event's study, as the index knows them now.
@@ -426,16 +484,14 @@ impl Index {
 
     /// Hands `queued` to the batcher, waiting for room when its queue is full.
     async fn queue_audit(&self, queued: QueuedEvent) -> Result<(), IndexError> {
-        match self.audit.try_send(queued) {
+        match self.audit.try_push(queued) {
             Ok(()) => Ok(()),
-            Err(std::sync::mpsc::TrySendError::Full(queued)) => {
+            Err(queued) => {
                 let audit = self.audit.clone();
-                tokio::task::spawn_blocking(move || audit.send(queued).map_err(|_| ()))
+                tokio::task::spawn_blocking(move || audit.push_waiting(queued))
                     .await
                     .map_err(|e| IndexError::Task(e.to_string()))?
-                    .map_err(|_| IndexError::WriterGone)
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(IndexError::WriterGone),
         }
     }
 

@@ -216,7 +216,7 @@ pub struct Index {
     writer: mpsc::SyncSender<WriteRequest>,
     readers: Arc<ReaderPool>,
     /// Audit events on their way to the writer in batches (`audit.rs`).
-    pub(super) audit: mpsc::SyncSender<super::audit::QueuedEvent>,
+    pub(super) audit: Arc<super::audit::AuditQueue>,
 }
 
 struct ReaderPool {
