@@ -84,6 +84,7 @@ pub(super) struct AuditQueue {
 
 impl AuditQueue {
     /// Adds `queued` if there is room; gives it back otherwise.
+    #[allow(clippy::result_large_err)] // the event itself comes back, to wait for room with it
     fn try_push(&self, queued: QueuedEvent) -> Result<(), QueuedEvent> {
         let Ok(mut events) = self.events.lock() else {
             return Err(queued);
@@ -134,7 +135,10 @@ pub(super) fn spawn_batcher(
 
 /// Hands the queue's events to the writer, a batch at most every [`BATCH_WINDOW`] (at once when
 /// one is waited for); ends, after a last batch, when no index handle is left.
-fn batch_loop(queue: &std::sync::Arc<AuditQueue>, writer: &std::sync::mpsc::SyncSender<WriteRequest>) {
+fn batch_loop(
+    queue: &std::sync::Arc<AuditQueue>,
+    writer: &std::sync::mpsc::SyncSender<WriteRequest>,
+) {
     loop {
         let Some(events) = next_batch(queue) else {
             return;
