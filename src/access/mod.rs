@@ -184,8 +184,8 @@ impl Principal {
         }
     }
 
-    /// A share link's holder: reads the studies of `grant_id` (of `facility`) for `roles`'
-    /// reading actions only.
+    /// A share link's holder: may only read, and sees only the studies of `grant_id`, a grant
+    /// of `facility`'s data.
     pub fn share_link(grant_id: &str, facility: &str) -> Principal {
         Principal {
             kind: PrincipalKind::ShareLink {
