@@ -756,3 +756,43 @@ fn an_address_that_keeps_presenting_bad_credentials_is_locked_out_for_a_while() 
     assert!(!refused.status.success(), "{said}");
     assert_eq!(server.http_get("/healthz").map(|(code, _)| code), Some(200));
 }
+
+#[test]
+fn one_facility_never_replaces_anothers_instance_even_under_the_overwrite_policy() {
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[ingest]\non_conflict = \"overwrite\"\n",
+    );
+    let f = two_facilities(&server);
+    stow(&server, &f.a_clinician, CT);
+    // The same SOP Instance UID with other bytes (another Patient ID of the same length).
+    let original = dataset_part10(CT);
+    let at = original
+        .windows(CT_PATIENT.len())
+        .position(|w| w == CT_PATIENT.as_bytes())
+        .expect("the sample holds its Patient ID");
+    let mut altered = original.clone();
+    altered[at..at + 4].copy_from_slice(b"9CT9");
+    let (ct, body) = stow_body(&[altered.clone()]);
+    let post = |token: &str| {
+        server.http(
+            "POST",
+            "/dicomweb/studies",
+            &[("Authorization", &bearer(token)), ("Content-Type", &ct)],
+            &body,
+        )
+    };
+    assert_eq!(
+        post(&f.b_clinician).status,
+        409,
+        "B may not replace A's instance"
+    );
+    let kept = get(
+        &server,
+        &f.a_clinician,
+        &format!("/dicomweb/studies/{CT_STUDY}/metadata"),
+        "application/dicom+json",
+    );
+    assert_eq!(kept.json()[0]["00100020"]["Value"][0], CT_PATIENT);
+    // A itself may, under its policy.
+    assert_eq!(post(&f.a_clinician).status, 200);
+}
