@@ -796,3 +796,41 @@ fn one_facility_never_replaces_anothers_instance_even_under_the_overwrite_policy
     // A itself may, under its policy.
     assert_eq!(post(&f.a_clinician).status, 200);
 }
+
+/// Instances C-GET brings back when calling as `calling_ae` for `study`.
+fn c_get_instances(server: &TramyServer, calling_ae: &str, study: &str) -> usize {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = pynetdicom(
+        "getscu",
+        &[
+            "-aet",
+            calling_ae,
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "-od",
+            &out_dir.path().display().to_string(),
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&out, "getscu");
+    walk(out_dir.path()).len()
+}
+
+#[test]
+fn c_get_from_another_facilitys_ae_title_retrieves_nothing_until_granted() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    server.cli(&["ae", "add", "AE_A", "--facility", "A"]);
+    stow(&server, &f.a_clinician, CT);
+    assert_eq!(c_get_instances(&server, "AE_A", CT_STUDY), 1);
+    assert_eq!(c_get_instances(&server, "AE_B", CT_STUDY), 0);
+    let consent = consent_for_b(&server, &f);
+    grant_ct_to_b(&server, &f, &consent, &in_an_hour());
+    assert_eq!(c_get_instances(&server, "AE_B", CT_STUDY), 1);
+}
