@@ -11,6 +11,7 @@ pub mod config;
 pub mod conformance;
 pub mod dicom;
 pub mod dimse;
+pub mod facility_keys;
 pub mod import;
 pub mod ingest;
 pub mod integrity;

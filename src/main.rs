@@ -474,7 +474,13 @@ async fn facility(command: FacilityCommand, config: &Config) -> anyhow::Result<(
                 parent,
             };
             let f = index.add_facility(&who, facility).await?;
-            eprintln!("facility {} ({}) registered", f.code, f.kind);
+            tramy::facility_keys::ensure(&config.data_dir, &f.code)?;
+            eprintln!(
+                "facility {} ({}) registered, with its signing key in {}",
+                f.code,
+                f.kind,
+                tramy::facility_keys::key_path(&config.data_dir, &f.code).display()
+            );
         }
         FacilityCommand::List => {
             let all = index.facilities(&who).await?;

@@ -22,6 +22,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (archive, triage_worker, models) = start_triage(&config, archive)?;
     reconcile(&archive).await?;
     first_start(&archive, &config).await?;
+    facility_keys(&archive, &config).await?;
     let authenticator =
         crate::auth::authenticator::Authenticator::new(archive.index().clone(), &config.auth)
             .context("setting up authentication")?;
@@ -180,8 +181,26 @@ async fn first_start(archive: &Archive, config: &Config) -> anyhow::Result<()> {
         FirstStart::TokenFileExists(path) => tracing::warn!(
             facility = crate::registry::LOCAL_FACILITY,
             file = %path.display(),
-            "first start: made facility LOCAL but no superadmin token, as the file already exists and is left alone; make one with `tramy token create --role superadmin`"
+            "first start: made facility LOCAL; the file already existed and was left alone, and the superadmin token in it is registered again"
         ),
+    }
+    Ok(())
+}
+
+/// Makes the signing key of every facility that has none (facilities registered before keys
+/// existed); a key file that cannot be read stops start-up with its name.
+async fn facility_keys(archive: &Archive, config: &Config) -> anyhow::Result<()> {
+    let facilities = archive
+        .index()
+        .facilities(&crate::access::Principal::system())
+        .await?;
+    for facility in facilities {
+        let path = crate::facility_keys::key_path(&config.data_dir, &facility.code);
+        let existed = path.exists();
+        crate::facility_keys::ensure(&config.data_dir, &facility.code)?;
+        if !existed {
+            tracing::info!(facility = %facility.code, file = %path.display(), "made the facility's signing key");
+        }
     }
     Ok(())
 }

@@ -834,3 +834,51 @@ fn c_get_from_another_facilitys_ae_title_retrieves_nothing_until_granted() {
     grant_ct_to_b(&server, &f, &consent, &in_an_hour());
     assert_eq!(c_get_instances(&server, "AE_B", CT_STUDY), 1);
 }
+
+#[test]
+fn every_facility_publishes_an_ed25519_public_key_that_verifies_what_its_private_key_signs() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let f = two_facilities(&server);
+    let jwks = |code: &str| {
+        get(
+            &server,
+            &f.b_clinician,
+            &format!("/api/v1/facilities/{code}/keys"),
+            "application/json",
+        )
+    };
+    let a = jwks("A").json();
+    let key = &a["keys"][0];
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["crv"].as_str(),
+            key["alg"].as_str()
+        ),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert_ne!(
+        key["x"],
+        jwks("B").json()["keys"][0]["x"],
+        "each facility its own key"
+    );
+    assert_eq!(jwks("A").json(), a, "the same key every time");
+    assert_eq!(jwks("NOWHERE").status, 404);
+    // The private key stays in the data folder, readable by tramy alone, and matches the JWK.
+    let pem = std::fs::read_to_string(server.data_dir.join("keys/A.pem")).unwrap();
+    let signing =
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem)
+            .unwrap();
+    assert_eq!(
+        tramy::facility_keys::public_jwk(&signing).x,
+        key["x"].as_str().unwrap()
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data_dir.join("keys/A.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // LOCAL, made on first start, has one too.
+    assert_eq!(jwks("LOCAL").status, 200);
+}

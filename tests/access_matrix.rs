@@ -187,6 +187,13 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         // An open route: the link itself is the credential, and this one is made up.
         "/share/{token}" => Status(401),
         "/api/v1/facilities" if get => administer(who, 200),
+        // A facility's public signing key: for anyone who authenticates (a share link only reads
+        // its study).
+        "/api/v1/facilities/{code}/keys" => match who {
+            Nobody => Status(401),
+            ShareHolder => Status(403),
+            _ => Status(200),
+        },
         "/api/v1/facilities" => match who {
             Nobody => Status(401),
             Superadmin => Status(201),
@@ -226,6 +233,7 @@ impl World {
             .replace("{frame}", "1")
             .replace("{tag}", "7FE00010")
             .replace("{patient}", PATIENT)
+            .replace("{code}", "A")
             .replace("{id}", "0123456789abcdef")
             .replace(
                 "{token}",

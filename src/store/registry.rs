@@ -184,6 +184,13 @@ impl Index {
         Ok(registered)
     }
 
+    /// Whether facility `code` is registered: what a caller asking for its public key needs to
+    /// know (a primary-key lookup on the calling thread).
+    pub fn facility_registered(&self, who: &Principal, code: &str) -> Result<bool, IndexError> {
+        self.admit(who, Action::Authenticate)?;
+        self.read_now(|c| Ok(facility_exists(c, code)?))
+    }
+
     /// Every facility, by code.
     pub async fn facilities(&self, who: &Principal) -> Result<Vec<Facility>, IndexError> {
         self.admit(who, Action::Administer)?;

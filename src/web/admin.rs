@@ -76,6 +76,8 @@ pub async fn add_facility(
         parent: r.parent,
     };
     let made = state.archive.index().add_facility(&who, facility).await?;
+    crate::facility_keys::ensure(&state.config.data_dir, &made.code)
+        .map_err(HttpError::internal)?;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
 
@@ -216,4 +218,27 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, HttpError> {
     state.archive.index().revoke_token(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/facilities/{code}/keys`: the facility's public signing key as a JWK Set, to check
+/// the manifests and receipts it signs.
+#[utoipa::path(get, path = "/api/v1/facilities/{code}/keys", params(("code" = String, Path, description = "the facility's code")), responses(
+    (status = 200, description = "its public keys (Ed25519, RFC 8037)", body = crate::facility_keys::PublicJwkSet),
+    (status = 404, description = "no such facility", body = super::api::Problem, content_type = "application/problem+json")
+))]
+pub async fn facility_keys(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(code): Path<String>,
+) -> Result<Json<crate::facility_keys::PublicJwkSet>, HttpError> {
+    crate::registry::check_facility_code(&code)
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if !state.archive.index().facility_registered(&who, &code)? {
+        return Err(HttpError::not_found(format!("no facility {code}")));
+    }
+    let key =
+        crate::facility_keys::ensure(&state.config.data_dir, &code).map_err(HttpError::internal)?;
+    Ok(Json(crate::facility_keys::PublicJwkSet {
+        keys: vec![crate::facility_keys::public_jwk(&key)],
+    }))
 }

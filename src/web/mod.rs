@@ -243,6 +243,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(admin::add_facility),
         ),
         (Method::GET, "/api/v1/facilities", get(admin::facilities)),
+        (
+            Method::GET,
+            "/api/v1/facilities/{code}/keys",
+            get(admin::facility_keys),
+        ),
         (Method::POST, "/api/v1/ae-titles", post(admin::add_ae_title)),
         (Method::GET, "/api/v1/ae-titles", get(admin::ae_titles)),
         (Method::POST, "/api/v1/tokens", post(admin::create_token)),
