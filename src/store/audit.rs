@@ -20,9 +20,7 @@ use crate::audit::{
     PatientRef,
 };
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use super::times::now;
 
 /// An event waiting for the batcher, with the time it was recorded.
 pub(super) struct QueuedEvent {

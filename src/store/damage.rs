@@ -51,7 +51,7 @@ pub struct DamagedInstance {
 
 /// Records `problem` for `sop` (keeps the first detection time).
 fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlite::Result<()> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = super::times::now();
     conn.prepare_cached(
         "INSERT INTO instance_damage (sop_instance_uid, problem, reason, detected_at) \
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT(sop_instance_uid) DO UPDATE SET \

@@ -4,11 +4,11 @@
 use rusqlite::types::{
     FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value as SqlValue, ValueRef,
 };
-use rusqlite::{params, Connection, OptionalExtension, ToSql};
+use rusqlite::{params, Connection, ToSql};
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
-use super::visibility::study_condition;
+use super::visibility::{study_filter, study_visible};
 use crate::access::{Action, Principal, Visibility};
 use crate::triage::manifest::Urgency;
 
@@ -305,18 +305,6 @@ pub struct JobFindings {
     pub findings: Vec<NewFinding>,
 }
 
-/// Whether study `uid` exists and `v` shows it.
-fn study_visible(c: &Connection, uid: &str, v: &Visibility) -> rusqlite::Result<bool> {
-    let (visible, mut params) = visible_where(v, "{}", None);
-    params.insert(0, SqlValue::Text(uid.to_string()));
-    Ok(c.prepare_cached(&format!(
-        "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {visible}"
-    ))?
-    .query_row(rusqlite::params_from_iter(params), |_| Ok(()))
-    .optional()?
-    .is_some())
-}
-
 /// `template` with `{}` replaced by the condition that study row `st` is visible to `v`, and
 /// its parameters; `TRUE` when everything is visible.
 fn visible_where(
@@ -324,15 +312,11 @@ fn visible_where(
     template: &str,
     instance_facility: Option<&str>,
 ) -> (String, Vec<SqlValue>) {
-    match study_condition(v, "st.id", instance_facility) {
-        Some(c) => (template.replace("{}", &c.sql), c.params),
-        None => ("1".into(), Vec::new()),
-    }
+    let c = study_filter(v, "st.id", instance_facility);
+    (template.replace("{}", &c.sql), c.params)
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use super::times::now;
 
 impl Index {
     /// The findings of a study, flagged first, then by probability; `None` when the caller may
@@ -346,7 +330,7 @@ impl Index {
         let study = study.to_owned();
         let v = who.visibility(Action::ReadFindings);
         self.read(move |c| {
-            if !study_visible(c, &study, &v)? {
+            if !study_visible(c, &v, &study)? {
                 return Ok(None);
             }
             Ok(Some(for_study(c, &study, &v)?))

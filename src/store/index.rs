@@ -649,7 +649,7 @@ fn apply_instance(
 /// Queues a triage job per routed model, in the same transaction as the instance rows, so a job
 /// exists exactly when its instance does.
 fn queue_triage(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = super::times::now();
     for model in &inst.triage_models {
         exec(
             tx,
@@ -699,7 +699,7 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i
 
 fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
     let a = &inst.attributes;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = super::times::now();
 
     let study: Option<(i64, i64)> = tx
         .query_row(

@@ -12,6 +12,7 @@ pub mod read_buffers;
 pub mod registry;
 pub mod sharing;
 pub mod staging;
+mod times;
 mod visibility;
 
 pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};

@@ -15,13 +15,7 @@ use crate::registry::{
     NewToken, RegistryError, TokenRecord,
 };
 
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use super::times::{now, text as time};
 
 /// Reads a stored RFC 3339 time; a malformed one is a conversion failure of column `col`.
 fn parse_time(col: usize, text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {

@@ -7,7 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::index::{Index, IndexError};
 use super::registry::facility_exists;
-use super::visibility::{now_text, patient_condition};
+use super::times::{now as now_text, text as time_text};
+use super::visibility::{patient_filter, study_visible};
 use crate::access::sharing::{
     check_consent, check_grant, parse_scope, since_as_dicom_date, Consent, ConsentSource, Grant,
     IssuedShareLink, NewConsent, NewGrant, NewPatientLink, NewShareLink, PatientLink, Purpose,
@@ -39,16 +40,12 @@ fn visible_patient(
     v: &Visibility,
     patient: &PatientRef,
 ) -> rusqlite::Result<Option<i64>> {
-    let mut params: Vec<rusqlite::types::Value> = vec![patient_key(patient).into()];
-    let condition = match patient_condition(v) {
-        Some(cond) => {
-            params.extend(cond.params);
-            cond.sql
-        }
-        None => "1".into(),
-    };
+    let visible = patient_filter(v);
+    let params =
+        std::iter::once(rusqlite::types::Value::Text(patient_key(patient))).chain(visible.params);
     c.prepare_cached(&format!(
-        "SELECT p.id FROM patients p WHERE p.patient_key = ? AND {condition}"
+        "SELECT p.id FROM patients p WHERE p.patient_key = ? AND {}",
+        visible.sql
     ))?
     .query_row(rusqlite::params_from_iter(params), |r| r.get(0))
     .optional()
@@ -73,10 +70,6 @@ fn consent_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Consent> {
 
 const CONSENT_SELECT: &str = "SELECT id, purpose, recipient, valid_from, valid_until, source, \
      evidence, recorded_by, recorded_at, revoked_at FROM consents";
-
-fn time_text(t: chrono::DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
 
 impl Index {
     /// Runs `f` in the writer's transaction with the row id of `patient`, when `who` may manage
@@ -399,7 +392,7 @@ impl Index {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })
                 .optional()?;
-            let visible = study.is_some() && study_visible_to(c, &v, &link.study_instance_uid)?;
+            let visible = study.is_some() && study_visible(c, &v, &link.study_instance_uid)?;
             let Some((provisional, key)) = study.filter(|_| visible) else {
                 return Ok(Err(SharingError::NotFound(
                     "no such study among those you may see".into(),
@@ -477,22 +470,6 @@ impl Index {
         })
         .await
     }
-}
-
-/// Whether study `uid` is visible under `v`.
-fn study_visible_to(c: &Connection, v: &Visibility, uid: &str) -> rusqlite::Result<bool> {
-    let mut params: Vec<rusqlite::types::Value> = vec![uid.to_string().into()];
-    let condition = match super::visibility::study_condition(v, "st.id", None) {
-        Some(cond) => {
-            params.extend(cond.params);
-            cond.sql
-        }
-        None => "1".into(),
-    };
-    c.prepare_cached(&format!(
-        "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {condition}"
-    ))?
-    .exists(rusqlite::params_from_iter(params))
 }
 
 const GRANT_SELECT: &str = "SELECT g.id, g.from_facility, g.to_facility, g.study_instance_uid, \

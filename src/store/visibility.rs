@@ -15,11 +15,6 @@ pub(super) struct Condition {
     pub(super) params: Vec<SqlValue>,
 }
 
-/// Now, as the index stores times (RFC 3339 UTC with milliseconds; text order is time order).
-pub(super) fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn scope_column(scope: GrantScope) -> &'static str {
     match scope {
         GrantScope::Metadata => "g.scope_metadata",
@@ -95,6 +90,43 @@ pub(super) fn patient_condition(v: &Visibility) -> Option<Condition> {
     })
 }
 
+/// A condition that always holds (what `None` from the functions above means).
+fn always() -> Condition {
+    Condition {
+        sql: "1".into(),
+        params: Vec::new(),
+    }
+}
+
+/// [`study_condition`], or one that always holds when everything is visible.
+pub(super) fn study_filter(
+    v: &Visibility,
+    study: &str,
+    instance_facility: Option<&str>,
+) -> Condition {
+    study_condition(v, study, instance_facility).unwrap_or_else(always)
+}
+
+/// [`patient_condition`], or one that always holds when everything is visible.
+pub(super) fn patient_filter(v: &Visibility) -> Condition {
+    patient_condition(v).unwrap_or_else(always)
+}
+
+/// Whether a study with this Study Instance UID exists and `v` shows it.
+pub(super) fn study_visible(
+    c: &rusqlite::Connection,
+    v: &Visibility,
+    uid: &str,
+) -> rusqlite::Result<bool> {
+    let visible = study_filter(v, "st.id", None);
+    let params = std::iter::once(SqlValue::Text(uid.to_string())).chain(visible.params);
+    c.prepare_cached(&format!(
+        "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {}",
+        visible.sql
+    ))?
+    .exists(rusqlite::params_from_iter(params))
+}
+
 fn in_force(scope: GrantScope) -> String {
     format!(
         "{} = 1 AND g.expires_at > ? AND (g.consent_from IS NULL OR g.consent_from <= ?) \
@@ -104,7 +136,7 @@ fn in_force(scope: GrantScope) -> String {
 }
 
 fn push_times(params: &mut Vec<SqlValue>) {
-    let now = now_text();
+    let now = super::times::now();
     params.extend([
         SqlValue::Text(now.clone()),
         SqlValue::Text(now.clone()),
