@@ -100,7 +100,7 @@ impl Authenticator {
         credential: Credential<'_>,
     ) -> Result<Result<Principal, AuthError>, IndexError> {
         let identity = match credential {
-            Credential::ShareLink(token) => return Ok(self.share_link(token)),
+            Credential::ShareLink(token) => return Ok(self.share_link(token).map(|(who, _)| who)),
             Credential::ApiToken(token) => {
                 crate::registry::authenticate_api_token(&self.index, token).await?
             }
@@ -128,8 +128,9 @@ impl Authenticator {
         }))
     }
 
-    /// The holder of a share link in force: reads the one study its grant opens.
-    fn share_link(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The holder of a share link in force, who reads the one study its grant opens, and that
+    /// study's Study Instance UID.
+    pub fn share_link(&self, token: &str) -> Result<(Principal, String), AuthError> {
         let refused =
             || AuthError::Invalid("this share link is unknown, revoked or expired".into());
         let grant_id = super::share_link::grant_id_of(token)?;
@@ -137,7 +138,7 @@ impl Authenticator {
             .index
             .share_link_now(&Principal::system(), grant_id, token)
         {
-            Ok(Some((facility, _study))) => Ok(Principal::share_link(grant_id, &facility)),
+            Ok(Some((facility, study))) => Ok((Principal::share_link(grant_id, &facility), study)),
             Ok(None) => Err(refused()),
             Err(e) => {
                 tracing::error!(error = %e, "share link lookup failed");

@@ -65,15 +65,20 @@ pub fn credential_from_authorization(header: Option<&str>) -> Result<Credential<
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Unsupported);
     }
+    credential_from_token(token).ok_or(AuthError::Unsupported)
+}
+
+/// What kind of credential a bare token is (from a header or a session cookie), by its shape.
+pub fn credential_from_token(token: &str) -> Option<Credential<'_>> {
     let token = token.trim();
     if token.starts_with(share_link::PREFIX) {
-        Ok(Credential::ShareLink(token))
+        Some(Credential::ShareLink(token))
     } else if token.starts_with(api_token::PREFIX) {
-        Ok(Credential::ApiToken(token))
+        Some(Credential::ApiToken(token))
     } else if token.split('.').count() == 3 {
-        Ok(Credential::Jwt(token))
+        Some(Credential::Jwt(token))
     } else {
-        Err(AuthError::Unsupported)
+        None
     }
 }
 

@@ -424,27 +424,21 @@ pub async fn answer(
             "Called AE Title {called:?} is not ours"
         )));
     }
-    if !config.allowed_calling_ae_titles.is_empty()
-        && !config
+    // The allow-list first; then every association acts for a registered AE title's facility
+    // (issue #9 item 3). Either refusal is "calling AE title not recognized".
+    let on_allow_list = config.allowed_calling_ae_titles.is_empty()
+        || config
             .allowed_calling_ae_titles
             .iter()
-            .any(|ae| ae.trim() == calling)
-    {
-        reject(
-            stream,
-            artim,
-            AssociationRJResult::Permanent,
-            AssociationRJSource::ServiceUser(
-                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
-            ),
-        )
-        .await;
-        return Err(AcceptError::Rejected(format!(
+            .any(|ae| ae.trim() == calling);
+    let calling_refused = if on_allow_list {
+        calling_ae_registered(&calling)
+    } else {
+        Err(format!(
             "Calling AE Title {calling:?} is not on the allow-list"
-        )));
-    }
-    // Every association acts for a registered AE title's facility (issue #9 item 3).
-    if let Err(reason) = calling_ae_registered(&calling) {
+        ))
+    };
+    if let Err(reason) = calling_refused {
         reject(
             stream,
             artim,

@@ -35,11 +35,6 @@ impl From<RegistryError> for HttpError {
     }
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, HttpError> {
-    json.map(|Json(v)| v)
-        .map_err(|e| HttpError::bad_request(e.body_text()))
-}
-
 /// A facility to register.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +63,7 @@ pub async fn add_facility(
     Caller(who): Caller,
     json: Result<Json<FacilityRequest>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let r = body(json)?;
+    let r = json?.0;
     let facility = NewFacility {
         code: r.code,
         name: r.name,
@@ -117,7 +112,7 @@ pub async fn add_ae_title(
     Caller(who): Caller,
     json: Result<Json<AeRequest>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let r = body(json)?;
+    let r = json?.0;
     let made = state
         .archive
         .index()
@@ -176,7 +171,7 @@ pub async fn create_token(
     Caller(who): Caller,
     json: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let r = body(json)?;
+    let r = json?.0;
     let expires_at = r
         .expires_in
         .map(|e| expiry_after(&e, chrono::Utc::now()))

@@ -16,7 +16,7 @@ use super::audit_log;
 use super::error::HttpError;
 use super::AppState;
 use crate::access::Principal;
-use crate::auth::{credential_from_authorization, AuthError, Credential};
+use crate::auth::{credential_from_authorization, credential_from_token, AuthError, Credential};
 
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
@@ -85,7 +85,7 @@ pub async fn authenticate(
 
 /// Appends `event` to the audit trail; a failure to queue it is logged (no patient data), the
 /// response is not held back.
-async fn record(state: &AppState, event: Option<crate::audit::NewAuditEvent>) {
+pub(super) async fn record(state: &AppState, event: Option<crate::audit::NewAuditEvent>) {
     if let Some(event) = event {
         if let Err(e) = state.archive.index().record_audit(event).await {
             tracing::error!(error = %e, "an audit event could not be recorded");
@@ -101,19 +101,9 @@ fn credential_of(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
     if authorization.is_some() {
         return credential_from_authorization(authorization);
     }
-    match session_cookie(headers) {
-        Some(token) if token.starts_with(crate::auth::share_link::PREFIX) => {
-            Ok(Credential::ShareLink(token))
-        }
-        Some(token) if token.starts_with(crate::auth::api_token::PREFIX) => {
-            Ok(Credential::ApiToken(token))
-        }
-        Some(token) if token.split('.').count() == 3 => Ok(Credential::Jwt(token)),
-        Some(_) => Err(AuthError::Invalid(
-            "the session cookie is not a credential".into(),
-        )),
-        None => Err(AuthError::Missing),
-    }
+    let token = session_cookie(headers).ok_or(AuthError::Missing)?;
+    credential_from_token(token)
+        .ok_or_else(|| AuthError::Invalid("the session cookie is not a credential".into()))
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {

@@ -68,6 +68,14 @@ impl HttpError {
     }
 }
 
+impl From<axum::extract::rejection::JsonRejection> for HttpError {
+    /// A JSON body that is missing, not JSON, or not the expected shape: 400 with serde's reason
+    /// (which names the field).
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        HttpError::bad_request(e.body_text())
+    }
+}
+
 impl From<crate::store::IndexError> for HttpError {
     /// A caller whose role does not allow the action gets 403 (what exists is not said); any
     /// other index failure is the archive's (500, detail in the log).

@@ -61,27 +61,30 @@ pub async fn submit(
         Err(e) => Err(e),
     };
     match checked {
-        Ok(()) => {
-            let cookie = format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
-                form.token.trim(),
-                secure_attribute(&state)
-            );
-            let mut response = Redirect::to("/").into_response();
-            match HeaderValue::from_str(&cookie) {
-                Ok(v) => {
-                    response.headers_mut().insert(header::SET_COOKIE, v);
-                    response
-                }
-                Err(_) => refused(AuthError::Invalid(
-                    "the token has characters no token has".into(),
-                )),
-            }
-        }
+        Ok(()) => signed_in(&state, form.token.trim(), "Strict", "/"),
         Err(e) => {
             record_failure(&state, peer, "/login", &e).await;
             refused(e)
         }
+    }
+}
+
+/// A redirect to `to` that sets `token` as the session cookie (HttpOnly, `same_site`, Secure
+/// over HTTPS); the sign-in page when the token cannot be a cookie value.
+fn signed_in(state: &AppState, token: &str, same_site: &str, to: &str) -> Response {
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite={same_site}{}",
+        secure_attribute(state)
+    );
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            let mut response = Redirect::to(to).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, v);
+            response
+        }
+        Err(_) => refused(AuthError::Invalid(
+            "the token has characters no token has".into(),
+        )),
     }
 }
 
@@ -93,9 +96,7 @@ async fn record_failure(state: &AppState, peer: SocketAddr, route: &str, e: &Aut
         route,
         &e.to_string(),
     );
-    if let Err(e) = state.archive.index().record_audit(event).await {
-        tracing::error!(error = %e, "an audit event could not be recorded");
-    }
+    super::auth::record(state, Some(event)).await;
 }
 
 /// `; Secure` when clients reach tramy over HTTPS (its own TLS, or a proxy's per
@@ -143,32 +144,13 @@ pub async fn share_link(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
-    let found = crate::auth::share_link::grant_id_of(&token).and_then(|grant| {
-        state
-            .archive
-            .index()
-            .share_link_now(&crate::access::Principal::system(), grant, &token)
-            .map_err(|e| AuthError::Invalid(format!("the link cannot be checked now: {e}")))?
-            .ok_or_else(|| {
-                AuthError::Invalid("this share link is unknown, revoked or expired".into())
-            })
-    });
-    match found {
-        Ok((_, study)) => {
-            let cookie = format!(
-                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{}",
-                secure_attribute(&state)
-            );
-            let mut response =
-                Redirect::to(&format!("/viewer?StudyInstanceUIDs={study}")).into_response();
-            match HeaderValue::from_str(&cookie) {
-                Ok(v) => {
-                    response.headers_mut().insert(header::SET_COOKIE, v);
-                    response
-                }
-                Err(_) => refused(AuthError::Invalid("malformed share link".into())),
-            }
-        }
+    match state.authenticator.share_link(&token) {
+        Ok((_, study)) => signed_in(
+            &state,
+            &token,
+            "Lax",
+            &format!("/viewer?StudyInstanceUIDs={study}"),
+        ),
         Err(e) => {
             record_failure(&state, peer, "/share/{token}", &e).await;
             refused(e)

@@ -31,11 +31,6 @@ fn patient(text: &str) -> Result<PatientRef, HttpError> {
     })
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, HttpError> {
-    json.map(|Json(v)| v)
-        .map_err(|e| HttpError::bad_request(e.body_text()))
-}
-
 /// `POST /api/v1/patients/{patient}/consents`: records a consent.
 #[utoipa::path(
     post,
@@ -54,7 +49,7 @@ pub async fn record_consent(
     Path(p): Path<String>,
     json: Result<Json<NewConsent>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let (p, consent) = (patient(&p)?, body(json)?);
+    let (p, consent) = (patient(&p)?, json?.0);
     let recorded = state
         .archive
         .index()
@@ -123,7 +118,7 @@ pub async fn create_grant(
     Caller(who): Caller,
     json: Result<Json<NewGrant>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let grant = body(json)?;
+    let grant = json?.0;
     let made = state.archive.index().create_grant(&who, grant).await??;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
@@ -179,7 +174,7 @@ pub async fn link_patient(
     Path(p): Path<String>,
     json: Result<Json<NewPatientLink>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let (p, link) = (patient(&p)?, body(json)?);
+    let (p, link) = (patient(&p)?, json?.0);
     let made = state.archive.index().link_patient(&who, p, link).await??;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
@@ -244,7 +239,7 @@ pub async fn create_share_link(
     Caller(who): Caller,
     json: Result<Json<NewShareLink>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let link = body(json)?;
+    let link = json?.0;
     let made = state
         .archive
         .index()
