@@ -170,6 +170,8 @@ pub struct Archive {
     /// Triage models by routing; instances they match get a job with their index rows.
     triage: Arc<Vec<crate::triage::ModelManifest>>,
     priority_sources: Arc<Vec<String>>,
+    /// Forwarding rules: an instance they match is queued per destination with its index rows.
+    forward_rules: Arc<crate::forward::rules::ForwardRules>,
     data_dir: PathBuf,
     min_free_bytes: u64,
     locks: Arc<SopLocks>,
@@ -208,6 +210,7 @@ impl Archive {
             staging,
             triage: Arc::new(Vec::new()),
             priority_sources: Arc::new(config.triage.priority_sources.clone()),
+            forward_rules: Arc::default(),
             policy: config.ingest.on_conflict,
             data_dir: config.data_dir.clone(),
             min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
@@ -219,6 +222,22 @@ impl Archive {
     pub fn with_triage(mut self, models: Vec<crate::triage::ModelManifest>) -> Self {
         self.triage = Arc::new(models);
         self
+    }
+
+    /// Queues newly stored instances for the destinations these rules give.
+    pub fn with_forwarding(mut self, rules: crate::forward::rules::ForwardRules) -> Self {
+        self.forward_rules = Arc::new(rules);
+        self
+    }
+
+    /// The forwarding rules (triage applies those that wait for an AI flag).
+    pub fn forward_rules(&self) -> &crate::forward::rules::ForwardRules {
+        &self.forward_rules
+    }
+
+    /// The forwarding rules, shared.
+    pub fn forward_rules_shared(&self) -> Arc<crate::forward::rules::ForwardRules> {
+        self.forward_rules.clone()
     }
 
     /// The data folder.
@@ -382,6 +401,16 @@ impl Archive {
             },
             received_at: None,
             facility: sender.principal.facility().map(str::to_owned),
+            forward: self
+                .forward_rules
+                .on_arrival(crate::forward::rules::Arrival {
+                    modality: &a.series.modality,
+                    facility: sender
+                        .principal
+                        .facility()
+                        .unwrap_or(crate::registry::LOCAL_FACILITY),
+                }),
+            forward_with_study: sender.source == crate::triage::sr::AI_SOURCE,
         };
         let report = |outcome| IngestReport {
             attributes: prepared.attributes.clone(),
@@ -458,6 +487,9 @@ impl Archive {
             triage_priority: 0,
             received_at: Some(received_at),
             facility: None,
+            // Re-indexing is not an arrival: nothing is forwarded again.
+            forward: Vec::new(),
+            forward_with_study: false,
         };
         Ok(
             match self
