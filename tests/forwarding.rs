@@ -1,0 +1,226 @@
+//! Sharing between servers (issue #10): a station's tramy forwards what it receives to its
+//! referral hospital's tramy per its rules, over DICOMweb with signed manifests and receipts,
+//! and resumes after the hospital is killed mid-transfer without losing or duplicating anything.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use common::*;
+
+/// The hospital: facility FB and a `node` token for the station to present.
+fn hospital() -> (TramyServer, String) {
+    let hospital = TramyServer::start();
+    hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
+    let node = hospital.cli(&["token", "create", "--facility", "FB", "--role", "node"]);
+    (hospital, node)
+}
+
+/// The station, forwarding everything to `hospital` with `node`'s token (written in `dir`);
+/// `peer` is added to the peer's settings.
+fn station(dir: &Path, hospital: &TramyServer, node: &str, peer: &str) -> TramyServer {
+    let token_file = dir.join("hospital.token");
+    std::fs::write(&token_file, node).unwrap();
+    TramyServer::start_with_config(&format!(
+        r#"
+[[peers]]
+name = "hospital"
+dicomweb_url = "{}"
+token_file = "{}"
+facility = "FB"
+{peer}
+
+[[forward]]
+to = "hospital"
+
+[forwarding]
+max_backoff = "2s"
+batch_instances = 2
+"#,
+        hospital.dicomweb(),
+        token_file.display()
+    ))
+}
+
+/// A study of `n` instances (CT sample copies, `pad_kb` kB larger each) in `dir`; its UID and files.
+fn make_study(dir: &Path, n: usize, pad_kb: usize) -> (String, Vec<PathBuf>) {
+    let out = std::process::Command::new(python())
+        .arg(repo_root().join("tests/clients/make_study.py"))
+        .arg(dir)
+        .arg(n.to_string())
+        .args(["--pad-kb", &pad_kb.to_string()])
+        .output()
+        .unwrap();
+    assert_success(&out, "make_study.py");
+    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut files = walk(dir);
+    files.sort();
+    (study, files)
+}
+
+fn deliveries(server: &TramyServer, study: &str) -> serde_json::Value {
+    let (code, body) = server
+        .http_get(&format!("/api/v1/studies/{study}/deliveries"))
+        .expect("deliveries answer");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until the study's delivery to the hospital is verified; returns that entry.
+fn wait_verified(station: &TramyServer, study: &str, n: i64) -> serde_json::Value {
+    wait_for("the study to be verified at the hospital", || {
+        let d = deliveries(station, study);
+        let entry = d
+            .as_array()?
+            .iter()
+            .find(|e| e["peer"] == "hospital")?
+            .clone();
+        (entry["state"] == "verified" && entry["instances"]["verified"] == n).then_some(entry)
+    })
+}
+
+fn post_manifest(hospital: &TramyServer, node: &str, jws: &str) -> HttpResponse {
+    hospital.http(
+        "POST",
+        "/api/v1/deliveries",
+        &[
+            ("Authorization", &format!("Bearer {node}")),
+            ("Content-Type", "application/jose"),
+        ],
+        jws.as_bytes(),
+    )
+}
+
+fn receipt(jws: &str) -> tramy::forward::manifest::Receipt {
+    let parsed = tramy::forward::jws::parse(jws, tramy::forward::manifest::RECEIPT_TYPE).unwrap();
+    parsed
+        .verify(&parsed.header.jwk.verifying_key().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_station_forwards_to_its_hospital_with_a_verified_signed_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, node) = hospital();
+    let station = station(dir.path(), &hospital, &node, "");
+    let (study, files) = make_study(&dir.path().join("study"), 5, 0);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    station.store_files(&refs, "five instances to the station");
+
+    let entry = wait_verified(&station, &study, 5);
+    assert_eq!(hospital.indexed_instances(), 5);
+    let timeline: Vec<&str> = entry["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["queued", "sent", "stored", "verified"]);
+    // A study that arrives over time may be delivered in several manifests, each receipted.
+    let manifests: Vec<(String, String)> = entry["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["state"], "verified", "{m}");
+            (
+                m["manifest"].as_str().unwrap().to_string(),
+                m["receipt"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let receipts: Vec<_> = manifests.iter().map(|(_, r)| receipt(r)).collect();
+    assert_eq!(receipts.iter().map(|r| r.stored.len()).sum::<usize>(), 5);
+    assert!(receipts
+        .iter()
+        .all(|r| r.receiver == "FB" && r.failed.is_empty()));
+    // The receipts are signed with the hospital's published key.
+    let keys = hospital.http_get("/api/v1/facilities/FB/keys").unwrap().1;
+    let kid = serde_json::from_str::<serde_json::Value>(&keys).unwrap()["keys"][0]["kid"].clone();
+    for (_, r) in &manifests {
+        let parsed = tramy::forward::jws::parse(r, tramy::forward::manifest::RECEIPT_TYPE).unwrap();
+        assert_eq!(serde_json::Value::from(parsed.header.kid.clone()), kid);
+    }
+    let manifest = manifests[0].0.clone();
+
+    // Sending the same instances again is harmless: nothing is queued or sent twice.
+    station.store_files(&refs, "the same five again");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let again = deliveries(&station, &study);
+    assert_eq!(again[0]["instances"]["verified"], 5);
+    assert_eq!(
+        again[0]["manifests"].as_array().unwrap().len(),
+        manifests.len()
+    );
+    assert_eq!(hospital.indexed_instances(), 5);
+
+    // A changed manifest is refused, never answered with a receipt.
+    let parts: Vec<&str> = manifest.split('.').collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+    let changed = payload.replacen("\"size\":", "\"size\":1", 1);
+    let forged = format!("{}.{}.{}", parts[0], b64.encode(changed), parts[2]);
+    let refused = post_manifest(&hospital, &node, &forged);
+    assert_eq!(
+        refused.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+
+    // A byte changed in an object stored at the hospital is reported in the next receipt.
+    let objects = hospital.object_files();
+    let victim = objects
+        .iter()
+        .max_by_key(|p| p.display().to_string())
+        .unwrap();
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0xFF;
+    std::fs::write(victim, bytes).unwrap();
+    let (mut stored, mut failed) = (0, Vec::new());
+    for (m, _) in &manifests {
+        let answer = post_manifest(&hospital, &node, m);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let checked = receipt(&String::from_utf8(answer.body).unwrap());
+        stored += checked.stored.len();
+        failed.extend(checked.failed);
+    }
+    assert_eq!(stored, 4);
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].reason.contains("does not match"), "{failed:?}");
+}
+
+#[test]
+fn killing_the_receiving_server_three_times_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hospital, node) = hospital();
+    // 2.7 MB at 400 kB/s: the transfer lasts long enough to be cut three times.
+    let station = station(dir.path(), &hospital, &node, "max_bytes_per_sec = 400000");
+    let (study, files) = make_study(&dir.path().join("study"), 40, 64);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    station.store_files(&refs, "forty instances to the station");
+    for round in 1..=3 {
+        let before = hospital.indexed_instances();
+        // Kill it while the station is sending: once more has arrived since the last start.
+        wait_for("the hospital to receive more", || {
+            (hospital.indexed_instances() > before).then_some(())
+        });
+        assert!(
+            hospital.indexed_instances() < 40,
+            "round {round}: the transfer was over"
+        );
+        hospital.kill();
+        std::thread::sleep(std::time::Duration::from_millis(300 * round));
+        hospital.restart();
+    }
+    wait_verified(&station, &study, 40);
+    assert_eq!(hospital.indexed_instances(), 40);
+    assert_eq!(hospital.object_files().len(), 40);
+}
