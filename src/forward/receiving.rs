@@ -44,8 +44,9 @@ pub async fn receipt_for(
     who: &Principal,
     manifest_jws: &str,
 ) -> Result<String, ReceiveError> {
-    let unverified = jws::parse(manifest_jws, MANIFEST_TYPE).map_err(ReceiveError::Untrusted)?;
-    let claimed: Manifest = unverified.claimed().map_err(ReceiveError::Untrusted)?;
+    let malformed = |e: JwsError| ReceiveError::Invalid(e.to_string());
+    let unverified = jws::parse(manifest_jws, MANIFEST_TYPE).map_err(malformed)?;
+    let claimed: Manifest = unverified.claimed().map_err(malformed)?;
     claimed.check().map_err(ReceiveError::Invalid)?;
     if !who.is_system_wide() && who.facility() != Some(claimed.destination.as_str()) {
         return Err(ReceiveError::NotYours(claimed.destination));

@@ -56,6 +56,15 @@ fn superadmin(who: &Principal) -> Result<(), HttpError> {
     }
 }
 
+/// Refuses, before reading the body, a caller that may not exchange deliveries.
+fn may_deliver(who: &Principal) -> Result<(), HttpError> {
+    if who.permits(crate::access::Action::Deliver) {
+        Ok(())
+    } else {
+        Err(HttpError::forbidden())
+    }
+}
+
 /// A peer as listed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PeerView {
@@ -226,6 +235,7 @@ pub async fn check(
     Caller(who): Caller,
     json: Result<Json<PresenceCheck>, JsonRejection>,
 ) -> Result<Json<Presence>, HttpError> {
+    may_deliver(&who)?;
     let asked = json?.0.instances;
     if asked.len() > MAX_CHECK {
         return Err(HttpError::bad_request(format!(
