@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use common::*;
 
-/// The hospital: facility FB and a `node` token for the station to present.
+/// The hospital: facility FB and a `node` token for the station to present. Its own triage is
+/// off, so that what it holds is exactly what was forwarded.
 fn hospital() -> (TramyServer, String) {
-    let hospital = TramyServer::start();
+    let hospital = TramyServer::start_with_config("[triage]\nenabled = false\n");
     hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
     let node = hospital.cli(&["token", "create", "--facility", "FB", "--role", "node"]);
     (hospital, node)
@@ -223,4 +224,73 @@ fn killing_the_receiving_server_three_times_loses_and_duplicates_nothing() {
     wait_verified(&station, &study, 40);
     assert_eq!(hospital.indexed_instances(), 40);
     assert_eq!(hospital.object_files().len(), 40);
+}
+
+#[test]
+fn a_chest_xray_flagged_urgent_is_forwarded_by_its_ai_rule_with_findings_and_report() {
+    let (_, images) = pneumonia_model();
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, node) = hospital();
+    let token_file = dir.path().join("hospital.token");
+    std::fs::write(&token_file, &node).unwrap();
+    // Only what triage flags urgent goes to the hospital, ahead of anything else queued.
+    let station = TramyServer::start_with_config(&format!(
+        r#"
+[[peers]]
+name = "hospital"
+dicomweb_url = "{}"
+token_file = "{}"
+facility = "FB"
+
+[[forward]]
+to = "hospital"
+modalities = ["DX", "CR"]
+ai_flag = "urgent"
+priority = "urgent"
+"#,
+        hospital.dicomweb(),
+        token_file.display()
+    ));
+    let wrap = |class: &str, jpeg: &str| {
+        let out = dir.path().join(format!("{jpeg}.dcm"));
+        wrap_jpeg_as_dx(&images.join(class).join(jpeg), &out);
+        let obj = dicom_object::open_file(&out).unwrap();
+        let study =
+            tramy::dicom::attributes::text(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+        (out, study)
+    };
+    // Scored 0.86 and 0.03 by the model (keras-reference.json).
+    let (flagged, flagged_study) = wrap("PNEUMONIA", "person1946_bacteria_4874.jpeg");
+    let (normal, normal_study) = wrap("NORMAL", "NORMAL2-IM-1430-0001.jpeg");
+    station.store_files(&[&flagged, &normal], "two chest X-rays");
+
+    // The flagged image and tramy's findings report reach the hospital, verified.
+    let entry = wait_verified(&station, &flagged_study, 2);
+    assert_eq!(hospital.indexed_instances(), 2);
+    let manifest = entry["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manifest"].as_str().unwrap().to_string())
+        .find_map(|jws| {
+            let parsed =
+                tramy::forward::jws::parse(&jws, tramy::forward::manifest::MANIFEST_TYPE).unwrap();
+            let m: tramy::forward::manifest::Manifest = parsed
+                .verify(&parsed.header.jwk.verifying_key().unwrap())
+                .unwrap();
+            (!m.findings.is_empty()).then_some(m)
+        })
+        .expect("a manifest carries the findings");
+    assert!(manifest
+        .findings
+        .iter()
+        .any(|f| f.label == "pneumonia" && f.flagged));
+    // The image it did not flag stays at the station.
+    wait_for("the normal image to be triaged", || {
+        let (_, body) = station.http_get(&format!("/api/v1/studies/{normal_study}/findings"))?;
+        body.contains("pneumonia").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(deliveries(&station, &normal_study), serde_json::json!([]));
+    assert_eq!(hospital.indexed_instances(), 2);
 }
