@@ -28,6 +28,10 @@ pub struct Sender {
     pub source: String,
     /// Peer network address.
     pub address: String,
+    /// For instances a peer server forwards: the facility they come from, which stands as the
+    /// issuer of a Patient ID that has none, so that two facilities' local IDs never merge
+    /// (issue #10 item 6). Recorded in the index only; the stored bytes are as received.
+    pub origin_facility: Option<String>,
 }
 
 /// What ingest did with an instance that it accepted.
@@ -267,13 +271,14 @@ impl Archive {
         expected: &Expected<'_>,
     ) -> Result<IngestReport, IngestError> {
         self.check_free_space()?;
-        let source_ae = sender.source.clone();
+        let (source_ae, origin) = (sender.source.clone(), sender.origin_facility.clone());
         // Parsing, hashing and serialising are CPU work, and a malformed data set can make the
         // parser spend long on it (a bogus length it allocates for), so it never runs on the async
         // workers that serve every other association.
-        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
-            .await
-            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(received, &source_ae, origin.as_deref()))
+                .await
+                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
         let a = &prepared.attributes;
         expected.check(
             "SOP Class UID",
@@ -471,7 +476,7 @@ impl Archive {
         received_at: String,
     ) -> Result<IngestOutcome, IngestError> {
         let source_ae = sender.source.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
+        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae, None))
             .await
             .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
         let new = NewInstance {
@@ -543,9 +548,19 @@ impl Prepared {
     }
 }
 
-fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, IngestError> {
+fn prepare(
+    received: ReceivedInstance,
+    source_ae: &str,
+    origin_facility: Option<&str>,
+) -> Result<Prepared, IngestError> {
     let dataset = received.parse()?;
-    let attributes = InstanceAttributes::from_dataset(&dataset)?;
+    let mut attributes = InstanceAttributes::from_dataset(&dataset)?;
+    let patient = &mut attributes.patient;
+    if let Some(origin) = origin_facility {
+        if patient.issuer_of_patient_id.is_empty() && !patient.patient_id.is_empty() {
+            patient.issuer_of_patient_id = origin.to_string();
+        }
+    }
     let metadata_json =
         metadata_json(&dataset).map_err(|e| IngestError::Metadata(e.to_string()))?;
     let file_header = received.file_header(

@@ -294,3 +294,128 @@ priority = "urgent"
     assert_eq!(deliveries(&station, &normal_study), serde_json::json!([]));
     assert_eq!(hospital.indexed_instances(), 2);
 }
+
+/// A study for patient `id` (issuer `issuer`, none when `None`) stored at `station` by calling
+/// AE `ae`; its Study Instance UID.
+fn store_patient_study(
+    station: &TramyServer,
+    dir: &Path,
+    ae: &str,
+    id: &str,
+    issuer: Option<&str>,
+) -> String {
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(repo_root().join("tests/clients/make_study.py"))
+        .arg(dir)
+        .arg("1")
+        .args(["--patient-id", id]);
+    if let Some(issuer) = issuer {
+        cmd.args(["--issuer", issuer]);
+    }
+    let out = cmd.output().unwrap();
+    assert_success(&out, "make_study.py");
+    let files: Vec<String> = walk(dir).iter().map(|p| p.display().to_string()).collect();
+    let port = station.port();
+    let mut args = vec!["-aet", ae, "-aec", "TRAMY", "127.0.0.1", port.as_str()];
+    args.extend(files.iter().map(String::as_str));
+    assert_success(&pynetdicom("storescu", &args), "storescu");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Patients at `server` with this PatientID: their IssuerOfPatientID, sorted.
+fn issuers_of(server: &TramyServer, id: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        server.data_dir.join("index.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut issuers: Vec<String> = conn
+        .prepare("SELECT issuer_of_patient_id FROM patients WHERE patient_id = ?1")
+        .unwrap()
+        .query_map([id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    issuers.sort();
+    issuers
+}
+
+#[test]
+fn forwarded_patients_keep_their_identity_local_ids_never_merge_and_links_travel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, node) = hospital();
+    // Two stations of their own facilities, both forwarding everything to the hub.
+    let stations: Vec<TramyServer> = ["FA", "FC"]
+        .iter()
+        .map(|code| {
+            std::fs::create_dir_all(dir.path().join(code)).unwrap();
+            let s = station(&dir.path().join(code), &hub, &node, "");
+            s.cli(&["facility", "add", code, "--name", "Commune station"]);
+            s.cli(&["ae", "add", &format!("CR_{code}"), "--facility", code]);
+            s
+        })
+        .collect();
+    let mut studies = Vec::new();
+    for (station, code) in stations.iter().zip(["FA", "FC"]) {
+        let ae = format!("CR_{code}");
+        // A local ID both stations happen to use, and one person's national citizen ID.
+        studies.push(store_patient_study(
+            station,
+            &dir.path().join(format!("{code}-local")),
+            &ae,
+            "123",
+            None,
+        ));
+        studies.push(store_patient_study(
+            station,
+            &dir.path().join(format!("{code}-citizen")),
+            &ae,
+            "079012345678",
+            Some("CCCD"),
+        ));
+    }
+    for (i, study) in studies.iter().enumerate() {
+        wait_verified(&stations[i / 2], study, 1);
+    }
+    // The local IDs stay two patients (each station's facility stands as their issuer); the
+    // citizen ID merges the person's studies from both stations into one patient.
+    assert_eq!(issuers_of(&hub, "123"), ["FA", "FC"]);
+    assert_eq!(issuers_of(&hub, "079012345678"), ["CCCD"]);
+
+    // At station FA a patient arrives without an ID, is forwarded, and is then linked to the
+    // citizen: the link reaches the hub with the next forward of that person's studies.
+    let fa = &stations[0];
+    let unknown = store_patient_study(fa, &dir.path().join("FA-unknown"), "CR_FA", "", None);
+    wait_verified(fa, &unknown, 1);
+    let link = fa.http(
+        "POST",
+        "/api/v1/patients/CCCD%7C079012345678/links",
+        &[("Content-Type", "application/json")],
+        serde_json::json!({ "study_instance_uid": unknown })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(link.status, 201, "{}", String::from_utf8_lossy(&link.body));
+    let next = store_patient_study(
+        fa,
+        &dir.path().join("FA-citizen-2"),
+        "CR_FA",
+        "079012345678",
+        Some("CCCD"),
+    );
+    wait_verified(fa, &next, 1);
+    let links = hub
+        .http(
+            "GET",
+            "/api/v1/patients/CCCD%7C079012345678/links",
+            &[],
+            b"",
+        )
+        .json();
+    let linked = links.as_array().unwrap();
+    assert_eq!(linked.len(), 1, "{links}");
+    assert_eq!(
+        linked[0]["study_instance_uids"],
+        serde_json::json!([unknown])
+    );
+}

@@ -206,8 +206,13 @@ impl PeerClient {
         }
     }
 
-    /// Sends `files` (Part 10) of one study in one STOW-RS request.
-    pub fn stow(&self, study: &str, files: Vec<Bytes>) -> Result<StowAnswer, PeerCallError> {
+    /// Sends `files` (Part 10) of one study, all of facility `origin`, in one STOW-RS request.
+    pub fn stow(
+        &self,
+        study: &str,
+        origin: &str,
+        files: Vec<Bytes>,
+    ) -> Result<StowAnswer, PeerCallError> {
         let boundary = format!("tramy-{}", hex::encode(rand_bytes()));
         let mut parts = Vec::with_capacity(files.len() * 2 + 1);
         for f in files {
@@ -232,7 +237,9 @@ impl PeerClient {
                 format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
             )
             .header("Accept", "application/dicom+json")
-            .header("Content-Length", length.to_string());
+            .header("Content-Length", length.to_string())
+            // A tramy peer records it as the issuer of Patient IDs that have none.
+            .header("X-Tramy-Origin-Facility", origin);
         if let Some(auth) = self.authorization()? {
             request = request.header("Authorization", auth);
         }

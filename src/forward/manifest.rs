@@ -51,6 +51,19 @@ pub struct ManifestFinding {
     pub urgency: String,
 }
 
+/// A link the sender's facility made between a patient who arrived without an ID (known by
+/// the study they arrived with) and an identified patient; it travels with the next forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLink {
+    /// The study the provisional patient arrived with.
+    pub provisional_study_instance_uid: String,
+    /// The identified patient's PatientID.
+    pub patient_id: String,
+    /// Its IssuerOfPatientID (empty when none).
+    pub issuer_of_patient_id: String,
+}
+
 /// What a sender signs for a study delivered to a destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +82,9 @@ pub struct Manifest {
     pub instances: Vec<ManifestInstance>,
     /// AI findings on them.
     pub findings: Vec<ManifestFinding>,
+    /// Patient links that concern the study's patient.
+    #[serde(default)]
+    pub patient_links: Vec<ManifestLink>,
     /// When it was signed (RFC 3339).
     pub created_at: String,
 }

@@ -64,6 +64,8 @@ pub struct OutboxItem {
     pub priority: i64,
     /// Attempts so far.
     pub attempts: i64,
+    /// The facility it belongs to.
+    pub facility: String,
 }
 
 /// An instance of a study whose sending is finished, for its manifest.

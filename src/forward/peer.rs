@@ -310,7 +310,7 @@ impl Peer {
     pub fn api_base(&self) -> Option<String> {
         match &self.endpoint {
             PeerEndpoint::DicomWeb { url } => Some(match url.rsplit_once('/') {
-                Some((base, last)) if last == "dicomweb" => base.to_string(),
+                Some((base, "dicomweb")) => base.to_string(),
                 _ => url.clone(),
             }),
             PeerEndpoint::Dimse { .. } => None,

@@ -69,6 +69,13 @@ pub async fn receipt_for(
         .map_err(ReceiveError::Untrusted)?;
     let manifest: Manifest = unverified.verify(&key).map_err(ReceiveError::Untrusted)?;
     let (stored, failed) = check_instances(archive, who, &manifest).await?;
+    if !manifest.patient_links.is_empty() {
+        let made = archive
+            .index()
+            .apply_peer_links(who, manifest.patient_links.clone())
+            .await?;
+        tracing::info!(manifest = %manifest.id, links = made, "patient links from the sender applied");
+    }
     let receipt = Receipt {
         version: 1,
         manifest_id: manifest.id.clone(),

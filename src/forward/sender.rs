@@ -138,6 +138,7 @@ impl PeerSender {
     /// The first due instance's study: its due instances in order, within the batch limits.
     fn batch(&self, due: Vec<OutboxItem>) -> Vec<OutboxItem> {
         let study = due[0].study_instance_uid.clone();
+        let facility = due[0].facility.clone();
         let top = due[0].priority;
         let limit = match self.peer.max_bytes_per_sec {
             Some(rate) => (rate * 2).clamp(256 * 1024, self.settings.batch_bytes),
@@ -145,10 +146,9 @@ impl PeerSender {
         };
         let mut bytes = 0u64;
         let mut out = Vec::new();
-        for item in due
-            .into_iter()
-            .filter(|i| i.study_instance_uid == study && i.priority == top)
-        {
+        for item in due.into_iter().filter(|i| {
+            i.study_instance_uid == study && i.priority == top && i.facility == facility
+        }) {
             let size = item.size_bytes.max(0) as u64;
             if !out.is_empty()
                 && (bytes + size > limit || out.len() >= self.settings.batch_instances)
@@ -206,7 +206,8 @@ impl PeerSender {
         }
         let client = self.client.clone();
         let study_owned = study.to_string();
-        match blocking(move || client.stow(&study_owned, files)).await {
+        let origin = sendable[0].facility.clone();
+        match blocking(move || client.stow(&study_owned, &origin, files)).await {
             Ok(answer) => self.settle_stow(sendable, answer, confirmed).await,
             Err(e) => self.failed(&sendable, &e).await,
         }
@@ -458,6 +459,11 @@ impl PeerSender {
             .iter()
             .map(|i| i.sop_instance_uid.as_str())
             .collect();
+        let patient_links = self
+            .archive
+            .index()
+            .study_patient_links(&self.who, study)
+            .await?;
         Ok(Manifest {
             version: 1,
             id: new_id(),
@@ -486,6 +492,7 @@ impl PeerSender {
                     urgency: f.urgency,
                 })
                 .collect(),
+            patient_links,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         })
     }

@@ -120,6 +120,7 @@ fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
         size_bytes: r.get(5)?,
         priority: r.get(6)?,
         attempts: r.get(7)?,
+        facility: r.get(8)?,
     })
 }
 
@@ -137,8 +138,8 @@ impl Index {
         let peer = peer.to_string();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT id, peer, study_instance_uid, sop_instance_uid, sha256, size_bytes, priority, attempts \
-                 FROM outbox WHERE peer = ?1 AND state IN ('queued', 'failed') AND not_before <= ?2 \
+                "SELECT id, peer, study_instance_uid, sop_instance_uid, sha256, size_bytes, priority, attempts, \
+                 facility FROM outbox WHERE peer = ?1 AND state IN ('queued', 'failed') AND not_before <= ?2 \
                  AND priority >= ?3 ORDER BY priority DESC, id LIMIT ?4",
             )?
             .query_map(params![peer, now(), min_priority, limit as i64], item)?
@@ -390,16 +391,18 @@ fn destinations(c: &Connection, study: &str) -> rusqlite::Result<Vec<Destination
         if let Some(e) = r.get::<_, Option<String>>(11)? {
             d.last_error = Some(e);
         }
+        // Even columns hold the first time a state was reached, odd ones the last.
         let t = &mut times.last_mut().expect("pushed above").1;
-        for k in 0..8 {
+        for (k, slot) in t.iter_mut().enumerate() {
             let v: Option<String> = r.get(3 + k)?;
-            t[k] = match (&t[k], v) {
-                (None, v) => v,
-                (Some(old), Some(v)) if (k % 2 == 0 && v < *old) || (k % 2 == 1 && v > *old) => {
-                    Some(v)
+            if let Some(v) = v {
+                let better = slot
+                    .as_ref()
+                    .is_none_or(|old| if k % 2 == 0 { v < *old } else { v > *old });
+                if better {
+                    *slot = Some(v);
                 }
-                (old, _) => old.clone(),
-            };
+            }
         }
     }
     for (d, (_, t)) in out.iter_mut().zip(times) {

@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::index::{Index, IndexError};
 use super::times::now;
 use crate::access::{Action, Principal};
+use crate::forward::manifest::ManifestLink;
 use crate::forward::peer::{PeerError, PeerSpec};
 
 /// What pinning a key found.
@@ -213,6 +214,82 @@ impl Index {
                 out.push(stored.is_some_and(|s| s.eq_ignore_ascii_case(sha)));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The live patient links that concern `study`'s patient (as the provisional or the
+    /// identified side), to travel in the study's next manifest.
+    pub async fn study_patient_links(
+        &self,
+        who: &Principal,
+        study: &str,
+    ) -> Result<Vec<ManifestLink>, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let study = study.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT pst.study_instance_uid, ip.patient_id, ip.issuer_of_patient_id FROM patient_links l \
+                 JOIN patients ip ON ip.id = l.patient_fk JOIN studies pst ON pst.patient_fk = l.provisional_fk \
+                 WHERE l.unlinked_at IS NULL AND ( \
+                   l.provisional_fk = (SELECT patient_fk FROM studies WHERE study_instance_uid = ?1) \
+                   OR l.patient_fk = (SELECT patient_fk FROM studies WHERE study_instance_uid = ?1)) \
+                 ORDER BY l.linked_at LIMIT 1000",
+            )?
+            .query_map([study], |r| {
+                Ok(ManifestLink {
+                    provisional_study_instance_uid: r.get(0)?,
+                    patient_id: r.get(1)?,
+                    issuer_of_patient_id: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Makes here the links a peer's manifest carries, where both patients are here and the
+    /// provisional one has no live link yet; returns how many were made.
+    pub async fn apply_peer_links(
+        &self,
+        who: &Principal,
+        links: Vec<ManifestLink>,
+    ) -> Result<usize, IndexError> {
+        self.admit(who, Action::Deliver)?;
+        let by = who.subject().to_string();
+        self.write(move |c| {
+            let mut made = 0;
+            for link in &links {
+                let provisional: Option<(i64, String)> = c
+                    .prepare_cached(
+                        "SELECT p.id, p.patient_key FROM studies st JOIN patients p ON p.id = st.patient_fk \
+                         WHERE st.study_instance_uid = ?1",
+                    )?
+                    .query_row([&link.provisional_study_instance_uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((provisional, _)) = provisional.filter(|(_, k)| k.starts_with(super::sharing::PROVISIONAL_KEY_PREFIX)) else {
+                    continue;
+                };
+                let identified: Option<i64> = c
+                    .prepare_cached("SELECT id FROM patients WHERE patient_key = ?1")?
+                    .query_row([format!("{}\u{1}{}", link.patient_id, link.issuer_of_patient_id)], |r| r.get(0))
+                    .optional()?;
+                let Some(identified) = identified else { continue };
+                let live = c
+                    .prepare_cached("SELECT 1 FROM patient_links WHERE provisional_fk = ?1 AND unlinked_at IS NULL")?
+                    .exists([provisional])?;
+                if live {
+                    continue;
+                }
+                let mut id = [0u8; 16];
+                let _ = getrandom::fill(&mut id);
+                c.prepare_cached(
+                    "INSERT INTO patient_links (id, provisional_fk, patient_fk, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![hex::encode(id), provisional, identified, by, now()])?;
+                made += 1;
+            }
+            Ok(made)
         })
         .await
     }

@@ -190,6 +190,7 @@ impl TriageWorker {
                     principal: self.principal.clone(),
                     source: super::sr::AI_SOURCE.into(),
                     address: "triage".into(),
+                    origin_facility: None,
                 };
                 if let Err(e) = self
                     .archive

@@ -2,7 +2,8 @@
 """Writes a study of N instances for forwarding tests: fresh copies of dicom-samples' CT (or of
 --template), one Study Instance UID, each with its own SOP Instance UID, as Part 10 files in OUT.
 
-  make_study.py OUT N [--modality CR] [--patient-id ID] [--issuer ISSUER] [--pad-kb K]
+  make_study.py OUT N [--modality CR] [--patient-id ID] [--issuer ISSUER]
+  (--patient-id '' writes a patient without an ID) [--pad-kb K]
 
 --pad-kb adds K kB of private data per instance (to make a backlog of a given size).
 Prints the Study Instance UID.
@@ -42,10 +43,12 @@ def main():
         ds.InstanceNumber = i + 1
         if a.modality:
             ds.Modality = a.modality
-        if a.patient_id:
+        if a.patient_id is not None:
             ds.PatientID = a.patient_id
-        if a.issuer:
+        if a.issuer is not None:
             ds.IssuerOfPatientID = a.issuer
+        elif "IssuerOfPatientID" in ds:
+            del ds.IssuerOfPatientID
         if a.pad_kb:
             block = ds.private_block(0x0009, "TRAMY TEST PADDING", create=True)
             block.add_new(0x01, "OB", os.urandom(a.pad_kb * 1024))
