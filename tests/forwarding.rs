@@ -419,3 +419,36 @@ fn forwarded_patients_keep_their_identity_local_ids_never_merge_and_links_travel
         serde_json::json!([unknown])
     );
 }
+
+#[test]
+fn outside_the_peers_time_window_only_urgent_instances_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, node) = hospital();
+    // A window that opens in two hours (local time, as the server reads it).
+    let opens = chrono::Local::now() + chrono::TimeDelta::hours(2);
+    let window = format!(
+        "windows = [\"{}-{}\"]\n\n[[forward]]\nto = \"hospital\"\nmodalities = [\"CR\"]\npriority = \"urgent\"",
+        opens.format("%H:%M"),
+        (opens + chrono::TimeDelta::hours(1)).format("%H:%M")
+    );
+    let station = station(dir.path(), &hospital, &node, &window);
+    let (ct_study, ct) = make_study(&dir.path().join("ct"), 2, 0);
+    let out = std::process::Command::new(python())
+        .arg(repo_root().join("tests/clients/make_study.py"))
+        .arg(dir.path().join("cr"))
+        .args(["1", "--modality", "CR"])
+        .output()
+        .unwrap();
+    assert_success(&out, "make_study.py");
+    let cr_study = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut files = ct.clone();
+    files.extend(walk(&dir.path().join("cr")));
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    station.store_files(&refs, "a CT study and an urgent CR");
+
+    wait_verified(&station, &cr_study, 1);
+    let waiting = deliveries(&station, &ct_study);
+    assert_eq!(waiting[0]["state"], "queued", "{waiting}");
+    assert_eq!(waiting[0]["instances"]["queued"], 2);
+    assert_eq!(hospital.indexed_instances(), 1);
+}

@@ -64,6 +64,8 @@ pub struct PeerSender {
     who: Principal,
     /// Consecutive failed rounds (manifest delivery), for the back-off.
     manifest_failures: u32,
+    /// Whether the peer's published keys were fetched and pinned in this run.
+    keys_pinned: bool,
 }
 
 impl PeerSender {
@@ -77,6 +79,7 @@ impl PeerSender {
             settings,
             who: Principal::system(),
             manifest_failures: 0,
+            keys_pinned: false,
         }
     }
 
@@ -406,12 +409,14 @@ impl PeerSender {
                 .iter()
                 .map(|i| (i.id, OutboxState::Stored, String::new()))
                 .collect();
+            self.audit(&record).await;
             return self
                 .archive
                 .index()
                 .record_delivery(&self.who, record)
                 .await;
         }
+        self.pin_published_keys().await?;
         let client = self.client.clone();
         let body = manifest_jws.clone();
         match blocking(move || client.deliver_manifest(&body)).await {
@@ -437,10 +442,84 @@ impl PeerSender {
                     .collect();
             }
         }
+        self.audit(&record).await;
         self.archive
             .index()
             .record_delivery(&self.who, record)
             .await
+    }
+
+    /// Pins the destination facility's keys as the peer publishes them
+    /// (`GET /api/v1/facilities/{code}/keys`, over the configured URL and credential), so a
+    /// receipt must be signed by one of them; when they cannot be fetched, the first receipt's
+    /// key is pinned instead.
+    async fn pin_published_keys(&mut self) -> Result<(), crate::store::IndexError> {
+        if self.keys_pinned {
+            return Ok(());
+        }
+        let client = self.client.clone();
+        let path = format!("/api/v1/facilities/{}/keys", self.peer.facility);
+        let keys = match blocking(move || client.get_api(&path)).await {
+            Ok(set) => set["keys"].as_array().cloned().unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer.name, error = %e, "published keys not fetched; the first receipt's key will be pinned");
+                return Ok(());
+            }
+        };
+        for key in keys {
+            let params = super::jws::JwkParams {
+                kty: key["kty"].as_str().unwrap_or_default().into(),
+                crv: key["crv"].as_str().unwrap_or_default().into(),
+                x: key["x"].as_str().unwrap_or_default().into(),
+            };
+            let Ok(kid) = params.thumbprint() else {
+                continue;
+            };
+            let jwk = serde_json::to_string(&params).unwrap_or_default();
+            let pin = self
+                .archive
+                .index()
+                .pin_remote_key(&self.who, &self.peer.facility, &kid, &jwk)
+                .await?;
+            if pin == KeyPin::Conflict {
+                tracing::error!(peer = %self.peer.name, facility = %self.peer.facility, "the peer publishes a key other than the one pinned for its facility; receipts signed with it are refused");
+            }
+        }
+        self.keys_pinned = true;
+        Ok(())
+    }
+
+    /// One audit event per delivered manifest: tramy sent this study to this peer, and how it
+    /// was confirmed.
+    async fn audit(&self, record: &DeliveryRecord) {
+        use crate::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+        let confirmed = record
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.1, OutboxState::Verified | OutboxState::Stored))
+            .count();
+        let outcome = if confirmed == record.outcomes.len() {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Failed
+        };
+        let event = NewAuditEvent {
+            actor: self.who.clone(),
+            action: AuditAction::Forward,
+            outcome,
+            study_instance_uid: Some(record.study_instance_uid.clone()),
+            patient: None,
+            detail: format!(
+                "forward to peer {} ({}): {} {confirmed}/{} confirmed",
+                self.peer.name,
+                self.peer.facility,
+                record.state,
+                record.outcomes.len()
+            ),
+        };
+        if let Err(e) = self.archive.index().record_audit(event).await {
+            tracing::error!(error = %e, "an audit event could not be recorded");
+        }
     }
 
     async fn build_manifest(
