@@ -199,11 +199,11 @@ fn a_station_forwards_to_its_hospital_with_a_verified_signed_receipt() {
 }
 
 #[test]
-fn killing_the_receiving_server_three_times_loses_and_duplicates_nothing() {
+fn killing_the_receiving_server_three_times_and_the_sender_once_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mut hospital, node) = hospital();
     // 2.7 MB at 400 kB/s: the transfer lasts long enough to be cut three times.
-    let station = station(dir.path(), &hospital, &node, "max_bytes_per_sec = 400000");
+    let mut station = station(dir.path(), &hospital, &node, "max_bytes_per_sec = 400000");
     let (study, files) = make_study(&dir.path().join("study"), 40, 64);
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     station.store_files(&refs, "forty instances to the station");
@@ -221,6 +221,9 @@ fn killing_the_receiving_server_three_times_loses_and_duplicates_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(300 * round));
         hospital.restart();
     }
+    // The station too: its outbox survives, and sending resumes where it stopped.
+    station.kill();
+    station.restart();
     wait_verified(&station, &study, 40);
     assert_eq!(hospital.indexed_instances(), 40);
     assert_eq!(hospital.object_files().len(), 40);
