@@ -455,3 +455,98 @@ fn outside_the_peers_time_window_only_urgent_instances_are_sent() {
     assert_eq!(waiting[0]["instances"]["queued"], 2);
     assert_eq!(hospital.indexed_instances(), 1);
 }
+
+/// A stand-in for the station's OpenID Connect provider's token endpoint (RFC 6749 4.4): answers
+/// the client credentials grant of client `station-fa` (secret `s3cret`, HTTP Basic) with an
+/// access token for facility FB's node role; counts the tokens issued.
+fn token_endpoint(issued: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            let basic = base64::engine::general_purpose::STANDARD.encode("station-fa:s3cret");
+            let (status, answer) = if head.contains(&format!("Basic {basic}"))
+                && body == b"grant_type=client_credentials"
+            {
+                issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let token = provider_token(&serde_json::json!({
+                    "iss": "https://sso.station.example/realms/fa", "aud": "tramy", "sub": "service-account-station-fa",
+                    "exp": chrono::Utc::now().timestamp() + 300,
+                    "facility": "FB", "realm_access": { "roles": ["node"] },
+                }));
+                (
+                    "200 OK",
+                    serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": 300 }),
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    serde_json::json!({ "error": "invalid_client" }),
+                )
+            };
+            let answer = answer.to_string();
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_station_presents_an_openid_connect_client_credential_to_its_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    write_provider_jwks(&jwks);
+    let hospital = TramyServer::start_with_config(&format!(
+        "[triage]\nenabled = false\n[auth.oidc]\nissuer = \"https://sso.station.example/realms/fa\"\n\
+         audience = \"tramy\"\njwks_file = {:?}\n\
+         claims = {{ facility = \"facility\", roles = \"realm_access.roles\" }}\n",
+        jwks.display().to_string()
+    ));
+    hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let port = token_endpoint(issued.clone());
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let station = TramyServer::start_with_config(&format!(
+        r#"
+[[peers]]
+name = "hospital"
+dicomweb_url = "{}"
+facility = "FB"
+oidc = {{ token_url = "http://127.0.0.1:{port}/token", client_id = "station-fa", client_secret_file = "{}" }}
+
+[[forward]]
+to = "hospital"
+"#,
+        hospital.dicomweb(),
+        secret.display()
+    ));
+    let (study, files) = make_study(&dir.path().join("study"), 3, 0);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    station.store_files(&refs, "three instances to the station");
+    wait_verified(&station, &study, 3);
+    assert_eq!(hospital.indexed_instances(), 3);
+    // One token served every request (presence checks, STOW-RS, keys, manifests).
+    assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -121,6 +121,7 @@ pub struct PeerClient {
     peer: Peer,
     agent: ureq::Agent,
     throttle: Arc<Throttle>,
+    credential: Arc<super::credential::Credential>,
 }
 
 impl PeerClient {
@@ -133,10 +134,18 @@ impl PeerClient {
             .timeout_per_write(Some(STALL))
             .build()
             .into();
+        let credential = Arc::new(match (&peer.token_file, &peer.oidc) {
+            (Some(path), _) => super::credential::Credential::TokenFile(path.clone()),
+            (None, Some(client)) => {
+                super::credential::Credential::Oidc(client.clone(), Default::default())
+            }
+            (None, None) => super::credential::Credential::None,
+        });
         PeerClient {
             peer,
             agent,
             throttle,
+            credential,
         }
     }
 
@@ -156,20 +165,10 @@ impl PeerClient {
         })
     }
 
-    /// The `Authorization` header value, from the token file (read at each call, so a rotated
-    /// token is used at once).
+    /// The `Authorization` header value: the token file's token (read at each call, so a
+    /// rotated token is used at once) or an access token from the OpenID Connect provider.
     fn authorization(&self) -> Result<Option<String>, PeerCallError> {
-        let Some(path) = &self.peer.token_file else {
-            return Ok(None);
-        };
-        let token = std::fs::read_to_string(path).map_err(|e| {
-            PeerCallError::Transient(format!(
-                "peer {}: token_file cannot be read ({}): fix the file or the peer's token_file",
-                self.peer.name,
-                e.kind()
-            ))
-        })?;
-        Ok(Some(format!("Bearer {}", token.trim())))
+        self.credential.authorization(&self.peer.name, &self.agent)
     }
 
     fn answer(
@@ -198,6 +197,9 @@ impl PeerClient {
     fn classify(&self, what: &str, status: u16, body: &str) -> PeerCallError {
         let detail = problem_detail(body);
         let message = format!("{what}: peer {} answered {status}{detail}", self.peer.name);
+        if status == 401 {
+            self.credential.refused();
+        }
         if status == 429 || status >= 500 || status == 401 || status == 408 {
             // 401: a token not yet registered or being rotated at the peer; keep trying.
             PeerCallError::Transient(message)

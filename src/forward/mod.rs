@@ -8,6 +8,7 @@
 //! asks a tramy peer for its signed receipt (a plain DICOMweb peer's STOW-RS answer stands in).
 //! The receiving side checks a manifest against what it stored ([`receiving`]).
 
+pub mod credential;
 pub mod dicomweb_client;
 pub mod jws;
 pub mod manifest;

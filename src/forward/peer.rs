@@ -126,6 +126,8 @@ pub struct Peer {
     pub endpoint: PeerEndpoint,
     /// The file holding the bearer token tramy presents (read at each use, so it can be rotated).
     pub token_file: Option<PathBuf>,
+    /// Or: the OpenID Connect client tramy gets an access token as.
+    pub oidc: Option<super::credential::ClientCredentials>,
     /// The facility the peer is (the destination named in manifests).
     pub facility: String,
     /// Most bytes per second sent to it; `None`: no limit.
@@ -156,6 +158,9 @@ pub struct PeerSpec {
     /// The file holding the bearer token tramy presents to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// Or: an OpenID Connect client whose access tokens tramy presents (client credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<super::credential::ClientCredentials>,
     /// The facility the peer is.
     pub facility: String,
     /// Most bytes per second sent to it.
@@ -218,6 +223,22 @@ impl PeerSpec {
                 self.name
             ));
         }
+        if self.token_file.is_some() && self.oidc.is_some() {
+            return invalid(format!(
+                "peer {}: give token_file or oidc, not both",
+                self.name
+            ));
+        }
+        if let Some(o) = &self.oidc {
+            if !(o.token_url.starts_with("https://") || o.token_url.starts_with("http://"))
+                || o.client_id.is_empty()
+            {
+                return invalid(format!(
+                    "peer {}: oidc needs an http(s) token_url and a client_id",
+                    self.name
+                ));
+            }
+        }
         if self.max_bytes_per_sec == Some(0) {
             return invalid(format!(
                 "peer {}: max_bytes_per_sec must be above 0 (leave it out for no limit)",
@@ -234,6 +255,7 @@ impl PeerSpec {
             kind,
             endpoint,
             token_file: self.token_file.as_ref().map(PathBuf::from),
+            oidc: self.oidc.clone(),
             facility: self.facility.clone(),
             max_bytes_per_sec: self.max_bytes_per_sec,
             windows,
@@ -290,6 +312,7 @@ impl Peer {
             dicomweb_url,
             dimse,
             token_file: self.token_file.as_ref().map(|p| p.display().to_string()),
+            oidc: self.oidc.clone(),
             facility: self.facility.clone(),
             max_bytes_per_sec: self.max_bytes_per_sec,
             windows: self.windows.iter().map(ToString::to_string).collect(),

@@ -48,7 +48,7 @@ impl Index {
         self.read(|c| {
             Ok(c.prepare(
                 "SELECT name, kind, dicomweb_url, dimse_ae_title, dimse_host, dimse_port, token_file, facility, \
-                 max_bytes_per_sec, windows FROM peers ORDER BY name",
+                 max_bytes_per_sec, windows, oidc FROM peers ORDER BY name",
             )?
             .query_map([], |r| {
                 let dimse = match (r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, Option<i64>>(5)?) {
@@ -65,6 +65,9 @@ impl Index {
                     facility: r.get(7)?,
                     max_bytes_per_sec: r.get::<_, Option<i64>>(8)?.map(|v| v.max(1) as u64),
                     windows: windows.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect(),
+                    oidc: r
+                        .get::<_, Option<String>>(10)?
+                        .and_then(|j| serde_json::from_str(&j).ok()),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?)
@@ -97,8 +100,8 @@ impl Index {
             };
             c.execute(
                 "INSERT INTO peers (name, kind, dicomweb_url, dimse_ae_title, dimse_host, dimse_port, token_file, \
-                 facility, max_bytes_per_sec, windows, created_by, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 facility, max_bytes_per_sec, windows, created_by, created_at, oidc) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     peer.name,
                     peer.kind.as_str(),
@@ -111,7 +114,8 @@ impl Index {
                     peer.max_bytes_per_sec.map(|v| v.min(i64::MAX as u64) as i64),
                     peer.windows.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
                     by,
-                    now()
+                    now(),
+                    peer.oidc.as_ref().and_then(|o| serde_json::to_string(o).ok())
                 ],
             )?;
             Ok(Ok(()))
