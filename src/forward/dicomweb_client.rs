@@ -140,7 +140,7 @@ impl PeerClient {
         }
     }
 
-    fn service_root(&self) -> Result<String, PeerCallError> {
+    pub(crate) fn service_root(&self) -> Result<String, PeerCallError> {
         match &self.peer.endpoint {
             super::PeerEndpoint::DicomWeb { url } => Ok(url.clone()),
             super::PeerEndpoint::Dimse { .. } => Err(PeerCallError::Refused(format!(
@@ -148,6 +148,16 @@ impl PeerClient {
                 self.peer.name
             ))),
         }
+    }
+
+    /// The HTTP agent (for the retrieval of priors, `dicomweb_retrieve.rs`).
+    pub(crate) fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// The peer.
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     fn api_base(&self) -> Result<String, PeerCallError> {
@@ -158,7 +168,7 @@ impl PeerClient {
 
     /// The `Authorization` header value, from the token file (read at each call, so a rotated
     /// token is used at once).
-    fn authorization(&self) -> Result<Option<String>, PeerCallError> {
+    pub(crate) fn authorization(&self) -> Result<Option<String>, PeerCallError> {
         let Some(path) = &self.peer.token_file else {
             return Ok(None);
         };
@@ -172,7 +182,7 @@ impl PeerClient {
         Ok(Some(format!("Bearer {}", token.trim())))
     }
 
-    fn answer(
+    pub(crate) fn answer(
         &self,
         what: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -195,7 +205,7 @@ impl PeerClient {
         Ok((status, body))
     }
 
-    fn classify(&self, what: &str, status: u16, body: &str) -> PeerCallError {
+    pub(crate) fn classify(&self, what: &str, status: u16, body: &str) -> PeerCallError {
         let detail = problem_detail(body);
         let message = format!("{what}: peer {} answered {status}{detail}", self.peer.name);
         if status == 429 || status >= 500 || status == 401 || status == 408 {
