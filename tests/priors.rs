@@ -45,9 +45,9 @@ fn station() -> Station {
     }
 }
 
-/// The hospital (facility FB), with the station as peer "station" presenting `token`; at most
-/// `max_instances` instances fetched per call.
-fn hospital(dir: &Path, station: &Station, max_instances: usize) -> TramyServer {
+/// The hospital (facility FB), with the station as peer "station" presenting the station's token
+/// for FB; `settings` go into `[forwarding]`.
+fn hospital(dir: &Path, station: &Station, settings: &str) -> TramyServer {
     let token_file = dir.join("station.token");
     std::fs::write(&token_file, &station.token_for_fb).unwrap();
     let server = TramyServer::start_with_config(&format!(
@@ -62,7 +62,7 @@ token_file = "{}"
 facility = "FA"
 
 [forwarding]
-retrieve_max_instances = {max_instances}
+{settings}
 "#,
         station.server.dicomweb(),
         token_file.display()
@@ -229,7 +229,7 @@ fn a_hospital_fetches_a_patients_priors_from_the_station_only_under_its_grant() 
     let studies: Vec<String> = sizes.iter().map(|(s, _)| s.clone()).collect();
     // Another patient of the station's: never part of this patient's priors.
     let other = store_study(&station, &dir.path().join("s3"), 1, "OTHER-1");
-    let hospital = hospital(dir.path(), &station, 1000);
+    let hospital = hospital(dir.path(), &station, "");
     let fb = token(&hospital, "FB", "clinician");
     let fc = token(&hospital, "FC", "clinician");
 
@@ -313,7 +313,7 @@ fn a_call_fetches_at_most_its_limit_and_the_next_continues() {
     store_study(&station, &dir.path().join("s1"), 3, PATIENT_ID);
     store_study(&station, &dir.path().join("s2"), 3, PATIENT_ID);
     grant_patient_to_fb(&station);
-    let hospital = hospital(dir.path(), &station, 4);
+    let hospital = hospital(dir.path(), &station, "retrieve_max_instances = 4");
     let fb = token(&hospital, "FB", "clinician");
 
     let first = retrieved(&hospital, &fb, json!({"patient": PATIENT}));
@@ -332,7 +332,7 @@ fn a_call_fetches_at_most_its_limit_and_the_next_continues() {
 fn bad_requests_and_callers_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let station = station();
-    let hospital = hospital(dir.path(), &station, 1000);
+    let hospital = hospital(dir.path(), &station, "");
     let fb = token(&hospital, "FB", "clinician");
     let modality = token(&hospital, "FB", "modality");
     let node = token(&hospital, "FB", "node");
@@ -373,4 +373,126 @@ fn bad_requests_and_callers_are_refused_with_a_reason() {
     let r = retrieve(&hospital, &fb, json!({"patient": PATIENT}));
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert!(!String::from_utf8_lossy(&r.body).contains(PATIENT_ID));
+}
+
+/// A `/proc/PID/status` value in bytes (VmHWM: peak RSS).
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("kB value");
+    kb * 1024
+}
+
+#[test]
+fn a_large_instance_is_retrieved_through_the_staging_area_not_memory() {
+    const MB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let station = station();
+    // 128 MB of Pixel Data (8192 × 8192 × 16 bits): ingest parses around it, never through it.
+    let big = dir.path().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let script = format!(
+        r#"
+import os
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+ds = dcmread({template:?})
+ds.StudyInstanceUID = generate_uid()
+ds.SeriesInstanceUID = generate_uid()
+ds.SOPInstanceUID = generate_uid()
+ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+ds.PatientID = {PATIENT_ID:?}
+ds.IssuerOfPatientID = "CCCD"
+ds.Rows = ds.Columns = 8192
+ds.PixelData = os.urandom(8192 * 8192 * 2)
+ds.save_as({out:?}, enforce_file_format=True)
+print(ds.StudyInstanceUID)
+"#,
+        template = repo_root()
+            .join("dicom-samples/ct_small_explicit_le.dcm")
+            .display()
+            .to_string(),
+        out = big.join("big.dcm").display().to_string(),
+    );
+    let out = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_success(&out, "a 128 MB instance");
+    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (content_type, body) = stow_body(&[std::fs::read(big.join("big.dcm")).unwrap()]);
+    let r = station.server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("Authorization", &format!("Bearer {}", station.fa_clinician)),
+            ("Content-Type", &content_type),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    drop(body);
+    grant_patient_to_fb(&station);
+    let hospital = hospital(dir.path(), &station, "");
+    let fb = token(&hospital, "FB", "clinician");
+    let before = proc_status(hospital.pid(), "VmHWM");
+
+    let answer = retrieved(&hospital, &fb, json!({"study": study}));
+    assert_eq!(answer["retrieved"], 1, "{answer}");
+    let peak = proc_status(hospital.pid(), "VmHWM");
+    eprintln!(
+        "hospital peak RSS: {} MB before, {} MB after retrieving a 128 MB instance",
+        before / MB,
+        peak / MB
+    );
+    assert!(peak < before + 64 * MB, "peak RSS {} MB", peak / MB);
+    // What was stored is what the station holds, byte for byte.
+    let object = hospital
+        .object_files()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    assert!(dataset_bytes(&object) == dataset_bytes(&big.join("big.dcm")));
+}
+
+#[test]
+fn a_peer_that_stalls_costs_the_call_its_time_limit_and_no_more() {
+    // A peer that accepts connections and never answers (fault injection).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in silent.incoming().take(4) {
+            open.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let hospital = TramyServer::start_with_config(&format!(
+        r#"
+[triage]
+enabled = false
+
+[[peers]]
+name = "station"
+dicomweb_url = "http://127.0.0.1:{port}/dicomweb"
+facility = "FA"
+
+[forwarding]
+retrieve_timeout = "2s"
+"#
+    ));
+    hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
+    let fb = token(&hospital, "FB", "clinician");
+    let started = std::time::Instant::now();
+    let r = retrieve(&hospital, &fb, json!({"patient": PATIENT}));
+    let took = started.elapsed();
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("in time"));
+    // A liveness bound: the 2 s limit, with room for a busy machine.
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    drop(held);
 }
