@@ -32,6 +32,11 @@ use crate::store::IndexError;
 /// client's answer cap).
 const MAX_LISTED: usize = 10_000;
 
+/// Retrievals running at once on this server; more are refused (503) rather than queued, so
+/// that callers cannot pile up threads and connections to peers.
+const MAX_RUNNING: usize = 4;
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RUNNING);
+
 /// What to ask the peer for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriorsQuery {
@@ -65,6 +70,9 @@ pub enum PriorsError {
     /// The peer could not be asked, or refused the query.
     #[error("{0}")]
     Peer(PeerCallError),
+    /// Too many retrievals are running; try again shortly.
+    #[error("{MAX_RUNNING} retrievals from peers are running; try again in a minute")]
+    Busy,
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -234,6 +242,7 @@ pub async fn retrieve(
             peer.name
         )));
     }
+    let _running = RUNNING.try_acquire().map_err(|_| PriorsError::Busy)?;
     let deadline = Instant::now() + limits.timeout;
     let client = PeerClient::new(peer.clone(), Arc::new(Throttle::new(None)));
     let params = query.qido_params();

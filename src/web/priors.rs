@@ -28,6 +28,7 @@ impl From<PriorsError> for HttpError {
             PriorsError::Peer(PeerCallError::Refused(m) | PeerCallError::Transient(m)) => {
                 HttpError::new(StatusCode::BAD_GATEWAY, m)
             }
+            PriorsError::Busy => HttpError::busy(e.to_string()),
             PriorsError::Index(e) => e.into(),
         }
     }
@@ -58,7 +59,8 @@ pub struct RetrieveRequest {
     (status = 403, description = "not a facility's clinician or admin, nor a superadmin", body = super::api::Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such peer", body = super::api::Problem, content_type = "application/problem+json"),
     (status = 501, description = "a DIMSE peer (not available yet)", body = super::api::Problem, content_type = "application/problem+json"),
-    (status = 502, description = "the peer could not be reached or refused the query", body = super::api::Problem, content_type = "application/problem+json")
+    (status = 502, description = "the peer could not be reached or refused the query", body = super::api::Problem, content_type = "application/problem+json"),
+    (status = 503, description = "four retrievals are running already; Retry-After says when to try again", body = super::api::Problem, content_type = "application/problem+json")
 ))]
 pub async fn retrieve_priors(
     State(state): State<AppState>,
