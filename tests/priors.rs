@@ -24,7 +24,12 @@ struct Station {
 }
 
 fn station() -> Station {
-    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    station_with("[triage]\nenabled = false\n")
+}
+
+/// The same with `config`.
+fn station_with(config: &str) -> Station {
+    let server = TramyServer::start_with_config(config);
     server.cli(&["facility", "add", "FA", "--name", "Commune station A"]);
     server.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
     let token = |facility: &str| {
@@ -450,13 +455,17 @@ print(ds.StudyInstanceUID)
     let fb = token(&hospital, "FB", "clinician");
     let before = proc_status(hospital.pid(), "VmHWM");
 
+    let started = std::time::Instant::now();
     let answer = retrieved(&hospital, &fb, json!({"study": study}));
+    let took = started.elapsed();
     assert_eq!(answer["retrieved"], 1, "{answer}");
     let peak = proc_status(hospital.pid(), "VmHWM");
     eprintln!(
-        "hospital peak RSS: {} MB before, {} MB after retrieving a 128 MB instance",
+        "hospital peak RSS: {} MB before, {} MB after retrieving a 128 MB instance in {:.1} s ({:.0} MB/s)",
         before / MB,
-        peak / MB
+        peak / MB,
+        took.as_secs_f64(),
+        128.0 / took.as_secs_f64()
     );
     assert!(peak < before + 64 * MB, "peak RSS {} MB", peak / MB);
     // What was stored is what the station holds, byte for byte.
@@ -517,4 +526,74 @@ retrieve_timeout = "5s"
         "{statuses:?}"
     );
     drop(held);
+}
+
+/// The number of instances `token` finds in `study` at `server` (QIDO-RS), with `filter`.
+fn qido_count(server: &TramyServer, token: &str, study: &str, filter: &str) -> usize {
+    let r = server.http(
+        "GET",
+        &format!("/dicomweb/studies/{study}/instances?{filter}"),
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Accept", "application/dicom+json"),
+        ],
+        b"",
+    );
+    match r.status {
+        200 => r.json().as_array().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+#[test]
+fn the_findings_sr_travels_with_its_study() {
+    let (_, images) = pneumonia_model();
+    let dir = tempfile::tempdir().unwrap();
+    // The station runs the pneumonia model (default models_dir); its SR joins the study.
+    let station = station_with("");
+    let dx = dir.path().join("dx.dcm");
+    wrap_jpeg_as_dx(
+        &images
+            .join("PNEUMONIA")
+            .join("person1946_bacteria_4874.jpeg"),
+        &dx,
+    );
+    let study = tramy::dicom::attributes::text(
+        &dicom_object::open_file(&dx).unwrap(),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    );
+    let (content_type, body) = stow_body(&[std::fs::read(&dx).unwrap()]);
+    let r = station.server.http(
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("Authorization", &format!("Bearer {}", station.fa_clinician)),
+            ("Content-Type", &content_type),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let fa = station.fa_clinician.clone();
+    wait_for("the findings SR at the station", || {
+        (qido_count(&station.server, &fa, &study, "Modality=SR") == 1).then_some(())
+    });
+    let r = post_json(
+        &station.server,
+        &station.fa_clinician,
+        "/api/v1/grants",
+        &json!({
+            "to_facility": "FB", "study_instance_uid": study,
+            "scope": ["metadata", "images", "findings"],
+            "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
+            "break_glass_reason": "referral without consent on record (test)"
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    let hospital = hospital(dir.path(), &station, "");
+    let fb = token(&hospital, "FB", "clinician");
+    let answer = retrieved(&hospital, &fb, json!({"study": study}));
+    assert_eq!(answer["retrieved"], 2, "{answer}");
+    assert_eq!(qido_count(&hospital, &fb, &study, ""), 2);
+    assert_eq!(qido_count(&hospital, &fb, &study, "Modality=SR"), 1);
 }
