@@ -55,6 +55,13 @@ pub struct ForwardingConfig {
     pub batch_instances: usize,
     /// Most megabytes in one STOW-RS request (with a bandwidth limit, about two seconds of it).
     pub batch_mb: u64,
+    /// Most studies one `POST /api/v1/peers/{name}/retrieve` fetches (more: the answer says so).
+    pub retrieve_max_studies: usize,
+    /// Most instances one retrieval fetches or finds here; asking again continues.
+    pub retrieve_max_instances: usize,
+    /// The time limit of one retrieval, e.g. `"10m"`; what arrived by then stays.
+    #[serde(with = "duration_text")]
+    pub retrieve_timeout: Duration,
 }
 
 impl Default for ForwardingConfig {
@@ -64,6 +71,9 @@ impl Default for ForwardingConfig {
             max_refusals: 3,
             batch_instances: 32,
             batch_mb: 32,
+            retrieve_max_studies: 50,
+            retrieve_max_instances: 5000,
+            retrieve_timeout: Duration::from_secs(600),
         }
     }
 }

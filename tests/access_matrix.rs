@@ -204,6 +204,13 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         },
         // An open route: the link itself is the credential, and this one is made up.
         "/share/{token}" => Status(401),
+        // Priors from a peer: a facility's clinician or admin, or a superadmin; the matrix's body
+        // is empty, so whoever may ask gets 400 (a peer is never called).
+        "/api/v1/peers/{name}/retrieve" => match who {
+            Nobody => Status(401),
+            Superadmin | AdminA | ClinicianA | ClinicianB | ClinicianC => Status(400),
+            ModalityA | ResearcherA | NodeA | ShareHolder => Status(403),
+        },
         "/api/v1/facilities" if get => administer(who, 200),
         // A facility's public signing key: for anyone who authenticates (a share link only reads
         // its study).

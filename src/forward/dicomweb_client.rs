@@ -149,7 +149,7 @@ impl PeerClient {
         }
     }
 
-    fn service_root(&self) -> Result<String, PeerCallError> {
+    pub(crate) fn service_root(&self) -> Result<String, PeerCallError> {
         match &self.peer.endpoint {
             super::PeerEndpoint::DicomWeb { url } => Ok(url.clone()),
             super::PeerEndpoint::Dimse { .. } => Err(PeerCallError::Refused(format!(
@@ -157,6 +157,16 @@ impl PeerClient {
                 self.peer.name
             ))),
         }
+    }
+
+    /// The HTTP agent (for the retrieval of priors, `dicomweb_retrieve.rs`).
+    pub(crate) fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// The peer.
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     fn api_base(&self) -> Result<String, PeerCallError> {
@@ -167,11 +177,11 @@ impl PeerClient {
 
     /// The `Authorization` header value: the token file's token (read at each call, so a
     /// rotated token is used at once) or an access token from the OpenID Connect provider.
-    fn authorization(&self) -> Result<Option<String>, PeerCallError> {
+    pub(crate) fn authorization(&self) -> Result<Option<String>, PeerCallError> {
         self.credential.authorization(&self.peer.name, &self.agent)
     }
 
-    fn answer(
+    pub(crate) fn answer(
         &self,
         what: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -194,7 +204,7 @@ impl PeerClient {
         Ok((status, body))
     }
 
-    fn classify(&self, what: &str, status: u16, body: &str) -> PeerCallError {
+    pub(crate) fn classify(&self, what: &str, status: u16, body: &str) -> PeerCallError {
         let detail = problem_detail(body);
         let message = format!("{what}: peer {} answered {status}{detail}", self.peer.name);
         if status == 401 {

@@ -6,14 +6,17 @@
 //! whether the peer has them already, sends what is missing (bandwidth-limited, in its time
 //! windows unless urgent), and once a study's instances are all sent, signs a [`manifest`] and
 //! asks a tramy peer for its signed receipt (a plain DICOMweb peer's STOW-RS answer stands in).
-//! The receiving side checks a manifest against what it stored ([`receiving`]).
+//! The receiving side checks a manifest against what it stored ([`receiving`]). A clinician
+//! fetches a patient's priors from a peer under the peer's grants ([`priors`]).
 
 pub mod credential;
 pub mod dicomweb_client;
+pub mod dicomweb_retrieve;
 pub mod jws;
 pub mod manifest;
 pub mod outbox;
 pub mod peer;
+pub mod priors;
 pub mod receiving;
 pub mod registry;
 pub mod rules;

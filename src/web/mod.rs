@@ -18,6 +18,7 @@ pub mod login;
 pub mod observability;
 pub mod peers;
 pub mod pool;
+pub mod priors;
 pub mod sharing;
 pub mod viewer;
 pub mod wado_uri;
@@ -290,6 +291,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v1/deliveries/check",
             post(peers::check).layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+        ),
+        (
+            Method::POST,
+            "/api/v1/peers/{name}/retrieve",
+            post(priors::retrieve_priors),
         ),
     ]
 }

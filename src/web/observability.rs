@@ -191,7 +191,8 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::retry,
         super::peers::study_deliveries,
         super::peers::deliver,
-        super::peers::check
+        super::peers::check,
+        super::priors::retrieve_priors
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -229,6 +230,10 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::PresenceCheck,
         super::peers::HeldInstance,
         super::peers::Presence,
+        super::priors::RetrieveRequest,
+        crate::forward::priors::RetrieveReport,
+        crate::forward::priors::StudyRetrieval,
+        crate::forward::priors::FailedInstance,
         crate::forward::outbox::DestinationDelivery,
         crate::forward::outbox::OutboxState,
         crate::forward::outbox::StateCounts,
