@@ -14,8 +14,10 @@ pub mod manifest;
 pub mod outbox;
 pub mod peer;
 pub mod receiving;
+pub mod reconcile;
 pub mod registry;
 pub mod rules;
 pub mod sender;
+pub mod stats;
 
 pub use peer::{Peer, PeerEndpoint, PeerKind, PeerSpec};

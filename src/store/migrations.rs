@@ -17,6 +17,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_tenancy.sql")),
     M::up(include_str!("migrations/004_audit.sql")),
     M::up(include_str!("migrations/005_forwarding.sql")),
+    M::up(include_str!("migrations/007_stats.sql")),
 ];
 
 /// The schema version this tramy writes: the number of migrations.

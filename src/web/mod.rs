@@ -19,6 +19,7 @@ pub mod observability;
 pub mod peers;
 pub mod pool;
 pub mod sharing;
+pub mod stats;
 pub mod viewer;
 pub mod wado_uri;
 
@@ -290,6 +291,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v1/deliveries/check",
             post(peers::check).layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+        ),
+        (
+            Method::GET,
+            "/api/v1/facilities/{code}/stats",
+            get(stats::facility_stats),
         ),
     ]
 }

@@ -191,7 +191,8 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::retry,
         super::peers::study_deliveries,
         super::peers::deliver,
-        super::peers::check
+        super::peers::check,
+        super::stats::facility_stats
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -233,7 +234,14 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         crate::forward::outbox::OutboxState,
         crate::forward::outbox::StateCounts,
         crate::forward::outbox::TimelineStep,
-        crate::forward::outbox::ManifestRecord
+        crate::forward::outbox::ManifestRecord,
+        crate::forward::stats::FacilityStats,
+        crate::forward::stats::DayCounts,
+        crate::forward::stats::Counts,
+        crate::forward::stats::Tally,
+        crate::forward::stats::DestinationCounts,
+        crate::forward::stats::FromPeer,
+        crate::forward::stats::ReasonCount
     ))
 )]
 pub struct ApiDoc;
