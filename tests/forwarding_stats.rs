@@ -221,6 +221,62 @@ fn the_stations_counts_match_what_arrived_at_the_hospital_and_tramy_stats_prints
 }
 
 #[test]
+fn failures_are_counted_per_destination_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hospital, node) = hospital();
+    let config = station_config(dir.path(), &hospital, &node, "tramy");
+    // A second destination nobody answers at: every attempt fails, and is retried.
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        r#"
+[[peers]]
+name = "hub"
+dicomweb_url = "http://127.0.0.1:{}/dicomweb"
+facility = "HUB"
+
+[[forward]]
+to = "hub"
+"#,
+        free_port()
+    ));
+    std::fs::write(&config, &toml).unwrap();
+    let station = station(&config);
+    let (study, files) = make_study(&dir.path().join("study"), 3);
+    store(&station, &files, "three instances to the station");
+    wait_delivered(&station, &study, 3, "verified");
+    let stats = wait_for("the hub's instances to have failed", || {
+        let stats = get_json(&station, "/api/v1/facilities/LOCAL/stats");
+        let hub = destination(&stats["totals"], "hub").clone();
+        (hub["failed"]["instances"] == 3).then_some(stats)
+    });
+    let totals = &stats["totals"];
+    let hub = destination(totals, "hub");
+    assert_eq!(hub["queued"]["instances"], 3);
+    assert_eq!(hub["sent"]["instances"], 0);
+    assert_eq!(hub["verified"]["instances"], 0);
+    assert_eq!(hub["pending"]["instances"], 0);
+    assert_eq!(hub["failed"]["studies"], 1);
+    let reasons = hub["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{hub}");
+    assert_eq!(reasons[0]["state"], "failed");
+    assert_eq!(reasons[0]["instances"], 3);
+    assert!(
+        reasons[0]["reason"].as_str().unwrap().contains("hub"),
+        "the reason names the peer: {hub}"
+    );
+    // The hospital is counted apart, all verified.
+    assert_eq!(destination(totals, "hospital")["verified"]["instances"], 3);
+    let table = station.cli(&["stats", "--facility", "LOCAL"]);
+    assert!(table.contains("why instances failed"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("hub") && l.contains("failed") && l.contains(" 3 ")),
+        "{table}"
+    );
+}
+
+#[test]
 fn the_period_is_checked_and_only_the_facilitys_own_staff_read_its_counts() {
     let (hospital, _node) = hospital();
     let bad = [
