@@ -157,7 +157,8 @@ pub struct FromPeer {
 /// Counts of one day, or of the whole period.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Counts {
-    /// The facility's instances that arrived (from modalities, importers and peers).
+    /// The facility's instances that arrived (from modalities, importers and peers; not the
+    /// findings reports tramy filed itself).
     pub received: Tally,
     /// What peers delivered here under signed manifests, per sending facility.
     pub from_peers: Vec<FromPeer>,

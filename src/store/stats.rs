@@ -9,6 +9,7 @@ use super::times::now;
 use crate::access::{Action, Principal};
 use crate::forward::reconcile::SentRecord;
 use crate::forward::stats::{ReasonCount, StatsRow, Step, Tally};
+use crate::triage::sr::AI_SOURCE;
 
 /// A facility's counts are read by its own callers; a system-wide caller reads any.
 fn own_facility(who: &Principal, facility: &str) -> Result<(), IndexError> {
@@ -51,10 +52,12 @@ fn stats_rows(
     let sql = format!(
         "SELECT {day}, count(*), count(DISTINCT se.study_fk) FROM instances i \
          JOIN series se ON i.series_fk = se.id \
-         WHERE i.facility = ?1 AND i.received_at >= ?2 AND i.received_at < ?3 GROUP BY 1"
+         WHERE i.facility = ?1 AND i.received_at >= ?2 AND i.received_at < ?3 AND i.source <> ?4 \
+         GROUP BY 1"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    for row in stmt.query_map(params![facility, start, end], |r| {
+    // The findings reports tramy files itself are not arrivals.
+    for row in stmt.query_map(params![facility, start, end, AI_SOURCE], |r| {
         Ok(StatsRow::Received {
             day: r.get(0)?,
             tally: tally(r, 1)?,
