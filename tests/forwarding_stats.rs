@@ -282,6 +282,23 @@ to = "hub"
         reasons[0]["reason"].as_str().unwrap().contains("hub"),
         "the reason names the peer: {hub}"
     );
+    // Reconciling with a peer that is not configured, or with nothing sent to it, says so.
+    let unknown = Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .arg("--config")
+        .arg(&config)
+        .args(["reconcile", "--peer", "nowhere"])
+        .env("TRAMY_DATA_DIR", &station.data_dir)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no peer named nowhere"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let nothing = station_cli(&station, &config, &["reconcile", "--peer", "hub"]);
+    assert!(nothing.contains("peer hub: 0 instance(s)"), "{nothing}");
     // The hospital is counted apart, all verified.
     assert_eq!(destination(totals, "hospital")["verified"]["instances"], 3);
     let table = station.cli(&["stats", "--facility", "LOCAL"]);
@@ -423,6 +440,12 @@ fn the_period_is_checked_and_only_the_facilitys_own_staff_read_its_counts() {
     };
     let clinician = hospital.cli(&["token", "create", "--facility", "FB", "--role", "clinician"]);
     let node = hospital.cli(&["token", "create", "--facility", "FB", "--role", "node"]);
+    // Without --facility, `tramy stats` prints every facility's.
+    let all = hospital.cli(&["stats"]);
+    assert!(
+        all.contains("facility FB,") && all.contains("facility LOCAL,"),
+        "{all}"
+    );
     assert_eq!(ask(&clinician, "FB"), 200);
     assert_eq!(ask(&clinician, "LOCAL"), 403);
     assert_eq!(ask(&node, "FB"), 403);
