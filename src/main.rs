@@ -95,6 +95,41 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A facility's delivery counts per UTC day and destination (what
+    /// `GET /api/v1/facilities/{code}/stats` answers). Works beside a running server.
+    Stats {
+        /// The facility (default: every registered facility).
+        #[arg(long)]
+        facility: Option<String>,
+        /// The first day, YYYY-MM-DD (default: 29 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day, included (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the JSON the API answers (with no --facility, a list of them).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a peer which of the instances it accepted or confirmed it still holds, re-queue those
+    /// it lacks (the running server sends them again) and print the difference.
+    Reconcile {
+        /// The peer's name (from [[peers]] in --config, or added through the API).
+        #[arg(long)]
+        peer: String,
+        /// Only what was sent on or after this day (YYYY-MM-DD) or time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Report only; re-queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Most missing SOP Instance UIDs to list.
+        #[arg(long, default_value_t = 20)]
+        list: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -562,6 +597,106 @@ async fn token(command: TokenCommand, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn stats(
+    config: &Config,
+    facility: Option<String>,
+    from: Option<&str>,
+    to: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use tramy::forward::stats::{facility_stats, StatsPeriod};
+    let (index, who) = (open_index(config)?, tramy::access::Principal::system());
+    let period = StatsPeriod::parse(from, to, chrono::Utc::now().date_naive())?;
+    let codes = match facility {
+        Some(code) => {
+            if !index.facility_registered(&who, &code)? {
+                anyhow::bail!("no facility {code}: see `tramy facility list`");
+            }
+            vec![code]
+        }
+        None => index
+            .facilities(&who)
+            .await?
+            .into_iter()
+            .map(|f| f.code)
+            .collect(),
+    };
+    let mut all = Vec::new();
+    for code in &codes {
+        all.push(facility_stats(&index, &who, code, &period).await?);
+    }
+    match (json, all.as_slice()) {
+        (true, [one]) => println!("{}", serde_json::to_string_pretty(one)?),
+        (true, _) => println!("{}", serde_json::to_string_pretty(&all)?),
+        (false, _) => {
+            let tables: Vec<String> = all.iter().map(|s| s.render()).collect();
+            print!("{}", tables.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+/// The peer named `name`: from the configuration's `[[peers]]`, else added through the API.
+async fn find_peer(
+    config: &Config,
+    index: &tramy::store::Index,
+    name: &str,
+) -> anyhow::Result<tramy::forward::Peer> {
+    if let Some(spec) = config.peers.iter().find(|p| p.name == name) {
+        return Ok(spec.to_peer(true)?);
+    }
+    let who = tramy::access::Principal::system();
+    match index.api_peers(&who).await?.into_iter().find(|p| p.name == name) {
+        Some(spec) => Ok(spec.to_peer(false)?),
+        None => anyhow::bail!(
+            "no peer named {name} in [[peers]] of the configuration or among those added through the API (is --config given?)"
+        ),
+    }
+}
+
+/// A day (`YYYY-MM-DD`, its start in UTC) or an RFC 3339 time, as the index writes times.
+fn since_text(since: &str) -> anyhow::Result<String> {
+    let at = match chrono::NaiveDate::parse_from_str(since.trim(), "%Y-%m-%d") {
+        Ok(day) => day.and_time(chrono::NaiveTime::MIN).and_utc(),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(since.trim())
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--since {since:?}: write a day as YYYY-MM-DD or a time as RFC 3339"
+                )
+            })?
+            .with_timezone(&chrono::Utc),
+    };
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+async fn reconcile(
+    config: &Config,
+    peer: &str,
+    since: Option<&str>,
+    options: tramy::forward::reconcile::ReconcileOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let index = open_index(config)?;
+    let peer = find_peer(config, &index, peer).await?;
+    let options = tramy::forward::reconcile::ReconcileOptions {
+        since: since.map(since_text).transpose()?,
+        ..options
+    };
+    let report = tramy::forward::reconcile::reconcile(
+        &index,
+        &tramy::access::Principal::system(),
+        peer,
+        &options,
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
 fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
     tramy::ingest::Archive::open(config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))
@@ -675,6 +810,26 @@ fn main() -> anyhow::Result<()> {
             Command::Audit {
                 command: AuditCommand::Verify,
             } => audit_verify(&config).await,
+            Command::Stats {
+                facility,
+                from,
+                to,
+                json,
+            } => stats(&config, facility, from.as_deref(), to.as_deref(), json).await,
+            Command::Reconcile {
+                peer,
+                since,
+                dry_run,
+                list,
+                json,
+            } => {
+                let options = tramy::forward::reconcile::ReconcileOptions {
+                    since: None,
+                    dry_run,
+                    list,
+                };
+                reconcile(&config, &peer, since.as_deref(), options, json).await
+            }
             Command::Verify { since, rate, json } => {
                 let options = tramy::integrity::scrub::VerifyOptions {
                     since,

@@ -224,6 +224,12 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             Superadmin => Status(201),
             _ => Status(403),
         },
+        // A facility's delivery counts: its own admins and clinicians, and the superadmin.
+        "/api/v1/facilities/{code}/stats" => match who {
+            Nobody => Status(401),
+            Superadmin | AdminA | ClinicianA => Status(200),
+            _ => Status(403),
+        },
         "/api/v1/ae-titles" | "/api/v1/tokens" if get => administer(who, 200),
         "/api/v1/ae-titles" | "/api/v1/tokens" => administer(who, 201),
         "/api/v1/tokens/{id}" => administer(who, 404),

@@ -282,7 +282,9 @@ impl PeerClient {
         let url = format!(
             "{}/studies/{study}/instances?SOPInstanceUID={}&includefield=00080018",
             self.service_root()?,
-            uids.join(",")
+            // A list of UIDs: backslash-separated, as DICOM writes multiple values (PS3.18
+            // 8.3.4.1); both tramy and Orthanc read it.
+            uids.join("%5C")
         );
         let mut request = self
             .agent
@@ -298,6 +300,38 @@ impl PeerClient {
             _ => return Err(self.classify("QIDO-RS", status, &text)),
         };
         Ok(uids.iter().map(|u| found.iter().any(|f| f == u)).collect())
+    }
+
+    /// Every SOP Instance UID the peer lists in `study` (QIDO-RS, PS3.18 10.6), page by page
+    /// until an empty page: no UID list matching, whose separator servers disagree on (comma
+    /// or backslash), and a peer that caps a page below `limit` is still read to the end.
+    pub fn instances_in_study(&self, study: &str) -> Result<Vec<String>, PeerCallError> {
+        const LIMIT: usize = 1000;
+        let mut found = Vec::new();
+        loop {
+            let url = format!(
+                "{}/studies/{study}/instances?includefield=00080018&limit={LIMIT}&offset={}",
+                self.service_root()?,
+                found.len()
+            );
+            let mut request = self
+                .agent
+                .get(&url)
+                .header("Accept", "application/dicom+json");
+            if let Some(auth) = self.authorization()? {
+                request = request.header("Authorization", auth);
+            }
+            let (status, text) = self.answer("QIDO-RS", request.call())?;
+            let page = match status {
+                200 => sop_uids(&text),
+                204 | 404 => Vec::new(),
+                _ => return Err(self.classify("QIDO-RS", status, &text)),
+            };
+            if page.is_empty() {
+                return Ok(found);
+            }
+            found.extend(page);
+        }
     }
 
     fn holds_by_sha256(&self, instances: &[(String, String)]) -> Result<Vec<bool>, PeerCallError> {

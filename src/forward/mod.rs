@@ -18,8 +18,10 @@ pub mod outbox;
 pub mod peer;
 pub mod priors;
 pub mod receiving;
+pub mod reconcile;
 pub mod registry;
 pub mod rules;
 pub mod sender;
+pub mod stats;
 
 pub use peer::{Peer, PeerEndpoint, PeerKind, PeerSpec};

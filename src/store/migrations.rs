@@ -17,6 +17,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_tenancy.sql")),
     M::up(include_str!("migrations/004_audit.sql")),
     M::up(include_str!("migrations/005_forwarding.sql")),
+    M::up(include_str!("migrations/007_stats.sql")),
     M::up(include_str!("migrations/009_peer_oidc.sql")),
 ];
 

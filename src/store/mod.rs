@@ -14,6 +14,7 @@ pub mod read_buffers;
 pub mod registry;
 pub mod sharing;
 pub mod staging;
+pub mod stats;
 mod times;
 mod visibility;
 

@@ -20,6 +20,7 @@ pub mod peers;
 pub mod pool;
 pub mod priors;
 pub mod sharing;
+pub mod stats;
 pub mod viewer;
 pub mod wado_uri;
 
@@ -296,6 +297,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v1/peers/{name}/retrieve",
             post(priors::retrieve_priors),
+        ),
+        (
+            Method::GET,
+            "/api/v1/facilities/{code}/stats",
+            get(stats::facility_stats),
         ),
     ]
 }

@@ -192,7 +192,8 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::study_deliveries,
         super::peers::deliver,
         super::peers::check,
-        super::priors::retrieve_priors
+        super::priors::retrieve_priors,
+        super::stats::facility_stats
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -238,7 +239,14 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         crate::forward::outbox::OutboxState,
         crate::forward::outbox::StateCounts,
         crate::forward::outbox::TimelineStep,
-        crate::forward::outbox::ManifestRecord
+        crate::forward::outbox::ManifestRecord,
+        crate::forward::stats::FacilityStats,
+        crate::forward::stats::DayCounts,
+        crate::forward::stats::Counts,
+        crate::forward::stats::Tally,
+        crate::forward::stats::DestinationCounts,
+        crate::forward::stats::FromPeer,
+        crate::forward::stats::ReasonCount
     ))
 )]
 pub struct ApiDoc;

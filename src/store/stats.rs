@@ -1,0 +1,241 @@
+//! The rows of a facility's delivery counts (issue #10 item 4) and of reconciliation with a
+//! peer: grouped counts by UTC day (the first ten characters of the index's RFC 3339 times),
+//! what the outbox says a peer has, and putting back in the queue what the peer lacks.
+
+use rusqlite::{params, Connection};
+
+use super::index::{Index, IndexError};
+use super::times::now;
+use crate::access::{Action, Principal};
+use crate::forward::reconcile::SentRecord;
+use crate::forward::stats::{ReasonCount, StatsRow, Step, Tally};
+use crate::triage::sr::AI_SOURCE;
+
+/// A facility's counts are read by its own callers; a system-wide caller reads any.
+fn own_facility(who: &Principal, facility: &str) -> Result<(), IndexError> {
+    if who.is_system_wide() || who.facility() == Some(facility) {
+        Ok(())
+    } else {
+        Err(IndexError::Forbidden {
+            subject: who.subject().to_string(),
+            action: Action::Query,
+        })
+    }
+}
+
+/// The day of time column `column`, or '' when the rows are not grouped by day.
+fn day_of(column: &str, by_day: bool) -> String {
+    if by_day {
+        format!("substr({column}, 1, 10)")
+    } else {
+        "''".into()
+    }
+}
+
+fn tally(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Tally> {
+    Ok(Tally {
+        instances: r.get(at)?,
+        studies: r.get(at + 1)?,
+    })
+}
+
+/// `facility`'s rows in [start, end), grouped by day when `by_day`, else over the period.
+fn stats_rows(
+    c: &Connection,
+    facility: &str,
+    start: &str,
+    end: &str,
+    by_day: bool,
+) -> rusqlite::Result<Vec<StatsRow>> {
+    let mut rows = Vec::new();
+    let day = day_of("i.received_at", by_day);
+    let sql = format!(
+        "SELECT {day}, count(*), count(DISTINCT se.study_fk) FROM instances i \
+         JOIN series se ON i.series_fk = se.id \
+         WHERE i.facility = ?1 AND i.received_at >= ?2 AND i.received_at < ?3 AND i.source <> ?4 \
+         GROUP BY 1"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    // The findings reports tramy files itself are not arrivals.
+    for row in stmt.query_map(params![facility, start, end, AI_SOURCE], |r| {
+        Ok(StatsRow::Received {
+            day: r.get(0)?,
+            tally: tally(r, 1)?,
+        })
+    })? {
+        rows.push(row?);
+    }
+    let day = day_of("received_at", by_day);
+    let sql = format!(
+        "SELECT {day}, sender_facility, count(*), sum(stored), count(DISTINCT study_instance_uid), sum(failed) \
+         FROM received_deliveries WHERE destination = ?1 AND received_at >= ?2 AND received_at < ?3 \
+         GROUP BY 1, 2"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    for row in stmt.query_map(params![facility, start, end], |r| {
+        Ok(StatsRow::FromPeer {
+            day: r.get(0)?,
+            facility: r.get(1)?,
+            deliveries: r.get(2)?,
+            stored: tally(r, 3)?,
+            failed: r.get(5)?,
+        })
+    })? {
+        rows.push(row?);
+    }
+    for (step, column) in [
+        (Step::Queued, "queued_at"),
+        (Step::Sent, "sent_at"),
+        (Step::Stored, "stored_at"),
+        (Step::Verified, "verified_at"),
+    ] {
+        let day = day_of(column, by_day);
+        let sql = format!(
+            "SELECT {day}, peer, count(*), count(DISTINCT study_instance_uid) FROM outbox \
+             WHERE facility = ?1 AND {column} >= ?2 AND {column} < ?3 GROUP BY 1, 2"
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        for row in stmt.query_map(params![facility, start, end], |r| {
+            Ok(StatsRow::Event {
+                day: r.get(0)?,
+                peer: r.get(1)?,
+                step,
+                tally: tally(r, 2)?,
+            })
+        })? {
+            rows.push(row?);
+        }
+    }
+    let day = day_of("queued_at", by_day);
+    let sql = format!(
+        "SELECT {day}, peer, CASE WHEN state IN ('queued', 'sent') THEN 'pending' ELSE state END, \
+         count(*), count(DISTINCT study_instance_uid) FROM outbox \
+         WHERE facility = ?1 AND queued_at >= ?2 AND queued_at < ?3 \
+         AND state IN ('queued', 'sent', 'failed', 'dead') GROUP BY 1, 2, 3"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    for row in stmt.query_map(params![facility, start, end], |r| {
+        Ok(StatsRow::State {
+            day: r.get(0)?,
+            peer: r.get(1)?,
+            state: r.get(2)?,
+            tally: tally(r, 3)?,
+        })
+    })? {
+        rows.push(row?);
+    }
+    let sql = format!(
+        "SELECT {day}, peer, state, last_error, count(*) FROM outbox \
+         WHERE facility = ?1 AND queued_at >= ?2 AND queued_at < ?3 \
+         AND state IN ('failed', 'dead') GROUP BY 1, 2, 3, 4"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    for row in stmt.query_map(params![facility, start, end], |r| {
+        Ok(StatsRow::Reason {
+            day: r.get(0)?,
+            peer: r.get(1)?,
+            reason: ReasonCount {
+                state: r.get(2)?,
+                reason: r.get(3)?,
+                instances: r.get(4)?,
+            },
+        })
+    })? {
+        rows.push(row?);
+    }
+    let day = day_of("f.created_at", by_day);
+    let sql = format!(
+        "SELECT {day}, count(*), count(DISTINCT f.study_instance_uid) FROM findings f \
+         JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid \
+         WHERE f.flagged = 1 AND f.created_at >= ?2 AND f.created_at < ?3 AND i.facility = ?1 \
+         GROUP BY 1"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    for row in stmt.query_map(params![facility, start, end], |r| {
+        Ok(StatsRow::Flags {
+            day: r.get(0)?,
+            tally: tally(r, 1)?,
+        })
+    })? {
+        rows.push(row?);
+    }
+    Ok(rows)
+}
+
+impl Index {
+    /// `facility`'s count rows for times in [`start`, `end`) (the index's time text), grouped
+    /// by UTC day when `by_day`, else over the whole period (day '').
+    pub async fn facility_stats_rows(
+        &self,
+        who: &Principal,
+        facility: &str,
+        start: &str,
+        end: &str,
+        by_day: bool,
+    ) -> Result<Vec<StatsRow>, IndexError> {
+        self.admit(who, Action::Query)?;
+        own_facility(who, facility)?;
+        let (facility, start, end) = (facility.to_string(), start.to_string(), end.to_string());
+        self.read(move |c| Ok(stats_rows(c, &facility, &start, &end, by_day)?))
+            .await
+    }
+
+    /// Up to `limit` outbox rows for `peer` the peer accepted or confirmed (sent, stored,
+    /// verified), sent at or after `since` when given, with ids above `after`, by id.
+    pub async fn sent_to_peer(
+        &self,
+        who: &Principal,
+        peer: &str,
+        since: Option<String>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<SentRecord>, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let peer = peer.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, study_instance_uid, sop_instance_uid, sha256, state FROM outbox \
+                 WHERE peer = ?1 AND state IN ('sent', 'stored', 'verified') AND id > ?2 \
+                 AND (?3 IS NULL OR sent_at >= ?3) ORDER BY id LIMIT ?4",
+            )?
+            .query_map(params![peer, after, since, limit as i64], |r| {
+                Ok(SentRecord {
+                    id: r.get(0)?,
+                    study_instance_uid: r.get(1)?,
+                    sop_instance_uid: r.get(2)?,
+                    sha256: r.get(3)?,
+                    state: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Puts the outbox rows `ids` back in the queue, due now, as never confirmed (the peer does
+    /// not hold them): the running server's sender sends them again and asks for a new
+    /// receipt. Only rows still sent, stored or verified are changed; returns how many were.
+    pub async fn requeue_unconfirmed(
+        &self,
+        who: &Principal,
+        ids: Vec<i64>,
+        reason: String,
+    ) -> Result<usize, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        self.write(move |c| {
+            let now = now();
+            let mut n = 0;
+            for id in ids {
+                n += c
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'queued', attempts = 0, not_before = ?2, last_error = ?3, \
+                         delivery_id = NULL, stored_at = NULL, verified_at = NULL \
+                         WHERE id = ?1 AND state IN ('sent', 'stored', 'verified')",
+                    )?
+                    .execute(params![id, now, reason])?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
