@@ -16,6 +16,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_registry.sql")),
     M::up(include_str!("migrations/003_tenancy.sql")),
     M::up(include_str!("migrations/004_audit.sql")),
+    // 005 is the forwarding outbox (issue 10, another branch); merged, it goes before this one.
+    M::up(include_str!("migrations/006_ae_port.sql")),
 ];
 
 /// The schema version this tramy writes: the number of migrations.
