@@ -521,28 +521,37 @@ impl Orthanc {
             http_port,
             _dir: dir,
         };
-        wait_for("Orthanc to answer HTTP", || {
-            std::net::TcpStream::connect(("127.0.0.1", orthanc.http_port)).ok()
+        wait_for("Orthanc to listen on its HTTP and DICOM ports", || {
+            std::net::TcpStream::connect(("127.0.0.1", orthanc.http_port)).ok()?;
+            std::net::TcpStream::connect(("127.0.0.1", orthanc.dicom_port)).ok()
         });
         orthanc
     }
 
-    fn instance_count(&self) -> u64 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+    /// Orthanc's REST API: `method path` with a JSON `body`; its JSON answer.
+    fn rest(&self, method: &str, path: &str, body: &str) -> Value {
         use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
         write!(
             s,
-            "GET /statistics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
-        let body = buf
+        let answer = buf
             .split_once("\r\n\r\n")
             .map(|(_, b)| b)
             .unwrap_or_default();
-        let stats: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {buf}"));
-        stats["CountInstances"].as_u64().unwrap()
+        serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {buf}"))
+    }
+
+    fn instance_count(&self) -> u64 {
+        self.rest("GET", "/statistics", "")["CountInstances"]
+            .as_u64()
+            .unwrap()
     }
 }
 
@@ -620,4 +629,51 @@ fn peer_scu_sends_to_orthanc_and_its_report_on_a_new_association_reaches_the_req
     assert_eq!(result.committed, uids);
     assert_eq!(result.failed.len(), 1);
     assert_eq!(result.failed[0].0, "1.2.3.999.8");
+}
+
+#[test]
+fn orthanc_asks_tramy_to_commit_and_gets_the_report_on_a_new_association() {
+    let server = TramyServer::start();
+    let ct = repo_root().join(CT);
+    server.store_files(&[ct.as_path()], "CT");
+    let ct = filed(&server.data_dir).remove(0);
+    let orthanc = Orthanc::start(server.dimse_port);
+    // Orthanc releases its association after the N-ACTION-RSP and listens for the report.
+    let port = orthanc.dicom_port.to_string();
+    server.cli(&[
+        "ae",
+        "add",
+        "ORTHANC",
+        "--facility",
+        "LOCAL",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    let body = serde_json::json!({
+        "DicomInstances": [[CT_IMAGE, ct.sop_instance_uid], [CT_IMAGE, "1.2.3.999.9"]],
+        "Timeout": 60
+    });
+    let asked = orthanc.rest(
+        "POST",
+        "/modalities/tramy/storage-commitment",
+        &body.to_string(),
+    );
+    let path = asked["Path"].as_str().unwrap_or_else(|| panic!("{asked}"));
+    let result = wait_for("Orthanc to receive tramy's report", || {
+        let r = orthanc.rest("GET", path, "");
+        (r["Status"] != "Pending").then_some(r)
+    });
+    assert_eq!(result["Status"], "Failure", "one was unknown: {result}");
+    assert_eq!(
+        result["Success"][0]["SOPInstanceUID"],
+        ct.sop_instance_uid.as_str(),
+        "{result}"
+    );
+    assert_eq!(
+        result["Failures"][0]["SOPInstanceUID"], "1.2.3.999.9",
+        "{result}"
+    );
+    assert_eq!(result["Failures"][0]["FailureReason"], 0x0112, "{result}");
 }

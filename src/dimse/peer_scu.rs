@@ -39,8 +39,36 @@ pub struct DimsePeer {
 }
 
 impl DimsePeer {
+    /// The peer written `AE@host:port` (a `[[peers]]` entry's `dimse`; an IPv6 host in
+    /// brackets), called with `calling_ae_title`. The error says what is wrong.
+    pub fn parse(spec: &str, calling_ae_title: &str) -> Result<DimsePeer, String> {
+        let form = || format!("DIMSE peer {spec:?} is not AE@host:port");
+        let (ae, address) = spec.split_once('@').ok_or_else(form)?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(form)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("DIMSE peer {spec:?}: port must be 1-65535"))?;
+        let ae_title = crate::registry::normalise_ae_title(ae).map_err(|e| e.to_string())?;
+        let calling =
+            crate::registry::normalise_ae_title(calling_ae_title).map_err(|e| e.to_string())?;
+        crate::registry::check_host(host).map_err(|e| e.to_string())?;
+        Ok(DimsePeer {
+            ae_title,
+            host: host.to_string(),
+            port,
+            calling_ae_title: calling,
+        })
+    }
+
     fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     fn named(&self) -> String {
@@ -511,4 +539,40 @@ async fn answer_report<A: PduTransport>(
         let _ = channel.send(pc, &rsp, None).await;
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_written_ae_at_host_colon_port() {
+        let p = DimsePeer::parse("HOSPITAL@10.0.0.5:104", "TRAMY").unwrap();
+        assert_eq!(
+            (p.ae_title.as_str(), p.host.as_str(), p.port),
+            ("HOSPITAL", "10.0.0.5", 104)
+        );
+        assert_eq!(p.address(), "10.0.0.5:104");
+        let v6 = DimsePeer::parse("HUB@[::1]:11112", "TRAMY").unwrap();
+        assert_eq!(v6.address(), "[::1]:11112");
+        for bad in [
+            "HOSPITAL",
+            "HOSPITAL@host",
+            "HOSPITAL@host:0",
+            "@host:104",
+            "A_TITLE_LONGER_THAN_16@h:1",
+        ] {
+            assert!(DimsePeer::parse(bad, "TRAMY").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transaction_uids_are_fresh_and_valid() {
+        let (a, b) = (new_transaction_uid(), new_transaction_uid());
+        assert_ne!(a, b);
+        assert!(
+            a.len() <= 64 && a.starts_with("2.25.") && !a[5..].starts_with('0'),
+            "{a}"
+        );
+    }
 }
