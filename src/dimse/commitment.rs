@@ -46,6 +46,9 @@ pub const EVENT_SOME_FAILED: u16 = 2;
 /// reads each object, so this bounds one request's cost; the 4 MB identifier limit of
 /// `channel.rs` bounds its memory first).
 pub const MAX_REFERENCES: usize = 10_000;
+/// The most reports one association may leave unacknowledged (each up to [`MAX_REFERENCES`]
+/// references); beyond it the oldest is dropped, and its requestor must ask again.
+pub const MAX_UNACKNOWLEDGED: usize = 16;
 /// The most transactions waiting for a report in this process (a report's sender cannot make
 /// the table grow; only tramy's own requests add to it).
 const MAX_WAITING: usize = 4096;
@@ -324,27 +327,7 @@ pub async fn handle_action<A: PduTransport>(
     };
     let (transaction_uid, refs) = match parsed {
         Ok(p) => p,
-        Err(Refused(code, reason)) => {
-            tracing::info!(%reason, "storage commitment request refused");
-            let rsp = n_action_rsp(&message.command, code)
-                .dataset(false)
-                .error_comment(&reason)
-                .encode()?;
-            channel.send(pc, &rsp, None).await?;
-            let detail = format!("Storage Commitment N-ACTION {code:04X}: {reason}");
-            let event = audit::event(
-                who,
-                AuditAction::Store,
-                AuditOutcome::Failed,
-                None,
-                None,
-                detail,
-            );
-            return Ok(Served {
-                event,
-                unacknowledged: None,
-            });
-        }
+        Err(refused) => return refuse(channel, &message, who, refused).await,
     };
     let rsp = n_action_rsp(&message.command, status::SUCCESS)
         .dataset(false)
@@ -373,6 +356,36 @@ pub async fn handle_action<A: PduTransport>(
     Ok(Served {
         event,
         unacknowledged: Some(unacknowledged),
+    })
+}
+
+/// Answers a refused N-ACTION-RQ with its status and reason; no report follows.
+async fn refuse<A: PduTransport>(
+    channel: &mut Channel<A>,
+    message: &Message,
+    who: &Principal,
+    Refused(code, reason): Refused,
+) -> Result<Served, ChannelError> {
+    tracing::info!(%reason, "storage commitment request refused");
+    let rsp = n_action_rsp(&message.command, code)
+        .dataset(false)
+        .error_comment(&reason)
+        .encode()?;
+    channel
+        .send(message.presentation_context_id, &rsp, None)
+        .await?;
+    let detail = format!("Storage Commitment N-ACTION {code:04X}: {reason}");
+    let event = audit::event(
+        who,
+        AuditAction::Store,
+        AuditOutcome::Failed,
+        None,
+        None,
+        detail,
+    );
+    Ok(Served {
+        event,
+        unacknowledged: None,
     })
 }
 

@@ -319,6 +319,12 @@ async fn serve_messages(
             Ok(Some(Done::Committing(served))) => {
                 audit::record(service.archive.index(), served.event).await;
                 reports.extend(served.unacknowledged);
+                // A requestor that never acknowledges must not make the list grow without bound.
+                if reports.len() > super::commitment::MAX_UNACKNOWLEDGED {
+                    let dropped = reports.remove(0);
+                    tracing::warn!(%peer, transaction_uid = %dropped.report.transaction_uid,
+                        "storage commitment report dropped: too many unacknowledged on this association");
+                }
             }
             Ok(Some(Done::Stored { study, status })) => {
                 if stored.note(study, status) {
