@@ -6,7 +6,6 @@
 //! default 500); dcmtk must be installed.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
