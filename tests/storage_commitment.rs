@@ -219,6 +219,17 @@ fn another_facilitys_instance_is_no_such_object_and_bad_requests_are_refused() {
         "{out}"
     );
     assert_eq!(out["reports"], serde_json::json!([]), "{out}");
+
+    // A report nobody asked for is refused (0110), never taken for another's.
+    let out = commit(&server, &["--mode", "stray-report"]);
+    assert_eq!(out["report_status"], 0x0110, "{out}");
+    assert!(
+        out["error_comment"]
+            .as_str()
+            .unwrap()
+            .contains("no request"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -39,7 +39,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--aet", default="MODALITY")
-    p.add_argument("--mode", choices=["same", "release"], default="same")
+    p.add_argument("--mode", choices=["same", "release", "stray-report"], default="same")
     p.add_argument("--listen", type=int, default=0)
     p.add_argument("--ref", action="append", default=[], help="SOPClassUID:SOPInstanceUID")
     p.add_argument("--timeout", type=float, default=60)
@@ -67,6 +67,16 @@ def main():
     handlers = [(evt.EVT_N_EVENT_REPORT, on_report, ["same"])] if a.mode == "same" else []
     assoc = ae.associate("127.0.0.1", a.port, ae_title="TRAMY", evt_handlers=handlers)
     out = {"associated": assoc.is_established}
+    if assoc.is_established and a.mode == "stray-report":
+        # A report for a transaction tramy never asked about.
+        ds = Dataset()
+        ds.TransactionUID = generate_uid()
+        status, _ = assoc.send_n_event_report(ds, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
+        out["report_status"] = int(status.Status) if "Status" in status else None
+        out["error_comment"] = str(status.get("ErrorComment", ""))
+        assoc.release()
+        print(json.dumps(out))
+        return
     if assoc.is_established:
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ds = Dataset()
