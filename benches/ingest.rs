@@ -38,6 +38,7 @@ fn bench_ingest(c: &mut Criterion) {
         principal: tramy::access::Principal::system(),
         source: "BENCH".into(),
         address: "127.0.0.1".into(),
+        origin_facility: None,
     };
     let counter = AtomicU64::new(0);
     let mut group = c.benchmark_group("ingest");

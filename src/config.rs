@@ -32,6 +32,53 @@ pub struct Config {
     /// Credentials: OpenID Connect access tokens besides tramy's own API tokens, and
     /// brute-force protection.
     pub auth: AuthConfig,
+    /// Other servers this one sends to and fetches priors from (`[[peers]]`, issue #10); more can
+    /// be added through `POST /api/v1/peers`.
+    pub peers: Vec<crate::forward::PeerSpec>,
+    /// What is forwarded where (`[[forward]]`): each rule names a peer, with optional filters.
+    pub forward: Vec<crate::forward::rules::ForwardRule>,
+    /// How the outbox is worked.
+    pub forwarding: ForwardingConfig,
+}
+
+/// How the outbox is worked (issue #10 item 2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// The longest wait between attempts after failures (they double from 1 s), e.g. `"5m"`.
+    #[serde(with = "duration_text")]
+    pub max_backoff: Duration,
+    /// Times a peer may refuse an instance before it is dead-lettered (network failures never
+    /// dead-letter: sending resumes when the link is back).
+    pub max_refusals: u32,
+    /// Most instances in one STOW-RS request.
+    pub batch_instances: usize,
+    /// Most megabytes in one STOW-RS request (with a bandwidth limit, about two seconds of it).
+    pub batch_mb: u64,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        ForwardingConfig {
+            max_backoff: Duration::from_secs(300),
+            max_refusals: 3,
+            batch_instances: 32,
+            batch_mb: 32,
+        }
+    }
+}
+
+impl ForwardingConfig {
+    /// The sender's settings.
+    pub fn sender_settings(&self) -> crate::forward::sender::SenderSettings {
+        crate::forward::sender::SenderSettings {
+            max_backoff: self.max_backoff,
+            max_refusals: i64::from(self.max_refusals.max(1)),
+            batch_instances: self.batch_instances.max(1),
+            batch_bytes: self.batch_mb.max(1) * 1024 * 1024,
+            ..Default::default()
+        }
+    }
 }
 
 /// How callers prove who they are (issue #9). tramy's own API tokens always work; an OpenID
@@ -301,6 +348,9 @@ impl Default for Config {
             triage: TriageConfig::default(),
             integrity: IntegrityConfig::default(),
             auth: AuthConfig::default(),
+            peers: Vec::new(),
+            forward: Vec::new(),
+            forwarding: ForwardingConfig::default(),
         }
     }
 }

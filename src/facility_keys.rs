@@ -107,8 +107,13 @@ fn create(path: &Path) -> Result<SigningKey, KeyError> {
 
 /// The public half of `key` as a JWK, `kid` its RFC 7638 thumbprint.
 pub fn public_jwk(key: &SigningKey) -> PublicJwk {
+    verifying_jwk(&key.verifying_key())
+}
+
+/// `key` as a JWK, `kid` its RFC 7638 thumbprint.
+pub fn verifying_jwk(key: &ed25519_dalek::VerifyingKey) -> PublicJwk {
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let x = b64(key.verifying_key().as_bytes());
+    let x = b64(key.as_bytes());
     // RFC 7638 3.2: the required members, lexicographic order, no whitespace.
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     PublicJwk {

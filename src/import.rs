@@ -88,6 +88,7 @@ pub async fn import_dir(
         principal: crate::access::Principal::system(),
         source: "IMPORT".into(),
         address: format!("file://{}", dir.display()),
+        origin_facility: None,
     };
     let mut results = futures::stream::iter(files)
         .map(|path| {

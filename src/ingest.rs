@@ -28,6 +28,10 @@ pub struct Sender {
     pub source: String,
     /// Peer network address.
     pub address: String,
+    /// For instances a peer server forwards: the facility they come from, which stands as the
+    /// issuer of a Patient ID that has none, so that two facilities' local IDs never merge
+    /// (issue #10 item 6). Recorded in the index only; the stored bytes are as received.
+    pub origin_facility: Option<String>,
 }
 
 /// What ingest did with an instance that it accepted.
@@ -170,6 +174,8 @@ pub struct Archive {
     /// Triage models by routing; instances they match get a job with their index rows.
     triage: Arc<Vec<crate::triage::ModelManifest>>,
     priority_sources: Arc<Vec<String>>,
+    /// Forwarding rules: an instance they match is queued per destination with its index rows.
+    forward_rules: Arc<crate::forward::rules::ForwardRules>,
     data_dir: PathBuf,
     min_free_bytes: u64,
     locks: Arc<SopLocks>,
@@ -208,6 +214,7 @@ impl Archive {
             staging,
             triage: Arc::new(Vec::new()),
             priority_sources: Arc::new(config.triage.priority_sources.clone()),
+            forward_rules: Arc::default(),
             policy: config.ingest.on_conflict,
             data_dir: config.data_dir.clone(),
             min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
@@ -219,6 +226,22 @@ impl Archive {
     pub fn with_triage(mut self, models: Vec<crate::triage::ModelManifest>) -> Self {
         self.triage = Arc::new(models);
         self
+    }
+
+    /// Queues newly stored instances for the destinations these rules give.
+    pub fn with_forwarding(mut self, rules: crate::forward::rules::ForwardRules) -> Self {
+        self.forward_rules = Arc::new(rules);
+        self
+    }
+
+    /// The forwarding rules (triage applies those that wait for an AI flag).
+    pub fn forward_rules(&self) -> &crate::forward::rules::ForwardRules {
+        &self.forward_rules
+    }
+
+    /// The forwarding rules, shared.
+    pub fn forward_rules_shared(&self) -> Arc<crate::forward::rules::ForwardRules> {
+        self.forward_rules.clone()
     }
 
     /// The data folder.
@@ -248,13 +271,14 @@ impl Archive {
         expected: &Expected<'_>,
     ) -> Result<IngestReport, IngestError> {
         self.check_free_space()?;
-        let source_ae = sender.source.clone();
+        let (source_ae, origin) = (sender.source.clone(), sender.origin_facility.clone());
         // Parsing, hashing and serialising are CPU work, and a malformed data set can make the
         // parser spend long on it (a bogus length it allocates for), so it never runs on the async
         // workers that serve every other association.
-        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
-            .await
-            .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(received, &source_ae, origin.as_deref()))
+                .await
+                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
         let a = &prepared.attributes;
         expected.check(
             "SOP Class UID",
@@ -382,6 +406,16 @@ impl Archive {
             },
             received_at: None,
             facility: sender.principal.facility().map(str::to_owned),
+            forward: self
+                .forward_rules
+                .on_arrival(crate::forward::rules::Arrival {
+                    modality: &a.series.modality,
+                    facility: sender
+                        .principal
+                        .facility()
+                        .unwrap_or(crate::registry::LOCAL_FACILITY),
+                }),
+            forward_with_study: sender.source == crate::triage::sr::AI_SOURCE,
         };
         let report = |outcome| IngestReport {
             attributes: prepared.attributes.clone(),
@@ -442,7 +476,7 @@ impl Archive {
         received_at: String,
     ) -> Result<IngestOutcome, IngestError> {
         let source_ae = sender.source.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae))
+        let prepared = tokio::task::spawn_blocking(move || prepare(received, &source_ae, None))
             .await
             .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
         let new = NewInstance {
@@ -458,6 +492,9 @@ impl Archive {
             triage_priority: 0,
             received_at: Some(received_at),
             facility: None,
+            // Re-indexing is not an arrival: nothing is forwarded again.
+            forward: Vec::new(),
+            forward_with_study: false,
         };
         Ok(
             match self
@@ -511,9 +548,19 @@ impl Prepared {
     }
 }
 
-fn prepare(received: ReceivedInstance, source_ae: &str) -> Result<Prepared, IngestError> {
+fn prepare(
+    received: ReceivedInstance,
+    source_ae: &str,
+    origin_facility: Option<&str>,
+) -> Result<Prepared, IngestError> {
     let dataset = received.parse()?;
-    let attributes = InstanceAttributes::from_dataset(&dataset)?;
+    let mut attributes = InstanceAttributes::from_dataset(&dataset)?;
+    let patient = &mut attributes.patient;
+    if let Some(origin) = origin_facility {
+        if patient.issuer_of_patient_id.is_empty() && !patient.patient_id.is_empty() {
+            patient.issuer_of_patient_id = origin.to_string();
+        }
+    }
     let metadata_json =
         metadata_json(&dataset).map_err(|e| IngestError::Metadata(e.to_string()))?;
     let file_header = received.file_header(

@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod dicom;
 pub mod dimse;
 pub mod facility_keys;
+pub mod forward;
 pub mod import;
 pub mod ingest;
 pub mod integrity;

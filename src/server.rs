@@ -19,6 +19,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::web::observability::prometheus();
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    let archive = forwarding_rules(&config, archive).await?;
     let (archive, triage_worker, models) = start_triage(&config, archive)?;
     reconcile(&archive).await?;
     first_start(&archive, &config).await?;
@@ -67,6 +68,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.integrity.scrub_rate_mb_per_s,
         ));
     }
+    let peers = crate::forward::registry::PeerRegistry::load(
+        archive.clone(),
+        &config.peers,
+        config.forwarding.sender_settings(),
+    )
+    .await?;
+    peers.start_all();
+    let http_peers = peers.clone();
     let http_config = config.clone();
     let dimse = tokio::spawn(crate::dimse::serve(dimse_listener, service, dimse_tls));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -89,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             http_config,
             models,
             authenticator,
+            http_peers,
         ));
         crate::web::listener::serve(http_listener, app, limits, http_tls, async {
             let _ = http_stopped.await;
@@ -106,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             // In-flight HTTP requests finish (bounded by the listener's grace period).
             let _ = stop_http.send(());
+            peers.stop_all();
             if let Ok(r) = http.await { r.context("HTTP listener")?; }
         }
     }
@@ -239,6 +250,22 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
     let worker = crate::triage::queue::TriageWorker::new(archive.clone(), &loaded, &config.triage);
     Ok((archive, Some(worker), loaded))
+}
+
+/// The forwarding rules, each checked to name a known peer (configured or added through the API).
+async fn forwarding_rules(config: &Config, archive: Archive) -> anyhow::Result<Archive> {
+    let mut names: Vec<String> = config.peers.iter().map(|p| p.name.clone()).collect();
+    names.extend(
+        archive
+            .index()
+            .api_peers(&crate::access::Principal::system())
+            .await?
+            .into_iter()
+            .map(|p| p.name),
+    );
+    let rules = crate::forward::rules::ForwardRules::new(config.forward.clone(), &names)
+        .map_err(anyhow::Error::msg)?;
+    Ok(archive.with_forwarding(rules))
 }
 
 /// Raises the soft file-descriptor limit to the hard limit: each connection and each open

@@ -634,31 +634,17 @@ fn a_share_link_opens_one_study_in_a_browser_until_it_is_revoked() {
     );
 }
 
-/// A P-256 key made for this test only (`openssl ecparam -name prime256v1 -genkey`), standing in
-/// for a facility's Keycloak realm key.
-const PROVIDER_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkPemz4J4O4dcQIp8
-MBr8aoHHRsOnb4iZ2uA4JTMsv5yhRANCAARdlF1aTkQrrEFVB/6Lve73G3KfWIiF
-53jRvZ3VBmPqyYhaC9D4PwLVGr1D3ibUXfHPsiBfAj6oSsnySrZXNV30
------END PRIVATE KEY-----";
 const ISSUER: &str = "https://sso.so-y-te.example/realms/hcm";
 
 fn access_token(claims: serde_json::Value) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("realm-key-1".into());
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    provider_token(&claims)
 }
 
 #[test]
 fn openid_connect_access_tokens_act_for_their_facility_and_no_credential_reaches_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
-    let mut jwk =
-        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("realm-key-1".into());
     let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    write_provider_jwks(&jwks);
     let server = TramyServer::start_with_config(&format!(
         "[triage]\nenabled = false\n[auth.oidc]\nissuer = \"{ISSUER}\"\naudience = \"tramy\"\n\
          jwks_file = {:?}\nclaims = {{ facility = \"facility\", roles = \"realm_access.roles\" }}\n",

@@ -97,6 +97,24 @@ fn administer(who: Who, ok: u16) -> Got {
     }
 }
 
+/// The server's own settings: superadmin only.
+fn superadmin(who: Who, ok: u16) -> Got {
+    match who {
+        Nobody => Status(401),
+        Superadmin => Status(ok),
+        _ => Status(403),
+    }
+}
+
+/// Exchanging deliveries with a peer server: a node, or an administrator.
+fn deliver(who: Who, ok: u16) -> Got {
+    match who {
+        Nobody => Status(401),
+        Superadmin | AdminA | NodeA => Status(ok),
+        _ => Status(403),
+    }
+}
+
 /// Consents and grants: who manages patients' consent and referral, and what they get on A's
 /// patient or study (`own`), on it as B (`other`) and as C, to which it is granted (`granted`).
 fn share(who: Who, own: u16, other: u16, granted: u16) -> Got {
@@ -204,6 +222,15 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         "/api/v1/tokens/{id}" => administer(who, 404),
         // The audit trail: superadmin all of it, an admin its facility's part.
         "/api/v1/audit" => administer(who, 200),
+        // Peers are the whole server's: superadmin only.
+        "/api/v1/peers" if get => superadmin(who, 200),
+        "/api/v1/peers" => superadmin(who, 201),
+        "/api/v1/peers/{name}" | "/api/v1/peers/{name}/retry" => superadmin(who, 404),
+        "/api/v1/studies/{study}/deliveries" => read_study(who),
+        // What a peer server does here: a node, an admin or superadmin (an empty manifest is
+        // not one).
+        "/api/v1/deliveries" => deliver(who, 400),
+        "/api/v1/deliveries/check" => deliver(who, 200),
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }
@@ -234,6 +261,7 @@ impl World {
             .replace("{tag}", "7FE00010")
             .replace("{patient}", PATIENT)
             .replace("{code}", "A")
+            .replace("{name}", "no-such-peer")
             .replace("{id}", "0123456789abcdef")
             .replace(
                 "{token}",
@@ -288,6 +316,11 @@ impl World {
             ("POST", "/api/v1/ae-titles") => json(serde_json::json!({
                 "ae_title": format!("MATRIX{n}"), "facility": "A"
             })),
+            ("POST", "/api/v1/peers") => json(serde_json::json!({
+                "name": format!("matrix{n}"), "dicomweb_url": "http://127.0.0.1:9/dicomweb",
+                "facility": "A"
+            })),
+            ("POST", "/api/v1/deliveries/check") => json(serde_json::json!({ "instances": [] })),
             ("POST", "/api/v1/tokens") => json(serde_json::json!({
                 "facility": "A", "role": "clinician", "name": "matrix"
             })),

@@ -70,6 +70,9 @@ pub enum Action {
     Grant,
     /// Read the audit trail.
     ReadAudit,
+    /// Exchange deliveries with a peer server: ask which instances are held (by SHA-256), hand
+    /// over a signed manifest for a signed receipt (issue #10).
+    Deliver,
 }
 
 /// The part of a study a grant opens, and so what each reading action needs (issue #9 item 7).
@@ -311,7 +314,13 @@ fn role_permits(role: Role, action: Action) -> bool {
         ),
         Role::Node => matches!(
             action,
-            A::Store | A::Query | A::ReadMetadata | A::Retrieve | A::ReadFindings | A::Authenticate
+            A::Store
+                | A::Query
+                | A::ReadMetadata
+                | A::Retrieve
+                | A::ReadFindings
+                | A::Authenticate
+                | A::Deliver
         ),
     }
 }

@@ -55,7 +55,7 @@ fn dicom_event_id(action: AuditAction) -> (&'static str, &'static str) {
     use AuditAction as A;
     match action {
         A::Query => ("110112", "Query"),
-        A::Retrieve => ("110104", "DICOM Instances Transferred"),
+        A::Retrieve | A::Forward => ("110104", "DICOM Instances Transferred"),
         A::Store => ("110104", "DICOM Instances Transferred"),
         A::ReadMetadata | A::ReadFindings => ("110103", "DICOM Instances Accessed"),
         A::Consent | A::Link => ("110110", "Patient Record"),

@@ -40,6 +40,8 @@ pub enum AuditAction {
     ReadAudit,
     /// A credential refused (unknown, expired, revoked, malformed) or an unregistered AE.
     LoginFailure,
+    /// A study delivered to or received from a peer server, or fetched from one (issue #10).
+    Forward,
 }
 
 /// How it ended.
@@ -116,11 +118,12 @@ impl AuditAction {
             AuditAction::Administer => "administer",
             AuditAction::ReadAudit => "read_audit",
             AuditAction::LoginFailure => "login_failure",
+            AuditAction::Forward => "forward",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -133,6 +136,7 @@ impl AuditAction {
         AuditAction::Administer,
         AuditAction::ReadAudit,
         AuditAction::LoginFailure,
+        AuditAction::Forward,
     ];
 
     /// Parses [`AuditAction::as_str`]'s name.

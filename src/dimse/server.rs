@@ -248,6 +248,7 @@ async fn serve_association(
             .from_address(peer.ip().to_string()),
         source: association.calling_ae_title.clone(),
         address: peer.to_string(),
+        origin_facility: None,
     };
     tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
     metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);

@@ -120,6 +120,7 @@ async fn index_object(
         principal: Principal::system(),
         source: source_ae_title(&file).unwrap_or_else(|| "REINDEX".into()),
         address: "reindex".into(),
+        origin_facility: None,
     };
     let received =
         ReceivedInstance::from_part10(file).map_err(|e| ObjectFault::Unreadable(e.to_string()))?;

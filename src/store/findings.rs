@@ -303,6 +303,20 @@ pub struct JobFindings {
     pub statement: String,
     /// The scores.
     pub findings: Vec<NewFinding>,
+    /// When a finding is flagged: the forwarding that waits for such a flag (issue #10).
+    pub forwarding: Option<FlagForwarding>,
+}
+
+/// What a flag changes in the outbox: rules asking for it queue the instance (and the study's
+/// findings report), and an urgent flag lifts the study's waiting instances ahead of the backlog.
+#[derive(Debug, Clone)]
+pub struct FlagForwarding {
+    /// The forwarding rules.
+    pub rules: std::sync::Arc<crate::forward::rules::ForwardRules>,
+    /// The highest urgency flagged.
+    pub urgency: Urgency,
+    /// The source tramy files its findings reports under (they follow the instance).
+    pub report_source: String,
 }
 
 /// `template` with `{}` replaced by the condition that study row `st` is visible to `v`, and
@@ -442,6 +456,9 @@ impl Index {
                         created
                     ],
                 )?;
+            }
+            if let Some(flag) = &results.forwarding {
+                super::outbox::queue_flagged(c, &sop, flag)?;
             }
             c.execute(
                 "UPDATE triage_jobs SET state = ?2, last_error = '' WHERE id = ?1",

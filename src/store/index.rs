@@ -98,6 +98,11 @@ pub struct NewInstance {
     /// The facility it belongs to: the sender's. `None` (tramy's own reports, re-indexing): the
     /// facility that holds the study already, else `LOCAL`.
     pub facility: Option<String>,
+    /// Destinations it is queued for in the same commit (forwarding rules, issue #10).
+    pub forward: Vec<crate::forward::rules::OutboxEntry>,
+    /// Queue it, too, for every destination its study is queued for (tramy's findings SR
+    /// travels with the study).
+    pub forward_with_study: bool,
 }
 
 /// What the index did with a [`NewInstance`].
@@ -611,8 +616,9 @@ fn apply_instance(
         )
         .optional()?;
     let Some((id, sha, key, owner)) = existing else {
-        insert_instance(tx, inst)?;
+        let facility = insert_instance(tx, inst)?;
         queue_triage(tx, inst)?;
+        super::outbox::queue_instance(tx, inst, &facility)?;
         return Ok(CommitOutcome::Stored);
     };
     if sha == inst.sha256 {
@@ -626,7 +632,8 @@ fn apply_instance(
         DuplicatePolicy::Reject => Ok(CommitOutcome::ConflictRejected),
         DuplicatePolicy::Overwrite => {
             remove_instance(tx, id)?;
-            insert_instance(tx, inst)?;
+            let facility = insert_instance(tx, inst)?;
+            super::outbox::queue_instance(tx, inst, &facility)?;
             // The new data set is triaged afresh; what was found on the old one no longer holds.
             exec(
                 tx,
@@ -697,7 +704,8 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i
     Ok(tx.last_insert_rowid())
 }
 
-fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
+/// Files the rows of a new instance; returns the facility it belongs to.
+fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<String> {
     let a = &inst.attributes;
     let now = super::times::now();
 
@@ -830,7 +838,7 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> 
         "UPDATE patients SET num_instances = num_instances + 1 WHERE id = ?1",
         [patient_id],
     )?;
-    Ok(())
+    Ok(facility)
 }
 
 /// The facility a new instance belongs to: its sender's; for tramy's own filings (reports,

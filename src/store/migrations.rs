@@ -16,7 +16,10 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_registry.sql")),
     M::up(include_str!("migrations/003_tenancy.sql")),
     M::up(include_str!("migrations/004_audit.sql")),
-    // 005 is the forwarding outbox (issue 10, another branch); merged, it goes before this one.
+    M::up(include_str!("migrations/005_forwarding.sql")),
+    M::up(include_str!("migrations/009_peer_oidc.sql")),
+    // Numbered 006 when it was reserved; it follows 009 because that one merged first (the list
+    // order, not the number, is the schema version).
     M::up(include_str!("migrations/006_ae_port.sql")),
 ];
 

@@ -8,6 +8,8 @@ pub mod findings;
 pub mod index;
 pub mod migrations;
 pub mod objects;
+pub mod outbox;
+pub mod peers;
 pub mod query;
 pub mod read_buffers;
 pub mod registry;

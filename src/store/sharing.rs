@@ -350,7 +350,7 @@ impl Index {
 }
 
 /// Patients who arrived without an ID are keyed per study (`store/index.rs`).
-const PROVISIONAL_KEY_PREFIX: &str = "\u{1}unidentified\u{1}";
+pub(super) const PROVISIONAL_KEY_PREFIX: &str = "\u{1}unidentified\u{1}";
 
 fn link_from_row(c: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientLink> {
     let provisional: i64 = r.get(1)?;

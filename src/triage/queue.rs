@@ -190,6 +190,7 @@ impl TriageWorker {
                     principal: self.principal.clone(),
                     source: super::sr::AI_SOURCE.into(),
                     address: "triage".into(),
+                    origin_facility: None,
                 };
                 if let Err(e) = self
                     .archive
@@ -205,7 +206,7 @@ impl TriageWorker {
                 );
                 let flagged = scores.iter().flatten().filter(|s| s.flagged).count();
                 tracing::info!(model = %name, flagged, "triage finished");
-                let findings = frames
+                let findings: Vec<NewFinding> = frames
                     .iter()
                     .zip(&scores)
                     .flat_map(|(frame, frame_scores)| {
@@ -218,6 +219,11 @@ impl TriageWorker {
                         })
                     })
                     .collect();
+                let flag = findings
+                    .iter()
+                    .filter(|f| f.flagged)
+                    .map(|f| f.urgency)
+                    .max();
                 let results = JobFindings {
                     study_instance_uid: study,
                     series_instance_uid: series,
@@ -225,6 +231,11 @@ impl TriageWorker {
                     model_version: version,
                     statement,
                     findings,
+                    forwarding: flag.map(|urgency| crate::store::findings::FlagForwarding {
+                        rules: self.archive.forward_rules_shared(),
+                        urgency,
+                        report_source: super::sr::AI_SOURCE.into(),
+                    }),
                 };
                 self.archive
                     .index()

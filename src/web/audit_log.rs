@@ -37,6 +37,10 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
             A::Administer
         }
         "/api/v1/audit" => A::ReadAudit,
+        r if r.starts_with("/api/v1/deliveries") || r == "/api/v1/peers/{name}/retrieve" => {
+            A::Forward
+        }
+        r if r.starts_with("/api/v1/peers") => A::Administer,
         // A route added without a decision here is still recorded, as what it most likely is.
         _ if get => A::Query,
         _ => A::Administer,

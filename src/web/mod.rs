@@ -16,6 +16,7 @@ pub mod error;
 pub mod listener;
 pub mod login;
 pub mod observability;
+pub mod peers;
 pub mod pool;
 pub mod sharing;
 pub mod viewer;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub heatmaps: pool::CpuPool,
     /// Checks the credential of every request.
     pub authenticator: crate::auth::authenticator::Authenticator,
+    /// The peers this server sends to and fetches from, with their senders.
+    pub peers: crate::forward::registry::PeerRegistry,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
         config: Arc<Config>,
         models: Vec<Arc<crate::triage::LoadedModel>>,
         authenticator: crate::auth::authenticator::Authenticator,
+        peers: crate::forward::registry::PeerRegistry,
     ) -> Self {
         let renders = pool::CpuPool::size_or_cores(config.http.max_concurrent_renders);
         AppState {
@@ -70,6 +74,7 @@ impl AppState {
             renders: pool::CpuPool::new(renders, "rendering"),
             heatmaps: pool::CpuPool::new(renders / 2, "heatmap"),
             authenticator,
+            peers,
         }
     }
 }
@@ -258,6 +263,34 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             axum::routing::delete(admin::revoke_token),
         ),
         (Method::GET, "/api/v1/audit", get(audit::audit_events)),
+        (Method::GET, "/api/v1/peers", get(peers::peers)),
+        (Method::POST, "/api/v1/peers", post(peers::add_peer)),
+        (
+            Method::DELETE,
+            "/api/v1/peers/{name}",
+            axum::routing::delete(peers::remove_peer),
+        ),
+        (
+            Method::POST,
+            "/api/v1/peers/{name}/retry",
+            post(peers::retry),
+        ),
+        (
+            Method::GET,
+            "/api/v1/studies/{study}/deliveries",
+            get(peers::study_deliveries),
+        ),
+        (
+            Method::POST,
+            "/api/v1/deliveries",
+            // A manifest of 10 000 instances is about 2.5 MB.
+            post(peers::deliver).layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024)),
+        ),
+        (
+            Method::POST,
+            "/api/v1/deliveries/check",
+            post(peers::check).layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+        ),
     ]
 }
 

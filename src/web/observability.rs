@@ -184,7 +184,14 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::create_token,
         super::admin::tokens,
         super::admin::revoke_token,
-        super::audit::audit_events
+        super::audit::audit_events,
+        super::peers::peers,
+        super::peers::add_peer,
+        super::peers::remove_peer,
+        super::peers::retry,
+        super::peers::study_deliveries,
+        super::peers::deliver,
+        super::peers::check
     ),
     components(schemas(
         crate::store::findings::Finding,
@@ -215,7 +222,18 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::IssuedTokenView,
         crate::audit::AuditEvent,
         crate::audit::PatientRef,
-        super::audit::FhirAuditBundle
+        super::audit::FhirAuditBundle,
+        crate::forward::PeerSpec,
+        super::peers::PeerView,
+        super::peers::Requeued,
+        super::peers::PresenceCheck,
+        super::peers::HeldInstance,
+        super::peers::Presence,
+        crate::forward::outbox::DestinationDelivery,
+        crate::forward::outbox::OutboxState,
+        crate::forward::outbox::StateCounts,
+        crate::forward::outbox::TimelineStep,
+        crate::forward::outbox::ManifestRecord
     ))
 )]
 pub struct ApiDoc;

@@ -679,3 +679,29 @@ pub fn pydicom_test_file(name: &str) -> String {
     assert_success(&out, "pydicom test file lookup");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// A P-256 key made for the tests only (`openssl ecparam -name prime256v1 -genkey`), standing in
+/// for a facility's Keycloak realm key.
+pub const PROVIDER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkPemz4J4O4dcQIp8
+MBr8aoHHRsOnb4iZ2uA4JTMsv5yhRANCAARdlF1aTkQrrEFVB/6Lve73G3KfWIiF
+53jRvZ3VBmPqyYhaC9D4PwLVGr1D3ibUXfHPsiBfAj6oSsnySrZXNV30
+-----END PRIVATE KEY-----";
+
+/// An access token the provider of [`PROVIDER_KEY`] would issue with `claims` (ES256, kid
+/// `realm-key-1`).
+pub fn provider_token(claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("realm-key-1".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// The provider's JWKS, written to `path` (what `[auth.oidc] jwks_file` reads).
+pub fn write_provider_jwks(path: &Path) {
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(PROVIDER_KEY.as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("realm-key-1".into());
+    std::fs::write(path, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+}

@@ -162,6 +162,7 @@ async fn store_parts(
     let limit = state.config.http.max_part_mb.saturating_mul(1024 * 1024);
     let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
     let sender = Sender {
+        origin_facility: origin_facility(&who, &headers),
         principal: who,
         source: "DICOMWEB".into(),
         address: peer.to_string(),
@@ -454,3 +455,17 @@ fn respond(base: &str, results: &[PartResult], xml: bool) -> Response {
     }
     response
 }
+
+/// The facility a peer tramy says forwarded instances come from (`X-Tramy-Origin-Facility`),
+/// believed only from a `node` credential; it stands as the issuer of Patient IDs without one.
+fn origin_facility(who: &crate::access::Principal, headers: &HeaderMap) -> Option<String> {
+    if !who.roles().contains(&crate::auth::Role::Node) {
+        return None;
+    }
+    let code = headers.get(ORIGIN_FACILITY)?.to_str().ok()?.trim();
+    crate::registry::check_facility_code(code).ok()?;
+    Some(code.to_string())
+}
+
+/// The header a forwarding tramy names the instances' facility in.
+pub const ORIGIN_FACILITY: &str = "x-tramy-origin-facility";
