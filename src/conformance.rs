@@ -88,6 +88,7 @@ fn overview(out: &mut String) {
          | Verification | No | Yes |\n\
          | Storage (all standard storage SOP classes, section 4) | Yes (C-GET and C-MOVE sub-operations) | Yes |\n\
          | Patient Root and Study Root Query/Retrieve: FIND, GET, MOVE | No | Yes |\n\
+         | Storage Commitment Push Model (PS3.4 Annex J) | Yes (forwarding to DIMSE peers) | Yes |\n\
          | DICOMweb STOW-RS, QIDO-RS, WADO-RS, WADO-URI (PS3.18) | No | Yes (origin server) |\n\n",
     );
 }
@@ -111,13 +112,23 @@ fn networking(out: &mut String, config: &Config) {
          | Calling AE Titles allowed | any, or the list in `allowed_calling_ae_titles` |\n\
          | Low disk space | A-ASSOCIATE-RJ, transient, local limit exceeded |\n\
          | Asynchronous operations window | not negotiated: one operation at a time |\n\
-         | SCP/SCU role selection | accepted for storage SOP classes (the requestor as storage SCP, for C-GET) |\n\
+         | SCP/SCU role selection | accepted for storage SOP classes (the requestor as storage SCP, for C-GET) and for Storage Commitment Push Model (either role) |\n\
          | Security (PS3.15 B.1) | {tls} |\n\n\
          C-MOVE opens associations only to destinations listed in `[dimse.move_destinations]`. \
          A different data set under a stored SOP Instance UID follows `[ingest] on_conflict` \
          (keep the first with warning B007 by default, overwrite, or refuse with 0111). A data set \
          that does not parse gets C000, a mismatch with the command A900, an instance over \
-         `[ingest] max_instance_mb` A700.\n\n",
+         `[ingest] max_instance_mb` A700.\n\n\
+         ### 2.3 Storage Commitment (PS3.4 Annex J)\n\n\
+         As SCP: N-ACTION-RSP is sent at once; each referenced instance is committed when it is \
+         filed, visible to the calling AE title's facility, of the named SOP class, and its object \
+         passes SHA-256 verification. The N-EVENT-REPORT (Event Type 1 all committed, 2 some failed; \
+         Failure Reason 0112 no such object instance, 0119 class/instance conflict, 0110 \
+         processing failure) goes on the same association; if the requestor releases it before \
+         acknowledging, on a new association (tramy proposing the SCP role) to the host and port \
+         registered for its AE title (`tramy ae add TITLE --host H --port P`), tried three times. \
+         At most 10000 references per request (more: 0213). As SCU: the report is awaited on \
+         the same association or on a new one from the peer's AE title.\n\n",
         ae = d.ae_title,
         addr = d.addr,
         pdu = d.max_pdu_length,
@@ -135,8 +146,12 @@ fn networking(out: &mut String, config: &Config) {
 }
 
 fn sop_classes(out: &mut String) {
-    out.push_str("## 3. Verification and Query/Retrieve SOP classes (SCP)\n\n| SOP Class | UID |\n|---|---|\n");
-    for uid in std::iter::once(VERIFICATION_SOP_CLASS).chain(query_retrieve::ALL) {
+    out.push_str("## 3. Verification, Storage Commitment and Query/Retrieve SOP classes (SCP)\n\n| SOP Class | UID |\n|---|---|\n");
+    let commitment = crate::dimse::commitment::PUSH_MODEL_SOP_CLASS;
+    for uid in [VERIFICATION_SOP_CLASS, commitment]
+        .into_iter()
+        .chain(query_retrieve::ALL.iter().copied())
+    {
         let _ = writeln!(out, "| {} | `{uid}` |", sop_name(uid));
     }
     let _ = write!(

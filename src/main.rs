@@ -171,6 +171,10 @@ enum AeCommand {
         /// The host it calls from (IP address or DNS name).
         #[arg(long)]
         host: Option<String>,
+        /// The port it listens on at --host (where tramy sends a Storage Commitment result
+        /// after the requesting association has ended).
+        #[arg(long, requires = "host")]
+        port: Option<u16>,
     },
     /// List the AE titles.
     List,
@@ -532,9 +536,10 @@ async fn ae(command: AeCommand, config: &Config) -> anyhow::Result<()> {
             ae_title,
             facility,
             host,
+            port,
         } => {
             let ae = index
-                .add_application_entity(&who, &ae_title, &facility, host.as_deref())
+                .add_application_entity_at(&who, &ae_title, &facility, host.as_deref(), port)
                 .await?;
             eprintln!(
                 "AE title {} registered for facility {}",

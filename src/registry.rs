@@ -100,6 +100,9 @@ pub struct ApplicationEntity {
     pub facility: String,
     /// The host it is expected to call from, if given.
     pub host: Option<String>,
+    /// The port it listens on at `host`, if given: where tramy opens associations to it (a
+    /// Storage Commitment result after the requesting association ended).
+    pub port: Option<u16>,
     /// When it was registered (RFC 3339).
     pub created_at: String,
 }
@@ -475,7 +478,11 @@ pub fn render_application_entities(entities: &[ApplicationEntity]) -> String {
             ae.ae_title,
             ae.facility,
             ae.created_at,
-            ae.host.as_deref().unwrap_or("-")
+            match (&ae.host, ae.port) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.clone(),
+                _ => "-".into(),
+            }
         ));
     }
     out

@@ -247,6 +247,7 @@ pub struct AcceptedAssociation {
 /// Whether we serve `abstract_syntax` at all.
 fn is_supported_abstract_syntax(abstract_syntax: &str) -> bool {
     abstract_syntax == VERIFICATION_SOP_CLASS
+        || abstract_syntax == super::commitment::PUSH_MODEL_SOP_CLASS
         || query_retrieve::ALL.contains(&abstract_syntax)
         || is_storage_sop_class(abstract_syntax)
 }
@@ -461,12 +462,17 @@ pub async fn answer(
         match item {
             UserVariableItem::MaxLength(len) => peer_max_pdu_length = *len,
             // C-GET needs the requestor to act as storage SCP (PS3.4 C.4.3.1, PS3.7 D.3.3.4).
+            // Storage Commitment: a peer may propose either role, so that the N-EVENT-REPORT can
+            // travel on the association it opens or on one it opened to report (PS3.4 J.3.3,
+            // J.6); tramy serves both ends.
             UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) => {
+                let commitment =
+                    uid.trim_end_matches(['\0', ' ']) == super::commitment::PUSH_MODEL_SOP_CLASS;
                 user_variables.push(UserVariableItem::ScuScpRoleSelectionSubItem(
                     uid.clone(),
                     RequestorRoles {
                         scu: roles.scu,
-                        scp: roles.scp && is_storage_sop_class(uid),
+                        scp: roles.scp && (is_storage_sop_class(uid) || commitment),
                     },
                 ));
             }

@@ -30,6 +30,14 @@ pub mod command_field {
     pub const C_ECHO_RSP: u16 = 0x8030;
     /// C-CANCEL-RQ
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    /// N-EVENT-REPORT-RQ (PS3.7 10.3.1)
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    /// N-EVENT-REPORT-RSP
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    /// N-ACTION-RQ (PS3.7 10.3.4)
+    pub const N_ACTION_RQ: u16 = 0x0130;
+    /// N-ACTION-RSP
+    pub const N_ACTION_RSP: u16 = 0x8130;
 }
 
 /// Status codes (PS3.7 Annex C; PS3.4 B.2.3, C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
@@ -66,6 +74,20 @@ pub mod status {
     pub const NOT_AUTHORIZED: u16 = 0x0124;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// DIMSE-N: no such SOP instance; Storage Commitment Failure Reason (PS3.4 J.3.2.1.1.1).
+    pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
+    /// DIMSE-N: invalid argument value (PS3.7 C.5.10).
+    pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;
+    /// DIMSE-N: invalid SOP instance (PS3.7 C.5.11).
+    pub const INVALID_OBJECT_INSTANCE: u16 = 0x0117;
+    /// DIMSE-N: no such SOP class (PS3.7 C.5.14).
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
+    /// DIMSE-N: class-instance conflict; Storage Commitment Failure Reason (PS3.4 J.3.2.1.1.1).
+    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+    /// DIMSE-N: no such action type (PS3.7 C.5.17).
+    pub const NO_SUCH_ACTION: u16 = 0x0123;
+    /// DIMSE-N: resource limitation (PS3.7 C.5.20).
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
 }
 
 /// CommandDataSetType value meaning "no data set follows" (PS3.7 E.1).
@@ -149,6 +171,31 @@ impl Command {
     pub fn status(&self) -> Option<u16> {
         self.u16(tags::STATUS)
     }
+
+    /// Message ID Being Responded To (0000,0120), in responses.
+    pub fn message_id_being_responded_to(&self) -> Option<u16> {
+        self.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO)
+    }
+
+    /// Requested SOP Class UID (0000,0003), in N-ACTION and N-GET/N-SET requests.
+    pub fn requested_sop_class_uid(&self) -> String {
+        self.text(tags::REQUESTED_SOP_CLASS_UID)
+    }
+
+    /// Requested SOP Instance UID (0000,1001).
+    pub fn requested_sop_instance_uid(&self) -> String {
+        self.text(tags::REQUESTED_SOP_INSTANCE_UID)
+    }
+
+    /// Action Type ID (0000,1008), in N-ACTION.
+    pub fn action_type_id(&self) -> Option<u16> {
+        self.u16(tags::ACTION_TYPE_ID)
+    }
+
+    /// Event Type ID (0000,1002), in N-EVENT-REPORT.
+    pub fn event_type_id(&self) -> Option<u16> {
+        self.u16(tags::EVENT_TYPE_ID)
+    }
 }
 
 /// Builds command sets.
@@ -231,6 +278,77 @@ pub fn response(request: &Command, command_field: u16, status: u16) -> CommandBu
         b = b.uid(tags::AFFECTED_SOP_CLASS_UID, &sop_class);
     }
     b
+}
+
+/// An N-ACTION-RQ (PS3.7 10.3.4) for `action_type_id` on the SOP instance `class`/`instance`;
+/// a data set (the Action Information) follows.
+pub fn n_action_rq(
+    message_id: u16,
+    class: &str,
+    instance: &str,
+    action_type_id: u16,
+) -> CommandBuilder {
+    CommandBuilder::new(command_field::N_ACTION_RQ)
+        .u16(tags::MESSAGE_ID, message_id)
+        .uid(tags::REQUESTED_SOP_CLASS_UID, class)
+        .uid(tags::REQUESTED_SOP_INSTANCE_UID, instance)
+        .u16(tags::ACTION_TYPE_ID, action_type_id)
+        .dataset(true)
+}
+
+/// The N-ACTION-RSP answering `request` with `status` (PS3.7 10.3.4): the Affected SOP Class and
+/// Instance are the request's Requested ones.
+pub fn n_action_rsp(request: &Command, status: u16) -> CommandBuilder {
+    let mut b = CommandBuilder::new(command_field::N_ACTION_RSP)
+        .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, request.message_id())
+        .u16(tags::STATUS, status)
+        .uid(
+            tags::AFFECTED_SOP_CLASS_UID,
+            &request.requested_sop_class_uid(),
+        )
+        .uid(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            &request.requested_sop_instance_uid(),
+        );
+    if let Some(action) = request.action_type_id() {
+        b = b.u16(tags::ACTION_TYPE_ID, action);
+    }
+    b
+}
+
+/// An N-EVENT-REPORT-RQ (PS3.7 10.3.1) of `event_type_id` about `class`/`instance`; a data set
+/// (the Event Information) follows.
+pub fn n_event_report_rq(
+    message_id: u16,
+    class: &str,
+    instance: &str,
+    event_type_id: u16,
+) -> CommandBuilder {
+    CommandBuilder::new(command_field::N_EVENT_REPORT_RQ)
+        .u16(tags::MESSAGE_ID, message_id)
+        .uid(tags::AFFECTED_SOP_CLASS_UID, class)
+        .uid(tags::AFFECTED_SOP_INSTANCE_UID, instance)
+        .u16(tags::EVENT_TYPE_ID, event_type_id)
+        .dataset(true)
+}
+
+/// The N-EVENT-REPORT-RSP answering `request` with `status`.
+pub fn n_event_report_rsp(request: &Command, status: u16) -> CommandBuilder {
+    let mut b = CommandBuilder::new(command_field::N_EVENT_REPORT_RSP)
+        .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, request.message_id())
+        .u16(tags::STATUS, status)
+        .uid(
+            tags::AFFECTED_SOP_CLASS_UID,
+            &request.affected_sop_class_uid(),
+        )
+        .uid(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            &request.affected_sop_instance_uid(),
+        );
+    if let Some(event) = request.event_type_id() {
+        b = b.u16(tags::EVENT_TYPE_ID, event);
+    }
+    b.dataset(false)
 }
 
 #[cfg(test)]

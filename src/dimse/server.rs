@@ -29,6 +29,23 @@ pub struct DimseService {
     pub authenticator: crate::auth::authenticator::Authenticator,
 }
 
+impl DimseService {
+    /// The DIMSE services of `archive` with `config`, with an authenticator of their own (the
+    /// server shares one with HTTP; this is for embedding a listener, e.g. in tests).
+    pub fn new(
+        archive: Archive,
+        config: Arc<Config>,
+    ) -> Result<DimseService, crate::auth::authenticator::AuthSetupError> {
+        let authenticator =
+            crate::auth::authenticator::Authenticator::new(archive.index().clone(), &config.auth)?;
+        Ok(DimseService {
+            archive,
+            config,
+            authenticator,
+        })
+    }
+}
+
 /// Open connections per peer IP address, for `dimse.max_associations_per_peer`.
 #[derive(Default)]
 struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
@@ -237,8 +254,27 @@ async fn serve_association(
     metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);
     let mut channel = Channel::accepted(association).with_staging(service.archive.staging.clone());
     let mut stored = audit::StoredStudies::default();
-    if let Ended::Abort = serve_messages(&mut channel, service, &sender, &mut stored, peer).await {
+    let mut reports = Vec::new();
+    let ended = serve_messages(
+        &mut channel,
+        service,
+        &sender,
+        &mut stored,
+        &mut reports,
+        peer,
+    )
+    .await;
+    if let Ended::Abort = ended {
         channel.into_association().abort().await;
+    }
+    // Storage Commitment reports the requestor did not acknowledge go on a new association.
+    if !reports.is_empty() {
+        super::commitment::deliver_later(
+            service.archive.clone(),
+            service.config.dimse.ae_title.clone(),
+            reports,
+            service.config.pdu_timeout(),
+        );
     }
     stored
         .record(service.archive.index(), &sender.principal)
@@ -253,12 +289,14 @@ enum Ended {
     Abort,
 }
 
-/// Serves the association's messages until it ends; C-STOREs are noted in `stored`.
+/// Serves the association's messages until it ends; C-STOREs are noted in `stored`, Storage
+/// Commitment reports sent and not yet acknowledged in `reports`.
 async fn serve_messages(
     channel: &mut Channel<AcceptorTransport>,
     service: &DimseService,
     sender: &Sender,
     stored: &mut audit::StoredStudies,
+    reports: &mut Vec<super::commitment::Unacknowledged>,
     peer: SocketAddr,
 ) -> Ended {
     loop {
@@ -270,7 +308,25 @@ async fn serve_messages(
                 return Ended::Abort;
             }
         };
+        // A report the requestor took; one it refused goes again on a new association.
+        if message.command.command_field() == Some(command_field::N_EVENT_REPORT_RSP) {
+            let answered = message.command.message_id_being_responded_to();
+            if message.command.status() == Some(status::SUCCESS) {
+                reports.retain(|r| Some(r.message_id) != answered);
+            }
+            continue;
+        }
         match dispatch(channel, service, sender, message).await {
+            Ok(Some(Done::Committing(served))) => {
+                audit::record(service.archive.index(), served.event).await;
+                reports.extend(served.unacknowledged);
+                // A requestor that never acknowledges must not make the list grow without bound.
+                if reports.len() > super::commitment::MAX_UNACKNOWLEDGED {
+                    let dropped = reports.remove(0);
+                    tracing::warn!(%peer, transaction_uid = %dropped.report.transaction_uid,
+                        "storage commitment report dropped: too many unacknowledged on this association");
+                }
+            }
             Ok(Some(Done::Stored { study, status })) => {
                 if stored.note(study, status) {
                     stored
@@ -294,6 +350,8 @@ enum Done {
     Stored { study: Option<String>, status: u16 },
     /// Another operation's event.
     Other(crate::audit::NewAuditEvent),
+    /// A Storage Commitment request: its event and the report sent.
+    Committing(super::commitment::Served),
 }
 
 /// Who an association calling as `calling` from `peer` acts for: its registered AE title's
@@ -388,6 +446,21 @@ async fn dispatch(
         }
         Some(command_field::C_MOVE_RQ) => {
             super::retrieve::handle_move(channel, service, sender, message).await?
+        }
+        Some(command_field::N_ACTION_RQ) => {
+            let served = super::commitment::handle_action(
+                channel,
+                &service.archive,
+                &service.config.dimse.ae_title,
+                sender,
+                message,
+            )
+            .await?;
+            return Ok(Some(Done::Committing(served)));
+        }
+        Some(command_field::N_EVENT_REPORT_RQ) => {
+            let event = super::commitment::handle_event_report(channel, sender, message).await?;
+            return Ok(Some(Done::Other(event)));
         }
         // A cancel for an operation already finished: nothing to do (PS3.7 9.3.2.3).
         Some(command_field::C_CANCEL_RQ) => return Ok(None),

@@ -55,6 +55,28 @@ pub fn choose_context<'a>(
         })
 }
 
+/// What became of one C-STORE-RQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The receiver answered with this status.
+    Answered(u16),
+    /// No accepted presentation context can carry the instance.
+    NoContext,
+    /// The stored instance could not be read (missing, damaged) or re-encoded: why.
+    Unreadable(String),
+}
+
+impl Sent {
+    /// As a sub-operation result.
+    pub fn sub_operation(&self) -> SubOperation {
+        match self {
+            Sent::Answered(status::SUCCESS) => SubOperation::Completed,
+            Sent::Answered(0xB000..=0xBFFF) => SubOperation::Warning,
+            _ => SubOperation::Failed,
+        }
+    }
+}
+
 /// Sends one instance as a C-STORE-RQ on `channel` and waits for its C-STORE-RSP. Returns the
 /// sub-operation result and whether a C-CANCEL-RQ arrived meanwhile.
 pub async fn send_instance<A>(
@@ -67,16 +89,32 @@ pub async fn send_instance<A>(
 where
     A: PduTransport,
 {
+    let (sent, cancelled) =
+        send_instance_answer(channel, archive, instance, message_id, originator).await?;
+    Ok((sent.sub_operation(), cancelled))
+}
+
+/// [`send_instance`] with the receiver's status, or why nothing was sent.
+pub async fn send_instance_answer<A>(
+    channel: &mut Channel<A>,
+    archive: &Archive,
+    instance: &StoredInstance,
+    message_id: u16,
+    originator: Option<&MoveOriginator>,
+) -> Result<(Sent, bool), ChannelError>
+where
+    A: PduTransport,
+{
     let Some(context) = choose_context(channel.contexts(), instance).cloned() else {
         tracing::info!(sop_class = %instance.sop_class_uid, transfer_syntax = %instance.transfer_syntax_uid,
             "no accepted presentation context can carry this instance");
-        return Ok((SubOperation::Failed, false));
+        return Ok((Sent::NoContext, false));
     };
     let dataset = match load_dataset(archive, instance, &context.transfer_syntax).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(key = %instance.object_key, error = %e, "stored instance cannot be sent");
-            return Ok((SubOperation::Failed, false));
+            return Ok((Sent::Unreadable(e), false));
         }
     };
     let mut command = CommandBuilder::new(command_field::C_STORE_RQ)
@@ -100,12 +138,7 @@ where
             Incoming::Message(m) => match m.command.command_field() {
                 Some(command_field::C_STORE_RSP) => {
                     let code = m.command.status().unwrap_or(status::PROCESSING_FAILURE);
-                    let result = match code {
-                        status::SUCCESS => SubOperation::Completed,
-                        0xB000..=0xBFFF => SubOperation::Warning,
-                        _ => SubOperation::Failed,
-                    };
-                    return Ok((result, cancelled));
+                    return Ok((Sent::Answered(code), cancelled));
                 }
                 Some(command_field::C_CANCEL_RQ) => cancelled = true,
                 other => {

@@ -17,8 +17,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_tenancy.sql")),
     M::up(include_str!("migrations/004_audit.sql")),
     M::up(include_str!("migrations/005_forwarding.sql")),
+    M::up(include_str!("migrations/006_ae_port.sql")),
     M::up(include_str!("migrations/007_stats.sql")),
-    M::up(include_str!("migrations/009_peer_oidc.sql")),
+    M::up(include_str!("migrations/008_peer_oidc.sql")),
 ];
 
 /// The schema version this tramy writes: the number of migrations.

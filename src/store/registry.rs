@@ -206,17 +206,36 @@ impl Index {
         facility: &str,
         host: Option<&str>,
     ) -> Result<ApplicationEntity, RegistryError> {
+        self.add_application_entity_at(who, ae_title, facility, host, None)
+            .await
+    }
+
+    /// [`Index::add_application_entity`] with the port it listens on (a port needs a host).
+    pub async fn add_application_entity_at(
+        &self,
+        who: &Principal,
+        ae_title: &str,
+        facility: &str,
+        host: Option<&str>,
+        port: Option<u16>,
+    ) -> Result<ApplicationEntity, RegistryError> {
         self.admit(who, Action::Administer)?;
         within_own_facility(who, Some(facility))?;
         let ae = ApplicationEntity {
             ae_title: normalise_ae_title(ae_title)?,
             facility: facility.to_owned(),
             host: host.map(str::to_owned),
+            port,
             created_at: now(),
         };
         crate::registry::check_facility_code(facility)?;
         if let Some(host) = host {
             check_host(host)?;
+        }
+        if port == Some(0) || (port.is_some() && host.is_none()) {
+            return Err(RegistryError::Invalid(
+                "a port must be 1-65535 and comes with a host (--host)".into(),
+            ));
         }
         let row = ae.clone();
         self.write(move |c| {
@@ -237,9 +256,15 @@ impl Index {
                 }));
             }
             c.execute(
-                "INSERT INTO application_entities (ae_title, facility, host, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![row.ae_title, row.facility, row.host, row.created_at],
+                "INSERT INTO application_entities (ae_title, facility, host, port, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.ae_title,
+                    row.facility,
+                    row.host,
+                    row.port,
+                    row.created_at
+                ],
             )?;
             Ok(Ok(()))
         })
@@ -256,7 +281,7 @@ impl Index {
         let scope = listing_scope(who);
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT ae_title, facility, host, created_at FROM application_entities \
+                "SELECT ae_title, facility, host, created_at, port FROM application_entities \
                  WHERE ?1 IS NULL OR facility = ?1 ORDER BY ae_title",
             )?
             .query_map([scope], |r| {
@@ -264,6 +289,7 @@ impl Index {
                     ae_title: r.get(0)?,
                     facility: r.get(1)?,
                     host: r.get(2)?,
+                    port: r.get(4)?,
                     created_at: r.get(3)?,
                 })
             })?
@@ -282,7 +308,7 @@ impl Index {
         self.admit(who, Action::Authenticate)?;
         self.read_now(|c| {
             Ok(c.prepare_cached(
-                "SELECT ae_title, facility, host, created_at FROM application_entities \
+                "SELECT ae_title, facility, host, created_at, port FROM application_entities \
                  WHERE ae_title = ?1",
             )?
             .query_row([ae_title], |r| {
@@ -290,6 +316,7 @@ impl Index {
                     ae_title: r.get(0)?,
                     facility: r.get(1)?,
                     host: r.get(2)?,
+                    port: r.get(4)?,
                     created_at: r.get(3)?,
                 })
             })

@@ -98,6 +98,9 @@ pub struct AeRequest {
     /// The host it must call from.
     #[serde(default)]
     host: Option<String>,
+    /// The port it listens on at `host` (Storage Commitment results on a new association).
+    #[serde(default)]
+    port: Option<u16>,
 }
 
 /// `POST /api/v1/ae-titles`
@@ -116,7 +119,7 @@ pub async fn add_ae_title(
     let made = state
         .archive
         .index()
-        .add_application_entity(&who, &r.ae_title, &r.facility, r.host.as_deref())
+        .add_application_entity_at(&who, &r.ae_title, &r.facility, r.host.as_deref(), r.port)
         .await?;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
