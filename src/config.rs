@@ -80,12 +80,16 @@ impl Default for ForwardingConfig {
 
 impl ForwardingConfig {
     /// The sender's settings.
-    pub fn sender_settings(&self) -> crate::forward::sender::SenderSettings {
+    pub fn sender_settings(
+        &self,
+        calling_ae_title: &str,
+    ) -> crate::forward::sender::SenderSettings {
         crate::forward::sender::SenderSettings {
             max_backoff: self.max_backoff,
             max_refusals: i64::from(self.max_refusals.max(1)),
             batch_instances: self.batch_instances.max(1),
             batch_bytes: self.batch_mb.max(1) * 1024 * 1024,
+            calling_ae_title: calling_ae_title.to_string(),
             ..Default::default()
         }
     }

@@ -71,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peers = crate::forward::registry::PeerRegistry::load(
         archive.clone(),
         &config.peers,
-        config.forwarding.sender_settings(),
+        config.forwarding.sender_settings(&config.dimse.ae_title),
     )
     .await?;
     peers.start_all();

@@ -550,3 +550,44 @@ to = "hospital"
     // One token served every request (presence checks, STOW-RS, keys, manifests).
     assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_station_forwards_to_a_dimse_peer_confirmed_by_storage_commitment() {
+    let dir = tempfile::tempdir().unwrap();
+    // The receiving tramy as a DIMSE peer: the station calls as TRAMY, registered there.
+    let hospital = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let station = TramyServer::start_with_config(&format!(
+        r#"
+[[peers]]
+name = "hospital-pacs"
+dimse = "TRAMY@127.0.0.1:{}"
+facility = "LOCAL"
+
+[[forward]]
+to = "hospital-pacs"
+
+[forwarding]
+max_backoff = "2s"
+"#,
+        hospital.dimse_port
+    ));
+    let (study, files) = make_study(&dir.path().join("study"), 3, 0);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    station.store_files(&refs, "three instances to the station");
+    let entry = wait_for("the study committed by the DIMSE peer", || {
+        let d = deliveries(&station, &study);
+        let e = d.as_array()?.first()?.clone();
+        (e["instances"]["stored"] == 3).then_some(e)
+    });
+    assert_eq!(entry["state"], "stored");
+    let manifests = entry["manifests"].as_array().unwrap();
+    assert!(
+        manifests.iter().all(|m| m["state"] == "committed"),
+        "{entry}"
+    );
+    assert!(manifests[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Storage Commitment transaction"));
+    assert_eq!(hospital.indexed_instances(), 3);
+}

@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod rules;
 pub mod sender;
+mod sender_dimse;
 pub mod stats;
 
 pub use peer::{Peer, PeerEndpoint, PeerKind, PeerSpec};

@@ -41,6 +41,10 @@ pub struct SenderSettings {
     pub batch_instances: usize,
     /// Most bytes in one STOW-RS request (with a bandwidth limit, about two seconds' worth).
     pub batch_bytes: u64,
+    /// The AE title tramy calls DIMSE peers with (`[dimse] ae_title`).
+    pub calling_ae_title: String,
+    /// How long to wait for a DIMSE peer's Storage Commitment report.
+    pub commitment_wait: Duration,
 }
 
 impl Default for SenderSettings {
@@ -51,17 +55,19 @@ impl Default for SenderSettings {
             max_refusals: 3,
             batch_instances: 32,
             batch_bytes: 32 * 1024 * 1024,
+            calling_ae_title: "TRAMY".into(),
+            commitment_wait: Duration::from_secs(60),
         }
     }
 }
 
 /// The sender for one peer.
 pub struct PeerSender {
-    archive: Archive,
-    peer: Peer,
+    pub(super) archive: Archive,
+    pub(super) peer: Peer,
     client: PeerClient,
-    settings: SenderSettings,
-    who: Principal,
+    pub(super) settings: SenderSettings,
+    pub(super) who: Principal,
     /// Consecutive failed rounds (manifest delivery), for the back-off.
     manifest_failures: u32,
     /// Whether the peer's published keys were fetched and pinned in this run.
@@ -85,10 +91,6 @@ impl PeerSender {
 
     /// Runs until `shutdown` turns true; an instance being sent is finished first.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        if self.peer.kind == PeerKind::Dimse {
-            tracing::warn!(peer = %self.peer.name, "forwarding to DIMSE peers is not available yet; its instances stay queued");
-            return;
-        }
         tracing::info!(peer = %self.peer.name, "forwarding to peer");
         while !*shutdown.borrow() {
             let pause = match self.round().await {
@@ -169,6 +171,9 @@ impl PeerSender {
         study: &str,
         batch: Vec<OutboxItem>,
     ) -> Result<(), crate::store::IndexError> {
+        if self.peer.kind == PeerKind::Dimse {
+            return self.send_dimse(batch).await;
+        }
         // What the peer has already is not sent again.
         let pairs: Vec<(String, String)> = batch
             .iter()
@@ -307,7 +312,7 @@ impl PeerSender {
         Ok(())
     }
 
-    async fn failed(
+    pub(super) async fn failed(
         &self,
         batch: &[OutboxItem],
         e: &PeerCallError,
@@ -329,7 +334,7 @@ impl PeerSender {
     }
 
     /// When to try again after `attempts` failures: 1, 2, 4… seconds, capped.
-    fn backoff(&self, attempts: i64) -> String {
+    pub(super) fn backoff(&self, attempts: i64) -> String {
         let secs = 1u64
             .checked_shl(attempts.clamp(0, 20) as u32)
             .unwrap_or(u64::MAX);
@@ -402,6 +407,9 @@ impl PeerSender {
             retry_at: later(Duration::from_secs(5)),
             max_attempts: self.settings.max_refusals,
         };
+        if self.peer.kind == PeerKind::Dimse {
+            return self.commit_dimse(record, &instances).await;
+        }
         if self.peer.kind != PeerKind::Tramy {
             // The STOW-RS answers stood in for a receipt: keep the manifest as what was sent.
             record.state = "stored".into();
@@ -491,7 +499,7 @@ impl PeerSender {
 
     /// One audit event per delivered manifest: tramy sent this study to this peer, and how it
     /// was confirmed.
-    async fn audit(&self, record: &DeliveryRecord) {
+    pub(super) async fn audit(&self, record: &DeliveryRecord) {
         use crate::audit::{AuditAction, AuditOutcome, NewAuditEvent};
         let confirmed = record
             .outcomes
@@ -699,13 +707,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Now plus `d`, as the index stores times.
-fn later(d: Duration) -> String {
+pub(super) fn later(d: Duration) -> String {
     let at = chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A random id for a manifest.
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     let mut b = [0u8; 16];
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
