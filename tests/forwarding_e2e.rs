@@ -221,6 +221,17 @@ fn verified_receipts(
         .collect()
 }
 
+/// Instances the station sent to `peer` (its `tramy_forward_instances_total` counter).
+fn forwarded_instances(station: &TramyServer, peer: &str) -> u64 {
+    let metrics = station.http("GET", "/metrics", &[], b"");
+    let text = String::from_utf8(metrics.body).unwrap();
+    let series = format!("tramy_forward_instances_total{{peer=\"{peer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 fn stored_uids(receipts: &[Receipt]) -> Vec<String> {
     let mut uids: Vec<String> = receipts
         .iter()
@@ -290,12 +301,24 @@ max_backoff = "2s"
 
     let (cr, cr_files) = make_study(&dir.path().join("cr"), 3, "CR");
     let (ct, ct_files) = make_study(&dir.path().join("ct"), 4, "CT");
+    // A CT study Orthanc holds already (sent there by someone else): found by the station's
+    // presence check (Orthanc's QIDO-RS) and not sent again.
+    let (held, held_files) = make_study(&dir.path().join("held"), 2, "CT");
+    for f in &held_files {
+        let (code, body) = orthanc.post(
+            "/instances",
+            "application/dicom",
+            &std::fs::read(f).unwrap(),
+        );
+        assert_eq!(code, 200, "Orthanc took the file: {body}");
+    }
     let all: Vec<&Path> = cr_files
         .iter()
         .chain(&ct_files)
+        .chain(&held_files)
         .map(PathBuf::as_path)
         .collect();
-    station.store_files(&all, "a CR and a CT study to the station");
+    station.store_files(&all, "a CR and two CT studies to the station");
 
     // The chest X-ray study reaches the hospital and the hub, each with receipts signed by the
     // receiving facility's published key that list every instance stored intact.
@@ -313,6 +336,13 @@ max_backoff = "2s"
     );
     wait_delivered(&station, &ct, "orthanc", "stored", 4);
     assert_eq!(orthanc.instances_of(&ct), sop_uids(&ct_files));
+    wait_delivered(&station, &held, "orthanc", "stored", 2);
+    wait_delivered(&station, &held, "hub", "verified", 2);
+    assert_eq!(
+        forwarded_instances(&station, "orthanc"),
+        4,
+        "only the CT study's bytes went to Orthanc"
+    );
 
     // Nothing went where no rule sends it.
     let (_, body) = station
@@ -328,7 +358,7 @@ max_backoff = "2s"
     assert!(!body.contains("\"orthanc\""), "CR went to Orthanc: {body}");
     assert!(orthanc.instances_of(&cr).is_empty());
     assert_eq!(hospital.indexed_instances(), 3);
-    assert_eq!(hub.indexed_instances(), 7);
+    assert_eq!(hub.indexed_instances(), 9);
 
     // Orthanc pushes a study of its own to the hub with its DICOMweb client (STOW-RS with the
     // configured bearer token); the hub then holds it and answers for it over QIDO-RS.
@@ -355,7 +385,7 @@ max_backoff = "2s"
         request.as_bytes(),
     );
     assert_eq!(code, 200, "Orthanc's STOW-RS to tramy: {body}");
-    assert_eq!(hub.indexed_instances(), 9);
+    assert_eq!(hub.indexed_instances(), 11);
     let answer = hub.http(
         "GET",
         &format!("/dicomweb/studies/{own}/instances"),
