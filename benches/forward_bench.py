@@ -70,11 +70,10 @@ def span(station, study, n, since=None):
         if entry and entry["instances"]["verified"] == n:
             steps = {s["state"]: s for s in entry["timeline"]}
             end = parse_time(steps["verified"]["last"])
-            if since is None:
-                secs = (end - parse_time(steps["queued"]["first"])).total_seconds()
-            else:
-                secs = end.timestamp() - since
-            print(json.dumps({"seconds": secs}))
+            start = parse_time(steps["queued"]["first"]).timestamp() if since is None else since
+            # The manifest and receipt phase: after the last STOW-RS answer.
+            receipt = (end - parse_time(steps["sent"]["last"])).total_seconds()
+            print(json.dumps({"seconds": end.timestamp() - start, "receipt_seconds": receipt}))
             return
         time.sleep(0.05)
     sys.exit("the study was not verified in time")

@@ -10,7 +10,7 @@
 #       and how much of the backlog had arrived by then;
 #   (c) signing and verifying a manifest per study: criterion, benches/forward_jws.rs.
 # usage: benches/forward_bench.sh   environment: N (200), SIZE_KB (300), BACKLOG (400), ROUNDS (3),
-#                                   TRAMY_BIN, JWS (0: skip (c))
+#                                   TRAMY_BIN, URGENT (0: skip (b)), JWS (0: skip (c))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200}
@@ -38,7 +38,7 @@ start_tramy() { # NAME [CONFIG] -> sets PID_<NAME>, URL_<NAME>, DIMSE_<NAME>, TO
   http=$(free_port); dimse=$(free_port); mkdir -p "$data"
   local args=(serve); [ -n "$config" ] && args+=(--config "$config")
   TRAMY_DATA_DIR="$data" TRAMY_DIMSE_ADDR="127.0.0.1:$dimse" TRAMY_HTTP_ADDR="127.0.0.1:$http" \
-    TRAMY_AE_TITLE=TRAMY RUST_LOG=warn "$BIN" "${args[@]}" >"$ROOT/$name.log" 2>&1 &
+    TRAMY_AE_TITLE=TRAMY RUST_LOG=warn,tramy::forward=info "$BIN" "${args[@]}" >"$ROOT/$name.log" 2>&1 &
   printf -v "PID_$name" %s $!; printf -v "URL_$name" %s "http://127.0.0.1:$http"
   printf -v "DIMSE_$name" %s "$dimse"
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -76,7 +76,7 @@ BYTES=$(cat "$ROOT"/a/*.dcm | wc -c)
 closed=$(python3 -c 'import datetime as d; n=d.datetime.now(); f=lambda h: (n+d.timedelta(hours=h)).strftime("%H:%M"); print(f"{f(2)}-{f(3)}")')
 echo "== (a) forwarding vs plain STOW-RS: $N instances, $((BYTES / N / 1000)) kB each, $((BYTES / 1000000)) MB; $ROUNDS rounds"
 echo "   live: from the first instance queued (storescu still sending) to the last verified;"
-echo "   queued: everything queued first, from the sender's start (station ready) to the last verified"
+echo "   queued: everything queued first, from the sender's start (station log) to the last verified"
 mbs() { python3 -c "print(f'{$BYTES/1e6/$1:6.1f} MB/s ({$1:.2f} s)')"; }
 for round in $(seq "$ROUNDS"); do
   hospital h1; station s1 h1 $'[[forward]]\nto = "hospital"'
@@ -86,16 +86,22 @@ for round in $(seq "$ROUNDS"); do
   hospital h1; station s1 h1 "windows = [\"$closed\"]"$'\n[[forward]]\nto = "hospital"'
   TCP_NODELAY=1 storescu -aet STORESCU -aec TRAMY +sd 127.0.0.1 "$DIMSE_s1" "$ROOT/a" >/dev/null 2>&1
   stop "$PID_s1"; station s1 h1 $'[[forward]]\nto = "hospital"'
-  since=$(date +%s.%N)
-  queued=$(BENCH_TOKEN=$TOKEN_s1 "$PY" benches/forward_bench.py span "$URL_s1" "$(cat "$ROOT/a.study")" "$N" "$since" | field seconds)
+  # From the sender's start as the station logs it (start-up, models loading, does not count).
+  since=$(python3 -c 'import re,sys,datetime as d
+for l in open(sys.argv[1]):
+    if "forwarding to peer" in l:
+        print(d.datetime.fromisoformat(re.search(r"\d{4}-\d\d-\d\dT[\d:.]+", l).group(0)[:26]).replace(tzinfo=d.timezone.utc).timestamp()); break' "$ROOT/s1.log")
+  BENCH_TOKEN=$TOKEN_s1 "$PY" benches/forward_bench.py span "$URL_s1" "$(cat "$ROOT/a.study")" "$N" "$since" > "$ROOT/span.json"
+  queued=$(field seconds < "$ROOT/span.json"); receipt=$(field receipt_seconds < "$ROOT/span.json")
   stop "$PID_s1"; stop "$PID_h1"; rm -rf "$ROOT/s1" "$ROOT/h1"
   hospital h2
   stow=$(HOSPITAL_TOKEN=$TOKEN_h2 "$PY" benches/forward_bench.py stow "$URL_h2/dicomweb" "$ROOT/a" 32 | field seconds)
   stop "$PID_h2"; rm -rf "$ROOT/h2"
-  python3 -c "print(f'round $round: forwarding live $(mbs "$live")  queued $(mbs "$queued")  plain STOW-RS $(mbs "$stow")  queued/STOW {$stow/$queued*100:5.1f} %')"
+  python3 -c "print(f'round $round: forwarding live $(mbs "$live")  queued $(mbs "$queued") [receipt phase $(printf %.2f "$receipt") s]  plain STOW-RS $(mbs "$stow")  queued/STOW {$stow/$queued*100:5.1f} %')"
 done
 rm -rf "$ROOT/a"
 
+[ "${URGENT:-1}" = 0 ] || {
 echo "== (b) urgent chest X-ray behind a bulk backlog of $BACKLOG instances ($SIZE_KB kB each): C-STORE at the station -> QIDO-RS at the hospital"
 "$PY" tests/clients/make_study.py "$ROOT/backlog" "$BACKLOG" --pad-kb "$SIZE_KB" >/dev/null
 # The backlog is queued while the peer's time window is closed, then the window opens (restart
@@ -114,6 +120,9 @@ for round in $(seq "$ROUNDS"); do
   stop "$PID_s3"; stop "$PID_h3"; rm -rf "$ROOT/s3" "$ROOT/h3"
 done
 
+}
 [ "${JWS:-1}" = 0 ] && exit 0
 echo "== (c) signing and verifying a manifest (criterion)"
-cargo bench --quiet --bench forward_jws -- --noplot 2>/dev/null | grep -E '^manifest/|time:' | paste - - | awk '{ printf "%-24s %s %s %s %s %s %s\n", $1, $3, $4, $5, $6, $7, $8 }'
+# criterion wraps long names onto their own line: join each name with its time.
+cargo bench --quiet --bench forward_jws -- --noplot 2>/dev/null |
+  awk '/^manifest\// { name = $1 } /time:/ { sub(/.*time: */, ""); printf "%-28s %s\n", name, $0 }'
