@@ -26,6 +26,7 @@ fn manifest(n: usize) -> Manifest {
             })
             .collect(),
         findings: Vec::new(),
+        patient_links: Vec::new(),
         created_at: "2026-11-30T06:00:00Z".into(),
     }
 }
