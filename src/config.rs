@@ -53,6 +53,9 @@ pub struct ForwardingConfig {
     pub max_refusals: u32,
     /// Most instances in one STOW-RS request.
     pub batch_instances: usize,
+    /// STOW-RS requests in flight at once to a peer without a bandwidth limit (one with a limit,
+    /// and DIMSE peers, get one).
+    pub concurrent_requests: usize,
     /// Most megabytes in one STOW-RS request (with a bandwidth limit, about two seconds of it).
     pub batch_mb: u64,
     /// Most studies one `POST /api/v1/peers/{name}/retrieve` fetches (more: the answer says so).
@@ -70,6 +73,7 @@ impl Default for ForwardingConfig {
             max_backoff: Duration::from_secs(300),
             max_refusals: 3,
             batch_instances: 32,
+            concurrent_requests: 2,
             batch_mb: 32,
             retrieve_max_studies: 50,
             retrieve_max_instances: 5000,
@@ -88,6 +92,7 @@ impl ForwardingConfig {
             max_backoff: self.max_backoff,
             max_refusals: i64::from(self.max_refusals.max(1)),
             batch_instances: self.batch_instances.max(1),
+            concurrent_requests: self.concurrent_requests.max(1),
             batch_bytes: self.batch_mb.max(1) * 1024 * 1024,
             calling_ae_title: calling_ae_title.to_string(),
             ..Default::default()

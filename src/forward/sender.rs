@@ -28,6 +28,9 @@ use crate::dicom::uid::SopInstanceUid;
 use crate::ingest::Archive;
 use crate::store::peers::KeyPin;
 
+/// Objects read at once while a batch is prepared.
+const READ_CONCURRENCY: usize = 4;
+
 /// How the sender paces itself.
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
@@ -39,6 +42,8 @@ pub struct SenderSettings {
     pub max_refusals: i64,
     /// Most instances in one STOW-RS request.
     pub batch_instances: usize,
+    /// STOW-RS requests in flight at once to a peer without a bandwidth limit.
+    pub concurrent_requests: usize,
     /// Most bytes in one STOW-RS request (with a bandwidth limit, about two seconds' worth).
     pub batch_bytes: u64,
     /// The AE title tramy calls DIMSE peers with (`[dimse] ae_title`).
@@ -54,6 +59,7 @@ impl Default for SenderSettings {
             max_backoff: Duration::from_secs(300),
             max_refusals: 3,
             batch_instances: 32,
+            concurrent_requests: 2,
             batch_bytes: 32 * 1024 * 1024,
             calling_ae_title: "TRAMY".into(),
             commitment_wait: Duration::from_secs(60),
@@ -132,16 +138,48 @@ impl PeerSender {
             self.finish_manifests().await?;
             return Ok(false);
         }
-        let batch = self.batch(due);
-        let study = batch[0].study_instance_uid.clone();
-        self.send_batch(&study, batch).await?;
+        // Up to `concurrent_requests` batches at once, the most urgent first: an urgent
+        // instance waits for at most one round.
+        let concurrency = match (self.peer.kind, self.peer.max_bytes_per_sec) {
+            (PeerKind::Dimse, _) | (_, Some(_)) => 1,
+            _ => self.settings.concurrent_requests.max(1),
+        };
+        let batches = self.batches(due, concurrency);
+        let mut studies: Vec<String> = batches
+            .iter()
+            .map(|b| b[0].study_instance_uid.clone())
+            .collect();
+        let this: &PeerSender = self;
+        let sent = futures::future::join_all(batches.into_iter().map(|b| {
+            let study = b[0].study_instance_uid.clone();
+            async move { this.send_batch(&study, b).await }
+        }))
+        .await;
+        for result in sent {
+            result?;
+        }
         // A study may now be complete.
-        self.manifest(&study).await?;
+        studies.dedup();
+        for study in studies {
+            self.manifest(&study).await?;
+        }
         Ok(true)
     }
 
+    /// Up to `n` batches from `due`, in priority order: each one study's instances of one
+    /// facility and priority, within the batch limits.
+    fn batches(&self, mut due: Vec<OutboxItem>, n: usize) -> Vec<Vec<OutboxItem>> {
+        let mut out = Vec::new();
+        while out.len() < n && !due.is_empty() {
+            let batch = self.batch(&due);
+            due.retain(|i| !batch.iter().any(|b| b.id == i.id));
+            out.push(batch);
+        }
+        out
+    }
+
     /// The first due instance's study: its due instances in order, within the batch limits.
-    fn batch(&self, due: Vec<OutboxItem>) -> Vec<OutboxItem> {
+    fn batch(&self, due: &[OutboxItem]) -> Vec<OutboxItem> {
         let study = due[0].study_instance_uid.clone();
         let facility = due[0].facility.clone();
         let top = due[0].priority;
@@ -151,7 +189,7 @@ impl PeerSender {
         };
         let mut bytes = 0u64;
         let mut out = Vec::new();
-        for item in due.into_iter().filter(|i| {
+        for item in due.iter().filter(|i| {
             i.study_instance_uid == study && i.priority == top && i.facility == facility
         }) {
             let size = item.size_bytes.max(0) as u64;
@@ -161,13 +199,13 @@ impl PeerSender {
                 break;
             }
             bytes += size;
-            out.push(item);
+            out.push(item.clone());
         }
         out
     }
 
     async fn send_batch(
-        &mut self,
+        &self,
         study: &str,
         batch: Vec<OutboxItem>,
     ) -> Result<(), crate::store::IndexError> {
@@ -227,26 +265,38 @@ impl PeerSender {
         &self,
         items: Vec<OutboxItem>,
     ) -> Result<(Vec<Bytes>, Vec<OutboxItem>), crate::store::IndexError> {
-        let mut files = Vec::with_capacity(items.len());
-        let mut sendable = Vec::with_capacity(items.len());
-        for item in items {
+        use futures::StreamExt;
+        // Reads overlap (each one an index lookup and a hashed object read), in order.
+        let reads = futures::stream::iter(items.into_iter().map(|item| async move {
             let stored = match SopInstanceUid::new(&item.sop_instance_uid) {
                 Ok(uid) => self.archive.index().instance(&self.who, &uid).await?,
                 Err(_) => None,
             };
-            let problem = match stored {
-                None => "no longer stored here".to_string(),
-                Some(s) if s.sha256 != item.sha256 => {
-                    "replaced here by another data set since it was queued".to_string()
-                }
-                Some(s) => match self.archive.read_instance(&s).await {
-                    Ok(file) => {
-                        files.push(file);
-                        sendable.push(item);
-                        continue;
+            let read =
+                match stored {
+                    None => Err("no longer stored here".to_string()),
+                    Some(s) if s.sha256 != item.sha256 => {
+                        Err("replaced here by another data set since it was queued".to_string())
                     }
-                    Err(e) => format!("not sent: the stored object failed verification ({e})"),
-                },
+                    Some(s) => self.archive.read_instance(&s).await.map_err(|e| {
+                        format!("not sent: the stored object failed verification ({e})")
+                    }),
+                };
+            Ok::<_, crate::store::IndexError>((item, read))
+        }))
+        .buffered(READ_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        let mut files = Vec::with_capacity(reads.len());
+        let mut sendable = Vec::with_capacity(reads.len());
+        for read in reads {
+            let (item, problem) = match read? {
+                (item, Ok(file)) => {
+                    files.push(file);
+                    sendable.push(item);
+                    continue;
+                }
+                (item, Err(problem)) => (item, problem),
             };
             tracing::warn!(peer = %self.peer.name, sop_instance_uid = %item.sop_instance_uid, %problem, "instance dead-lettered");
             self.archive
