@@ -282,9 +282,8 @@ impl PeerClient {
         let url = format!(
             "{}/studies/{study}/instances?SOPInstanceUID={}&includefield=00080018",
             self.service_root()?,
-            // A list of UIDs: backslash-separated, as DICOM writes multiple values (PS3.18
-            // 8.3.4.1); both tramy and Orthanc read it.
-            uids.join("%5C")
+            // A UID list, comma-separated (PS3.18 8.3.4.1).
+            uids.join(",")
         );
         let mut request = self
             .agent

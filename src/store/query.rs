@@ -1,5 +1,5 @@
 //! Attribute matching over the index, shared by C-FIND (PS3.4 C.2.2.2) and, later, QIDO-RS
-//! (PS3.18 8.3.4): single value, universal (empty), wildcard (`*`, `?`), UID list (`\`-separated),
+//! (PS3.18 8.3.4): single value, universal (empty), wildcard (`*`, `?`), UID list (`\`- or, in QIDO-RS, `,`-separated),
 //! date/time range (`a-b`, `-b`, `a-`) and case-insensitive person-name matching.
 
 use std::collections::HashMap;
@@ -536,8 +536,10 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
         match a.matching {
             M::ReturnOnly => {}
             M::Uid => {
+                // QIDO-RS writes a UID list with commas (PS3.18 8.3.4.1), C-FIND with
+                // backslashes; a UID holds neither, so both separate.
                 let uids: Vec<&str> = value
-                    .split('\\')
+                    .split(['\\', ','])
                     .map(|u| u.trim())
                     .filter(|u| !u.is_empty())
                     .collect();
@@ -924,5 +926,13 @@ mod tests {
     fn universal_matching_adds_no_condition() {
         let w = build_where(&q(vec![(tags::PATIENT_NAME, ""), (tags::PATIENT_ID, "*")])).unwrap();
         assert!(w.sql.is_empty());
+    }
+
+    #[test]
+    fn a_uid_list_is_separated_by_backslashes_or_commas() {
+        for list in ["1.2.3\\1.2.4", "1.2.3,1.2.4"] {
+            let w = build_where(&q(vec![(tags::STUDY_INSTANCE_UID, list)])).unwrap();
+            assert_eq!(w.params.len(), 2, "{list}");
+        }
     }
 }
