@@ -9,6 +9,7 @@
 //! queues it again). Before any bytes go, the peer is asked which instances it has already
 //! (by SHA-256 on a tramy peer), and those are not sent again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,9 +76,9 @@ pub struct PeerSender {
     pub(super) settings: SenderSettings,
     pub(super) who: Principal,
     /// Consecutive failed rounds (manifest delivery), for the back-off.
-    manifest_failures: u32,
+    manifest_failures: std::sync::atomic::AtomicU32,
     /// Whether the peer's published keys were fetched and pinned in this run.
-    keys_pinned: bool,
+    keys_pinned: std::sync::atomic::AtomicBool,
 }
 
 impl PeerSender {
@@ -90,13 +91,13 @@ impl PeerSender {
             peer,
             settings,
             who: Principal::system(),
-            manifest_failures: 0,
-            keys_pinned: false,
+            manifest_failures: Default::default(),
+            keys_pinned: Default::default(),
         }
     }
 
     /// Runs until `shutdown` turns true; an instance being sent is finished first.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(peer = %self.peer.name, "forwarding to peer");
         while !*shutdown.borrow() {
             let pause = match self.round().await {
@@ -117,7 +118,7 @@ impl PeerSender {
     }
 
     /// One batch; whether there may be more work at once.
-    async fn round(&mut self) -> Result<bool, crate::store::IndexError> {
+    async fn round(&self) -> Result<bool, crate::store::IndexError> {
         let local = chrono::Local::now().time();
         let min_priority = if self.peer.seconds_until_window(local) > 0 {
             URGENT
@@ -149,19 +150,30 @@ impl PeerSender {
             .iter()
             .map(|b| b[0].study_instance_uid.clone())
             .collect();
+        // A large study is confirmed a batch's worth at a time while the rest is sent, so the
+        // peer's checks overlap the sending instead of following it.
+        let confirm = self
+            .archive
+            .index()
+            .studies_with_unmanifested(&self.who, &self.peer.name, self.settings.batch_instances)
+            .await?;
         let this: &PeerSender = self;
-        let sent = futures::future::join_all(batches.into_iter().map(|b| {
-            let study = b[0].study_instance_uid.clone();
-            async move { this.send_batch(&study, b).await }
-        }))
+        let at_least = Some(self.settings.batch_instances);
+        let (sent, confirmed) = futures::future::join(
+            futures::future::join_all(batches.into_iter().map(|b| {
+                let study = b[0].study_instance_uid.clone();
+                async move { this.send_batch(&study, b).await }
+            })),
+            futures::future::join_all(confirm.iter().map(|study| this.manifest(study, at_least))),
+        )
         .await;
-        for result in sent {
+        for result in sent.into_iter().chain(confirmed) {
             result?;
         }
         // A study may now be complete.
         studies.dedup();
         for study in studies {
-            self.manifest(&study).await?;
+            self.manifest(&study, None).await?;
         }
         Ok(true)
     }
@@ -393,24 +405,28 @@ impl PeerSender {
 
     /// Manifests of studies whose sending finished earlier (after a restart, or a failed
     /// manifest delivery), at most one round per back-off.
-    async fn finish_manifests(&mut self) -> Result<(), crate::store::IndexError> {
+    async fn finish_manifests(&self) -> Result<(), crate::store::IndexError> {
         let studies = self
             .archive
             .index()
             .studies_awaiting_manifest(&self.who, &self.peer.name)
             .await?;
         for study in studies {
-            self.manifest(&study).await?;
+            self.manifest(&study, None).await?;
         }
         Ok(())
     }
 
     /// If every instance of `study` for this peer is sent: the signed manifest, and the receipt.
-    async fn manifest(&mut self, study: &str) -> Result<(), crate::store::IndexError> {
+    async fn manifest(
+        &self,
+        study: &str,
+        at_least: Option<usize>,
+    ) -> Result<(), crate::store::IndexError> {
         let sent = self
             .archive
             .index()
-            .study_ready_for_manifest(&self.who, &self.peer.name, study)
+            .study_ready_for_manifest(&self.who, &self.peer.name, study, at_least)
             .await?;
         if sent.is_empty() {
             return Ok(());
@@ -429,7 +445,7 @@ impl PeerSender {
     }
 
     async fn deliver(
-        &mut self,
+        &self,
         study: &str,
         facility: &str,
         instances: Vec<SentInstance>,
@@ -479,15 +495,15 @@ impl PeerSender {
         let body = manifest_jws.clone();
         match blocking(move || client.deliver_manifest(&body)).await {
             Ok(receipt_jws) => {
-                self.manifest_failures = 0;
+                self.manifest_failures.store(0, Ordering::Relaxed);
                 self.settle_receipt(&manifest, &mut record, &instances, receipt_jws)
                     .await?;
             }
             Err(PeerCallError::Transient(e)) => {
                 // Left as sent; tried again in a later round.
-                self.manifest_failures += 1;
+                let failures = self.manifest_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(peer = %self.peer.name, error = %e, "manifest not delivered; will retry");
-                tokio::time::sleep(Duration::from_secs(1 << self.manifest_failures.min(5))).await;
+                tokio::time::sleep(Duration::from_secs(1 << failures.min(5))).await;
                 return Ok(());
             }
             Err(PeerCallError::Refused(e)) => {
@@ -511,8 +527,8 @@ impl PeerSender {
     /// (`GET /api/v1/facilities/{code}/keys`, over the configured URL and credential), so a
     /// receipt must be signed by one of them; when they cannot be fetched, the first receipt's
     /// key is pinned instead.
-    async fn pin_published_keys(&mut self) -> Result<(), crate::store::IndexError> {
-        if self.keys_pinned {
+    async fn pin_published_keys(&self) -> Result<(), crate::store::IndexError> {
+        if self.keys_pinned.load(Ordering::Relaxed) {
             return Ok(());
         }
         let client = self.client.clone();
@@ -543,7 +559,7 @@ impl PeerSender {
                 tracing::error!(peer = %self.peer.name, facility = %self.peer.facility, "the peer publishes a key other than the one pinned for its facility; receipts signed with it are refused");
             }
         }
-        self.keys_pinned = true;
+        self.keys_pinned.store(true, Ordering::Relaxed);
         Ok(())
     }
 

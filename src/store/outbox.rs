@@ -238,12 +238,14 @@ impl Index {
     }
 
     /// A study's instances for `peer` that are sent and not yet covered by a manifest, once
-    /// none of the study's instances for `peer` waits to be sent; else nothing.
+    /// none of the study's instances for `peer` waits to be sent or, with `at_least`, once there
+    /// are that many (a large study is confirmed while the rest is still sent); else nothing.
     pub async fn study_ready_for_manifest(
         &self,
         who: &Principal,
         peer: &str,
         study: &str,
+        at_least: Option<usize>,
     ) -> Result<Vec<SentInstance>, IndexError> {
         self.admit(who, Action::Integrity)?;
         let (peer, study) = (peer.to_string(), study.to_string());
@@ -253,7 +255,19 @@ impl Index {
                 params![peer, study],
                 |r| r.get(0),
             )?;
-            if waiting > 0 {
+            let unmanifested = || -> rusqlite::Result<i64> {
+                c.query_row(
+                    "SELECT count(*) FROM outbox WHERE peer = ?1 AND study_instance_uid = ?2 \
+                     AND state IN ('sent', 'stored') AND delivery_id IS NULL",
+                    params![peer, study],
+                    |r| r.get(0),
+                )
+            };
+            let enough = match at_least {
+                Some(n) => unmanifested()? >= n as i64,
+                None => false,
+            };
+            if waiting > 0 && !enough {
                 return Ok(Vec::new());
             }
             Ok(c.prepare_cached(
@@ -272,6 +286,26 @@ impl Index {
                     facility: r.get(5)?,
                 })
             })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Studies with at least `at_least` instances for `peer` sent and not covered by a manifest.
+    pub async fn studies_with_unmanifested(
+        &self,
+        who: &Principal,
+        peer: &str,
+        at_least: usize,
+    ) -> Result<Vec<String>, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let peer = peer.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT study_instance_uid FROM outbox WHERE peer = ?1 AND state IN ('sent', 'stored') \
+                 AND delivery_id IS NULL GROUP BY study_instance_uid HAVING count(*) >= ?2 LIMIT 16",
+            )?
+            .query_map(params![peer, at_least as i64], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
