@@ -4,20 +4,19 @@
 //! The blocking HTTP client (ureq) runs on a blocking thread and hands its chunks to the async
 //! side over a small bounded channel; dropping the receiver stops the download.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::dicomweb_client::{PeerCallError, PeerClient};
-use crate::dicom::{Part10Error, ReceivedInstance};
-use crate::store::staging::{Received, Staging};
+use crate::dicom::ReceivedInstance;
+use crate::store::staging::Staging;
 
 /// Bytes read from the peer at a time.
 const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the HTTP thread and the spool.
 const IN_FLIGHT: usize = 4;
 /// Bytes of a part read while looking for the end of its File Meta group.
-const MAX_META_BYTES: usize = 1024 * 1024;
 /// Bytes of an error answer kept for its reason.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
@@ -242,68 +241,25 @@ async fn error_text(rx: &mut mpsc::Receiver<Piece>) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-/// Reads a Part 10 part: its File Meta group from the first bytes, then its data set through a
-/// spool (memory while small, a staging file past the threshold); more than `max` bytes stops the
-/// download and refuses the instance.
+/// Reads a Part 10 part through the staging area (`store::staging::receive_part10`); more than
+/// `max` bytes stops the download and refuses the instance.
 async fn receive_part10(
-    mut field: multer::Field<'_>,
+    field: multer::Field<'_>,
     staging: &Staging,
     max: u64,
 ) -> Result<ReceivedInstance, PeerCallError> {
-    let read_error = |e: multer::Error| PeerCallError::Transient(format!("WADO-RS: {e}"));
-    let staging_error = |e: crate::store::staging::StagingError| {
-        tracing::error!(error = %e, "a retrieved instance cannot be staged");
-        PeerCallError::Transient("the instance cannot be staged here".into())
-    };
-    let too_large = || {
-        PeerCallError::Refused(format!(
-            "the instance exceeds the {} MB limit of this archive",
-            max / (1024 * 1024)
-        ))
-    };
-    let mut head = BytesMut::new();
-    let mut meta: Option<ReceivedInstance> = None;
-    let mut spool = staging.spool(Some(max));
-    let mut total = 0u64;
-    while let Some(chunk) = field.chunk().await.map_err(read_error)? {
-        total += chunk.len() as u64;
-        if total > max.saturating_add(MAX_META_BYTES as u64) {
-            return Err(too_large());
+    use crate::store::staging::Part10ReceiveError as E;
+    match crate::store::staging::receive_part10(field, staging, max, true).await {
+        Ok(instance) => Ok(instance),
+        Err(e @ E::Read(_)) => Err(PeerCallError::Transient(format!("WADO-RS: {e}"))),
+        Err(E::Staging(e)) => {
+            tracing::error!(error = %e, "a retrieved instance cannot be staged");
+            Err(PeerCallError::Transient(
+                "the instance cannot be staged here".into(),
+            ))
         }
-        if meta.is_some() {
-            spool.push(&chunk).await.map_err(staging_error)?;
-            continue;
-        }
-        head.extend_from_slice(&chunk);
-        match ReceivedInstance::from_part10(Bytes::copy_from_slice(&head)) {
-            // Only once bytes past the meta group arrived (a group without its length element
-            // could otherwise end where this chunk happens to end).
-            Ok(found) if !found.dataset.is_empty() => {
-                spool.push(&found.dataset).await.map_err(staging_error)?;
-                head = BytesMut::new();
-                meta = Some(found);
-            }
-            Err(Part10Error::NotPart10) if head.len() >= 132 => {
-                return Err(PeerCallError::Refused(Part10Error::NotPart10.to_string()))
-            }
-            Err(e) if head.len() > MAX_META_BYTES => {
-                return Err(PeerCallError::Refused(e.to_string()))
-            }
-            _ => {}
-        }
-    }
-    let Some(meta) = meta else {
-        return ReceivedInstance::from_part10(head.freeze())
-            .map_err(|e| PeerCallError::Refused(e.to_string()));
-    };
-    match spool.finish().await.map_err(staging_error)? {
-        Received::InMemory(dataset, hold) => Ok(ReceivedInstance { dataset, ..meta }.holding(hold)),
-        Received::Spooled(file) => Ok(ReceivedInstance::from_spooled(
-            &meta.transfer_syntax,
-            &meta.media_storage_sop_class_uid,
-            file,
-        )),
-        Received::TooLarge { .. } => Err(too_large()),
+        Err(e @ E::TooLarge { .. }) => Err(PeerCallError::Refused(e.to_string())),
+        Err(e @ E::NotPart10(_)) => Err(PeerCallError::Refused(e.to_string())),
     }
 }
 

@@ -349,29 +349,48 @@ impl PeerSender {
                     .unwrap_or_else(|| {
                         format!("peer {} did not list it as stored", self.peer.name)
                     });
-                let dead = item.attempts + 1 >= self.settings.max_refusals;
-                tracing::warn!(peer = %self.peer.name, sop_instance_uid = %item.sop_instance_uid, %reason, dead, "instance not stored by peer");
-                self.archive
-                    .index()
-                    .outbox_failed(
-                        &self.who,
-                        vec![item.id],
-                        reason,
-                        self.backoff(item.attempts),
-                        dead,
-                    )
-                    .await?;
+                self.refused(item, reason).await?;
             }
         }
-        if !ok.is_empty() {
-            metrics::counter!("tramy_forward_instances_total", "peer" => self.peer.name.clone())
-                .increment(ok.len() as u64);
-            self.archive
-                .index()
-                .outbox_advanced(&self.who, ok, confirmed)
-                .await?;
+        self.delivered(ok, confirmed).await
+    }
+
+    /// Records the peer's refusal of `item`: tried again after a back-off, dead-lettered after
+    /// `max_refusals`.
+    pub(super) async fn refused(
+        &self,
+        item: &OutboxItem,
+        reason: String,
+    ) -> Result<(), crate::store::IndexError> {
+        let dead = item.attempts + 1 >= self.settings.max_refusals;
+        tracing::warn!(peer = %self.peer.name, sop_instance_uid = %item.sop_instance_uid, %reason, dead, "instance not stored by peer");
+        self.archive
+            .index()
+            .outbox_failed(
+                &self.who,
+                vec![item.id],
+                reason,
+                self.backoff(item.attempts),
+                dead,
+            )
+            .await
+    }
+
+    /// Records that the peer took the instances of `ids`.
+    pub(super) async fn delivered(
+        &self,
+        ids: Vec<i64>,
+        state: OutboxState,
+    ) -> Result<(), crate::store::IndexError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        metrics::counter!("tramy_forward_instances_total", "peer" => self.peer.name.clone())
+            .increment(ids.len() as u64);
+        self.archive
+            .index()
+            .outbox_advanced(&self.who, ids, state)
+            .await
     }
 
     pub(super) async fn failed(

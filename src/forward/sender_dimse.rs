@@ -82,28 +82,9 @@ impl PeerSender {
                     format!("not sent to peer {}: {reason}", self.peer.name)
                 }
             };
-            let dead = item.attempts + 1 >= self.settings.max_refusals;
-            tracing::warn!(peer = %self.peer.name, sop_instance_uid = %uid, reason = %refusal, dead, "instance not stored by DIMSE peer");
-            self.archive
-                .index()
-                .outbox_failed(
-                    &self.who,
-                    vec![item.id],
-                    refusal,
-                    self.backoff(item.attempts),
-                    dead,
-                )
-                .await?;
+            self.refused(item, refusal).await?;
         }
-        if !ok.is_empty() {
-            metrics::counter!("tramy_forward_instances_total", "peer" => self.peer.name.clone())
-                .increment(ok.len() as u64);
-            self.archive
-                .index()
-                .outbox_advanced(&self.who, ok, OutboxState::Sent)
-                .await?;
-        }
-        Ok(())
+        self.delivered(ok, OutboxState::Sent).await
     }
 
     async fn dimse_failed(&self, batch: &[OutboxItem], e: &PeerError) -> Result<(), IndexError> {

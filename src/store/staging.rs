@@ -437,3 +437,100 @@ mod tests {
         assert_eq!(files(dir.path()), 0);
     }
 }
+
+/// Bytes read while looking for the end of a File Meta group; a longer group is not accepted
+/// (real ones take a few hundred bytes).
+pub const MAX_META_BYTES: usize = 1024 * 1024;
+
+/// Why a Part 10 stream did not become an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum Part10ReceiveError<E: std::fmt::Display> {
+    /// Reading the stream failed.
+    #[error("the part cannot be read: {0}")]
+    Read(E),
+    /// Not a Part 10 file, or its File Meta group is damaged.
+    #[error("{0}")]
+    NotPart10(crate::dicom::Part10Error),
+    /// The staging area failed (full disk, …).
+    #[error("the part cannot be staged: {0}")]
+    Staging(StagingError),
+    /// Larger than `max`: `received` bytes (so far, when the stream was abandoned).
+    #[error("an instance of {} MB exceeds the {} MB limit of this archive", .received.div_ceil(1024 * 1024), .max / (1024 * 1024))]
+    TooLarge {
+        /// Bytes received.
+        received: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// Receives one Part 10 file from `chunks` through the staging area: its File Meta group is
+/// parsed from the first bytes, then the data set goes to a spool (memory while small, a
+/// staging file past the threshold), so a part costs bounded memory whatever its size. Past
+/// `max` the rest is read and discarded (a STOW-RS body goes on to its next part), or, with
+/// `abandon_past_max`, the stream is left at once (a download).
+pub async fn receive_part10<S, E>(
+    mut chunks: S,
+    staging: &Staging,
+    max: u64,
+    abandon_past_max: bool,
+) -> Result<crate::dicom::ReceivedInstance, Part10ReceiveError<E>>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use crate::dicom::{Part10Error, ReceivedInstance};
+    use futures::StreamExt;
+    let mut head = BytesMut::new();
+    let mut meta: Option<ReceivedInstance> = None;
+    let mut spool = staging.spool(Some(max));
+    let mut total = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(Part10ReceiveError::Read)?;
+        total += chunk.len() as u64;
+        if abandon_past_max && total > max.saturating_add(MAX_META_BYTES as u64) {
+            return Err(Part10ReceiveError::TooLarge {
+                received: total,
+                max,
+            });
+        }
+        if meta.is_some() {
+            spool
+                .push(&chunk)
+                .await
+                .map_err(Part10ReceiveError::Staging)?;
+            continue;
+        }
+        head.extend_from_slice(&chunk);
+        match ReceivedInstance::from_part10(Bytes::copy_from_slice(&head)) {
+            // Only once bytes past the meta group arrived: a group without a length element
+            // could otherwise end, for the parser, where this chunk happens to end.
+            Ok(found) if !found.dataset.is_empty() => {
+                spool
+                    .push(&found.dataset)
+                    .await
+                    .map_err(Part10ReceiveError::Staging)?;
+                head = BytesMut::new();
+                meta = Some(found);
+            }
+            Err(Part10Error::NotPart10) if head.len() >= 132 => {
+                return Err(Part10ReceiveError::NotPart10(Part10Error::NotPart10))
+            }
+            Err(e) if head.len() > MAX_META_BYTES => return Err(Part10ReceiveError::NotPart10(e)),
+            _ => {}
+        }
+    }
+    let Some(meta) = meta else {
+        // The whole part is in `head`: short, or its meta group is damaged.
+        return ReceivedInstance::from_part10(head.freeze()).map_err(Part10ReceiveError::NotPart10);
+    };
+    match spool.finish().await.map_err(Part10ReceiveError::Staging)? {
+        Received::InMemory(dataset, hold) => Ok(ReceivedInstance { dataset, ..meta }.holding(hold)),
+        Received::Spooled(file) => Ok(ReceivedInstance::from_spooled(
+            &meta.transfer_syntax,
+            &meta.media_storage_sop_class_uid,
+            file,
+        )),
+        Received::TooLarge { received, max } => Err(Part10ReceiveError::TooLarge { received, max }),
+    }
+}

@@ -10,13 +10,12 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 
 use super::base_url;
 use crate::dicom::{Part10Error, ReceivedInstance};
 use crate::ingest::{Expected, IngestError, IngestOutcome, Sender};
-use crate::store::staging::{Received, Staging};
+use crate::store::staging::Staging;
 use crate::web::error::{warning_header, HttpError};
 use crate::web::AppState;
 
@@ -238,85 +237,27 @@ enum Part {
     Refused(u16, String),
 }
 
-/// Bytes of a part read while looking for the end of its File Meta group; a longer group is not
-/// accepted (real ones take a few hundred bytes).
-const MAX_META_BYTES: usize = 1024 * 1024;
-
-/// Reads one part through the staging area: its File Meta group is parsed from the first bytes,
-/// then the data set bytes go to a spool (memory while small, a staging file past the threshold,
-/// discarded past `max`), so a part costs bounded memory whatever its size.
+/// Reads one part through the staging area (`store::staging::receive_part10`); a part past
+/// `max` is read to its end and refused, so the next part is read.
 async fn read_part(
-    mut field: multer::Field<'_>,
+    field: multer::Field<'_>,
     staging: &Staging,
     max: u64,
 ) -> Result<Part, (u16, String)> {
-    let read_error = |e: multer::Error| {
-        (
-            reason::CANNOT_UNDERSTAND,
-            format!("part cannot be read: {e}"),
-        )
-    };
-    let staging_error = |e: crate::store::staging::StagingError| {
-        tracing::error!(error = %e, "STOW-RS part cannot be staged");
-        (
-            reason::OUT_OF_RESOURCES,
-            "the part cannot be staged".to_string(),
-        )
-    };
-    let mut head = BytesMut::new();
-    let mut meta: Option<ReceivedInstance> = None;
-    let mut spool = staging.spool(Some(max));
-    while let Some(chunk) = field.chunk().await.map_err(read_error)? {
-        if meta.is_some() {
-            spool.push(&chunk).await.map_err(staging_error)?;
-            continue;
-        }
-        head.extend_from_slice(&chunk);
-        match ReceivedInstance::from_part10(Bytes::copy_from_slice(&head)) {
-            // Only once bytes past the meta group arrived: a group without a length element
-            // could otherwise end, for the parser, where this chunk happens to end.
-            Ok(found) if !found.dataset.is_empty() => {
-                spool.push(&found.dataset).await.map_err(staging_error)?;
-                head = BytesMut::new();
-                meta = Some(found);
-            }
-            Err(Part10Error::NotPart10) if head.len() >= 132 => {
-                return Ok(Part::Refused(
-                    reason::CANNOT_UNDERSTAND,
-                    Part10Error::NotPart10.to_string(),
-                ))
-            }
-            Err(e) if head.len() > MAX_META_BYTES => {
-                return Ok(Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string()))
-            }
-            _ => {}
+    use crate::store::staging::{receive_part10, Part10ReceiveError as E};
+    match receive_part10(field, staging, max, false).await {
+        Ok(instance) => Ok(Part::Instance(instance)),
+        Err(e @ E::NotPart10(_)) => Ok(Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string())),
+        Err(e @ E::TooLarge { .. }) => Ok(Part::Refused(reason::OUT_OF_RESOURCES, e.to_string())),
+        Err(e @ E::Read(_)) => Err((reason::CANNOT_UNDERSTAND, e.to_string())),
+        Err(E::Staging(e)) => {
+            tracing::error!(error = %e, "STOW-RS part cannot be staged");
+            Err((
+                reason::OUT_OF_RESOURCES,
+                "the part cannot be staged".to_string(),
+            ))
         }
     }
-    let Some(meta) = meta else {
-        // The whole part is in `head`: short, or its meta group is damaged; say why.
-        return Ok(match ReceivedInstance::from_part10(head.freeze()) {
-            Ok(r) => Part::Instance(r),
-            Err(e) => Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string()),
-        });
-    };
-    Ok(match spool.finish().await.map_err(staging_error)? {
-        Received::InMemory(dataset, hold) => {
-            Part::Instance(ReceivedInstance { dataset, ..meta }.holding(hold))
-        }
-        Received::Spooled(file) => Part::Instance(ReceivedInstance::from_spooled(
-            &meta.transfer_syntax,
-            &meta.media_storage_sop_class_uid,
-            file,
-        )),
-        Received::TooLarge { received, max } => Part::Refused(
-            reason::OUT_OF_RESOURCES,
-            format!(
-                "an instance of {} MB exceeds the {} MB limit of this archive",
-                received.div_ceil(1024 * 1024),
-                max / (1024 * 1024)
-            ),
-        ),
-    })
 }
 
 async fn store_one(
