@@ -46,18 +46,7 @@ batch_instances = 2
 
 /// A study of `n` instances (CT sample copies, `pad_kb` kB larger each) in `dir`; its UID and files.
 fn make_study(dir: &Path, n: usize, pad_kb: usize) -> (String, Vec<PathBuf>) {
-    let out = std::process::Command::new(python())
-        .arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir)
-        .arg(n.to_string())
-        .args(["--pad-kb", &pad_kb.to_string()])
-        .output()
-        .unwrap();
-    assert_success(&out, "make_study.py");
-    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut files = walk(dir);
-    files.sort();
-    (study, files)
+    make_study_with(dir, n, &["--pad-kb", &pad_kb.to_string()])
 }
 
 fn deliveries(server: &TramyServer, study: &str) -> serde_json::Value {
@@ -307,22 +296,17 @@ fn store_patient_study(
     id: &str,
     issuer: Option<&str>,
 ) -> String {
-    let mut cmd = std::process::Command::new(python());
-    cmd.arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir)
-        .arg("1")
-        .args(["--patient-id", id]);
+    let mut args = vec!["--patient-id", id];
     if let Some(issuer) = issuer {
-        cmd.args(["--issuer", issuer]);
+        args.extend(["--issuer", issuer]);
     }
-    let out = cmd.output().unwrap();
-    assert_success(&out, "make_study.py");
-    let files: Vec<String> = walk(dir).iter().map(|p| p.display().to_string()).collect();
+    let (study, files) = make_study_with(dir, 1, &args);
+    let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let port = station.port();
     let mut args = vec!["-aet", ae, "-aec", "TRAMY", "127.0.0.1", port.as_str()];
     args.extend(files.iter().map(String::as_str));
     assert_success(&pynetdicom("storescu", &args), "storescu");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    study
 }
 
 /// Patients at `server` with this PatientID: their IssuerOfPatientID, sorted.
@@ -436,16 +420,9 @@ fn outside_the_peers_time_window_only_urgent_instances_are_sent() {
     );
     let station = station(dir.path(), &hospital, &node, &window);
     let (ct_study, ct) = make_study(&dir.path().join("ct"), 2, 0);
-    let out = std::process::Command::new(python())
-        .arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir.path().join("cr"))
-        .args(["1", "--modality", "CR"])
-        .output()
-        .unwrap();
-    assert_success(&out, "make_study.py");
-    let cr_study = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (cr_study, cr) = make_study_with(&dir.path().join("cr"), 1, &["--modality", "CR"]);
     let mut files = ct.clone();
-    files.extend(walk(&dir.path().join("cr")));
+    files.extend(cr);
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     station.store_files(&refs, "a CT study and an urgent CR");
 

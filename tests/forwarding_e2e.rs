@@ -139,18 +139,7 @@ impl Drop for Orthanc {
 
 /// A study of `n` instances of `modality` in `dir` (CT sample copies); its UID and files.
 fn make_study(dir: &Path, n: usize, modality: &str) -> (String, Vec<PathBuf>) {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir)
-        .arg(n.to_string())
-        .args(["--modality", modality])
-        .output()
-        .unwrap();
-    assert_success(&out, "make_study.py");
-    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut files = walk(dir);
-    files.sort();
-    (study, files)
+    make_study_with(dir, n, &["--modality", modality])
 }
 
 /// The SOP Instance UIDs of `files`, sorted.

@@ -258,18 +258,11 @@ impl Drop for Hospital {
 }
 
 fn make_study(dir: &Path, n: usize, modality: &str, pad_kb: usize) -> (String, Vec<PathBuf>) {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir)
-        .arg(n.to_string())
-        .args(["--modality", modality, "--pad-kb", &pad_kb.to_string()])
-        .output()
-        .unwrap();
-    assert_success(&out, "make_study.py");
-    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut files = walk(dir);
-    files.sort();
-    (study, files)
+    make_study_with(
+        dir,
+        n,
+        &["--modality", modality, "--pad-kb", &pad_kb.to_string()],
+    )
 }
 
 /// The station's delivery entry to the hospital for `study`.

@@ -55,17 +55,7 @@ fn station(config: &Path) -> TramyServer {
 
 /// A study of `n` CT instances in `dir`; its UID and files.
 fn make_study(dir: &Path, n: usize) -> (String, Vec<PathBuf>) {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/clients/make_study.py"))
-        .arg(dir)
-        .arg(n.to_string())
-        .output()
-        .unwrap();
-    assert_success(&out, "make_study.py");
-    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut files = walk(dir);
-    files.sort();
-    (study, files)
+    make_study_with(dir, n, &[])
 }
 
 fn store(station: &TramyServer, files: &[PathBuf], what: &str) {

@@ -705,3 +705,21 @@ pub fn write_provider_jwks(path: &Path) {
     jwk.common.key_id = Some("realm-key-1".into());
     std::fs::write(path, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
 }
+
+/// A study of `n` instances written to `dir` by `tests/clients/make_study.py` (copies of the CT
+/// sample with fresh UIDs; `args` as that script takes them: `--modality CR`, `--pad-kb 64`,
+/// `--patient-id`, `--issuer`); its Study Instance UID and files, sorted.
+pub fn make_study_with(dir: &Path, n: usize, args: &[&str]) -> (String, Vec<PathBuf>) {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/clients/make_study.py"))
+        .arg(dir)
+        .arg(n.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    assert_success(&out, "make_study.py");
+    let study = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut files = walk(dir);
+    files.sort();
+    (study, files)
+}
