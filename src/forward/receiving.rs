@@ -136,7 +136,7 @@ async fn check_instances(
                     "a different data set is stored under this SOP Instance UID",
                 ));
             }
-            Ok::<_, IndexError>(match archive.read_instance(&stored).await {
+            Ok::<_, IndexError>(match archive.verify_instance(&stored).await {
                 Ok(_) => Ok(ReceiptStored {
                     sop_instance_uid: stored.sop_instance_uid,
                     sha256: stored.sha256,

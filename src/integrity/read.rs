@@ -179,6 +179,19 @@ impl Archive {
         }
     }
 
+    /// Checks that `instance`'s stored object is intact (SHA-256 and identity), reading it in
+    /// chunks without keeping it; a failure is counted, logged and marked as by
+    /// [`Archive::read_instance`].
+    pub async fn verify_instance(&self, instance: &StoredInstance) -> Result<(), ReadError> {
+        match read_checked(self, instance, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.record_read_failure(instance, &e).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Counts, logs and marks a failed read.
     pub async fn record_read_failure(&self, instance: &StoredInstance, error: &ReadError) {
         let Some((problem, reason)) = error.problem() else {
