@@ -506,7 +506,20 @@ struct Orthanc {
 }
 
 impl Orthanc {
+    /// Starts it on free ports; an Orthanc that exits at once (a port taken meanwhile by
+    /// another test's server) is started again on others.
     fn start(tramy_port: u16) -> Orthanc {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::try_start(tramy_port) {
+                Ok(orthanc) => return orthanc,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("Orthanc did not start on three pairs of ports; its log:\n{last_log}");
+    }
+
+    fn try_start(tramy_port: u16) -> Result<Orthanc, String> {
         let dir = tempfile::tempdir().unwrap();
         let (dicom_port, http_port) = (free_port(), free_port());
         let config = serde_json::json!({
@@ -518,7 +531,8 @@ impl Orthanc {
         });
         let path = dir.path().join("orthanc.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let log_path = dir.path().join("orthanc.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("Orthanc")
             .arg(&path)
             .env("TCP_NODELAY", "1")
@@ -526,17 +540,30 @@ impl Orthanc {
             .stderr(log)
             .spawn()
             .expect("Orthanc (Debian package orthanc) is installed; .ci/run installs it");
-        let orthanc = Orthanc {
+        let mut orthanc = Orthanc {
             child,
             dicom_port,
             http_port,
             _dir: dir,
         };
-        wait_for("Orthanc to listen on its HTTP and DICOM ports", || {
-            std::net::TcpStream::connect(("127.0.0.1", orthanc.http_port)).ok()?;
-            std::net::TcpStream::connect(("127.0.0.1", orthanc.dicom_port)).ok()
-        });
-        orthanc
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        // Generous: Orthanc creates its database first, and the CI machine is busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if orthanc.child.try_wait().ok().flatten().is_some() {
+                return Err(log());
+            }
+            let listening = std::net::TcpStream::connect(("127.0.0.1", orthanc.http_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", orthanc.dicom_port)).is_ok();
+            if listening {
+                return Ok(orthanc);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = orthanc.child.kill();
+                return Err(log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Orthanc's REST API: `method path` with a JSON `body`; its JSON answer.
