@@ -34,7 +34,20 @@ struct Orthanc {
 }
 
 impl Orthanc {
+    /// Starts it on free ports; one that exits at once (a port taken meanwhile by another
+    /// test's server) is started again on others.
     fn start(tramy_root: &str, token: &str) -> Orthanc {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::try_start(tramy_root, token) {
+                Ok(orthanc) => return orthanc,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("Orthanc did not start on three pairs of ports; its log:\n{last_log}");
+    }
+
+    fn try_start(tramy_root: &str, token: &str) -> Result<Orthanc, String> {
         let dir = tempfile::tempdir().unwrap();
         let (http, dimse) = (free_port(), free_port());
         let config = serde_json::json!({
@@ -59,7 +72,8 @@ impl Orthanc {
         });
         let path = dir.path().join("orthanc.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let log_path = dir.path().join("orthanc.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(ORTHANC)
             .arg(&path)
             .env("TCP_NODELAY", "1")
@@ -71,16 +85,28 @@ impl Orthanc {
             .http_status_as_error(false)
             .build()
             .into();
-        let orthanc = Orthanc {
+        let mut orthanc = Orthanc {
             child,
             http,
             agent,
             _dir: dir,
         };
-        wait_for("Orthanc to answer", || {
-            (orthanc.get("/system").0 == 200).then_some(())
-        });
-        orthanc
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        // Generous: Orthanc creates its database first, and the CI machine is busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if orthanc.child.try_wait().ok().flatten().is_some() {
+                return Err(log());
+            }
+            if orthanc.get("/system").0 == 200 {
+                return Ok(orthanc);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = orthanc.child.kill();
+                return Err(log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     fn url(&self, path: &str) -> String {
