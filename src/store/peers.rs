@@ -261,9 +261,13 @@ impl Index {
     ) -> Result<usize, IndexError> {
         self.admit(who, Action::Deliver)?;
         let by = who.subject().to_string();
+        let ids = links
+            .iter()
+            .map(|_| super::sharing::new_id())
+            .collect::<Result<Vec<_>, _>>()?;
         self.write(move |c| {
             let mut made = 0;
-            for link in &links {
+            for (link, id) in links.iter().zip(ids) {
                 let provisional: Option<(i64, String)> = c
                     .prepare_cached(
                         "SELECT p.id, p.patient_key FROM studies st JOIN patients p ON p.id = st.patient_fk \
@@ -276,7 +280,13 @@ impl Index {
                 };
                 let identified: Option<i64> = c
                     .prepare_cached("SELECT id FROM patients WHERE patient_key = ?1")?
-                    .query_row([format!("{}\u{1}{}", link.patient_id, link.issuer_of_patient_id)], |r| r.get(0))
+                    .query_row(
+                        [super::sharing::patient_key(&crate::audit::PatientRef {
+                            id: link.patient_id.clone(),
+                            issuer: link.issuer_of_patient_id.clone(),
+                        })],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 let Some(identified) = identified else { continue };
                 let live = c
@@ -285,12 +295,10 @@ impl Index {
                 if live {
                     continue;
                 }
-                let mut id = [0u8; 16];
-                let _ = getrandom::fill(&mut id);
                 c.prepare_cached(
                     "INSERT INTO patient_links (id, provisional_fk, patient_fk, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![hex::encode(id), provisional, identified, by, now()])?;
+                .execute(params![id, provisional, identified, by, now()])?;
                 made += 1;
             }
             Ok(made)

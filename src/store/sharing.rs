@@ -20,13 +20,13 @@ use crate::audit::PatientRef;
 type Shared<T> = Result<Result<T, SharingError>, IndexError>;
 
 /// A new random id (128 bits, hex).
-fn new_id() -> Result<String, IndexError> {
+pub(super) fn new_id() -> Result<String, IndexError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| IndexError::Task(e.to_string()))?;
     Ok(hex::encode(bytes))
 }
 
-fn patient_key(p: &PatientRef) -> String {
+pub(super) fn patient_key(p: &PatientRef) -> String {
     format!("{}\u{1}{}", p.id, p.issuer)
 }
 
