@@ -24,5 +24,6 @@ pub mod rules;
 pub mod sender;
 mod sender_dimse;
 pub mod stats;
+pub mod trust;
 
 pub use peer::{Peer, PeerEndpoint, PeerKind, PeerSpec};

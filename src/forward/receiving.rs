@@ -12,7 +12,7 @@ use super::manifest::{
 use crate::access::Principal;
 use crate::dicom::uid::SopInstanceUid;
 use crate::ingest::Archive;
-use crate::store::peers::{KeyPin, ReceivedDelivery};
+use crate::store::peers::ReceivedDelivery;
 use crate::store::IndexError;
 
 /// Why a manifest was not answered with a receipt.
@@ -51,23 +51,10 @@ pub async fn receipt_for(
     if !who.is_system_wide() && who.facility() != Some(claimed.destination.as_str()) {
         return Err(ReceiveError::NotYours(claimed.destination));
     }
-    let jwk_text = serde_json::to_string(&unverified.header.jwk).unwrap_or_default();
-    match archive.index().pin_remote_key(who, &claimed.sender, &unverified.header.kid, &jwk_text).await? {
-        KeyPin::Known | KeyPin::PinnedNow => {}
-        KeyPin::Conflict => {
-            return Err(ReceiveError::Untrusted(JwsError::UntrustedKey(format!(
-                "facility {} signed with a key this server has not seen, and another key is pinned for it: \
-                 if it replaced its key, an administrator must remove the old pin",
-                claimed.sender
-            ))))
-        }
-    }
-    let key = unverified
-        .header
-        .jwk
-        .verifying_key()
-        .map_err(ReceiveError::Untrusted)?;
-    let manifest: Manifest = unverified.verify(&key).map_err(ReceiveError::Untrusted)?;
+    let manifest: Manifest =
+        super::trust::verify_pinned(archive.index(), who, &unverified, &claimed.sender)
+            .await?
+            .map_err(ReceiveError::Untrusted)?;
     let (stored, failed) = check_instances(archive, who, &manifest).await?;
     if !manifest.patient_links.is_empty() {
         let made = archive

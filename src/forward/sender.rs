@@ -746,24 +746,13 @@ impl PeerSender {
             Ok(u) => u,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let jwk = serde_json::to_string(&unverified.header.jwk).unwrap_or_default();
-        if self
-            .archive
-            .index()
-            .pin_remote_key(&self.who, &self.peer.facility, &unverified.header.kid, &jwk)
-            .await?
-            == KeyPin::Conflict
-        {
-            return Ok(Err(format!(
-                "signed with a key that is not facility {}'s pinned key",
-                self.peer.facility
-            )));
-        }
-        let receipt: Receipt = match unverified
-            .header
-            .jwk
-            .verifying_key()
-            .and_then(|k| unverified.verify(&k))
+        let receipt: Receipt = match super::trust::verify_pinned(
+            self.archive.index(),
+            &self.who,
+            &unverified,
+            &self.peer.facility,
+        )
+        .await?
         {
             Ok(r) => r,
             Err(e) => return Ok(Err(e.to_string())),
