@@ -21,6 +21,17 @@ fn hospital() -> (TramyServer, String) {
 /// The station, forwarding everything to `hospital` with `node`'s token (written in `dir`);
 /// `peer` is added to the peer's settings.
 fn station(dir: &Path, hospital: &TramyServer, node: &str, peer: &str) -> TramyServer {
+    station_with_rules(dir, hospital, node, peer, "[[forward]]\nto = \"hospital\"")
+}
+
+/// The station with these `[[forward]]` `rules`.
+fn station_with_rules(
+    dir: &Path,
+    hospital: &TramyServer,
+    node: &str,
+    peer: &str,
+    rules: &str,
+) -> TramyServer {
     let token_file = dir.join("hospital.token");
     std::fs::write(&token_file, node).unwrap();
     TramyServer::start_with_config(&format!(
@@ -32,8 +43,7 @@ token_file = "{}"
 facility = "FB"
 {peer}
 
-[[forward]]
-to = "hospital"
+{rules}
 
 [forwarding]
 max_backoff = "2s"
@@ -223,26 +233,9 @@ fn a_chest_xray_flagged_urgent_is_forwarded_by_its_ai_rule_with_findings_and_rep
     let (_, images) = pneumonia_model();
     let dir = tempfile::tempdir().unwrap();
     let (hospital, node) = hospital();
-    let token_file = dir.path().join("hospital.token");
-    std::fs::write(&token_file, &node).unwrap();
     // Only what triage flags urgent goes to the hospital, ahead of anything else queued.
-    let station = TramyServer::start_with_config(&format!(
-        r#"
-[[peers]]
-name = "hospital"
-dicomweb_url = "{}"
-token_file = "{}"
-facility = "FB"
-
-[[forward]]
-to = "hospital"
-modalities = ["DX", "CR"]
-ai_flag = "urgent"
-priority = "urgent"
-"#,
-        hospital.dicomweb(),
-        token_file.display()
-    ));
+    let rules = "[[forward]]\nto = \"hospital\"\nmodalities = [\"DX\", \"CR\"]\nai_flag = \"urgent\"\npriority = \"urgent\"";
+    let station = station_with_rules(dir.path(), &hospital, &node, "", rules);
     let wrap = |class: &str, jpeg: &str| {
         let out = dir.path().join(format!("{jpeg}.dcm"));
         wrap_jpeg_as_dx(&images.join(class).join(jpeg), &out);
@@ -414,11 +407,12 @@ fn outside_the_peers_time_window_only_urgent_instances_are_sent() {
     // A window that opens in two hours (local time, as the server reads it).
     let opens = chrono::Local::now() + chrono::TimeDelta::hours(2);
     let window = format!(
-        "windows = [\"{}-{}\"]\n\n[[forward]]\nto = \"hospital\"\nmodalities = [\"CR\"]\npriority = \"urgent\"",
+        "windows = [\"{}-{}\"]",
         opens.format("%H:%M"),
         (opens + chrono::TimeDelta::hours(1)).format("%H:%M")
     );
-    let station = station(dir.path(), &hospital, &node, &window);
+    let rules = "[[forward]]\nto = \"hospital\"\n\n[[forward]]\nto = \"hospital\"\nmodalities = [\"CR\"]\npriority = \"urgent\"";
+    let station = station_with_rules(dir.path(), &hospital, &node, &window, rules);
     let (ct_study, ct) = make_study(&dir.path().join("ct"), 2, 0);
     let (cr_study, cr) = make_study_with(&dir.path().join("cr"), 1, &["--modality", "CR"]);
     let mut files = ct.clone();
