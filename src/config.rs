@@ -19,6 +19,10 @@ pub struct Config {
     /// Folder holding the object store (`objects/`) and the SQLite index (`index.sqlite`).
     /// Environment: `TRAMY_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// Where the metadata index lives: absent, the embedded SQLite file `index.sqlite` in
+    /// `data_dir`; `sqlite:///path/index.sqlite`; or `postgres://user:password@host:port/db`,
+    /// which any number of tramy nodes can share. Environment: `TRAMY_INDEX_URL`.
+    pub index_url: Option<String>,
     /// DIMSE settings.
     pub dimse: DimseConfig,
     /// HTTP settings.
@@ -361,6 +365,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./tramy-data"),
+            index_url: None,
             dimse: DimseConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
@@ -460,7 +465,8 @@ fn both_or_neither(
 }
 
 /// The environment variables that set configuration keys: the four of the first releases
-/// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`), and any key as
+/// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`),
+/// `TRAMY_INDEX_URL`, and any key as
 /// `TRAMY_<SECTION>__<KEY>` (e.g. `TRAMY_INGEST__FSYNC=false`,
 /// `TRAMY_DIMSE__MAX_ASSOCIATIONS=128`). Other `TRAMY_*` variables (`TRAMY_CONFIG`, the tests'
 /// switches) are not configuration keys and are left alone.
@@ -469,7 +475,7 @@ fn environment() -> Env {
     let key_of = |name: &figment::value::UncasedStr| -> Option<String> {
         let name = name.as_str().to_ascii_lowercase();
         Some(match name.as_str() {
-            "data_dir" => name,
+            "data_dir" | "index_url" => name,
             "dimse_addr" => "dimse.addr".into(),
             "http_addr" => "http.addr".into(),
             "ae_title" => "dimse.ae_title".into(),

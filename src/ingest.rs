@@ -17,7 +17,9 @@ use crate::config::{Config, DuplicatePolicy};
 use crate::dicom::json::metadata_json;
 use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
 use crate::store::staging::{SpooledFile, Staging, StagingLimits};
-use crate::store::{CommitOutcome, Index, IndexError, NewInstance, ObjectError, ObjectStorage};
+use crate::store::{
+    CommitOutcome, Index, IndexError, IndexLocation, NewInstance, ObjectError, ObjectStorage,
+};
 
 /// Who sent an instance: recorded with it, the basis of delivery receipts.
 #[derive(Debug, Clone)]
@@ -199,7 +201,8 @@ impl Archive {
             source,
         })?;
         let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
-        let index = Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)?;
+        let location = IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
+        let index = Index::open_at(&location, config.ingest.fsync)?;
         // Opening it removes what receptions interrupted by a crash left.
         let staging =
             Staging::open(&config.data_dir, staging_limits(config)).map_err(|source| {

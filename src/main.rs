@@ -489,12 +489,14 @@ async fn audit_verify(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The index alone, for the registry commands: beside a running server they share the SQLite
-/// file (WAL; each connection waits for the other's write lock).
+/// file (WAL; each connection waits for the other's write lock) or the PostgreSQL database.
 fn open_index(config: &Config) -> anyhow::Result<tramy::store::Index> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    tramy::store::Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)
-        .with_context(|| format!("cannot open the index in {}", config.data_dir.display()))
+    let location =
+        tramy::store::IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
+    tramy::store::Index::open_at(&location, config.ingest.fsync)
+        .with_context(|| format!("cannot open the index {}", location.describe()))
 }
 
 async fn facility(command: FacilityCommand, config: &Config) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@
 //! transaction (both a single B-tree step), so a rolled-back savepoint or batch never leaves a
 //! cached value behind.
 
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::Value;
+use super::db::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::index::{Index, IndexError, WriteOp, WriteRequest};
@@ -39,7 +39,7 @@ struct AuditBatch {
 }
 
 impl WriteOp for AuditBatch {
-    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn apply(&mut self, conn: &Connection) -> super::db::Result<()> {
         for queued in &self.events {
             append(conn, &queued.event, &queued.time)?;
         }
@@ -179,7 +179,7 @@ struct StudyContext {
     facilities: Vec<String>,
 }
 
-fn study_context(conn: &Connection, study: &str) -> rusqlite::Result<Option<StudyContext>> {
+fn study_context(conn: &Connection, study: &str) -> super::db::Result<Option<StudyContext>> {
     let found: Option<(i64, String, String)> = conn
         .prepare_cached(
             "SELECT s.id, p.patient_id, p.issuer_of_patient_id FROM studies s \
@@ -193,7 +193,7 @@ fn study_context(conn: &Connection, study: &str) -> rusqlite::Result<Option<Stud
     let mut facilities = conn
         .prepare_cached("SELECT facility FROM study_facilities WHERE study_fk = ?1")?
         .query_map([study_fk], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<super::db::Result<Vec<_>>>()?;
     // Byte order, as the chain's serialization and verify's group_concat read them.
     facilities.sort();
     facilities.dedup();
@@ -205,7 +205,7 @@ fn study_context(conn: &Connection, study: &str) -> rusqlite::Result<Option<Stud
 }
 
 /// Appends `event` to the chain, inside the writer's transaction.
-fn append(conn: &Connection, event: &NewAuditEvent, time: &str) -> rusqlite::Result<()> {
+fn append(conn: &Connection, event: &NewAuditEvent, time: &str) -> super::db::Result<()> {
     // The id counter survives deleted rows (AUTOINCREMENT), so a removed newest event leaves a
     // gap that verify names instead of its number being given again.
     let id: i64 = conn
@@ -253,8 +253,9 @@ fn append(conn: &Connection, event: &NewAuditEvent, time: &str) -> rusqlite::Res
         study_facilities: &owners,
         detail: &event.detail,
     };
-    let hash = chain::event_hash(CHAIN_VERSION, &prev_hash, &fields)
-        .ok_or(rusqlite::Error::InvalidQuery)?;
+    let hash = chain::event_hash(CHAIN_VERSION, &prev_hash, &fields).ok_or_else(|| {
+        super::db::DbError::Invalid("audit event fields cannot be serialised".into())
+    })?;
     conn.prepare_cached(
         "INSERT INTO audit_events (id, chain_version, time, actor, facility, roles, address, \
          action, outcome, study_instance_uid, patient_id, patient_issuer, detail, prev_hash, hash) \
@@ -289,7 +290,7 @@ fn append(conn: &Connection, event: &NewAuditEvent, time: &str) -> rusqlite::Res
 /// The columns of an event as stored, in [`row_fields`]' order.
 const EVENT_COLUMNS: &str = "e.id, e.chain_version, e.time, e.actor, e.facility, e.roles, \
      e.address, e.action, e.outcome, e.study_instance_uid, e.patient_id, e.patient_issuer, \
-     COALESCE((SELECT group_concat(f.facility, ',' ORDER BY f.facility) \
+     COALESCE((SELECT string_agg(f.facility, ',' ORDER BY f.facility) \
                FROM audit_event_facilities f WHERE f.event_id = e.id), ''), \
      e.detail, e.prev_hash, e.hash";
 
@@ -313,7 +314,7 @@ struct StoredRow {
     hash: String,
 }
 
-fn row_fields(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+fn row_fields(r: &super::db::Row<'_>) -> super::db::Result<StoredRow> {
     Ok(StoredRow {
         id: r.get(0)?,
         version: r.get(1)?,
@@ -353,13 +354,10 @@ impl StoredRow {
         }
     }
 
-    fn into_event(self) -> rusqlite::Result<AuditEvent> {
-        let unknown = |col: usize, what: &str| {
-            rusqlite::Error::FromSqlConversionFailure(
-                col,
-                rusqlite::types::Type::Text,
-                format!("unknown audit {what}").into(),
-            )
+    fn into_event(self) -> super::db::Result<AuditEvent> {
+        let unknown = |col: usize, what: &str| super::db::DbError::Conversion {
+            column: col,
+            source: format!("unknown audit {what}").into(),
         };
         let split = |text: &str| -> Vec<String> {
             text.split(',')
@@ -535,7 +533,7 @@ impl Index {
         self.read(move |c| {
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(values), row_fields)?
+                .query_map(super::db::params_from_iter(values), row_fields)?
                 .map(|row| {
                     let event = row.and_then(StoredRow::into_event)?;
                     Ok(match &reader {
@@ -543,7 +541,7 @@ impl Index {
                         None => event,
                     })
                 })
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<super::db::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -558,7 +556,7 @@ impl Index {
     }
 }
 
-fn walk_chain(c: &Connection) -> rusqlite::Result<ChainReport> {
+fn walk_chain(c: &Connection) -> super::db::Result<ChainReport> {
     let mut stmt = c.prepare(&format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events e ORDER BY e.id"
     ))?;
@@ -571,7 +569,7 @@ fn walk_chain(c: &Connection) -> rusqlite::Result<ChainReport> {
         })
     };
     while let Some(row) = rows.next()? {
-        let row = row_fields(row)?;
+        let row = row_fields(&row)?;
         if row.id != expected {
             let gap = ChainBreak::Missing {
                 from: expected,

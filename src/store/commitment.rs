@@ -2,8 +2,8 @@
 //! to be committed are filed and visible to it, narrowed like every retrieval (invariant 20), so
 //! another facility's instance reads as unknown.
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::OptionalExtension;
+use super::db::OptionalExtension;
+use super::db::Value as SqlValue;
 
 use super::index::{stored_instance_from_row, STORED_INSTANCE_SELECT};
 use super::visibility::study_filter;
@@ -31,8 +31,11 @@ impl Index {
                 let params =
                     std::iter::once(SqlValue::Text(sop)).chain(visible.params.iter().cloned());
                 found.push(
-                    stmt.query_row(rusqlite::params_from_iter(params), stored_instance_from_row)
-                        .optional()?,
+                    stmt.query_row(
+                        super::db::params_from_iter(params),
+                        stored_instance_from_row,
+                    )
+                    .optional()?,
                 );
             }
             Ok(found)

@@ -2,7 +2,7 @@
 //! acknowledged (checksum or identity mismatch). Recorded by the read path and by `tramy verify`,
 //! cleared when a later check finds the object intact again (restored from a backup).
 
-use rusqlite::{params, Connection};
+use super::db::{params, Connection};
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
@@ -50,7 +50,7 @@ pub struct DamagedInstance {
 }
 
 /// Records `problem` for `sop` (keeps the first detection time).
-fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlite::Result<()> {
+fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> super::db::Result<()> {
     let now = super::times::now();
     conn.prepare_cached(
         "INSERT INTO instance_damage (sop_instance_uid, problem, reason, detected_at) \
@@ -62,7 +62,7 @@ fn mark(conn: &Connection, sop: &str, problem: Problem, reason: &str) -> rusqlit
 }
 
 /// Removes the mark of `sop`; returns whether there was one.
-fn clear(conn: &Connection, sop: &str) -> rusqlite::Result<bool> {
+fn clear(conn: &Connection, sop: &str) -> super::db::Result<bool> {
     Ok(conn
         .prepare_cached("DELETE FROM instance_damage WHERE sop_instance_uid = ?1")?
         .execute([sop])?
@@ -70,7 +70,7 @@ fn clear(conn: &Connection, sop: &str) -> rusqlite::Result<bool> {
 }
 
 /// Every marked instance, oldest detection first.
-fn all(conn: &Connection) -> rusqlite::Result<Vec<DamagedInstance>> {
+fn all(conn: &Connection) -> super::db::Result<Vec<DamagedInstance>> {
     conn.prepare_cached(
         "SELECT sop_instance_uid, problem, reason, detected_at FROM instance_damage \
          ORDER BY detected_at, sop_instance_uid",
@@ -110,7 +110,7 @@ impl Index {
     }
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DamagedInstance> {
+fn from_row(r: &super::db::Row<'_>) -> super::db::Result<DamagedInstance> {
     Ok(DamagedInstance {
         sop_instance_uid: r.get(0)?,
         problem: Problem::parse(&r.get::<_, String>(1)?),

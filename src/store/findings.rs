@@ -1,10 +1,7 @@
 //! Triage in the index: a study's findings, the worklist, and the job queue (claimed, settled
 //! and listed here; jobs are queued with their instance's rows in `index.rs`).
 
-use rusqlite::types::{
-    FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value as SqlValue, ValueRef,
-};
-use rusqlite::{params, Connection, ToSql};
+use super::db::{params, Connection, DbError, FromValue, ToValue, Value as SqlValue};
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
@@ -59,16 +56,19 @@ impl JobState {
     }
 }
 
-impl ToSql for JobState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
+impl ToValue for JobState {
+    fn to_value(&self) -> SqlValue {
+        SqlValue::Text(self.as_str().to_owned())
     }
 }
 
-impl FromSql for JobState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let s = value.as_str()?;
-        JobState::parse(s).ok_or_else(|| FromSqlError::Other(format!("job state {s:?}").into()))
+impl FromValue for JobState {
+    fn from_value(value: &SqlValue, column: usize) -> super::db::Result<Self> {
+        let s = String::from_value(value, column)?;
+        JobState::parse(&s).ok_or_else(|| DbError::Conversion {
+            column,
+            source: format!("job state {s:?}").into(),
+        })
     }
 }
 
@@ -100,7 +100,7 @@ pub struct Finding {
 }
 
 /// The findings of a study, flagged first, then by probability.
-fn for_study(conn: &Connection, study: &str, v: &Visibility) -> rusqlite::Result<Vec<Finding>> {
+fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Result<Vec<Finding>> {
     let (visible, mut params) = visible_where(
         v,
         "EXISTS (SELECT 1 FROM studies st WHERE st.study_instance_uid = findings.study_instance_uid AND {})",
@@ -112,7 +112,7 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> rusqlite::Result
          flagged, urgency, statement, created_at FROM findings WHERE study_instance_uid = ? AND {visible} \
          ORDER BY flagged DESC, probability DESC"
     ))?
-    .query_map(rusqlite::params_from_iter(params), |r| {
+    .query_map(super::db::params_from_iter(params), |r| {
         Ok(Finding {
             series_instance_uid: r.get(0)?,
             sop_instance_uid: r.get(1)?,
@@ -161,16 +161,16 @@ fn worklist(
     limit: i64,
     offset: i64,
     v: &Visibility,
-) -> rusqlite::Result<Vec<WorklistEntry>> {
+) -> super::db::Result<Vec<WorklistEntry>> {
     let (visible, mut params) = visible_where(v, "{}", None);
     params.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
     conn.prepare_cached(&format!(
         "SELECT st.study_instance_uid, p.patient_name, p.patient_id, st.study_date, st.modalities_in_study, \
          st.created_at, \
          COALESCE((SELECT MAX(CASE f.urgency WHEN 'emergency' THEN 3 WHEN 'urgent' THEN 2 ELSE 1 END) \
-                   FROM findings f WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged), 0) AS rank, \
-         COALESCE((SELECT group_concat(DISTINCT f.label) FROM findings f \
-                   WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged), ''), \
+                   FROM findings f WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged = 1), 0) AS rank, \
+         COALESCE((SELECT string_agg(d.label, ',' ORDER BY d.label) FROM (SELECT DISTINCT f.label FROM findings f \
+                   WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged = 1) AS d), ''), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state IN ('queued', 'running')), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
@@ -178,7 +178,7 @@ fn worklist(
          FROM studies st JOIN patients p ON st.patient_fk = p.id WHERE {visible} \
          ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ? OFFSET ?"
     ))?
-    .query_map(rusqlite::params_from_iter(params), |r| {
+    .query_map(super::db::params_from_iter(params), |r| {
         let rank: i64 = r.get(6)?;
         let flags: String = r.get(7)?;
         Ok(WorklistEntry {
@@ -226,7 +226,7 @@ fn jobs(
     state: Option<JobState>,
     limit: i64,
     v: &Visibility,
-) -> rusqlite::Result<Vec<JobView>> {
+) -> super::db::Result<Vec<JobView>> {
     let (visible, mut params) = visible_where(
         v,
         "EXISTS (SELECT 1 FROM instances i JOIN series se ON i.series_fk = se.id \
@@ -247,7 +247,7 @@ fn jobs(
         "SELECT sop_instance_uid, model, state, attempts, last_error, created_at FROM triage_jobs \
          WHERE (? IS NULL OR state = ?) AND {visible} ORDER BY id DESC LIMIT ?"
     ))?
-    .query_map(rusqlite::params_from_iter(params), |r| {
+    .query_map(super::db::params_from_iter(params), |r| {
         Ok(JobView {
             sop_instance_uid: r.get(0)?,
             model: r.get(1)?,
@@ -438,9 +438,15 @@ impl Index {
             let created = now();
             for f in &results.findings {
                 c.execute(
-                    "INSERT OR REPLACE INTO findings (study_instance_uid, series_instance_uid, \
+                    "INSERT INTO findings (study_instance_uid, series_instance_uid, \
                      sop_instance_uid, frame, model, model_version, label, probability, flagged, \
-                     urgency, statement, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     urgency, statement, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     ON CONFLICT (sop_instance_uid, model, label, frame) DO UPDATE SET \
+                     study_instance_uid = excluded.study_instance_uid, \
+                     series_instance_uid = excluded.series_instance_uid, \
+                     model_version = excluded.model_version, probability = excluded.probability, \
+                     flagged = excluded.flagged, urgency = excluded.urgency, \
+                     statement = excluded.statement, created_at = excluded.created_at",
                     params![
                         results.study_instance_uid,
                         results.series_instance_uid,
@@ -519,8 +525,9 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_state_is_an_error_not_a_guess() {
-        let conn = Connection::open_in_memory().unwrap();
-        let read: rusqlite::Result<JobState> = conn.query_row("SELECT 'paused'", [], |r| r.get(0));
+        let conn = Connection::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let read: crate::store::db::Result<JobState> =
+            conn.query_row("SELECT 'paused'", [], |r| r.get(0));
         assert!(read.is_err());
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, DbError, Engine, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::access::{Action, Principal};
@@ -26,9 +26,9 @@ use crate::dicom::{InstanceAttributes, SopInstanceUid};
 /// Errors from the index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    /// SQLite failed.
+    /// The database (SQLite or PostgreSQL) failed.
     #[error("index database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[from] DbError),
     /// The writer thread is gone (the server is shutting down).
     #[error("the index writer has stopped")]
     WriterGone,
@@ -59,14 +59,74 @@ pub enum IndexError {
         /// What was refused.
         action: Action,
     },
-    /// The index file cannot be opened.
-    #[error("cannot open index {path}: {source}")]
+    /// The index cannot be opened.
+    #[error("cannot open index {location}: {source}")]
     Open {
-        /// The file.
-        path: PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
+        /// The file, or the PostgreSQL server (without its password).
+        location: String,
+        /// What the engine said.
+        source: DbError,
     },
+    /// `TRAMY_INDEX_URL` names no engine tramy knows.
+    #[error(
+        "index URL {0:?} is not one tramy knows: use sqlite:///path/to/index.sqlite (the default, \
+         in the data folder) or postgres://user@host:port/database"
+    )]
+    Url(String),
+}
+
+impl From<rusqlite::Error> for IndexError {
+    fn from(e: rusqlite::Error) -> Self {
+        IndexError::Database(DbError::Sqlite(e))
+    }
+}
+
+/// Where the index lives: chosen by `index_url` (`TRAMY_INDEX_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    /// An SQLite file (default: `index.sqlite` in the data folder).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, as a libpq-style URL.
+    Postgres(String),
+}
+
+impl IndexLocation {
+    /// The location `url` names; `None` is the SQLite file in `data_dir`.
+    pub fn parse(url: Option<&str>, data_dir: &Path) -> Result<IndexLocation, IndexError> {
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Ok(IndexLocation::Sqlite(data_dir.join("index.sqlite")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(IndexLocation::Postgres(url.to_owned()));
+        }
+        match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(IndexLocation::Sqlite(PathBuf::from(path))),
+            _ => Err(IndexError::Url(redact_password(url))),
+        }
+    }
+
+    /// What to name in messages: the file, or the server and database without a password.
+    pub fn describe(&self) -> String {
+        match self {
+            IndexLocation::Sqlite(path) => path.display().to_string(),
+            IndexLocation::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// An instance to file, with everything the index keeps about it.
@@ -166,8 +226,13 @@ fn patient_key(a: &InstanceAttributes) -> String {
 /// One write in a group commit: applied inside the batch transaction (in its own savepoint),
 /// answered once the transaction has committed.
 pub(super) trait WriteOp: Send {
-    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()>;
+    fn apply(&mut self, conn: &Connection) -> super::db::Result<()>;
     fn finish(self: Box<Self>, committed: Result<(), IndexError>);
+    /// Whether `apply` may run again after its savepoint was rolled back (another node's
+    /// writer committed the same row first, or the engine broke a deadlock).
+    fn can_retry(&self) -> bool {
+        false
+    }
 }
 
 pub(super) type WriteRequest = Box<dyn WriteOp>;
@@ -180,9 +245,12 @@ struct InstanceWrite {
 }
 
 impl WriteOp for InstanceWrite {
-    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn apply(&mut self, conn: &Connection) -> super::db::Result<()> {
         self.outcome = Some(apply_instance(conn, &self.instance, self.policy)?);
         Ok(())
+    }
+    fn can_retry(&self) -> bool {
+        true
     }
     fn finish(self: Box<Self>, committed: Result<(), IndexError>) {
         let this = *self;
@@ -200,9 +268,9 @@ struct ClosureWrite<T, F> {
 impl<T, F> WriteOp for ClosureWrite<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+    F: FnOnce(&Connection) -> super::db::Result<T> + Send,
 {
-    fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn apply(&mut self, conn: &Connection) -> super::db::Result<()> {
         if let Some(f) = self.f.take() {
             self.value = Some(f(conn)?);
         }
@@ -225,7 +293,7 @@ pub struct Index {
 }
 
 struct ReaderPool {
-    path: PathBuf,
+    location: IndexLocation,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -239,12 +307,22 @@ impl ReaderPool {
         {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        Ok(conn)
+        match &self.location {
+            IndexLocation::Sqlite(path) => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(30))?;
+                Ok(Connection::sqlite(conn))
+            }
+            IndexLocation::Postgres(url) => {
+                let conn = connect_postgres(url)?;
+                conn.execute_batch("SET default_transaction_read_only = on")?;
+                Ok(conn)
+            }
+        }
     }
 
     fn give_back(&self, conn: Connection) {
@@ -260,16 +338,20 @@ impl Index {
     /// Opens (creating if needed) the index at `path`. With `fsync`, every commit reaches stable
     /// storage (`synchronous=FULL`); without, commits survive a process crash but not power loss.
     pub fn open(path: &Path, fsync: bool) -> Result<Index, IndexError> {
-        let mut conn = Connection::open(path).map_err(|source| IndexError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        // First, so that opening beside a running server (the registry commands, `tramy
-        // verify`) waits for its write lock instead of failing with SQLITE_BUSY.
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Index::open_at(&IndexLocation::Sqlite(path.to_owned()), fsync)
+    }
+
+    /// Opens the index at `location`, creating or upgrading its schema. On PostgreSQL, `fsync`
+    /// is the server's business (its `synchronous_commit`); tramy's commits wait for it.
+    pub fn open_at(location: &IndexLocation, fsync: bool) -> Result<Index, IndexError> {
+        off_runtime(|| Index::open_blocking(location, fsync))
+    }
+
+    fn open_blocking(location: &IndexLocation, fsync: bool) -> Result<Index, IndexError> {
+        let mut conn = match location {
+            IndexLocation::Sqlite(path) => open_sqlite_writer(path, fsync)?,
+            IndexLocation::Postgres(url) => connect_postgres(url)?,
+        };
         let found = super::migrations::version(&conn)?;
         if found > super::migrations::SCHEMA_VERSION {
             return Err(IndexError::NewerSchema {
@@ -289,10 +371,18 @@ impl Index {
             audit,
             writer: tx,
             readers: Arc::new(ReaderPool {
-                path: path.to_owned(),
+                location: location.clone(),
                 idle: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Which engine the index runs on.
+    pub fn engine(&self) -> Engine {
+        match self.readers.location {
+            IndexLocation::Sqlite(_) => Engine::Sqlite,
+            IndexLocation::Postgres(_) => Engine::Postgres,
+        }
     }
 
     /// Files an instance under `policy`; returns once the transaction holding it has committed.
@@ -335,7 +425,7 @@ impl Index {
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> super::db::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let request: WriteRequest = Box::new(ClosureWrite {
@@ -386,14 +476,20 @@ impl Index {
     /// Runs `f` on a read-only connection on the calling thread. For point lookups that take
     /// microseconds (WAL readers never wait for the writer), where a hand-off to the blocking pool
     /// would cost more than the query.
-    pub(super) fn read_now<T>(
+    pub(super) fn read_now<T: Send>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send,
     ) -> Result<T, IndexError> {
-        let conn = self.readers.take()?;
-        let result = f(&conn);
-        self.readers.give_back(conn);
-        result
+        let read = || {
+            let conn = self.readers.take()?;
+            let result = f(&conn);
+            self.readers.give_back(conn);
+            result
+        };
+        match self.engine() {
+            Engine::Sqlite => read(),
+            Engine::Postgres => off_runtime(read),
+        }
     }
 
     /// [`Index::instance`] on the calling thread (a primary-key lookup).
@@ -533,12 +629,14 @@ pub(super) const STORED_INSTANCE_SELECT: &str = "SELECT st.study_instance_uid, s
      FROM instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id";
 
 /// Reads a row selected with [`STORED_INSTANCE_SELECT`].
-pub(super) fn stored_instance_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+pub(super) fn stored_instance_from_row(
+    r: &super::db::Row<'_>,
+) -> super::db::Result<StoredInstance> {
     stored_instance_at(r, 0)
 }
 
 /// [`stored_instance_from_row`] for a row whose selected columns start at column `first`.
-fn stored_instance_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredInstance> {
+fn stored_instance_at(r: &super::db::Row<'_>, first: usize) -> super::db::Result<StoredInstance> {
     Ok(StoredInstance {
         study_instance_uid: r.get(first)?,
         series_instance_uid: r.get(first + 1)?,
@@ -577,28 +675,107 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
     }
 }
 
+/// Opens the SQLite file the writer uses, in WAL mode.
+fn open_sqlite_writer(path: &Path, fsync: bool) -> Result<Connection, IndexError> {
+    let conn = rusqlite::Connection::open(path).map_err(|source| IndexError::Open {
+        location: path.display().to_string(),
+        source: source.into(),
+    })?;
+    // First, so that opening beside a running server (the registry commands, `tramy
+    // verify`) waits for its write lock instead of failing with SQLITE_BUSY.
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(Connection::sqlite(conn))
+}
+
+/// Runs `f`, which may block on the PostgreSQL client's own runtime, where tokio allows that: on
+/// this thread when it drives no async tasks, else after telling tokio this worker blocks
+/// (`block_in_place`), or on a thread of its own under a single-threaded runtime.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => f(),
+    }
+}
+
+/// Connects to the PostgreSQL database at `url`.
+fn connect_postgres(url: &str) -> Result<Connection, IndexError> {
+    let client =
+        postgres::Client::connect(url, postgres::NoTls).map_err(|source| IndexError::Open {
+            location: redact_password(url),
+            source: source.into(),
+        })?;
+    Ok(Connection::postgres(client))
+}
+
+/// How many times a write that lost a race with another node's writer is tried again.
+const RETRIES: usize = 3;
+
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut [WriteRequest],
-) -> Result<Vec<Result<(), IndexError>>, rusqlite::Error> {
-    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+) -> Result<Vec<Result<(), IndexError>>, DbError> {
+    conn.execute_batch(match conn.engine() {
+        // Take the write lock now: a read that upgrades later could fail with SQLITE_BUSY.
+        Engine::Sqlite => "BEGIN IMMEDIATE",
+        Engine::Postgres => "BEGIN",
+    })?;
+    let applied = apply_batch(conn, batch);
+    let ended = match &applied {
+        Ok(_) => conn.execute_batch("COMMIT"),
+        Err(_) => conn.execute_batch("ROLLBACK"),
+    };
+    match (applied, ended) {
+        (Ok(outcomes), Ok(())) => Ok(outcomes),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            // Leave the connection outside any transaction for the next batch.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Applies each write in its own savepoint, so one failing write never fails its neighbours.
+fn apply_batch(
+    conn: &Connection,
+    batch: &mut [WriteRequest],
+) -> Result<Vec<Result<(), IndexError>>, DbError> {
     let mut outcomes = Vec::with_capacity(batch.len());
     for req in batch.iter_mut() {
-        let mut sp = tx.savepoint()?;
-        match req.apply(&sp) {
-            Ok(()) => {
-                sp.commit()?;
-                outcomes.push(Ok(()));
-            }
-            Err(e) => {
-                sp.rollback()?;
-                drop(sp);
-                outcomes.push(Err(IndexError::Sqlite(e)));
+        let mut tries = 0;
+        loop {
+            conn.execute_batch("SAVEPOINT write_op")?;
+            match req.apply(conn) {
+                Ok(()) => {
+                    conn.execute_batch("RELEASE write_op")?;
+                    outcomes.push(Ok(()));
+                    break;
+                }
+                Err(e) => {
+                    conn.execute_batch("ROLLBACK TO write_op; RELEASE write_op")?;
+                    let lost_race = e.is_unique_violation() || e.is_transient();
+                    if lost_race
+                        && req.can_retry()
+                        && conn.engine() == Engine::Postgres
+                        && tries < RETRIES
+                    {
+                        tries += 1;
+                        continue;
+                    }
+                    outcomes.push(Err(IndexError::Database(e)));
+                    break;
+                }
             }
         }
     }
-    tx.set_drop_behavior(rusqlite::DropBehavior::Commit);
-    tx.commit()?;
     Ok(outcomes)
 }
 
@@ -606,7 +783,7 @@ fn apply_instance(
     tx: &Connection,
     inst: &NewInstance,
     policy: DuplicatePolicy,
-) -> rusqlite::Result<CommitOutcome> {
+) -> super::db::Result<CommitOutcome> {
     let a = &inst.attributes;
     let existing: Option<(i64, String, String, String)> = tx
         .query_row(
@@ -655,14 +832,19 @@ fn apply_instance(
 
 /// Queues a triage job per routed model, in the same transaction as the instance rows, so a job
 /// exists exactly when its instance does.
-fn queue_triage(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
+fn queue_triage(tx: &Connection, inst: &NewInstance) -> super::db::Result<()> {
     let now = super::times::now();
     for model in &inst.triage_models {
         exec(
             tx,
-            "INSERT OR IGNORE INTO triage_jobs (sop_instance_uid, model, priority, not_before, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![inst.attributes.sop_instance_uid.as_str(), model, inst.triage_priority, now],
+            "INSERT INTO triage_jobs (sop_instance_uid, model, priority, not_before, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+            params![
+                inst.attributes.sop_instance_uid.as_str(),
+                model,
+                inst.triage_priority,
+                now
+            ],
         )?;
     }
     Ok(())
@@ -670,11 +852,11 @@ fn queue_triage(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<()> {
 
 /// `execute` through the statement cache: the writer runs the same few statements for every
 /// instance, and parsing them each time showed in profiles.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+fn exec(conn: &Connection, sql: &str, params: impl super::db::Params) -> super::db::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
 
-fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i64> {
+fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> super::db::Result<i64> {
     let key = patient_key(a);
     if let Some(id) = tx
         .query_row(
@@ -687,10 +869,10 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i
         return Ok(id);
     }
     let p = &a.patient;
-    exec(
+    insert_returning_id(
         tx,
         "INSERT INTO patients (patient_key, patient_id, issuer_of_patient_id, patient_name, \
-         patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         params![
             key,
             p.patient_id,
@@ -700,12 +882,20 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> rusqlite::Result<i
             p.birth_date,
             p.sex
         ],
-    )?;
-    Ok(tx.last_insert_rowid())
+    )
+}
+
+/// Runs an `INSERT … RETURNING id` through the statement cache; returns the new row's id.
+fn insert_returning_id(
+    tx: &Connection,
+    sql: &str,
+    params: impl super::db::Params,
+) -> super::db::Result<i64> {
+    tx.prepare_cached(sql)?.query_row(params, |r| r.get(0))
 }
 
 /// Files the rows of a new instance; returns the facility it belongs to.
-fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<String> {
+fn insert_instance(tx: &Connection, inst: &NewInstance) -> super::db::Result<String> {
     let a = &inst.attributes;
     let now = super::times::now();
 
@@ -721,11 +911,12 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
         None => {
             let patient_id = upsert_patient(tx, a)?;
             let s = &a.study;
-            exec(
-        tx,
+            let study_id = insert_returning_id(
+                tx,
                 "INSERT INTO studies (study_instance_uid, patient_fk, study_date, study_time, \
                  accession_number, study_id, referring_physician_name, referring_physician_name_norm, \
-                 study_description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 study_description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 RETURNING id",
                 params![
                     s.study_instance_uid.as_str(),
                     patient_id,
@@ -739,7 +930,6 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
                     now
                 ],
             )?;
-            let study_id = tx.last_insert_rowid();
             exec(
                 tx,
                 "UPDATE patients SET num_studies = num_studies + 1 WHERE id = ?1",
@@ -760,11 +950,11 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
         Some(id) => id,
         None => {
             let s = &a.series;
-            exec(
+            let id = insert_returning_id(
                 tx,
                 "INSERT INTO series (series_instance_uid, study_fk, modality, series_number, \
                  series_description, body_part_examined, series_date, series_time) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
                 params![
                     s.series_instance_uid.as_str(),
                     study_id,
@@ -776,7 +966,6 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
                     s.series_time
                 ],
             )?;
-            let id = tx.last_insert_rowid();
             exec(
                 tx,
                 "UPDATE studies SET num_series = num_series + 1 WHERE id = ?1",
@@ -795,7 +984,7 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
     let facility = owning_facility(tx, inst, study_id)?;
     exec(
         tx,
-        "INSERT OR IGNORE INTO study_facilities (study_fk, facility) VALUES (?1, ?2)",
+        "INSERT INTO study_facilities (study_fk, facility) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![study_id, facility],
     )?;
     exec(
@@ -843,7 +1032,11 @@ fn insert_instance(tx: &Connection, inst: &NewInstance) -> rusqlite::Result<Stri
 
 /// The facility a new instance belongs to: its sender's; for tramy's own filings (reports,
 /// re-indexing), the facility that already holds the study, else `LOCAL`.
-fn owning_facility(tx: &Connection, inst: &NewInstance, study_id: i64) -> rusqlite::Result<String> {
+fn owning_facility(
+    tx: &Connection,
+    inst: &NewInstance,
+    study_id: i64,
+) -> super::db::Result<String> {
     if let Some(facility) = &inst.facility {
         return Ok(facility.clone());
     }
@@ -857,19 +1050,17 @@ fn owning_facility(tx: &Connection, inst: &NewInstance, study_id: i64) -> rusqli
         .unwrap_or_else(|| crate::registry::LOCAL_FACILITY.to_string()))
 }
 
-fn refresh_modalities(tx: &Connection, study_id: i64) -> rusqlite::Result<()> {
-    exec(
-        tx,
-        "UPDATE studies SET modalities_in_study = COALESCE((SELECT group_concat(m, '\\') FROM \
-         (SELECT DISTINCT modality AS m FROM series WHERE study_fk = ?1 AND modality <> '' ORDER BY m)), '') \
-         WHERE id = ?1",
-        [study_id],
-    )?;
+fn refresh_modalities(tx: &Connection, study_id: i64) -> super::db::Result<()> {
+    // string_agg with ORDER BY: PostgreSQL's, and SQLite's since 3.44.
+    let sql = "UPDATE studies SET modalities_in_study = COALESCE((SELECT string_agg(m, '\\' ORDER BY m) FROM \
+         (SELECT DISTINCT modality AS m FROM series WHERE study_fk = ?1 AND modality <> '') AS d), '') \
+         WHERE id = ?1";
+    exec(tx, sql, [study_id])?;
     Ok(())
 }
 
 /// Removes an instance row and keeps the counters of its series, study and patient right.
-fn remove_instance(tx: &Connection, instance_id: i64) -> rusqlite::Result<()> {
+fn remove_instance(tx: &Connection, instance_id: i64) -> super::db::Result<()> {
     let (series_id, study_id, patient_id): (i64, i64, i64) = tx.query_row(
         "SELECT se.id, st.id, st.patient_fk FROM instances i JOIN series se ON i.series_fk = se.id \
          JOIN studies st ON se.study_fk = st.id WHERE i.id = ?1",

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod commitment;
 pub mod damage;
+pub mod db;
 pub mod findings;
 pub mod index;
 pub mod migrations;
@@ -19,6 +20,6 @@ pub mod stats;
 mod times;
 mod visibility;
 
-pub use index::{CommitOutcome, Index, IndexError, NewInstance, StoredInstance};
+pub use index::{CommitOutcome, Index, IndexError, IndexLocation, NewInstance, StoredInstance};
 pub use migrations::SCHEMA_VERSION;
 pub use objects::{ObjectError, ObjectStorage};

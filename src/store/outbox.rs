@@ -2,7 +2,7 @@
 //! files them (so no acknowledged instance misses its forwarding), taken by the sender in
 //! priority order, and the manifests and receipts of each study's delivery.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, OptionalExtension};
 
 use super::findings::FlagForwarding;
 use super::index::{Index, IndexError, NewInstance};
@@ -20,7 +20,7 @@ pub(super) fn queue_instance(
     tx: &Connection,
     inst: &NewInstance,
     facility: &str,
-) -> rusqlite::Result<()> {
+) -> super::db::Result<()> {
     let a = &inst.attributes;
     let now = now();
     let mut insert = tx.prepare_cached(
@@ -28,7 +28,7 @@ pub(super) fn queue_instance(
          priority, not_before, queued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
          ON CONFLICT (peer, sop_instance_uid) DO UPDATE SET sha256 = excluded.sha256, \
          size_bytes = excluded.size_bytes, state = 'queued', attempts = 0, not_before = excluded.not_before, \
-         priority = max(priority, excluded.priority), delivery_id = NULL",
+         priority = CASE WHEN excluded.priority > outbox.priority THEN excluded.priority ELSE outbox.priority END, delivery_id = NULL",
     )?;
     let mut entries: Vec<OutboxEntry> = inst.forward.clone();
     if inst.forward_with_study {
@@ -42,7 +42,7 @@ pub(super) fn queue_instance(
                     priority: r.get(1)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<super::db::Result<Vec<_>>>()?;
         entries.extend(
             peers
                 .into_iter()
@@ -70,7 +70,7 @@ pub(super) fn queue_flagged(
     tx: &Connection,
     sop: &str,
     flag: &FlagForwarding,
-) -> rusqlite::Result<()> {
+) -> super::db::Result<()> {
     let row: Option<(String, String, String)> = tx
         .query_row(
             "SELECT st.study_instance_uid, i.facility, se.modality FROM instances i \
@@ -96,7 +96,7 @@ pub(super) fn queue_flagged(
              SELECT ?1, i.sop_instance_uid, ?3, i.facility, i.size_bytes, i.sha256, ?5, ?6, ?6 \
              FROM instances i JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id \
              WHERE st.study_instance_uid = ?3 AND (i.sop_instance_uid = ?2 OR i.source = ?4) \
-             ON CONFLICT (peer, sop_instance_uid) DO UPDATE SET priority = max(priority, excluded.priority)",
+             ON CONFLICT (peer, sop_instance_uid) DO UPDATE SET priority = CASE WHEN excluded.priority > outbox.priority THEN excluded.priority ELSE outbox.priority END",
         )?
         .execute(params![e.peer, sop, study, flag.report_source, e.priority, now])?;
     }
@@ -110,7 +110,7 @@ pub(super) fn queue_flagged(
     Ok(())
 }
 
-fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+fn item(r: &super::db::Row<'_>) -> super::db::Result<OutboxItem> {
     Ok(OutboxItem {
         id: r.get(0)?,
         peer: r.get(1)?,
@@ -143,7 +143,7 @@ impl Index {
                  AND priority >= ?3 ORDER BY priority DESC, id LIMIT ?4",
             )?
             .query_map(params![peer, now(), min_priority, limit as i64], item)?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -255,7 +255,7 @@ impl Index {
                 params![peer, study],
                 |r| r.get(0),
             )?;
-            let unmanifested = || -> rusqlite::Result<i64> {
+            let unmanifested = || -> super::db::Result<i64> {
                 c.query_row(
                     "SELECT count(*) FROM outbox WHERE peer = ?1 AND study_instance_uid = ?2 \
                      AND state IN ('sent', 'stored') AND delivery_id IS NULL",
@@ -286,7 +286,7 @@ impl Index {
                     facility: r.get(5)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -306,7 +306,7 @@ impl Index {
                  AND delivery_id IS NULL GROUP BY study_instance_uid HAVING count(*) >= ?2 LIMIT 16",
             )?
             .query_map(params![peer, at_least as i64], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -326,7 +326,7 @@ impl Index {
                  AND delivery_id IS NULL LIMIT 1000",
             )?
             .query_map([peer], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -396,7 +396,7 @@ impl Index {
     }
 }
 
-fn destinations(c: &Connection, study: &str) -> rusqlite::Result<Vec<DestinationDelivery>> {
+fn destinations(c: &Connection, study: &str) -> super::db::Result<Vec<DestinationDelivery>> {
     let mut out: Vec<DestinationDelivery> = Vec::new();
     let mut counts = c.prepare_cached(
         "SELECT peer, state, count(*), min(queued_at), max(queued_at), min(sent_at), max(sent_at), \
@@ -458,7 +458,7 @@ fn destinations(c: &Connection, study: &str) -> rusqlite::Result<Vec<Destination
     Ok(out)
 }
 
-fn manifests(c: &Connection, study: &str, peer: &str) -> rusqlite::Result<Vec<ManifestRecord>> {
+fn manifests(c: &Connection, study: &str, peer: &str) -> super::db::Result<Vec<ManifestRecord>> {
     c.prepare_cached(
         "SELECT id, instances, state, detail, created_at, answered_at, manifest_jws, receipt_jws FROM deliveries \
          WHERE study_instance_uid = ?1 AND peer = ?2 ORDER BY created_at, id",

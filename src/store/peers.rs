@@ -1,7 +1,7 @@
 //! Peers added through the API, other facilities' pinned keys, manifests received from peers,
 //! and the presence check peers make before sending (issue #10).
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 
 use super::index::{Index, IndexError};
 use super::times::now;
@@ -70,7 +70,7 @@ impl Index {
                         .and_then(|j| serde_json::from_str(&j).ok()),
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -180,9 +180,14 @@ impl Index {
         let by = who.subject().to_string();
         self.write(move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO received_deliveries (id, sender_facility, destination, study_instance_uid, \
+                "INSERT INTO received_deliveries (id, sender_facility, destination, study_instance_uid, \
                  manifest_sha256, stored, failed, receipt_jws, received_by, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (id) DO UPDATE SET sender_facility = excluded.sender_facility, \
+                 destination = excluded.destination, study_instance_uid = excluded.study_instance_uid, \
+                 manifest_sha256 = excluded.manifest_sha256, stored = excluded.stored, \
+                 failed = excluded.failed, receipt_jws = excluded.receipt_jws, \
+                 received_by = excluded.received_by, received_at = excluded.received_at",
                 params![
                     d.id,
                     d.sender_facility,
@@ -247,7 +252,7 @@ impl Index {
                     issuer_of_patient_id: r.get(2)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }

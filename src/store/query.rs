@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::db::{Connection, Engine, Value as SqlValue};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use rusqlite::types::Value as SqlValue;
-use rusqlite::Connection;
 
 use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
 use super::visibility::{patient_condition, study_condition};
@@ -436,10 +435,43 @@ pub enum QueryError {
     Index(#[from] IndexError),
 }
 
-impl From<rusqlite::Error> for QueryError {
-    fn from(e: rusqlite::Error) -> Self {
-        QueryError::Index(IndexError::Sqlite(e))
+impl From<super::db::DbError> for QueryError {
+    fn from(e: super::db::DbError) -> Self {
+        QueryError::Index(IndexError::Database(e))
     }
+}
+
+/// A condition that `column` matches `pattern`, whose `*` and `?` are DICOM's wildcards (PS3.4
+/// C.2.2.2.4) and every other character literal, case-sensitively: SQLite's GLOB, PostgreSQL's
+/// LIKE (SQLite's LIKE ignores case).
+fn wildcard_condition(engine: Engine, column: &str, pattern: &str) -> (String, SqlValue) {
+    match engine {
+        Engine::Sqlite => (
+            format!("{column} GLOB ?"),
+            SqlValue::Text(glob_pattern(pattern)),
+        ),
+        Engine::Postgres => (
+            format!("{column} LIKE ? ESCAPE '\\'"),
+            SqlValue::Text(like_pattern(pattern)),
+        ),
+    }
+}
+
+/// Turns DICOM wildcards into a LIKE pattern with `\` as its escape.
+fn like_pattern(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Turns DICOM wildcards into a SQLite GLOB pattern (`[` and `]` are literal in DICOM).
@@ -507,7 +539,7 @@ impl WhereClause {
     }
 }
 
-fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
+fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, QueryError> {
     let mut w = WhereClause {
         sql: Vec::new(),
         params: Vec::new(),
@@ -556,10 +588,8 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
             }
             M::Text => {
                 if has_wildcard(value) {
-                    w.push(
-                        format!("{} GLOB ?", a.column),
-                        [SqlValue::Text(glob_pattern(value))],
-                    );
+                    let (sql, pattern) = wildcard_condition(engine, a.column, value);
+                    w.push(sql, [pattern]);
                 } else {
                     w.push(
                         format!("{} = ?", a.column),
@@ -569,25 +599,17 @@ fn build_where(query: &AttributeQuery) -> Result<WhereClause, QueryError> {
             }
             M::PersonName(norm_column) if query.fuzzy_person_names && !has_wildcard(value) => {
                 // A component, or a word within one, starting with the value.
-                let v = glob_pattern(&normalise_person_name(value));
-                w.push(
-                    format!(
-                        "({norm_column} GLOB ? OR {norm_column} GLOB ? OR {norm_column} GLOB ?)"
-                    ),
-                    [
-                        SqlValue::Text(format!("{v}*")),
-                        SqlValue::Text(format!("*^{v}*")),
-                        SqlValue::Text(format!("* {v}*")),
-                    ],
-                );
+                let v = normalise_person_name(value);
+                let (first, p1) = wildcard_condition(engine, norm_column, &format!("{v}*"));
+                let (second, p2) = wildcard_condition(engine, norm_column, &format!("*^{v}*"));
+                let (third, p3) = wildcard_condition(engine, norm_column, &format!("* {v}*"));
+                w.push(format!("({first} OR {second} OR {third})"), [p1, p2, p3]);
             }
             M::PersonName(norm_column) => {
                 let v = normalise_person_name(value);
                 if has_wildcard(&v) {
-                    w.push(
-                        format!("{norm_column} GLOB ?"),
-                        [SqlValue::Text(glob_pattern(&v))],
-                    );
+                    let (sql, pattern) = wildcard_condition(engine, norm_column, &v);
+                    w.push(sql, [pattern]);
                 } else {
                     w.push(format!("{norm_column} = ?"), [SqlValue::Text(v)]);
                 }
@@ -681,8 +703,12 @@ fn with_patient_alias(sql: &str, alias: &str) -> String {
 /// The conditions of a search (C-FIND, QIDO-RS): those of `query`, and at the instance level
 /// no instance whose object failed verification (`store::damage`): it cannot be retrieved, so
 /// it is not offered. Retrieval by UID still finds it, to say why it cannot be served.
-fn search_where(query: &AttributeQuery, v: &Visibility) -> Result<WhereClause, QueryError> {
-    let mut w = build_where(query)?;
+fn search_where(
+    query: &AttributeQuery,
+    v: &Visibility,
+    engine: Engine,
+) -> Result<WhereClause, QueryError> {
+    let mut w = build_where(query, engine)?;
     w.restrict_to(v, query.level);
     if query.level == QueryLevel::Image {
         w.push(
@@ -724,7 +750,7 @@ fn for_each_match<E: From<QueryError>>(
     v: &Visibility,
     mut f: impl FnMut(QueryMatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let w = search_where(query, v)?;
+    let w = search_where(query, v, conn.engine())?;
     let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
         .iter()
         .filter(|a| a.level <= query.level)
@@ -743,20 +769,26 @@ fn for_each_match<E: From<QueryError>>(
         paging(query),
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(QueryError::from)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(w.params.iter()))
-        .map_err(QueryError::from)?;
-    while let Some(r) = rows.next().map_err(QueryError::from)? {
-        f(query_match(r, &columns, query.level).map_err(QueryError::from)?)?;
+    // The caller's error stops the reading; it is kept aside and returned as it is.
+    let mut stopped: Option<E> = None;
+    let read = stmt.for_each(super::db::params_from_iter(w.params.iter()), |r| {
+        let m = query_match(r, &columns, query.level)?;
+        f(m).map_err(|e| {
+            stopped = Some(e);
+            super::db::DbError::Invalid("stopped by the caller".into())
+        })
+    });
+    match stopped {
+        Some(e) => Err(e),
+        None => read.map_err(|e| QueryError::from(e).into()),
     }
-    Ok(())
 }
 
 fn query_match(
-    r: &rusqlite::Row<'_>,
+    r: &super::db::Row<'_>,
     columns: &[&IndexedAttribute],
     level: QueryLevel,
-) -> rusqlite::Result<QueryMatch> {
+) -> super::db::Result<QueryMatch> {
     let mut m = QueryMatch::default();
     for (i, a) in columns.iter().enumerate() {
         let v: SqlValue = r.get(i)?;
@@ -783,7 +815,7 @@ fn matches_more_than(
     v: &Visibility,
     n: u64,
 ) -> Result<bool, QueryError> {
-    let w = search_where(query, v)?;
+    let w = search_where(query, v, conn.engine())?;
     let sql = format!(
         "SELECT 1 FROM {}{}{} LIMIT 1 OFFSET {}",
         query.level.tables(),
@@ -792,7 +824,7 @@ fn matches_more_than(
         query.offset.saturating_add(n),
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    Ok(stmt.exists(rusqlite::params_from_iter(w.params.iter()))?)
+    Ok(stmt.exists(super::db::params_from_iter(w.params.iter()))?)
 }
 
 /// The filed instances under the entities `query` matches (for C-GET, C-MOVE and WADO).
@@ -805,7 +837,7 @@ fn instances(
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let mut w = build_where(&image_query)?;
+    let mut w = build_where(&image_query, conn.engine())?;
     w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "{STORED_INSTANCE_SELECT} JOIN patients p ON st.patient_fk = p.id{}{} ORDER BY {}{}",
@@ -816,7 +848,7 @@ fn instances(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        rusqlite::params_from_iter(w.params.iter()),
+        super::db::params_from_iter(w.params.iter()),
         stored_instance_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -845,7 +877,7 @@ fn metadata(
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let mut w = build_where(&image_query)?;
+    let mut w = build_where(&image_query, conn.engine())?;
     w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata_json \
@@ -857,7 +889,7 @@ fn metadata(
         paging(query)
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| {
+    let rows = stmt.query_map(super::db::params_from_iter(w.params.iter()), |r| {
         Ok(InstanceMetadata {
             study_instance_uid: r.get(0)?,
             series_instance_uid: r.get(1)?,
@@ -895,7 +927,7 @@ mod tests {
 
     #[test]
     fn patient_conditions_also_match_through_links() {
-        let w = build_where(&q(vec![(tags::PATIENT_ID, "123")])).unwrap();
+        let w = build_where(&q(vec![(tags::PATIENT_ID, "123")]), Engine::Sqlite).unwrap();
         assert_eq!(w.sql.len(), 1);
         assert!(w.sql[0].contains("patient_links"), "{}", w.sql[0]);
         assert_eq!(w.params.len(), 2);
@@ -907,31 +939,49 @@ mod tests {
     }
 
     #[test]
+    fn wildcards_become_like_with_literal_percent_and_underscore() {
+        assert_eq!(like_pattern("DOE_^50%*?"), "DOE\\_^50\\%%_");
+    }
+
+    #[test]
     fn date_range_uses_precision_of_bound() {
-        let w = build_where(&q(vec![(tags::STUDY_DATE, "20200101-20201231")])).unwrap();
+        let w = build_where(
+            &q(vec![(tags::STUDY_DATE, "20200101-20201231")]),
+            Engine::Sqlite,
+        )
+        .unwrap();
         assert_eq!(w.sql.len(), 3);
     }
 
     #[test]
     fn bad_date_is_refused() {
-        assert!(build_where(&q(vec![(tags::STUDY_DATE, "yesterday")])).is_err());
+        assert!(build_where(&q(vec![(tags::STUDY_DATE, "yesterday")]), Engine::Sqlite).is_err());
     }
 
     #[test]
     fn uid_with_wildcard_is_refused() {
-        assert!(build_where(&q(vec![(tags::STUDY_INSTANCE_UID, "1.2.*")])).is_err());
+        assert!(build_where(
+            &q(vec![(tags::STUDY_INSTANCE_UID, "1.2.*")]),
+            Engine::Sqlite
+        )
+        .is_err());
     }
 
     #[test]
     fn universal_matching_adds_no_condition() {
-        let w = build_where(&q(vec![(tags::PATIENT_NAME, ""), (tags::PATIENT_ID, "*")])).unwrap();
+        let w = build_where(
+            &q(vec![(tags::PATIENT_NAME, ""), (tags::PATIENT_ID, "*")]),
+            Engine::Sqlite,
+        )
+        .unwrap();
         assert!(w.sql.is_empty());
     }
 
     #[test]
     fn a_uid_list_is_separated_by_backslashes_or_commas() {
         for list in ["1.2.3\\1.2.4", "1.2.3,1.2.4"] {
-            let w = build_where(&q(vec![(tags::STUDY_INSTANCE_UID, list)])).unwrap();
+            let w =
+                build_where(&q(vec![(tags::STUDY_INSTANCE_UID, list)]), Engine::Sqlite).unwrap();
             assert_eq!(w.params.len(), 2, "{list}");
         }
     }

@@ -3,8 +3,8 @@
 //! facility) are in `crate::registry`; each write checks them, then its references, inside the
 //! writer's transaction, so a refused request writes nothing.
 
+use super::db::{params, Connection, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::index::{Index, IndexError};
 use crate::access::{Action, Principal};
@@ -18,22 +18,19 @@ use crate::registry::{
 use super::times::{now, text as time};
 
 /// Reads a stored RFC 3339 time; a malformed one is a conversion failure of column `col`.
-fn parse_time(col: usize, text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+fn parse_time(col: usize, text: Option<String>) -> super::db::Result<Option<DateTime<Utc>>> {
     text.map(|t| {
         DateTime::parse_from_rfc3339(&t)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    col,
-                    rusqlite::types::Type::Text,
-                    e.into(),
-                )
+            .map_err(|e| super::db::DbError::Conversion {
+                column: col,
+                source: e.into(),
             })
     })
     .transpose()
 }
 
-pub(super) fn facility_exists(c: &Connection, code: &str) -> rusqlite::Result<bool> {
+pub(super) fn facility_exists(c: &Connection, code: &str) -> super::db::Result<bool> {
     Ok(
         c.prepare_cached("SELECT 1 FROM facilities WHERE code = ?1")?
             .query_row([code], |_| Ok(()))
@@ -46,7 +43,7 @@ fn insert_facility(
     c: &Connection,
     f: &NewFacility,
     created_at: &str,
-) -> rusqlite::Result<Result<(), RegistryError>> {
+) -> super::db::Result<Result<(), RegistryError>> {
     if facility_exists(c, &f.code)? {
         return Ok(Err(RegistryError::DuplicateFacility(f.code.clone())));
     }
@@ -72,7 +69,7 @@ fn insert_token(
     c: &Connection,
     token: &IssuedToken,
     t: &NewToken,
-) -> rusqlite::Result<Result<(), RegistryError>> {
+) -> super::db::Result<Result<(), RegistryError>> {
     if let Some(code) = &t.facility {
         if !facility_exists(c, code)? {
             return Ok(Err(RegistryError::UnknownFacility(code.clone())));
@@ -94,7 +91,7 @@ fn insert_token(
     Ok(Ok(()))
 }
 
-fn is_empty(c: &Connection) -> rusqlite::Result<bool> {
+fn is_empty(c: &Connection) -> super::db::Result<bool> {
     c.query_row(
         "SELECT NOT EXISTS (SELECT 1 FROM facilities) AND NOT EXISTS (SELECT 1 FROM api_tokens)",
         [],
@@ -105,11 +102,14 @@ fn is_empty(c: &Connection) -> rusqlite::Result<bool> {
 const TOKEN_COLUMNS: &str =
     "id, facility, role, name, created_at, expires_at, last_used_at, revoked_at";
 
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn token_from_row(r: &super::db::Row<'_>) -> super::db::Result<TokenRecord> {
     let role: String = r.get(2)?;
-    let role = role.parse::<Role>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-    })?;
+    let role = role
+        .parse::<Role>()
+        .map_err(|e| super::db::DbError::Conversion {
+            column: 2,
+            source: e.into(),
+        })?;
     let created: String = r.get(4)?;
     Ok(TokenRecord {
         id: r.get(0)?,
@@ -123,11 +123,14 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-fn facility_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Facility> {
+fn facility_from_row(r: &super::db::Row<'_>) -> super::db::Result<Facility> {
     let kind: String = r.get(2)?;
-    let kind = kind.parse::<FacilityKind>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-    })?;
+    let kind = kind
+        .parse::<FacilityKind>()
+        .map_err(|e| super::db::DbError::Conversion {
+            column: 2,
+            source: e.into(),
+        })?;
     Ok(Facility {
         code: r.get(0)?,
         name: r.get(1)?,

@@ -2,8 +2,8 @@
 //! `access/sharing.rs`. Every check and the insert run in one writer transaction, so a refused
 //! request writes nothing and two requests cannot both pass a check the other breaks.
 
+use super::db::{params, Connection, OptionalExtension};
 use chrono::Utc;
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::index::{Index, IndexError};
 use super::registry::facility_exists;
@@ -39,19 +39,19 @@ fn visible_patient(
     c: &Connection,
     v: &Visibility,
     patient: &PatientRef,
-) -> rusqlite::Result<Option<i64>> {
+) -> super::db::Result<Option<i64>> {
     let visible = patient_filter(v);
     let params =
-        std::iter::once(rusqlite::types::Value::Text(patient_key(patient))).chain(visible.params);
+        std::iter::once(super::db::Value::Text(patient_key(patient))).chain(visible.params);
     c.prepare_cached(&format!(
         "SELECT p.id FROM patients p WHERE p.patient_key = ? AND {}",
         visible.sql
     ))?
-    .query_row(rusqlite::params_from_iter(params), |r| r.get(0))
+    .query_row(super::db::params_from_iter(params), |r| r.get(0))
     .optional()
 }
 
-fn consent_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Consent> {
+fn consent_from_row(r: &super::db::Row<'_>) -> super::db::Result<Consent> {
     let purpose: String = r.get(1)?;
     let source: String = r.get(5)?;
     Ok(Consent {
@@ -77,7 +77,7 @@ impl Index {
     async fn write_for_patient<T, F>(&self, who: &Principal, patient: PatientRef, f: F) -> Shared<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, i64) -> rusqlite::Result<Result<T, SharingError>> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> super::db::Result<Result<T, SharingError>> + Send + 'static,
     {
         self.admit(who, Action::ManagePatients)?;
         let v = who.visibility(Action::Query);
@@ -92,7 +92,7 @@ impl Index {
     async fn read_for_patient<T, F>(&self, who: &Principal, patient: PatientRef, f: F) -> Shared<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, i64) -> rusqlite::Result<Result<T, SharingError>> + Send + 'static,
+        F: FnOnce(&Connection, i64) -> super::db::Result<Result<T, SharingError>> + Send + 'static,
     {
         self.admit(who, Action::ManagePatients)?;
         let v = who.visibility(Action::Query);
@@ -352,7 +352,7 @@ impl Index {
 /// Patients who arrived without an ID are keyed per study (`store/index.rs`).
 pub(super) const PROVISIONAL_KEY_PREFIX: &str = "\u{1}unidentified\u{1}";
 
-fn link_from_row(c: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientLink> {
+fn link_from_row(c: &Connection, r: &super::db::Row<'_>) -> super::db::Result<PatientLink> {
     let provisional: i64 = r.get(1)?;
     let studies = c
         .prepare_cached("SELECT study_instance_uid FROM studies WHERE patient_fk = ?1 ORDER BY id")?
@@ -477,7 +477,7 @@ const GRANT_SELECT: &str = "SELECT g.id, g.from_facility, g.to_facility, g.study
      g.scope_findings, g.purpose, g.expires_at, g.consent_id, g.break_glass_reason, g.created_by, \
      g.created_at, g.revoked_at FROM grants g LEFT JOIN patients p ON p.id = g.patient_fk";
 
-fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+fn grant_from_row(r: &super::db::Row<'_>) -> super::db::Result<Grant> {
     let patient = match (
         r.get::<_, Option<String>>(4)?,
         r.get::<_, Option<String>>(5)?,
@@ -497,7 +497,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         Ok(false) => None,
         Err(e) => Some(Err(e)),
     })
-    .collect::<rusqlite::Result<Vec<_>>>()?;
+    .collect::<super::db::Result<Vec<_>>>()?;
     let purpose: String = r.get(10)?;
     Ok(Grant {
         id: r.get(0)?,
@@ -550,7 +550,7 @@ fn insert_grant(
     recipient: Recipient,
     scope: &[GrantScope],
     since: Option<String>,
-) -> rusqlite::Result<Result<Grant, SharingError>> {
+) -> super::db::Result<Result<Grant, SharingError>> {
     let (to, share_hash) = match recipient {
         Recipient::Facility => (Some(grant.to_facility.as_str()), None),
         Recipient::ShareLink(hash) => (None, Some(hash)),
@@ -658,7 +658,7 @@ fn consent_for(
     id: &str,
     patient_fk: i64,
     to: Option<&str>,
-) -> rusqlite::Result<Result<Purpose, SharingError>> {
+) -> super::db::Result<Result<Purpose, SharingError>> {
     let row = c
         .prepare_cached(
             "SELECT purpose, recipient, valid_until, revoked_at FROM consents \

@@ -2,7 +2,7 @@
 //! peer: grouped counts by UTC day (the first ten characters of the index's RFC 3339 times),
 //! what the outbox says a peer has, and putting back in the queue what the peer lacks.
 
-use rusqlite::{params, Connection};
+use super::db::{params, Connection};
 
 use super::index::{Index, IndexError};
 use super::times::now;
@@ -32,7 +32,7 @@ fn day_of(column: &str, by_day: bool) -> String {
     }
 }
 
-fn tally(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Tally> {
+fn tally(r: &super::db::Row<'_>, at: usize) -> super::db::Result<Tally> {
     Ok(Tally {
         instances: r.get(at)?,
         studies: r.get(at + 1)?,
@@ -46,7 +46,7 @@ fn stats_rows(
     start: &str,
     end: &str,
     by_day: bool,
-) -> rusqlite::Result<Vec<StatsRow>> {
+) -> super::db::Result<Vec<StatsRow>> {
     let mut rows = Vec::new();
     let day = day_of("i.received_at", by_day);
     let sql = format!(
@@ -207,7 +207,7 @@ impl Index {
                     state: r.get(4)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect::<super::db::Result<Vec<_>>>()?)
         })
         .await
     }

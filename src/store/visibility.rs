@@ -4,7 +4,7 @@
 //! that facility's studies. Grants in force: not revoked, not expired, their consent (if any)
 //! not revoked and within its validity (`grant_studies` view, migration 3).
 
-use rusqlite::types::Value as SqlValue;
+use super::db::Value as SqlValue;
 
 use crate::access::{GrantScope, Visibility};
 
@@ -35,7 +35,7 @@ pub(super) fn study_condition(
     let mut c = Condition::default();
     match v {
         Visibility::All => return None,
-        Visibility::Nothing => c.sql = "0".into(),
+        Visibility::Nothing => c.sql = "1 = 0".into(),
         Visibility::Facility {
             facility,
             own,
@@ -93,7 +93,7 @@ pub(super) fn patient_condition(v: &Visibility) -> Option<Condition> {
 /// A condition that always holds (what `None` from the functions above means).
 fn always() -> Condition {
     Condition {
-        sql: "1".into(),
+        sql: "1 = 1".into(),
         params: Vec::new(),
     }
 }
@@ -114,17 +114,17 @@ pub(super) fn patient_filter(v: &Visibility) -> Condition {
 
 /// Whether a study with this Study Instance UID exists and `v` shows it.
 pub(super) fn study_visible(
-    c: &rusqlite::Connection,
+    c: &super::db::Connection,
     v: &Visibility,
     uid: &str,
-) -> rusqlite::Result<bool> {
+) -> super::db::Result<bool> {
     let visible = study_filter(v, "st.id", None);
     let params = std::iter::once(SqlValue::Text(uid.to_string())).chain(visible.params);
     c.prepare_cached(&format!(
         "SELECT 1 FROM studies st WHERE st.study_instance_uid = ? AND {}",
         visible.sql
     ))?
-    .exists(rusqlite::params_from_iter(params))
+    .exists(super::db::params_from_iter(params))
 }
 
 fn in_force(scope: GrantScope) -> String {

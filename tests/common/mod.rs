@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use fs4::fs_std::FileExt;
 
+pub mod postgres;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -218,6 +220,9 @@ pub struct TramyServer {
     log: PathBuf,
     /// The superadmin token tramy wrote on first start; every helper request sends it.
     token: String,
+    /// The PostgreSQL database of its index (`TRAMY_TEST_INDEX=postgres`), else `None`: the
+    /// SQLite file in `data_dir`.
+    pub index_url: Option<String>,
 }
 
 impl TramyServer {
@@ -247,6 +252,7 @@ impl TramyServer {
             log: tmp.path().join("server.log"),
             _tmp: Some(tmp),
             token: String::new(),
+            index_url: postgres::enabled().then(postgres::new_database),
         };
         server.spawn();
         server
@@ -257,6 +263,19 @@ impl TramyServer {
     /// written straight into the index so that a test costs no extra process per title
     /// (`tests/registry.rs` drives the command itself).
     fn register_test_ae_titles(&self) {
+        if let Some(url) = &self.index_url {
+            let mut client = postgres::connect(url);
+            for title in TEST_AE_TITLES {
+                client
+                    .execute(
+                        "INSERT INTO application_entities (ae_title, facility, host, created_at) \
+                         VALUES ($1, 'LOCAL', NULL, '2026-01-01T00:00:00.000Z') ON CONFLICT DO NOTHING",
+                        &[title],
+                    )
+                    .expect("AE title registered");
+            }
+            return;
+        }
         let conn = rusqlite::Connection::open(self.data_dir.join("index.sqlite")).expect("index");
         conn.busy_timeout(Duration::from_secs(30)).unwrap();
         for title in TEST_AE_TITLES {
@@ -275,11 +294,20 @@ impl TramyServer {
         let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .args(args)
             .env("TRAMY_DATA_DIR", &self.data_dir)
+            .envs(self.index_env())
             .env_remove("TRAMY_CONFIG")
             .output()
             .expect("tramy runs");
         assert_success(&out, &args.join(" "));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `TRAMY_INDEX_URL` for this server's processes, when its index is not the default file.
+    pub fn index_env(&self) -> Vec<(&'static str, String)> {
+        self.index_url
+            .iter()
+            .map(|url| ("TRAMY_INDEX_URL", url.clone()))
+            .collect()
     }
 
     /// The superadmin token of this server.
@@ -299,6 +327,7 @@ impl TramyServer {
             .env("TRAMY_DIMSE_ADDR", format!("127.0.0.1:{}", self.dimse_port))
             .env("TRAMY_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
             .env("TRAMY_AE_TITLE", "TRAMY")
+            .envs(self.index_env())
             .env("RUST_LOG", "info")
             .env_remove("TRAMY_CONFIG")
             .stdout(log.try_clone().expect("log"))
@@ -453,15 +482,26 @@ impl TramyServer {
         walk(&self.data_dir.join("objects"))
     }
 
-    /// Number of instance rows in the index (read with a separate SQLite connection).
+    /// Number of instance rows in the index (read with a separate connection).
     pub fn indexed_instances(&self) -> i64 {
+        self.index_integer("SELECT COUNT(*) FROM instances")
+    }
+
+    /// The integer `sql` (no parameters) selects, read beside the server with a connection of
+    /// its own to whichever engine holds its index.
+    pub fn index_integer(&self, sql: &str) -> i64 {
+        if let Some(url) = &self.index_url {
+            return postgres::connect(url)
+                .query_one(sql, &[])
+                .expect("query")
+                .get(0);
+        }
         let conn = rusqlite::Connection::open_with_flags(
             self.data_dir.join("index.sqlite"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("index opens");
-        conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get(0))
-            .expect("count")
+        conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
 }
 
