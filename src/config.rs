@@ -233,6 +233,10 @@ pub struct TriageConfig {
     pub max_batch: u32,
     /// How long the worker waits for more arrivals to fill a batch, in milliseconds.
     pub max_wait_ms: u64,
+    /// How long a claimed job belongs to its worker (seconds): a job whose worker died is run
+    /// by another node (`tramy worker`, `tramy serve`) once this has passed. Longer than the
+    /// slowest inference.
+    pub lease_seconds: u64,
 }
 
 impl Default for TriageConfig {
@@ -245,6 +249,7 @@ impl Default for TriageConfig {
             priority_sources: Vec::new(),
             max_batch: 8,
             max_wait_ms: 20,
+            lease_seconds: 300,
         }
     }
 }

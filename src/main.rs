@@ -21,8 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the DIMSE and HTTP servers.
-    Serve,
+    /// Run the DIMSE and HTTP servers (and, unless --no-triage, the triage queue).
+    Serve {
+        /// Run no inference on this node: arrivals are queued for `tramy worker` processes.
+        #[arg(long)]
+        no_triage: bool,
+    },
+    /// Run only the triage queue (CPU or CUDA, per [triage] device) against the configured
+    /// index and object store; as many as wanted, on any machines.
+    Worker,
     /// Inspect and try the AI triage models in a models folder.
     Models {
         #[command(subcommand)]
@@ -807,7 +814,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Serve => tramy::server::run(config).await,
+            Command::Serve { no_triage } => tramy::server::run(config, !no_triage).await,
+            Command::Worker => tramy::server::run_worker(config).await,
             // Handled above: model commands need no configuration or runtime.
             Command::Models { .. } | Command::Eval { .. } | Command::Conformance => Ok(()),
             Command::Reindex => reindex(&config).await,

@@ -11,7 +11,7 @@ use crate::dimse::DimseService;
 use crate::ingest::Archive;
 
 /// Runs the server with `config` until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, run_triage: bool) -> anyhow::Result<()> {
     let config = Arc::new(config);
     // Before anything else: a TLS file that cannot be used is a configuration error.
     let (http_tls, dimse_tls) = tls_acceptors(&config)?;
@@ -20,7 +20,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let archive = forwarding_rules(&config, archive).await?;
-    let (archive, triage_worker, models) = start_triage(&config, archive)?;
+    let (archive, triage_worker, models) = start_triage(&config, archive, run_triage)?;
     reconcile(&archive).await?;
     first_start(&archive, &config).await?;
     facility_keys(&archive, &config).await?;
@@ -225,10 +225,13 @@ type Triage = (
     Vec<Arc<crate::triage::LoadedModel>>,
 );
 
-fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
+fn start_triage(config: &Config, archive: Archive, run: bool) -> anyhow::Result<Triage> {
     use crate::triage::{manifest, LoadedModel};
     if !config.triage.enabled {
         return Ok((archive, None, Vec::new()));
+    }
+    if !run {
+        return Ok((route_only(config, archive)?, None, Vec::new()));
     }
     let mut loaded = Vec::new();
     for m in manifest::discover(&config.triage.models_dir) {
@@ -250,6 +253,47 @@ fn start_triage(config: &Config, archive: Archive) -> anyhow::Result<Triage> {
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
     let worker = crate::triage::queue::TriageWorker::new(archive.clone(), &loaded, &config.triage);
     Ok((archive, Some(worker), loaded))
+}
+
+/// Routes arrivals to the models of `[triage] models_dir` without loading them: their jobs are
+/// queued for the workers (`tramy worker`) that run them, whether or not the model files are on
+/// this node.
+fn route_only(config: &Config, archive: Archive) -> anyhow::Result<Archive> {
+    let mut manifests = Vec::new();
+    for m in crate::triage::manifest::discover_routing(&config.triage.models_dir) {
+        let m = m.context("a triage model manifest is invalid (fix it, remove it, or set [triage] enabled = false)")?;
+        tracing::info!(model = %m.name, "triage jobs queued for workers (this node runs none)");
+        manifests.push(m);
+    }
+    Ok(archive.with_triage(manifests))
+}
+
+/// `tramy worker`: runs the triage queue, and nothing else, until stopped: any number of them,
+/// on any machines (CPU or GPU) that reach the same index and object store.
+pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let archive = Archive::open(&config)
+        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    let (archive, worker, _) = start_triage(&config, archive, true)?;
+    let Some(worker) = worker else {
+        anyhow::bail!(
+            "no triage model is installed in {} (or [triage] enabled = false): a worker has \
+             nothing to run; see `tramy models list`",
+            config.triage.models_dir.display()
+        );
+    };
+    tracing::info!(
+        node = archive.index().node(),
+        device = ?config.triage.device,
+        "tramy worker is ready"
+    );
+    tokio::select! {
+        () = worker.run() => Ok(()),
+        () = shutdown_signal() => {
+            // Claimed jobs not settled go back to the queue when their leases run out.
+            tracing::info!("worker shutting down");
+            Ok(())
+        }
+    }
 }
 
 /// The forwarding rules, each checked to name a known peer (configured or added through the API).

@@ -59,26 +59,12 @@ fn acknowledged_instances_survive_sigkill_and_every_object_is_indexed() {
 
     server.restart();
 
-    let conn = rusqlite::Connection::open_with_flags(
-        server.data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
     let mut rows: HashMap<String, (String, String)> = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT sop_instance_uid, object_key, sha256 FROM instances")
-        .unwrap();
-    for row in stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .unwrap()
-    {
-        let (uid, key, sha) = row.unwrap();
+    for row in server.index_rows(
+        "SELECT sop_instance_uid, object_key, sha256 FROM instances",
+        &[],
+    ) {
+        let [uid, key, sha] = [&row[0], &row[1], &row[2]].map(|c| c.clone().expect("not null"));
         rows.insert(uid, (key, sha));
     }
     for (uid, sent_sha) in &acked {

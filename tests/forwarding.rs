@@ -304,18 +304,14 @@ fn store_patient_study(
 
 /// Patients at `server` with this PatientID: their IssuerOfPatientID, sorted.
 fn issuers_of(server: &TramyServer, id: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        server.data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut issuers: Vec<String> = conn
-        .prepare("SELECT issuer_of_patient_id FROM patients WHERE patient_id = ?1")
-        .unwrap()
-        .query_map([id], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let mut issuers: Vec<String> = server
+        .index_rows(
+            "SELECT issuer_of_patient_id FROM patients WHERE patient_id = ?1",
+            &[id],
+        )
+        .into_iter()
+        .map(|row| row[0].clone().expect("not null"))
+        .collect();
     issuers.sort();
     issuers
 }

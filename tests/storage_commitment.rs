@@ -8,7 +8,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,36 +25,31 @@ const SR: &str = "dicom-samples/sr_comprehensive.dcm";
 const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const MR_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
 
-/// The filed instances of a data folder, read beside tramy as an admin's tool would.
-fn filed(data_dir: &Path) -> Vec<StoredInstance> {
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("index opens");
-    let mut stmt = conn
-        .prepare(
+/// The filed instances of a server, read beside tramy as an admin's tool would.
+fn filed(server: &TramyServer) -> Vec<StoredInstance> {
+    server
+        .index_rows(
             "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
              i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256 \
              FROM instances i JOIN series se ON i.series_fk = se.id \
              JOIN studies st ON se.study_fk = st.id ORDER BY i.id",
+            &[],
         )
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok(StoredInstance {
-            study_instance_uid: r.get(0)?,
-            series_instance_uid: r.get(1)?,
-            sop_instance_uid: r.get(2)?,
-            sop_class_uid: r.get(3)?,
-            transfer_syntax_uid: r.get(4)?,
-            object_key: r.get(5)?,
-            size_bytes: r.get(6)?,
-            sha256: r.get(7)?,
+        .into_iter()
+        .map(|row| {
+            let text = |i: usize| row[i].clone().expect("not null");
+            StoredInstance {
+                study_instance_uid: text(0),
+                series_instance_uid: text(1),
+                sop_instance_uid: text(2),
+                sop_class_uid: text(3),
+                transfer_syntax_uid: text(4),
+                object_key: text(5),
+                size_bytes: text(6).parse().expect("a size"),
+                sha256: text(7),
+            }
         })
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+        .collect()
 }
 
 fn by_sop<'a>(all: &'a [StoredInstance], class: &str) -> &'a StoredInstance {
@@ -110,7 +104,7 @@ fn tramy_commits_what_it_holds_intact_and_reports_on_the_same_association() {
         &files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
         "samples",
     );
-    let all = filed(&server.data_dir);
+    let all = filed(&server);
     let (ct, mr) = (by_sop(&all, CT_IMAGE), by_sop(&all, MR_IMAGE));
     let nm = all
         .iter()
@@ -190,7 +184,7 @@ fn another_facilitys_instance_is_no_such_object_and_bad_requests_are_refused() {
         &["-aet", "OTHERMOD", "-aec", "TRAMY", "127.0.0.1", &port, ct],
     );
     assert_success(&out, "storescu as OTHERMOD");
-    let theirs = filed(&server.data_dir).remove(0);
+    let theirs = filed(&server).remove(0);
 
     let out = commit(&server, &["--ref", &reference(&theirs)]);
     assert_eq!(out["action_status"], 0, "{out}");
@@ -267,7 +261,7 @@ fn a_report_after_release_goes_to_the_registered_port_on_a_new_association() {
     ]);
     let ct = repo_root().join(CT);
     server.store_files(&[ct.as_path()], "CT");
-    let ct = filed(&server.data_dir).remove(0);
+    let ct = filed(&server).remove(0);
     let out = commit(
         &server,
         &[
@@ -335,7 +329,7 @@ fn sender(
         "samples",
     );
     server.kill();
-    let instances = filed(&server.data_dir);
+    let instances = filed(&server);
     let config = tramy::config::Config {
         data_dir: server.data_dir.clone(),
         ..Default::default()
@@ -372,7 +366,7 @@ fn peer_scu_sends_to_another_tramy_and_it_commits_them() {
     );
     assert_eq!(receiver.indexed_instances(), instances.len() as i64);
     assert_eq!(
-        filed(&receiver.data_dir)
+        filed(&receiver)
             .iter()
             .map(|i| &i.sha256)
             .collect::<Vec<_>>(),
@@ -605,14 +599,9 @@ fn peer_scu_sends_to_orthanc_and_its_report_on_a_new_association_reaches_the_req
     let rt = runtime();
     let (sender_server, archive, instances) = sender(&rt);
     // Orthanc reports from its own AE title on a new association: tramy's listener must know it.
-    let conn = rusqlite::Connection::open(sender_server.data_dir.join("index.sqlite")).unwrap();
-    conn.execute(
-        "INSERT INTO application_entities (ae_title, facility, host, created_at) \
-         VALUES ('ORTHANC', 'LOCAL', NULL, '2026-01-01T00:00:00.000Z')",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    let register = "INSERT INTO application_entities (ae_title, facility, host, created_at) \
+         VALUES ('ORTHANC', 'LOCAL', NULL, '2026-01-01T00:00:00.000Z');";
+    sender_server.index_execute(register, register);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -674,7 +663,7 @@ fn orthanc_asks_tramy_to_commit_and_gets_the_report_on_a_new_association() {
     let server = TramyServer::start();
     let ct = repo_root().join(CT);
     server.store_files(&[ct.as_path()], "CT");
-    let ct = filed(&server.data_dir).remove(0);
+    let ct = filed(&server).remove(0);
     let orthanc = Orthanc::start(server.dimse_port);
     // Orthanc releases its association after the N-ACTION-RSP and listens for the report.
     let port = orthanc.dicom_port.to_string();

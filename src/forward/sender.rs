@@ -79,7 +79,13 @@ pub struct PeerSender {
     manifest_failures: std::sync::atomic::AtomicU32,
     /// Whether the peer's published keys were fetched and pinned in this run.
     keys_pinned: std::sync::atomic::AtomicBool,
+    /// Until when this node holds the peer's lease (nodes sharing an index send one at a time).
+    lease_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a node holds a peer's lease: longer than any one round (a throttled batch), short
+/// enough that another node takes over soon after the holder dies.
+const PEER_LEASE: Duration = Duration::from_secs(120);
 
 impl PeerSender {
     /// A sender for `peer`.
@@ -93,7 +99,33 @@ impl PeerSender {
             who: Principal::system(),
             manifest_failures: Default::default(),
             keys_pinned: Default::default(),
+            lease_until: Default::default(),
         }
+    }
+
+    /// Whether this node holds the peer's lease, renewing it once half of it has passed.
+    async fn holds_lease(&self) -> Result<bool, crate::store::IndexError> {
+        let now = std::time::Instant::now();
+        let held = |until: &mut Option<std::time::Instant>| {
+            until.is_some_and(|u| u > now + PEER_LEASE / 2)
+        };
+        if self
+            .lease_until
+            .lock()
+            .map(|mut u| held(&mut u))
+            .unwrap_or(false)
+        {
+            return Ok(true);
+        }
+        let granted = self
+            .archive
+            .index()
+            .hold_peer_lease(&self.who, &self.peer.name, PEER_LEASE)
+            .await?;
+        if let Ok(mut until) = self.lease_until.lock() {
+            *until = granted.then_some(now + PEER_LEASE);
+        }
+        Ok(granted)
     }
 
     /// Runs until `shutdown` turns true; an instance being sent is finished first.
@@ -119,6 +151,9 @@ impl PeerSender {
 
     /// One batch; whether there may be more work at once.
     async fn round(&self) -> Result<bool, crate::store::IndexError> {
+        if !self.holds_lease().await? {
+            return Ok(false);
+        }
         let local = chrono::Local::now().time();
         let min_priority = if self.peer.seconds_until_window(local) > 0 {
             URGENT

@@ -9,7 +9,7 @@
 //! cached value behind.
 
 use super::db::Value;
-use super::db::{params, Connection, OptionalExtension};
+use super::db::{params, Connection, Engine, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::index::{Index, IndexError, WriteOp, WriteRequest};
@@ -44,6 +44,14 @@ impl WriteOp for AuditBatch {
             append(conn, &queued.event, &queued.time)?;
         }
         Ok(())
+    }
+
+    fn can_retry(&self) -> bool {
+        true
+    }
+
+    fn takes_chain_head(&self) -> bool {
+        true
     }
 
     fn finish(self: Box<Self>, committed: Result<(), IndexError>) {
@@ -204,15 +212,40 @@ fn study_context(conn: &Connection, study: &str) -> super::db::Result<Option<Stu
     }))
 }
 
+/// The id of the next event. The counter survives deleted rows, so a removed newest event
+/// leaves a gap that verify names instead of its number being given again: SQLite's
+/// AUTOINCREMENT counter, or PostgreSQL's `audit_head` row, whose lock also makes the writers
+/// of several nodes append one at a time (held until the batch commits).
+fn next_event_id(conn: &Connection) -> super::db::Result<i64> {
+    match conn.engine() {
+        Engine::Sqlite => conn
+            .prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0) + 1",
+            )?
+            .query_row([], |r| r.get(0)),
+        Engine::Postgres => conn
+            .prepare_cached("UPDATE audit_head SET id = id + 1 RETURNING id")?
+            .query_row([], |r| r.get(0)),
+    }
+}
+
+/// How many event ids were ever given (see [`next_event_id`]).
+fn issued_event_ids(conn: &Connection) -> super::db::Result<i64> {
+    conn.query_row(
+        match conn.engine() {
+            Engine::Sqlite => {
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0)"
+            }
+            Engine::Postgres => "SELECT id FROM audit_head",
+        },
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// Appends `event` to the chain, inside the writer's transaction.
 fn append(conn: &Connection, event: &NewAuditEvent, time: &str) -> super::db::Result<()> {
-    // The id counter survives deleted rows (AUTOINCREMENT), so a removed newest event leaves a
-    // gap that verify names instead of its number being given again.
-    let id: i64 = conn
-        .prepare_cached(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0) + 1",
-        )?
-        .query_row([], |r| r.get(0))?;
+    let id = next_event_id(conn)?;
     let prev_hash: String = conn
         .prepare_cached("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -598,11 +631,7 @@ fn walk_chain(c: &Connection) -> super::db::Result<ChainReport> {
         expected += 1;
         prev = row.hash;
     }
-    let issued: i64 = c.query_row(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0)",
-        [],
-        |r| r.get(0),
-    )?;
+    let issued = issued_event_ids(c)?;
     if issued >= expected {
         let gap = ChainBreak::Missing {
             from: expected,

@@ -504,6 +504,17 @@ impl Connection {
         }
     }
 
+    /// Whether the server ended the connection (PostgreSQL restarted, the network failed).
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => false,
+            Inner::Postgres(pg) => pg
+                .try_borrow()
+                .map(|pg| pg.client.is_closed())
+                .unwrap_or(false),
+        }
+    }
+
     /// The SQLite connection, for what only SQLite has (pragmas, its migrations).
     pub fn as_sqlite(&mut self) -> Option<&mut rusqlite::Connection> {
         match &mut self.inner {

@@ -1,7 +1,8 @@
 //! Triage in the index: a study's findings, the worklist, and the job queue (claimed, settled
 //! and listed here; jobs are queued with their instance's rows in `index.rs`).
 
-use super::db::{params, Connection, DbError, FromValue, ToValue, Value as SqlValue};
+use super::db::{params, Connection, DbError, Engine, FromValue, ToValue, Value as SqlValue};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::index::{Index, IndexError};
@@ -245,7 +246,7 @@ fn jobs(
     params.push(SqlValue::Integer(limit));
     conn.prepare_cached(&format!(
         "SELECT sop_instance_uid, model, state, attempts, last_error, created_at FROM triage_jobs \
-         WHERE (? IS NULL OR state = ?) AND {visible} ORDER BY id DESC LIMIT ?"
+         WHERE (CAST(? AS TEXT) IS NULL OR state = ?) AND {visible} ORDER BY id DESC LIMIT ?"
     ))?
     .query_map(super::db::params_from_iter(params), |r| {
         Ok(JobView {
@@ -377,49 +378,65 @@ impl Index {
         self.read(move |c| Ok(jobs(c, state, limit, &v)?)).await
     }
 
-    /// Queues again the jobs a crash left running.
+    /// Queues again the jobs whose worker stopped without settling them: those whose lease has
+    /// run out (or that were claimed before leases existed). Jobs other nodes are running keep
+    /// their claims.
     pub async fn requeue_interrupted_jobs(&self, who: &Principal) -> Result<usize, IndexError> {
         self.admit(who, Action::Triage)?;
         self.write(|c| {
             c.execute(
-                "UPDATE triage_jobs SET state = ?1 WHERE state = ?2",
-                params![JobState::Queued, JobState::Running],
+                "UPDATE triage_jobs SET state = ?1, claimed_by = NULL, lease_until = NULL \
+                 WHERE state = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
+                params![JobState::Queued, JobState::Running, now()],
             )
         })
         .await
     }
 
-    /// Claims up to `limit` queued jobs whose back-off has passed, highest priority first, and
-    /// marks them running with one more attempt.
+    /// Claims up to `limit` jobs for this node until `lease` from now, highest priority first,
+    /// and marks them running with one more attempt: queued jobs whose back-off has passed, and
+    /// running jobs whose lease ran out (their worker died). On PostgreSQL, rows another node is
+    /// claiming are skipped (`FOR UPDATE SKIP LOCKED`), so nodes never claim the same job.
     pub async fn claim_triage_jobs(
         &self,
         who: &Principal,
         limit: i64,
+        lease: std::time::Duration,
     ) -> Result<Vec<ClaimedJob>, IndexError> {
         self.admit(who, Action::Triage)?;
-        let now = now();
+        let node = self.node().to_owned();
+        let now = Utc::now();
+        let until = super::times::text(now + chrono::Duration::from_std(lease).unwrap_or_default());
+        let now = super::times::text(now);
         self.write(move |c| {
-            let jobs: Vec<ClaimedJob> = c
-                .prepare_cached(
-                    "SELECT id, sop_instance_uid, model, attempts FROM triage_jobs \
-                     WHERE state = 'queued' AND not_before <= ?1 ORDER BY priority DESC, id LIMIT ?2",
-                )?
-                .query_map(params![now, limit], |r| {
-                    Ok(ClaimedJob {
-                        id: r.get(0)?,
-                        sop_instance_uid: r.get(1)?,
-                        model: r.get(2)?,
-                        attempts: r.get::<_, i64>(3)? + 1,
-                    })
+            let lock = match c.engine() {
+                Engine::Sqlite => "",
+                Engine::Postgres => " FOR UPDATE SKIP LOCKED",
+            };
+            let sql = format!(
+                "UPDATE triage_jobs SET state = 'running', attempts = attempts + 1, claimed_by = ?3, \
+                 lease_until = ?4 WHERE id IN (SELECT id FROM triage_jobs \
+                 WHERE (state = 'queued' AND not_before <= ?1) OR (state = 'running' AND lease_until < ?1) \
+                 ORDER BY priority DESC, id LIMIT ?2{lock}) \
+                 RETURNING id, sop_instance_uid, model, attempts, priority"
+            );
+            let mut jobs: Vec<(i64, ClaimedJob)> = c
+                .prepare_cached(&sql)?
+                .query_map(params![now, limit, node, until], |r| {
+                    Ok((
+                        r.get(4)?,
+                        ClaimedJob {
+                            id: r.get(0)?,
+                            sop_instance_uid: r.get(1)?,
+                            model: r.get(2)?,
+                            attempts: r.get(3)?,
+                        },
+                    ))
                 })?
                 .collect::<Result<_, _>>()?;
-            for j in &jobs {
-                c.execute(
-                    "UPDATE triage_jobs SET state = ?3, attempts = ?2 WHERE id = ?1",
-                    params![j.id, j.attempts, JobState::Running],
-                )?;
-            }
-            Ok(jobs)
+            // RETURNING keeps no order.
+            jobs.sort_by_key(|(priority, job)| (-priority, job.id));
+            Ok(jobs.into_iter().map(|(_, job)| job).collect())
         })
         .await
     }

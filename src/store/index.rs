@@ -233,6 +233,12 @@ pub(super) trait WriteOp: Send {
     fn can_retry(&self) -> bool {
         false
     }
+    /// Whether it appends to the audit chain, whose head it locks on PostgreSQL: such writes go
+    /// first in their batch, so every node's writer takes that lock before any row's and two
+    /// batches never wait on each other in a cycle.
+    fn takes_chain_head(&self) -> bool {
+        false
+    }
 }
 
 pub(super) type WriteRequest = Box<dyn WriteOp>;
@@ -290,23 +296,54 @@ pub struct Index {
     readers: Arc<ReaderPool>,
     /// Audit events on their way to the writer in batches (`audit.rs`).
     pub(super) audit: Arc<super::audit::AuditQueue>,
+    /// This process among the nodes sharing the index: what its claims and leases name.
+    node: Arc<str>,
 }
 
 struct ReaderPool {
     location: IndexLocation,
-    idle: Mutex<Vec<Connection>>,
+    /// Idle connections, and how many are open in all (PostgreSQL's are counted).
+    idle: Mutex<(Vec<Connection>, usize)>,
+    /// Signalled when a connection is given back.
+    returned: std::sync::Condvar,
 }
 
+/// Most reader connections one node opens to PostgreSQL, where each is a server process: more
+/// concurrent reads wait for one. (SQLite's are a file handle each, opened as needed.)
+const MAX_POSTGRES_READERS: usize = 32;
+
 impl ReaderPool {
-    fn take(&self) -> Result<Connection, IndexError> {
-        if let Some(conn) = self
-            .idle
-            .lock()
-            .map_err(|e| IndexError::Task(e.to_string()))?
-            .pop()
-        {
-            return Ok(conn);
+    fn new(location: IndexLocation) -> ReaderPool {
+        ReaderPool {
+            location,
+            idle: Mutex::new((Vec::new(), 0)),
+            returned: std::sync::Condvar::new(),
         }
+    }
+
+    fn take(&self) -> Result<Connection, IndexError> {
+        let poisoned = |e: std::sync::PoisonError<_>| IndexError::Task(format!("{e}"));
+        let mut idle = self.idle.lock().map_err(poisoned)?;
+        loop {
+            if let Some(conn) = idle.0.pop() {
+                return Ok(conn);
+            }
+            let bounded = matches!(self.location, IndexLocation::Postgres(_));
+            if !bounded || idle.1 < MAX_POSTGRES_READERS {
+                break;
+            }
+            idle = self.returned.wait(idle).map_err(poisoned)?;
+        }
+        idle.1 += 1;
+        drop(idle);
+        let opened = self.open();
+        if opened.is_err() {
+            self.forget_one();
+        }
+        opened
+    }
+
+    fn open(&self) -> Result<Connection, IndexError> {
         match &self.location {
             IndexLocation::Sqlite(path) => {
                 let conn = rusqlite::Connection::open_with_flags(
@@ -325,12 +362,27 @@ impl ReaderPool {
         }
     }
 
+    /// One open connection fewer (closed, or failed to open).
+    fn forget_one(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.1 = idle.1.saturating_sub(1);
+        }
+        self.returned.notify_one();
+    }
+
+    /// Keeps `conn` for the next read, unless its server connection was lost (PostgreSQL
+    /// restarted) or enough are idle already.
     fn give_back(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 16 {
-                idle.push(conn);
+            if idle.0.len() < 16 && !conn.is_closed() {
+                idle.0.push(conn);
+                drop(idle);
+                self.returned.notify_one();
+                return;
             }
         }
+        drop(conn);
+        self.forget_one();
     }
 }
 
@@ -364,17 +416,23 @@ impl Index {
         let (tx, rx) = mpsc::sync_channel::<WriteRequest>(4096);
         std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn({
+                let location = location.clone();
+                move || writer_loop(conn, rx, location)
+            })
             .map_err(|e| IndexError::Task(e.to_string()))?;
         let audit = super::audit::spawn_batcher(tx.clone())?;
         Ok(Index {
             audit,
+            node: node_name().into(),
             writer: tx,
-            readers: Arc::new(ReaderPool {
-                location: location.clone(),
-                idle: Mutex::new(Vec::new()),
-            }),
+            readers: Arc::new(ReaderPool::new(location.clone())),
         })
+    }
+
+    /// This process's name among the nodes sharing the index (`host-pid-random`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Which engine the index runs on.
@@ -649,9 +707,12 @@ fn stored_instance_at(r: &super::db::Row<'_>, first: usize) -> super::db::Result
     })
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>, location: IndexLocation) {
     const MAX_BATCH: usize = 512;
     while let Ok(first) = rx.recv() {
+        if conn.is_closed() {
+            conn = reconnect_writer(conn, &location);
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -675,6 +736,25 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
     }
 }
 
+/// A new connection for the writer when PostgreSQL ended the old one (a restart, a failover to
+/// its replica); the old one when that fails, so this batch fails with the reason and the next
+/// tries again.
+fn reconnect_writer(old: Connection, location: &IndexLocation) -> Connection {
+    let IndexLocation::Postgres(url) = location else {
+        return old;
+    };
+    match connect_postgres(url) {
+        Ok(conn) => {
+            tracing::warn!("the index writer's connection was lost; reconnected");
+            conn
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the index writer cannot reconnect");
+            old
+        }
+    }
+}
+
 /// Opens the SQLite file the writer uses, in WAL mode.
 fn open_sqlite_writer(path: &Path, fsync: bool) -> Result<Connection, IndexError> {
     let conn = rusqlite::Connection::open(path).map_err(|source| IndexError::Open {
@@ -688,6 +768,23 @@ fn open_sqlite_writer(path: &Path, fsync: bool) -> Result<Connection, IndexError
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(Connection::sqlite(conn))
+}
+
+/// A name for this process that no other node shares: host, process id and a random suffix
+/// (a restarted process is a new node; its predecessor's claims run out with their leases).
+fn node_name() -> String {
+    let mut host = [0u8; 256];
+    // SAFETY: gethostname writes at most `host.len()` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
+    let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
+    let host = if ok {
+        String::from_utf8_lossy(&host[..end]).into_owned()
+    } else {
+        "node".into()
+    };
+    let mut random = [0u8; 3];
+    let _ = getrandom::fill(&mut random);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
 }
 
 /// Runs `f`, which may block on the PostgreSQL client's own runtime, where tokio allows that: on
@@ -728,6 +825,9 @@ fn commit_batch(
         Engine::Sqlite => "BEGIN IMMEDIATE",
         Engine::Postgres => "BEGIN",
     })?;
+    if conn.engine() == Engine::Postgres {
+        batch.sort_by_key(|req| !req.takes_chain_head());
+    }
     let applied = apply_batch(conn, batch);
     let ended = match &applied {
         Ok(_) => conn.execute_batch("COMMIT"),

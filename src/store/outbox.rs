@@ -125,6 +125,36 @@ fn item(r: &super::db::Row<'_>) -> super::db::Result<OutboxItem> {
 }
 
 impl Index {
+    /// Whether this node may send to `peer` for `lease` from now: it takes or renews the peer's
+    /// lease when no other node holds one in force. One node at a time sends a peer's outbox,
+    /// so nodes sharing an index never send an instance twice; when the holder dies, its lease
+    /// runs out and another node takes over. On SQLite (one node) always true, writing nothing.
+    pub async fn hold_peer_lease(
+        &self,
+        who: &Principal,
+        peer: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        if self.engine() == super::db::Engine::Sqlite {
+            return Ok(true);
+        }
+        let (peer, node) = (peer.to_owned(), self.node().to_owned());
+        let now = chrono::Utc::now();
+        let until = super::times::text(now + chrono::Duration::from_std(lease).unwrap_or_default());
+        let now = super::times::text(now);
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO peer_leases (peer, node, lease_until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (peer) DO UPDATE SET node = excluded.node, lease_until = excluded.lease_until \
+                 WHERE peer_leases.node = excluded.node OR peer_leases.lease_until < ?4 \
+                 RETURNING node",
+            )?
+            .exists(params![peer, node, until, now])
+        })
+        .await
+    }
+
     /// Up to `limit` instances due for `peer`, highest priority first, then oldest; only those
     /// at or above `min_priority` (outside the peer's time windows, only urgent ones).
     pub async fn due_outbox(
@@ -177,17 +207,18 @@ impl Index {
     ) -> Result<(), IndexError> {
         self.admit(who, Action::Integrity)?;
         self.write(move |c| {
-            let column = match state {
-                OutboxState::Stored => "stored_at",
-                OutboxState::Verified => "verified_at",
-                _ => "sent_at",
+            // Each column is set once: PostgreSQL refuses two assignments to one column.
+            let times = match state {
+                OutboxState::Stored => "sent_at = coalesce(sent_at, ?3), stored_at = ?3",
+                OutboxState::Verified => "sent_at = coalesce(sent_at, ?3), verified_at = ?3",
+                _ => "sent_at = ?3",
             };
-            let sql = format!(
-                "UPDATE outbox SET state = ?2, last_error = '', sent_at = coalesce(sent_at, ?3), {column} = ?3 WHERE id = ?1"
-            );
+            let sql =
+                format!("UPDATE outbox SET state = ?2, last_error = '', {times} WHERE id = ?1");
             let now = now();
             for id in ids {
-                c.prepare_cached(&sql)?.execute(params![id, state.as_str(), now])?;
+                c.prepare_cached(&sql)?
+                    .execute(params![id, state.as_str(), now])?;
             }
             Ok(())
         })
@@ -230,7 +261,7 @@ impl Index {
         self.write(move |c| {
             c.execute(
                 "UPDATE outbox SET state = 'queued', attempts = 0, not_before = ?3 WHERE peer = ?1 \
-                 AND state IN ('dead', 'failed') AND (?2 IS NULL OR study_instance_uid = ?2)",
+                 AND state IN ('dead', 'failed') AND (CAST(?2 AS TEXT) IS NULL OR study_instance_uid = ?2)",
                 params![peer, study, now()],
             )
         })

@@ -487,6 +487,16 @@ fn glob_pattern(value: &str) -> String {
     out
 }
 
+/// The parameters of an `IN (…)` list of `n` values; `NULL` for none, which matches nothing
+/// (`IN ()` is SQLite's alone).
+fn in_list(n: usize) -> String {
+    if n == 0 {
+        "NULL".into()
+    } else {
+        vec!["?"; n].join(", ")
+    }
+}
+
 fn has_wildcard(v: &str) -> bool {
     v.contains('*') || v.contains('?')
 }
@@ -580,7 +590,7 @@ fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, Qu
                         "UIDs cannot be matched with wildcards (PS3.4 C.2.2.2.2)",
                     ));
                 }
-                let marks = vec!["?"; uids.len()].join(", ");
+                let marks = in_list(uids.len());
                 w.push(
                     format!("{} IN ({marks})", a.column),
                     uids.into_iter().map(|u| SqlValue::Text(u.to_string())),
@@ -665,7 +675,7 @@ fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, Qu
                     .map(|m| m.trim().to_string())
                     .filter(|m| !m.is_empty())
                     .collect();
-                let marks = vec!["?"; mods.len()].join(", ");
+                let marks = in_list(mods.len());
                 w.push(
                     format!(
                         "EXISTS (SELECT 1 FROM series ms WHERE ms.study_fk = st.id AND ms.modality IN ({marks}))"

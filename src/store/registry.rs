@@ -285,7 +285,7 @@ impl Index {
         self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT ae_title, facility, host, created_at, port FROM application_entities \
-                 WHERE ?1 IS NULL OR facility = ?1 ORDER BY ae_title",
+                 WHERE CAST(?1 AS TEXT) IS NULL OR facility = ?1 ORDER BY ae_title",
             )?
             .query_map([scope], |r| {
                 Ok(ApplicationEntity {
@@ -349,7 +349,7 @@ impl Index {
         let scope = listing_scope(who);
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR facility = ?1 \
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE CAST(?1 AS TEXT) IS NULL OR facility = ?1 \
                  ORDER BY created_at, id"
             ))?
             .query_map([scope], token_from_row)?
@@ -371,14 +371,14 @@ impl Index {
         self.write(move |c| {
             c.execute(
                 "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL \
-                 AND (?3 IS NULL OR facility = ?3)",
+                 AND (CAST(?3 AS TEXT) IS NULL OR facility = ?3)",
                 params![id, now(), scope],
             )?;
             let record = c
                 .query_row(
                     &format!(
                         "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1 \
-                         AND (?2 IS NULL OR facility = ?2)"
+                         AND (CAST(?2 AS TEXT) IS NULL OR facility = ?2)"
                     ),
                     params![id, scope],
                     token_from_row,

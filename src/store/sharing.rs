@@ -315,7 +315,7 @@ impl Index {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "{GRANT_SELECT} WHERE \
-                 (?1 IS NULL OR g.from_facility = ?1 OR g.to_facility = ?1) \
+                 (CAST(?1 AS TEXT) IS NULL OR g.from_facility = ?1 OR g.to_facility = ?1) \
                  ORDER BY g.created_at DESC, g.id"
             ))?
             .query_map([facility], grant_from_row)?
@@ -334,7 +334,7 @@ impl Index {
                 .prepare_cached(
                     "UPDATE grants SET revoked_at = COALESCE(revoked_at, ?1), \
                      revoked_by = COALESCE(revoked_by, ?2) \
-                     WHERE id = ?3 AND (?4 IS NULL OR from_facility = ?4)",
+                     WHERE id = ?3 AND (CAST(?4 AS TEXT) IS NULL OR from_facility = ?4)",
                 )?
                 .execute(params![now_text(), by, id, facility])?;
             Ok(if changed == 0 {

@@ -196,7 +196,7 @@ impl Index {
             Ok(c.prepare_cached(
                 "SELECT id, study_instance_uid, sop_instance_uid, sha256, state FROM outbox \
                  WHERE peer = ?1 AND state IN ('sent', 'stored', 'verified') AND id > ?2 \
-                 AND (?3 IS NULL OR sent_at >= ?3) ORDER BY id LIMIT ?4",
+                 AND (CAST(?3 AS TEXT) IS NULL OR sent_at >= ?3) ORDER BY id LIMIT ?4",
             )?
             .query_map(params![peer, after, since, limit as i64], |r| {
                 Ok(SentRecord {

@@ -52,7 +52,12 @@ pub(super) fn study_condition(
                 }
                 c.params.push(SqlValue::Text(facility.clone()));
             }
-            let marks = vec!["?"; purposes.len()].join(", ");
+            // `IN ()` is SQLite's alone; `IN (NULL)` matches nothing on both engines.
+            let marks = if purposes.is_empty() {
+                "NULL".to_string()
+            } else {
+                vec!["?"; purposes.len()].join(", ")
+            };
             either.push(format!(
                 "EXISTS (SELECT 1 FROM grant_studies g WHERE g.study_fk = {study} AND g.to_facility = ? \
                  AND g.purpose IN ({marks}) AND {}{})",

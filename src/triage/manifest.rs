@@ -358,6 +358,17 @@ pub enum ManifestError {
 impl ModelManifest {
     /// Reads and validates `models/<name>/model.toml`.
     pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
+        let manifest = ModelManifest::load_routing(path)?;
+        if !manifest.model_path().is_file() {
+            return Err(manifest.missing_model(path));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads and validates the manifest alone, whether or not its model file is here: what a
+    /// node that runs no inference (`tramy serve --no-triage`) needs to queue jobs for the
+    /// workers that do.
+    pub fn load_routing(path: &Path) -> Result<ModelManifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
             path: path.to_owned(),
             source,
@@ -374,24 +385,23 @@ impl ModelManifest {
                 path: path.to_owned(),
                 reason,
             })?;
-        if !manifest.model_path().is_file() {
-            return Err(match &manifest.setup {
-                Some(setup) => ManifestError::NotInstalled {
-                    path: path.to_owned(),
-                    model: manifest.model_path(),
-                    why: setup.why.clone(),
-                    command: setup.command.clone(),
-                },
-                None => ManifestError::Invalid {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "model file {} does not exist",
-                        manifest.model_path().display()
-                    ),
-                },
-            });
-        }
         Ok(manifest)
+    }
+
+    /// Why the model file of a valid manifest at `path` is missing.
+    fn missing_model(&self, path: &Path) -> ManifestError {
+        match &self.setup {
+            Some(setup) => ManifestError::NotInstalled {
+                path: path.to_owned(),
+                model: self.model_path(),
+                why: setup.why.clone(),
+                command: setup.command.clone(),
+            },
+            None => ManifestError::Invalid {
+                path: path.to_owned(),
+                reason: format!("model file {} does not exist", self.model_path().display()),
+            },
+        }
     }
 
     /// The ONNX file.
@@ -477,6 +487,21 @@ impl ModelManifest {
 
 /// Every `*/model.toml` under `dir`, sorted by folder; each loaded or with its error.
 pub fn discover(dir: &Path) -> Vec<Result<ModelManifest, ManifestError>> {
+    manifest_paths(dir)
+        .iter()
+        .map(|p| ModelManifest::load(p))
+        .collect()
+}
+
+/// The manifests in `dir` read for routing alone ([`ModelManifest::load_routing`]).
+pub fn discover_routing(dir: &Path) -> Vec<Result<ModelManifest, ManifestError>> {
+    manifest_paths(dir)
+        .iter()
+        .map(|p| ModelManifest::load_routing(p))
+        .collect()
+}
+
+fn manifest_paths(dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -487,7 +512,7 @@ pub fn discover(dir: &Path) -> Vec<Result<ModelManifest, ManifestError>> {
         })
         .unwrap_or_default();
     paths.sort();
-    paths.iter().map(|p| ModelManifest::load(p)).collect()
+    paths
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct TriageWorker {
     max_attempts: i64,
     max_batch: i64,
     max_wait: Duration,
+    /// How long a claimed job is this worker's before another may take it over.
+    lease: Duration,
 }
 
 impl TriageWorker {
@@ -55,6 +57,7 @@ impl TriageWorker {
             max_attempts: i64::from(config.max_attempts.max(1)),
             max_batch: i64::from(config.max_batch.max(1)),
             max_wait: Duration::from_millis(config.max_wait_ms),
+            lease: Duration::from_secs(config.lease_seconds.max(1)),
         }
     }
 
@@ -104,7 +107,7 @@ impl TriageWorker {
     async fn claim(&self, limit: i64) -> Result<Vec<ClaimedJob>, crate::store::IndexError> {
         self.archive
             .index()
-            .claim_triage_jobs(&self.principal, limit)
+            .claim_triage_jobs(&self.principal, limit, self.lease)
             .await
     }
 

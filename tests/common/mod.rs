@@ -223,6 +223,8 @@ pub struct TramyServer {
     /// The PostgreSQL database of its index (`TRAMY_TEST_INDEX=postgres`), else `None`: the
     /// SQLite file in `data_dir`.
     pub index_url: Option<String>,
+    /// Arguments after `tramy serve` (e.g. `--no-triage`).
+    serve_args: Vec<String>,
 }
 
 impl TramyServer {
@@ -233,6 +235,12 @@ impl TramyServer {
 
     /// Starts tramy with extra TOML configuration (merged into a config file).
     pub fn start_with_config(toml: &str) -> TramyServer {
+        Self::start_with(toml, &[], postgres::enabled().then(postgres::new_database))
+    }
+
+    /// Starts tramy with extra TOML configuration, `tramy serve ARGS`, and its index at
+    /// `index_url` (`None`: the SQLite file in its data folder).
+    pub fn start_with(toml: &str, args: &[&str], index_url: Option<String>) -> TramyServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let config_file = if toml.is_empty() {
@@ -252,7 +260,8 @@ impl TramyServer {
             log: tmp.path().join("server.log"),
             _tmp: Some(tmp),
             token: String::new(),
-            index_url: postgres::enabled().then(postgres::new_database),
+            index_url,
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -323,6 +332,7 @@ impl TramyServer {
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tramy"));
         cmd.arg("serve")
+            .args(&self.serve_args)
             .env("TRAMY_DATA_DIR", &self.data_dir)
             .env("TRAMY_DIMSE_ADDR", format!("127.0.0.1:{}", self.dimse_port))
             .env("TRAMY_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
@@ -485,6 +495,79 @@ impl TramyServer {
     /// Number of instance rows in the index (read with a separate connection).
     pub fn indexed_instances(&self) -> i64 {
         self.index_integer("SELECT COUNT(*) FROM instances")
+    }
+
+    /// The rows `sql` selects, every column as text (`None` for NULL), read beside the server
+    /// with a connection of its own to whichever engine holds its index. `sql` is written with
+    /// SQLite's `?1` parameters and the SQL both engines share.
+    pub fn index_rows(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
+        if let Some(url) = &self.index_url {
+            // The text protocol reads any column as text; test values are quoted inline.
+            let mut sql = sql.to_string();
+            for (i, p) in params.iter().enumerate().rev() {
+                sql = sql.replace(
+                    &format!("?{}", i + 1),
+                    &format!("'{}'", p.replace('\'', "''")),
+                );
+            }
+            return postgres::connect(url)
+                .simple_query(&sql)
+                .expect("query")
+                .into_iter()
+                .filter_map(|m| match m {
+                    ::postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("index.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("index opens");
+        let mut stmt = conn.prepare(sql).expect("query");
+        let width = stmt.column_count();
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            (0..width)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                        rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect()
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    }
+
+    /// Runs statements against the index beside the server, as someone with access to the
+    /// database would: `sqlite` on the SQLite file, `postgres` on a PostgreSQL index.
+    pub fn index_execute(&self, sqlite: &str, postgres: &str) {
+        if let Some(url) = &self.index_url {
+            postgres::connect(url)
+                .batch_execute(postgres)
+                .expect("statements");
+            return;
+        }
+        let conn = rusqlite::Connection::open(self.data_dir.join("index.sqlite")).expect("index");
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute_batch(sqlite).expect("statements");
+    }
+
+    /// The index in this process, beside the server (as the CLI commands open it).
+    pub fn open_index(&self) -> tramy::store::Index {
+        let location =
+            tramy::store::IndexLocation::parse(self.index_url.as_deref(), &self.data_dir)
+                .expect("index location");
+        tramy::store::Index::open_at(&location, false).expect("index opens")
     }
 
     /// The integer `sql` (no parameters) selects, read beside the server with a connection of

@@ -85,12 +85,17 @@ fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) {
     }
 }
 
-/// Removes the folders of test processes that have ended.
+/// Removes the folders of test processes that ended over ten minutes ago (a failed test's
+/// server log stays a while to be read).
 fn remove_stale(root: &Path) {
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let pid = entry.file_name().to_string_lossy().parse::<i32>().ok();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
         // SAFETY: kill with signal 0 only checks that the process exists.
-        if pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0) {
+        if old && pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -193,4 +198,13 @@ fn start_cluster() -> Cluster {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// For a test of what only the SQLite file has (its WAL, a file copy as a backup): on a
+/// PostgreSQL run it says so and is skipped; the caller returns when this is true.
+pub fn skipped_as_sqlite_only(why: &str) -> bool {
+    if enabled() {
+        eprintln!("SKIPPED on PostgreSQL: {why}");
+    }
+    enabled()
 }

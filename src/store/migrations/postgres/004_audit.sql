@@ -34,6 +34,12 @@ CREATE TABLE audit_event_facilities (
     PRIMARY KEY (facility, event_id)
 );
 
+-- How many event ids were ever given (SQLite's sqlite_sequence for AUTOINCREMENT): a deleted
+-- newest event still leaves its number behind. Its one row is locked by each append, so the
+-- writers of several nodes extend the chain one at a time.
+CREATE TABLE audit_head (id BIGINT NOT NULL);
+INSERT INTO audit_head (id) VALUES (0);
+
 -- Append-only: the archive never changes or removes an event. (Whoever owns the database can
 -- drop these; the chain still shows what they changed.)
 CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
