@@ -203,6 +203,25 @@ pub struct IntegrityConfig {
     pub scrub_interval_hours: f64,
     /// Read rate of a background scrub, in megabytes per second, so it never starves retrievals.
     pub scrub_rate_mb_per_s: f64,
+    /// What start-up reconciles with the index: `full` lists every object and indexes those
+    /// without rows (an index file restored from an older copy or missing its WAL heals
+    /// itself); `journal` only the writes this node had in flight when it stopped (a bucket of
+    /// millions of objects shared by several nodes is never listed; after restoring an older
+    /// index run `tramy reindex`); `auto`: `full` on the embedded SQLite index, else `journal`.
+    pub reconcile_at_start: ReconcileAtStart,
+}
+
+/// See [`IntegrityConfig::reconcile_at_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileAtStart {
+    /// `full` with SQLite, `journal` with PostgreSQL.
+    #[default]
+    Auto,
+    /// Every object in the store.
+    Full,
+    /// The writes in this node's journal.
+    Journal,
 }
 
 impl Default for IntegrityConfig {
@@ -210,6 +229,7 @@ impl Default for IntegrityConfig {
         IntegrityConfig {
             scrub_interval_hours: 168.0,
             scrub_rate_mb_per_s: 50.0,
+            reconcile_at_start: ReconcileAtStart::Auto,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{Config, DuplicatePolicy};
 use crate::dicom::json::metadata_json;
 use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
 use crate::store::staging::{SpooledFile, Staging, StagingLimits};
+use crate::store::write_journal::WriteJournal;
 use crate::store::{
     CommitOutcome, Index, IndexError, IndexLocation, NewInstance, ObjectError, ObjectStorage,
 };
@@ -137,6 +138,9 @@ pub enum IngestError {
     /// Metadata could not be serialised.
     #[error("cannot serialise metadata: {0}")]
     Metadata(String),
+    /// The node's journal of object writes (`data_dir/journal`) cannot be written.
+    #[error("cannot note the object write in the journal: {0}")]
+    Journal(std::io::Error),
 }
 
 /// Serialises ingest of the same SOP Instance UID, so two concurrent senders of one instance cannot
@@ -181,6 +185,8 @@ pub struct Archive {
     data_dir: PathBuf,
     min_free_bytes: u64,
     locks: Arc<SopLocks>,
+    /// The object writes in flight on this node, for start-up reconciliation.
+    journal: WriteJournal,
 }
 
 impl Archive {
@@ -201,6 +207,11 @@ impl Archive {
             source,
         })?;
         let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
+        let journal =
+            WriteJournal::open(&config.data_dir).map_err(|source| ObjectError::CreateDir {
+                path: config.data_dir.join("journal").display().to_string(),
+                source,
+            })?;
         let location = IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
         let index = Index::open_at(&location, config.ingest.fsync)?;
         // Opening it removes what receptions interrupted by a crash left.
@@ -222,7 +233,13 @@ impl Archive {
             data_dir: config.data_dir.clone(),
             min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
             locks: Arc::default(),
+            journal,
         })
+    }
+
+    /// This node's journal of object writes in flight.
+    pub(crate) fn journal(&self) -> &WriteJournal {
+        &self.journal
     }
 
     /// Routes newly stored instances to these models.
@@ -367,6 +384,21 @@ impl Archive {
             &a.series.series_instance_uid,
             &a.sop_instance_uid,
         );
+        let entry = self.journal.begin(&key).map_err(IngestError::Journal)?;
+        let filed = self.write_and_file(key, prepared, sender).await;
+        entry.settled();
+        filed
+    }
+
+    /// Writes the object of `prepared` at `key`, then files its index rows; an object whose
+    /// rows could not be filed is removed again.
+    async fn write_and_file(
+        &self,
+        key: String,
+        prepared: Prepared,
+        sender: &Sender,
+    ) -> Result<IngestReport, IngestError> {
+        let a = &prepared.attributes;
         let size = prepared.size() as i64;
         let header = Bytes::from(prepared.file_header);
         match prepared.dataset {

@@ -21,7 +21,7 @@ pub async fn run(config: Config, run_triage: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let archive = forwarding_rules(&config, archive).await?;
     let (archive, triage_worker, models) = start_triage(&config, archive, run_triage)?;
-    reconcile(&archive).await?;
+    reconcile(&archive, &config).await?;
     first_start(&archive, &config).await?;
     facility_keys(&archive, &config).await?;
     let authenticator =
@@ -149,10 +149,19 @@ fn tls_acceptors(
 }
 
 /// Indexes objects that have no index rows (never deletes them) before any listener accepts work.
-async fn reconcile(archive: &Archive) -> anyhow::Result<()> {
-    let summary = crate::integrity::reindex::reconcile(archive)
-        .await
-        .context("reconciling the object store with the index")?;
+async fn reconcile(archive: &Archive, config: &Config) -> anyhow::Result<()> {
+    use crate::config::ReconcileAtStart;
+    let full = match config.integrity.reconcile_at_start {
+        ReconcileAtStart::Full => true,
+        ReconcileAtStart::Journal => false,
+        ReconcileAtStart::Auto => archive.index().engine() == crate::store::db::Engine::Sqlite,
+    };
+    let summary = if full {
+        crate::integrity::reindex::reconcile(archive).await
+    } else {
+        crate::integrity::reindex::reconcile_journal(archive).await
+    }
+    .context("reconciling the object store with the index")?;
     if summary.indexed > 0 {
         tracing::warn!(
             indexed = summary.indexed,

@@ -208,20 +208,13 @@ fn object_of(server: &TramyServer, uid: &str) -> PathBuf {
 }
 
 fn wado_path(server: &TramyServer, uid: &str) -> String {
-    let conn = rusqlite::Connection::open_with_flags(
-        server.data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let (study, series): (String, String) = conn
-        .query_row(
-            "SELECT st.study_instance_uid, se.series_instance_uid FROM instances i \
-             JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id \
-             WHERE i.sop_instance_uid = ?1",
-            [uid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let rows = server.index_rows(
+        "SELECT st.study_instance_uid, se.series_instance_uid FROM instances i \
+         JOIN series se ON i.series_fk = se.id JOIN studies st ON se.study_fk = st.id \
+         WHERE i.sop_instance_uid = ?1",
+        &[uid],
+    );
+    let [study, series] = [&rows[0][0], &rows[0][1]].map(|c| c.clone().expect("a UID"));
     format!("/dicomweb/studies/{study}/series/{series}/instances/{uid}")
 }
 

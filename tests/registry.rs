@@ -13,14 +13,14 @@ use tramy::auth::api_token::{self, StoredToken};
 use tramy::auth::Role;
 
 /// A config file naming `data_dir`, so the commands find it through `--config` alone.
-fn config_for(data_dir: &Path) -> (tempfile::TempDir, PathBuf) {
+fn config_for(data_dir: &Path, index_url: Option<&str>) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let path = tmp.path().join("tramy.toml");
-    std::fs::write(
-        &path,
-        format!("data_dir = {:?}\n", data_dir.display().to_string()),
-    )
-    .expect("config");
+    let mut toml = format!("data_dir = {:?}\n", data_dir.display().to_string());
+    if let Some(url) = index_url {
+        toml += &format!("index_url = {url:?}\n");
+    }
+    std::fs::write(&path, toml).expect("config");
     (tmp, path)
 }
 
@@ -59,37 +59,31 @@ fn time(text: Option<String>) -> Option<DateTime<Utc>> {
     })
 }
 
-/// The stored record of token `id`, read straight from the index file.
-fn stored_token(data_dir: &Path, id: &str) -> StoredToken {
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("index opens");
-    conn.query_row(
+/// The stored record of token `id`, read straight from the index.
+fn stored_token(server: &TramyServer, id: &str) -> StoredToken {
+    let rows = server.index_rows(
         "SELECT id, hash, facility, role, expires_at, revoked_at FROM api_tokens WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(StoredToken {
-                id: r.get(0)?,
-                hash: r.get(1)?,
-                facility: r.get(2)?,
-                role: r.get::<_, String>(3)?.parse().expect("a role"),
-                expires_at: time(r.get(4)?),
-                revoked_at: time(r.get(5)?),
-            })
-        },
-    )
-    .expect("the token's row")
+        &[id],
+    );
+    let row = rows.first().expect("the token's row");
+    let text = |i: usize| row[i].clone();
+    StoredToken {
+        id: text(0).expect("an id"),
+        hash: text(1).expect("a hash"),
+        facility: text(2),
+        role: text(3).expect("a role").parse().expect("a role"),
+        expires_at: time(text(4)),
+        revoked_at: time(text(5)),
+    }
 }
 
 /// The one line `token create` prints: the token, verified against its stored record.
-fn created_token(data_dir: &Path, out: &str) -> (String, StoredToken) {
+fn created_token(server: &TramyServer, out: &str) -> (String, StoredToken) {
     assert_eq!(out.lines().count(), 1, "stdout is the token alone: {out:?}");
     assert!(out.ends_with('\n'));
     let token = out.trim_end().to_owned();
     let id = api_token::id_of(&token).expect("shaped as a tramy token");
-    let stored = stored_token(data_dir, id);
+    let stored = stored_token(server, id);
     api_token::verify(&token, &stored, Utc::now()).expect("the stored record accepts it");
     assert_ne!(stored.hash, token, "only the hash is stored");
     (token, stored)
@@ -104,7 +98,7 @@ fn token_line<'a>(list: &'a str, id: &str) -> &'a str {
 #[test]
 fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
     let server = TramyServer::start();
-    let (_tmp, config) = config_for(&server.data_dir);
+    let (_tmp, config) = config_for(&server.data_dir, server.index_url.as_deref());
 
     ok(
         &config,
@@ -171,7 +165,7 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
             "30d",
         ],
     );
-    let (token, stored) = created_token(&server.data_dir, &out);
+    let (token, stored) = created_token(&server, &out);
     assert_eq!(
         (stored.facility.as_deref(), stored.role),
         (Some("79001"), Role::Clinician)
@@ -192,7 +186,7 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
             "modality",
         ],
     );
-    let (modality, _) = created_token(&server.data_dir, &modality);
+    let (modality, _) = created_token(&server, &modality);
 
     let list = ok(&config, &["token", "list"]);
     let line = token_line(&list, &stored.id);
@@ -211,7 +205,7 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
     assert!(stderr(&revoked).contains("revoked"));
     let again = tramy(&config, &["token", "revoke", &stored.id]);
     assert_success(&again, "revoking twice is harmless");
-    let record = stored_token(&server.data_dir, &stored.id);
+    let record = stored_token(&server, &stored.id);
     let err = api_token::verify(&token, &record, Utc::now()).expect_err("revoked");
     assert!(err.to_string().contains("revoked"), "{err}");
     let list = ok(&config, &["token", "list"]);
@@ -238,7 +232,7 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
         let made: Vec<String> = (0..5)
             .map(|_| {
                 let out = ok(&config, &["token", "create", "--role", "superadmin"]);
-                created_token(&server.data_dir, &out).0
+                created_token(&server, &out).0
             })
             .collect();
         storing.join().expect("storing thread");
@@ -257,7 +251,7 @@ fn facility_ae_and_token_commands_round_trip_beside_a_running_server() {
 #[test]
 fn bad_registry_input_is_refused_with_a_reason_and_writes_nothing() {
     let data = tempfile::tempdir().expect("temp dir");
-    let (_tmp, config) = config_for(&data.path().join("data"));
+    let (_tmp, config) = config_for(&data.path().join("data"), None);
     ok(&config, &["facility", "add", "79001", "--name", "Chợ Rẫy"]);
     ok(&config, &["ae", "add", "CT1", "--facility", "79001"]);
     let before = (
@@ -393,7 +387,7 @@ fn first_start_writes_a_superadmin_token_once_and_never_logs_it() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "only the owner reads it");
     }
-    let (token, stored) = created_token(&server.data_dir, &text);
+    let (token, stored) = created_token(&server, &text);
     assert_eq!((stored.facility, stored.role), (None, Role::Superadmin));
     let log = server.log();
     assert!(!log.contains(&token), "the token is never logged");
@@ -403,7 +397,7 @@ fn first_start_writes_a_superadmin_token_once_and_never_logs_it() {
         .unwrap_or_else(|| panic!("the log says where the token is:\n{log}"));
     assert!(line.contains("INFO"), "{line}");
 
-    let (_tmp, config) = config_for(&server.data_dir);
+    let (_tmp, config) = config_for(&server.data_dir, server.index_url.as_deref());
     let tokens_before = ok(&config, &["token", "list"]);
     assert_eq!(
         tokens_before.lines().count(),

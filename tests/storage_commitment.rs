@@ -332,6 +332,7 @@ fn sender(
     let instances = filed(&server);
     let config = tramy::config::Config {
         data_dir: server.data_dir.clone(),
+        index_url: server.index_url.clone(),
         ..Default::default()
     };
     let archive = rt
@@ -608,6 +609,7 @@ fn peer_scu_sends_to_orthanc_and_its_report_on_a_new_association_reaches_the_req
     let tramy_port = listener.local_addr().unwrap().port();
     let mut config = tramy::config::Config {
         data_dir: sender_server.data_dir.clone(),
+        index_url: sender_server.index_url.clone(),
         ..Default::default()
     };
     config.dimse.ae_title = "TRAMY".into();

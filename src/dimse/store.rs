@@ -39,9 +39,10 @@ pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreStatus 
                 IngestError::Index(crate::store::IndexError::Forbidden { .. }) => {
                     status::NOT_AUTHORIZED
                 }
-                IngestError::Object(_) | IngestError::Index(_) | IngestError::Metadata(_) => {
-                    status::OUT_OF_RESOURCES
-                }
+                IngestError::Object(_)
+                | IngestError::Index(_)
+                | IngestError::Metadata(_)
+                | IngestError::Journal(_) => status::OUT_OF_RESOURCES,
             };
             (code, Some(e.to_string()))
         }

@@ -50,14 +50,80 @@ pub enum ReindexError {
     Index(#[from] IndexError),
 }
 
-/// Start-up reconciliation: removes staging files of interrupted writes (never acknowledged),
-/// then indexes every object without index rows.
+/// Start-up reconciliation of every object: removes staging files of interrupted writes (never
+/// acknowledged), then indexes every object without index rows; settles the journal.
 pub async fn reconcile(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
-    run(archive, ProgressBar::hidden()).await
+    let summary = run(archive, ProgressBar::hidden()).await?;
+    settle_journal(archive)?;
+    Ok(summary)
 }
+
+/// Removes the journal's entries: a full pass has reconciled every object they name.
+fn settle_journal(archive: &Archive) -> Result<(), ReindexError> {
+    for write in archive
+        .journal()
+        .unsettled()
+        .map_err(ObjectError::Cleanup)?
+    {
+        write.settled().map_err(ObjectError::Cleanup)?;
+    }
+    Ok(())
+}
+
+/// Start-up reconciliation of the journal: removes staging files of interrupted writes (never acknowledged),
+/// then settles the object writes this node's journal says were in flight when it stopped:
+/// each object written but not indexed is indexed (the commit may have been interrupted after
+/// it was acknowledged), each entry removed. The rest of the object store is not listed: that
+/// is `tramy reindex` (after restoring an older index).
+pub async fn reconcile_journal(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
+    let objects = archive.objects().clone();
+    let interrupted = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
+        .map_err(ObjectError::Cleanup)?;
+    let unsettled = archive
+        .journal()
+        .unsettled()
+        .map_err(ObjectError::Cleanup)?;
+    let mut summary = ReindexSummary {
+        objects: unsettled.len(),
+        interrupted_writes_removed: interrupted,
+        ..ReindexSummary::default()
+    };
+    for write in unsettled {
+        if archive
+            .index()
+            .object_is_indexed(&Principal::system(), &write.key)
+            .await?
+        {
+            summary.already_indexed += 1;
+        } else {
+            let object = ListedObject {
+                key: write.key.clone(),
+                last_modified: write.began,
+            };
+            match index_object(archive, &object).await {
+                Ok(IngestOutcome::Stored) => summary.indexed += 1,
+                Ok(_) => summary.superseded.push(object.key),
+                // Never written: the write failed or was cancelled before the object existed.
+                Err(ObjectFault::Unreadable(reason)) if reason == GONE => {}
+                Err(ObjectFault::Unreadable(reason)) => {
+                    summary.unreadable.push((object.key, reason))
+                }
+                Err(ObjectFault::Archive(e)) => return Err(e),
+            }
+        }
+        write.settled().map_err(ObjectError::Cleanup)?;
+    }
+    Ok(summary)
+}
+
+/// Why an object listed or journaled cannot be indexed: it is not there.
+const GONE: &str = "gone";
 
 /// `tramy reindex`: [`reconcile`] with a progress bar on the terminal.
 pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
+    settle_journal(archive)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} objects  {per_sec}  eta {eta}")
@@ -112,7 +178,7 @@ async fn index_object(
     let file = match archive.objects().get(&object.key).await {
         Ok(file) => file,
         // Removed since it was listed.
-        Err(ObjectError::NotFound) => return Err(ObjectFault::Unreadable("gone".into())),
+        Err(ObjectError::NotFound) => return Err(ObjectFault::Unreadable(GONE.into())),
         Err(e) => return Err(ObjectFault::Archive(e.into())),
     };
     let size = file.len() as i64;

@@ -611,6 +611,22 @@ impl Index {
         .await
     }
 
+    /// Whether an instance row refers to the object at `object_key`.
+    pub async fn object_is_indexed(
+        &self,
+        who: &Principal,
+        object_key: &str,
+    ) -> Result<bool, IndexError> {
+        self.admit(who, Action::Integrity)?;
+        let key = object_key.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM instances WHERE object_key = ?1")?
+                .exists([key])?)
+        })
+        .await
+    }
+
     /// Every object key the index refers to.
     pub async fn object_keys(
         &self,

@@ -19,6 +19,7 @@ pub mod staging;
 pub mod stats;
 mod times;
 mod visibility;
+pub mod write_journal;
 
 pub use index::{CommitOutcome, Index, IndexError, IndexLocation, NewInstance, StoredInstance};
 pub use migrations::SCHEMA_VERSION;

@@ -206,6 +206,60 @@ pub const TEST_AE_TITLES: &[&str] = &[
     "GREEDY",
 ];
 
+/// [`TramyServer::index_rows`] for the index of `data_dir`, or at `index_url`.
+pub fn index_rows_at(
+    data_dir: &Path,
+    index_url: Option<&str>,
+    sql: &str,
+    params: &[&str],
+) -> Vec<Vec<Option<String>>> {
+    if let Some(url) = index_url {
+        // The text protocol reads any column as text; test values are quoted inline.
+        let mut sql = sql.to_string();
+        for (i, p) in params.iter().enumerate().rev() {
+            sql = sql.replace(
+                &format!("?{}", i + 1),
+                &format!("'{}'", p.replace('\'', "''")),
+            );
+        }
+        return postgres::connect(url)
+            .simple_query(&sql)
+            .expect("query")
+            .into_iter()
+            .filter_map(|m| match m {
+                ::postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect();
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("index.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("index opens");
+    let mut stmt = conn.prepare(sql).expect("query");
+    let width = stmt.column_count();
+    stmt.query_map(rusqlite::params_from_iter(params), |r| {
+        (0..width)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                    rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                })
+            })
+            .collect()
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
 /// A running `tramy serve`, killed when dropped.
 pub struct TramyServer {
     child: Option<Child>,
@@ -501,51 +555,7 @@ impl TramyServer {
     /// with a connection of its own to whichever engine holds its index. `sql` is written with
     /// SQLite's `?1` parameters and the SQL both engines share.
     pub fn index_rows(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
-        if let Some(url) = &self.index_url {
-            // The text protocol reads any column as text; test values are quoted inline.
-            let mut sql = sql.to_string();
-            for (i, p) in params.iter().enumerate().rev() {
-                sql = sql.replace(
-                    &format!("?{}", i + 1),
-                    &format!("'{}'", p.replace('\'', "''")),
-                );
-            }
-            return postgres::connect(url)
-                .simple_query(&sql)
-                .expect("query")
-                .into_iter()
-                .filter_map(|m| match m {
-                    ::postgres::SimpleQueryMessage::Row(r) => {
-                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                    }
-                    _ => None,
-                })
-                .collect();
-        }
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data_dir.join("index.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("index opens");
-        let mut stmt = conn.prepare(sql).expect("query");
-        let width = stmt.column_count();
-        stmt.query_map(rusqlite::params_from_iter(params), |r| {
-            (0..width)
-                .map(|i| {
-                    Ok(match r.get_ref(i)? {
-                        rusqlite::types::ValueRef::Null => None,
-                        rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
-                        rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
-                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                            Some(String::from_utf8_lossy(t).into_owned())
-                        }
-                    })
-                })
-                .collect()
-        })
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+        index_rows_at(&self.data_dir, self.index_url.as_deref(), sql, params)
     }
 
     /// Runs statements against the index beside the server, as someone with access to the

@@ -47,18 +47,24 @@ pub fn connect(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("PostgreSQL answers")
 }
 
+/// Whether PostgreSQL's server programs are installed (Debian `postgresql`).
+pub fn installed() -> bool {
+    find_bin_dir().is_some()
+}
+
 /// The folder of PostgreSQL's programs: Debian keeps them out of PATH, per major version.
-fn bin_dir() -> PathBuf {
+fn find_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     versions.retain(|p| p.join("initdb").exists());
     versions.sort();
-    versions.pop().unwrap_or_else(|| {
+    versions.pop()
+}
+
+/// [`find_bin_dir`], or a panic saying what to install.
+fn bin_dir() -> PathBuf {
+    find_bin_dir().unwrap_or_else(|| {
         panic!(
             "TRAMY_TEST_INDEX=postgres but PostgreSQL is not installed: `apt-get install \
              postgresql` (.ci/run does)"
@@ -207,4 +213,9 @@ pub fn skipped_as_sqlite_only(why: &str) -> bool {
         eprintln!("SKIPPED on PostgreSQL: {why}");
     }
     enabled()
+}
+
+/// A PostgreSQL client program (`pg_dump`, `pg_restore`) of the installed version.
+pub fn tool(name: &str) -> PathBuf {
+    bin_dir().join(name)
 }

@@ -9,3 +9,6 @@ CREATE TABLE peer_leases (
     node        TEXT NOT NULL,
     lease_until TEXT NOT NULL
 );
+-- Start-up asks whether the objects this node was writing when it stopped are indexed
+-- (its journal of writes in flight), instead of listing the whole object store.
+CREATE INDEX instances_object_key ON instances(object_key);

@@ -117,9 +117,10 @@ fn failure_reason(e: &IngestError) -> u16 {
         IngestError::Mismatch { .. } => reason::DATASET_MISMATCH,
         IngestError::Conflict(_) => reason::DUPLICATE,
         IngestError::DiskFull { .. } => reason::OUT_OF_RESOURCES,
-        IngestError::Object(_) | IngestError::Index(_) | IngestError::Metadata(_) => {
-            reason::PROCESSING_FAILURE
-        }
+        IngestError::Object(_)
+        | IngestError::Index(_)
+        | IngestError::Metadata(_)
+        | IngestError::Journal(_) => reason::PROCESSING_FAILURE,
     }
 }
 
