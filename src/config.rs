@@ -19,6 +19,11 @@ pub struct Config {
     /// Folder holding the object store (`objects/`) and the SQLite index (`index.sqlite`).
     /// Environment: `TRAMY_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// Where instance objects are stored, as a URL: absent or `file:///abs/path` for a local folder
+    /// (default `data_dir/objects`), `s3://bucket/prefix` (AWS, Garage, MinIO: credentials, region
+    /// and endpoint from the standard `AWS_*` variables), `gs://bucket/prefix` (`GOOGLE_*`) or
+    /// `az://container/prefix` (`AZURE_*`). Environment: `TRAMY_OBJECT_STORE_URL`.
+    pub object_store_url: Option<String>,
     /// DIMSE settings.
     pub dimse: DimseConfig,
     /// HTTP settings.
@@ -361,6 +366,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./tramy-data"),
+            object_store_url: None,
             dimse: DimseConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
@@ -460,7 +466,8 @@ fn both_or_neither(
 }
 
 /// The environment variables that set configuration keys: the four of the first releases
-/// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`), and any key as
+/// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`),
+/// `TRAMY_OBJECT_STORE_URL`, and any key as
 /// `TRAMY_<SECTION>__<KEY>` (e.g. `TRAMY_INGEST__FSYNC=false`,
 /// `TRAMY_DIMSE__MAX_ASSOCIATIONS=128`). Other `TRAMY_*` variables (`TRAMY_CONFIG`, the tests'
 /// switches) are not configuration keys and are left alone.
@@ -469,7 +476,7 @@ fn environment() -> Env {
     let key_of = |name: &figment::value::UncasedStr| -> Option<String> {
         let name = name.as_str().to_ascii_lowercase();
         Some(match name.as_str() {
-            "data_dir" => name,
+            "data_dir" | "object_store_url" => name,
             "dimse_addr" => "dimse.addr".into(),
             "http_addr" => "http.addr".into(),
             "ae_title" => "dimse.ae_title".into(),
@@ -578,7 +585,10 @@ mod tests {
             jail.set_env("TRAMY_DIMSE__MAX_ASSOCIATIONS", "128");
             jail.set_env("TRAMY_CONFIG", "ignored: not a key");
             jail.set_env("TRAMY_TEST_CUDA", "1");
+            jail.set_env("TRAMY_TEST_OBJECT_STORE", "garage");
+            jail.set_env("TRAMY_OBJECT_STORE_URL", "s3://bucket/prefix");
             let c = Config::load(Some(Path::new("tramy.toml"))).expect("loads");
+            assert_eq!(c.object_store_url.as_deref(), Some("s3://bucket/prefix"));
             assert_eq!(c.dimse.ae_title, "FROMENV");
             assert_eq!(c.dimse.addr.port(), 4242);
             assert_eq!(c.data_dir, PathBuf::from("/srv/a"));

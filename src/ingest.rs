@@ -198,7 +198,7 @@ impl Archive {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
+        let objects = ObjectStorage::from_config(config)?;
         let index = Index::open(&config.data_dir.join("index.sqlite"), config.ingest.fsync)?;
         // Opening it removes what receptions interrupted by a crash left.
         let staging =
@@ -220,6 +220,17 @@ impl Archive {
             min_free_bytes: config.ingest.min_free_disk_mb * 1024 * 1024,
             locks: Arc::default(),
         })
+    }
+
+    /// Asks a remote object store one cheap question, so a wrong bucket, endpoint or credential
+    /// fails start-up with what to set (a local folder was checked when it was opened).
+    pub async fn check_object_store(&self) -> Result<(), IngestError> {
+        Ok(self.objects.check_reachable().await?)
+    }
+
+    /// Where the objects are (a folder or `scheme://bucket/prefix`), for the start-up log.
+    pub fn object_store_location(&self) -> &str {
+        self.objects.location()
     }
 
     /// Routes newly stored instances to these models.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -218,6 +220,8 @@ pub struct TramyServer {
     log: PathBuf,
     /// The superadmin token tramy wrote on first start; every helper request sends it.
     token: String,
+    /// Environment for every `tramy` process of this server (an object store on Garage).
+    env: Vec<(String, String)>,
 }
 
 impl TramyServer {
@@ -226,8 +230,24 @@ impl TramyServer {
         Self::start_with_config("")
     }
 
-    /// Starts tramy with extra TOML configuration (merged into a config file).
+    /// Starts tramy with extra TOML configuration (merged into a config file); its objects on a
+    /// prefix of this process's Garage when `TRAMY_TEST_OBJECT_STORE=garage`.
     pub fn start_with_config(toml: &str) -> TramyServer {
+        let env = if garage::suite_on_garage() {
+            assert!(
+                garage::shared().is_some(),
+                "TRAMY_TEST_OBJECT_STORE=garage but garage is not installed (cargo install garage --locked --version 2.5.0)"
+            );
+            garage::server_env()
+        } else {
+            Vec::new()
+        };
+        Self::start_with_env(toml, env)
+    }
+
+    /// Starts tramy with extra TOML configuration and environment variables for each of its
+    /// processes (server and `cli`).
+    pub fn start_with_env(toml: &str, env: Vec<(String, String)>) -> TramyServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let config_file = if toml.is_empty() {
@@ -247,6 +267,7 @@ impl TramyServer {
             log: tmp.path().join("server.log"),
             _tmp: Some(tmp),
             token: String::new(),
+            env,
         };
         server.spawn();
         server
@@ -275,6 +296,7 @@ impl TramyServer {
         let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .args(args)
             .env("TRAMY_DATA_DIR", &self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("TRAMY_CONFIG")
             .output()
             .expect("tramy runs");
@@ -300,6 +322,7 @@ impl TramyServer {
             .env("TRAMY_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
             .env("TRAMY_AE_TITLE", "TRAMY")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("TRAMY_CONFIG")
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
