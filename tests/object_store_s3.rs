@@ -282,6 +282,10 @@ fn c_store_to_a_bucket_that_refuses_the_key_fails_and_indexes_nothing() {
     assert_eq!(result["status"], 0xA700, "Out of Resources: {result}");
     let comment = result["error_comment"].as_str().unwrap_or_default();
     assert!(comment.contains("object store"), "{comment}");
+    assert!(
+        !comment.contains("127.0.0.1"),
+        "no store address told to the client: {comment}"
+    );
     assert_eq!(
         server.indexed_instances(),
         1,

@@ -29,8 +29,10 @@ use crate::dicom::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 /// Errors from the object store.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The backend failed.
-    #[error("object store: {0}")]
+    /// The backend failed. Its message, which may reach a client (C-STORE Error Comment, an HTTP
+    /// problem), says only the kind of failure: the detail names the store's address and the key,
+    /// and is logged where it happened ([`logged`]).
+    #[error("object store: {}", summary(.0))]
     Backend(#[from] object_store::Error),
     /// No object is stored under the key.
     #[error("no object is stored under this key")]
@@ -62,6 +64,27 @@ pub enum ObjectError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// The kind of a backend failure, without addresses or paths.
+fn summary(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::NotFound { .. } => "no object is stored under this key".into(),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            "the store refused tramy's credentials".into()
+        }
+        object_store::Error::Generic { store, .. } => {
+            format!("{store} did not complete the request")
+        }
+        _ => "the store did not complete the request".into(),
+    }
+}
+
+/// Logs a backend failure with its detail (address, key, the store's answer) and wraps it.
+fn logged(operation: &'static str, key: &str, e: object_store::Error) -> ObjectError {
+    tracing::warn!(operation, key, error = %e, "object store request failed");
+    ObjectError::Backend(e)
 }
 
 /// What sees an object's bytes while they are read (a checksum).
@@ -383,7 +406,8 @@ impl ObjectStorage {
     pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), ObjectError> {
         self.backend
             .put(&Path::from(key), chunks.into_iter().collect::<PutPayload>())
-            .await?;
+            .await
+            .map_err(|e| logged("put", key, e))?;
         Ok(())
     }
 
@@ -397,7 +421,11 @@ impl ObjectStorage {
         file: Arc<SpooledFile>,
     ) -> Result<(), ObjectError> {
         const CHUNK: usize = 8 * 1024 * 1024;
-        let upload = self.backend.put_multipart(&Path::from(key)).await?;
+        let upload = self
+            .backend
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(|e| logged("multipart put", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         writer.write(&header);
         let copied = async {
@@ -420,19 +448,23 @@ impl ObjectStorage {
         .await;
         match copied {
             Ok(()) => {
-                writer.finish().await?;
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| logged("multipart put", key, e))?;
                 Ok(())
             }
             Err(e) => {
                 let _ = writer.abort().await;
-                Err(e.into())
+                Err(logged("multipart put", key, e))
             }
         }
     }
 
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-        Ok(self.backend.get(&Path::from(key)).await?.bytes().await?)
+        let read = async { self.backend.get(&Path::from(key)).await?.bytes().await };
+        read.await.map_err(|e| logged("get", key, e))
     }
 
     /// Reads the object at `key`, handing each chunk to `inspect` as it arrives, so a checksum
@@ -454,7 +486,7 @@ impl ObjectStorage {
         let result = match self.backend.get(&Path::from(key)).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Err(ObjectError::NotFound),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(logged("get", key, e)),
         };
         let size = result.meta.size as usize;
         match result.payload {
@@ -468,7 +500,7 @@ impl ObjectStorage {
                 let mut kept = Vec::with_capacity(if keep { size } else { 0 });
                 let mut read = 0u64;
                 while let Some(chunk) = chunks.next().await {
-                    let chunk = chunk?;
+                    let chunk = chunk.map_err(|e| logged("get", key, e))?;
                     inspect.chunk(&chunk);
                     read += chunk.len() as u64;
                     if keep {
@@ -484,7 +516,7 @@ impl ObjectStorage {
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         match self.backend.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(logged("delete", key, e)),
         }
     }
 
@@ -494,7 +526,7 @@ impl ObjectStorage {
         let mut stream = self.backend.list(Some(&prefix));
         let mut out = Vec::new();
         while let Some(meta) = stream.next().await {
-            let meta = meta?;
+            let meta = meta.map_err(|e| logged("list", "studies", e))?;
             out.push(ListedObject {
                 key: meta.location.to_string(),
                 last_modified: meta.last_modified.into(),
