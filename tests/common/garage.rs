@@ -168,6 +168,72 @@ impl Garage {
     }
 }
 
+/// The S3 client of the bucket and the prefix `env`'s `TRAMY_OBJECT_STORE_URL` names.
+fn client(env: &[(String, String)]) -> (object_store::aws::AmazonS3, object_store::path::Path) {
+    let value = |key: &str| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{key} is set"))
+    };
+    let url = value("TRAMY_OBJECT_STORE_URL");
+    let (bucket, prefix) = url
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("s3://bucket/prefix");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(value("AWS_ENDPOINT_URL"))
+        .with_bucket_name(bucket)
+        .with_access_key_id(value("AWS_ACCESS_KEY_ID"))
+        .with_secret_access_key(value("AWS_SECRET_ACCESS_KEY"))
+        .with_region(value("AWS_REGION"))
+        .with_allow_http(true)
+        .build()
+        .expect("S3 client");
+    (store, object_store::path::Path::from(prefix))
+}
+
+/// The objects under `env`'s prefix: (key under the prefix, size, ETag).
+pub fn list(env: &[(String, String)]) -> Vec<(String, u64, String)> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let (store, prefix) = client(env);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listed: Vec<_> = runtime
+        .block_on(store.list(Some(&prefix)).try_collect())
+        .expect("list");
+    listed
+        .into_iter()
+        .map(|meta| {
+            let key = meta.location.as_ref()[prefix.as_ref().len() + 1..].to_string();
+            (key, meta.size, meta.e_tag.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Copies every object under `env`'s prefix to `dest/KEY` (what was there is removed first), so
+/// a test reads what the store holds as it would read a local objects folder.
+pub fn mirror(env: &[(String, String)], dest: &Path) {
+    use object_store::ObjectStoreExt;
+    let _ = std::fs::remove_dir_all(dest);
+    let (store, prefix) = client(env);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (key, ..) in list(env) {
+        let path = dest.join(&key);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mirror folder");
+        let bytes = runtime
+            .block_on(async {
+                store
+                    .get(&object_store::path::Path::from(format!("{prefix}/{key}")))
+                    .await?
+                    .bytes()
+                    .await
+            })
+            .expect("object read");
+        std::fs::write(&path, bytes).expect("mirror written");
+    }
+}
+
 /// Starts `garage server` from a thread that lives as long as the test process, with
 /// `PR_SET_PDEATHSIG` (which fires when the spawning *thread* ends): Garage dies with the test
 /// process however it ends, and never with the test thread that happened to start it.

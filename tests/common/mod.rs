@@ -245,6 +245,13 @@ impl TramyServer {
         Self::start_with_env(toml, env)
     }
 
+    /// Starts tramy with its objects in the local folder whatever `TRAMY_TEST_OBJECT_STORE` says:
+    /// for tests that damage, write or copy files of the objects folder, or open the archive
+    /// in-process from the data folder alone.
+    pub fn start_with_local_objects(toml: &str) -> TramyServer {
+        Self::start_with_env(toml, Vec::new())
+    }
+
     /// Starts tramy with extra TOML configuration and environment variables for each of its
     /// processes (server and `cli`).
     pub fn start_with_env(toml: &str, env: Vec<(String, String)>) -> TramyServer {
@@ -471,9 +478,14 @@ impl TramyServer {
         self.dimse_port.to_string()
     }
 
-    /// Files under the object store folder.
+    /// Files under the object store folder. When the objects are on Garage, a copy of them is
+    /// made there first (the server does not use that folder then).
     pub fn object_files(&self) -> Vec<PathBuf> {
-        walk(&self.data_dir.join("objects"))
+        let folder = self.data_dir.join("objects");
+        if self.env.iter().any(|(k, _)| k == "TRAMY_OBJECT_STORE_URL") {
+            garage::mirror(&self.env, &folder);
+        }
+        walk(&folder)
     }
 
     /// Number of instance rows in the index (read with a separate SQLite connection).
