@@ -23,6 +23,11 @@ pub struct Config {
     /// `data_dir`; `sqlite:///path/index.sqlite`; or `postgres://user:password@host:port/db`,
     /// which any number of tramy nodes can share. Environment: `TRAMY_INDEX_URL`.
     pub index_url: Option<String>,
+    /// Where instance objects are stored, as a URL: absent or `file:///abs/path` for a local folder
+    /// (default `data_dir/objects`), `s3://bucket/prefix` (AWS, Garage, MinIO: credentials, region
+    /// and endpoint from the standard `AWS_*` variables), `gs://bucket/prefix` (`GOOGLE_*`) or
+    /// `az://container/prefix` (`AZURE_*`). Environment: `TRAMY_OBJECT_STORE_URL`.
+    pub object_store_url: Option<String>,
     /// DIMSE settings.
     pub dimse: DimseConfig,
     /// HTTP settings.
@@ -391,6 +396,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tramy-data"),
             index_url: None,
+            object_store_url: None,
             dimse: DimseConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
@@ -491,7 +497,7 @@ fn both_or_neither(
 
 /// The environment variables that set configuration keys: the four of the first releases
 /// (`TRAMY_DATA_DIR`, `TRAMY_DIMSE_ADDR`, `TRAMY_HTTP_ADDR`, `TRAMY_AE_TITLE`),
-/// `TRAMY_INDEX_URL`, and any key as
+/// `TRAMY_INDEX_URL`, `TRAMY_OBJECT_STORE_URL`, and any key as
 /// `TRAMY_<SECTION>__<KEY>` (e.g. `TRAMY_INGEST__FSYNC=false`,
 /// `TRAMY_DIMSE__MAX_ASSOCIATIONS=128`). Other `TRAMY_*` variables (`TRAMY_CONFIG`, the tests'
 /// switches) are not configuration keys and are left alone.
@@ -500,7 +506,7 @@ fn environment() -> Env {
     let key_of = |name: &figment::value::UncasedStr| -> Option<String> {
         let name = name.as_str().to_ascii_lowercase();
         Some(match name.as_str() {
-            "data_dir" | "index_url" => name,
+            "data_dir" | "index_url" | "object_store_url" => name,
             "dimse_addr" => "dimse.addr".into(),
             "http_addr" => "http.addr".into(),
             "ae_title" => "dimse.ae_title".into(),
@@ -609,7 +615,10 @@ mod tests {
             jail.set_env("TRAMY_DIMSE__MAX_ASSOCIATIONS", "128");
             jail.set_env("TRAMY_CONFIG", "ignored: not a key");
             jail.set_env("TRAMY_TEST_CUDA", "1");
+            jail.set_env("TRAMY_TEST_OBJECT_STORE", "garage");
+            jail.set_env("TRAMY_OBJECT_STORE_URL", "s3://bucket/prefix");
             let c = Config::load(Some(Path::new("tramy.toml"))).expect("loads");
+            assert_eq!(c.object_store_url.as_deref(), Some("s3://bucket/prefix"));
             assert_eq!(c.dimse.ae_title, "FROMENV");
             assert_eq!(c.dimse.addr.port(), 4242);
             assert_eq!(c.data_dir, PathBuf::from("/srv/a"));

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, DuplicatePolicy};
 use crate::dicom::json::metadata_json;
-use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, UidError};
+use crate::dicom::{InstanceAttributes, Part10Error, ReceivedInstance, SopInstanceUid, UidError};
 use crate::store::staging::{SpooledFile, Staging, StagingLimits};
 use crate::store::write_journal::WriteJournal;
 use crate::store::{
@@ -206,7 +206,7 @@ impl Archive {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let objects = ObjectStorage::local(&config.data_dir.join("objects"), config.ingest.fsync)?;
+        let objects = ObjectStorage::from_config(config)?;
         let journal =
             WriteJournal::open(&config.data_dir).map_err(|source| ObjectError::CreateDir {
                 path: config.data_dir.join("journal").display().to_string(),
@@ -240,6 +240,17 @@ impl Archive {
     /// This node's journal of object writes in flight.
     pub(crate) fn journal(&self) -> &WriteJournal {
         &self.journal
+    }
+
+    /// Asks a remote object store one cheap question, so a wrong bucket, endpoint or credential
+    /// fails start-up with what to set (a local folder was checked when it was opened).
+    pub async fn check_object_store(&self) -> Result<(), IngestError> {
+        Ok(self.objects.check_reachable().await?)
+    }
+
+    /// Where the objects are (a folder or `scheme://bucket/prefix`), for the start-up log.
+    pub fn object_store_location(&self) -> &str {
+        self.objects.location()
     }
 
     /// Routes newly stored instances to these models.
@@ -342,13 +353,17 @@ impl Archive {
         result
     }
 
-    async fn file(&self, prepared: Prepared, sender: &Sender) -> Result<IngestReport, IngestError> {
+    async fn file(
+        &self,
+        mut prepared: Prepared,
+        sender: &Sender,
+    ) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
         // Decide before writing, so a duplicate or a kept conflict never touches the stored object.
-        if let Some(existing) = self
+        let existing = self
             .index
-            .instance_now(&sender.principal, &a.sop_instance_uid)?
-        {
+            .instance_now(&sender.principal, &a.sop_instance_uid)?;
+        if let Some(existing) = existing {
             if existing.sha256 == prepared.sha256 {
                 return Ok(prepared.report(IngestOutcome::Duplicate));
             }
@@ -383,28 +398,41 @@ impl Archive {
             &a.study.study_instance_uid,
             &a.series.series_instance_uid,
             &a.sop_instance_uid,
+            &prepared.sha256,
         );
+        let size = prepared.size() as i64;
         let entry = self.journal.begin(&key).map_err(IngestError::Journal)?;
-        let filed = self.write_and_file(key, prepared, sender).await;
+        if let Err(e) = self.write_object(&key, &mut prepared).await {
+            entry.settled();
+            return Err(e);
+        }
+        let filed = self.file_written(key, size, prepared, sender).await;
         entry.settled();
         filed
     }
 
+    /// Writes the object of `prepared` at `key`, whose name says which data set it is
+    /// ([`ObjectStorage::instance_key`]): whatever else is written meanwhile under this SOP
+    /// Instance UID, here or on another node, goes to another key, and the index decides.
+    async fn write_object(&self, key: &str, prepared: &mut Prepared) -> Result<(), IngestError> {
+        let header = Bytes::from(std::mem::take(&mut prepared.file_header));
+        match std::mem::replace(&mut prepared.dataset, Body::InMemory(Bytes::new())) {
+            Body::InMemory(dataset) => self.objects.put(key, vec![header, dataset]).await?,
+            Body::Spooled(file) => self.objects.put_spooled(key, header, file).await?,
+        }
+        Ok(())
+    }
+
     /// Writes the object of `prepared` at `key`, then files its index rows; an object whose
     /// rows could not be filed is removed again.
-    async fn write_and_file(
+    async fn file_written(
         &self,
         key: String,
+        size: i64,
         prepared: Prepared,
         sender: &Sender,
     ) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
-        let size = prepared.size() as i64;
-        let header = Bytes::from(prepared.file_header);
-        match prepared.dataset {
-            Body::InMemory(dataset) => self.objects.put(&key, vec![header, dataset]).await?,
-            Body::Spooled(file) => self.objects.put_spooled(&key, header, file).await?,
-        }
 
         let new = NewInstance {
             attributes: prepared.attributes.clone(),
@@ -463,11 +491,23 @@ impl Archive {
             .await
         {
             Ok(CommitOutcome::Stored) => Ok(report(IngestOutcome::Stored)),
-            Ok(CommitOutcome::Duplicate) => Ok(report(IngestOutcome::Duplicate)),
-            Ok(CommitOutcome::ConflictKept) => Ok(report(IngestOutcome::ConflictKept)),
-            Ok(CommitOutcome::ConflictRejected) => Err(IngestError::Conflict(
-                prepared.attributes.sop_instance_uid.to_string(),
-            )),
+            Ok(CommitOutcome::Duplicate) => {
+                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
+                    .await;
+                Ok(report(IngestOutcome::Duplicate))
+            }
+            Ok(CommitOutcome::ConflictKept) => {
+                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
+                    .await;
+                Ok(report(IngestOutcome::ConflictKept))
+            }
+            Ok(CommitOutcome::ConflictRejected) => {
+                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
+                    .await;
+                Err(IngestError::Conflict(
+                    prepared.attributes.sop_instance_uid.to_string(),
+                ))
+            }
             Ok(CommitOutcome::Replaced {
                 previous_object_key,
             }) => {
@@ -494,6 +534,18 @@ impl Archive {
                     let _ = self.objects.delete(&key).await;
                 }
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Removes the object just written at `key` when the index filed another under its SOP
+    /// Instance UID meanwhile (another node's, or another association's, write of the same
+    /// instance won): unacknowledged as stored and referred to by no row, it would only be an
+    /// orphan.
+    async fn remove_unfiled(&self, sender: &Sender, sop: &SopInstanceUid, key: &str) {
+        if let Ok(false) = self.index.refers_to(&sender.principal, sop, key).await {
+            if let Err(e) = self.objects.delete(key).await {
+                tracing::warn!(error = %e, "an object the index did not file was not removed");
             }
         }
     }

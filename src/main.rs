@@ -711,13 +711,18 @@ async fn reconcile(
     Ok(())
 }
 
-fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
-    tramy::ingest::Archive::open(config)
-        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))
+async fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
+    let archive = tramy::ingest::Archive::open(config)
+        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    archive
+        .check_object_store()
+        .await
+        .context("checking the object store")?;
+    Ok(archive)
 }
 
 async fn reindex(config: &Config) -> anyhow::Result<()> {
-    let archive = open_archive(config)?;
+    let archive = open_archive(config).await?;
     let summary = tramy::integrity::reindex::reindex(&archive)
         .await
         .context("re-indexing the object store")?;
@@ -740,7 +745,7 @@ async fn verify(
     options: &tramy::integrity::scrub::VerifyOptions,
     json: bool,
 ) -> anyhow::Result<()> {
-    let archive = open_archive(config)?;
+    let archive = open_archive(config).await?;
     let summary = tramy::integrity::scrub::verify(&archive, options)
         .await
         .context("verifying the archive")?;
@@ -854,9 +859,7 @@ fn main() -> anyhow::Result<()> {
                 verify(&config, &options, json).await
             }
             Command::Import { dir, parallel } => {
-                let archive = tramy::ingest::Archive::open(&config).with_context(|| {
-                    format!("cannot open the archive in {}", config.data_dir.display())
-                })?;
+                let archive = open_archive(&config).await?;
                 let summary = tramy::import::import_dir(&archive, &dir, parallel, true)
                     .await
                     .with_context(|| format!("importing {}", dir.display()))?;

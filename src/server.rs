@@ -19,6 +19,10 @@ pub async fn run(config: Config, run_triage: bool) -> anyhow::Result<()> {
     crate::web::observability::prometheus();
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    archive
+        .check_object_store()
+        .await
+        .context("checking the object store")?;
     let archive = forwarding_rules(&config, archive).await?;
     let (archive, triage_worker, models) = start_triage(&config, archive, run_triage)?;
     reconcile(&archive, &config).await?;
@@ -53,6 +57,7 @@ pub async fn run(config: Config, run_triage: bool) -> anyhow::Result<()> {
         },
         ae_title = %config.dimse.ae_title,
         data_dir = %config.data_dir.display(),
+        objects = %archive.object_store_location(),
         "tramy is ready"
     );
 

@@ -352,7 +352,7 @@ fn every_access_is_in_the_audit_trail_and_an_edit_is_detected(server: &TramyServ
         let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .args(["audit", "verify"])
             .env("TRAMY_DATA_DIR", &server.data_dir)
-            .envs(server.index_env())
+            .envs(server.process_env())
             .env_remove("TRAMY_CONFIG")
             .output()
             .expect("tramy audit verify runs");

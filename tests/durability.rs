@@ -21,7 +21,7 @@ fn acknowledged(ack_file: &std::path::Path) -> Vec<(String, String)> {
 
 #[test]
 fn acknowledged_instances_survive_sigkill_and_every_object_is_indexed() {
-    let mut server = TramyServer::start();
+    let mut server = TramyServer::start_with_local_objects("");
     let tmp = tempfile::tempdir().unwrap();
     let ack_file = tmp.path().join("acks.txt");
     let mut streamer = Command::new(python())
@@ -109,7 +109,7 @@ fn acknowledged_instances_survive_sigkill_and_every_object_is_indexed() {
 
 #[test]
 fn an_object_written_without_its_index_row_is_indexed_at_start_up_never_deleted() {
-    let mut server = TramyServer::start();
+    let mut server = TramyServer::start_with_local_objects("");
     server.store_files(
         &[&repo_root().join("dicom-samples/ct_small_explicit_le.dcm")],
         "storescu",

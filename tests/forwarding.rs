@@ -12,7 +12,7 @@ use common::*;
 /// The hospital: facility FB and a `node` token for the station to present. Its own triage is
 /// off, so that what it holds is exactly what was forwarded.
 fn hospital() -> (TramyServer, String) {
-    let hospital = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let hospital = TramyServer::start_with_local_objects("[triage]\nenabled = false\n");
     hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
     let node = hospital.cli(&["token", "create", "--facility", "FB", "--role", "node"]);
     (hospital, node)

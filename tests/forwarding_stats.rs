@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// The hospital: facility FB and a `node` token for the station to present.
 fn hospital() -> (TramyServer, String) {
-    let hospital = TramyServer::start();
+    let hospital = TramyServer::start_with_local_objects("");
     hospital.cli(&["facility", "add", "FB", "--name", "Provincial hospital B"]);
     let node = hospital.cli(&["token", "create", "--facility", "FB", "--role", "node"]);
     (hospital, node)

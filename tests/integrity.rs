@@ -103,7 +103,7 @@ fn an_index_restored_from_an_older_copy_loses_no_instance() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TramyServer::start_with_config(NO_TRIAGE);
+    let mut server = TramyServer::start_with_local_objects(NO_TRIAGE);
     let mut acked = stream_instances(&server, 10, tmp.path());
     server.kill();
     // The backup: the index as it stood then (WAL included, as a file-level copy must be).
@@ -147,7 +147,7 @@ fn a_lost_wal_loses_no_instance() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TramyServer::start_with_config(NO_TRIAGE);
+    let mut server = TramyServer::start_with_local_objects(NO_TRIAGE);
     let acked = stream_instances(&server, 30, tmp.path());
     server.kill();
     let wal = server.data_dir.join("index.sqlite-wal");
@@ -165,7 +165,7 @@ fn reindex_rebuilds_a_lost_index_and_is_idempotent() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TramyServer::start_with_config(NO_TRIAGE);
+    let mut server = TramyServer::start_with_local_objects(NO_TRIAGE);
     let acked = stream_instances(&server, 12, tmp.path());
     server.store_files(
         &[&repo_root().join("dicom-samples/mr_small_j2k_lossless.dcm")],
@@ -261,7 +261,7 @@ fn assert_refused(server: &TramyServer, uid: &str, problem: &str) {
 #[test]
 fn damaged_swapped_and_missing_objects_are_never_served_and_verify_reports_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TramyServer::start_with_config(NO_TRIAGE);
+    let server = TramyServer::start_with_local_objects(NO_TRIAGE);
     let acked = stream_instances(&server, 6, tmp.path());
     let uids: Vec<&str> = acked.iter().map(|(u, _)| u.as_str()).collect();
     let file = |i: usize| object_of(&server, uids[i]);
@@ -413,7 +413,7 @@ fn damaged_swapped_and_missing_objects_are_never_served_and_verify_reports_them(
 #[test]
 fn the_background_scrub_finds_a_damaged_object_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TramyServer::start_with_config(
+    let server = TramyServer::start_with_local_objects(
         "[triage]\nenabled = false\n[integrity]\nscrub_interval_hours = 0.0003\n",
     );
     let acked = stream_instances(&server, 3, tmp.path());
@@ -441,7 +441,7 @@ fn the_background_scrub_finds_a_damaged_object_and_says_so() {
 #[test]
 fn acknowledged_instances_survive_ten_sigkills_under_mixed_load() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = TramyServer::start_with_config(NO_TRIAGE);
+    let mut server = TramyServer::start_with_local_objects(NO_TRIAGE);
     let ack_file = tmp.path().join("acks.txt");
     let stop_file = tmp.path().join("stop");
     let load = Command::new(python())

@@ -98,7 +98,7 @@ fn damage(server: &TramyServer, instance: &StoredInstance) {
 
 #[test]
 fn tramy_commits_what_it_holds_intact_and_reports_on_the_same_association() {
-    let server = TramyServer::start();
+    let server = TramyServer::start_with_local_objects("");
     let files = [CT, MR, NM].map(|f| repo_root().join(f));
     server.store_files(
         &files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
@@ -322,7 +322,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn sender(
     rt: &tokio::runtime::Runtime,
 ) -> (TramyServer, tramy::ingest::Archive, Vec<StoredInstance>) {
-    let mut server = TramyServer::start();
+    let mut server = TramyServer::start_with_local_objects("");
     let files = [CT, MR, NM, SR].map(|f| repo_root().join(f));
     server.store_files(
         &files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),

@@ -30,7 +30,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A server running on a copy of the pre-migration data folder.
 fn start_on_fixture() -> TramyServer {
-    let mut server = TramyServer::start();
+    let mut server = TramyServer::start_with_local_objects("");
     server.kill();
     std::fs::remove_dir_all(&server.data_dir).expect("fresh data folder removed");
     copy_dir(

@@ -26,7 +26,7 @@ impl Worker {
         let child = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .arg("worker")
             .env("TRAMY_DATA_DIR", &server.data_dir)
-            .envs(server.index_env())
+            .envs(server.process_env())
             .env("TRAMY_TRIAGE__MODELS_DIR", models)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

@@ -1,17 +1,29 @@
-//! Object storage for DICOM Part 10 files over the [`object_store`] trait, so a local folder today
-//! and an S3-compatible store later are the same to every caller.
+//! Object storage for DICOM Part 10 files over the [`object_store`] trait, so a local folder, an
+//! S3-compatible store (AWS, Garage, MinIO), Google Cloud Storage and Azure Blob Storage are the
+//! same to every caller. Which one is chosen by `object_store_url` ([`ObjectStorage::from_config`]).
 //!
-//! Keys are deterministic: `studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}.dcm`.
-//! UIDs are validated (digits and dots) before they get here, so a key never escapes its prefix.
+//! Keys are deterministic:
+//! `studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances/{SOPInstanceUID}.{sha}.dcm`
+//! (under the URL's prefix), `sha` the first 16 hex digits of the data set's SHA-256, so two data
+//! sets under one SOP Instance UID never share a key (instances filed before issue #11 keep their
+//! `{SOPInstanceUID}.dcm` keys: the index names each object's key). UIDs are validated (digits
+//! and dots) before they get here, so a key never escapes its prefix.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload,
+    RetryConfig, WriteMultipart,
+};
 
 use super::staging::SpooledFile;
 
@@ -20,8 +32,10 @@ use crate::dicom::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 /// Errors from the object store.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The backend failed.
-    #[error("object store: {0}")]
+    /// The backend failed. Its message, which may reach a client (C-STORE Error Comment, an HTTP
+    /// problem), says only the kind of failure: the detail names the store's address and the key,
+    /// and is logged where it happened ([`logged`]).
+    #[error("object store: {}", summary(.0))]
     Backend(#[from] object_store::Error),
     /// No object is stored under the key.
     #[error("no object is stored under this key")]
@@ -32,6 +46,19 @@ pub enum ObjectError {
     /// Interrupted writes could not be removed.
     #[error("cannot remove interrupted writes: {0}")]
     Cleanup(std::io::Error),
+    /// `object_store_url` cannot be used as written.
+    #[error("object_store_url: {0}")]
+    Url(String),
+    /// A remote store could not be opened or answered a request badly at start-up.
+    #[error("cannot use the object store {location}: {reason}. {hint}")]
+    Unreachable {
+        /// The store, as scheme, bucket and prefix (never credentials).
+        location: String,
+        /// What failed.
+        reason: String,
+        /// What the administrator can set.
+        hint: &'static str,
+    },
     /// The local folder cannot be created.
     #[error("cannot create object folder {path}: {source}")]
     CreateDir {
@@ -40,6 +67,27 @@ pub enum ObjectError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// The kind of a backend failure, without addresses or paths.
+fn summary(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::NotFound { .. } => "no object is stored under this key".into(),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            "the store refused tramy's credentials".into()
+        }
+        object_store::Error::Generic { store, .. } => {
+            format!("{store} did not complete the request")
+        }
+        _ => "the store did not complete the request".into(),
+    }
+}
+
+/// Logs a backend failure with its detail (address, key, the store's answer) and wraps it.
+fn logged(operation: &'static str, key: &str, e: object_store::Error) -> ObjectError {
+    tracing::warn!(operation, key, error = %e, "object store request failed");
+    ObjectError::Backend(e)
 }
 
 /// What sees an object's bytes while they are read (a checksum).
@@ -115,6 +163,10 @@ pub struct ObjectStorage {
     backend: Arc<dyn ObjectStore>,
     /// The folder of a local backend, for clean-up the object_store API cannot see.
     local_root: Option<std::path::PathBuf>,
+    /// Where the objects are, for messages: a folder or `scheme://bucket/prefix`.
+    location: String,
+    /// What to set when a remote store refuses (see [`hint`]).
+    hint: &'static str,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -123,7 +175,172 @@ impl std::fmt::Debug for ObjectStorage {
     }
 }
 
+/// What to set when a remote store is refused, per scheme.
+fn hint(scheme: &ObjectStoreScheme) -> &'static str {
+    match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            "Check that the bucket exists and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+             (a key that may read and write it), AWS_REGION, and for Garage, MinIO or another \
+             S3-compatible service AWS_ENDPOINT_URL (with AWS_ALLOW_HTTP=true for http://)"
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            "Check that the bucket exists and set GOOGLE_SERVICE_ACCOUNT (a service account key \
+             file that may read and write it) or GOOGLE_APPLICATION_CREDENTIALS"
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            "Check that the container exists and set AZURE_STORAGE_ACCOUNT_NAME with \
+             AZURE_STORAGE_ACCOUNT_KEY (or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID)"
+        }
+        _ => "Use file:///absolute/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix",
+    }
+}
+
+/// Retries of a remote request: a few, within 30 s, so a store that is down fails an ingest
+/// (which the sender can retry) instead of holding the association for object_store's default
+/// three minutes.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// How long the start-up check waits for a remote store.
+const REACHABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A remote store for `url` (not `file://`), its backend built from the scheme's standard
+/// environment variables.
+fn remote_backend(
+    scheme: &ObjectStoreScheme,
+    url: &url::Url,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    Ok(match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry_config());
+            // Garage and MinIO answer path-style requests (endpoint/bucket/key), not
+            // bucket.endpoint: unless the administrator chose otherwise.
+            let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+            if endpoint.is_some() && std::env::var_os("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_none()
+            {
+                builder = builder.with_virtual_hosted_style_request(false);
+            }
+            Arc::new(builder.build()?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry_config())
+                .build()?,
+        ),
+        ObjectStoreScheme::MicrosoftAzure => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry_config())
+                .build()?,
+        ),
+        _ => {
+            return Err(object_store::Error::NotSupported {
+                source: "not a remote object store".into(),
+            })
+        }
+    })
+}
+
 impl ObjectStorage {
+    /// The store `config` names: `object_store_url`, or the folder `data_dir/objects` when it is
+    /// absent. Every command that reads or writes objects opens them here. A remote store is only
+    /// built here; [`Self::check_reachable`] asks it a first question.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, ObjectError> {
+        let fsync = config.ingest.fsync;
+        let Some(raw) = config.object_store_url.as_deref() else {
+            return Self::local(&config.data_dir.join("objects"), fsync);
+        };
+        // The parse error never repeats the URL, which may hold a secret (an Azure SAS query).
+        let url = url::Url::parse(raw).map_err(|e| {
+            ObjectError::Url(format!(
+                "not a URL ({e}); use file:///absolute/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            ))
+        })?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(|_| match url.scheme() {
+            "file" => ObjectError::Url(
+                "a file:// URL must name an absolute local folder (file:///srv/tramy/objects)"
+                    .into(),
+            ),
+            other => ObjectError::Url(format!(
+                "scheme {other}:// is not supported; use file:///absolute/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            )),
+        })?;
+        let location = format!(
+            "{}://{}/{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            prefix
+        );
+        match scheme {
+            ObjectStoreScheme::Local => {
+                let root = url.to_file_path().map_err(|()| {
+                    ObjectError::Url("a file:// URL must name an absolute local folder".into())
+                })?;
+                Self::local(&root, fsync)
+            }
+            ObjectStoreScheme::AmazonS3
+            | ObjectStoreScheme::GoogleCloudStorage
+            | ObjectStoreScheme::MicrosoftAzure => {
+                let backend =
+                    remote_backend(&scheme, &url).map_err(|e| ObjectError::Unreachable {
+                        location: location.clone(),
+                        reason: e.to_string(),
+                        hint: hint(&scheme),
+                    })?;
+                let backend: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                    backend
+                } else {
+                    Arc::new(PrefixStore::new(backend, prefix))
+                };
+                Ok(ObjectStorage {
+                    backend,
+                    local_root: None,
+                    location,
+                    hint: hint(&scheme),
+                })
+            }
+            _ => Err(ObjectError::Url(format!(
+                "scheme {}:// is not supported; use file:///absolute/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix",
+                url.scheme()
+            ))),
+        }
+    }
+
+    /// Where the objects are: a folder, or `scheme://bucket/prefix` (never credentials).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Asks a remote store one cheap question (a listing of the prefix's top level), so a wrong
+    /// bucket, endpoint or credential fails start-up with what to set instead of the first
+    /// C-STORE. A local folder was checked when it was created.
+    pub async fn check_reachable(&self) -> Result<(), ObjectError> {
+        if self.local_root.is_some() {
+            return Ok(());
+        }
+        let unreachable = |reason: String| ObjectError::Unreachable {
+            location: self.location.clone(),
+            reason,
+            hint: self.hint,
+        };
+        match tokio::time::timeout(REACHABLE_WITHIN, self.backend.list_with_delimiter(None)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!(
+                "no answer within {} s",
+                REACHABLE_WITHIN.as_secs()
+            ))),
+        }
+    }
+
     /// Objects under a local folder. With `fsync`, each put is flushed to stable storage (file and
     /// directory entry) before it returns.
     pub fn local(root: &FsPath, fsync: bool) -> Result<Self, ObjectError> {
@@ -137,14 +354,18 @@ impl ObjectStorage {
         Ok(ObjectStorage {
             backend: Arc::new(fs),
             local_root: Some(root.to_path_buf()),
+            location: root.display().to_string(),
+            hint: "",
         })
     }
 
-    /// Any other backend (S3, in-memory for tests).
+    /// Any other backend (in-memory for tests).
     pub fn from_backend(backend: Arc<dyn ObjectStore>) -> Self {
         ObjectStorage {
+            location: backend.to_string(),
             backend,
             local_root: None,
+            hint: "",
         }
     }
 
@@ -174,13 +395,19 @@ impl ObjectStorage {
         Ok(removed)
     }
 
-    /// The key of an instance.
+    /// The key of one data set of an instance: its UIDs and the start of the data set's
+    /// SHA-256. Two data sets under one SOP Instance UID (a conflict, an overwrite, two nodes
+    /// receiving different versions at once) never share a key, so no write replaces an object
+    /// another index row may name, on any backend (S3 stores without conditional writes
+    /// included); the same data set written twice is the same object.
     pub fn instance_key(
         study: &StudyInstanceUid,
         series: &SeriesInstanceUid,
         sop: &SopInstanceUid,
+        sha256: &str,
     ) -> String {
-        format!("studies/{study}/series/{series}/instances/{sop}.dcm")
+        let short = sha256.get(..16).unwrap_or(sha256);
+        format!("studies/{study}/series/{series}/instances/{sop}.{short}.dcm")
     }
 
     /// Writes the concatenation of `chunks` at `key`, atomically: readers see the old object or
@@ -188,7 +415,8 @@ impl ObjectStorage {
     pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), ObjectError> {
         self.backend
             .put(&Path::from(key), chunks.into_iter().collect::<PutPayload>())
-            .await?;
+            .await
+            .map_err(|e| logged("put", key, e))?;
         Ok(())
     }
 
@@ -202,7 +430,11 @@ impl ObjectStorage {
         file: Arc<SpooledFile>,
     ) -> Result<(), ObjectError> {
         const CHUNK: usize = 8 * 1024 * 1024;
-        let upload = self.backend.put_multipart(&Path::from(key)).await?;
+        let upload = self
+            .backend
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(|e| logged("multipart put", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         writer.write(&header);
         let copied = async {
@@ -225,19 +457,23 @@ impl ObjectStorage {
         .await;
         match copied {
             Ok(()) => {
-                writer.finish().await?;
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| logged("multipart put", key, e))?;
                 Ok(())
             }
             Err(e) => {
                 let _ = writer.abort().await;
-                Err(e.into())
+                Err(logged("multipart put", key, e))
             }
         }
     }
 
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
-        Ok(self.backend.get(&Path::from(key)).await?.bytes().await?)
+        let read = async { self.backend.get(&Path::from(key)).await?.bytes().await };
+        read.await.map_err(|e| logged("get", key, e))
     }
 
     /// Reads the object at `key`, handing each chunk to `inspect` as it arrives, so a checksum
@@ -259,7 +495,7 @@ impl ObjectStorage {
         let result = match self.backend.get(&Path::from(key)).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Err(ObjectError::NotFound),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(logged("get", key, e)),
         };
         let size = result.meta.size as usize;
         match result.payload {
@@ -273,7 +509,7 @@ impl ObjectStorage {
                 let mut kept = Vec::with_capacity(if keep { size } else { 0 });
                 let mut read = 0u64;
                 while let Some(chunk) = chunks.next().await {
-                    let chunk = chunk?;
+                    let chunk = chunk.map_err(|e| logged("get", key, e))?;
                     inspect.chunk(&chunk);
                     read += chunk.len() as u64;
                     if keep {
@@ -289,7 +525,7 @@ impl ObjectStorage {
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         match self.backend.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(logged("delete", key, e)),
         }
     }
 
@@ -299,7 +535,7 @@ impl ObjectStorage {
         let mut stream = self.backend.list(Some(&prefix));
         let mut out = Vec::new();
         while let Some(meta) = stream.next().await {
-            let meta = meta?;
+            let meta = meta.map_err(|e| logged("list", "studies", e))?;
             out.push(ListedObject {
                 key: meta.location.to_string(),
                 last_modified: meta.last_modified.into(),
@@ -369,13 +605,62 @@ mod tests {
         }
     }
 
+    fn config_with(url: Option<&str>, data_dir: &FsPath) -> crate::config::Config {
+        crate::config::Config {
+            object_store_url: url.map(str::to_string),
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn instance_keys_follow_the_hierarchy() {
-        let key = ObjectStorage::instance_key(
-            &StudyInstanceUid::new("1.2").unwrap(),
-            &SeriesInstanceUid::new("1.2.3").unwrap(),
-            &SopInstanceUid::new("1.2.3.4").unwrap(),
+    fn the_url_chooses_the_backend_and_a_bad_one_says_what_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = ObjectStorage::from_config(&config_with(None, dir.path())).unwrap();
+        assert_eq!(default.local_root, Some(dir.path().join("objects")));
+
+        let folder = dir.path().join("elsewhere");
+        let url = url::Url::from_directory_path(&folder).unwrap().to_string();
+        let local = ObjectStorage::from_config(&config_with(Some(&url), dir.path())).unwrap();
+        assert_eq!(local.local_root, Some(folder.clone()));
+        assert!(folder.is_dir());
+
+        let s3 = ObjectStorage::from_config(&config_with(Some("s3://bucket/a/b"), dir.path()))
+            .expect("built without a request");
+        assert_eq!(s3.location(), "s3://bucket/a/b");
+        assert!(s3.local_root.is_none());
+
+        for (url, says) in [
+            ("not a url", "s3://bucket/prefix"),
+            ("ftp://host/x", "scheme ftp:// is not supported"),
+            ("file://host/x", "absolute local folder"),
+        ] {
+            let err = ObjectStorage::from_config(&config_with(Some(url), dir.path()))
+                .expect_err(url)
+                .to_string();
+            assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn instance_keys_follow_the_hierarchy_and_name_the_data_set() {
+        let key = |sha: &str| {
+            ObjectStorage::instance_key(
+                &StudyInstanceUid::new("1.2").unwrap(),
+                &SeriesInstanceUid::new("1.2.3").unwrap(),
+                &SopInstanceUid::new("1.2.3.4").unwrap(),
+                sha,
+            )
+        };
+        let sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            key(sha),
+            "studies/1.2/series/1.2.3/instances/1.2.3.4.0123456789abcdef.dcm"
         );
-        assert_eq!(key, "studies/1.2/series/1.2.3/instances/1.2.3.4.dcm");
+        assert_ne!(
+            key(sha),
+            key(&sha.replace('0', "f")),
+            "another data set, another key"
+        );
     }
 }

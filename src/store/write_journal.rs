@@ -25,7 +25,8 @@ pub struct WriteJournal {
 #[derive(Debug)]
 #[must_use = "settle the entry once the write's outcome is known"]
 pub struct JournalEntry {
-    path: PathBuf,
+    /// `None`: nothing was journaled (the journal could not be written).
+    path: Option<PathBuf>,
 }
 
 /// An entry a previous run left: an object write whose outcome is unknown.
@@ -53,7 +54,7 @@ impl WriteJournal {
         // the key against the index anyway.
         let path = self.dir.join(hex::encode(Sha256::digest(key.as_bytes())));
         std::fs::write(&path, key)?;
-        Ok(JournalEntry { path })
+        Ok(JournalEntry { path: Some(path) })
     }
 
     /// The writes earlier runs left unsettled.
@@ -73,10 +74,17 @@ impl WriteJournal {
 }
 
 impl JournalEntry {
+    /// An entry for nothing, where a write failed before it was journaled.
+    pub fn none() -> JournalEntry {
+        JournalEntry { path: None }
+    }
+
     /// The write is settled: indexed, or removed again.
     pub fn settled(self) {
         // A missing file was settled by a concurrent write of the same key.
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -260,6 +262,26 @@ pub fn index_rows_at(
     .expect("rows")
 }
 
+/// Where the suite's servers keep their objects: a prefix of this process's Garage when
+/// `TRAMY_TEST_OBJECT_STORE=garage`, else their local folder (no variables).
+fn suite_objects() -> Vec<(String, String)> {
+    if garage::suite_on_garage() {
+        assert!(
+            garage::shared().is_some(),
+            "TRAMY_TEST_OBJECT_STORE=garage but garage is not installed (cargo install garage --locked --version 2.5.0)"
+        );
+        garage::server_env()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Where the suite's servers keep their index: a new database on this process's PostgreSQL
+/// when `TRAMY_TEST_INDEX=postgres`, else the SQLite file in their data folder.
+fn suite_index() -> Option<String> {
+    postgres::enabled().then(postgres::new_database)
+}
+
 /// A running `tramy serve`, killed when dropped.
 pub struct TramyServer {
     child: Option<Child>,
@@ -279,6 +301,8 @@ pub struct TramyServer {
     pub index_url: Option<String>,
     /// Arguments after `tramy serve` (e.g. `--no-triage`).
     serve_args: Vec<String>,
+    /// Environment for every `tramy` process of this server (an object store on Garage).
+    env: Vec<(String, String)>,
 }
 
 impl TramyServer {
@@ -287,14 +311,78 @@ impl TramyServer {
         Self::start_with_config("")
     }
 
-    /// Starts tramy with extra TOML configuration (merged into a config file).
+    /// Starts tramy with extra TOML configuration (merged into a config file); its objects on a
+    /// prefix of this process's Garage when `TRAMY_TEST_OBJECT_STORE=garage`, its index on the
+    /// test PostgreSQL when `TRAMY_TEST_INDEX=postgres`.
     pub fn start_with_config(toml: &str) -> TramyServer {
-        Self::start_with(toml, &[], postgres::enabled().then(postgres::new_database))
+        Self::start_node(toml, &[], suite_objects(), suite_index())
+    }
+
+    /// Starts tramy with its objects in the local folder whatever `TRAMY_TEST_OBJECT_STORE` says:
+    /// for tests that damage, write or copy files of the objects folder, or open the archive
+    /// in-process from the data folder alone.
+    pub fn start_with_local_objects(toml: &str) -> TramyServer {
+        Self::start_node(toml, &[], Vec::new(), suite_index())
+    }
+
+    /// Starts tramy with extra TOML configuration and environment variables for each of its
+    /// processes (server and `cli`).
+    pub fn start_with_env(toml: &str, env: Vec<(String, String)>) -> TramyServer {
+        Self::start_node(toml, &[], env, suite_index())
     }
 
     /// Starts tramy with extra TOML configuration, `tramy serve ARGS`, and its index at
     /// `index_url` (`None`: the SQLite file in its data folder).
     pub fn start_with(toml: &str, args: &[&str], index_url: Option<String>) -> TramyServer {
+        Self::start_node(toml, args, suite_objects(), index_url)
+    }
+
+    /// Another node of `first`'s archive: the same index and objects, `first`'s signing keys
+    /// and superadmin token (as `docs/deploy.md` says to set up a node).
+    pub fn start_beside(first: &TramyServer) -> TramyServer {
+        Self::start_beside_on(first, first.env.clone(), first.index_url.clone())
+    }
+
+    /// A node with `first`'s keys and superadmin token on the index and objects given (an
+    /// archive restored from `first`'s backup).
+    pub fn start_beside_on(
+        first: &TramyServer,
+        env: Vec<(String, String)>,
+        index_url: Option<String>,
+    ) -> TramyServer {
+        let mut server = Self::prepare("", &[], env, index_url);
+        std::fs::create_dir_all(&server.data_dir).expect("data folder");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(first.data_dir.join("keys"))
+            .arg(first.data_dir.join("admin-token"))
+            .arg(&server.data_dir)
+            .output()
+            .expect("cp runs");
+        assert_success(&copied, "copying the first node's keys and token");
+        server.spawn();
+        server
+    }
+
+    /// Starts `tramy serve ARGS` with extra TOML configuration, environment for each of its
+    /// processes, and its index at `index_url` (`None`: the SQLite file in its data folder).
+    pub fn start_node(
+        toml: &str,
+        args: &[&str],
+        env: Vec<(String, String)>,
+        index_url: Option<String>,
+    ) -> TramyServer {
+        let mut server = Self::prepare(toml, args, env, index_url);
+        server.spawn();
+        server
+    }
+
+    fn prepare(
+        toml: &str,
+        args: &[&str],
+        env: Vec<(String, String)>,
+        index_url: Option<String>,
+    ) -> TramyServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let config_file = if toml.is_empty() {
@@ -304,7 +392,7 @@ impl TramyServer {
             std::fs::write(&path, toml).expect("config");
             Some(path)
         };
-        let mut server = TramyServer {
+        let server = TramyServer {
             child: None,
             // Port 0: the server binds free ports itself and logs them; no race with other tests.
             dimse_port: 0,
@@ -316,8 +404,8 @@ impl TramyServer {
             token: String::new(),
             index_url,
             serve_args: args.iter().map(|a| a.to_string()).collect(),
+            env,
         };
-        server.spawn();
         server
     }
 
@@ -357,7 +445,7 @@ impl TramyServer {
         let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .args(args)
             .env("TRAMY_DATA_DIR", &self.data_dir)
-            .envs(self.index_env())
+            .envs(self.process_env())
             .env_remove("TRAMY_CONFIG")
             .output()
             .expect("tramy runs");
@@ -365,12 +453,16 @@ impl TramyServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// `TRAMY_INDEX_URL` for this server's processes, when its index is not the default file.
-    pub fn index_env(&self) -> Vec<(&'static str, String)> {
-        self.index_url
-            .iter()
-            .map(|url| ("TRAMY_INDEX_URL", url.clone()))
-            .collect()
+    /// The environment of this server's processes: its object store's and `TRAMY_INDEX_URL`
+    /// (for a `tramy` command or worker beside it).
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.extend(
+            self.index_url
+                .iter()
+                .map(|url| ("TRAMY_INDEX_URL".to_string(), url.clone())),
+        );
+        env
     }
 
     /// The superadmin token of this server.
@@ -391,8 +483,8 @@ impl TramyServer {
             .env("TRAMY_DIMSE_ADDR", format!("127.0.0.1:{}", self.dimse_port))
             .env("TRAMY_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
             .env("TRAMY_AE_TITLE", "TRAMY")
-            .envs(self.index_env())
             .env("RUST_LOG", "info")
+            .envs(self.process_env())
             .env_remove("TRAMY_CONFIG")
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -541,9 +633,14 @@ impl TramyServer {
         self.dimse_port.to_string()
     }
 
-    /// Files under the object store folder.
+    /// Files under the object store folder. When the objects are on Garage, a copy of them is
+    /// made there first (the server does not use that folder then).
     pub fn object_files(&self) -> Vec<PathBuf> {
-        walk(&self.data_dir.join("objects"))
+        let folder = self.data_dir.join("objects");
+        if self.env.iter().any(|(k, _)| k == "TRAMY_OBJECT_STORE_URL") {
+            garage::mirror(&self.env, &folder);
+        }
+        walk(&folder)
     }
 
     /// Number of instance rows in the index (read with a separate connection).

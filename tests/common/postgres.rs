@@ -55,7 +55,11 @@ pub fn installed() -> bool {
 /// The folder of PostgreSQL's programs: Debian keeps them out of PATH, per major version.
 fn find_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.join("initdb").exists());
     versions.sort();
