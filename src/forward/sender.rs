@@ -106,15 +106,12 @@ impl PeerSender {
     /// Whether this node holds the peer's lease, renewing it once half of it has passed.
     async fn holds_lease(&self) -> Result<bool, crate::store::IndexError> {
         let now = std::time::Instant::now();
-        let held = |until: &mut Option<std::time::Instant>| {
-            until.is_some_and(|u| u > now + PEER_LEASE / 2)
-        };
-        if self
+        let held = self
             .lease_until
             .lock()
-            .map(|mut u| held(&mut u))
-            .unwrap_or(false)
-        {
+            .map(|until| until.is_some_and(|u| u > now + PEER_LEASE / 2))
+            .unwrap_or(false);
+        if held {
             return Ok(true);
         }
         let granted = self

@@ -382,11 +382,6 @@ impl Row<'_> {
     pub fn get_value<I: RowIndex>(&self, idx: I) -> Result<&Value> {
         Ok(&self.values[idx.index(self.names)?])
     }
-
-    /// The number of columns.
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
 }
 
 /// `.optional()` on a single-row result: no row is `None`, not an error.
@@ -464,7 +459,7 @@ impl Drop for PgClient {
 
 enum Inner {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<PgConn>),
+    Postgres(Box<RefCell<PgConn>>),
 }
 
 /// A connection to the index database.
@@ -489,10 +484,10 @@ impl Connection {
     /// A PostgreSQL connection.
     pub fn postgres(client: postgres::Client) -> Connection {
         Connection {
-            inner: Inner::Postgres(RefCell::new(PgConn {
+            inner: Inner::Postgres(Box::new(RefCell::new(PgConn {
                 client: PgClient(Some(client)),
                 statements: HashMap::new(),
-            })),
+            }))),
         }
     }
 

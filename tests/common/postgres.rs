@@ -188,6 +188,9 @@ fn start_cluster() -> Cluster {
                 Ok(())
             });
         }
+        // Never waited for: the server lives as long as the test process, and the kernel
+        // stops it (its parent-death signal) when the process ends.
+        #[allow(clippy::zombie_processes)]
         let child = cmd.spawn().expect("postgres starts");
         let _ = started.send(child.id());
         loop {
