@@ -213,7 +213,7 @@ impl Archive {
                 source,
             })?;
         let location = IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
-        let index = Index::open_at(&location, config.ingest.fsync)?;
+        let index = Index::open_at(&location, config.ingest.fsync)?.at_home(&config.data_dir);
         // Opening it removes what receptions interrupted by a crash left.
         let staging =
             Staging::open(&config.data_dir, staging_limits(config)).map_err(|source| {

@@ -617,6 +617,7 @@ fn tramy_beside(server: &TramyServer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tramy"))
         .args(args)
         .env("TRAMY_DATA_DIR", &server.data_dir)
+        .envs(server.process_env())
         .env_remove("TRAMY_CONFIG")
         .output()
         .expect("tramy runs")

@@ -123,32 +123,3 @@ fn pg_dump_and_an_object_copy_restore_an_archive_that_answers_the_same() {
         "the restored archive answers the same"
     );
 }
-
-/// What pynetdicom's findscu prints for a study-level C-FIND of `study` (its identifiers).
-fn c_find_study(server: &TramyServer, study: &str) -> String {
-    let key = format!("StudyInstanceUID={study}");
-    let out = pynetdicom(
-        "findscu",
-        &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &key,
-            "-k",
-            "PatientID=",
-            "-k",
-            "StudyDate=",
-            "-k",
-            "ModalitiesInStudy=",
-            "-k",
-            "NumberOfStudyRelatedInstances=",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert_success(&out, "findscu");
-    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
-}

@@ -104,6 +104,7 @@ fn station_cli(station: &TramyServer, config: &Path, args: &[&str]) -> String {
         .arg(config)
         .args(args)
         .env("TRAMY_DATA_DIR", &station.data_dir)
+        .envs(station.process_env())
         .env_remove("TRAMY_CONFIG")
         .output()
         .unwrap();
@@ -279,6 +280,7 @@ to = "hub"
         .arg(&config)
         .args(["reconcile", "--peer", "nowhere"])
         .env("TRAMY_DATA_DIR", &station.data_dir)
+        .envs(station.process_env())
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();

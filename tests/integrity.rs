@@ -91,6 +91,7 @@ fn tramy(server: &TramyServer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tramy"))
         .args(args)
         .env("TRAMY_DATA_DIR", &server.data_dir)
+        .envs(server.process_env())
         .env("RUST_LOG", "warn")
         .env_remove("TRAMY_CONFIG")
         .output()

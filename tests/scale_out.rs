@@ -213,31 +213,8 @@ fn a_node_killed_mid_stream_loses_nothing_it_acknowledged() {
         return;
     };
     let acks = tmp.path().join("acks.txt");
-    let mut streamer = Command::new(python())
-        .arg(repo_root().join("tests/clients/dimse_client.py"))
-        .args([
-            "--port",
-            &first.port(),
-            "stream",
-            "--count",
-            "5000",
-            "--template",
-        ])
-        .arg(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
-        .arg("--ack-file")
-        .arg(&acks)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("streamer starts");
-    let acknowledged = || -> Vec<(String, String)> {
-        std::fs::read_to_string(&acks)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(uid, sha)| (uid.to_string(), sha.to_string()))
-            .collect()
-    };
+    let mut streamer = stream_with_acks(&first, 5000, &acks);
+    let acknowledged = || acknowledged(&acks);
     let deadline = Instant::now() + Duration::from_secs(120);
     while acknowledged().len() < 200 {
         assert!(
@@ -269,33 +246,4 @@ fn a_node_killed_mid_stream_loses_nothing_it_acknowledged() {
             "the second node serves {sop} as sent"
         );
     }
-}
-
-/// What pynetdicom's findscu prints for a study-level C-FIND of `study` (its identifiers).
-fn c_find_study(server: &TramyServer, study: &str) -> String {
-    let key = format!("StudyInstanceUID={study}");
-    let out = pynetdicom(
-        "findscu",
-        &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &key,
-            "-k",
-            "PatientID=",
-            "-k",
-            "StudyDate=",
-            "-k",
-            "ModalitiesInStudy=",
-            "-k",
-            "NumberOfStudyRelatedInstances=",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    assert_success(&out, "findscu");
-    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
 }

@@ -21,12 +21,30 @@ struct Worker {
 impl Worker {
     /// Starts `tramy worker` on `server`'s index and objects with the models in `models`, and
     /// waits until it says it is ready.
+    /// A worker is another machine: a data folder of its own, `server`'s index and objects by
+    /// URL.
     fn start(server: &TramyServer, models: &Path, log: PathBuf, env: &[(&str, &str)]) -> Worker {
         let file = std::fs::File::create(&log).expect("worker log");
+        let mut shared = server.process_env();
+        let has = |shared: &[(String, String)], key: &str| shared.iter().any(|(k, _)| k == key);
+        if !has(&shared, "TRAMY_INDEX_URL") {
+            let index = server.data_dir.join("index.sqlite");
+            shared.push((
+                "TRAMY_INDEX_URL".into(),
+                format!("sqlite://{}", index.display()),
+            ));
+        }
+        if !has(&shared, "TRAMY_OBJECT_STORE_URL") {
+            let objects = server.data_dir.join("objects");
+            shared.push((
+                "TRAMY_OBJECT_STORE_URL".into(),
+                format!("file://{}", objects.display()),
+            ));
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_tramy"))
             .arg("worker")
-            .env("TRAMY_DATA_DIR", &server.data_dir)
-            .envs(server.process_env())
+            .env("TRAMY_DATA_DIR", log.with_extension("data"))
+            .envs(shared)
             .env("TRAMY_TRIAGE__MODELS_DIR", models)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

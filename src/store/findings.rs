@@ -379,15 +379,26 @@ impl Index {
     }
 
     /// Queues again the jobs whose worker stopped without settling them: those whose lease has
-    /// run out (or that were claimed before leases existed). Jobs other nodes are running keep
-    /// their claims.
+    /// run out (or that were claimed before leases existed), and those a previous run of this
+    /// node claimed (the same machine and data folder: it died). Jobs other nodes are running
+    /// keep their claims.
     pub async fn requeue_interrupted_jobs(&self, who: &Principal) -> Result<usize, IndexError> {
         self.admit(who, Action::Triage)?;
-        self.write(|c| {
+        let (node, home) = (self.node().to_owned(), self.node_home().to_owned());
+        let width = home.chars().count();
+        self.write(move |c| {
             c.execute(
                 "UPDATE triage_jobs SET state = ?1, claimed_by = NULL, lease_until = NULL \
-                 WHERE state = ?2 AND (lease_until IS NULL OR lease_until < ?3)",
-                params![JobState::Queued, JobState::Running, now()],
+                 WHERE state = ?2 AND (lease_until IS NULL OR lease_until < ?3 \
+                 OR (?6 > 0 AND substr(claimed_by, 1, ?6) = ?5 AND claimed_by <> ?4))",
+                params![
+                    JobState::Queued,
+                    JobState::Running,
+                    now(),
+                    node,
+                    home,
+                    width
+                ],
             )
         })
         .await

@@ -298,6 +298,8 @@ pub struct Index {
     pub(super) audit: Arc<super::audit::AuditQueue>,
     /// This process among the nodes sharing the index: what its claims and leases name.
     node: Arc<str>,
+    /// What every run of this node shares ([`node_home`]); empty until [`Index::at_home`].
+    node_home: Arc<str>,
 }
 
 struct ReaderPool {
@@ -424,15 +426,30 @@ impl Index {
         let audit = super::audit::spawn_batcher(tx.clone())?;
         Ok(Index {
             audit,
-            node: node_name().into(),
+            node: node_name(&format!("{}::", host_name())).into(),
+            node_home: Arc::from(""),
             writer: tx,
             readers: Arc::new(ReaderPool::new(location.clone())),
         })
     }
 
-    /// This process's name among the nodes sharing the index (`host-pid-random`).
+    /// This process's name among the nodes sharing the index (`host:home:pid-random`).
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The index as the node whose data folder is `data_dir`: its claims and leases carry the
+    /// folder's [`node_home`], so its next run takes them over at once.
+    pub fn at_home(mut self, data_dir: &Path) -> Index {
+        let home = node_home(data_dir);
+        self.node = node_name(&home).into();
+        self.node_home = home.into();
+        self
+    }
+
+    /// What every run of this node shares (empty when not [`Index::at_home`]).
+    pub(super) fn node_home(&self) -> &str {
+        &self.node_home
     }
 
     /// Which engine the index runs on.
@@ -786,21 +803,36 @@ fn open_sqlite_writer(path: &Path, fsync: bool) -> Result<Connection, IndexError
     Ok(Connection::sqlite(conn))
 }
 
-/// A name for this process that no other node shares: host, process id and a random suffix
-/// (a restarted process is a new node; its predecessor's claims run out with their leases).
-fn node_name() -> String {
+/// This machine's name, for node names.
+fn host_name() -> String {
     let mut host = [0u8; 256];
     // SAFETY: gethostname writes at most `host.len()` bytes into the buffer it is given.
     let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
     let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
-    let host = if ok {
+    if ok {
         String::from_utf8_lossy(&host[..end]).into_owned()
     } else {
         "node".into()
-    };
+    }
+}
+
+/// The part of a node's name its every run shares: the machine and the data folder
+/// (`host:1a2b3c4d:`). A process finding claims or leases under it that are not its own knows
+/// they are a previous run's, which died: it takes them over at once instead of waiting for
+/// them to run out.
+pub fn node_home(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("{}:{}:", host_name(), hex::encode(&hash[..4]))
+}
+
+/// A name for this process that no other node shares: its home (or the machine alone), the
+/// process id and a random suffix.
+fn node_name(home: &str) -> String {
     let mut random = [0u8; 3];
     let _ = getrandom::fill(&mut random);
-    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
+    format!("{home}{}-{}", std::process::id(), hex::encode(random))
 }
 
 /// Runs `f`, which may block on the PostgreSQL client's own runtime, where tokio allows that: on

@@ -473,7 +473,10 @@ impl ObjectStorage {
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
         let read = async { self.backend.get(&Path::from(key)).await?.bytes().await };
-        read.await.map_err(|e| logged("get", key, e))
+        read.await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => ObjectError::NotFound,
+            e => logged("get", key, e),
+        })
     }
 
     /// Reads the object at `key`, handing each chunk to `inspect` as it arrives, so a checksum

@@ -126,7 +126,8 @@ fn item(r: &super::db::Row<'_>) -> super::db::Result<OutboxItem> {
 
 impl Index {
     /// Whether this node may send to `peer` for `lease` from now: it takes or renews the peer's
-    /// lease when no other node holds one in force. One node at a time sends a peer's outbox,
+    /// lease when no other node holds one in force (a previous run of this node holds none in
+    /// force: it died). One node at a time sends a peer's outbox,
     /// so nodes sharing an index never send an instance twice; when the holder dies, its lease
     /// runs out and another node takes over. On SQLite (one node) always true, writing nothing.
     pub async fn hold_peer_lease(
@@ -139,7 +140,11 @@ impl Index {
         if self.engine() == super::db::Engine::Sqlite {
             return Ok(true);
         }
-        let (peer, node) = (peer.to_owned(), self.node().to_owned());
+        let (peer, node, home) = (
+            peer.to_owned(),
+            self.node().to_owned(),
+            self.node_home().to_owned(),
+        );
         let now = chrono::Utc::now();
         let until = super::times::text(now + chrono::Duration::from_std(lease).unwrap_or_default());
         let now = super::times::text(now);
@@ -148,9 +153,10 @@ impl Index {
                 "INSERT INTO peer_leases (peer, node, lease_until) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (peer) DO UPDATE SET node = excluded.node, lease_until = excluded.lease_until \
                  WHERE peer_leases.node = excluded.node OR peer_leases.lease_until < ?4 \
+                 OR (?6 > 0 AND substr(peer_leases.node, 1, ?6) = ?5) \
                  RETURNING node",
             )?
-            .exists(params![peer, node, until, now])
+            .exists(params![peer, node, until, now, home, home.chars().count()])
         })
         .await
     }

@@ -1009,3 +1009,66 @@ pub fn models_dir(manifest: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(dir.join("model.toml"), manifest).unwrap();
     (tmp, dir)
 }
+
+/// What pynetdicom's findscu prints for a study-level C-FIND of `study` on `server` (its
+/// identifiers, with PatientID, StudyDate, ModalitiesInStudy and the instance count).
+pub fn c_find_study(server: &TramyServer, study: &str) -> String {
+    let key = format!("StudyInstanceUID={study}");
+    let out = pynetdicom(
+        "findscu",
+        &[
+            "-aec",
+            "TRAMY",
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+            "-k",
+            "PatientID=",
+            "-k",
+            "StudyDate=",
+            "-k",
+            "ModalitiesInStudy=",
+            "-k",
+            "NumberOfStudyRelatedInstances=",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    assert_success(&out, "findscu");
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// Streams up to `count` copies of the CT sample (fresh UIDs) to `server` with
+/// `tests/clients/dimse_client.py`, which writes each acknowledged instance to `ack_file`.
+pub fn stream_with_acks(server: &TramyServer, count: usize, ack_file: &Path) -> Child {
+    Command::new(python())
+        .arg(repo_root().join("tests/clients/dimse_client.py"))
+        .args([
+            "--port",
+            &server.port(),
+            "stream",
+            "--count",
+            &count.to_string(),
+            "--template",
+        ])
+        .arg(repo_root().join("dicom-samples/ct_small_explicit_le.dcm"))
+        .arg("--ack-file")
+        .arg(ack_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("streamer starts")
+}
+
+/// The instances a [`stream_with_acks`] got a success status for: SOP Instance UID and the
+/// SHA-256 of the data set sent.
+pub fn acknowledged(ack_file: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(ack_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(uid, sha)| (uid.to_string(), sha.to_string()))
+        .collect()
+}
