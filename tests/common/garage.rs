@@ -129,9 +129,22 @@ impl Garage {
             std::thread::sleep(Duration::from_millis(200));
         };
         let node = node.split('@').next().unwrap_or_default().to_string();
+        // `node id` reads the node's key from its folder: the RPC listener may not answer yet.
+        loop {
+            let out = self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", node.as_str()]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage layout assign failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for args in [
-            &["layout", "assign", "-z", "dc1", "-c", "1G", node.as_str()][..],
-            &["layout", "apply", "--version", "1"],
+            &["layout", "apply", "--version", "1"][..],
             &["bucket", "create", BUCKET],
             &["key", "import", "--yes", "-n", "tramy-test", KEY_ID, SECRET],
             &[
