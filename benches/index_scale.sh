@@ -2,7 +2,8 @@
 # Index-scale figures of issue #11, for each index backend (SQLite, PostgreSQL), in one run:
 #   1. C-STORE ingest rate with N instances already indexed against the same with the first size
 #      (default 10 000): the same ROUNDS x BATCH new CT instances (39 kB), one dcmtk storescu
-#      association each round, TCP_NODELAY=1, rounds alternating between the sizes (goal >= 90%);
+#      association each round, TCP_NODELAY=1, rounds alternating between the sizes after a
+#      warm-up round (goal >= 90%);
 #   2. QIDO-RS study search latency at each size: a viewer's mix (PatientID, PatientName FAMILY*,
 #      a 7-day StudyDate range, ModalitiesInStudy, AccessionNumber, no filter; limit=QIDO_LIMIT),
 #      QIDO_REQUESTS requests after a warm-up, one client, keep-alive (goal p99 < 20 ms at 1M);
@@ -16,14 +17,14 @@
 #
 # usage: benches/index_scale.sh
 # environment: SIZES ("10000 1000000"; the first is the baseline), BACKENDS ("sqlite postgres"),
-#   ROUNDS (5), BATCH (2000), QIDO_REQUESTS (1200), QIDO_LIMIT (100), ORTHANC_N (20000; 0: skip),
+#   ROUNDS (7), BATCH (2000), QIDO_REQUESTS (1200), QIDO_LIMIT (100), ORTHANC_N (20000; 0: skip),
 #   K_ORTHANC (2), TRAMY_BIN (default: cargo build --release), BENCH_DIR (/tmp), KEEP=1 keeps
 #   the folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"10000 1000000"}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-7}
 BATCH=${BATCH:-2000}
 QIDO_REQUESTS=${QIDO_REQUESTS:-1200}
 ORTHANC_N=${ORTHANC_N:-20000}
@@ -137,7 +138,7 @@ PY
 }
 
 echo "== set-up: $(nproc) cores, sizes: $SIZES, backends: $BACKENDS"
-"$PY" benches/index_scale.py batches "$ROOT/batches" "$ROUNDS" "$BATCH"
+"$PY" benches/index_scale.py batches "$ROOT/batches" "$((ROUNDS + 1))" "$BATCH"
 if [[ " $BACKENDS " == *" postgres "* ]] || [ "$ORTHANC_N" -gt 0 ]; then start_postgres; fi
 for size in $SIZES; do echo "  archive of $size: $("$PY" benches/index_scale.py shape "$size")"; done
 
@@ -150,6 +151,8 @@ for backend in $BACKENDS; do
     PID[$size]=$TPID; URL[$size]=$TURL; PORT[$size]=$TDIMSE
   done
   echo "== $backend: C-STORE of $ROUNDS x $BATCH new CT instances, one storescu association a round"
+  # A first round to each, not counted: the servers' caches and connections warm, as in service.
+  for size in $SIZES; do push "${PORT[$size]}" "$ROOT/batches/round$ROUNDS" >/dev/null; done
   for r in $(seq 0 $((ROUNDS - 1))); do
     for size in $SIZES; do
       s=$(push "${PORT[$size]}" "$ROOT/batches/round$r")
@@ -159,7 +162,7 @@ for backend in $BACKENDS; do
   done
   base=${SIZES%% *}
   for size in $SIZES; do
-    want=$((size + ROUNDS * BATCH)); got=$(count_instances "${backend}_$size" "$backend")
+    want=$((size + (ROUNDS + 1) * BATCH)); got=$(count_instances "${backend}_$size" "$backend")
     [ "$got" -eq "$want" ] || { echo "${backend}_$size holds $got instances, not $want" >&2; exit 1; }
     python3 - "$backend" "$size" "$base" "$BATCH" "${SECS[$size]}" "${SECS[$base]}" <<'PY'
 import statistics, sys
@@ -167,8 +170,11 @@ backend, size, base, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), in
 rate = [batch / float(s) for s in sys.argv[5].split()]
 base_rate = [batch / float(s) for s in sys.argv[6].split()]
 m, b = statistics.median(rate), statistics.median(base_rate)
+# Each round pushes to every size back to back: the ratio within a round cancels most of the
+# drift of a shared machine's load between rounds.
+paired = statistics.median(r / q for r, q in zip(rate, base_rate))
 print(f"  {backend:<8} {size:>8} indexed: median {m:6.1f} instances/s (rounds {', '.join(f'{x:.0f}' for x in rate)})"
-      f" = {100 * m / b:5.1f}% of the rate at {base}")
+      f" = {100 * m / b:5.1f}% of the rate at {base}; median of per-round ratios {100 * paired:5.1f}%")
 PY
   done
   echo "== $backend: QIDO-RS study search, $QIDO_REQUESTS requests, one client, keep-alive"
