@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"10000 1000000"}
-BACKENDS=${BACKENDS:-"sqlite postgres"}
+BACKENDS=${BACKENDS-"sqlite postgres"}  # BACKENDS="" runs only the Orthanc part
 ROUNDS=${ROUNDS:-7}
 BATCH=${BATCH:-2000}
 QIDO_REQUESTS=${QIDO_REQUESTS:-1200}
