@@ -53,10 +53,18 @@ pub(super) fn version(conn: &Connection) -> Result<usize, DbError> {
     match conn.engine() {
         Engine::Sqlite => conn.query_row("PRAGMA user_version", [], |r| r.get(0)),
         Engine::Postgres => {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS tramy_schema (version BIGINT NOT NULL, applied_at TEXT NOT NULL)",
-            )
-            .or_else(|e| if e.is_unique_violation() { Ok(()) } else { Err(e) })?;
+            let exists: bool =
+                conn.query_row("SELECT to_regclass('tramy_schema') IS NOT NULL", [], |r| {
+                    r.get(0)
+                })?;
+            if !exists {
+                // Two nodes starting at once may both get here: the loser's unique violation on
+                // the catalogue means the table is there.
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS tramy_schema (version BIGINT NOT NULL, applied_at TEXT NOT NULL)",
+                )
+                .or_else(|e| if e.is_unique_violation() { Ok(()) } else { Err(e) })?;
+            }
             conn.query_row(
                 "SELECT COALESCE(MAX(version), 0) FROM tramy_schema",
                 [],
