@@ -53,7 +53,10 @@ impl WriteJournal {
         // instance) share an entry, which is harmless: either settles it, and start-up checks
         // the key against the index anyway.
         let path = self.dir.join(hex::encode(Sha256::digest(key.as_bytes())));
-        std::fs::write(&path, key)?;
+        // Written aside and renamed, so an entry is whole or absent whenever the process dies.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, key)?;
+        std::fs::rename(&partial, &path)?;
         Ok(JournalEntry { path: Some(path) })
     }
 
@@ -63,9 +66,20 @@ impl WriteJournal {
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let path = entry.path();
+            if path.extension().is_some_and(|e| e == "partial") {
+                // Cut off before it was renamed: no object write had started.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let Ok(key) = std::fs::read_to_string(&path) else {
                 continue;
             };
+            if key.is_empty() {
+                // An entry from before entries were renamed into place, cut off while it was
+                // written: `begin` had not returned, so no object write had started.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let began = entry.metadata()?.modified()?;
             out.push(UnsettledWrite { key, began, path });
         }
@@ -114,5 +128,20 @@ mod tests {
         assert_eq!(left[0].key, "studies/1/series/2/instances/4.dcm");
         left.into_iter().for_each(|w| w.settled().unwrap());
         assert!(journal.unsettled().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_entry_cut_off_while_it_was_written_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = WriteJournal::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("journal").join("0123abcd"), "").unwrap();
+        std::fs::write(dir.path().join("journal").join("4567.partial"), "studies/1").unwrap();
+        assert!(journal.unsettled().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("journal"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }
