@@ -360,10 +360,10 @@ impl Archive {
     ) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
         // Decide before writing, so a duplicate or a kept conflict never touches the stored object.
-        let existing = self
+        if let Some(existing) = self
             .index
-            .instance_now(&sender.principal, &a.sop_instance_uid)?;
-        if let Some(existing) = existing {
+            .instance_now(&sender.principal, &a.sop_instance_uid)?
+        {
             if existing.sha256 == prepared.sha256 {
                 return Ok(prepared.report(IngestOutcome::Duplicate));
             }
@@ -423,8 +423,8 @@ impl Archive {
         Ok(())
     }
 
-    /// Writes the object of `prepared` at `key`, then files its index rows; an object whose
-    /// rows could not be filed is removed again.
+    /// Files the index rows of `prepared`, whose object is written at `key`; the object is
+    /// removed again when the index filed none for it.
     async fn file_written(
         &self,
         key: String,
@@ -485,29 +485,26 @@ impl Archive {
             outcome,
             sha256: prepared.sha256.clone(),
         };
-        match self
+        let committed = self
             .index
             .commit_instance(&sender.principal, new, self.policy)
-            .await
+            .await;
+        if let Ok(
+            CommitOutcome::Duplicate
+            | CommitOutcome::ConflictKept
+            | CommitOutcome::ConflictRejected,
+        ) = committed
         {
+            self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
+                .await;
+        }
+        match committed {
             Ok(CommitOutcome::Stored) => Ok(report(IngestOutcome::Stored)),
-            Ok(CommitOutcome::Duplicate) => {
-                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
-                    .await;
-                Ok(report(IngestOutcome::Duplicate))
-            }
-            Ok(CommitOutcome::ConflictKept) => {
-                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
-                    .await;
-                Ok(report(IngestOutcome::ConflictKept))
-            }
-            Ok(CommitOutcome::ConflictRejected) => {
-                self.remove_unfiled(sender, &prepared.attributes.sop_instance_uid, &key)
-                    .await;
-                Err(IngestError::Conflict(
-                    prepared.attributes.sop_instance_uid.to_string(),
-                ))
-            }
+            Ok(CommitOutcome::Duplicate) => Ok(report(IngestOutcome::Duplicate)),
+            Ok(CommitOutcome::ConflictKept) => Ok(report(IngestOutcome::ConflictKept)),
+            Ok(CommitOutcome::ConflictRejected) => Err(IngestError::Conflict(
+                prepared.attributes.sop_instance_uid.to_string(),
+            )),
             Ok(CommitOutcome::Replaced {
                 previous_object_key,
             }) => {

@@ -41,16 +41,6 @@ fn answers(server: &TramyServer, study: &str) -> Vec<String> {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert_success(&out, "cp -a");
-}
-
 #[test]
 fn pg_dump_and_an_object_copy_restore_an_archive_that_answers_the_same() {
     if !common::postgres::installed() {

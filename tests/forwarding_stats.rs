@@ -132,16 +132,6 @@ fn sop_uids(server: &TramyServer, study: &str) -> Vec<String> {
     uids
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert_success(&out, "cp -a");
-}
-
 /// Backs up a running server's data folder into `dir/backup` as the README says: the index
 /// first (an SQLite online copy), then the objects and keys.
 fn back_up(server: &TramyServer, dir: &Path) -> PathBuf {

@@ -70,17 +70,13 @@ fn settle_journal(archive: &Archive) -> Result<(), ReindexError> {
     Ok(())
 }
 
-/// Start-up reconciliation of the journal: removes staging files of interrupted writes (never acknowledged),
-/// then settles the object writes this node's journal says were in flight when it stopped:
+/// Start-up reconciliation of the journal: removes staging files of interrupted writes (never
+/// acknowledged), then settles the object writes this node's journal says were in flight when it stopped:
 /// each object written but not indexed is indexed (the commit may have been interrupted after
 /// it was acknowledged), each entry removed. The rest of the object store is not listed: that
 /// is `tramy reindex` (after restoring an older index).
 pub async fn reconcile_journal(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
-    let objects = archive.objects().clone();
-    let interrupted = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
-        .await
-        .map_err(|e| IndexError::Task(e.to_string()))?
-        .map_err(ObjectError::Cleanup)?;
+    let interrupted = remove_interrupted_writes(archive).await?;
     let unsettled = archive
         .journal()
         .unsettled()
@@ -103,14 +99,9 @@ pub async fn reconcile_journal(archive: &Archive) -> Result<ReindexSummary, Rein
                 last_modified: write.began,
             };
             match index_object(archive, &object).await {
-                Ok(IngestOutcome::Stored) => summary.indexed += 1,
-                Ok(_) => summary.superseded.push(object.key),
                 // Never written: the write failed or was cancelled before the object existed.
                 Err(ObjectFault::Unreadable(reason)) if reason == GONE => {}
-                Err(ObjectFault::Unreadable(reason)) => {
-                    summary.unreadable.push((object.key, reason))
-                }
-                Err(ObjectFault::Archive(e)) => return Err(e),
+                indexed => summary.count(object.key, indexed)?,
             }
         }
         write.settled().map_err(ObjectError::Cleanup)?;
@@ -135,11 +126,7 @@ pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> 
 }
 
 async fn run(archive: &Archive, bar: ProgressBar) -> Result<ReindexSummary, ReindexError> {
-    let objects = archive.objects().clone();
-    let interrupted = tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
-        .await
-        .map_err(|e| IndexError::Task(e.to_string()))?
-        .map_err(ObjectError::Cleanup)?;
+    let interrupted = remove_interrupted_writes(archive).await?;
     let indexed: HashSet<String> = archive.index().object_keys(&Principal::system()).await?;
     let listed = archive.objects().list_instances().await?;
     let mut summary = ReindexSummary {
@@ -154,14 +141,38 @@ async fn run(archive: &Archive, bar: ProgressBar) -> Result<ReindexSummary, Rein
             summary.already_indexed += 1;
             continue;
         }
-        match index_object(archive, &object).await {
-            Ok(IngestOutcome::Stored) => summary.indexed += 1,
-            Ok(_) => summary.superseded.push(object.key),
-            Err(ObjectFault::Unreadable(reason)) => summary.unreadable.push((object.key, reason)),
-            Err(ObjectFault::Archive(e)) => return Err(e),
-        }
+        let indexed = index_object(archive, &object).await;
+        summary.count(object.key, indexed)?;
     }
     Ok(summary)
+}
+
+/// Removes the staging files of local writes a crash interrupted (never acknowledged).
+async fn remove_interrupted_writes(archive: &Archive) -> Result<usize, ReindexError> {
+    let objects = archive.objects().clone();
+    Ok(
+        tokio::task::spawn_blocking(move || objects.remove_interrupted_writes())
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))?
+            .map_err(ObjectError::Cleanup)?,
+    )
+}
+
+impl ReindexSummary {
+    /// Counts what indexing the unindexed object at `key` did; an archive failure stops the pass.
+    fn count(
+        &mut self,
+        key: String,
+        indexed: Result<IngestOutcome, ObjectFault>,
+    ) -> Result<(), ReindexError> {
+        match indexed {
+            Ok(IngestOutcome::Stored) => self.indexed += 1,
+            Ok(_) => self.superseded.push(key),
+            Err(ObjectFault::Unreadable(reason)) => self.unreadable.push((key, reason)),
+            Err(ObjectFault::Archive(e)) => return Err(e),
+        }
+        Ok(())
+    }
 }
 
 enum ObjectFault {

@@ -8,6 +8,8 @@
 //! transaction (both a single B-tree step), so a rolled-back savepoint or batch never leaves a
 //! cached value behind.
 
+use std::ops::ControlFlow;
+
 use super::db::Value;
 use super::db::{params, Connection, Engine, OptionalExtension};
 use tokio::sync::oneshot;
@@ -593,52 +595,53 @@ fn walk_chain(c: &Connection) -> super::db::Result<ChainReport> {
     let mut stmt = c.prepare(&format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events e ORDER BY e.id"
     ))?;
-    let mut rows = stmt.query([])?;
     let (mut verified, mut expected, mut prev) = (0u64, 1i64, GENESIS.to_string());
-    let report = |verified, first_break| {
-        Ok(ChainReport {
+    // Streamed: a trail of millions of events is read, never held.
+    let first_break = stmt.for_each([], |row| {
+        let row = row_fields(row)?;
+        let found = chain_break(&row, expected, &prev);
+        if found.is_none() {
+            verified += 1;
+            expected += 1;
+            prev = row.hash;
+        }
+        Ok(found.map_or(ControlFlow::Continue(()), ControlFlow::Break))
+    })?;
+    if first_break.is_some() {
+        return Ok(ChainReport {
             verified,
             first_break,
-        })
-    };
-    while let Some(row) = rows.next()? {
-        let row = row_fields(&row)?;
-        if row.id != expected {
-            let gap = ChainBreak::Missing {
-                from: expected,
-                to: row.id - 1,
-                next: Some(row.id),
-            };
-            return report(verified, Some(gap));
-        }
-        let Some(hash) = chain::event_hash(row.version, &row.prev_hash, &row.chained()) else {
-            let id = row.id;
-            return report(
-                verified,
-                Some(ChainBreak::UnknownVersion {
-                    id,
-                    version: row.version,
-                }),
-            );
-        };
-        if hash != row.hash {
-            return report(verified, Some(ChainBreak::Edited { id: row.id }));
-        }
-        if row.prev_hash != prev {
-            return report(verified, Some(ChainBreak::BrokenLink { id: row.id }));
-        }
-        verified += 1;
-        expected += 1;
-        prev = row.hash;
+        });
     }
     let issued = issued_event_ids(c)?;
-    if issued >= expected {
-        let gap = ChainBreak::Missing {
+    let first_break = (issued >= expected).then_some(ChainBreak::Missing {
+        from: expected,
+        to: issued,
+        next: None,
+    });
+    Ok(ChainReport {
+        verified,
+        first_break,
+    })
+}
+
+/// What is wrong with `row`, the event expected to have id `expected` and follow `prev`.
+fn chain_break(row: &StoredRow, expected: i64, prev: &str) -> Option<ChainBreak> {
+    if row.id != expected {
+        return Some(ChainBreak::Missing {
             from: expected,
-            to: issued,
-            next: None,
-        };
-        return report(verified, Some(gap));
+            to: row.id - 1,
+            next: Some(row.id),
+        });
     }
-    report(verified, None)
+    let Some(hash) = chain::event_hash(row.version, &row.prev_hash, &row.chained()) else {
+        return Some(ChainBreak::UnknownVersion {
+            id: row.id,
+            version: row.version,
+        });
+    };
+    if hash != row.hash {
+        return Some(ChainBreak::Edited { id: row.id });
+    }
+    (row.prev_hash != prev).then_some(ChainBreak::BrokenLink { id: row.id })
 }

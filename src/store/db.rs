@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::ops::ControlFlow;
 
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 
@@ -377,11 +378,6 @@ impl Row<'_> {
         let i = idx.index(self.names)?;
         T::from_value(&self.values[i], i)
     }
-
-    /// The value of column `idx` as it is.
-    pub fn get_value<I: RowIndex>(&self, idx: I) -> Result<&Value> {
-        Ok(&self.values[idx.index(self.names)?])
-    }
 }
 
 /// `.optional()` on a single-row result: no row is `None`, not an error.
@@ -395,30 +391,6 @@ impl<T> OptionalExtension<T> for Result<T> {
             Ok(v) => Ok(Some(v)),
             Err(DbError::NoRows) => Ok(None),
             Err(e) => Err(e),
-        }
-    }
-}
-
-/// Rows of a result, read in order.
-pub struct Rows {
-    names: Vec<String>,
-    rows: std::vec::IntoIter<Vec<Value>>,
-    current: Vec<Value>,
-}
-
-impl Rows {
-    /// The next row, if any.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
-        match self.rows.next() {
-            Some(values) => {
-                self.current = values;
-                Ok(Some(Row {
-                    values: &self.current,
-                    names: &self.names,
-                }))
-            }
-            None => Ok(None),
         }
     }
 }
@@ -537,12 +509,35 @@ impl Connection {
         P: Params,
         F: FnOnce(&Row<'_>) -> Result<T>,
     {
-        let (names, rows) = self.run_query(sql, params.into_values(), Some(1))?;
+        let (names, rows) = self.collect(sql, params.into_values(), Some(1))?;
         let first = rows.into_iter().next().ok_or(DbError::NoRows)?;
         f(&Row {
             values: &first,
             names: &names,
         })
+    }
+
+    /// Column names and the rows' values (at most `limit` rows), read whole before anyone looks
+    /// at them: a row reader may then query the same connection (PostgreSQL runs one statement
+    /// at a time on it; SQLite would allow it anyway).
+    fn collect(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        let (mut names, mut rows) = (Vec::new(), Vec::new());
+        self.stream(sql, values, |row| {
+            if names.is_empty() {
+                names = row.names.to_vec();
+            }
+            rows.push(row.values.to_vec());
+            Ok(match limit {
+                Some(l) if rows.len() >= l => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            })
+        })?;
+        Ok((names, rows))
     }
 
     /// A statement to run, parsed once per connection.
@@ -573,49 +568,59 @@ impl Connection {
         }
     }
 
-    /// Column names and the rows' values (at most `limit` rows).
-    fn run_query(
+    /// Reads the rows of `sql` in order, each handed to `f` as it arrives (never the whole
+    /// result held), until `f` breaks; returns what it broke with. `f` must not use this
+    /// connection: one connection runs one statement at a time.
+    fn stream<B>(
         &self,
         sql: &str,
         values: Vec<Value>,
-        limit: Option<usize>,
-    ) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        mut f: impl FnMut(&Row<'_>) -> Result<ControlFlow<B>>,
+    ) -> Result<Option<B>> {
+        let mut current = Vec::new();
         match &self.inner {
             Inner::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
                 let names: Vec<String> =
                     stmt.column_names().iter().map(|n| n.to_string()).collect();
-                let width = names.len();
                 let mut rows =
                     stmt.query(rusqlite::params_from_iter(values.iter().map(SqliteValue)))?;
-                let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
-                    let mut values = Vec::with_capacity(width);
-                    for i in 0..width {
-                        values.push(from_sqlite(row.get_ref(i)?));
+                    current.clear();
+                    for i in 0..names.len() {
+                        current.push(from_sqlite(row.get_ref(i)?));
                     }
-                    out.push(values);
-                    if limit.is_some_and(|l| out.len() >= l) {
-                        break;
+                    let row = Row {
+                        values: &current,
+                        names: &names,
+                    };
+                    if let ControlFlow::Break(b) = f(&row)? {
+                        return Ok(Some(b));
                     }
                 }
-                Ok((names, out))
+                Ok(None)
             }
             Inner::Postgres(pg) => {
+                use postgres::fallible_iterator::FallibleIterator;
                 let mut pg = borrow(pg)?;
                 let stmt = pg.statement(sql)?;
-                let refs = pg_params(&values);
-                let names = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-                let rows = pg.client.query(&stmt, &refs)?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows.iter().take(limit.unwrap_or(usize::MAX)) {
-                    let mut values = Vec::with_capacity(row.len());
+                let names: Vec<String> =
+                    stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+                let mut rows = pg.client.query_raw(&stmt, values.iter())?;
+                while let Some(row) = rows.next()? {
+                    current.clear();
                     for i in 0..row.len() {
-                        values.push(row.try_get::<_, PgValue>(i)?.0);
+                        current.push(row.try_get::<_, PgValue>(i)?.0);
                     }
-                    out.push(values);
+                    let row = Row {
+                        values: &current,
+                        names: &names,
+                    };
+                    if let ControlFlow::Break(b) = f(&row)? {
+                        return Ok(Some(b));
+                    }
                 }
-                Ok((names, out))
+                Ok(None)
             }
         }
     }
@@ -652,7 +657,7 @@ impl Statement<'_> {
         P: Params,
         F: FnMut(&Row<'_>) -> Result<T>,
     {
-        let (names, rows) = self.conn.run_query(&self.sql, params.into_values(), None)?;
+        let (names, rows) = self.conn.collect(&self.sql, params.into_values(), None)?;
         let mapped: Vec<Result<T>> = rows
             .iter()
             .map(|values| {
@@ -665,78 +670,23 @@ impl Statement<'_> {
         Ok(mapped.into_iter())
     }
 
-    /// Every row, to be read in order.
-    pub fn query<P: Params>(&mut self, params: P) -> Result<Rows> {
-        let (names, rows) = self.conn.run_query(&self.sql, params.into_values(), None)?;
-        Ok(Rows {
-            names,
-            rows: rows.into_iter(),
-            current: Vec::new(),
-        })
-    }
-
-    /// Hands each row to `f` as it is read, never holding the whole result: for searches
-    /// (C-FIND) whose matches are not bounded. `f` must not use the same connection.
-    pub fn for_each<P, E, F>(&mut self, params: P, mut f: F) -> std::result::Result<(), E>
+    /// Hands each row to `f` as it is read, never holding the whole result (searches, whose
+    /// matches are not bounded; the audit chain), until `f` breaks; returns what it broke
+    /// with. `f` must not use the same connection.
+    pub fn for_each<P, B, F>(&mut self, params: P, f: F) -> Result<Option<B>>
     where
         P: Params,
-        E: From<DbError>,
-        F: FnMut(&Row<'_>) -> std::result::Result<(), E>,
+        F: FnMut(&Row<'_>) -> Result<ControlFlow<B>>,
     {
-        let values = params.into_values();
-        match &self.conn.inner {
-            Inner::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(&self.sql).map_err(DbError::from)?;
-                let names: Vec<String> =
-                    stmt.column_names().iter().map(|n| n.to_string()).collect();
-                let mut rows = stmt
-                    .query(rusqlite::params_from_iter(values.iter().map(SqliteValue)))
-                    .map_err(DbError::from)?;
-                let mut current = Vec::with_capacity(names.len());
-                while let Some(row) = rows.next().map_err(DbError::from)? {
-                    current.clear();
-                    for i in 0..names.len() {
-                        current.push(from_sqlite(row.get_ref(i).map_err(DbError::from)?));
-                    }
-                    f(&Row {
-                        values: &current,
-                        names: &names,
-                    })?;
-                }
-                Ok(())
-            }
-            Inner::Postgres(pg) => {
-                use postgres::fallible_iterator::FallibleIterator;
-                let mut pg = borrow(pg)?;
-                let stmt = pg.statement(&self.sql)?;
-                let names: Vec<String> =
-                    stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-                let mut rows = pg
-                    .client
-                    .query_raw(&stmt, values.iter())
-                    .map_err(DbError::from)?;
-                let mut current = Vec::with_capacity(names.len());
-                while let Some(row) = rows.next().map_err(DbError::from)? {
-                    current.clear();
-                    for i in 0..row.len() {
-                        current.push(row.try_get::<_, PgValue>(i).map_err(DbError::from)?.0);
-                    }
-                    f(&Row {
-                        values: &current,
-                        names: &names,
-                    })?;
-                }
-                Ok(())
-            }
-        }
+        self.conn.stream(&self.sql, params.into_values(), f)
     }
 
     /// Whether it returns any row.
     pub fn exists<P: Params>(&mut self, params: P) -> Result<bool> {
-        let (_, rows) = self
-            .conn
-            .run_query(&self.sql, params.into_values(), Some(1))?;
-        Ok(!rows.is_empty())
+        let found = self.conn.stream(&self.sql, params.into_values(), |_| {
+            Ok(ControlFlow::Break(()))
+        })?;
+        Ok(found.is_some())
     }
 }
 

@@ -441,9 +441,8 @@ fn destinations(c: &Connection, study: &str) -> super::db::Result<Vec<Destinatio
          max(CASE WHEN last_error <> '' THEN last_error END) \
          FROM outbox WHERE study_instance_uid = ?1 GROUP BY peer, state ORDER BY peer",
     )?;
-    let mut rows = counts.query([study])?;
     let mut times: Vec<(String, [Option<String>; 8])> = Vec::new();
-    while let Some(r) = rows.next()? {
+    counts.for_each([study], |r| {
         let peer: String = r.get(0)?;
         let state = OutboxState::parse(&r.get::<_, String>(1)?).unwrap_or(OutboxState::Queued);
         if out.last().is_none_or(|d| d.peer != peer) {
@@ -475,7 +474,8 @@ fn destinations(c: &Connection, study: &str) -> super::db::Result<Vec<Destinatio
                 }
             }
         }
-    }
+        Ok(std::ops::ControlFlow::<()>::Continue(()))
+    })?;
     for (d, (_, t)) in out.iter_mut().zip(times) {
         d.state = d.instances.summary();
         for (i, name) in ["queued", "sent", "stored", "verified"]

@@ -3,6 +3,7 @@
 //! date/time range (`a-b`, `-b`, `a-`) and case-insensitive person-name matching.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use super::db::{Connection, Engine, Value as SqlValue};
 use dicom_core::Tag;
@@ -785,19 +786,16 @@ fn for_each_match<E: From<QueryError>>(
         paging(query),
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(QueryError::from)?;
-    // The caller's error stops the reading; it is kept aside and returned as it is.
-    let mut stopped: Option<E> = None;
-    let read = stmt.for_each(super::db::params_from_iter(w.params.iter()), |r| {
-        let m = query_match(r, &columns, query.level)?;
-        f(m).map_err(|e| {
-            stopped = Some(e);
-            super::db::DbError::Invalid("stopped by the caller".into())
+    // The caller's error stops the reading and is returned as it is.
+    let stopped = stmt
+        .for_each(super::db::params_from_iter(w.params.iter()), |r| {
+            Ok(match f(query_match(r, &columns, query.level)?) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            })
         })
-    });
-    match stopped {
-        Some(e) => Err(e),
-        None => read.map_err(|e| QueryError::from(e).into()),
-    }
+        .map_err(|e| E::from(QueryError::from(e)))?;
+    stopped.map_or(Ok(()), Err)
 }
 
 fn query_match(

@@ -208,60 +208,6 @@ pub const TEST_AE_TITLES: &[&str] = &[
     "GREEDY",
 ];
 
-/// [`TramyServer::index_rows`] for the index of `data_dir`, or at `index_url`.
-pub fn index_rows_at(
-    data_dir: &Path,
-    index_url: Option<&str>,
-    sql: &str,
-    params: &[&str],
-) -> Vec<Vec<Option<String>>> {
-    if let Some(url) = index_url {
-        // The text protocol reads any column as text; test values are quoted inline.
-        let mut sql = sql.to_string();
-        for (i, p) in params.iter().enumerate().rev() {
-            sql = sql.replace(
-                &format!("?{}", i + 1),
-                &format!("'{}'", p.replace('\'', "''")),
-            );
-        }
-        return postgres::connect(url)
-            .simple_query(&sql)
-            .expect("query")
-            .into_iter()
-            .filter_map(|m| match m {
-                ::postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                }
-                _ => None,
-            })
-            .collect();
-    }
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("index.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("index opens");
-    let mut stmt = conn.prepare(sql).expect("query");
-    let width = stmt.column_count();
-    stmt.query_map(rusqlite::params_from_iter(params), |r| {
-        (0..width)
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => None,
-                    rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
-                    rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
-                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                        Some(String::from_utf8_lossy(t).into_owned())
-                    }
-                })
-            })
-            .collect()
-    })
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
-}
-
 /// Where the suite's servers keep their objects: a prefix of this process's Garage when
 /// `TRAMY_TEST_OBJECT_STORE=garage`, else their local folder (no variables).
 fn suite_objects() -> Vec<(String, String)> {
@@ -645,14 +591,62 @@ impl TramyServer {
 
     /// Number of instance rows in the index (read with a separate connection).
     pub fn indexed_instances(&self) -> i64 {
-        self.index_integer("SELECT COUNT(*) FROM instances")
+        let rows = self.index_rows("SELECT COUNT(*) FROM instances", &[]);
+        rows[0][0]
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .expect("a count")
     }
 
     /// The rows `sql` selects, every column as text (`None` for NULL), read beside the server
     /// with a connection of its own to whichever engine holds its index. `sql` is written with
     /// SQLite's `?1` parameters and the SQL both engines share.
     pub fn index_rows(&self, sql: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
-        index_rows_at(&self.data_dir, self.index_url.as_deref(), sql, params)
+        if let Some(url) = &self.index_url {
+            // The text protocol reads any column as text; test values are quoted inline.
+            let mut sql = sql.to_string();
+            for (i, p) in params.iter().enumerate().rev() {
+                sql = sql.replace(
+                    &format!("?{}", i + 1),
+                    &format!("'{}'", p.replace('\'', "''")),
+                );
+            }
+            return postgres::connect(url)
+                .simple_query(&sql)
+                .expect("query")
+                .into_iter()
+                .filter_map(|m| match m {
+                    ::postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("index.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("index opens");
+        let mut stmt = conn.prepare(sql).expect("query");
+        let width = stmt.column_count();
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            (0..width)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                        rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect()
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
     }
 
     /// Runs statements against the index beside the server, as someone with access to the
@@ -667,31 +661,6 @@ impl TramyServer {
         let conn = rusqlite::Connection::open(self.data_dir.join("index.sqlite")).expect("index");
         conn.busy_timeout(Duration::from_secs(30)).unwrap();
         conn.execute_batch(sqlite).expect("statements");
-    }
-
-    /// The index in this process, beside the server (as the CLI commands open it).
-    pub fn open_index(&self) -> tramy::store::Index {
-        let location =
-            tramy::store::IndexLocation::parse(self.index_url.as_deref(), &self.data_dir)
-                .expect("index location");
-        tramy::store::Index::open_at(&location, false).expect("index opens")
-    }
-
-    /// The integer `sql` (no parameters) selects, read beside the server with a connection of
-    /// its own to whichever engine holds its index.
-    pub fn index_integer(&self, sql: &str) -> i64 {
-        if let Some(url) = &self.index_url {
-            return postgres::connect(url)
-                .query_one(sql, &[])
-                .expect("query")
-                .get(0);
-        }
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data_dir.join("index.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("index opens");
-        conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
 }
 
@@ -1071,4 +1040,16 @@ pub fn acknowledged(ack_file: &Path) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once(' '))
         .map(|(uid, sha)| (uid.to_string(), sha.to_string()))
         .collect()
+}
+
+/// Copies the folder `from` (into `to`, or as `to` when that does not exist) with `cp -a`, as
+/// an admin copies a data folder.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("cp runs");
+    assert_success(&out, "cp -a");
 }
