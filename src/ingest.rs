@@ -215,13 +215,12 @@ impl Archive {
         let location = IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
         let index = Index::open_at(&location, config.ingest.fsync)?.at_home(&config.data_dir);
         // Opening it removes what receptions interrupted by a crash left.
-        let staging =
-            Staging::open(&config.data_dir, staging_limits(config)).map_err(|source| {
-                ObjectError::CreateDir {
-                    path: config.data_dir.join("staging").display().to_string(),
-                    source,
-                }
-            })?;
+        let staging = Staging::open(&config.data_dir, staging_limits(config))
+            .map_err(|source| ObjectError::CreateDir {
+                path: config.data_dir.join("staging").display().to_string(),
+                source,
+            })?
+            .uploading_to(objects.clone(), journal.clone());
         Ok(Archive {
             objects,
             index,
@@ -306,10 +305,32 @@ impl Archive {
         // Parsing, hashing and serialising are CPU work, and a malformed data set can make the
         // parser spend long on it (a bogus length it allocates for), so it never runs on the async
         // workers that serve every other association.
+        let spooled = received.spooled.clone();
         let prepared =
             tokio::task::spawn_blocking(move || prepare(received, &source_ae, origin.as_deref()))
                 .await
-                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))??;
+                .map_err(|e| IngestError::Index(IndexError::Task(e.to_string())))?;
+        let result = match prepared {
+            Ok(prepared) => self.check_and_file(prepared, sender, expected).await,
+            Err(e) => Err(e),
+        };
+        // An upload made while the data set arrived and not filed (refused, a duplicate, a kept
+        // conflict) is aborted before the answer goes, so nothing of it is left when the sender
+        // hears the outcome.
+        if let Some(upload) = spooled.and_then(|file| file.take_upload()) {
+            upload.abandon().await;
+        }
+        result
+    }
+
+    /// Checks `prepared` against what the request announced, then files it, one writer per SOP
+    /// Instance UID at a time on this node.
+    async fn check_and_file(
+        &self,
+        prepared: Prepared,
+        sender: &Sender,
+        expected: &Expected<'_>,
+    ) -> Result<IngestReport, IngestError> {
         let a = &prepared.attributes;
         expected.check(
             "SOP Class UID",
@@ -418,7 +439,12 @@ impl Archive {
         let header = Bytes::from(std::mem::take(&mut prepared.file_header));
         match std::mem::replace(&mut prepared.dataset, Body::InMemory(Bytes::new())) {
             Body::InMemory(dataset) => self.objects.put(key, vec![header, dataset]).await?,
-            Body::Spooled(file) => self.objects.put_spooled(key, header, file).await?,
+            Body::Spooled(file) => {
+                if file_uploaded_while_receiving(&file, key, &header).await {
+                    return Ok(());
+                }
+                self.objects.put_spooled(key, header, file).await?
+            }
         }
         Ok(())
     }
@@ -594,6 +620,29 @@ impl Archive {
     }
 }
 
+/// Files at `key` the upload `file` made while it arrived, when it began with `header` (what
+/// ingest would write: a data set whose UIDs differ from its C-STORE command's was refused
+/// before this). Says whether it did; when not, the upload is dropped (aborted) and the object
+/// is written from the staging file.
+async fn file_uploaded_while_receiving(file: &SpooledFile, key: &str, header: &[u8]) -> bool {
+    let Some(upload) = file.take_upload() else {
+        return false;
+    };
+    if upload.header() != header {
+        return false;
+    }
+    match upload.file_at(key).await {
+        Ok(()) => {
+            metrics::counter!("tramy_ingest_uploaded_while_receiving_total").increment(1);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the upload made while receiving was not filed; writing the object again");
+            false
+        }
+    }
+}
+
 /// An instance parsed and ready to be filed.
 struct Prepared {
     attributes: InstanceAttributes,
@@ -650,7 +699,7 @@ fn prepare(
     let file_header = received.file_header(
         attributes.sop_class_uid.as_str(),
         attributes.sop_instance_uid.as_str(),
-        Some(source_ae).filter(|ae| ae.len() <= 16 && !ae.contains(':')),
+        Some(source_ae),
     )?;
     Ok(Prepared {
         sha256: hex::encode(received.sha256()),

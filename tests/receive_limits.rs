@@ -498,3 +498,190 @@ fn staging_files_go_with_a_vanished_client_and_at_start_up() {
         "a leftover staging file survived start-up"
     );
 }
+
+type Association = dicom_ul::ClientAssociation<TcpStream>;
+
+/// Opens an association and sends a C-STORE-RQ command announcing `announced`; returns the
+/// association and the presentation context its data set goes on.
+fn begin_c_store(server: &TramyServer, announced: &str) -> (Association, u8) {
+    use dicom_dictionary_std::tags;
+    use dicom_ul::pdu::PDataValueType;
+    use tramy::dimse::message::CommandBuilder;
+    let mut association = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context(MF_SC, vec![EXPLICIT_LE])
+        .calling_ae_title("MODALITY")
+        .called_ae_title("TRAMY")
+        .establish(("127.0.0.1", server.dimse_port))
+        .expect("association");
+    let pc = association.presentation_contexts()[0].id;
+    let command = CommandBuilder::new(0x0001)
+        .u16(tags::MESSAGE_ID, 1)
+        .uid(tags::AFFECTED_SOP_CLASS_UID, MF_SC)
+        .uid(tags::AFFECTED_SOP_INSTANCE_UID, announced)
+        .u16(tags::PRIORITY, 0)
+        .dataset(true)
+        .encode()
+        .unwrap();
+    send_pdv(
+        &mut association,
+        pc,
+        PDataValueType::Command,
+        true,
+        &command,
+    );
+    (association, pc)
+}
+
+fn send_pdv(
+    association: &mut Association,
+    pc: u8,
+    value_type: dicom_ul::pdu::PDataValueType,
+    is_last: bool,
+    data: &[u8],
+) {
+    use dicom_ul::pdu::PDataValue;
+    association
+        .send(&dicom_ul::Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc,
+                value_type,
+                is_last,
+                data: data.to_vec(),
+            }],
+        })
+        .expect("a P-DATA-TF sent");
+}
+
+/// Sends `bytes` of a data set in 128 KiB fragments, the last one marked last when `ends`.
+fn send_dataset(association: &mut Association, pc: u8, bytes: &[u8], ends: bool) {
+    let fragments: Vec<&[u8]> = bytes.chunks(128 * 1024).collect();
+    for (n, fragment) in fragments.iter().enumerate() {
+        let last = ends && n + 1 == fragments.len();
+        send_pdv(
+            association,
+            pc,
+            dicom_ul::pdu::PDataValueType::Data,
+            last,
+            fragment,
+        );
+    }
+}
+
+/// Reads the C-STORE-RSP status and releases the association.
+fn c_store_status(mut association: Association) -> u16 {
+    use tramy::dimse::message::Command;
+    let status = match association.receive().expect("C-STORE-RSP") {
+        dicom_ul::Pdu::PData { data } => Command::decode(&data[0].data)
+            .expect("a command")
+            .status()
+            .expect("a status"),
+        other => panic!("not a C-STORE-RSP: {other:?}"),
+    };
+    association.release().expect("release");
+    status
+}
+
+/// A multi-frame data set for `sop` of `frames` 1 MiB frames.
+fn multiframe(sop: &str, frames: u64) -> Vec<u8> {
+    let mut dataset = dataset_head(sop, frames);
+    for n in 0..frames {
+        dataset.extend(frame(n % 3));
+    }
+    dataset
+}
+
+/// Issue #11: a large instance goes to the object store while it arrives (a multipart upload
+/// to a provisional key), and is filed at its final key once checked; one whose data set
+/// contradicts its command leaves nothing there.
+#[test]
+fn a_large_instance_is_uploaded_while_it_arrives_and_a_refused_one_leaves_nothing() {
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[ingest]\nfsync = false\nspool_above_kb = 1024\n",
+    );
+    let dataset = multiframe(&sop(20), 24);
+    let (mut association, pc) = begin_c_store(&server, &sop(20));
+    let half = 12 * MB as usize;
+    send_dataset(&mut association, pc, &dataset[..half], false);
+    wait_for("an upload begun before the last byte", || {
+        (metric(&server, "tramy_receive_uploads_begun_total") == 1.0).then_some(())
+    });
+    send_dataset(&mut association, pc, &dataset[half..], true);
+    assert_eq!(c_store_status(association), 0x0000, "stored");
+    assert_eq!(
+        metric(&server, "tramy_ingest_uploaded_while_receiving_total"),
+        1.0,
+        "filed from the upload made while it arrived, not written again"
+    );
+    assert_eq!(wado_dataset(&server, &sop(20)), dataset);
+    let objects = server.object_files();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(
+        objects[0].to_string_lossy().contains("/studies/"),
+        "{objects:?}"
+    );
+
+    // A data set announced under another SOP Instance UID: refused, its upload aborted.
+    let (mut association, pc) = begin_c_store(&server, &sop(22));
+    send_dataset(&mut association, pc, &multiframe(&sop(21), 3), true);
+    assert_ne!(
+        c_store_status(association),
+        0x0000,
+        "a data set that contradicts its command is refused"
+    );
+    assert_eq!(metric(&server, "tramy_receive_uploads_begun_total"), 2.0);
+    assert_eq!(server.object_files().len(), 1, "nothing of the refused one");
+    assert!(
+        walk(&server.data_dir.join("journal")).is_empty(),
+        "every journaled write settled"
+    );
+    assert_eq!(server.indexed_instances(), 1);
+}
+
+/// A node killed while it uploads a large instance leaves nothing of it once restarted: the
+/// journal names the provisional key, and start-up removes what is there (on a local folder,
+/// a completed upload never filed too).
+#[test]
+fn an_upload_cut_off_by_a_kill_is_removed_at_the_next_start() {
+    let mut server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[ingest]\nfsync = false\nspool_above_kb = 1024\n",
+    );
+    let dataset = multiframe(&sop(30), 24);
+    let (mut association, pc) = begin_c_store(&server, &sop(30));
+    send_dataset(&mut association, pc, &dataset[..12 * MB as usize], false);
+    wait_for("an upload begun", || {
+        (metric(&server, "tramy_receive_uploads_begun_total") == 1.0).then_some(())
+    });
+    server.kill();
+    drop(association);
+    assert_eq!(walk(&server.data_dir.join("journal")).len(), 1, "journaled");
+    let local = !server
+        .process_env()
+        .iter()
+        .any(|(k, _)| k == "TRAMY_OBJECT_STORE_URL");
+    if local {
+        // Cut off between completing the upload and moving it: a whole object, never filed.
+        let key = "incoming/00000000000000000000000000000001.dcm";
+        let path = server.data_dir.join("objects").join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &dataset[..1000]).unwrap();
+        use sha2::Digest;
+        let entry = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        std::fs::write(server.data_dir.join("journal").join(entry), key).unwrap();
+    }
+    server.restart();
+    assert_eq!(server.object_files(), Vec::<PathBuf>::new(), "nothing left");
+    assert!(
+        walk(&server.data_dir.join("journal")).is_empty(),
+        "journal settled"
+    );
+    assert_eq!(server.indexed_instances(), 0);
+
+    let (mut association, pc) = begin_c_store(&server, &sop(30));
+    send_dataset(&mut association, pc, &dataset, true);
+    assert_eq!(
+        c_store_status(association),
+        0x0000,
+        "stored when sent again"
+    );
+    assert_eq!(wado_dataset(&server, &sop(30)), dataset);
+}

@@ -62,6 +62,8 @@ pub struct ReceivedInstance {
     pub transfer_syntax: String,
     /// Media Storage SOP Class UID from the sender's meta group; empty over DIMSE.
     pub media_storage_sop_class_uid: String,
+    /// Media Storage SOP Instance UID from the sender's meta group; empty over DIMSE.
+    pub media_storage_sop_instance_uid: String,
     /// The data set bytes, exactly as received; empty when they wait in [`Self::spooled`].
     pub dataset: Bytes,
     /// A large data set's bytes, exactly as received, in a staging file (never read whole into
@@ -77,6 +79,7 @@ impl ReceivedInstance {
         ReceivedInstance {
             transfer_syntax: transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
             media_storage_sop_class_uid: String::new(),
+            media_storage_sop_instance_uid: String::new(),
             dataset,
             spooled: None,
             memory_hold: None,
@@ -98,6 +101,7 @@ impl ReceivedInstance {
         ReceivedInstance {
             transfer_syntax: transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
             media_storage_sop_class_uid: media_storage_sop_class_uid.to_string(),
+            media_storage_sop_instance_uid: String::new(),
             dataset: Bytes::new(),
             spooled: Some(Arc::new(file)),
             memory_hold: None,
@@ -125,6 +129,7 @@ impl ReceivedInstance {
         Ok(ReceivedInstance {
             transfer_syntax: meta.transfer_syntax().to_string(),
             media_storage_sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
+            media_storage_sop_instance_uid: meta.media_storage_sop_instance_uid().to_string(),
             dataset: file.slice(start..),
             spooled: None,
             memory_hold: None,
@@ -298,24 +303,13 @@ impl ReceivedInstance {
         sop_instance_uid: &str,
         source_ae_title: Option<&str>,
     ) -> Result<Vec<u8>, Part10Error> {
-        let mut builder = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(sop_class_uid)
-            .media_storage_sop_instance_uid(sop_instance_uid)
-            .transfer_syntax(self.transfer_syntax.as_str())
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-        if let Some(ae) = source_ae_title.filter(|ae| !ae.is_empty()) {
-            builder = builder.source_application_entity_title(ae);
+        StoredFileHeader {
+            transfer_syntax_uid: &self.transfer_syntax,
+            sop_class_uid,
+            sop_instance_uid,
+            source: source_ae_title.unwrap_or_default(),
         }
-        let meta = builder
-            .build()
-            .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(&[0u8; 128]);
-        out.extend_from_slice(b"DICM");
-        meta.write(&mut out)
-            .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
-        Ok(out)
+        .encode()
     }
 
     /// The whole Part 10 file tramy stores: [`Self::file_header`], then the data set bytes (of an
@@ -328,6 +322,47 @@ impl ReceivedInstance {
     ) -> Result<Vec<u8>, Part10Error> {
         let mut out = self.file_header(sop_class_uid, sop_instance_uid, source_ae_title)?;
         out.extend_from_slice(&self.dataset);
+        Ok(out)
+    }
+}
+
+/// What the File Meta group tramy writes before a stored data set says (PS3.10 7.1): known from
+/// the data set, or, over DIMSE, from the C-STORE command and the presentation context before
+/// the data set arrives, which lets a large one be uploaded while it arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredFileHeader<'a> {
+    /// The transfer syntax the data set is encoded in.
+    pub transfer_syntax_uid: &'a str,
+    /// Media Storage SOP Class UID: the data set's SOP Class UID.
+    pub sop_class_uid: &'a str,
+    /// Media Storage SOP Instance UID: the data set's SOP Instance UID.
+    pub sop_instance_uid: &'a str,
+    /// Who sent it (a calling AE title, `DICOMWEB`): written as Source Application Entity Title
+    /// when it is a valid AE title (at most 16 characters, PS3.5 6.2), else left out.
+    pub source: &'a str,
+}
+
+impl StoredFileHeader<'_> {
+    /// Preamble, `DICM` and the meta group, ready to precede the data set bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, Part10Error> {
+        let mut builder = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(self.sop_class_uid)
+            .media_storage_sop_instance_uid(self.sop_instance_uid)
+            .transfer_syntax(self.transfer_syntax_uid.trim_end_matches(['\0', ' ']))
+            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+            .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+        let ae = self.source;
+        if !ae.is_empty() && ae.len() <= 16 && !ae.contains(':') {
+            builder = builder.source_application_entity_title(ae);
+        }
+        let meta = builder
+            .build()
+            .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(&[0u8; 128]);
+        out.extend_from_slice(b"DICM");
+        meta.write(&mut out)
+            .map_err(|e| Part10Error::BadMeta(e.to_string()))?;
         Ok(out)
     }
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use super::association::{AcceptedAssociation, PduStream, WireError};
 use super::message::{command_field, Command, CommandError};
+use crate::dicom::part10::StoredFileHeader;
 use crate::store::staging::{Received, Staging, StagingError};
 
 /// The largest data set of a message other than C-STORE (a query or retrieve identifier) held in
@@ -130,6 +131,8 @@ pub struct Channel<A> {
     contexts: Vec<AcceptedContext>,
     /// Where C-STORE data sets are received, bounded in memory; without it they are held whole.
     staging: Option<Staging>,
+    /// The peer's AE title, which the stored files name as their source.
+    calling_ae_title: String,
 }
 
 /// A data set as it was received.
@@ -149,13 +152,16 @@ impl Channel<AcceptorTransport> {
             pending: VecDeque::new(),
             contexts: association.contexts,
             staging: None,
+            calling_ae_title: String::new(),
         }
     }
 
     /// Receives C-STORE data sets through `staging`: bounded in memory, large ones in staging
-    /// files, over-limit ones read and discarded so the peer still gets its status.
-    pub fn with_staging(mut self, staging: Staging) -> Self {
+    /// files (and uploaded as they arrive, named as from `calling_ae_title`), over-limit ones
+    /// read and discarded so the peer still gets its status.
+    pub fn with_staging(mut self, staging: Staging, calling_ae_title: &str) -> Self {
         self.staging = Some(staging);
+        self.calling_ae_title = calling_ae_title.to_string();
         self
     }
 }
@@ -177,6 +183,7 @@ impl Channel<AsyncClientAssociation<TcpStream>> {
             pending: VecDeque::new(),
             contexts,
             staging: None,
+            calling_ae_title: String::new(),
         }
     }
 }
@@ -245,7 +252,7 @@ impl<A: PduTransport> Channel<A> {
                 .staging
                 .as_ref()
                 .filter(|_| command.command_field() == Some(command_field::C_STORE_RQ))
-                .map(|s| s.spool(None));
+                .map(|s| s.spool_object(None, self.stored_header(pc_id, &command)));
             match self.receive_dataset(pc_id, spool).await? {
                 Ok(DataSet::Held(bytes)) => (Some(bytes), None),
                 Ok(DataSet::Staged(received)) => (None, Some(received)),
@@ -260,6 +267,20 @@ impl<A: PduTransport> Channel<A> {
             dataset,
             received,
         }))
+    }
+
+    /// The header tramy will store a C-STORE data set behind, from what the command and the
+    /// presentation context say (ingest checks the data set agrees before filing it).
+    fn stored_header(&self, pc_id: u8, command: &Command) -> Option<Vec<u8>> {
+        let context = self.context(pc_id)?;
+        StoredFileHeader {
+            transfer_syntax_uid: &context.transfer_syntax,
+            sop_class_uid: &command.affected_sop_class_uid(),
+            sop_instance_uid: &command.affected_sop_instance_uid(),
+            source: &self.calling_ae_title,
+        }
+        .encode()
+        .ok()
     }
 
     /// Receives the data set fragments that follow a command, into `spool` when given (dropping

@@ -252,7 +252,8 @@ async fn serve_association(
     };
     tracing::debug!(%peer, calling_ae_title = %sender.source, contexts = association.contexts.len(), "association established");
     metrics::counter!("tramy_dimse_associations_total", "result" => "accepted").increment(1);
-    let mut channel = Channel::accepted(association).with_staging(service.archive.staging.clone());
+    let mut channel = Channel::accepted(association)
+        .with_staging(service.archive.staging.clone(), &sender.source);
     let mut stored = audit::StoredStudies::default();
     let mut reports = Vec::new();
     let ended = serve_messages(

@@ -249,7 +249,7 @@ async fn receive_part10(
     max: u64,
 ) -> Result<ReceivedInstance, PeerCallError> {
     use crate::store::staging::Part10ReceiveError as E;
-    match crate::store::staging::receive_part10(field, staging, max, true).await {
+    match crate::store::staging::receive_part10(field, staging, max, true, None).await {
         Ok(instance) => Ok(instance),
         Err(e @ E::Read(_)) => Err(PeerCallError::Transient(format!("WADO-RS: {e}"))),
         Err(E::Staging(e)) => {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::dicom::ReceivedInstance;
 use crate::ingest::{Archive, IngestError, IngestOutcome, Sender};
-use crate::store::objects::ListedObject;
+use crate::store::objects::{ListedObject, ObjectStorage};
 use crate::store::{IndexError, ObjectError};
 
 /// What a re-index found.
@@ -53,21 +53,27 @@ pub enum ReindexError {
 /// Start-up reconciliation of every object: removes staging files of interrupted writes (never
 /// acknowledged), then indexes every object without index rows; settles the journal.
 pub async fn reconcile(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
-    let summary = run(archive, ProgressBar::hidden()).await?;
-    settle_journal(archive)?;
+    let mut summary = run(archive, ProgressBar::hidden()).await?;
+    summary.interrupted_writes_removed += settle_journal(archive).await?;
     Ok(summary)
 }
 
-/// Removes the journal's entries: a full pass has reconciled every object they name.
-fn settle_journal(archive: &Archive) -> Result<(), ReindexError> {
+/// Removes the journal's entries: a full pass has reconciled every object they name, but for
+/// uploads a reception left at a provisional key, which it removes. Returns how many.
+async fn settle_journal(archive: &Archive) -> Result<usize, ReindexError> {
+    let mut removed = 0;
     for write in archive
         .journal()
         .unsettled()
         .map_err(ObjectError::Cleanup)?
     {
+        if ObjectStorage::is_provisional(&write.key) {
+            archive.objects().delete(&write.key).await?;
+            removed += 1;
+        }
         write.settled().map_err(ObjectError::Cleanup)?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Start-up reconciliation of the journal: removes staging files of interrupted writes (never
@@ -87,7 +93,12 @@ pub async fn reconcile_journal(archive: &Archive) -> Result<ReindexSummary, Rein
         ..ReindexSummary::default()
     };
     for write in unsettled {
-        if archive
+        if ObjectStorage::is_provisional(&write.key) {
+            // An upload begun while its data set arrived, never filed at its final key (the
+            // reception or the filing was cut off): never acknowledged.
+            archive.objects().delete(&write.key).await?;
+            summary.interrupted_writes_removed += 1;
+        } else if archive
             .index()
             .object_is_indexed(&Principal::system(), &write.key)
             .await?
@@ -114,7 +125,7 @@ const GONE: &str = "gone";
 
 /// `tramy reindex`: [`reconcile`] with a progress bar on the terminal.
 pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> {
-    settle_journal(archive)?;
+    let provisional_removed = settle_journal(archive).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} objects  {per_sec}  eta {eta}")
@@ -122,7 +133,10 @@ pub async fn reindex(archive: &Archive) -> Result<ReindexSummary, ReindexError> 
     );
     let summary = run(archive, bar.clone()).await;
     bar.finish_and_clear();
-    summary
+    summary.map(|mut s| {
+        s.interrupted_writes_removed += provisional_removed;
+        s
+    })
 }
 
 async fn run(archive: &Archive, bar: ProgressBar) -> Result<ReindexSummary, ReindexError> {

@@ -43,6 +43,9 @@ pub enum ObjectError {
     /// A local object could not be read.
     #[error("cannot read a stored object: {0}")]
     Read(std::io::Error),
+    /// The journal of writes in flight could not note a write.
+    #[error("cannot journal an object write: {0}")]
+    Journal(std::io::Error),
     /// Interrupted writes could not be removed.
     #[error("cannot remove interrupted writes: {0}")]
     Cleanup(std::io::Error),
@@ -156,6 +159,9 @@ pub struct ListedObject {
     /// Last modification time.
     pub last_modified: std::time::SystemTime,
 }
+
+/// Where uploads that began while their data set arrived wait for their final key.
+const PROVISIONAL_PREFIX: &str = "incoming/";
 
 /// The store of DICOM objects.
 #[derive(Clone)]
@@ -410,6 +416,28 @@ impl ObjectStorage {
         format!("studies/{study}/series/{series}/instances/{sop}.{short}.dcm")
     }
 
+    /// A new provisional key, under `incoming/`, for an upload that begins before the data set
+    /// it holds is known (its final key names its UIDs and hash). Unique: 128 random bits.
+    pub fn provisional_key() -> String {
+        let mut id = [0u8; 16];
+        // Without the OS's randomness, a time-based name is still unique on this node (the
+        // journal names it, and start-up removes it if it outlives its reception).
+        if getrandom::fill(&mut id).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            id = nanos.to_le_bytes();
+        }
+        format!("{PROVISIONAL_PREFIX}{}.dcm", hex::encode(id))
+    }
+
+    /// Whether `key` is a provisional key ([`Self::provisional_key`]): an object there was never
+    /// filed, whatever the index says.
+    pub fn is_provisional(key: &str) -> bool {
+        key.starts_with(PROVISIONAL_PREFIX)
+    }
+
     /// Writes the concatenation of `chunks` at `key`, atomically: readers see the old object or
     /// the whole new one. Chunks are written as they are, without first joining them in memory.
     pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), ObjectError> {
@@ -429,7 +457,7 @@ impl ObjectStorage {
         header: Bytes,
         file: Arc<SpooledFile>,
     ) -> Result<(), ObjectError> {
-        const CHUNK: usize = 8 * 1024 * 1024;
+        const CHUNK: usize = UPLOAD_PART;
         let upload = self
             .backend
             .put_multipart(&Path::from(key))
@@ -440,7 +468,7 @@ impl ObjectStorage {
         let copied = async {
             let mut offset = 0u64;
             while offset < file.len() {
-                writer.wait_for_capacity(2).await?;
+                writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
                 let f = file.clone();
                 let chunk = tokio::task::spawn_blocking(move || f.read_at(offset, CHUNK))
                     .await
@@ -468,6 +496,22 @@ impl ObjectStorage {
                 Err(logged("multipart put", key, e))
             }
         }
+    }
+
+    /// Begins a multipart upload to `key`, for bytes that have not all arrived yet: written with
+    /// [`ObjectUpload::write`] as they come, then completed and moved to its final key with
+    /// [`ObjectUpload::file_at`]. Dropped unfinished, the upload is aborted.
+    pub async fn begin_upload(&self, key: &str) -> Result<ObjectUpload, ObjectError> {
+        let upload = self
+            .backend
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(|e| logged("multipart put", key, e))?;
+        Ok(ObjectUpload {
+            objects: self.clone(),
+            key: key.to_string(),
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART)),
+        })
     }
 
     /// Reads the whole object at `key`.
@@ -545,6 +589,103 @@ impl ObjectStorage {
             });
         }
         Ok(out)
+    }
+}
+
+/// Part size of uploads: 8 MiB parts, at most [`UPLOAD_PARTS_IN_FLIGHT`] of them in flight, so an
+/// upload holds about 24 MiB whatever the object's size (S3 wants parts of 5 MiB or more, and
+/// some S3-compatible stores parts of one size).
+const UPLOAD_PART: usize = 8 * 1024 * 1024;
+
+/// Parts an upload sends at once before its writer waits.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
+
+/// A multipart upload in progress at a provisional key ([`ObjectStorage::begin_upload`]).
+pub struct ObjectUpload {
+    objects: ObjectStorage,
+    key: String,
+    /// `None` once finished or aborted.
+    writer: Option<WriteMultipart>,
+}
+
+impl std::fmt::Debug for ObjectUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectUpload({})", self.key)
+    }
+}
+
+impl ObjectUpload {
+    /// The provisional key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Adds `bytes`, first waiting while [`UPLOAD_PARTS_IN_FLIGHT`] parts are in flight: a store
+    /// slower than the sender slows the reception instead of filling memory.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ObjectError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(ObjectError::Backend(object_store::Error::Generic {
+                store: "upload",
+                source: "the upload was already ended".into(),
+            }));
+        };
+        writer
+            .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| logged("multipart put", &self.key, e))?;
+        writer.write(bytes);
+        Ok(())
+    }
+
+    /// Completes the upload and moves the object to `key` (a rename on a local folder, a
+    /// server-side copy and delete on S3, GCS and Azure: no byte travels again). On failure
+    /// nothing is left at either key, as far as the store allows.
+    pub async fn file_at(mut self, key: &str) -> Result<(), ObjectError> {
+        let Some(writer) = self.writer.take() else {
+            return Err(ObjectError::NotFound);
+        };
+        writer
+            .finish()
+            .await
+            .map_err(|e| logged("multipart put", &self.key, e))?;
+        let backend = &self.objects.backend;
+        if let Err(e) = backend
+            .rename(&Path::from(self.key.as_str()), &Path::from(key))
+            .await
+        {
+            let _ = self.objects.delete(&self.key).await;
+            return Err(logged("rename", key, e));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectUpload {
+    /// Aborts the upload now (dropping it aborts it in the background).
+    pub async fn abort(mut self) {
+        if let Some(writer) = self.writer.take() {
+            if let Err(e) = writer.abort().await {
+                tracing::debug!(key = %self.key, error = %e, "an abandoned upload was not aborted");
+            }
+        }
+    }
+}
+
+impl Drop for ObjectUpload {
+    fn drop(&mut self) {
+        // Unfinished: abort, so the store keeps no parts (an S3 store keeps an unaborted
+        // upload's parts, invisible, until a lifecycle rule removes them).
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let key = std::mem::take(&mut self.key);
+            runtime.spawn(async move {
+                if let Err(e) = writer.abort().await {
+                    tracing::debug!(key, error = %e, "an abandoned upload was not aborted");
+                }
+            });
+        }
     }
 }
 

@@ -6,6 +6,13 @@
 //! it again just to identify it. Staging files are [`tempfile::NamedTempFile`]s: dropped on every
 //! path (stored, refused, aborted, disconnected, timed out), they are removed; a crash can leave
 //! them, and [`remove_leftovers`] clears the folder at start-up.
+//!
+//! A spilled data set whose stored header is known before it arrives (a C-STORE names its SOP
+//! Class and Instance in the command, its transfer syntax in the presentation context) is also
+//! uploaded to the object store as it arrives ([`Staging::uploading_to`]): a multipart upload to
+//! a provisional key, completed and moved to its final key once ingest has checked it, so a
+//! large instance is stored moments after its last byte instead of after a second pass over
+//! the staging file. The staging file stays, for the parse that checks it.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -14,6 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+
+use super::objects::{ObjectError, ObjectStorage, ObjectUpload};
+use super::write_journal::{JournalEntry, WriteJournal};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
@@ -83,6 +93,15 @@ pub struct Staging {
     dir: PathBuf,
     limits: StagingLimits,
     in_memory: Arc<AtomicUsize>,
+    /// Where spilled data sets with a known header are uploaded while they arrive.
+    uploads: Option<UploadTarget>,
+}
+
+/// The object store (and this node's journal of writes) of uploads made while data sets arrive.
+#[derive(Debug, Clone)]
+struct UploadTarget {
+    objects: ObjectStorage,
+    journal: WriteJournal,
 }
 
 impl Staging {
@@ -101,7 +120,15 @@ impl Staging {
             dir,
             limits,
             in_memory: Arc::default(),
+            uploads: None,
         })
+    }
+
+    /// Uploads spilled data sets whose stored header is known ([`Self::spool_object`]) to
+    /// `objects` while they arrive, each journaled in `journal` under its provisional key.
+    pub fn uploading_to(mut self, objects: ObjectStorage, journal: WriteJournal) -> Staging {
+        self.uploads = Some(UploadTarget { objects, journal });
+        self
     }
 
     /// The limits.
@@ -111,6 +138,13 @@ impl Staging {
 
     /// Starts receiving one data set, refused past `max` bytes (at most the configured maximum).
     pub fn spool(&self, max: Option<u64>) -> Spool {
+        self.spool_object(max, None)
+    }
+
+    /// [`Self::spool`] for a data set that will be stored behind `header` (the Part 10 header
+    /// ingest will write, when known before the data set arrives): once it spills, it is also
+    /// uploaded as it arrives, when [`Self::uploading_to`] named a store.
+    pub fn spool_object(&self, max: Option<u64>, header: Option<Vec<u8>>) -> Spool {
         let max = max.map_or(self.limits.max_instance, |m| {
             m.min(self.limits.max_instance)
         });
@@ -122,6 +156,8 @@ impl Staging {
             file: None,
             pending: Vec::new(),
             total: 0,
+            header: header.filter(|_| self.uploads.is_some()).map(Bytes::from),
+            upload: None,
         }
     }
 
@@ -163,6 +199,10 @@ pub struct Spool {
     /// Bytes waiting for the next batched write.
     pending: Vec<u8>,
     total: u64,
+    /// The stored header, until an upload while receiving begins with it.
+    header: Option<Bytes>,
+    /// The upload while receiving, once spilled.
+    upload: Option<UploadInFlight>,
 }
 
 /// A data set in a staging file, with its SHA-256. The file is removed when this is dropped.
@@ -170,6 +210,8 @@ pub struct SpooledFile {
     file: NamedTempFile,
     len: u64,
     sha256: [u8; 32],
+    /// Its upload while it arrived, until ingest takes it (boxed: most files have none).
+    upload: std::sync::Mutex<Option<Box<UploadInFlight>>>,
 }
 
 impl std::fmt::Debug for SpooledFile {
@@ -194,12 +236,104 @@ impl SpooledFile {
         self.sha256
     }
 
+    /// Takes the upload made while it arrived (whole, not yet completed), if there was one and
+    /// it did not fail.
+    pub fn take_upload(&self) -> Option<UploadInFlight> {
+        self.upload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|upload| *upload)
+    }
+
     /// Reads `len` bytes at `offset` (fewer at the end of the file). Blocking.
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let len = len.min(self.len.saturating_sub(offset) as usize);
         let mut buf = vec![0u8; len];
         self.file.as_file().read_exact_at(&mut buf, offset)?;
         Ok(buf)
+    }
+}
+
+/// A data set's object, uploaded while the data set arrived to a provisional key journaled on
+/// this node: preceded by the header it was begun with, not yet completed. Filed at its final
+/// key by [`UploadInFlight::file_at`]; dropped, it is aborted and leaves nothing.
+pub struct UploadInFlight {
+    /// `None` once filed.
+    upload: Option<ObjectUpload>,
+    header: Bytes,
+    entry: Option<JournalEntry>,
+}
+
+impl std::fmt::Debug for UploadInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadInFlight({:?})", self.upload)
+    }
+}
+
+impl UploadInFlight {
+    /// Journals a provisional key, begins the upload there and writes `header` first.
+    async fn begin(target: &UploadTarget, header: Bytes) -> Result<UploadInFlight, ObjectError> {
+        let key = ObjectStorage::provisional_key();
+        let entry = target.journal.begin(&key).map_err(ObjectError::Journal)?;
+        let mut upload = UploadInFlight {
+            upload: Some(target.objects.begin_upload(&key).await?),
+            header: header.clone(),
+            entry: Some(entry),
+        };
+        upload.write(&header).await?;
+        metrics::counter!("tramy_receive_uploads_begun_total").increment(1);
+        Ok(upload)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ObjectError> {
+        match self.upload.as_mut() {
+            Some(upload) => upload.write(bytes).await,
+            None => Err(ObjectError::NotFound),
+        }
+    }
+
+    /// The header the object begins with: ingest files the upload only if it is the header it
+    /// would write itself.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// Completes the upload and moves it to `key`. On failure the journal entry stays, so the
+    /// next start-up removes whatever is left at the provisional key.
+    pub async fn file_at(mut self, key: &str) -> Result<(), ObjectError> {
+        let Some(upload) = self.upload.take() else {
+            return Err(ObjectError::NotFound);
+        };
+        let entry = self.entry.take();
+        upload.file_at(key).await?;
+        if let Some(entry) = entry {
+            entry.settled();
+        }
+        Ok(())
+    }
+}
+
+impl UploadInFlight {
+    /// Aborts the upload and settles its journal entry once the store let go of its parts.
+    pub async fn abandon(mut self) {
+        if let Some(upload) = self.upload.take() {
+            upload.abort().await;
+        }
+        if let Some(entry) = self.entry.take() {
+            entry.settled();
+        }
+    }
+}
+
+impl Drop for UploadInFlight {
+    fn drop(&mut self) {
+        // Never completed: aborting the upload (its own drop) leaves no object to reconcile.
+        if self.upload.is_some() {
+            if let Some(entry) = self.entry.take() {
+                entry.settled();
+            }
+        }
     }
 }
 
@@ -287,6 +421,7 @@ impl Spool {
             file: writer.file,
             len: self.total,
             sha256: writer.hasher.finalize().into(),
+            upload: std::sync::Mutex::new(self.upload.take().map(Box::new)),
         }))
     }
 
@@ -313,23 +448,48 @@ impl Spool {
         let Some(mut writer) = self.file.take() else {
             return Ok(());
         };
-        let mut batch = std::mem::take(&mut self.pending);
-        let (writer, batch, result) = tokio::task::spawn_blocking(move || {
+        let batch = std::mem::take(&mut self.pending);
+        let (writer, mut batch, result) = tokio::task::spawn_blocking(move || {
             writer.hasher.update(&batch);
             let result = writer.file.as_file_mut().write_all(&batch);
-            batch.clear();
             (writer, batch, result)
         })
         .await
         .map_err(|e| StagingError::Task(e.to_string()))?;
         self.file = Some(writer);
+        result?;
+        self.upload_pending(&batch).await;
+        batch.clear();
         self.pending = batch;
-        Ok(result?)
+        Ok(())
+    }
+
+    /// Adds `batch` to the upload while receiving, beginning it with the header first. A failed
+    /// upload is dropped (aborted) and the reception goes on: ingest then writes the object from
+    /// the staging file, and reports the store's failure if it persists.
+    async fn upload_pending(&mut self, batch: &[u8]) {
+        if let (Some(header), Some(target)) = (self.header.take(), &self.staging.uploads) {
+            match UploadInFlight::begin(target, header).await {
+                Ok(upload) => self.upload = Some(upload),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upload while receiving not begun; the instance is written once whole")
+                }
+            }
+        }
+        let Some(upload) = self.upload.as_mut() else {
+            return;
+        };
+        if let Err(e) = upload.write(batch).await {
+            tracing::warn!(error = %e, "upload while receiving failed; the instance is written once whole");
+            self.upload = None;
+        }
     }
 
     fn discard(&mut self) {
         self.memory = BytesMut::new();
         self.pending = Vec::new();
+        self.header = None;
+        self.upload = None;
         self.staging.release(std::mem::take(&mut self.reserved));
         // Dropping the writer removes its file.
         self.file = None;
@@ -422,6 +582,107 @@ mod tests {
         assert_eq!(s.in_memory(), 0);
     }
 
+    /// Files under `dir`, recursively, as paths relative to it.
+    fn tree(dir: &Path) -> Vec<String> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+            .collect()
+    }
+
+    fn uploading(dir: &Path, spool_above: usize) -> (Staging, ObjectStorage, WriteJournal) {
+        let objects = ObjectStorage::local(&dir.join("objects"), false).unwrap();
+        let journal = WriteJournal::open(dir).unwrap();
+        let s =
+            staging(dir, spool_above, 1000, 1 << 30).uploading_to(objects.clone(), journal.clone());
+        (s, objects, journal)
+    }
+
+    #[tokio::test]
+    async fn a_spilled_data_set_is_uploaded_while_it_arrives_and_filed_at_its_final_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, objects, journal) = uploading(dir.path(), 100);
+        let data: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        let mut spool = s.spool_object(None, Some(b"HEADER".to_vec()));
+        let mut chunks = data.chunks(64 * 1024);
+        for chunk in chunks.by_ref().take(20) {
+            spool.push(chunk).await.unwrap();
+        }
+        assert!(
+            tree(&dir.path().join("objects"))
+                .iter()
+                .any(|f| f.starts_with("incoming/")),
+            "the upload began before the data set ended"
+        );
+        assert_eq!(
+            journal.unsettled().unwrap().len(),
+            1,
+            "its key is journaled"
+        );
+        for chunk in chunks {
+            spool.push(chunk).await.unwrap();
+        }
+        let Received::Spooled(file) = spool.finish().await.unwrap() else {
+            panic!("not spooled")
+        };
+        let upload = file.take_upload().expect("uploaded while arriving");
+        assert_eq!(upload.header(), b"HEADER");
+        upload.file_at("studies/1/x.dcm").await.unwrap();
+        let stored = objects.get("studies/1/x.dcm").await.unwrap();
+        assert_eq!(&stored[..6], b"HEADER");
+        assert_eq!(&stored[6..], &data[..]);
+        assert_eq!(tree(&dir.path().join("objects")), ["studies/1/x.dcm"]);
+        assert!(journal.unsettled().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_upload_never_filed_is_aborted_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _objects, journal) = uploading(dir.path(), 100);
+        // Cut off mid-reception, finished but not filed (refused by ingest), and over the limit.
+        let mut cut = s.spool_object(None, Some(b"H".to_vec()));
+        cut.push(&[1; 3000]).await.unwrap();
+        let mut refused = s.spool_object(None, Some(b"H".to_vec()));
+        refused.push(&[2; 3000]).await.unwrap();
+        let refused = refused.finish().await.unwrap();
+        let mut big = s.spool_object(Some(5000), Some(b"H".to_vec()));
+        big.push(&[3; 3000]).await.unwrap();
+        big.push(&[3; 3000]).await.unwrap();
+        assert!(matches!(
+            big.finish().await.unwrap(),
+            Received::TooLarge { .. }
+        ));
+        drop(cut);
+        drop(refused);
+        let objects_dir = dir.path().join("objects");
+        for _ in 0..100 {
+            if tree(&objects_dir).is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(tree(&objects_dir), Vec::<String>::new());
+        assert!(journal.unsettled().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_header_or_a_store_nothing_is_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _objects, journal) = uploading(dir.path(), 100);
+        let plain = staging(dir.path(), 100, 1000, 1 << 30);
+        for mut spool in [s.spool(None), plain.spool_object(None, Some(b"H".to_vec()))] {
+            spool.push(&[1; 3000]).await.unwrap();
+            let Received::Spooled(file) = spool.finish().await.unwrap() else {
+                panic!("not spooled")
+            };
+            assert!(file.take_upload().is_none());
+        }
+        assert!(journal.unsettled().unwrap().is_empty());
+        assert!(tree(&dir.path().join("objects")).is_empty());
+    }
+
     #[tokio::test]
     async fn an_abandoned_reception_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -468,12 +729,14 @@ pub enum Part10ReceiveError<E: std::fmt::Display> {
 /// parsed from the first bytes, then the data set goes to a spool (memory while small, a
 /// staging file past the threshold), so a part costs bounded memory whatever its size. Past
 /// `max` the rest is read and discarded (a STOW-RS body goes on to its next part), or, with
-/// `abandon_past_max`, the stream is left at once (a download).
+/// `abandon_past_max`, the stream is left at once (a download). With `ingested_from` (the
+/// source ingest will name) a large data set is uploaded as it arrives.
 pub async fn receive_part10<S, E>(
     mut chunks: S,
     staging: &Staging,
     max: u64,
     abandon_past_max: bool,
+    ingested_from: Option<&str>,
 ) -> Result<crate::dicom::ReceivedInstance, Part10ReceiveError<E>>
 where
     S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
@@ -506,6 +769,9 @@ where
             // Only once bytes past the meta group arrived: a group without a length element
             // could otherwise end, for the parser, where this chunk happens to end.
             Ok(found) if !found.dataset.is_empty() => {
+                if let Some(source) = ingested_from {
+                    spool = staging.spool_object(Some(max), stored_header(&found, source));
+                }
                 spool
                     .push(&found.dataset)
                     .await
@@ -533,4 +799,17 @@ where
         )),
         Received::TooLarge { received, max } => Err(Part10ReceiveError::TooLarge { received, max }),
     }
+}
+
+/// The header ingest will store the data set of `found` behind, from what its own meta group
+/// says (ingest writes it from the data set's UIDs, which almost always agree).
+fn stored_header(found: &crate::dicom::ReceivedInstance, source: &str) -> Option<Vec<u8>> {
+    crate::dicom::part10::StoredFileHeader {
+        transfer_syntax_uid: &found.transfer_syntax,
+        sop_class_uid: &found.media_storage_sop_class_uid,
+        sop_instance_uid: &found.media_storage_sop_instance_uid,
+        source,
+    }
+    .encode()
+    .ok()
 }

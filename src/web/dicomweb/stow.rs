@@ -193,7 +193,7 @@ async fn store_parts(
             }
         };
         let part_type = field.content_type().map(|m| m.essence_str().to_string());
-        let received = match read_part(field, &state.archive.staging, limit).await {
+        let received = match read_part(field, &state.archive.staging, limit, &sender.source).await {
             Ok(r) => r,
             Err((code, why)) => {
                 results.push(PartResult::failed(code, why));
@@ -239,14 +239,16 @@ enum Part {
 }
 
 /// Reads one part through the staging area (`store::staging::receive_part10`); a part past
-/// `max` is read to its end and refused, so the next part is read.
+/// `max` is read to its end and refused, so the next part is read. A large part is uploaded as
+/// it arrives, as from `source`.
 async fn read_part(
     field: multer::Field<'_>,
     staging: &Staging,
     max: u64,
+    source: &str,
 ) -> Result<Part, (u16, String)> {
     use crate::store::staging::{receive_part10, Part10ReceiveError as E};
-    match receive_part10(field, staging, max, false).await {
+    match receive_part10(field, staging, max, false, Some(source)).await {
         Ok(instance) => Ok(Part::Instance(instance)),
         Err(e @ E::NotPart10(_)) => Ok(Part::Refused(reason::CANNOT_UNDERSTAND, e.to_string())),
         Err(e @ E::TooLarge { .. }) => Ok(Part::Refused(reason::OUT_OF_RESOURCES, e.to_string())),
