@@ -6,6 +6,9 @@
 #   2. peak RSS (VmHWM, /proc/PID/status) of `tramy serve` receiving one generated multi-frame
 #      instance of MB MiB (benches/make_large_instance.py) by C-STORE (dcmtk storescu) and by
 #      STOW-RS (curl, one part streamed from disk), a fresh server per case. Goal: < 200 MB.
+#      With the time from the first byte sent to the answer, with `[ingest]
+#      upload_while_receiving` on (the default: uploaded as it arrives) and off (uploaded from
+#      the staging file once whole).
 # Both keep tramy's defaults: fsync of local objects on; on Garage the object is durable when
 # Garage answers (Garage's own data_fsync is off by default).
 #
@@ -27,10 +30,10 @@ start_garage "$ROOT/garage"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hwm_mb() { awk '/^VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
 
-start_tramy() { # OBJECTS(local|garage) NAME -> TPID TDIMSE TURL TDIR TTOKEN
+start_tramy() { # OBJECTS(local|garage) NAME [EXTRA_TOML] -> TPID TDIMSE TURL TDIR TTOKEN
   local objects=$1 http url=
   TDIR=$ROOT/tramy-$2; mkdir -p "$TDIR"; http=$(free_port); TDIMSE=$(free_port)
-  printf '[triage]\nenabled = false\n' > "$TDIR/tramy.toml"
+  printf '[triage]\nenabled = false\n%b' "${3:-}" > "$TDIR/tramy.toml"
   [ "$objects" = garage ] && url=s3://tramy/$2
   env ${url:+TRAMY_OBJECT_STORE_URL=$url} TRAMY_DATA_DIR="$TDIR/data" TRAMY_DIMSE_ADDR="127.0.0.1:$TDIMSE" \
     TRAMY_HTTP_ADDR="127.0.0.1:$http" RUST_LOG=warn "$TRAMY" serve --config "$TDIR/tramy.toml" \
@@ -71,16 +74,23 @@ if [ -z "${SKIP_RSS:-}" ]; then
   python3 benches/make_large_instance.py "$ROOT/big.dcm" "$MB"
   echo "== peak RSS of tramy serve receiving one $(($(stat -c %s "$ROOT/big.dcm") / 1048576)) MiB instance (goal < 200 MB)"
   for objects in local garage; do
-    start_tramy "$objects" "dimse-$objects"
+   for upload in true false; do
+    extra="[ingest]\nupload_while_receiving = $upload\n"
+    start_tramy "$objects" "dimse-$objects-$upload" "$extra"
+    t0=$(date +%s.%N)
     if TCP_NODELAY=1 storescu -aec TRAMY 127.0.0.1 "$TDIMSE" "$ROOT/big.dcm" 2>"$ROOT/storescu.err"; then r=stored; else r="storescu failed: $(tail -1 "$ROOT/storescu.err")"; fi
-    printf '%-7s C-STORE  peak RSS %5s MB  (%s, %s instance(s) listed)\n' "$objects" "$(hwm_mb "$TPID")" "$r" "$(count "$TURL" "$TTOKEN")"
+    t=$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):6.2f}')" "$(date +%s.%N)" "$t0")
+    printf '%-7s upload_while_receiving=%-5s C-STORE  peak RSS %5s MB  sent to answered %s s  (%s, %s instance(s) listed)\n' "$objects" "$upload" "$(hwm_mb "$TPID")" "$t" "$r" "$(count "$TURL" "$TTOKEN")"
     stop "$TPID"
-    start_tramy "$objects" "stow-$objects"
+    start_tramy "$objects" "stow-$objects-$upload" "$extra"
+    t0=$(date +%s.%N)
     code=$({ printf -- '--rssbench\r\nContent-Type: application/dicom\r\n\r\n'; cat "$ROOT/big.dcm"
              printf -- '\r\n--rssbench--\r\n'; } |
            curl -sS -o "$ROOT/stow.out" -w '%{http_code}' -X POST -T - -H "Authorization: Bearer $TTOKEN" \
              -H 'Content-Type: multipart/related; type="application/dicom"; boundary=rssbench' "$TURL/dicomweb/studies")
-    printf '%-7s STOW-RS  peak RSS %5s MB  (HTTP %s, %s instance(s) listed)\n' "$objects" "$(hwm_mb "$TPID")" "$code" "$(count "$TURL" "$TTOKEN")"
+    t=$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):6.2f}')" "$(date +%s.%N)" "$t0")
+    printf '%-7s upload_while_receiving=%-5s STOW-RS  peak RSS %5s MB  sent to answered %s s  (HTTP %s, %s instance(s) listed)\n' "$objects" "$upload" "$(hwm_mb "$TPID")" "$t" "$code" "$(count "$TURL" "$TTOKEN")"
     stop "$TPID"
+   done
   done
 fi

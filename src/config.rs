@@ -389,6 +389,10 @@ pub struct IngestConfig {
     /// Memory all receptions in progress may hold together (megabytes); past it they spill to
     /// staging files earlier, so many concurrent senders cannot add up.
     pub receive_memory_mb: u64,
+    /// A data set received into a staging file is also uploaded to the object store while it
+    /// arrives (C-STORE and STOW-RS), so it is stored moments after its last byte; off, it is
+    /// uploaded from the staging file once whole.
+    pub upload_while_receiving: bool,
 }
 
 impl Default for Config {
@@ -459,6 +463,7 @@ impl Default for IngestConfig {
             max_instance_mb: 4096,
             spool_above_kb: 16 * 1024,
             receive_memory_mb: 128,
+            upload_while_receiving: true,
         }
     }
 }

@@ -219,8 +219,12 @@ impl Archive {
             .map_err(|source| ObjectError::CreateDir {
                 path: config.data_dir.join("staging").display().to_string(),
                 source,
-            })?
-            .uploading_to(objects.clone(), journal.clone());
+            })?;
+        let staging = if config.ingest.upload_while_receiving {
+            staging.uploading_to(objects.clone(), journal.clone())
+        } else {
+            staging
+        };
         Ok(Archive {
             objects,
             index,
