@@ -73,6 +73,9 @@ TRAMY_DATA_DIR="$ROOT/tramy" TRAMY_DIMSE_ADDR="127.0.0.1:$TPORT" TRAMY_HTTP_ADDR
   RUST_LOG=warn "$TRAMY_BIN" serve >"$ROOT/tramy.log" 2>&1 &
 TPID=$!
 for _ in $(seq 100); do curl -fs "127.0.0.1:$THTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# dcmtk's default calling AE title, registered as an administrator would (tramy refuses unknown
+# calling AE titles; Orthanc's DicomAlwaysAllowStore is its equivalent).
+TRAMY_DATA_DIR="$ROOT/tramy" "$TRAMY_BIN" ae add STORESCU --facility LOCAL >/dev/null 2>&1
 if [ -n "${PERF_OUT:-}" ]; then
   perf record -q -F 999 --call-graph dwarf,16384 -p "$TPID" -o "$PERF_OUT" 2>/dev/null &
   PERF_PID=$!
