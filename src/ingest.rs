@@ -215,10 +215,12 @@ impl Archive {
         let location = IndexLocation::parse(config.index_url.as_deref(), &config.data_dir)?;
         let index = Index::open_at(&location, config.ingest.fsync)?.at_home(&config.data_dir);
         // Opening it removes what receptions interrupted by a crash left.
-        let staging = Staging::open(&config.data_dir, staging_limits(config))
-            .map_err(|source| ObjectError::CreateDir {
-                path: config.data_dir.join("staging").display().to_string(),
-                source,
+        let staging =
+            Staging::open(&config.data_dir, staging_limits(config)).map_err(|source| {
+                ObjectError::CreateDir {
+                    path: config.data_dir.join("staging").display().to_string(),
+                    source,
+                }
             })?;
         let staging = if config.ingest.upload_while_receiving {
             staging.uploading_to(objects.clone(), journal.clone())

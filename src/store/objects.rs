@@ -600,6 +600,9 @@ const UPLOAD_PART: usize = 8 * 1024 * 1024;
 /// Parts an upload sends at once before its writer waits.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
+/// The most memory one upload holds: the part being filled and those in flight.
+pub const UPLOAD_MEMORY: usize = UPLOAD_PART * (UPLOAD_PARTS_IN_FLIGHT + 1);
+
 /// A multipart upload in progress at a provisional key ([`ObjectStorage::begin_upload`]).
 pub struct ObjectUpload {
     objects: ObjectStorage,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::objects::{ObjectError, ObjectStorage, ObjectUpload};
+use super::objects::{ObjectError, ObjectStorage, ObjectUpload, UPLOAD_MEMORY};
 use super::write_journal::{JournalEntry, WriteJournal};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -263,6 +263,8 @@ pub struct UploadInFlight {
     upload: Option<ObjectUpload>,
     header: Bytes,
     entry: Option<JournalEntry>,
+    /// Its buffers' share of the receive memory budget.
+    _memory: MemoryHold,
 }
 
 impl std::fmt::Debug for UploadInFlight {
@@ -273,13 +275,18 @@ impl std::fmt::Debug for UploadInFlight {
 
 impl UploadInFlight {
     /// Journals a provisional key, begins the upload there and writes `header` first.
-    async fn begin(target: &UploadTarget, header: Bytes) -> Result<UploadInFlight, ObjectError> {
+    async fn begin(
+        target: &UploadTarget,
+        header: Bytes,
+        memory: MemoryHold,
+    ) -> Result<UploadInFlight, ObjectError> {
         let key = ObjectStorage::provisional_key();
         let entry = target.journal.begin(&key).map_err(ObjectError::Journal)?;
         let mut upload = UploadInFlight {
             upload: Some(target.objects.begin_upload(&key).await?),
             header: header.clone(),
             entry: Some(entry),
+            _memory: memory,
         };
         upload.write(&header).await?;
         metrics::counter!("tramy_receive_uploads_begun_total").increment(1);
@@ -469,7 +476,16 @@ impl Spool {
     /// the staging file, and reports the store's failure if it persists.
     async fn upload_pending(&mut self, batch: &[u8]) {
         if let (Some(header), Some(target)) = (self.header.take(), &self.staging.uploads) {
-            match UploadInFlight::begin(target, header).await {
+            // An upload's buffers count against the receive budget: past it, the data set is
+            // uploaded once whole instead, so concurrent large receptions cannot add up.
+            if !self.staging.try_reserve(UPLOAD_MEMORY) {
+                return;
+            }
+            let hold = MemoryHold {
+                in_memory: self.staging.in_memory.clone(),
+                bytes: UPLOAD_MEMORY,
+            };
+            match UploadInFlight::begin(target, header, hold).await {
                 Ok(upload) => self.upload = Some(upload),
                 Err(e) => {
                     tracing::warn!(error = %e, "upload while receiving not begun; the instance is written once whole")
@@ -592,18 +608,20 @@ mod tests {
             .collect()
     }
 
-    fn uploading(dir: &Path, spool_above: usize) -> (Staging, ObjectStorage, WriteJournal) {
+    fn uploading(dir: &Path, budget: usize) -> (Staging, ObjectStorage, WriteJournal) {
         let objects = ObjectStorage::local(&dir.join("objects"), false).unwrap();
         let journal = WriteJournal::open(dir).unwrap();
-        let s =
-            staging(dir, spool_above, 1000, 1 << 30).uploading_to(objects.clone(), journal.clone());
+        let s = staging(dir, 100, budget, 1 << 30).uploading_to(objects.clone(), journal.clone());
         (s, objects, journal)
     }
+
+    /// Budget for the receptions of a test and one upload's buffers.
+    const ONE_UPLOAD: usize = UPLOAD_MEMORY + 1000;
 
     #[tokio::test]
     async fn a_spilled_data_set_is_uploaded_while_it_arrives_and_filed_at_its_final_key() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, objects, journal) = uploading(dir.path(), 100);
+        let (s, objects, journal) = uploading(dir.path(), ONE_UPLOAD);
         let data: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
         let mut spool = s.spool_object(None, Some(b"HEADER".to_vec()));
         let mut chunks = data.chunks(64 * 1024);
@@ -629,7 +647,12 @@ mod tests {
         };
         let upload = file.take_upload().expect("uploaded while arriving");
         assert_eq!(upload.header(), b"HEADER");
+        assert!(
+            s.in_memory() >= UPLOAD_MEMORY,
+            "its buffers count against the budget"
+        );
         upload.file_at("studies/1/x.dcm").await.unwrap();
+        assert_eq!(s.in_memory(), 0);
         let stored = objects.get("studies/1/x.dcm").await.unwrap();
         assert_eq!(&stored[..6], b"HEADER");
         assert_eq!(&stored[6..], &data[..]);
@@ -640,7 +663,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_never_filed_is_aborted_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _objects, journal) = uploading(dir.path(), 100);
+        let (s, _objects, journal) = uploading(dir.path(), 3 * ONE_UPLOAD);
         // Cut off mid-reception, finished but not filed (refused by ingest), and over the limit.
         let mut cut = s.spool_object(None, Some(b"H".to_vec()));
         cut.push(&[1; 3000]).await.unwrap();
@@ -665,14 +688,20 @@ mod tests {
         }
         assert_eq!(tree(&objects_dir), Vec::<String>::new());
         assert!(journal.unsettled().unwrap().is_empty());
+        assert_eq!(s.in_memory(), 0, "every upload's budget given back");
     }
 
     #[tokio::test]
-    async fn without_a_header_or_a_store_nothing_is_uploaded() {
+    async fn without_a_header_a_store_or_the_memory_for_it_nothing_is_uploaded() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _objects, journal) = uploading(dir.path(), 100);
-        let plain = staging(dir.path(), 100, 1000, 1 << 30);
-        for mut spool in [s.spool(None), plain.spool_object(None, Some(b"H".to_vec()))] {
+        let (s, _objects, journal) = uploading(dir.path(), ONE_UPLOAD);
+        let plain = staging(dir.path(), 100, ONE_UPLOAD, 1 << 30);
+        let (spent, _, _) = uploading(dir.path(), UPLOAD_MEMORY - 1);
+        for mut spool in [
+            s.spool(None),
+            plain.spool_object(None, Some(b"H".to_vec())),
+            spent.spool_object(None, Some(b"H".to_vec())),
+        ] {
             spool.push(&[1; 3000]).await.unwrap();
             let Received::Spooled(file) = spool.finish().await.unwrap() else {
                 panic!("not spooled")
