@@ -736,6 +736,30 @@ mod tests {
         assert!(matches!(missing, Err(ObjectError::NotFound)));
     }
 
+    #[tokio::test]
+    async fn an_upload_that_cannot_be_moved_to_its_key_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStorage::local(dir.path(), false).unwrap();
+        // A file where the final key needs a folder: the move fails.
+        store
+            .put("studies/1", vec![Bytes::from_static(b"x")])
+            .await
+            .unwrap();
+        let key = ObjectStorage::provisional_key();
+        assert!(ObjectStorage::is_provisional(&key));
+        let mut upload = store.begin_upload(&key).await.unwrap();
+        upload.write(&[7; 1000]).await.unwrap();
+        assert!(upload.file_at("studies/1/x.dcm").await.is_err());
+        assert!(matches!(store.get(&key).await, Err(ObjectError::NotFound)));
+        let left: Vec<String> = walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["1"], "only what was there before");
+    }
+
     #[test]
     fn a_file_longer_than_its_size_said_is_read_to_its_end() {
         let dir = tempfile::tempdir().unwrap();
