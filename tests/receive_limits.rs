@@ -316,50 +316,16 @@ fn an_instance_over_the_size_limit_is_refused_with_out_of_resources_and_leaves_n
 /// The attack of issue #7: a C-STORE whose data set never ends (1 GiB of fragments, none last).
 #[test]
 fn a_data_set_that_never_ends_costs_bounded_memory_and_its_staging_file_goes_with_it() {
-    use dicom_dictionary_std::tags;
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
-    use dicom_ul::Pdu;
-    use tramy::dimse::message::CommandBuilder;
-
     let server = TramyServer::start_with_config(WITHOUT_MODELS);
     let (stop, prober) = probe_health(&server);
-    let mut association = dicom_ul::ClientAssociationOptions::new()
-        .with_presentation_context(MF_SC, vec![EXPLICIT_LE])
-        .calling_ae_title("ATTACKER")
-        .called_ae_title("TRAMY")
-        .establish(("127.0.0.1", server.dimse_port))
-        .expect("association");
-    let pc = association.presentation_contexts()[0].id;
-    let command = CommandBuilder::new(0x0001)
-        .u16(tags::MESSAGE_ID, 1)
-        .uid(tags::AFFECTED_SOP_CLASS_UID, MF_SC)
-        .uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop(9))
-        .u16(tags::PRIORITY, 0)
-        .dataset(true)
-        .encode()
-        .unwrap();
-    let pdv = |value_type, is_last, data| Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type,
-            is_last,
-            data,
-        }],
-    };
-    association
-        .send(&pdv(PDataValueType::Command, true, command))
-        .unwrap();
+    let (mut association, pc) = begin_c_store(&server, "ATTACKER", &sop(9));
     let mut first = dataset_head(&sop(9), 2048);
     first.resize(128 * 1024, 0);
-    association
-        .send(&pdv(PDataValueType::Data, false, first))
-        .unwrap();
+    send_dataset(&mut association, pc, &first, false);
     const GIB: u64 = 1024 * MB;
     let fragment = frame(1)[..128 * 1024].to_vec();
     for _ in 1..(GIB / (128 * 1024)) {
-        association
-            .send(&pdv(PDataValueType::Data, false, fragment.clone()))
-            .unwrap();
+        send_dataset(&mut association, pc, &fragment, false);
     }
     // The server has taken it all in when its staging file holds 1 GiB (less the batch it has
     // not written yet).
@@ -501,15 +467,19 @@ fn staging_files_go_with_a_vanished_client_and_at_start_up() {
 
 type Association = dicom_ul::ClientAssociation<TcpStream>;
 
-/// Opens an association and sends a C-STORE-RQ command announcing `announced`; returns the
-/// association and the presentation context its data set goes on.
-fn begin_c_store(server: &TramyServer, announced: &str) -> (Association, u8) {
+/// Opens an association from `calling_ae_title` and sends a C-STORE-RQ command announcing
+/// `announced`; returns the association and the presentation context its data set goes on.
+fn begin_c_store(
+    server: &TramyServer,
+    calling_ae_title: &str,
+    announced: &str,
+) -> (Association, u8) {
     use dicom_dictionary_std::tags;
     use dicom_ul::pdu::PDataValueType;
     use tramy::dimse::message::CommandBuilder;
     let mut association = dicom_ul::ClientAssociationOptions::new()
         .with_presentation_context(MF_SC, vec![EXPLICIT_LE])
-        .calling_ae_title("MODALITY")
+        .calling_ae_title(calling_ae_title)
         .called_ae_title("TRAMY")
         .establish(("127.0.0.1", server.dimse_port))
         .expect("association");
@@ -599,7 +569,7 @@ fn a_large_instance_is_uploaded_while_it_arrives_and_a_refused_one_leaves_nothin
         "[triage]\nenabled = false\n[ingest]\nfsync = false\nspool_above_kb = 1024\n",
     );
     let dataset = multiframe(&sop(20), 24);
-    let (mut association, pc) = begin_c_store(&server, &sop(20));
+    let (mut association, pc) = begin_c_store(&server, "MODALITY", &sop(20));
     let half = 12 * MB as usize;
     send_dataset(&mut association, pc, &dataset[..half], false);
     wait_for("an upload begun before the last byte", || {
@@ -621,7 +591,7 @@ fn a_large_instance_is_uploaded_while_it_arrives_and_a_refused_one_leaves_nothin
     );
 
     // A data set announced under another SOP Instance UID: refused, its upload aborted.
-    let (mut association, pc) = begin_c_store(&server, &sop(22));
+    let (mut association, pc) = begin_c_store(&server, "MODALITY", &sop(22));
     send_dataset(&mut association, pc, &multiframe(&sop(21), 3), true);
     assert_ne!(
         c_store_status(association),
@@ -646,7 +616,7 @@ fn an_upload_cut_off_by_a_kill_is_removed_at_the_next_start() {
         "[triage]\nenabled = false\n[ingest]\nfsync = false\nspool_above_kb = 1024\n",
     );
     let dataset = multiframe(&sop(30), 24);
-    let (mut association, pc) = begin_c_store(&server, &sop(30));
+    let (mut association, pc) = begin_c_store(&server, "MODALITY", &sop(30));
     send_dataset(&mut association, pc, &dataset[..12 * MB as usize], false);
     wait_for("an upload begun", || {
         (metric(&server, "tramy_receive_uploads_begun_total") == 1.0).then_some(())
@@ -676,7 +646,7 @@ fn an_upload_cut_off_by_a_kill_is_removed_at_the_next_start() {
     );
     assert_eq!(server.indexed_instances(), 0);
 
-    let (mut association, pc) = begin_c_store(&server, &sop(30));
+    let (mut association, pc) = begin_c_store(&server, "MODALITY", &sop(30));
     send_dataset(&mut association, pc, &dataset, true);
     assert_eq!(
         c_store_status(association),
