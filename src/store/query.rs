@@ -445,7 +445,11 @@ impl From<super::db::DbError> for QueryError {
 /// A condition that `column` matches `pattern`, whose `*` and `?` are DICOM's wildcards (PS3.4
 /// C.2.2.2.4) and every other character literal, case-sensitively: SQLite's GLOB, PostgreSQL's
 /// LIKE (SQLite's LIKE ignores case).
-fn wildcard_condition(engine: Engine, column: &str, pattern: &str) -> (String, SqlValue) {
+pub(super) fn wildcard_condition(
+    engine: Engine,
+    column: &str,
+    pattern: &str,
+) -> (String, SqlValue) {
     match engine {
         Engine::Sqlite => (
             format!("{column} GLOB ?"),
@@ -608,6 +612,27 @@ fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, Qu
                         format!("{} = ?", a.column),
                         [SqlValue::Text(value.to_string())],
                     );
+                }
+            }
+            M::PersonName(_) if query.fuzzy_person_names && *tag == tags::PATIENT_NAME => {
+                let Some((words, params)) =
+                    super::names::name_words_condition(engine, "p.id", value)
+                else {
+                    continue;
+                };
+                if has_wildcard(value) {
+                    // A wildcard may span words (`DOE*N`): the standard's match still counts.
+                    let (standard, pattern) = wildcard_condition(
+                        engine,
+                        "p.patient_name_norm",
+                        &normalise_person_name(value),
+                    );
+                    w.push(
+                        format!("({standard} OR ({words}))"),
+                        std::iter::once(pattern).chain(params),
+                    );
+                } else {
+                    w.push(words, params);
                 }
             }
             M::PersonName(norm_column) if query.fuzzy_person_names && !has_wildcard(value) => {

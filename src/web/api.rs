@@ -65,6 +65,9 @@ pub struct Paging {
     offset: Option<i64>,
     /// Only jobs in this state: queued, running, done or dead (jobs only).
     state: Option<String>,
+    /// Only studies whose patient's name has words beginning with each word of this, accents
+    /// and case aside, as QIDO-RS `fuzzymatching=true` (worklist only): `nguyen van`.
+    patient_name: Option<String>,
 }
 
 /// `GET /api/v1/worklist`: studies by the urgency of their AI flags, then by arrival.
@@ -86,7 +89,7 @@ pub async fn worklist(
     let list = state
         .archive
         .index()
-        .worklist(&who, limit, offset)
+        .worklist(&who, limit, offset, p.patient_name.unwrap_or_default())
         .await
         .map_err(HttpError::from)?;
     Ok(Json(list))

@@ -1,0 +1,290 @@
+//! The rows behind accent-insensitive person-name matching and link suggestions (issue #12):
+//! each patient's folded name words (`patient_name_words`), the sorted words as one key
+//! (`patients.name_key`) and the other IDs (`patient_other_ids`), written with the patient's
+//! row; the search condition a name query becomes; the provisional patients that may be an
+//! identified one. What a folded word is lives in `dicom/person_name.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::db::{params, Connection, Engine, Value as SqlValue};
+use super::sharing::PROVISIONAL_KEY_PREFIX;
+use super::visibility::{patient_filter, study_filter};
+use crate::access::Visibility;
+use crate::dicom::person_name::{name_key, name_words, query_words};
+use crate::dicom::PatientAttributes;
+
+/// Files the name words, name key and other IDs of the new patient row `patient_fk`.
+pub(super) fn file_patient(
+    conn: &Connection,
+    patient_fk: i64,
+    p: &PatientAttributes,
+) -> super::db::Result<()> {
+    file_name(conn, patient_fk, &p.patient_name)?;
+    for id in &p.other_patient_ids {
+        conn.prepare_cached(
+            "INSERT INTO patient_other_ids (other_id, patient_fk) VALUES (?1, ?2) \
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![id, patient_fk])?;
+    }
+    Ok(())
+}
+
+fn file_name(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Result<()> {
+    for word in name_words(name) {
+        // ON CONFLICT: a backfill that two nodes run at once files the same words.
+        conn.prepare_cached(
+            "INSERT INTO patient_name_words (word, patient_fk) VALUES (?1, ?2) \
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![word, patient_fk])?;
+    }
+    conn.prepare_cached("UPDATE patients SET name_key = ?1 WHERE id = ?2")?
+        .execute(params![name_key(name), patient_fk])?;
+    Ok(())
+}
+
+/// Patients per backfill transaction: short enough that a start-up on a large index shows
+/// progress and a second node's writes are not held up long.
+const BACKFILL_BATCH: i64 = 2000;
+
+/// Files the name words and key of the patients filed before migration 10 (their `name_key` is
+/// NULL); returns how many. Other IDs of those patients stay unknown: the index never kept them.
+pub(super) fn backfill(conn: &Connection) -> super::db::Result<u64> {
+    let mut done = 0u64;
+    loop {
+        let batch: Vec<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT id, patient_name FROM patients WHERE name_key IS NULL ORDER BY id LIMIT ?1",
+            )?
+            .query_map([BACKFILL_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if batch.is_empty() {
+            return Ok(done);
+        }
+        conn.execute_batch("BEGIN")?;
+        let filed = batch
+            .iter()
+            .try_for_each(|(id, name)| file_name(conn, *id, name));
+        conn.execute_batch(if filed.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        filed?;
+        done += batch.len() as u64;
+    }
+}
+
+/// The condition that the patient with row id `patient` (an SQL expression) has a name whose
+/// folded words begin with each folded word of `value`, in any order and component: `van an`
+/// and `Văn*` find `Nguyễn^Văn An` and `NGUYEN^VAN AN`. `None` when `value` has no word.
+///
+/// A word is looked up as an index range on its literal prefix (a range, not LIKE, so that
+/// PostgreSQL's generic plans use the index too); a word with a wildcard inside is then also
+/// matched with it.
+pub(super) fn name_words_condition(
+    engine: Engine,
+    patient: &str,
+    value: &str,
+) -> Option<(String, Vec<SqlValue>)> {
+    let words = query_words(value);
+    if words.is_empty() {
+        return None;
+    }
+    let mut sql = Vec::with_capacity(words.len());
+    let mut params = Vec::new();
+    for word in words {
+        let literal: String = word
+            .chars()
+            .take_while(|c| *c != '*' && *c != '?')
+            .collect();
+        let mut checks = Vec::new();
+        if !literal.is_empty() {
+            checks.push("w.word >= ? AND w.word < ?".to_string());
+            // Every word beginning with `literal` sorts below `literal` + the last code point,
+            // bytewise (SQLite's BINARY, PostgreSQL's "C" collation of the column).
+            params.push(SqlValue::Text(literal.clone()));
+            params.push(SqlValue::Text(format!("{literal}\u{10FFFF}")));
+        }
+        if literal.len() < word.len() {
+            let pattern = if word.ends_with('*') {
+                word.clone()
+            } else {
+                format!("{word}*")
+            };
+            let (check, p) = super::query::wildcard_condition(engine, "w.word", &pattern);
+            checks.push(check);
+            params.push(p);
+        }
+        sql.push(format!(
+            "{patient} IN (SELECT w.patient_fk FROM patient_name_words w WHERE {})",
+            checks.join(" AND ")
+        ));
+    }
+    Some((sql.join(" AND "), params))
+}
+
+/// Why a provisional patient may be an identified one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+pub enum Evidence {
+    /// The same name, once accents, case and component order are set aside.
+    PatientName,
+    /// The same Patient's Birth Date.
+    PatientBirthDate,
+    /// The same Patient's Sex.
+    PatientSex,
+    /// One of the provisional patient's Other Patient IDs (e.g. a national citizen ID) is the
+    /// patient's ID or one of their other IDs.
+    OtherPatientIDs,
+}
+
+/// A provisional patient (arrived without an ID) who may be the patient asked about: link it with
+/// `POST /api/v1/patients/{patient}/links` and one of its studies, once a person has checked.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LinkSuggestion {
+    /// The provisional patient's studies the caller may see, oldest first.
+    pub study_instance_uids: Vec<String>,
+    /// Patient's Name as the provisional record has it.
+    pub patient_name: String,
+    /// Patient's Birth Date as the provisional record has it.
+    pub birth_date: String,
+    /// Patient's Sex as the provisional record has it.
+    pub sex: String,
+    /// What matched.
+    pub evidence: Vec<Evidence>,
+}
+
+/// At most this many suggestions per patient: a common name without a birth date never matches
+/// (both must be present), so more would mean bad data, not candidates.
+const MAX_SUGGESTIONS: usize = 50;
+
+/// The unlinked provisional patients `v` shows that match the patient with row id `patient_fk`
+/// by folded name, birth date and sex together, or by an other ID.
+pub(super) fn link_suggestions(
+    conn: &Connection,
+    v: &Visibility,
+    patient_fk: i64,
+) -> super::db::Result<Vec<LinkSuggestion>> {
+    let (key, birth_date, sex, patient_id): (Option<String>, String, String, String) = conn
+        .prepare_cached("SELECT name_key, birth_date, sex, patient_id FROM patients WHERE id = ?1")?
+        .query_row([patient_fk], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let mut found: BTreeMap<i64, Vec<Evidence>> = BTreeMap::new();
+    let key = key.unwrap_or_default();
+    if !key.is_empty() && !birth_date.is_empty() {
+        let by_name = candidates(
+            conn,
+            v,
+            "p.name_key = ? AND p.birth_date = ? AND p.sex = ?",
+            vec![
+                SqlValue::Text(key),
+                SqlValue::Text(birth_date),
+                SqlValue::Text(sex),
+            ],
+        )?;
+        for id in by_name {
+            found.entry(id).or_default().extend([
+                Evidence::PatientName,
+                Evidence::PatientBirthDate,
+                Evidence::PatientSex,
+            ]);
+        }
+    }
+    let by_id = candidates(
+        conn,
+        v,
+        "p.id IN (SELECT o.patient_fk FROM patient_other_ids o WHERE o.other_id = ? \
+         OR o.other_id IN (SELECT mine.other_id FROM patient_other_ids mine WHERE mine.patient_fk = ?))",
+        vec![SqlValue::Text(patient_id), SqlValue::Integer(patient_fk)],
+    )?;
+    for id in by_id {
+        found.entry(id).or_default().push(Evidence::OtherPatientIDs);
+    }
+    found
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .map(|(id, evidence)| suggestion(conn, v, id, evidence))
+        .filter_map(Result::transpose)
+        .collect()
+}
+
+/// The unlinked provisional patients `v` shows that meet `condition` (on `p`).
+fn candidates(
+    conn: &Connection,
+    v: &Visibility,
+    condition: &str,
+    mut params: Vec<SqlValue>,
+) -> super::db::Result<Vec<i64>> {
+    let visible = patient_filter(v);
+    params.push(SqlValue::Text(format!("{PROVISIONAL_KEY_PREFIX}%")));
+    params.extend(visible.params);
+    conn.prepare_cached(&format!(
+        "SELECT p.id FROM patients p WHERE {condition} AND p.patient_key LIKE ? \
+         AND NOT EXISTS (SELECT 1 FROM patient_links l WHERE l.provisional_fk = p.id \
+         AND l.unlinked_at IS NULL) AND {} ORDER BY p.id LIMIT {}",
+        visible.sql,
+        MAX_SUGGESTIONS + 1
+    ))?
+    .query_map(super::db::params_from_iter(params), |r| r.get(0))?
+    .collect()
+}
+
+/// The suggestion of provisional patient `id`; `None` when `v` shows none of its studies.
+fn suggestion(
+    conn: &Connection,
+    v: &Visibility,
+    id: i64,
+    mut evidence: Vec<Evidence>,
+) -> super::db::Result<Option<LinkSuggestion>> {
+    evidence.sort();
+    evidence.dedup();
+    let visible = study_filter(v, "st.id", None);
+    let params = std::iter::once(SqlValue::Integer(id)).chain(visible.params);
+    let studies: Vec<String> = conn
+        .prepare_cached(&format!(
+            "SELECT st.study_instance_uid FROM studies st WHERE st.patient_fk = ? AND {} ORDER BY st.id",
+            visible.sql
+        ))?
+        .query_map(super::db::params_from_iter(params), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if studies.is_empty() {
+        return Ok(None);
+    }
+    let (patient_name, birth_date, sex) = conn
+        .prepare_cached("SELECT patient_name, birth_date, sex FROM patients WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(Some(LinkSuggestion {
+        study_instance_uids: studies,
+        patient_name,
+        birth_date,
+        sex,
+        evidence,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_query_word_is_an_index_range_on_its_prefix() {
+        let (sql, params) = name_words_condition(Engine::Sqlite, "p.id", "Văn An").unwrap();
+        assert_eq!(sql.matches("patient_name_words").count(), 2, "{sql}");
+        assert!(!sql.contains("GLOB"), "{sql}");
+        assert_eq!(params[0], SqlValue::Text("van".into()));
+        assert_eq!(params[2], SqlValue::Text("an".into()));
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_word_is_matched_after_the_range() {
+        let (sql, params) = name_words_condition(Engine::Postgres, "p.id", "ng?yen").unwrap();
+        assert!(sql.contains("LIKE"), "{sql}");
+        assert_eq!(params.len(), 3);
+        assert_eq!(params[2], SqlValue::Text("ng_yen%".into()));
+    }
+
+    #[test]
+    fn a_value_without_words_adds_no_condition() {
+        assert!(name_words_condition(Engine::Sqlite, "p.id", "*^ ").is_none());
+    }
+}
