@@ -327,3 +327,31 @@ fn a_provisional_patient_is_suggested_for_linking_with_its_evidence() {
     );
     assert_eq!(other.status, 404);
 }
+
+#[test]
+fn a_name_query_of_too_many_words_is_refused() {
+    let server = TramyServer::start();
+    let many = vec!["an"; 17].join("%20");
+    let qido = server.http(
+        "GET",
+        &format!("/dicomweb/studies?PatientName={many}&fuzzymatching=true"),
+        &[],
+        b"",
+    );
+    assert_eq!(qido.status, 400, "{}", String::from_utf8_lossy(&qido.body));
+    let worklist = server.http(
+        "GET",
+        &format!("/api/v1/worklist?patient_name={many}"),
+        &[],
+        b"",
+    );
+    assert_eq!(worklist.status, 400);
+    let sixteen = vec!["an"; 16].join("%20");
+    let fine = server.http(
+        "GET",
+        &format!("/dicomweb/studies?PatientName={sixteen}&fuzzymatching=true"),
+        &[],
+        b"",
+    );
+    assert!(matches!(fine.status, 200 | 204), "{}", fine.status);
+}

@@ -40,6 +40,10 @@ pub fn name_key(name: &str) -> String {
     name_words(name).join(" ")
 }
 
+/// The most words a name query may have: a name has at most 5 components in 3 groups, and each
+/// word costs the search an index lookup.
+pub const MAX_QUERY_WORDS: usize = 16;
+
 /// The folded words of a query value, each to be found as a word prefix; DICOM's wildcards
 /// `*` and `?` (PS3.4 C.2.2.2.4) are kept within a word.
 pub fn query_words(value: &str) -> Vec<String> {

@@ -12,6 +12,7 @@ use dicom_dictionary_std::tags;
 use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
 use super::visibility::{patient_condition, study_condition};
 use crate::access::{Action, Principal, Visibility};
+use crate::dicom::person_name::{query_words, MAX_QUERY_WORDS};
 use crate::store::index::{normalise_person_name, Index};
 
 /// A caller's read-only view of the index, on a blocking thread that holds one connection (one
@@ -211,7 +212,9 @@ impl IndexedAttribute {
         match self.matching {
             Matching::Uid => "single value, UID list",
             Matching::Text => "single value, wildcard",
-            Matching::PersonName(_) => "single value, wildcard, case-insensitive",
+            Matching::PersonName(_) => {
+                "single value, wildcard, case-insensitive; fuzzy: per word, accent-insensitive"
+            }
             Matching::Date => "single value, range",
             Matching::Time => "single value, range",
             Matching::Integer => "single value",
@@ -401,8 +404,10 @@ pub struct AttributeQuery {
     pub limit: Option<u64>,
     /// Rows to skip.
     pub offset: u64,
-    /// Person names match any name component by prefix, whatever the case (QIDO-RS
-    /// `fuzzymatching=true`): "nguyen" finds "NGUYEN^VAN AN" and "TRAN^NGUYEN".
+    /// Person names match word by word, whatever the accents and case (QIDO-RS
+    /// `fuzzymatching=true`, C-FIND with `dimse.fuzzy_person_names`): for Patient's Name each
+    /// word of the value begins a word of the name (`van an` finds `Nguyễn^Văn An`, and
+    /// `nguyen` finds `TRAN^NGUYEN`); for other PN keys a component or word begins with the value.
     pub fuzzy_person_names: bool,
 }
 
@@ -615,6 +620,9 @@ fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, Qu
                 }
             }
             M::PersonName(_) if query.fuzzy_person_names && *tag == tags::PATIENT_NAME => {
+                if query_words(value).len() > MAX_QUERY_WORDS {
+                    return Err(invalid("a person name is matched by at most 16 words"));
+                }
                 let Some((words, params)) =
                     super::names::name_words_condition(engine, "p.id", value)
                 else {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::error::HttpError;
 use super::AppState;
+use crate::dicom::person_name::{query_words, MAX_QUERY_WORDS};
 use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
 
 /// `GET /api/v1/studies/{study}/findings`: every label's result on the study's instances.
@@ -75,7 +76,10 @@ pub struct Paging {
     get,
     path = "/api/v1/worklist",
     params(Paging),
-    responses((status = 200, description = "studies, most urgent first", body = [WorklistEntry]))
+    responses(
+        (status = 200, description = "studies, most urgent first", body = [WorklistEntry]),
+        (status = 400, description = "patient_name has more than 16 words", body = Problem, content_type = "application/problem+json")
+    )
 )]
 pub async fn worklist(
     State(state): State<AppState>,
@@ -86,10 +90,14 @@ pub async fn worklist(
         p.limit.unwrap_or(100).clamp(1, 1000),
         p.offset.unwrap_or(0).max(0),
     );
+    let patient_name = p.patient_name.unwrap_or_default();
+    if query_words(&patient_name).len() > MAX_QUERY_WORDS {
+        return Err(HttpError::bad_request("patient_name: at most 16 words"));
+    }
     let list = state
         .archive
         .index()
-        .worklist(&who, limit, offset, p.patient_name.unwrap_or_default())
+        .worklist(&who, limit, offset, patient_name)
         .await
         .map_err(HttpError::from)?;
     Ok(Json(list))
