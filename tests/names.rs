@@ -162,6 +162,41 @@ fn a_name_is_found_however_it_is_typed_over_qido_c_find_and_the_worklist() {
     );
     assert_eq!(plain["latin1"].0, "NGUYEN^VAN AN");
 
+    // DICOM JSON is UTF-8 whatever the stored character set: QIDO-RS and WADO-RS metadata.
+    for (label, name) in [
+        ("latin1_accented", "Müller^José"),
+        ("utf8", "Nguyễn^Văn An"),
+        ("ascii", "TRAN^THI BINH"),
+    ] {
+        let uid = &n.studies[label];
+        let qido = n
+            .server
+            .http(
+                "GET",
+                &format!("/dicomweb/studies?StudyInstanceUID={uid}"),
+                &[],
+                b"",
+            )
+            .json();
+        assert_eq!(
+            qido[0]["00100010"]["Value"][0]["Alphabetic"], name,
+            "QIDO-RS {label}"
+        );
+        let metadata = n
+            .server
+            .http(
+                "GET",
+                &format!("/dicomweb/studies/{uid}/metadata"),
+                &[],
+                b"",
+            )
+            .json();
+        assert_eq!(
+            metadata[0]["00100010"]["Value"][0]["Alphabetic"], name,
+            "metadata {label}"
+        );
+    }
+
     // The worklist's patient-name filter matches the same way.
     for typed in ["van an", "Văn An"] {
         let encoded: String = form_urlencoded::byte_serialize(typed.as_bytes()).collect();
