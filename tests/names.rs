@@ -390,3 +390,36 @@ fn a_name_query_of_too_many_words_is_refused() {
     );
     assert!(matches!(fine.status, 200 | 204), "{}", fine.status);
 }
+
+#[test]
+fn patients_indexed_before_the_name_words_get_them_at_the_next_start() {
+    let mut n = stored();
+    // As an index written before migration 10 holds them: no words, no key, no other IDs.
+    let forget = "UPDATE patients SET name_key = NULL; DELETE FROM patient_name_words; \
+                  DELETE FROM patient_other_ids;";
+    n.server.kill();
+    n.server.index_execute(forget, forget);
+    assert_eq!(
+        n.server
+            .index_rows("SELECT COUNT(*) FROM patient_name_words", &[])[0][0]
+            .as_deref(),
+        Some("0")
+    );
+    n.server.restart();
+    assert_eq!(n.qido("van an", true), set(VAN_AN));
+    // The other IDs come back from the stored metadata: the national ID still suggests a link.
+    let r = n
+        .server
+        .http("GET", "/api/v1/patients/VN001/link-suggestions", &[], b"");
+    let uids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["study_instance_uids"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        n.labels(uids.iter().map(String::as_str)),
+        set(&["provisional_match", "provisional_national_id"])
+    );
+}

@@ -114,7 +114,7 @@ const OTHER_PATIENT_IDS: Tag = Tag(0x0010, 0x1000);
 
 /// The values of Other Patient IDs (0010,1000) and the Patient ID (0010,0020) of each item of
 /// Other Patient IDs Sequence (0010,1002), trimmed, distinct.
-fn other_patient_ids(obj: &InMemDicomObject) -> Vec<String> {
+pub fn other_patient_ids(obj: &InMemDicomObject) -> Vec<String> {
     let listed = obj
         .get(OTHER_PATIENT_IDS)
         .and_then(|e| e.to_multi_str().ok())

@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::db::{params, Connection, Engine, Value as SqlValue};
+use dicom_object::InMemDicomObject;
+
+use super::db::{params, Connection, Engine, OptionalExtension, Value as SqlValue};
 use super::sharing::PROVISIONAL_KEY_PREFIX;
 use super::visibility::{patient_filter, study_filter};
 use crate::access::Visibility;
+use crate::dicom::attributes::other_patient_ids;
 use crate::dicom::person_name::{name_key, name_words, query_words};
 use crate::dicom::PatientAttributes;
 
@@ -22,7 +25,11 @@ pub(super) fn file_patient(
     p: &PatientAttributes,
 ) -> super::db::Result<()> {
     file_name(conn, patient_fk, &p.patient_name)?;
-    for id in &p.other_patient_ids {
+    file_other_ids(conn, patient_fk, &p.other_patient_ids)
+}
+
+fn file_other_ids(conn: &Connection, patient_fk: i64, ids: &[String]) -> super::db::Result<()> {
+    for id in ids {
         conn.prepare_cached(
             "INSERT INTO patient_other_ids (other_id, patient_fk) VALUES (?1, ?2) \
              ON CONFLICT DO NOTHING",
@@ -50,8 +57,9 @@ fn file_name(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Resul
 /// progress and a second node's writes are not held up long.
 const BACKFILL_BATCH: i64 = 2000;
 
-/// Files the name words and key of the patients filed before migration 10 (their `name_key` is
-/// NULL); returns how many. Other IDs of those patients stay unknown: the index never kept them.
+/// Files the name words, key and other IDs of the patients filed before migration 10 (their
+/// `name_key` is NULL); returns how many. The other IDs come from the stored DICOM JSON of one
+/// of the patient's instances (the index kept no column for them).
 pub(super) fn backfill(conn: &Connection) -> super::db::Result<u64> {
     let mut done = 0u64;
     loop {
@@ -65,13 +73,30 @@ pub(super) fn backfill(conn: &Connection) -> super::db::Result<u64> {
             return Ok(done);
         }
         conn.execute_batch("BEGIN")?;
-        let filed = batch
-            .iter()
-            .try_for_each(|(id, name)| file_name(conn, *id, name));
+        let filed = batch.iter().try_for_each(|(id, name)| {
+            file_name(conn, *id, name)?;
+            file_other_ids_from_metadata(conn, *id)
+        });
         conn.execute_batch(if filed.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
         filed?;
         done += batch.len() as u64;
     }
+}
+
+/// Files the other IDs that the metadata of one of the patient's instances holds.
+fn file_other_ids_from_metadata(conn: &Connection, patient_fk: i64) -> super::db::Result<()> {
+    let json: Option<String> = conn
+        .prepare_cached(
+            "SELECT i.metadata_json FROM studies st JOIN series se ON se.study_fk = st.id \
+             JOIN instances i ON i.series_fk = se.id WHERE st.patient_fk = ?1 LIMIT 1",
+        )?
+        .query_row([patient_fk], |r| r.get(0))
+        .optional()?;
+    // Metadata that does not parse has no other IDs to offer; the name words are filed anyway.
+    let Some(obj) = json.and_then(|j| dicom_json::from_str::<InMemDicomObject>(&j).ok()) else {
+        return Ok(());
+    };
+    file_other_ids(conn, patient_fk, &other_patient_ids(&obj))
 }
 
 /// The condition that the patient with row id `patient` (an SQL expression) has a name whose
