@@ -166,7 +166,7 @@ fn worklist(
 ) -> super::db::Result<Vec<WorklistEntry>> {
     let (mut visible, mut params) = visible_where(v, "{}", None);
     if let Some((name, name_params)) =
-        super::names::name_words_condition(conn.engine(), "p.id", patient_name)
+        super::names::name_words_condition(conn, "p.id", patient_name)?
     {
         visible = format!("{visible} AND {name}");
         params.extend(name_params);
