@@ -40,16 +40,17 @@ fn file_other_ids(conn: &Connection, patient_fk: i64, ids: &[String]) -> super::
 }
 
 fn file_name(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Result<()> {
+    let key = name_key(name);
     for word in name_words(name) {
         // ON CONFLICT: a backfill that two nodes run at once files the same words.
         conn.prepare_cached(
-            "INSERT INTO patient_name_words (word, patient_fk) VALUES (?1, ?2) \
+            "INSERT INTO patient_name_words (word, patient_fk, name_key) VALUES (?1, ?2, ?3) \
              ON CONFLICT DO NOTHING",
         )?
-        .execute(params![word, patient_fk])?;
+        .execute(params![word, patient_fk, key])?;
     }
     conn.prepare_cached("UPDATE patients SET name_key = ?1 WHERE id = ?2")?
-        .execute(params![name_key(name), patient_fk])?;
+        .execute(params![key, patient_fk])?;
     Ok(())
 }
 
@@ -115,8 +116,8 @@ pub(super) fn name_words_condition(
 /// prefix, with its parameters; `None` when `value` has no word.
 ///
 /// The search starts from one word's index range, the word with the fewest patients (`an`
-/// before `nguyen`, which 38% of Vietnamese are called), and checks the others in that
-/// patient's `name_key`: one range read, never a set per word.
+/// before `nguyen`, which 38% of Vietnamese are called), and checks the others in the name key
+/// each word row carries: one range read, never a set per word nor a patient row.
 pub(super) fn name_words_select(
     conn: &Connection,
     value: &str,
@@ -132,16 +133,11 @@ pub(super) fn name_words_select(
         most_selective(conn, &words)?
     };
     let (check, mut params) = word_check(engine, &words[start]);
-    let mut sql = String::from("SELECT w.patient_fk FROM patient_name_words w");
-    if words.len() > 1 {
-        sql.push_str(" JOIN patients wp ON wp.id = w.patient_fk");
-    }
-    sql.push_str(" WHERE ");
-    sql.push_str(&check);
+    let mut sql = format!("SELECT w.patient_fk FROM patient_name_words w WHERE {check}");
     for (_, word) in words.iter().enumerate().filter(|(i, _)| *i != start) {
         // `name_key` is the sorted words joined by spaces: a word begins after a space.
         let pattern = format!("* {}", with_trailing_star(word));
-        let (check, p) = super::query::wildcard_condition(engine, "(' ' || wp.name_key)", &pattern);
+        let (check, p) = super::query::wildcard_condition(engine, "(' ' || w.name_key)", &pattern);
         sql.push_str(" AND ");
         sql.push_str(&check);
         params.push(p);
@@ -359,11 +355,13 @@ mod tests {
 
     fn index_with(words: &[(&str, i64)]) -> Connection {
         let conn = Connection::sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        conn.execute_batch("CREATE TABLE patient_name_words (word TEXT, patient_fk INTEGER)")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE patient_name_words (word TEXT, patient_fk INTEGER, name_key TEXT)",
+        )
+        .unwrap();
         for (word, patient) in words {
             conn.execute(
-                "INSERT INTO patient_name_words VALUES (?1, ?2)",
+                "INSERT INTO patient_name_words VALUES (?1, ?2, '')",
                 params![word, patient],
             )
             .unwrap();
