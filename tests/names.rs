@@ -348,6 +348,22 @@ fn a_provisional_patient_is_suggested_for_linking_with_its_evidence() {
         .collect();
     assert_eq!(n.labels(left), set(&["provisional_national_id"]));
 
+    // Once linked, a provisional record answers a name search with its patient, whatever
+    // name it arrived with, with or without wildcards.
+    let second = serde_json::json!({ "study_instance_uid": n.studies["provisional_national_id"] })
+        .to_string();
+    let made = n.server.http(
+        "POST",
+        "/api/v1/patients/VN001/links",
+        &[("Content-Type", "application/json")],
+        second.as_bytes(),
+    );
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let mut linked = VAN_AN.to_vec();
+    linked.push("provisional_national_id");
+    assert_eq!(n.qido("van an", true), set(&linked));
+    assert_eq!(n.qido("Văn*", true), set(&linked));
+
     // Another facility's clinician does not see the patient at all.
     n.server
         .cli(&["facility", "add", "B", "--name", "Provincial B"]);
