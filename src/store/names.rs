@@ -173,7 +173,8 @@ fn word_check(engine: Engine, word: &str) -> (String, Vec<SqlValue>) {
         params.push(SqlValue::Text(literal.clone()));
         params.push(SqlValue::Text(format!("{literal}\u{10FFFF}")));
     }
-    if literal.len() < word.len() {
+    // Trailing `*`s say no more than the range does.
+    if literal.is_empty() || literal.len() < word.trim_end_matches('*').len() {
         let (check, p) =
             super::query::wildcard_condition(engine, "w.word", &with_trailing_star(word));
         checks.push(check);
@@ -386,6 +387,15 @@ mod tests {
         assert!(sql.contains("GLOB"), "{sql}");
         assert_eq!(params.len(), 3);
         assert_eq!(params[2], SqlValue::Text("ng?yen*".into()));
+    }
+
+    #[test]
+    fn a_trailing_star_is_the_range_alone() {
+        let (sql, params) = name_words_select(&index_with(&[]), "Nguyễn*")
+            .unwrap()
+            .unwrap();
+        assert!(!sql.contains("GLOB"), "{sql}");
+        assert_eq!(params.len(), 2);
     }
 
     #[test]
