@@ -1027,7 +1027,8 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> super::db::Result<
     let id = insert_returning_id(
         tx,
         "INSERT INTO patients (patient_key, patient_id, issuer_of_patient_id, patient_name, \
-         patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+         patient_name_norm, birth_date, sex, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         RETURNING id",
         params![
             key,
             p.patient_id,
@@ -1035,7 +1036,8 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> super::db::Result<
             p.patient_name,
             normalise_person_name(&p.patient_name),
             p.birth_date,
-            p.sex
+            p.sex,
+            crate::dicom::person_name::name_key(&p.patient_name)
         ],
     )?;
     super::names::file_patient(tx, id, p)?;

@@ -18,13 +18,14 @@ use crate::dicom::attributes::other_patient_ids;
 use crate::dicom::person_name::{name_key, name_words, query_words};
 use crate::dicom::PatientAttributes;
 
-/// Files the name words, name key and other IDs of the new patient row `patient_fk`.
+/// Files the name words and other IDs of the new patient row `patient_fk` (inserted with its
+/// `name_key`).
 pub(super) fn file_patient(
     conn: &Connection,
     patient_fk: i64,
     p: &PatientAttributes,
 ) -> super::db::Result<()> {
-    file_name(conn, patient_fk, &p.patient_name)?;
+    file_words(conn, patient_fk, &p.patient_name)?;
     file_other_ids(conn, patient_fk, &p.other_patient_ids)
 }
 
@@ -39,7 +40,15 @@ fn file_other_ids(conn: &Connection, patient_fk: i64, ids: &[String]) -> super::
     Ok(())
 }
 
+/// Files the words of `name` and sets the patient's `name_key` (the backfill's part).
 fn file_name(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Result<()> {
+    file_words(conn, patient_fk, name)?;
+    conn.prepare_cached("UPDATE patients SET name_key = ?1 WHERE id = ?2")?
+        .execute(params![name_key(name), patient_fk])?;
+    Ok(())
+}
+
+fn file_words(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Result<()> {
     let key = name_key(name);
     for word in name_words(name) {
         // ON CONFLICT: a backfill that two nodes run at once files the same words.
@@ -49,8 +58,6 @@ fn file_name(conn: &Connection, patient_fk: i64, name: &str) -> super::db::Resul
         )?
         .execute(params![word, patient_fk, key])?;
     }
-    conn.prepare_cached("UPDATE patients SET name_key = ?1 WHERE id = ?2")?
-        .execute(params![key, patient_fk])?;
     Ok(())
 }
 
