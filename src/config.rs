@@ -315,6 +315,13 @@ pub struct DimseConfig {
     /// PEM file of the CA certificates a peer's client certificate must chain to; when set,
     /// every association needs one (mutual TLS, as PS3.15 B.1 expects). Needs TLS on.
     pub tls_client_ca: Option<PathBuf>,
+    /// C-FIND (and C-GET/C-MOVE identifiers) match Patient's Name as QIDO-RS
+    /// `fuzzymatching=true` does: each word of the key begins a word of the name, in any order,
+    /// whatever its accents and case (`nguyen` and `van an` find `Nguyễn^Văn An`), as PS3.4
+    /// C.2.2.2.1 allows for PN; a match by the standard's rules always counts too. Most
+    /// modalities cannot ask for it (extended negotiation), hence on by default; `false`: the
+    /// standard's single value and wildcard matching, case-insensitive.
+    pub fuzzy_person_names: bool,
 }
 
 /// HTTP listener settings.
@@ -430,6 +437,7 @@ impl Default for DimseConfig {
             tls_certificate: None,
             tls_private_key: None,
             tls_client_ca: None,
+            fuzzy_person_names: true,
         }
     }
 }

@@ -259,7 +259,16 @@ fn character_sets(out: &mut String) {
             .join(", ")
     );
     out.push_str(
-        "Person names match case-insensitively (Unicode upper case), so Vietnamese names match \
-         whatever their case.\n",
+        "Data sets without Specific Character Set are read in the default repertoire. A C-FIND \
+         identifier is decoded in its own character set, so it matches data stored in another; \
+         every C-FIND response declares `ISO_IR 192` (UTF-8), and DICOM JSON is UTF-8.\n\n\
+         Person names match case-insensitively (Unicode upper case). Patient's Name also matches \
+         per word with QIDO-RS `fuzzymatching=true`, and in C-FIND unless \
+         `dimse.fuzzy_person_names = false` (PS3.4 C.2.2.2.1 lets PN matching ignore case, \
+         position and accents): each word of the key begins a word of the name, in any order and \
+         component, with accents and case folded (Unicode NFD without combining marks, `đ` as \
+         `d`), so `nguyen`, `Văn An` and `NGUYEN*` find `Nguyễn^Văn An` stored in UTF-8 and \
+         `NGUYEN^VAN AN` stored in Latin-1. A match by the standard's single value or wildcard \
+         rules always counts too.\n",
     );
 }

@@ -189,6 +189,8 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         "/api/v1/patients/{patient}/links" if get => share(who, 200, 404, 200),
         "/api/v1/patients/{patient}/links" => share(who, 400, 404, 400),
         "/api/v1/patients/{patient}/links/{id}" => share(who, 404, 404, 404),
+        // Read like the patient's links: whoever may manage the patient and sees them.
+        "/api/v1/patients/{patient}/link-suggestions" => share(who, 200, 404, 200),
         // A grant of A's study to B: the superadmin must name the facility (400 without).
         "/api/v1/grants" if get => share(who, 200, 200, 200),
         // Only the facility holding the study can grant it (C, the recipient, would be granting

@@ -22,6 +22,10 @@ pub struct PatientAttributes {
     pub birth_date: String,
     /// Patient's Sex (0010,0040).
     pub sex: String,
+    /// The patient's other identifiers, e.g. a national citizen ID: the values of Other
+    /// Patient IDs (0010,1000) and the Patient IDs of Other Patient IDs Sequence (0010,1002),
+    /// distinct, in order. Link suggestions compare them (issue #12).
+    pub other_patient_ids: Vec<String>,
 }
 
 /// Study level.
@@ -105,6 +109,37 @@ pub fn integer(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     })
 }
 
+/// Other Patient IDs (0010,1000): retired in favour of the sequence, still sent by many systems.
+const OTHER_PATIENT_IDS: Tag = Tag(0x0010, 0x1000);
+
+/// The values of Other Patient IDs (0010,1000) and the Patient ID (0010,0020) of each item of
+/// Other Patient IDs Sequence (0010,1002), trimmed, distinct.
+pub fn other_patient_ids(obj: &InMemDicomObject) -> Vec<String> {
+    let listed = obj
+        .get(OTHER_PATIENT_IDS)
+        .and_then(|e| e.to_multi_str().ok())
+        .map(|v| v.to_vec())
+        .unwrap_or_default();
+    let in_sequence = obj
+        .get(tags::OTHER_PATIENT_I_DS_SEQUENCE)
+        .and_then(|e| e.items())
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| text(item, tags::PATIENT_ID))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut ids: Vec<String> = Vec::new();
+    for id in listed.iter().chain(&in_sequence) {
+        let id = id.trim_matches(['\0', ' ']);
+        if !id.is_empty() && !ids.iter().any(|known| known == id) {
+            ids.push(id.to_string());
+        }
+    }
+    ids
+}
+
 impl InstanceAttributes {
     /// Extracts the indexed attributes; fails when a unique key (Study, Series, SOP Instance UID or
     /// SOP Class UID) is missing or malformed, because such an instance cannot be filed.
@@ -116,6 +151,7 @@ impl InstanceAttributes {
                 patient_name: text(obj, tags::PATIENT_NAME),
                 birth_date: text(obj, tags::PATIENT_BIRTH_DATE),
                 sex: text(obj, tags::PATIENT_SEX),
+                other_patient_ids: other_patient_ids(obj),
             },
             study: StudyAttributes {
                 study_instance_uid: StudyInstanceUid::new(&text(obj, tags::STUDY_INSTANCE_UID))?,

@@ -8,6 +8,7 @@ pub mod codecs;
 pub mod declared_lengths;
 pub mod json;
 pub mod part10;
+pub mod person_name;
 pub mod pixels;
 pub mod presentation;
 pub mod storage_sop_classes;

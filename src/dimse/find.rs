@@ -251,7 +251,9 @@ pub async fn query_index<T: Send + 'static>(
         identifier_error(status::CANNOT_UNDERSTAND, "request without an identifier")
     })?;
     let identifier = decode_identifier(&context.transfer_syntax, bytes)?;
-    let query = query_from_identifier(&context.abstract_syntax, &identifier)?;
+    let mut query = query_from_identifier(&context.abstract_syntax, &identifier)?;
+    // Retrieval names what it moves by its unique keys; only a search matches names loosely.
+    query.fuzzy_person_names = action == Action::Query && service.config.dimse.fuzzy_person_names;
     let level = query.level;
     let found = service
         .archive

@@ -161,9 +161,16 @@ fn worklist(
     conn: &Connection,
     limit: i64,
     offset: i64,
+    patient_name: &str,
     v: &Visibility,
 ) -> super::db::Result<Vec<WorklistEntry>> {
-    let (visible, mut params) = visible_where(v, "{}", None);
+    let (mut visible, mut params) = visible_where(v, "{}", None);
+    if let Some((name, name_params)) =
+        super::names::name_words_condition(conn, "p.id", patient_name)?
+    {
+        visible = format!("{visible} AND {name}");
+        params.extend(name_params);
+    }
     params.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
     conn.prepare_cached(&format!(
         "SELECT st.study_instance_uid, p.patient_name, p.patient_id, st.study_date, st.modalities_in_study, \
@@ -353,16 +360,19 @@ impl Index {
         .await
     }
 
-    /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
+    /// Studies by urgency of their flags (emergency first), then by arrival (oldest first);
+    /// with a `patient_name`, only those whose patient's name has its words, matched as QIDO-RS
+    /// `fuzzymatching=true` matches them (empty: every study).
     pub async fn worklist(
         &self,
         who: &Principal,
         limit: i64,
         offset: i64,
+        patient_name: String,
     ) -> Result<Vec<WorklistEntry>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
         let v = who.visibility(Action::ReadFindings);
-        self.read(move |c| Ok(worklist(c, limit, offset, &v)?))
+        self.read(move |c| Ok(worklist(c, limit, offset, &patient_name, &v)?))
             .await
     }
 

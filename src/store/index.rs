@@ -414,6 +414,13 @@ impl Index {
             });
         }
         super::migrations::to_latest(&mut conn)?;
+        let backfilled = super::names::backfill(&conn)?;
+        if backfilled > 0 {
+            tracing::info!(
+                patients = backfilled,
+                "filed the name words of patients indexed before migration 10"
+            );
+        }
 
         let (tx, rx) = mpsc::sync_channel::<WriteRequest>(4096);
         std::thread::Builder::new()
@@ -1017,10 +1024,11 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> super::db::Result<
         return Ok(id);
     }
     let p = &a.patient;
-    insert_returning_id(
+    let id = insert_returning_id(
         tx,
         "INSERT INTO patients (patient_key, patient_id, issuer_of_patient_id, patient_name, \
-         patient_name_norm, birth_date, sex) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+         patient_name_norm, birth_date, sex, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         RETURNING id",
         params![
             key,
             p.patient_id,
@@ -1028,9 +1036,12 @@ fn upsert_patient(tx: &Connection, a: &InstanceAttributes) -> super::db::Result<
             p.patient_name,
             normalise_person_name(&p.patient_name),
             p.birth_date,
-            p.sex
+            p.sex,
+            crate::dicom::person_name::name_key(&p.patient_name)
         ],
-    )
+    )?;
+    super::names::file_patient(tx, id, p)?;
+    Ok(id)
 }
 
 /// Runs an `INSERT … RETURNING id` through the statement cache; returns the new row's id.

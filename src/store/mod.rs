@@ -8,6 +8,7 @@ pub mod db;
 pub mod findings;
 pub mod index;
 pub mod migrations;
+pub mod names;
 pub mod objects;
 pub mod outbox;
 pub mod peers;

@@ -12,6 +12,7 @@ use dicom_dictionary_std::tags;
 use super::index::{stored_instance_from_row, IndexError, StoredInstance, STORED_INSTANCE_SELECT};
 use super::visibility::{patient_condition, study_condition};
 use crate::access::{Action, Principal, Visibility};
+use crate::dicom::person_name::{query_words, MAX_QUERY_WORDS};
 use crate::store::index::{normalise_person_name, Index};
 
 /// A caller's read-only view of the index, on a blocking thread that holds one connection (one
@@ -211,7 +212,9 @@ impl IndexedAttribute {
         match self.matching {
             Matching::Uid => "single value, UID list",
             Matching::Text => "single value, wildcard",
-            Matching::PersonName(_) => "single value, wildcard, case-insensitive",
+            Matching::PersonName(_) => {
+                "single value, wildcard, case-insensitive; fuzzy: per word, accent-insensitive"
+            }
             Matching::Date => "single value, range",
             Matching::Time => "single value, range",
             Matching::Integer => "single value",
@@ -401,8 +404,10 @@ pub struct AttributeQuery {
     pub limit: Option<u64>,
     /// Rows to skip.
     pub offset: u64,
-    /// Person names match any name component by prefix, whatever the case (QIDO-RS
-    /// `fuzzymatching=true`): "nguyen" finds "NGUYEN^VAN AN" and "TRAN^NGUYEN".
+    /// Person names match word by word, whatever the accents and case (QIDO-RS
+    /// `fuzzymatching=true`, C-FIND with `dimse.fuzzy_person_names`): for Patient's Name each
+    /// word of the value begins a word of the name (`van an` finds `Nguyễn^Văn An`, and
+    /// `nguyen` finds `TRAN^NGUYEN`); for other PN keys a component or word begins with the value.
     pub fuzzy_person_names: bool,
 }
 
@@ -445,7 +450,11 @@ impl From<super::db::DbError> for QueryError {
 /// A condition that `column` matches `pattern`, whose `*` and `?` are DICOM's wildcards (PS3.4
 /// C.2.2.2.4) and every other character literal, case-sensitively: SQLite's GLOB, PostgreSQL's
 /// LIKE (SQLite's LIKE ignores case).
-fn wildcard_condition(engine: Engine, column: &str, pattern: &str) -> (String, SqlValue) {
+pub(super) fn wildcard_condition(
+    engine: Engine,
+    column: &str,
+    pattern: &str,
+) -> (String, SqlValue) {
     match engine {
         Engine::Sqlite => (
             format!("{column} GLOB ?"),
@@ -552,7 +561,8 @@ impl WhereClause {
     }
 }
 
-fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, QueryError> {
+fn build_where(query: &AttributeQuery, conn: &Connection) -> Result<WhereClause, QueryError> {
+    let engine = conn.engine();
     let mut w = WhereClause {
         sql: Vec::new(),
         params: Vec::new(),
@@ -608,6 +618,38 @@ fn build_where(query: &AttributeQuery, engine: Engine) -> Result<WhereClause, Qu
                         format!("{} = ?", a.column),
                         [SqlValue::Text(value.to_string())],
                     );
+                }
+            }
+            M::PersonName(_) if query.fuzzy_person_names && *tag == tags::PATIENT_NAME => {
+                if query_words(value).len() > MAX_QUERY_WORDS {
+                    return Err(invalid("a person name is matched by at most 16 words"));
+                }
+                let Some((select, params)) = super::names::name_words_select(conn, value)? else {
+                    continue;
+                };
+                if has_wildcard(value) {
+                    // A wildcard may span words (`DOE*N`): the standard's match still counts.
+                    let (standard, pattern) = wildcard_condition(
+                        engine,
+                        "p.patient_name_norm",
+                        &normalise_person_name(value),
+                    );
+                    w.push(
+                        format!("({standard} OR p.id IN ({select}))"),
+                        std::iter::once(pattern).chain(params),
+                    );
+                } else {
+                    // Provisional patients linked to a match answer too, as
+                    // `or_through_patient_links` makes them, but straight from the word index:
+                    // its general form would look each matching patient up again first.
+                    w.push(
+                        format!(
+                            "p.id IN ({select} UNION SELECT l.provisional_fk FROM patient_links l \
+                             WHERE l.unlinked_at IS NULL AND l.patient_fk IN ({select}))"
+                        ),
+                        params.iter().cloned().chain(params.clone()),
+                    );
+                    continue;
                 }
             }
             M::PersonName(norm_column) if query.fuzzy_person_names && !has_wildcard(value) => {
@@ -723,9 +765,9 @@ fn with_patient_alias(sql: &str, alias: &str) -> String {
 fn search_where(
     query: &AttributeQuery,
     v: &Visibility,
-    engine: Engine,
+    conn: &Connection,
 ) -> Result<WhereClause, QueryError> {
-    let mut w = build_where(query, engine)?;
+    let mut w = build_where(query, conn)?;
     w.restrict_to(v, query.level);
     if query.level == QueryLevel::Image {
         w.push(
@@ -767,7 +809,7 @@ fn for_each_match<E: From<QueryError>>(
     v: &Visibility,
     mut f: impl FnMut(QueryMatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let w = search_where(query, v, conn.engine())?;
+    let w = search_where(query, v, conn)?;
     let columns: Vec<&IndexedAttribute> = INDEXED_ATTRIBUTES
         .iter()
         .filter(|a| a.level <= query.level)
@@ -829,7 +871,7 @@ fn matches_more_than(
     v: &Visibility,
     n: u64,
 ) -> Result<bool, QueryError> {
-    let w = search_where(query, v, conn.engine())?;
+    let w = search_where(query, v, conn)?;
     let sql = format!(
         "SELECT 1 FROM {}{}{} LIMIT 1 OFFSET {}",
         query.level.tables(),
@@ -851,7 +893,7 @@ fn instances(
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let mut w = build_where(&image_query, conn.engine())?;
+    let mut w = build_where(&image_query, conn)?;
     w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "{STORED_INSTANCE_SELECT} JOIN patients p ON st.patient_fk = p.id{}{} ORDER BY {}{}",
@@ -891,7 +933,7 @@ fn metadata(
         level: QueryLevel::Image,
         ..query.clone()
     };
-    let mut w = build_where(&image_query, conn.engine())?;
+    let mut w = build_where(&image_query, conn)?;
     w.restrict_to(v, QueryLevel::Image);
     let sql = format!(
         "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.metadata_json \
@@ -918,6 +960,11 @@ fn metadata(
 mod tests {
     use super::*;
 
+    /// A connection for the clauses' engine (no query here reads a table).
+    fn sqlite() -> Connection {
+        Connection::sqlite(rusqlite::Connection::open_in_memory().unwrap())
+    }
+
     fn q(conditions: Vec<(Tag, &str)>) -> AttributeQuery {
         AttributeQuery {
             level: QueryLevel::Study,
@@ -941,7 +988,7 @@ mod tests {
 
     #[test]
     fn patient_conditions_also_match_through_links() {
-        let w = build_where(&q(vec![(tags::PATIENT_ID, "123")]), Engine::Sqlite).unwrap();
+        let w = build_where(&q(vec![(tags::PATIENT_ID, "123")]), &sqlite()).unwrap();
         assert_eq!(w.sql.len(), 1);
         assert!(w.sql[0].contains("patient_links"), "{}", w.sql[0]);
         assert_eq!(w.params.len(), 2);
@@ -959,33 +1006,25 @@ mod tests {
 
     #[test]
     fn date_range_uses_precision_of_bound() {
-        let w = build_where(
-            &q(vec![(tags::STUDY_DATE, "20200101-20201231")]),
-            Engine::Sqlite,
-        )
-        .unwrap();
+        let w = build_where(&q(vec![(tags::STUDY_DATE, "20200101-20201231")]), &sqlite()).unwrap();
         assert_eq!(w.sql.len(), 3);
     }
 
     #[test]
     fn bad_date_is_refused() {
-        assert!(build_where(&q(vec![(tags::STUDY_DATE, "yesterday")]), Engine::Sqlite).is_err());
+        assert!(build_where(&q(vec![(tags::STUDY_DATE, "yesterday")]), &sqlite()).is_err());
     }
 
     #[test]
     fn uid_with_wildcard_is_refused() {
-        assert!(build_where(
-            &q(vec![(tags::STUDY_INSTANCE_UID, "1.2.*")]),
-            Engine::Sqlite
-        )
-        .is_err());
+        assert!(build_where(&q(vec![(tags::STUDY_INSTANCE_UID, "1.2.*")]), &sqlite()).is_err());
     }
 
     #[test]
     fn universal_matching_adds_no_condition() {
         let w = build_where(
             &q(vec![(tags::PATIENT_NAME, ""), (tags::PATIENT_ID, "*")]),
-            Engine::Sqlite,
+            &sqlite(),
         )
         .unwrap();
         assert!(w.sql.is_empty());
@@ -994,8 +1033,7 @@ mod tests {
     #[test]
     fn a_uid_list_is_separated_by_backslashes_or_commas() {
         for list in ["1.2.3\\1.2.4", "1.2.3,1.2.4"] {
-            let w =
-                build_where(&q(vec![(tags::STUDY_INSTANCE_UID, list)]), Engine::Sqlite).unwrap();
+            let w = build_where(&q(vec![(tags::STUDY_INSTANCE_UID, list)]), &sqlite()).unwrap();
             assert_eq!(w.params.len(), 2, "{list}");
         }
     }

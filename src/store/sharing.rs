@@ -444,6 +444,21 @@ impl Index {
         .await
     }
 
+    /// The unlinked provisional patients the caller may see who may be `patient`: the same
+    /// folded name, birth date and sex, or `patient`'s ID among their other IDs (issue #12).
+    /// Read-only: a person confirms with [`Index::link_patient`].
+    pub async fn link_suggestions(
+        &self,
+        who: &Principal,
+        patient: PatientRef,
+    ) -> Shared<Vec<super::names::LinkSuggestion>> {
+        let v = who.visibility(Action::Query);
+        self.read_for_patient(who, patient, move |c, patient_fk| {
+            Ok(Ok(super::names::link_suggestions(c, &v, patient_fk)?))
+        })
+        .await
+    }
+
     /// Undoes a link of `patient`: the provisional patient answers on its own again.
     pub async fn unlink_patient(
         &self,

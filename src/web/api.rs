@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::error::HttpError;
 use super::AppState;
+use crate::dicom::person_name::{query_words, MAX_QUERY_WORDS};
 use crate::store::findings::{Finding, JobState, JobView, WorklistEntry};
 
 /// `GET /api/v1/studies/{study}/findings`: every label's result on the study's instances.
@@ -65,6 +66,9 @@ pub struct Paging {
     offset: Option<i64>,
     /// Only jobs in this state: queued, running, done or dead (jobs only).
     state: Option<String>,
+    /// Only studies whose patient's name has words beginning with each word of this, accents
+    /// and case aside, as QIDO-RS `fuzzymatching=true` (worklist only): `nguyen van`.
+    patient_name: Option<String>,
 }
 
 /// `GET /api/v1/worklist`: studies by the urgency of their AI flags, then by arrival.
@@ -72,7 +76,10 @@ pub struct Paging {
     get,
     path = "/api/v1/worklist",
     params(Paging),
-    responses((status = 200, description = "studies, most urgent first", body = [WorklistEntry]))
+    responses(
+        (status = 200, description = "studies, most urgent first", body = [WorklistEntry]),
+        (status = 400, description = "patient_name has more than 16 words", body = Problem, content_type = "application/problem+json")
+    )
 )]
 pub async fn worklist(
     State(state): State<AppState>,
@@ -83,10 +90,14 @@ pub async fn worklist(
         p.limit.unwrap_or(100).clamp(1, 1000),
         p.offset.unwrap_or(0).max(0),
     );
+    let patient_name = p.patient_name.unwrap_or_default();
+    if query_words(&patient_name).len() > MAX_QUERY_WORDS {
+        return Err(HttpError::bad_request("patient_name: at most 16 words"));
+    }
     let list = state
         .archive
         .index()
-        .worklist(&who, limit, offset)
+        .worklist(&who, limit, offset, patient_name)
         .await
         .map_err(HttpError::from)?;
     Ok(Json(list))

@@ -30,6 +30,7 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
             A::ReadFindings
         }
         r if r.contains("/consents") => A::Consent,
+        r if r.ends_with("/link-suggestions") => A::Query,
         r if r.contains("/links") => A::Link,
         r if r.starts_with("/api/v1/grants") || r == "/api/v1/share-links" => A::Grant,
         r if r.starts_with("/api/v1/tokens") => A::Token,

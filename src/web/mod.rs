@@ -228,6 +228,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             get(sharing::patient_links),
         ),
         (
+            Method::GET,
+            "/api/v1/patients/{patient}/link-suggestions",
+            get(sharing::link_suggestions),
+        ),
+        (
             Method::DELETE,
             "/api/v1/patients/{patient}/links/{id}",
             axum::routing::delete(sharing::unlink_patient),

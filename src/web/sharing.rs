@@ -15,6 +15,7 @@ use crate::access::sharing::{
     PatientLink, SharingError,
 };
 use crate::audit::PatientRef;
+use crate::store::names::LinkSuggestion;
 
 impl From<SharingError> for HttpError {
     fn from(e: SharingError) -> Self {
@@ -196,6 +197,28 @@ pub async fn patient_links(
 ) -> Result<Json<Vec<PatientLink>>, HttpError> {
     let p = patient(&p)?;
     Ok(Json(state.archive.index().patient_links(&who, p).await??))
+}
+
+/// `GET /api/v1/patients/{patient}/link-suggestions`: provisional patients (arrived without an
+/// ID) who may be this patient, each with what matched; tramy never links them by itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/patients/{patient}/link-suggestions",
+    params(("patient" = String, Path, description = "PatientID, or IssuerOfPatientID|PatientID")),
+    responses(
+        (status = 200, description = "candidates, oldest record first", body = [LinkSuggestion]),
+        (status = 404, description = "no such patient among the studies you may see", body = super::api::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn link_suggestions(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(p): Path<String>,
+) -> Result<Json<Vec<LinkSuggestion>>, HttpError> {
+    let p = patient(&p)?;
+    Ok(Json(
+        state.archive.index().link_suggestions(&who, p).await??,
+    ))
 }
 
 /// `DELETE /api/v1/patients/{patient}/links/{id}`: undoes a link.
