@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about sockets, HTTP or databases.
 
+pub mod age;
 pub mod attributes;
 pub mod codecs;
 pub mod declared_lengths;

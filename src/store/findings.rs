@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::index::{Index, IndexError};
 use super::visibility::{study_filter, study_visible};
 use crate::access::{Action, Principal, Visibility};
+use crate::triage::intended_use::IntendedUse;
 use crate::triage::manifest::Urgency;
 
 /// The stored name of an urgency (the worklist ranks by these names).
@@ -31,6 +32,9 @@ pub enum JobState {
     Done,
     /// Failed for good; `last_error` says why.
     Dead,
+    /// Ended without scoring on purpose (outside the model's intended use); `last_error` says
+    /// why.
+    Skipped,
 }
 
 impl JobState {
@@ -41,6 +45,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Done => "done",
             JobState::Dead => "dead",
+            JobState::Skipped => "skipped",
         }
     }
 
@@ -51,6 +56,7 @@ impl JobState {
             JobState::Running,
             JobState::Done,
             JobState::Dead,
+            JobState::Skipped,
         ]
         .into_iter()
         .find(|state| state.as_str() == s)
@@ -96,6 +102,13 @@ pub struct Finding {
     pub urgency: String,
     /// The model's use statement (research use only, and so on).
     pub statement: String,
+    /// `inside` or `outside` the model's declared population (an outside finding is never
+    /// flagged), or `undeclared` when the model declares none.
+    pub intended_use: String,
+    /// Why it is outside, or what was unknown inside (`age unknown`); empty otherwise.
+    pub intended_use_note: String,
+    /// The instance's View Position (0018,5101), e.g. `PA`; empty when absent.
+    pub view_position: String,
     /// When it was found.
     pub created_at: String,
 }
@@ -110,7 +123,7 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
     params.insert(0, SqlValue::Text(study.to_string()));
     conn.prepare_cached(&format!(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
-         flagged, urgency, statement, created_at FROM findings WHERE study_instance_uid = ? AND {visible} \
+         flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position FROM findings WHERE study_instance_uid = ? AND {visible} \
          ORDER BY flagged DESC, probability DESC"
     ))?
     .query_map(super::db::params_from_iter(params), |r| {
@@ -126,6 +139,9 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
             urgency: r.get(8)?,
             statement: r.get(9)?,
             created_at: r.get(10)?,
+            intended_use: r.get(11)?,
+            intended_use_note: r.get(12)?,
+            view_position: r.get(13)?,
         })
     })?
     .collect()
@@ -150,6 +166,8 @@ pub struct WorklistEntry {
     pub urgency: String,
     /// Labels flagged, e.g. `["pneumonia"]`.
     pub flags: Vec<String>,
+    /// Labels scored outside their model's intended use (never flagged, never ranked).
+    pub outside_intended_use: Vec<String>,
     /// Jobs still queued or running.
     pub pending_jobs: i64,
     /// Jobs that failed for good.
@@ -179,6 +197,8 @@ fn worklist(
                    FROM findings f WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged = 1), 0) AS rank, \
          COALESCE((SELECT string_agg(d.label, ',' ORDER BY d.label) FROM (SELECT DISTINCT f.label FROM findings f \
                    WHERE f.study_instance_uid = st.study_instance_uid AND f.flagged = 1) AS d), ''), \
+         COALESCE((SELECT string_agg(d.label, ',' ORDER BY d.label) FROM (SELECT DISTINCT f.label FROM findings f \
+                   WHERE f.study_instance_uid = st.study_instance_uid AND f.intended_use = 'outside') AS d), ''), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state IN ('queued', 'running')), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
@@ -189,6 +209,7 @@ fn worklist(
     .query_map(super::db::params_from_iter(params), |r| {
         let rank: i64 = r.get(6)?;
         let flags: String = r.get(7)?;
+        let outside: String = r.get(8)?;
         Ok(WorklistEntry {
             study_instance_uid: r.get(0)?,
             patient_name: r.get(1)?,
@@ -203,12 +224,22 @@ fn worklist(
                 _ => "none",
             }
             .to_string(),
-            flags: flags.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect(),
-            pending_jobs: r.get(8)?,
-            failed_jobs: r.get(9)?,
+            flags: labels(&flags),
+            outside_intended_use: labels(&outside),
+            pending_jobs: r.get(9)?,
+            failed_jobs: r.get(10)?,
         })
     })?
     .collect()
+}
+
+/// The labels of a comma-joined list.
+fn labels(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A triage job as the admin view shows it.
@@ -218,11 +249,11 @@ pub struct JobView {
     pub sop_instance_uid: String,
     /// Model.
     pub model: String,
-    /// queued, running, done or dead.
+    /// queued, running, done, dead or skipped.
     pub state: JobState,
     /// Attempts so far.
     pub attempts: i64,
-    /// Why the last attempt failed.
+    /// Why the last attempt failed, or why the job was skipped.
     pub last_error: String,
     /// When it was queued.
     pub created_at: String,
@@ -309,6 +340,12 @@ pub struct JobFindings {
     pub model_version: String,
     /// The model's use statement.
     pub statement: String,
+    /// The instance against the model's intended use (outside: no score is flagged).
+    pub intended_use: IntendedUse,
+    /// Why it is outside, or what was unknown.
+    pub intended_use_note: String,
+    /// The instance's View Position.
+    pub view_position: String,
     /// The scores.
     pub findings: Vec<NewFinding>,
     /// When a finding is flagged: the forwarding that waits for such a flag (issue #10).
@@ -478,13 +515,17 @@ impl Index {
                 c.execute(
                     "INSERT INTO findings (study_instance_uid, series_instance_uid, \
                      sop_instance_uid, frame, model, model_version, label, probability, flagged, \
-                     urgency, statement, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     urgency, statement, created_at, intended_use, intended_use_note, view_position) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                      ON CONFLICT (sop_instance_uid, model, label, frame) DO UPDATE SET \
                      study_instance_uid = excluded.study_instance_uid, \
                      series_instance_uid = excluded.series_instance_uid, \
                      model_version = excluded.model_version, probability = excluded.probability, \
                      flagged = excluded.flagged, urgency = excluded.urgency, \
-                     statement = excluded.statement, created_at = excluded.created_at",
+                     statement = excluded.statement, created_at = excluded.created_at, \
+                     intended_use = excluded.intended_use, \
+                     intended_use_note = excluded.intended_use_note, \
+                     view_position = excluded.view_position",
                     params![
                         results.study_instance_uid,
                         results.series_instance_uid,
@@ -497,7 +538,10 @@ impl Index {
                         f.flagged,
                         urgency_name(f.urgency),
                         results.statement,
-                        created
+                        created,
+                        results.intended_use.as_str(),
+                        results.intended_use_note,
+                        results.view_position
                     ],
                 )?;
             }
@@ -507,6 +551,26 @@ impl Index {
             c.execute(
                 "UPDATE triage_jobs SET state = ?2, last_error = '' WHERE id = ?1",
                 params![id, JobState::Done],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends a job without findings on purpose, with the reason (e.g. outside the model's
+    /// intended use).
+    pub async fn skip_triage_job(
+        &self,
+        who: &Principal,
+        job: &ClaimedJob,
+        reason: String,
+    ) -> Result<(), IndexError> {
+        self.admit(who, Action::Triage)?;
+        let id = job.id;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE triage_jobs SET state = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, JobState::Skipped, reason],
             )?;
             Ok(())
         })
@@ -546,6 +610,7 @@ mod tests {
             (JobState::Running, "running"),
             (JobState::Done, "done"),
             (JobState::Dead, "dead"),
+            (JobState::Skipped, "skipped"),
         ] {
             assert_eq!(state.as_str(), name);
             assert_eq!(JobState::parse(name), Some(state));

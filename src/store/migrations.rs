@@ -24,6 +24,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/008_peer_oidc.sql")),
     M::up(include_str!("migrations/009_leases.sql")),
     M::up(include_str!("migrations/010_name_matching.sql")),
+    M::up(include_str!("migrations/011_intended_use.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect: entry N is migration N's twin.
@@ -38,6 +39,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/008_peer_oidc.sql"),
     include_str!("migrations/postgres/009_leases.sql"),
     include_str!("migrations/postgres/010_name_matching.sql"),
+    include_str!("migrations/postgres/011_intended_use.sql"),
 ];
 
 /// The schema version this tramy writes: the number of migrations.

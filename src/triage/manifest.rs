@@ -32,6 +32,77 @@ pub struct Routing {
     pub photometric: Vec<String>,
 }
 
+/// What happens to an instance outside a model's declared population.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outside {
+    /// Not scored: the job ends `skipped` with the reason.
+    Skip,
+    /// Scored, but the finding is marked outside intended use and never flagged.
+    Mark,
+}
+
+/// The population a model was made for (its intended use). An empty list accepts anything; an
+/// instance whose age or view is unknown is taken as inside, and its finding says which was
+/// unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    /// Ages in completed years, both ends included, e.g. `[0, 17]`.
+    #[serde(default)]
+    pub age_years: Option<AgeRange>,
+    /// View Position (0018,5101) values, e.g. `["PA", "AP"]`.
+    #[serde(default)]
+    pub views: Vec<String>,
+    /// Modality (0008,0060) values.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// What happens to an instance outside the population.
+    pub outside: Outside,
+}
+
+/// An age range in completed years, both ends included; `[min, max]` in a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "[u32; 2]", into = "[u32; 2]")]
+pub struct AgeRange {
+    /// Youngest age inside.
+    pub min: u32,
+    /// Oldest age inside.
+    pub max: u32,
+}
+
+impl AgeRange {
+    /// Whether `years` (completed) is inside.
+    pub fn contains(&self, years: u32) -> bool {
+        (self.min..=self.max).contains(&years)
+    }
+}
+
+impl TryFrom<[u32; 2]> for AgeRange {
+    type Error = String;
+
+    fn try_from([min, max]: [u32; 2]) -> Result<AgeRange, String> {
+        if min > max || max > 150 {
+            return Err(format!(
+                "population.age_years [{min}, {max}]: use [youngest, oldest] in years, at most 150"
+            ));
+        }
+        Ok(AgeRange { min, max })
+    }
+}
+
+impl From<AgeRange> for [u32; 2] {
+    fn from(r: AgeRange) -> [u32; 2] {
+        [r.min, r.max]
+    }
+}
+
+impl std::fmt::Display for AgeRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{} years", self.min, self.max)
+    }
+}
+
 /// Tensor memory layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -297,6 +368,9 @@ pub struct ModelManifest {
     /// Which instances it applies to.
     #[serde(default)]
     pub routing: Routing,
+    /// The population it was made for; none: every routed instance is scored alike.
+    #[serde(default)]
+    pub population: Option<Population>,
     /// Its input tensor.
     pub input: Input,
     /// Preprocessing.
@@ -458,6 +532,9 @@ impl ModelManifest {
                 ));
             }
         }
+        if let Some(population) = &self.population {
+            validate_population(population)?;
+        }
         if self.provenance.statement.trim().is_empty() {
             return Err(
                 "provenance.statement is empty; say what the model may and may not be used for"
@@ -483,6 +560,24 @@ impl ModelManifest {
             && ok(&self.routing.body_parts, body_part)
             && ok(&self.routing.photometric, photometric)
     }
+}
+
+/// Views and modalities are Code Strings (PS3.5 6.2: at most 16 of `A-Z 0-9 _` and space).
+fn validate_population(p: &Population) -> Result<(), String> {
+    let code_string = |v: &str| {
+        !v.trim().is_empty()
+            && v.len() <= 16
+            && v.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b' ')
+    };
+    for (field, values) in [("views", &p.views), ("modalities", &p.modalities)] {
+        if let Some(bad) = values.iter().find(|v| !code_string(v)) {
+            return Err(format!(
+                "population.{field} {bad:?}: a DICOM code string, upper case, e.g. \"PA\" or \"CR\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every `*/model.toml` under `dir`, sorted by folder; each loaded or with its error.
@@ -600,6 +695,48 @@ mod tests {
             m.labels[0].code,
             Some(CodedConcept::new("233604007", "SCT", "Pneumonia"))
         );
+    }
+
+    #[test]
+    fn the_shipped_pneumonia_model_is_for_children_and_marks_adults() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/chest-xray-pneumonia/model.toml");
+        let m = ModelManifest::load_routing(&path).unwrap();
+        let p = m.population.expect("a declared population");
+        assert_eq!(p.age_years, Some(AgeRange { min: 0, max: 17 }));
+        assert_eq!(p.views, ["PA", "AP"]);
+        assert_eq!(p.outside, Outside::Mark);
+        assert!(m.provenance.intended_use.contains("1-5"));
+    }
+
+    /// The error of the shipped pneumonia manifest with `[population]` replaced by `population`.
+    fn population_error(population: &str) -> String {
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/chest-xray-pneumonia/model.toml");
+        let text = std::fs::read_to_string(shipped).unwrap();
+        let start = text.find("[population]").unwrap();
+        let end = text.find("[input]").unwrap();
+        let text = format!("{}{population}\n{}", &text[..start], &text[end..]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = ModelManifest::load_routing(&path).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        e
+    }
+
+    #[test]
+    fn a_bad_population_is_an_error_naming_the_file_and_the_field() {
+        let e = population_error("[population]\nage_years = [17, 0]\noutside = \"mark\"");
+        assert!(e.contains("population.age_years [17, 0]"), "{e}");
+        let e = population_error("[population]\nage_years = [0, 17]\noutside = \"drop\"");
+        assert!(e.contains("outside") && e.contains("skip"), "{e}");
+        let e = population_error("[population]\nage_years = [0, 17]");
+        assert!(e.contains("missing field `outside`"), "{e}");
+        let e = population_error("[population]\nviews = [\"pa\"]\noutside = \"skip\"");
+        assert!(e.contains("population.views \"pa\""), "{e}");
+        let e = population_error("[population]\nages = [0, 17]\noutside = \"skip\"");
+        assert!(e.contains("unknown field `ages`"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod eval;
 pub mod heatmap;
+pub mod intended_use;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::intended_use::{self, Assessment, IntendedUse, Subject};
+use super::manifest::Urgency;
 use super::model::{LoadedModel, Scores};
 use super::preprocess;
 use crate::access::Principal;
@@ -25,6 +27,16 @@ struct Outcome {
     series: String,
     /// The findings as a Comprehensive SR, to file into the study.
     report: crate::dicom::ReceivedInstance,
+    /// The instance against the model's intended use.
+    assessment: Assessment,
+}
+
+/// How a job ended without an error.
+enum Settled {
+    /// Scored.
+    Scored(Outcome),
+    /// Left unscored on purpose, with the reason.
+    Skipped(String),
 }
 
 /// Runs queued triage jobs until the task is dropped.
@@ -134,7 +146,7 @@ impl TriageWorker {
 
     /// Runs the jobs of one model: single-image inputs as one batch, per-frame inputs (already a
     /// batch of frames each) one by one. One result per job, in order.
-    async fn process_group(&self, jobs: &[ClaimedJob]) -> Vec<Result<Outcome, String>> {
+    async fn process_group(&self, jobs: &[ClaimedJob]) -> Vec<Result<Settled, String>> {
         let Some(model) = jobs
             .first()
             .and_then(|j| self.models.get(&j.model))
@@ -155,13 +167,17 @@ impl TriageWorker {
             Ok(results) => results
                 .into_iter()
                 .map(|r| {
-                    r.map(|(instance, frames, scores, report)| Outcome {
-                        model: model.clone(),
-                        frames,
-                        scores,
-                        study: instance.study_instance_uid,
-                        series: instance.series_instance_uid,
-                        report,
+                    r.map(|computed| match computed {
+                        Computed::Skipped(reason) => Settled::Skipped(reason),
+                        Computed::Scored(s) => Settled::Scored(Outcome {
+                            model: model.clone(),
+                            frames: s.frames,
+                            scores: s.scores,
+                            study: s.instance.study_instance_uid,
+                            series: s.instance.series_instance_uid,
+                            report: s.report,
+                            assessment: s.assessment,
+                        }),
                     })
                 })
                 .collect(),
@@ -175,19 +191,27 @@ impl TriageWorker {
     async fn settle(
         &self,
         job: &ClaimedJob,
-        result: Result<Outcome, String>,
+        result: Result<Settled, String>,
     ) -> Result<(), crate::store::IndexError> {
         let job = job.clone();
         let max_attempts = self.max_attempts;
         match result {
-            Ok(Outcome {
+            Ok(Settled::Skipped(reason)) => {
+                tracing::info!(job = job.id, model = %job.model, "triage skipped: outside the model's intended use");
+                self.archive
+                    .index()
+                    .skip_triage_job(&self.principal, &job, reason)
+                    .await
+            }
+            Ok(Settled::Scored(Outcome {
                 model,
                 frames,
                 scores,
                 study,
                 series,
                 report,
-            }) => {
+                assessment,
+            })) => {
                 // The report goes into the study through the same ingest path as any instance.
                 let sender = crate::ingest::Sender {
                     principal: self.principal.clone(),
@@ -233,6 +257,9 @@ impl TriageWorker {
                     model: name,
                     model_version: version,
                     statement,
+                    intended_use: assessment.intended_use,
+                    intended_use_note: assessment.note,
+                    view_position: assessment.view,
                     findings,
                     forwarding: flag.map(|urgency| crate::store::findings::FlagForwarding {
                         rules: self.archive.forward_rules_shared(),
@@ -270,55 +297,104 @@ impl TriageWorker {
     }
 }
 
-type Computed = Result<
-    (
-        crate::store::StoredInstance,
-        Vec<u32>,
-        Vec<Scores>,
-        crate::dicom::ReceivedInstance,
-    ),
-    String,
->;
+/// What one job's instance gave.
+enum Computed {
+    /// Scored.
+    Scored(Scored),
+    /// Outside the model's intended use, which says to skip it: the reason.
+    Skipped(String),
+}
+
+/// A scored instance.
+struct Scored {
+    instance: crate::store::StoredInstance,
+    frames: Vec<u32>,
+    scores: Vec<Scores>,
+    report: crate::dicom::ReceivedInstance,
+    assessment: Assessment,
+}
+
+/// An instance ready for inference, or one left unscored.
+enum Prepared {
+    Ready(Box<Ready>),
+    Skipped(String),
+}
+
+/// An instance with its model input.
+struct Ready {
+    instance: crate::store::StoredInstance,
+    source: dicom_object::InMemDicomObject,
+    assessment: Assessment,
+    input: ndarray::Array4<f32>,
+    frames: Vec<u32>,
+}
+
+/// Parses the instance, judges it against the model's intended use, and (unless that says to
+/// skip it) prepares its input.
+fn prepare(
+    model: &LoadedModel,
+    loaded: Result<(crate::store::StoredInstance, bytes::Bytes), String>,
+) -> Result<Prepared, String> {
+    let (instance, file) = loaded?;
+    let source = crate::dicom::ReceivedInstance::from_part10(file.clone())
+        .and_then(|r| r.parse())
+        .map_err(|e| e.to_string())?;
+    let assessment =
+        intended_use::assess(model.manifest.population.as_ref(), &Subject::of(&source));
+    if assessment.skip() {
+        return Ok(Prepared::Skipped(assessment.note));
+    }
+    let (input, frames) =
+        preprocess::from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
+    Ok(Prepared::Ready(Box::new(Ready {
+        instance,
+        source,
+        assessment,
+        input,
+        frames,
+    })))
+}
+
+/// A finding outside the model's intended use is never flagged, so never urgent.
+fn unflag(scores: &mut [Scores]) {
+    for s in scores.iter_mut().flatten() {
+        s.flagged = false;
+        s.urgency = Urgency::Routine;
+    }
+}
+
+/// The input of a prepared single image (not a batch of frames), which batches with others.
+fn single_input(
+    p: &Result<Prepared, String>,
+    per_frame: bool,
+) -> Option<ndarray::ArrayView4<'_, f32>> {
+    match p {
+        Ok(Prepared::Ready(r)) if !per_frame && r.input.shape()[0] == 1 => Some(r.input.view()),
+        _ => None,
+    }
+}
 
 /// Preprocesses every loaded instance, infers (single images together), and writes each report.
 fn compute(
     model: &LoadedModel,
     loaded: Vec<Result<(crate::store::StoredInstance, bytes::Bytes), String>>,
-) -> Vec<Computed> {
+) -> Vec<Result<Computed, String>> {
     let per_frame = model.manifest.task == super::manifest::Task::PerFrame;
     // Decoding and resizing dominate (a 2000-pixel radiograph takes longer than the model): the
     // batch's instances are prepared in parallel on rayon's pool.
-    let prepared: Vec<Result<_, String>> = loaded
-        .into_par_iter()
-        .map(|l| {
-            let (instance, file) = l?;
-            let (input, frames) =
-                preprocess::from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
-            Ok((instance, file, input, frames))
-        })
-        .collect();
+    let prepared: Vec<Result<Prepared, String>> =
+        loaded.into_par_iter().map(|l| prepare(model, l)).collect();
     // Scores per prepared item: one batched inference over the single images.
-    let singles: Vec<usize> = prepared
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            !per_frame
-                && p.as_ref()
-                    .is_ok_and(|(_, _, input, _)| input.shape()[0] == 1)
-        })
-        .map(|(i, _)| i)
+    let single = |p| single_input(p, per_frame);
+    let singles: Vec<usize> = (0..prepared.len())
+        .filter(|&i| single(&prepared[i]).is_some())
         .collect();
     let mut scores: Vec<Option<Result<Vec<Scores>, String>>> =
         prepared.iter().map(|_| None).collect();
     if !singles.is_empty() {
         let views: Vec<_> = singles
             .iter()
-            .filter_map(|&i| {
-                prepared[i]
-                    .as_ref()
-                    .ok()
-                    .map(|(_, _, input, _)| input.view())
-            })
+            .filter_map(|&i| single(&prepared[i]))
             .collect();
         metrics::histogram!("tramy_triage_batch_size", "model" => model.manifest.name.clone())
             .record(views.len() as f64);
@@ -344,17 +420,38 @@ fn compute(
     prepared
         .into_iter()
         .zip(scores)
-        .map(|(p, batched)| {
-            let (instance, file, input, frames) = p?;
-            let scores = match batched {
-                Some(s) => s?,
-                None => model.infer(&input).map_err(|e| e.to_string())?,
-            };
-            let source = crate::dicom::ReceivedInstance::from_part10(file)
-                .and_then(|r| r.parse())
-                .map_err(|e| e.to_string())?;
-            let report = super::sr::findings_sr(&source, &model.manifest, &frames, &scores);
-            Ok((instance, frames, scores, report))
+        .map(|(p, batched)| match p? {
+            Prepared::Skipped(reason) => Ok(Computed::Skipped(reason)),
+            Prepared::Ready(r) => score(model, *r, batched),
         })
         .collect()
+}
+
+/// The scores of a prepared instance (inferred alone unless its batch did) and its report.
+fn score(
+    model: &LoadedModel,
+    r: Ready,
+    batched: Option<Result<Vec<Scores>, String>>,
+) -> Result<Computed, String> {
+    let mut scores = match batched {
+        Some(s) => s?,
+        None => model.infer(&r.input).map_err(|e| e.to_string())?,
+    };
+    if r.assessment.intended_use == IntendedUse::Outside {
+        unflag(&mut scores);
+    }
+    let report = super::sr::findings_sr(
+        &r.source,
+        &model.manifest,
+        &r.frames,
+        &scores,
+        &r.assessment,
+    );
+    Ok(Computed::Scored(Scored {
+        instance: r.instance,
+        frames: r.frames,
+        scores,
+        report,
+        assessment: r.assessment,
+    }))
 }

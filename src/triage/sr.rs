@@ -26,6 +26,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use sha2::{Digest, Sha256};
 
+use super::intended_use::{Assessment, IntendedUse};
 use super::manifest::{CodedConcept, Label, ModelManifest};
 use super::model::{LabelScore, Scores};
 use crate::dicom::attributes::text;
@@ -179,12 +180,14 @@ impl Source {
     }
 }
 
-/// Builds the SR for `scores` (one entry per frame in `frames`) of the model on `source`.
+/// Builds the SR for `scores` (one entry per frame in `frames`) of the model on `source`, which
+/// stands against the model's intended use as `assessment` says.
 pub fn findings_sr(
     source: &InMemDicomObject,
     model: &ModelManifest,
     frames: &[u32],
     scores: &[Scores],
+    assessment: &Assessment,
 ) -> ReceivedInstance {
     let src = Source::of(source, frames);
     let sr_uid = derived_uid(&["sr", &src.sop, &model.name, &model.version]);
@@ -194,7 +197,14 @@ pub fn findings_sr(
     for (frame, frame_scores) in frames.iter().zip(scores) {
         for s in frame_scores {
             if let Some(label) = model.labels.iter().find(|l| l.name == s.label) {
-                groups.push(measurement_group(model, label, s, &src, *frame, &sr_uid));
+                let finding = Scored {
+                    label,
+                    score: s,
+                    frame: *frame,
+                };
+                groups.push(measurement_group(
+                    model, &finding, assessment, &src, &sr_uid,
+                ));
             }
         }
     }
@@ -408,16 +418,67 @@ fn report_content(
     ]
 }
 
+/// One label's score on one frame.
+struct Scored<'a> {
+    label: &'a Label,
+    score: &'a LabelScore,
+    frame: u32,
+}
+
+/// Whether the score was flagged, and why not when it was not.
+fn verdict(label: &Label, s: &LabelScore, assessment: &Assessment) -> String {
+    let side = if s.probability >= label.threshold {
+        "at or above"
+    } else {
+        "below"
+    };
+    if assessment.intended_use == IntendedUse::Outside {
+        format!(
+            "not flagged, not urgent ({}): probability {:.3} {side} threshold {}",
+            assessment.note, s.probability, label.threshold
+        )
+    } else if s.flagged {
+        format!(
+            "FLAGGED ({:?}): probability {:.3} {side} threshold {}",
+            s.urgency, s.probability, label.threshold
+        )
+    } else {
+        format!(
+            "not flagged: probability {:.3} {side} threshold {}",
+            s.probability, label.threshold
+        )
+    }
+}
+
+/// The finding's standing against the model's declared population, as a sentence; none when
+/// the model declares no population.
+fn intended_use_text(assessment: &Assessment) -> Option<String> {
+    match assessment.intended_use {
+        IntendedUse::Undeclared => None,
+        IntendedUse::Outside => Some(format!(
+            "Outside the model's intended use ({}): not flagged, not urgent.",
+            assessment.note
+        )),
+        IntendedUse::Inside if assessment.note.is_empty() => {
+            Some("Inside the model's intended use.".into())
+        }
+        IntendedUse::Inside => Some(format!(
+            "Inside the model's intended use ({}).",
+            assessment.note
+        )),
+    }
+}
+
 /// One measurement group (TID 1410 Planar ROI, with TID 1501's source reference): a label's
 /// result on one frame.
 fn measurement_group(
     model: &ModelManifest,
-    label: &Label,
-    s: &LabelScore,
+    scored: &Scored,
+    assessment: &Assessment,
     src: &Source,
-    frame: u32,
     sr_uid: &str,
 ) -> InMemDicomObject {
+    let (label, s, frame) = (scored.label, scored.score, scored.frame);
     // Private code only where the manifest names no standard one (PS3.16 Section 8.2).
     let finding = label
         .code
@@ -430,17 +491,7 @@ fn measurement_group(
     };
     let frame_text = frame.to_string();
     let tracking_uid = derived_uid(&["sr-group", sr_uid, &label.name, &frame_text]);
-    let verdict = if s.flagged {
-        format!(
-            "FLAGGED ({:?}): probability {:.3} at or above threshold {}",
-            s.urgency, s.probability, label.threshold
-        )
-    } else {
-        format!(
-            "not flagged: probability {:.3} below threshold {}",
-            s.probability, label.threshold
-        )
-    };
+    let verdict = verdict(label, s, assessment);
     let mut items = vec![
         text_item(
             "HAS OBS CONTEXT",
@@ -474,6 +525,12 @@ fn measurement_group(
             dcm("121106", "Comment"),
             &format!("{verdict}. {}", model.provenance.statement),
         ),
+    ]);
+    items.extend(
+        intended_use_text(assessment)
+            .map(|text| text_item("CONTAINS", dcm("121106", "Comment"), &text)),
+    );
+    items.extend([
         // TID 1501: the image the group was computed on.
         src.image_item(
             "CONTAINS",
