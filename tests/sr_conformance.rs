@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -61,46 +61,6 @@ print(json.dumps({
     "evidence": [s.ReferencedSOPInstanceUID for st in ds.CurrentRequestedProcedureEvidenceSequence for se in st.ReferencedSeriesSequence for s in se.ReferencedSOPSequence],
 }))
 "#;
-
-/// The findings SR of `model` in `study`, fetched over WADO-URI into `dir`, once triage wrote it.
-fn fetch_report(server: &TramyServer, study: &str, model: &str, dir: &Path) -> PathBuf {
-    let (series, sop) = wait_for("the findings SR", || {
-        let series = server
-            .http(
-                "GET",
-                &format!("/dicomweb/studies/{study}/series?Modality=SR"),
-                &[("Accept", "application/dicom+json")],
-                b"",
-            )
-            .body;
-        let series: serde_json::Value = serde_json::from_slice(&series).ok()?;
-        series.as_array()?.iter().find_map(|s| {
-            let uid = s["0020000E"]["Value"][0].as_str()?;
-            let description = s["0008103E"]["Value"][0].as_str()?;
-            let r = server.http(
-                "GET",
-                &format!("/dicomweb/studies/{study}/series/{uid}/instances"),
-                &[("Accept", "application/dicom+json")],
-                b"",
-            );
-            let instances: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-            let sop = instances[0]["00080018"]["Value"][0].as_str()?;
-            description
-                .contains(model)
-                .then(|| (uid.to_string(), sop.to_string()))
-        })
-    });
-    let r = server.http(
-        "GET",
-        &format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=application%2Fdicom"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let path = dir.join(format!("{model}.dcm"));
-    std::fs::write(&path, &r.body).unwrap();
-    path
-}
 
 /// `dsrdump` reads the report as a valid SR (PS3.3 A.35.3 relationship constraints included)
 /// without an error; returns what it printed.
@@ -271,6 +231,47 @@ fn the_pneumonia_report_is_a_valid_tid_1500_with_the_manifest_code_and_tracking_
         report["evidence"],
         serde_json::json!([attr(tags::SOP_INSTANCE_UID)])
     );
+}
+
+#[test]
+fn an_adults_pneumonia_report_says_outside_intended_use_not_flagged_not_urgent() {
+    pneumonia_model();
+    let manifest = shipped("chest-xray-pneumonia");
+    let tmp = tempfile::tempdir().unwrap();
+    let adult = aged_copy(&chest_cr(), "045Y", tmp.path());
+    let study = tramy::dicom::attributes::text(
+        &dicom_object::open_file(&adult).unwrap(),
+        tags::STUDY_INSTANCE_UID,
+    );
+    let server = TramyServer::start();
+    server.store_files(&[&adult], "storescu of the adult chest CR");
+    let file = fetch_report(&server, &study, &manifest.name, tmp.path());
+
+    dsrdump_clean(&file);
+    let dump = Command::new("dsrdump")
+        .arg("+Pl")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    let reason = "outside intended use: age 45 years, model population 0-17 years";
+    assert!(
+        dump.contains(&format!(
+            "\"Outside {}. Not flagged, not urgent.\"",
+            &reason[8..]
+        )),
+        "a text item says so: {dump}"
+    );
+    assert!(
+        dump.contains(&format!(
+            "\"not flagged, not urgent ({reason}): probability"
+        )),
+        "the verdict says not flagged, not urgent: {dump}"
+    );
+    assert!(!dump.contains("FLAGGED"), "{dump}");
+    // The one warning is the source's own Referring Physician's Name ("ward"), copied as is.
+    dciodvfy_clean(&file, &["Retired Person Name form"]);
+    assert_groups_are_trackable(&summary(&file), &manifest);
 }
 
 #[test]

@@ -779,3 +779,175 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
         }
     }
 }
+
+/// The pneumonia model's probability for the chest CR as `tramy models run` computes it.
+fn pneumonia_probability_of_the_chest_cr(cr: &Path) -> f64 {
+    let run = tramy(
+        &[
+            "models",
+            "run",
+            &repo_root()
+                .join("models/chest-xray-pneumonia")
+                .display()
+                .to_string(),
+            &cr.display().to_string(),
+        ],
+        &[],
+    );
+    assert_success(&run, "tramy models run");
+    let scores: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    scores["scores"][0][0]["probability"].as_f64().unwrap()
+}
+
+fn study_uid(path: &Path) -> String {
+    tramy::dicom::attributes::text(
+        &dicom_object::open_file(path).unwrap(),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    )
+}
+
+#[test]
+fn an_adult_chest_cr_is_scored_but_marked_outside_the_paediatric_models_intended_use() {
+    let (_, images) = pneumonia_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let adult = aged_copy(&chest_cr(), "045Y", tmp.path());
+    let child = aged_copy(&chest_cr(), "004Y", tmp.path());
+    let want = pneumonia_probability_of_the_chest_cr(&chest_cr());
+    // A Kermany image the model flags (as the DX test shows), as if its patient were 45.
+    let dx = tmp.path().join("dx.dcm");
+    wrap_jpeg_as_dx(&images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"), &dx);
+    let adult_dx = aged_copy(&dx, "045Y", tmp.path());
+
+    // Default settings: models_dir = "models", whose pneumonia model declares ages 0-17, "mark".
+    let server = TramyServer::start();
+    server.store_files(&[&adult, &child, &adult_dx], "storescu of the aged images");
+    let pneumonia = |study: &str| {
+        wait_for("a pneumonia finding", || {
+            findings_of(&server, study)
+                .into_iter()
+                .find(|f| f["model"] == "chest-xray-pneumonia-kermany")
+        })
+    };
+    let (adult_study, child_study) = (study_uid(&adult), study_uid(&child));
+
+    let f = pneumonia(&adult_study);
+    assert_eq!(f["intended_use"], "outside", "{f}");
+    assert_eq!(
+        f["intended_use_note"],
+        "outside intended use: age 45 years, model population 0-17 years"
+    );
+    assert_eq!(f["flagged"], false, "{f}");
+    assert_eq!(f["urgency"], "routine", "never urgent: {f}");
+    assert_eq!(f["view_position"], "PA");
+    assert!(
+        (f["probability"].as_f64().unwrap() - want).abs() < 1e-6,
+        "{f}"
+    );
+
+    // The same image at 4 years old is scored as before and flagged by its threshold alone.
+    let g = pneumonia(&child_study);
+    assert_eq!(g["intended_use"], "inside", "{g}");
+    assert_eq!(g["intended_use_note"], "");
+    assert!(
+        (g["probability"].as_f64().unwrap() - want).abs() < 1e-6,
+        "{g}"
+    );
+    assert_eq!(g["flagged"], want >= 0.5, "{g}");
+    assert_eq!(g["urgency"], "urgent", "the label's urgency: {g}");
+
+    // Above the threshold, an adult's finding is still not flagged, nor urgent.
+    let h = pneumonia(&study_uid(&adult_dx));
+    assert!(h["probability"].as_f64().unwrap() >= 0.5, "{h}");
+    assert_eq!(h["intended_use"], "outside", "{h}");
+    assert_eq!(h["flagged"], false, "{h}");
+    assert_eq!(h["urgency"], "routine", "{h}");
+    assert_eq!(h["view_position"], "AP");
+
+    // The worklist: the adult's study carries no flag and no urgency, and says why.
+    let worklist = server.http("GET", "/api/v1/worklist", &[], b"").json();
+    let entry = |study: &str| {
+        worklist
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|e| e["study_instance_uid"] == study)
+            .map(|i| (i, worklist[i].clone()))
+            .unwrap_or_else(|| panic!("{study} on the worklist: {worklist}"))
+    };
+    let (adult_rank, adult_entry) = entry(&adult_study);
+    assert_eq!(adult_entry["urgency"], "none", "{adult_entry}");
+    assert_eq!(adult_entry["flags"], serde_json::json!([]));
+    assert_eq!(
+        adult_entry["outside_intended_use"],
+        serde_json::json!(["pneumonia"])
+    );
+    let (child_rank, child_entry) = entry(&child_study);
+    assert_eq!(child_entry["outside_intended_use"], serde_json::json!([]));
+    if want >= 0.5 {
+        assert!(
+            child_rank < adult_rank,
+            "the flagged child first: {worklist}"
+        );
+    }
+    let (_, adult_dx_entry) = entry(&study_uid(&adult_dx));
+    assert_eq!(adult_dx_entry["urgency"], "none", "{adult_dx_entry}");
+    assert_eq!(adult_dx_entry["flags"], serde_json::json!([]));
+
+    // Its report says so too (read back by dsrdump and dciodvfy in tests/sr_conformance.rs).
+    let report = fetch_report(
+        &server,
+        &adult_study,
+        "chest-xray-pneumonia-kermany",
+        tmp.path(),
+    );
+    let report = String::from_utf8_lossy(&std::fs::read(report).unwrap()).to_string();
+    assert!(
+        report.contains("not flagged, not urgent (outside intended use: age 45 years"),
+        "{report}"
+    );
+}
+
+#[test]
+fn with_outside_skip_an_adult_gets_no_finding_and_its_job_says_why() {
+    let (folder, _) = pneumonia_model();
+    let shipped = std::fs::read_to_string(folder.join("model.toml")).unwrap();
+    assert!(shipped.contains("outside = \"mark\""));
+    let onnx = folder.join("model.onnx").display().to_string();
+    let manifest = shipped
+        .replace("outside = \"mark\"", "outside = \"skip\"")
+        .replace("file = \"model.onnx\"", &format!("file = {onnx:?}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(models.join("pneumonia")).unwrap();
+    std::fs::write(models.join("pneumonia/model.toml"), manifest).unwrap();
+    let server = TramyServer::start_with_config(&format!(
+        "[triage]\nmodels_dir = \"{}\"\n",
+        models.display()
+    ));
+    let adult = aged_copy(&chest_cr(), "045Y", tmp.path());
+    server.store_files(&[&adult], "storescu of the adult chest CR");
+
+    let job = wait_for("the skipped job", || {
+        let jobs = server
+            .http("GET", "/api/v1/triage/jobs?state=skipped", &[], b"")
+            .json();
+        jobs.as_array().and_then(|j| j.first().cloned())
+    });
+    assert_eq!(job["state"], "skipped");
+    assert_eq!(
+        job["last_error"],
+        "outside intended use: age 45 years, model population 0-17 years"
+    );
+    assert_eq!(job["attempts"], 1, "skipped once, not retried: {job}");
+    let study = study_uid(&adult);
+    assert!(findings_of(&server, &study).is_empty());
+    assert_eq!(
+        qido_sr_series(&server, &study).as_array().map(Vec::len),
+        Some(0),
+        "no report either"
+    );
+    let worklist = server.http("GET", "/api/v1/worklist", &[], b"").json();
+    assert_eq!(worklist[0]["urgency"], "none", "{worklist}");
+    assert_eq!(worklist[0]["pending_jobs"], 0, "{worklist}");
+    assert_eq!(worklist[0]["failed_jobs"], 0, "{worklist}");
+}

@@ -34,7 +34,7 @@ struct Outcome {
 /// How a job ended without an error.
 enum Settled {
     /// Scored.
-    Scored(Outcome),
+    Scored(Box<Outcome>),
     /// Left unscored on purpose, with the reason.
     Skipped(String),
 }
@@ -169,7 +169,7 @@ impl TriageWorker {
                 .map(|r| {
                     r.map(|computed| match computed {
                         Computed::Skipped(reason) => Settled::Skipped(reason),
-                        Computed::Scored(s) => Settled::Scored(Outcome {
+                        Computed::Scored(s) => Settled::Scored(Box::new(Outcome {
                             model: model.clone(),
                             frames: s.frames,
                             scores: s.scores,
@@ -177,7 +177,7 @@ impl TriageWorker {
                             series: s.instance.series_instance_uid,
                             report: s.report,
                             assessment: s.assessment,
-                        }),
+                        })),
                     })
                 })
                 .collect(),
@@ -203,15 +203,16 @@ impl TriageWorker {
                     .skip_triage_job(&self.principal, &job, reason)
                     .await
             }
-            Ok(Settled::Scored(Outcome {
-                model,
-                frames,
-                scores,
-                study,
-                series,
-                report,
-                assessment,
-            })) => {
+            Ok(Settled::Scored(outcome)) => {
+                let Outcome {
+                    model,
+                    frames,
+                    scores,
+                    study,
+                    series,
+                    report,
+                    assessment,
+                } = *outcome;
                 // The report goes into the study through the same ingest path as any instance.
                 let sender = crate::ingest::Sender {
                     principal: self.principal.clone(),
@@ -300,7 +301,7 @@ impl TriageWorker {
 /// What one job's instance gave.
 enum Computed {
     /// Scored.
-    Scored(Scored),
+    Scored(Box<Scored>),
     /// Outside the model's intended use, which says to skip it: the reason.
     Skipped(String),
 }
@@ -447,11 +448,11 @@ fn score(
         &scores,
         &r.assessment,
     );
-    Ok(Computed::Scored(Scored {
+    Ok(Computed::Scored(Box::new(Scored {
         instance: r.instance,
         frames: r.frames,
         scores,
         report,
         assessment: r.assessment,
-    }))
+    })))
 }

@@ -456,8 +456,8 @@ fn intended_use_text(assessment: &Assessment) -> Option<String> {
     match assessment.intended_use {
         IntendedUse::Undeclared => None,
         IntendedUse::Outside => Some(format!(
-            "Outside the model's intended use ({}): not flagged, not urgent.",
-            assessment.note
+            "{}. Not flagged, not urgent.",
+            capitalized(&assessment.note)
         )),
         IntendedUse::Inside if assessment.note.is_empty() => {
             Some("Inside the model's intended use.".into())
@@ -467,6 +467,15 @@ fn intended_use_text(assessment: &Assessment) -> Option<String> {
             assessment.note
         )),
     }
+}
+
+/// `s` with its first letter in upper case.
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// One measurement group (TID 1410 Planar ROI, with TID 1501's source reference): a label's

@@ -64,7 +64,7 @@ pub struct Paging {
     limit: Option<i64>,
     /// Skip this many (worklist only).
     offset: Option<i64>,
-    /// Only jobs in this state: queued, running, done or dead (jobs only).
+    /// Only jobs in this state: queued, running, done, dead or skipped (jobs only).
     state: Option<String>,
     /// Only studies whose patient's name has words beginning with each word of this, accents
     /// and case aside, as QIDO-RS `fuzzymatching=true` (worklist only): `nguyen van`.
@@ -121,7 +121,7 @@ pub async fn jobs(
     let job_state = match p.state.as_deref() {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            HttpError::bad_request("state must be queued, running, done or dead")
+            HttpError::bad_request("state must be queued, running, done, dead or skipped")
         })?),
     };
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);

@@ -1053,3 +1053,83 @@ pub fn copy_dir(from: &Path, to: &Path) {
         .expect("cp runs");
     assert_success(&out, "cp -a");
 }
+
+/// The findings SR of `model` in `study`, fetched over WADO-URI into `dir`, once triage wrote it.
+pub fn fetch_report(server: &TramyServer, study: &str, model: &str, dir: &Path) -> PathBuf {
+    let (series, sop) = wait_for("the findings SR", || {
+        let series = server
+            .http(
+                "GET",
+                &format!("/dicomweb/studies/{study}/series?Modality=SR"),
+                &[("Accept", "application/dicom+json")],
+                b"",
+            )
+            .body;
+        let series: serde_json::Value = serde_json::from_slice(&series).ok()?;
+        series.as_array()?.iter().find_map(|s| {
+            let uid = s["0020000E"]["Value"][0].as_str()?;
+            let description = s["0008103E"]["Value"][0].as_str()?;
+            let r = server.http(
+                "GET",
+                &format!("/dicomweb/studies/{study}/series/{uid}/instances"),
+                &[("Accept", "application/dicom+json")],
+                b"",
+            );
+            let instances: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let sop = instances[0]["00080018"]["Value"][0].as_str()?;
+            description
+                .contains(model)
+                .then(|| (uid.to_string(), sop.to_string()))
+        })
+    });
+    let r = server.http(
+        "GET",
+        &format!("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=application%2Fdicom"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let path = dir.join(format!("{model}.dcm"));
+    std::fs::write(&path, &r.body).unwrap();
+    path
+}
+
+/// The adult chest CR RG1 (pydicom-data, fetched by `dicom-samples/fetch-chest-cr.sh`;
+/// BodyPartExamined CHEST, ViewPosition PA, born 1940, studied 2004).
+pub fn chest_cr() -> PathBuf {
+    let fetch = Command::new(repo_root().join("dicom-samples/fetch-chest-cr.sh"))
+        .output()
+        .expect("fetch-chest-cr.sh runs");
+    assert_success(&fetch, "dicom-samples/fetch-chest-cr.sh");
+    repo_root().join("dicom-samples/fetched/chest_cr_rg1_explicit_le.dcm")
+}
+
+/// A copy of `source` in `dir` with Patient's Age `age` (e.g. `045Y`) and study, series and
+/// instance UIDs of its own, so that copies with different ages are different instances.
+pub fn aged_copy(source: &Path, age: &str, dir: &Path) -> PathBuf {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(source).expect("the source instance");
+    obj.put(DataElement::new(
+        tags::PATIENT_AGE,
+        VR::AS,
+        PrimitiveValue::from(age),
+    ));
+    let name = source.file_stem().unwrap().to_string_lossy().to_string();
+    let uid = |level: &str| tramy::triage::sr::derived_uid(&["aged copy", &name, age, level]);
+    for (level, tag) in [
+        ("study", tags::STUDY_INSTANCE_UID),
+        ("series", tags::SERIES_INSTANCE_UID),
+        ("instance", tags::SOP_INSTANCE_UID),
+    ] {
+        obj.put(DataElement::new(
+            tag,
+            VR::UI,
+            PrimitiveValue::from(uid(level)),
+        ));
+    }
+    obj.update_meta(|meta| meta.media_storage_sop_instance_uid = uid("instance"));
+    let path = dir.join(format!("{name}_{age}.dcm"));
+    obj.write_to_file(&path).expect("write the aged copy");
+    path
+}
