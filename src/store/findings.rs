@@ -20,7 +20,7 @@ fn urgency_name(urgency: Urgency) -> &'static str {
     }
 }
 
-/// Where a triage job stands (invariant 8: it ends `done` or `dead`).
+/// Where a triage job stands (invariant 8: it ends `done`, `dead` or `skipped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
