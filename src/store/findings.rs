@@ -79,6 +79,22 @@ impl FromValue for JobState {
     }
 }
 
+impl ToValue for IntendedUse {
+    fn to_value(&self) -> SqlValue {
+        SqlValue::Text(self.as_str().to_owned())
+    }
+}
+
+impl FromValue for IntendedUse {
+    fn from_value(value: &SqlValue, column: usize) -> super::db::Result<Self> {
+        let s = String::from_value(value, column)?;
+        IntendedUse::parse(&s).ok_or_else(|| DbError::Conversion {
+            column,
+            source: format!("intended use {s:?}").into(),
+        })
+    }
+}
+
 /// One label's result on one instance (or frame).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Finding {
@@ -104,7 +120,7 @@ pub struct Finding {
     pub statement: String,
     /// `inside` or `outside` the model's declared population (an outside finding is never
     /// flagged), or `undeclared` when the model declares none.
-    pub intended_use: String,
+    pub intended_use: IntendedUse,
     /// Why it is outside, or what was unknown inside (`age unknown`); empty otherwise.
     pub intended_use_note: String,
     /// The instance's View Position (0018,5101), e.g. `PA`; empty when absent.
@@ -539,7 +555,7 @@ impl Index {
                         urgency_name(f.urgency),
                         results.statement,
                         created,
-                        results.intended_use.as_str(),
+                        results.intended_use,
                         results.intended_use_note,
                         results.view_position
                     ],

@@ -53,6 +53,17 @@ impl IntendedUse {
             IntendedUse::Undeclared => "undeclared",
         }
     }
+
+    /// The standing named `s`, if any.
+    pub fn parse(s: &str) -> Option<IntendedUse> {
+        [
+            IntendedUse::Inside,
+            IntendedUse::Outside,
+            IntendedUse::Undeclared,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == s)
+    }
 }
 
 /// The verdict on one instance for one model.
@@ -209,6 +220,19 @@ mod tests {
             cr.note,
             "outside intended use: age 40 years, model population 0-17 years; modality CR, model modalities DX"
         );
+    }
+
+    #[test]
+    fn standings_keep_their_stored_names() {
+        for u in [
+            IntendedUse::Inside,
+            IntendedUse::Outside,
+            IntendedUse::Undeclared,
+        ] {
+            assert_eq!(IntendedUse::parse(u.as_str()), Some(u));
+            assert_eq!(serde_json::to_value(u).unwrap(), u.as_str());
+        }
+        assert_eq!(IntendedUse::parse("Outside"), None);
     }
 
     #[test]
