@@ -950,4 +950,5 @@ fn with_outside_skip_an_adult_gets_no_finding_and_its_job_says_why() {
     assert_eq!(worklist[0]["urgency"], "none", "{worklist}");
     assert_eq!(worklist[0]["pending_jobs"], 0, "{worklist}");
     assert_eq!(worklist[0]["failed_jobs"], 0, "{worklist}");
+    assert_eq!(worklist[0]["skipped_jobs"], 1, "{worklist}");
 }

@@ -188,6 +188,9 @@ pub struct WorklistEntry {
     pub pending_jobs: i64,
     /// Jobs that failed for good.
     pub failed_jobs: i64,
+    /// Jobs ended unscored on purpose (e.g. outside the model's intended use); the job list
+    /// says why.
+    pub skipped_jobs: i64,
 }
 
 /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
@@ -218,7 +221,9 @@ fn worklist(
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state IN ('queued', 'running')), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
-          JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'dead') \
+          JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'dead'), \
+         (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
+          JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped') \
          FROM studies st JOIN patients p ON st.patient_fk = p.id WHERE {visible} \
          ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ? OFFSET ?"
     ))?
@@ -244,6 +249,7 @@ fn worklist(
             outside_intended_use: labels(&outside),
             pending_jobs: r.get(9)?,
             failed_jobs: r.get(10)?,
+            skipped_jobs: r.get(11)?,
         })
     })?
     .collect()
