@@ -732,6 +732,9 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
     assert_eq!(f["label"], "pneumonia");
     assert_eq!(f["flagged"], true);
     assert_eq!(f["urgency"], "urgent");
+    // The wrapped JPEG says no age: taken as inside the paediatric population, and said so.
+    assert_eq!(f["intended_use"], "inside", "{f}");
+    assert_eq!(f["intended_use_note"], "age unknown");
     assert!(f["statement"]
         .as_str()
         .unwrap()
@@ -742,6 +745,13 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
     let f = pneumonia_finding(&cr_study);
     assert!((0.0..=1.0).contains(&f["probability"].as_f64().unwrap()));
     assert!(f["statement"].as_str().unwrap().contains("paediatric"));
+    // Its age is its birth date (1940-03-05) against its study date (2004-08-26).
+    assert_eq!(f["intended_use"], "outside", "{f}");
+    assert_eq!(
+        f["intended_use_note"],
+        "outside intended use: age 64 years, model population 0-17 years"
+    );
+    assert_eq!(f["flagged"], false);
 
     // The flagged DX is at the top of the worklist.
     let worklist = server.http("GET", "/api/v1/worklist", &[], b"").json();
