@@ -61,25 +61,28 @@ PY
 SIZE=$(stat -c %s "$ROOT/big.dcm")
 echo "== peak RSS while receiving one $((SIZE / 1048576)) MiB instance ($PROFILE build)"
 
-stow() { # URL: POST big.dcm as one multipart/related part, streamed
+stow() { # URL [TOKEN]: POST big.dcm as one multipart/related part, streamed
   { printf -- '--rssbench\r\nContent-Type: application/dicom\r\n\r\n'; cat "$ROOT/big.dcm"
     printf -- '\r\n--rssbench--\r\n'; } |
-    curl -sS -o "$ROOT/stow.out" -w '%{http_code}' -X POST -T - \
+    curl -sS -o "$ROOT/stow.out" -w '%{http_code}' -X POST -T - ${2:+-H "Authorization: Bearer $2"} \
       -H 'Content-Type: multipart/related; type="application/dicom"; boundary=rssbench' "$1"
 }
 report() { # SERVER CASE PID RESULT
   printf '%-8s %-8s peak RSS %5s MB   after %5s MB   (%s)\n' "$1" "$2" "$(hwm_mb "$3")" "$(rss_mb "$3")" "$4"
 }
 
-start_tramy() { # -> TPID, TDIMSE, TURL
+start_tramy() { # -> TPID, TDIMSE, TURL, TTOKEN
   local dir=$ROOT/tramy-$1 http
   mkdir -p "$dir"; http=$(free_port); TDIMSE=$(free_port)
   printf '[triage]\nenabled = false\n' > "$dir/tramy.toml"
   TRAMY_DATA_DIR="$dir/data" TRAMY_DIMSE_ADDR="127.0.0.1:$TDIMSE" TRAMY_HTTP_ADDR="127.0.0.1:$http" \
     RUST_LOG=warn "$TRAMY" serve --config "$dir/tramy.toml" >"$dir/log" 2>&1 &
   TPID=$!; TURL="http://127.0.0.1:$http"
-  for _ in $(seq 200); do curl -fs "$TURL/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "tramy did not start" >&2; cat "$dir/log" >&2; exit 1
+  for _ in $(seq 200); do curl -fs "$TURL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs "$TURL/healthz" >/dev/null 2>&1 || { echo "tramy did not start" >&2; cat "$dir/log" >&2; exit 1; }
+  # dcmtk's default calling AE title, registered as an administrator would; the superadmin token.
+  TRAMY_DATA_DIR="$dir/data" "$TRAMY" ae add STORESCU --facility LOCAL >/dev/null 2>&1
+  TTOKEN=$(cat "$dir/data/admin-token")
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
@@ -88,7 +91,7 @@ echo "tramy idle: $(rss_mb "$TPID") MB"
 if TCP_NODELAY=1 storescu -aec TRAMY 127.0.0.1 "$TDIMSE" "$ROOT/big.dcm" 2>"$ROOT/storescu.err"; then r=stored; else r="storescu failed: $(tail -1 "$ROOT/storescu.err")"; fi
 report tramy DIMSE "$TPID" "$r"; stop "$TPID"
 start_tramy stow
-report tramy STOW-RS "$TPID" "HTTP $(stow "$TURL/dicomweb/studies")"; stop "$TPID"
+report tramy STOW-RS "$TPID" "HTTP $(stow "$TURL/dicomweb/studies" "$TTOKEN")"; stop "$TPID"
 
 if [ "$ORTHANC" = 1 ]; then
   for case in DIMSE STOW-RS; do
