@@ -25,7 +25,11 @@ for triage in false true; do
     "$BIN" serve --config "$work/serve.toml" 2>"$work/serve-$triage.log" &
   pid=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
-  read -r study series sop < <(curl -s "http://127.0.0.1:$http/dicomweb/instances?limit=1" | python3 -c "
+  # The attacker's and the prober's (dcmtk echoscu) calling AE titles, registered as an
+  # administrator would: an unknown one is refused before any of the attack reaches ingest.
+  for ae in ATTACKER ECHOSCU; do TRAMY_DATA_DIR="$work/data" "$BIN" ae add "$ae" --facility LOCAL >/dev/null 2>&1 || true; done
+  export TRAMY_TOKEN; TRAMY_TOKEN=$(cat "$work/data/admin-token")
+  read -r study series sop < <(curl -s -H "Authorization: Bearer $TRAMY_TOKEN" "http://127.0.0.1:$http/dicomweb/instances?limit=1" | python3 -c "
 import json, sys; i = json.load(sys.stdin)[0]
 print(i['0020000D']['Value'][0], i['0020000E']['Value'][0], i['00080018']['Value'][0])")
   echo "== triage enabled = $triage"

@@ -12,6 +12,7 @@ and /healthz latency; prints peak RSS (VmHWM) and the worst latencies as JSON.
 usage: attack_set.py PID DIMSE_PORT HTTP_PORT STUDY SERIES SOP
 """
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -28,6 +29,8 @@ from pynetdicom.dsutils import encode
 PID, DIMSE, HTTP = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 STUDY, SERIES, SOP = sys.argv[4:7]
 BASE = f"http://127.0.0.1:{HTTP}"
+# Every route but /healthz needs a credential: the superadmin token attack_rss.sh hands over.
+AUTH = {"Authorization": f"Bearer {os.environ['TRAMY_TOKEN']}"}
 SC = "1.2.840.10008.5.1.4.1.1.7"
 # Attackers come from another loopback address than the prober (the legitimate client), as they
 # would from another machine: tramy limits associations per peer address.
@@ -150,7 +153,7 @@ def big_part(n):
         yield b"\r\n--" + boundary + b"--\r\n"
 
     r = requests.post(BASE + "/dicomweb/studies", data=gen(), timeout=600,
-                      headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=attackboundary'})
+                      headers={**AUTH, "Content-Type": 'multipart/related; type="application/dicom"; boundary=attackboundary'})
     return r.status_code
 
 
@@ -174,14 +177,15 @@ def main():
     result["after_stow_mb"] = vm("VmHWM")
     worst["phase"] = "QIDO"
     for _ in range(3):
-        r = requests.get(BASE + "/dicomweb/instances?limit=100000000&includefield=all", timeout=120)
+        r = requests.get(BASE + "/dicomweb/instances?limit=100000000&includefield=all", headers=AUTH,
+                         timeout=120)
         result["qido_status"] = r.status_code
     result["after_qido_mb"] = vm("VmHWM")
     worst["phase"] = "frames"
     frames = ",".join(["1"] * 2000)
     for _ in range(3):
         r = requests.get(f"{BASE}/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/{frames}",
-                         headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
+                         headers={**AUTH, "Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
         result["frames_status"], result["frames_bytes"] = r.status_code, len(r.content)
     stop.set()
     time.sleep(1)
