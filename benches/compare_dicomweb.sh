@@ -41,23 +41,25 @@ JSON
   TCP_NODELAY=1 Orthanc "$dir/orthanc.json" >"$dir/log" 2>&1 &
   OPID=$!; OURL="http://127.0.0.1:$http"
   for _ in $(seq 150); do curl -fs "$OURL/system" >/dev/null 2>&1 && return; sleep 0.2; done
-  echo "Orthanc did not start" >&2; exit 1
+  echo "Orthanc did not start:" >&2; tail -5 "$dir/log" >&2; exit 1
 }
-start_tramy() { # DIR -> sets TPID, TURL
+start_tramy() { # DIR -> sets TPID, TURL, and BENCH_TOKEN (tramy's admin token, sent by
+  # dicomweb_bench.py and the curl config; Orthanc, without authentication, ignores it)
   local dir=$1 http dimse
   http=$(free_port); dimse=$(free_port)
   TRAMY_DATA_DIR="$dir" TRAMY_DIMSE_ADDR="127.0.0.1:$dimse" TRAMY_HTTP_ADDR="127.0.0.1:$http" \
     RUST_LOG=warn target/release/tramy serve >"$ROOT/tramy-$(basename "$dir").log" 2>&1 &
   TPID=$!; TURL="http://127.0.0.1:$http"
-  for _ in $(seq 100); do curl -fs "$TURL/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "tramy did not start" >&2; exit 1
+  for _ in $(seq 100); do curl -fs "$TURL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs "$TURL/healthz" >/dev/null 2>&1 || { echo "tramy did not start" >&2; exit 1; }
+  export BENCH_TOKEN; BENCH_TOKEN=$(cat "$dir/admin-token")
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
 echo "== STOW-RS throughput, curl with $K parallel requests, one instance per request"
 stow_curl() { # URL DIR -> MB/s and how many answered 200
   local url=$1 dir=$2 start end bytes ok
-  sed "s|@URL@|$url|" "$dir/curl.cfg" > "$dir/run.cfg"
+  sed "s|@URL@|$url|; s|@TOKEN@|${BENCH_TOKEN:-}|" "$dir/curl.cfg" > "$dir/run.cfg"
   start=$(date +%s.%N)
   ok=$(curl -s --no-progress-meter -Z --parallel-max "$K" -K "$dir/run.cfg" 2>/dev/null | grep -c '^200$' || true)
   end=$(date +%s.%N)

@@ -89,8 +89,9 @@ BOUNDARY = "benchboundary0123456789"
 
 
 def bodies(directory):
-    """A curl config that STOWs every file in DIR, one instance per request, with URL left as the
-    placeholder @URL@ for the caller to fill in."""
+    """A curl config that STOWs every file in DIR, one instance per request, with URL and the
+    bearer token left as the placeholders @URL@ and @TOKEN@ for the caller to fill in (a server
+    without authentication ignores the header)."""
     directory = pathlib.Path(directory)
     sections = []
     for f in sorted(directory.glob("*.dcm")):
@@ -101,7 +102,8 @@ def bodies(directory):
                         f'boundary={BOUNDARY}"\n'
                         # No "Expect: 100-continue": servers that ignore it would stall each upload
                         # by curl's one-second wait, which would measure curl, not the server.
-                        f'header = "Expect:"\ndata-binary = "@{body}"\noutput = "/dev/null"\n'
+                        f'header = "Expect:"\nheader = "Authorization: Bearer @TOKEN@"\n'
+                        f'data-binary = "@{body}"\noutput = "/dev/null"\n'
                         f'write-out = "%{{http_code}}\\n"\n')
     (directory / "curl.cfg").write_text("next\n".join(sections))
 
