@@ -191,7 +191,10 @@ fn probe_health(server: &TramyServer) -> (Arc<AtomicBool>, std::thread::JoinHand
 #[test]
 fn an_instance_above_the_spill_threshold_is_stored_from_a_staging_file_and_a_resend_is_a_duplicate()
 {
-    let server = TramyServer::start_with_config("[ingest]\nspool_above_kb = 1024\n");
+    // Uploaded once whole, from the staging file: the path uploads while receiving fall back to.
+    let server = TramyServer::start_with_config(
+        "[ingest]\nspool_above_kb = 1024\nupload_while_receiving = false\n",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let over_dimse = instance_file(tmp.path(), &sop(1), 5);
     let over_stow = instance_file(tmp.path(), &sop(2), 5);
@@ -226,6 +229,11 @@ fn an_instance_above_the_spill_threshold_is_stored_from_a_staging_file_and_a_res
         metric(&server, "tramy_receive_spooled_total"),
         4.0,
         "every reception went through a staging file"
+    );
+    assert_eq!(
+        metric(&server, "tramy_receive_uploads_begun_total"),
+        0.0,
+        "nothing uploaded while it arrived"
     );
     assert!(staging_files(&server).is_empty(), "staging files left");
 }

@@ -457,43 +457,12 @@ impl ObjectStorage {
         header: Bytes,
         file: Arc<SpooledFile>,
     ) -> Result<(), ObjectError> {
-        const CHUNK: usize = UPLOAD_PART;
-        let upload = self
-            .backend
-            .put_multipart(&Path::from(key))
-            .await
-            .map_err(|e| logged("multipart put", key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        writer.write(&header);
-        let copied = async {
-            let mut offset = 0u64;
-            while offset < file.len() {
-                writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
-                let f = file.clone();
-                let chunk = tokio::task::spawn_blocking(move || f.read_at(offset, CHUNK))
-                    .await
-                    .map_err(|e| staging_error(std::io::Error::other(e.to_string())))?
-                    .map_err(staging_error)?;
-                if chunk.is_empty() {
-                    break;
-                }
-                offset += chunk.len() as u64;
-                writer.write(&chunk);
-            }
-            Ok::<_, object_store::Error>(())
-        }
-        .await;
-        match copied {
-            Ok(()) => {
-                writer
-                    .finish()
-                    .await
-                    .map_err(|e| logged("multipart put", key, e))?;
-                Ok(())
-            }
+        let mut upload = self.begin_upload(key).await?;
+        match copy_spooled(&mut upload, &header, &file).await {
+            Ok(()) => upload.finish().await,
             Err(e) => {
-                let _ = writer.abort().await;
-                Err(logged("multipart put", key, e))
+                upload.abort().await;
+                Err(e)
             }
         }
     }
@@ -640,10 +609,8 @@ impl ObjectUpload {
         Ok(())
     }
 
-    /// Completes the upload and moves the object to `key` (a rename on a local folder, a
-    /// server-side copy and delete on S3, GCS and Azure: no byte travels again). On failure
-    /// nothing is left at either key, as far as the store allows.
-    pub async fn file_at(mut self, key: &str) -> Result<(), ObjectError> {
+    /// Completes the upload at its own key.
+    pub async fn finish(mut self) -> Result<(), ObjectError> {
         let Some(writer) = self.writer.take() else {
             return Err(ObjectError::NotFound);
         };
@@ -651,12 +618,21 @@ impl ObjectUpload {
             .finish()
             .await
             .map_err(|e| logged("multipart put", &self.key, e))?;
-        let backend = &self.objects.backend;
+        Ok(())
+    }
+
+    /// Completes the upload and moves the object to `key` (a rename on a local folder, a
+    /// server-side copy and delete on S3, GCS and Azure: no byte travels again). On failure
+    /// nothing is left at either key, as far as the store allows.
+    pub async fn file_at(self, key: &str) -> Result<(), ObjectError> {
+        let (objects, provisional) = (self.objects.clone(), self.key.clone());
+        self.finish().await?;
+        let backend = &objects.backend;
         if let Err(e) = backend
-            .rename(&Path::from(self.key.as_str()), &Path::from(key))
+            .rename(&Path::from(provisional.as_str()), &Path::from(key))
             .await
         {
-            let _ = self.objects.delete(&self.key).await;
+            let _ = objects.delete(&provisional).await;
             return Err(logged("rename", key, e));
         }
         Ok(())
@@ -690,6 +666,30 @@ impl Drop for ObjectUpload {
             });
         }
     }
+}
+
+/// Writes `header`, then the spooled data set read in part-sized chunks, to `upload`.
+async fn copy_spooled(
+    upload: &mut ObjectUpload,
+    header: &[u8],
+    file: &Arc<SpooledFile>,
+) -> Result<(), ObjectError> {
+    upload.write(header).await?;
+    let mut offset = 0u64;
+    while offset < file.len() {
+        let f = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || f.read_at(offset, UPLOAD_PART))
+            .await
+            .map_err(|e| staging_error(std::io::Error::other(e.to_string())))
+            .and_then(|read| read.map_err(staging_error))
+            .map_err(|e| logged("multipart put", upload.key(), e))?;
+        if chunk.is_empty() {
+            break;
+        }
+        offset += chunk.len() as u64;
+        upload.write(&chunk).await?;
+    }
+    Ok(())
 }
 
 fn staging_error(source: std::io::Error) -> object_store::Error {
