@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::dicom::ReceivedInstance;
 use crate::ingest::{Archive, IngestError, IngestOutcome, Sender};
 use crate::store::objects::{ListedObject, ObjectStorage};
+use crate::store::write_journal::UnsettledWrite;
 use crate::store::{IndexError, ObjectError};
 
 /// What a re-index found.
@@ -67,13 +68,26 @@ async fn settle_journal(archive: &Archive) -> Result<usize, ReindexError> {
         .unsettled()
         .map_err(ObjectError::Cleanup)?
     {
-        if ObjectStorage::is_provisional(&write.key) {
-            archive.objects().delete(&write.key).await?;
+        if removed_if_provisional(archive, &write).await? {
             removed += 1;
         }
         write.settled().map_err(ObjectError::Cleanup)?;
     }
     Ok(removed)
+}
+
+/// Removes the object of `write` when it is an upload begun while its data set arrived and
+/// never filed at its final key (the reception or the filing was cut off): it was never
+/// acknowledged. Says whether it was one.
+async fn removed_if_provisional(
+    archive: &Archive,
+    write: &UnsettledWrite,
+) -> Result<bool, ReindexError> {
+    if !ObjectStorage::is_provisional(&write.key) {
+        return Ok(false);
+    }
+    archive.objects().delete(&write.key).await?;
+    Ok(true)
 }
 
 /// Start-up reconciliation of the journal: removes staging files of interrupted writes (never
@@ -93,10 +107,7 @@ pub async fn reconcile_journal(archive: &Archive) -> Result<ReindexSummary, Rein
         ..ReindexSummary::default()
     };
     for write in unsettled {
-        if ObjectStorage::is_provisional(&write.key) {
-            // An upload begun while its data set arrived, never filed at its final key (the
-            // reception or the filing was cut off): never acknowledged.
-            archive.objects().delete(&write.key).await?;
+        if removed_if_provisional(archive, &write).await? {
             summary.interrupted_writes_removed += 1;
         } else if archive
             .index()
