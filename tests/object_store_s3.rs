@@ -16,9 +16,6 @@ use std::process::Command;
 use common::garage::{self, Garage};
 use common::*;
 
-/// Multi-frame Grayscale Byte Secondary Capture Image Storage.
-const MF_SC: &str = "1.2.840.10008.5.1.4.1.1.7.2";
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const STUDY: &str = "1.2.826.0.1.3680043.10.1452.78.1";
 const SERIES: &str = "1.2.826.0.1.3680043.10.1452.78.1.1";
 
@@ -305,45 +302,16 @@ fn start_up_with_a_bucket_the_key_may_not_use_fails_saying_what_to_set() {
     assert!(said.contains("s3://bucket/prefix"), "{said}");
 }
 
-fn element(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8]) {
-    let mut value = value.to_vec();
-    if value.len() % 2 == 1 {
-        value.push(if vr == b"UI" { 0 } else { b' ' });
-    }
-    out.extend(tag.0.to_le_bytes());
-    out.extend(tag.1.to_le_bytes());
-    out.extend(vr);
-    out.extend((value.len() as u16).to_le_bytes());
-    out.extend(value);
-}
-
 /// A Part 10 multi-frame instance of `frames` 1024 x 1024 8-bit frames.
 fn large_instance(dir: &Path, sop: &str, frames: u32) -> PathBuf {
     const FRAME: u32 = 1024 * 1024;
-    let mut ds = Vec::new();
-    element(&mut ds, (0x0008, 0x0016), b"UI", MF_SC.as_bytes());
-    element(&mut ds, (0x0008, 0x0018), b"UI", sop.as_bytes());
-    element(&mut ds, (0x0008, 0x0060), b"CS", b"OT");
-    element(&mut ds, (0x0010, 0x0020), b"LO", b"S3LARGE");
-    element(&mut ds, (0x0020, 0x000D), b"UI", STUDY.as_bytes());
-    element(&mut ds, (0x0020, 0x000E), b"UI", SERIES.as_bytes());
-    element(&mut ds, (0x0028, 0x0002), b"US", &1u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0004), b"CS", b"MONOCHROME2");
-    element(
-        &mut ds,
-        (0x0028, 0x0008),
-        b"IS",
-        frames.to_string().as_bytes(),
-    );
-    element(&mut ds, (0x0028, 0x0010), b"US", &1024u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0011), b"US", &1024u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0100), b"US", &8u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0101), b"US", &8u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0102), b"US", &7u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0103), b"US", &0u16.to_le_bytes());
-    ds.extend([0xE0, 0x7F, 0x10, 0x00]);
-    ds.extend(b"OB\0\0");
-    ds.extend((frames * FRAME).to_le_bytes());
+    let ids = MultiframeIds {
+        sop,
+        study: STUDY,
+        series: SERIES,
+        patient_id: "S3LARGE",
+    };
+    let mut ds = multiframe_head(&ids, u64::from(frames));
     // Every byte differs from its neighbours' frames, so a misplaced part would show.
     ds.extend((0..frames * FRAME).map(|i| (i.wrapping_mul(0x9E37_79B1) >> 24) as u8));
     let mut file = tramy::dicom::ReceivedInstance::from_dataset(EXPLICIT_LE, Default::default())

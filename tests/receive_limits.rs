@@ -15,9 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Multi-frame Grayscale Byte Secondary Capture Image Storage.
-const MF_SC: &str = "1.2.840.10008.5.1.4.1.1.7.2";
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const STUDY: &str = "1.2.826.0.1.3680043.10.1452.77.1";
 const SERIES: &str = "1.2.826.0.1.3680043.10.1452.77.1.1";
 /// One 1024 x 1024 8-bit frame.
@@ -31,45 +28,15 @@ fn sop(n: u32) -> String {
     format!("{SERIES}.{n}")
 }
 
-fn element(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8]) {
-    let mut value = value.to_vec();
-    if value.len() % 2 == 1 {
-        value.push(if vr == b"UI" { 0 } else { b' ' });
-    }
-    out.extend(tag.0.to_le_bytes());
-    out.extend(tag.1.to_le_bytes());
-    out.extend(vr);
-    out.extend((value.len() as u16).to_le_bytes());
-    out.extend(value);
-}
-
 /// The data set of a multi-frame instance up to and including its Pixel Data header.
 fn dataset_head(sop: &str, frames: u64) -> Vec<u8> {
-    let mut ds = Vec::new();
-    element(&mut ds, (0x0008, 0x0016), b"UI", MF_SC.as_bytes());
-    element(&mut ds, (0x0008, 0x0018), b"UI", sop.as_bytes());
-    element(&mut ds, (0x0008, 0x0060), b"CS", b"OT");
-    element(&mut ds, (0x0010, 0x0020), b"LO", b"RXLIMITS");
-    element(&mut ds, (0x0020, 0x000D), b"UI", STUDY.as_bytes());
-    element(&mut ds, (0x0020, 0x000E), b"UI", SERIES.as_bytes());
-    element(&mut ds, (0x0028, 0x0002), b"US", &1u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0004), b"CS", b"MONOCHROME2");
-    element(
-        &mut ds,
-        (0x0028, 0x0008),
-        b"IS",
-        frames.to_string().as_bytes(),
-    );
-    element(&mut ds, (0x0028, 0x0010), b"US", &1024u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0011), b"US", &1024u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0100), b"US", &8u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0101), b"US", &8u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0102), b"US", &7u16.to_le_bytes());
-    element(&mut ds, (0x0028, 0x0103), b"US", &0u16.to_le_bytes());
-    ds.extend([0xE0, 0x7F, 0x10, 0x00]);
-    ds.extend(b"OB\0\0");
-    ds.extend(((frames * FRAME) as u32).to_le_bytes());
-    ds
+    let ids = MultiframeIds {
+        sop,
+        study: STUDY,
+        series: SERIES,
+        patient_id: "RXLIMITS",
+    };
+    multiframe_head(&ids, frames)
 }
 
 /// Frame `n`'s pixels: a pattern that differs per frame, cheap to make.

@@ -689,6 +689,66 @@ pub fn dataset_bytes(path: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// Multi-frame Grayscale Byte Secondary Capture Image Storage.
+pub const MF_SC: &str = "1.2.840.10008.5.1.4.1.1.7.2";
+/// Explicit VR Little Endian.
+pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+/// Who and where a generated multi-frame instance is ([`multiframe_head`]).
+pub struct MultiframeIds<'a> {
+    pub sop: &'a str,
+    pub study: &'a str,
+    pub series: &'a str,
+    pub patient_id: &'a str,
+}
+
+/// Appends one Explicit VR Little Endian element with a 16-bit length (PS3.5 7.1.2), its value
+/// padded to an even length (NUL for UI, space otherwise).
+pub fn explicit_element(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8]) {
+    let mut value = value.to_vec();
+    if value.len() % 2 == 1 {
+        value.push(if vr == b"UI" { 0 } else { b' ' });
+    }
+    out.extend(tag.0.to_le_bytes());
+    out.extend(tag.1.to_le_bytes());
+    out.extend(vr);
+    out.extend((value.len() as u16).to_le_bytes());
+    out.extend(value);
+}
+
+/// The data set (Explicit VR Little Endian) of a multi-frame Secondary Capture instance of
+/// `frames` 1024 x 1024 8-bit frames, up to and including its Pixel Data header: the caller
+/// appends the frames.
+pub fn multiframe_head(ids: &MultiframeIds, frames: u64) -> Vec<u8> {
+    const FRAME: u64 = 1024 * 1024;
+    let mut ds = Vec::new();
+    let e = explicit_element;
+    e(&mut ds, (0x0008, 0x0016), b"UI", MF_SC.as_bytes());
+    e(&mut ds, (0x0008, 0x0018), b"UI", ids.sop.as_bytes());
+    e(&mut ds, (0x0008, 0x0060), b"CS", b"OT");
+    e(&mut ds, (0x0010, 0x0020), b"LO", ids.patient_id.as_bytes());
+    e(&mut ds, (0x0020, 0x000D), b"UI", ids.study.as_bytes());
+    e(&mut ds, (0x0020, 0x000E), b"UI", ids.series.as_bytes());
+    e(&mut ds, (0x0028, 0x0002), b"US", &1u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0004), b"CS", b"MONOCHROME2");
+    e(
+        &mut ds,
+        (0x0028, 0x0008),
+        b"IS",
+        frames.to_string().as_bytes(),
+    );
+    e(&mut ds, (0x0028, 0x0010), b"US", &1024u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0011), b"US", &1024u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0100), b"US", &8u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0101), b"US", &8u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0102), b"US", &7u16.to_le_bytes());
+    e(&mut ds, (0x0028, 0x0103), b"US", &0u16.to_le_bytes());
+    ds.extend([0xE0, 0x7F, 0x10, 0x00]);
+    ds.extend(b"OB\0\0");
+    ds.extend(((frames * FRAME) as u32).to_le_bytes());
+    ds
+}
+
 /// Asserts a command succeeded, showing its output otherwise.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(
