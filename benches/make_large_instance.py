@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes a Part 10 multi-frame 8-bit secondary capture of FRAMES 1 MiB frames to PATH without
-holding it in memory (the same instance benches/receive_rss.sh makes).
+holding it in memory (for benches/receive_rss.sh and benches/object_store_bench.sh).
 
 usage: make_large_instance.py PATH FRAMES
 """
