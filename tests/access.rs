@@ -148,24 +148,13 @@ fn reads(server: &TramyServer, token: &str, study: &str) -> Vec<u16> {
 
 /// Study Instance UIDs C-FIND finds when calling as `calling_ae`.
 fn c_find_studies(server: &TramyServer, calling_ae: &str) -> String {
-    let out = pynetdicom(
-        "findscu",
-        &[
-            "-aet",
-            calling_ae,
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID=",
-            "127.0.0.1",
-            &server.port(),
-        ],
+    let out = pynetdicom_find(
+        server,
+        Some(calling_ae),
+        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID="],
     );
     assert_success(&out, "findscu");
-    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    output_text(&out)
 }
 
 fn in_an_hour() -> String {

@@ -291,25 +291,17 @@ fn dimse_and_dicomweb_see_each_others_instances_at_once() {
 
     let (ct, body) = stow_body(&[sample_bytes("nm_jpeg_extended.dcm")]);
     assert_eq!(post(&server, "/dicomweb/studies", &ct, &body).status, 200);
-    let out = pynetdicom(
-        "findscu",
+    let out = pynetdicom_find(
+        &server,
+        None,
         &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
             "QueryRetrieveLevel=STUDY",
-            "-k",
             "ModalitiesInStudy=NM",
-            "-k",
             "StudyInstanceUID=",
-            "127.0.0.1",
-            &server.port(),
         ],
     );
     assert_success(&out, "findscu");
-    let log =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let log = output_text(&out);
     assert_eq!(
         log.matches("0xFF00 (Pending)").count(),
         1,

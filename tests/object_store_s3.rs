@@ -48,23 +48,6 @@ fn study_of(path: &Path) -> String {
     tramy::dicom::attributes::text(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
 }
 
-/// The data set of the single instance in a WADO-RS multipart/related answer.
-fn single_part_dataset(body: &[u8]) -> Vec<u8> {
-    let start = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("part head")
-        + 4;
-    let end = body
-        .windows(4)
-        .rposition(|w| w == b"\r\n--")
-        .expect("closing boundary");
-    tramy::dicom::ReceivedInstance::from_part10(body[start..end].to_vec().into())
-        .expect("a Part 10 file")
-        .dataset
-        .to_vec()
-}
-
 fn wado_dataset(server: &TramyServer, study: &str, sop: &str) -> Vec<u8> {
     let qido = server.http(
         "GET",

@@ -86,21 +86,7 @@ fn wado_dataset(server: &TramyServer, sop: &str) -> Vec<u8> {
         b"",
     );
     assert_eq!(r.status, 200, "WADO-RS {sop}");
-    let start = r
-        .body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("part head")
-        + 4;
-    let end = r
-        .body
-        .windows(4)
-        .rposition(|w| w == b"\r\n--")
-        .expect("closing boundary");
-    tramy::dicom::ReceivedInstance::from_part10(r.body[start..end].to_vec().into())
-        .expect("a Part 10 file")
-        .dataset
-        .to_vec()
+    single_part_dataset(&r.body)
 }
 
 /// The value of a Prometheus sample (0 when absent).

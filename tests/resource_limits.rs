@@ -501,25 +501,9 @@ fn wado_uri_refuses_frame_number_zero() {
 fn a_refused_c_find_does_not_log_the_birth_date() {
     let server = TramyServer::start();
     let birth_date = "1968x0412";
-    let out = pynetdicom(
-        "findscu",
-        &[
-            "-S",
-            "-aec",
-            "TRAMY",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("PatientBirthDate={birth_date}"),
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let key = format!("PatientBirthDate={birth_date}");
+    let out = pynetdicom_find(&server, None, &["QueryRetrieveLevel=STUDY", &key]);
+    let said = output_text(&out);
     assert!(
         said.contains("0xA900") || said.contains("0xC") || said.contains("Failure"),
         "the query is refused:\n{said}"

@@ -176,22 +176,15 @@ fn qido_sr_series(server: &TramyServer, study: &str) -> serde_json::Value {
 
 /// What pynetdicom's findscu prints for a Study Root SERIES query for the SR series of `study`.
 fn c_find_sr_series(server: &TramyServer, study: &str) -> String {
-    let find = pynetdicom(
-        "findscu",
+    let study_key = format!("StudyInstanceUID={study}");
+    let find = pynetdicom_find(
+        server,
+        None,
         &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
             "QueryRetrieveLevel=SERIES",
-            "-k",
-            &format!("StudyInstanceUID={study}"),
-            "-k",
+            &study_key,
             "Modality=SR",
-            "-k",
             "SeriesInstanceUID=",
-            "127.0.0.1",
-            &server.port(),
         ],
     );
     assert_success(&find, "findscu");

@@ -689,6 +689,23 @@ pub fn dataset_bytes(path: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// The data set of the single instance in a WADO-RS multipart/related answer.
+pub fn single_part_dataset(body: &[u8]) -> Vec<u8> {
+    let start = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("part head")
+        + 4;
+    let end = body
+        .windows(4)
+        .rposition(|w| w == b"\r\n--")
+        .expect("closing boundary");
+    tramy::dicom::ReceivedInstance::from_part10(body[start..end].to_vec().into())
+        .expect("a Part 10 file")
+        .dataset
+        .to_vec()
+}
+
 /// Multi-frame Grayscale Byte Secondary Capture Image Storage.
 pub const MF_SC: &str = "1.2.840.10008.5.1.4.1.1.7.2";
 /// Explicit VR Little Endian.
@@ -1039,34 +1056,44 @@ pub fn models_dir(manifest: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// pynetdicom's findscu on `server` (Study Root), from `calling_ae` (findscu's own title when
+/// `None`), with one `-k` for each of `keys` (`QueryRetrieveLevel=…` among them). Unchecked.
+pub fn pynetdicom_find(server: &TramyServer, calling_ae: Option<&str>, keys: &[&str]) -> Output {
+    let port = server.port();
+    let mut args = vec!["-aec", "TRAMY", "-S"];
+    if let Some(ae) = calling_ae {
+        args.extend(["-aet", ae]);
+    }
+    for key in keys {
+        args.extend(["-k", key]);
+    }
+    args.extend(["127.0.0.1", &port]);
+    pynetdicom("findscu", &args)
+}
+
+/// What a command printed: its standard error, then its standard output.
+pub fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+}
+
 /// What pynetdicom's findscu prints for a study-level C-FIND of `study` on `server` (its
 /// identifiers, with PatientID, StudyDate, ModalitiesInStudy and the instance count).
 pub fn c_find_study(server: &TramyServer, study: &str) -> String {
     let key = format!("StudyInstanceUID={study}");
-    let out = pynetdicom(
-        "findscu",
+    let out = pynetdicom_find(
+        server,
+        None,
         &[
-            "-aec",
-            "TRAMY",
-            "-S",
-            "-k",
             "QueryRetrieveLevel=STUDY",
-            "-k",
             &key,
-            "-k",
             "PatientID=",
-            "-k",
             "StudyDate=",
-            "-k",
             "ModalitiesInStudy=",
-            "-k",
             "NumberOfStudyRelatedInstances=",
-            "127.0.0.1",
-            &server.port(),
         ],
     );
     assert_success(&out, "findscu");
-    String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    output_text(&out)
 }
 
 /// Streams up to `count` copies of the CT sample (fresh UIDs) to `server` with
