@@ -326,7 +326,10 @@ def percentiles(ms):
             "max": round(ms[-1], 2)}
 
 
-def qido(base, n, count):
+def time_queries(base, warmup, timed):
+    """GETs each (kind, path) of `warmup` untimed, then of `timed` timed, one keep-alive client
+    (with BENCH_TOKEN as bearer token when set); prints each kind's latency percentiles and mean
+    result count, and all kinds' together, as JSON."""
     import requests
 
     session = requests.Session()
@@ -344,10 +347,10 @@ def qido(base, n, count):
             sys.exit(f"{path}: HTTP {r.status_code} {body[:200]!r}")
         return ms, len(json.loads(body)) if body.strip() else 0
 
-    for _, path in query_mix(n, max(100, count // 10), seed=1):  # warm-up, not counted
+    for _, path in warmup:
         get(path)
     times, results = {}, {}
-    for kind, path in query_mix(n, count, seed=2):
+    for kind, path in timed:
         ms, found = get(path)
         times.setdefault(kind, []).append(ms)
         results.setdefault(kind, []).append(found)
@@ -355,6 +358,10 @@ def qido(base, n, count):
               for k, v in times.items()}
     report["all"] = percentiles([t for v in times.values() for t in v])
     print(json.dumps(report))
+
+
+def qido(base, n, count):
+    time_queries(base, query_mix(n, max(100, count // 10), seed=1), query_mix(n, count, seed=2))
 
 
 def main():

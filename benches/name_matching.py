@@ -14,15 +14,15 @@
 The patients are drawn from a seeded generator (family names with NGUYEN ~38% as in the
 population, middle VAN/THI, given names), so both modes search the same people.
 """
-import json
 import os
 import random
-import statistics
 import subprocess
 import sys
-import time
 import unicodedata
 import urllib.parse
+
+# Run as a script from benches/: its neighbour's helpers are importable.
+from index_scale import choose, time_queries
 
 FAMILY = [("Nguyễn", 38), ("Trần", 11), ("Lê", 9), ("Phạm", 7), ("Hoàng", 5), ("Huỳnh", 5),
           ("Phan", 4), ("Vũ", 4), ("Võ", 3), ("Đặng", 2), ("Bùi", 2), ("Đỗ", 2), ("Hồ", 1),
@@ -36,10 +36,6 @@ def plain(text):
     """What an ASCII keyboard makes of a name: the accents dropped, Đ as D."""
     decomposed = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def choose(rng, weighted):
-    return rng.choices([k for k, _ in weighted], [w for _, w in weighted])[0]
 
 
 def patients(n):
@@ -115,40 +111,8 @@ def searches(mode, count, seed):
         yield kind, f"/studies?PatientName={urllib.parse.quote(q, safe='*^')}{extra}&limit={limit}"
 
 
-def percentiles(ms):
-    ms = sorted(ms)
-    cut = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
-    return {"n": len(ms), "p50": round(cut[49], 2), "p95": round(cut[94], 2),
-            "p99": round(cut[98], 2), "max": round(ms[-1], 2)}
-
-
 def qido(base, mode, count):
-    import requests
-
-    session = requests.Session()
-    session.headers.update({"Accept": "application/dicom+json",
-                            "Authorization": "Bearer " + os.environ.get("BENCH_TOKEN", "")})
-
-    def get(path):
-        start = time.perf_counter()
-        r = session.get(base + path)
-        body = r.content
-        ms = 1000 * (time.perf_counter() - start)
-        if r.status_code not in (200, 204):
-            sys.exit(f"{path}: HTTP {r.status_code} {body[:200]!r}")
-        return ms, len(json.loads(body)) if body.strip() else 0
-
-    for _, path in searches(mode, max(60, count // 10), seed=1):
-        get(path)
-    times, results = {}, {}
-    for kind, path in searches(mode, count, seed=2):
-        ms, found = get(path)
-        times.setdefault(kind, []).append(ms)
-        results.setdefault(kind, []).append(found)
-    report = {k: dict(percentiles(v), mean_results=round(statistics.mean(results[k]), 1))
-              for k, v in times.items()}
-    report["all"] = percentiles([t for v in times.values() for t in v])
-    print(json.dumps(report))
+    time_queries(base, searches(mode, max(60, count // 10), seed=1), searches(mode, count, seed=2))
 
 
 def main():
