@@ -31,17 +31,6 @@ ORTHANC_N=${ORTHANC_N:-20000}
 K_ORTHANC=${K_ORTHANC:-2}
 ROOT=$(mktemp -d "${BENCH_DIR:-/tmp}/tramy-index-scale.XXXXXX")
 chmod 755 "$ROOT"
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ -f "$ROOT/pg/data/postmaster.pid" ]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$ROOT/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  fi
-  [ -n "${KEEP:-}" ] || rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v storescu >/dev/null || { [ "$ORTHANC_N" -gt 0 ] && \
    [ ! -e /usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so ]; }; then
@@ -49,33 +38,11 @@ if ! command -v storescu >/dev/null || { [ "$ORTHANC_N" -gt 0 ] && \
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     dcmtk orthanc orthanc-dicomweb orthanc-postgresql postgresql
 fi
-PY=target/tmp/test-venv/bin/python
-if [ ! -x "$PY" ]; then
-  PY=target/bench-venv/bin/python
-  [ -x "$PY" ] || { python3 -m venv target/bench-venv && target/bench-venv/bin/pip install -q -r tests/requirements.txt; }
-fi
-TRAMY_BIN=${TRAMY_BIN:-}
-if [ -z "$TRAMY_BIN" ]; then
-  cargo build --release --quiet
-  TRAMY_BIN=target/release/tramy
-fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/postgres.sh
+. benches/postgres.sh
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 largest() { echo "$SIZES" | tr ' ' '\n' | sort -n | tail -n 1; }
 
-# --- PostgreSQL: a private cluster on a free port (initdb refuses root: run it as postgres) -----
-PGPORT=""
-start_postgres() {
-  PGPORT=$(free_port)
-  local d="$ROOT/pg/data" s="$ROOT/pg/sock"
-  install -d -o postgres -g postgres "$ROOT/pg" "$d" "$s"
-  runuser -u postgres -- "$PG_BIN/initdb" -D "$d" -A trust -U postgres --no-sync -E UTF8 --locale=C >/dev/null
-  # tramy opens up to 33 connections per node; Orthanc a few more.
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$d" -l "$ROOT/pg/server.log" -w start \
-    -o "-p $PGPORT -k $s -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=512MB" >/dev/null
-}
-pg_url() { echo "postgres://postgres@127.0.0.1:$PGPORT/$1"; }
 psql_q() { psql -qAt "$(pg_url "$1")" -c "$2"; }
 
 # --- tramy on a data folder (and a database on PostgreSQL) -----------------------------------
@@ -139,7 +106,10 @@ PY
 
 echo "== set-up: $(nproc) cores, sizes: $SIZES, backends: $BACKENDS"
 "$PY" benches/index_scale.py batches "$ROOT/batches" "$((ROUNDS + 1))" "$BATCH"
-if [[ " $BACKENDS " == *" postgres "* ]] || [ "$ORTHANC_N" -gt 0 ]; then start_postgres; fi
+# tramy opens up to 33 connections per node; Orthanc a few more.
+if [[ " $BACKENDS " == *" postgres "* ]] || [ "$ORTHANC_N" -gt 0 ]; then
+  start_postgres C "-c max_connections=200 -c shared_buffers=512MB"
+fi
 for size in $SIZES; do echo "  archive of $size: $("$PY" benches/index_scale.py shape "$size")"; done
 
 for backend in $BACKENDS; do

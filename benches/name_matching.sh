@@ -20,41 +20,8 @@ BACKENDS=${BACKENDS-"sqlite postgres"}
 QIDO_REQUESTS=${QIDO_REQUESTS:-600}
 ROOT=$(mktemp -d "${BENCH_DIR:-/tmp}/tramy-names.XXXXXX")
 chmod 755 "$ROOT"
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ -f "$ROOT/pg/data/postmaster.pid" ]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$ROOT/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  fi
-  [ -n "${KEEP:-}" ] || rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-PY=target/tmp/test-venv/bin/python
-if [ ! -x "$PY" ]; then
-  PY=target/bench-venv/bin/python
-  [ -x "$PY" ] || { python3 -m venv target/bench-venv && target/bench-venv/bin/pip install -q -r tests/requirements.txt; }
-fi
-TRAMY_BIN=${TRAMY_BIN:-}
-if [ -z "$TRAMY_BIN" ]; then
-  cargo build --release --quiet
-  TRAMY_BIN=target/release/tramy
-fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-PGPORT=""
-start_postgres() {
-  PGPORT=$(free_port)
-  local d="$ROOT/pg/data" s="$ROOT/pg/sock"
-  install -d -o postgres -g postgres "$ROOT/pg" "$d" "$s"
-  # The database's own collation, not C: the words' column brings its "C" collation itself.
-  runuser -u postgres -- "$PG_BIN/initdb" -D "$d" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$d" -l "$ROOT/pg/server.log" -w start \
-    -o "-p $PGPORT -k $s -c listen_addresses=127.0.0.1 -c max_connections=100" >/dev/null
-}
-pg_url() { echo "postgres://postgres@127.0.0.1:$PGPORT/$1"; }
+# shellcheck source=benches/postgres.sh
+. benches/postgres.sh
 
 # start_tramy NAME BACKEND -> TPID, TURL, TOKEN, STARTED_IN (seconds until /healthz answered)
 start_tramy() {
@@ -83,7 +50,8 @@ PY
 }
 
 echo "== $(nproc) cores, $PATIENTS patients, backends: $BACKENDS"
-[[ " $BACKENDS " == *" postgres "* ]] && start_postgres
+# The database's own collation, not C: the words' column brings its "C" collation itself.
+[[ " $BACKENDS " == *" postgres "* ]] && start_postgres C.UTF-8 "-c max_connections=100"
 for backend in $BACKENDS; do
   name="names_$backend"
   [ "$backend" = postgres ] && psql -qAt "$(pg_url postgres)" -c "CREATE DATABASE $name"
