@@ -628,13 +628,14 @@ impl Archive {
 
 /// Files at `key` the upload `file` made while it arrived, when it began with `header` (what
 /// ingest would write: a data set whose UIDs differ from its C-STORE command's was refused
-/// before this). Says whether it did; when not, the upload is dropped (aborted) and the object
-/// is written from the staging file.
+/// before this). Says whether it did; when not, the upload is aborted and the object is written
+/// from the staging file.
 async fn file_uploaded_while_receiving(file: &SpooledFile, key: &str, header: &[u8]) -> bool {
     let Some(upload) = file.take_upload() else {
         return false;
     };
     if upload.header() != header {
+        upload.abandon().await;
         return false;
     }
     match upload.file_at(key).await {
