@@ -774,8 +774,8 @@ where
     use crate::dicom::{Part10Error, ReceivedInstance};
     use futures::StreamExt;
     let mut head = BytesMut::new();
-    let mut meta: Option<ReceivedInstance> = None;
-    let mut spool = staging.spool(Some(max));
+    // Once the meta group is read: what it says, and the spool the data set goes to.
+    let mut receiving: Option<(ReceivedInstance, Spool)> = None;
     let mut total = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(Part10ReceiveError::Read)?;
@@ -786,7 +786,7 @@ where
                 max,
             });
         }
-        if meta.is_some() {
+        if let Some((_, spool)) = receiving.as_mut() {
             spool
                 .push(&chunk)
                 .await
@@ -798,15 +798,14 @@ where
             // Only once bytes past the meta group arrived: a group without a length element
             // could otherwise end, for the parser, where this chunk happens to end.
             Ok(found) if !found.dataset.is_empty() => {
-                if let Some(source) = ingested_from {
-                    spool = staging.spool_object(Some(max), stored_header(&found, source));
-                }
+                let header = ingested_from.and_then(|source| stored_header(&found, source));
+                let mut spool = staging.spool_object(Some(max), header);
                 spool
                     .push(&found.dataset)
                     .await
                     .map_err(Part10ReceiveError::Staging)?;
                 head = BytesMut::new();
-                meta = Some(found);
+                receiving = Some((found, spool));
             }
             Err(Part10Error::NotPart10) if head.len() >= 132 => {
                 return Err(Part10ReceiveError::NotPart10(Part10Error::NotPart10))
@@ -815,7 +814,7 @@ where
             _ => {}
         }
     }
-    let Some(meta) = meta else {
+    let Some((meta, spool)) = receiving else {
         // The whole part is in `head`: short, or its meta group is damaged.
         return ReceivedInstance::from_part10(head.freeze()).map_err(Part10ReceiveError::NotPart10);
     };
