@@ -5,7 +5,9 @@
 //!    `load-dynamic`), from the PyPI wheel `onnxruntime`, into `target/onnxruntime/`;
 //! 2. the chest X-ray pneumonia model, converted from PyPI `pneumonia-model-package` by
 //!    `models/chest-xray-pneumonia/convert.py` (its weights carry no licence, so they are never
-//!    committed), plus its 16 labelled images in `dicom-samples/fetched/kermany-val/`.
+//!    committed), plus its 16 labelled images in `dicom-samples/fetched/kermany-val/`;
+//! 3. the chest X-ray lung-segmentation U-Net, converted from PyPI `cheXwhatsApp` by
+//!    `models/chest-lung-segmentation/convert.py` (no torch), for the "is this a chest?" gate.
 //!
 //! Nothing here can fail the build: without Python, pip or network the files are simply absent,
 //! `tramy serve` says which model is not installed and how to install it, and triage reports a
@@ -25,6 +27,7 @@ fn main() {
     };
     if std::env::var_os("TRAMY_SKIP_MODEL_SETUP").is_none() {
         set_up_pneumonia_model(&target_dir);
+        set_up_lung_segmentation_model(&target_dir);
     }
     fetch_onnxruntime(&target_dir);
 }
@@ -60,36 +63,83 @@ fn set_up_pneumonia_model(target_dir: &Path) {
     }
 }
 
-fn convert_pneumonia_model(target_dir: &Path, folder: &Path, images: &Path) -> Result<(), String> {
+/// The Python both converters run in, with both requirement files installed (the same pins, so
+/// the two never rebuild the venv in turn). Call with the set-up lock held.
+fn setup_python(target_dir: &Path, root: &Path) -> Result<PathBuf, String> {
     let venv = target_dir.join("setup-venv");
     let python = venv.join("bin/python");
-    let requirements = folder.join("requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
+    let files = [
+        root.join("models/chest-xray-pneumonia/requirements.txt"),
+        root.join("models/chest-lung-segmentation/requirements.txt"),
+    ];
+    let mut wanted = String::new();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+        wanted += &std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    }
     let marker = venv.join("requirements.installed");
     if !python.exists() || std::fs::read_to_string(&marker).unwrap_or_default() != wanted {
         run(Command::new("python3")
             .args(["-m", "venv", "--clear"])
             .arg(&venv))?;
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--retries=1",
-                "--timeout=20",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements))?;
+        let mut pip = Command::new(&python);
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--retries=1",
+            "--timeout=20",
+            "--disable-pip-version-check",
+        ]);
+        for file in &files {
+            pip.arg("-r").arg(file);
+        }
+        run(&mut pip)?;
         std::fs::write(&marker, wanted).map_err(|e| e.to_string())?;
     }
+    Ok(python)
+}
+
+fn convert_pneumonia_model(target_dir: &Path, folder: &Path, images: &Path) -> Result<(), String> {
+    let root = folder.ancestors().nth(2).unwrap_or(folder);
+    let python = setup_python(target_dir, root)?;
     run(Command::new(&python)
         .arg(folder.join("convert.py"))
         .arg("--cache")
         .arg(target_dir.join("pneumonia-model-package"))
         .arg("--images")
         .arg(images))
+}
+
+/// Converts the lung-segmentation U-Net unless it is already there; like the pneumonia model, a
+/// failure is a warning and the next build tries again.
+fn set_up_lung_segmentation_model(target_dir: &Path) {
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let folder = root.join("models/chest-lung-segmentation");
+    let model = folder.join("model.onnx");
+    println!(
+        "cargo:rerun-if-changed={}",
+        folder.join("convert.py").display()
+    );
+    if model.is_file() {
+        return;
+    }
+    let lock = std::fs::File::create(target_dir.join("setup-venv.lock"));
+    let _guard = lock.as_ref().ok().filter(|f| f.lock().is_ok());
+    if model.is_file() {
+        return;
+    }
+    let converted = setup_python(target_dir, &root).and_then(|python| {
+        run(Command::new(&python)
+            .arg(folder.join("convert.py"))
+            .arg("--cache")
+            .arg(target_dir.join("chexwhatsapp")))
+    });
+    if let Err(e) = converted {
+        println!("cargo:warning=the chest X-ray lung-segmentation model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/chest-lung-segmentation/README.md");
+        println!("cargo:rerun-if-changed={}", model.display());
+    }
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
