@@ -481,12 +481,13 @@ impl Archive {
                 .iter()
                 .filter(|_| sender.source != crate::triage::sr::AI_SOURCE)
                 .filter(|m| {
-                    m.routes(
-                        &a.series.modality,
-                        a.sop_class_uid.as_str(),
-                        &a.series.body_part_examined,
-                        &a.photometric_interpretation,
-                    )
+                    m.routes(&crate::triage::manifest::RoutingKeys {
+                        modality: &a.series.modality,
+                        sop_class: a.sop_class_uid.as_str(),
+                        body_part: &a.series.body_part_examined,
+                        photometric: &a.photometric_interpretation,
+                        descriptions: &[&a.study.study_description, &a.series.series_description],
+                    })
                 })
                 .map(|m| m.name.clone())
                 .collect(),

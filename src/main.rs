@@ -242,6 +242,10 @@ enum ModelsCommand {
         /// Also write the preprocessed input tensor here (raw little-endian f32), for parity checks.
         #[arg(long)]
         dump_input: Option<PathBuf>,
+        /// For an anatomy gate: also write its mask here as a PNG (255 = the anatomy), at the
+        /// gate's input size.
+        #[arg(long)]
+        mask: Option<PathBuf>,
     },
 }
 
@@ -281,11 +285,15 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
                         m.input.height,
                         m.input.channels,
                         m.input.layout,
-                        m.labels
-                            .iter()
-                            .map(|l| l.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        match &m.gate {
+                            Some(gate) => format!("none (the {} anatomy gate)", gate.anatomy),
+                            None => m
+                                .labels
+                                .iter()
+                                .map(|l| l.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        },
                         m.provenance.statement
                     ),
                     Err(e @ manifest::ManifestError::NotInstalled { .. }) => {
@@ -326,6 +334,7 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
             file,
             device: d,
             dump_input,
+            mask,
         } => {
             let manifest = ModelManifest::load(&model.join("model.toml"))?;
             let loaded = LoadedModel::load(manifest, device_or(d.as_deref(), config)?)?;
@@ -337,6 +346,9 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
                 let raw: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
                 std::fs::write(&path, raw)
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if loaded.manifest.is_gate() {
+                return run_gate(&loaded, &input, mask.as_deref());
             }
             let scores = loaded.infer(&input)?;
             println!(
@@ -353,6 +365,38 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tramy models run` for an anatomy gate: what it finds on the first frame, and the verdict.
+fn run_gate(
+    gate: &tramy::triage::LoadedModel,
+    input: &ndarray::Array4<f32>,
+    mask_png: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use tramy::triage::gate;
+    let first = input
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
+        .to_owned();
+    let spec = gate::spec_of(gate)?;
+    let by = format!("{} {}", gate.manifest.name, gate.manifest.version);
+    let mask = gate::masks(gate, &first)?.pop().unwrap_or_default();
+    if let Some(path) = mask_png {
+        mask.save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let verdict = gate::judge(&by, spec, mask);
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": gate.manifest.name,
+            "version": gate.manifest.version,
+            "anatomy": verdict.anatomy,
+            "area_fraction": verdict.area_fraction,
+            "passed": verdict.passed(),
+            "refusal": verdict.refusal,
+        })
+    );
+    Ok(())
 }
 
 fn eval(

@@ -260,6 +260,7 @@ fn start_triage(config: &Config, archive: Archive, run: bool) -> anyhow::Result<
         tracing::info!(model = %name, version = %model.manifest.version, "triage model loaded");
         loaded.push(model);
     }
+    let loaded = without_ungated(loaded);
     if loaded.is_empty() {
         return Ok((archive, None, Vec::new()));
     }
@@ -267,6 +268,30 @@ fn start_triage(config: &Config, archive: Archive, run: bool) -> anyhow::Result<
     let archive = archive.with_triage(loaded.iter().map(|m| m.manifest.clone()).collect());
     let worker = crate::triage::queue::TriageWorker::new(archive.clone(), &loaded, &config.triage);
     Ok((archive, Some(worker), loaded))
+}
+
+/// The models that can run: a model made for an anatomy runs only behind that anatomy's gate,
+/// so without the gate (not installed yet) it is left out with a warning, like a model whose
+/// own file is not installed.
+fn without_ungated(loaded: Vec<crate::triage::LoadedModel>) -> Vec<crate::triage::LoadedModel> {
+    let gated: Vec<_> = loaded
+        .iter()
+        .filter_map(|m| m.manifest.gate.as_ref().map(|g| g.anatomy))
+        .collect();
+    loaded
+        .into_iter()
+        .filter(|m| match m.manifest.routing.anatomy {
+            Some(anatomy) if !gated.contains(&anatomy) => {
+                tracing::warn!(
+                    model = %m.manifest.name,
+                    "triage model skipped: it is made for {anatomy} images and runs only behind \
+                     the {anatomy} anatomy gate, which is not installed (see `tramy models list`)"
+                );
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// Routes arrivals to the models of `[triage] models_dir` without loading them: their jobs are

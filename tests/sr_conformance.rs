@@ -203,20 +203,30 @@ fn the_pneumonia_report_is_a_valid_tid_1500_with_the_manifest_code_and_tracking_
     assert_eq!(group["images"], serde_json::json!([source_ref]));
     assert_eq!(certainty["images"], serde_json::json!([source_ref]));
 
-    // The region: the whole image as a closed POLYLINE (column, row; PS3.3 C.18.6.1.2), selected
-    // from the source image, as OHIF's `_processTID1410Measurement` reads it.
+    // The region: the lung fields the chest gate found (their convex hull), a closed POLYLINE
+    // (column, row; PS3.3 C.18.6.1.2) inside the image, selected from the source image, as
+    // OHIF's `_processTID1410Measurement` reads it; the finding's site is the lung.
     let (columns, rows) = (
         attr(tags::COLUMNS).parse::<f64>().unwrap(),
         attr(tags::ROWS).parse::<f64>().unwrap(),
     );
+    let region = &group["regions"][0];
     assert_eq!(
-        group["regions"],
-        serde_json::json!([{
-            "concept": ["111030", "DCM", "Image Region"],
-            "type": "POLYLINE",
-            "data": [0.0, 0.0, columns, 0.0, columns, rows, 0.0, rows, 0.0, 0.0],
-            "from": [["SELECTED FROM", source_ref]],
-        }])
+        (&region["concept"], &region["type"], &region["from"]),
+        (
+            &serde_json::json!(["111030", "DCM", "Image Region"]),
+            &serde_json::json!("POLYLINE"),
+            &serde_json::json!([["SELECTED FROM", source_ref]])
+        )
+    );
+    let share = polygon_share(&region["data"], columns, rows);
+    assert!(
+        (0.2..0.9).contains(&share),
+        "the lung fields' hull covers {share} of the image"
+    );
+    assert!(
+        dump.contains("Finding Site") && dump.contains("Lung structure"),
+        "{dump}"
     );
     // The probability under the finding's own code, the label OHIF prints beside the region.
     let named = &group["certainty"][1];
@@ -328,4 +338,29 @@ fn a_per_frame_report_has_one_trackable_group_per_frame_naming_its_frame() {
         groups[0]["finding"],
         serde_json::json!([{ "value": "polyp", "scheme": "99TRAMY", "meaning": "polyp" }])
     );
+}
+
+/// The share of a `columns` × `rows` image a closed POLYLINE's `[x0, y0, x1, y1, ...]` covers
+/// (shoelace formula), after checking it is closed and inside the image.
+fn polygon_share(data: &serde_json::Value, columns: f64, rows: f64) -> f64 {
+    let v: Vec<f64> = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let points: Vec<(f64, f64)> = v.chunks(2).map(|p| (p[0], p[1])).collect();
+    assert!(points.len() >= 4, "a polygon: {data}");
+    assert_eq!(points.first(), points.last(), "closed: {data}");
+    for &(x, y) in &points {
+        assert!(
+            (0.0..=columns).contains(&x) && (0.0..=rows).contains(&y),
+            "inside: {data}"
+        );
+    }
+    let twice: f64 = points
+        .windows(2)
+        .map(|w| w[0].0 * w[1].1 - w[1].0 * w[0].1)
+        .sum();
+    twice.abs() / 2.0 / (columns * rows)
 }

@@ -42,6 +42,9 @@ pub enum AuditAction {
     LoginFailure,
     /// A study delivered to or received from a peer server, or fetched from one (issue #10).
     Forward,
+    /// A triage model's job on an instance ended: scored, or left unscored with the reason
+    /// (outside the model's intended use, or refused by its anatomy gate) (issue #13).
+    Triage,
 }
 
 /// How it ended.
@@ -119,11 +122,12 @@ impl AuditAction {
             AuditAction::ReadAudit => "read_audit",
             AuditAction::LoginFailure => "login_failure",
             AuditAction::Forward => "forward",
+            AuditAction::Triage => "triage",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -137,6 +141,7 @@ impl AuditAction {
         AuditAction::ReadAudit,
         AuditAction::LoginFailure,
         AuditAction::Forward,
+        AuditAction::Triage,
     ];
 
     /// Parses [`AuditAction::as_str`]'s name.

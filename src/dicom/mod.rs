@@ -5,6 +5,7 @@
 
 pub mod age;
 pub mod attributes;
+pub mod body_part;
 pub mod codecs;
 pub mod declared_lengths;
 pub mod json;

@@ -16,6 +16,25 @@ pub enum Task {
     MultiLabel,
     /// Per-frame classification of multi-frame images or video (endoscopy).
     PerFrame,
+    /// Segments an anatomy to check that an image shows it before the models made for that
+    /// anatomy score it (`[gate]`); it has no labels and gets no jobs of its own.
+    AnatomyGate,
+}
+
+/// An anatomy models are made for, confirmed by an anatomy gate before they score an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Anatomy {
+    /// Frontal chest radiographs: the lung fields.
+    Chest,
+}
+
+impl std::fmt::Display for Anatomy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Anatomy::Chest => "chest",
+        })
+    }
 }
 
 /// Which instances a model applies to; an empty list accepts anything.
@@ -30,6 +49,54 @@ pub struct Routing {
     pub body_parts: Vec<String>,
     /// Photometric Interpretation values.
     pub photometric: Vec<String>,
+    /// The anatomy the model is made for, in place of `body_parts`: an instance goes to the
+    /// model when its Body Part Examined or a description names that anatomy, or names none
+    /// (empty, or not a PS3.16 defined term); the anatomy's gate then looks at the image before
+    /// the model scores it. Another defined term (`KNEE`) is not routed.
+    pub anatomy: Option<Anatomy>,
+}
+
+/// The attributes of an arriving instance that routing looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoutingKeys<'a> {
+    /// Modality (0008,0060).
+    pub modality: &'a str,
+    /// SOP Class UID.
+    pub sop_class: &'a str,
+    /// Body Part Examined (0018,0015).
+    pub body_part: &'a str,
+    /// Photometric Interpretation (0028,0004).
+    pub photometric: &'a str,
+    /// Study and Series Description.
+    pub descriptions: &'a [&'a str],
+}
+
+/// What an anatomy gate checks on its mask of the anatomy (the `[gate]` table of a gate's
+/// manifest). The thresholds are set from measured images and stated in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// The anatomy it confirms.
+    pub anatomy: Anatomy,
+    /// Output tensor of per-class scores, `[N, classes, H, W]`; a pixel belongs to the
+    /// anatomy when `class` scores highest.
+    pub output: String,
+    /// Channel of the anatomy's class.
+    pub class: usize,
+    /// Share of the frame the anatomy covers, `[min, max]`.
+    pub area_fraction: [f32; 2],
+    /// How many separate regions the anatomy shows (2: the lungs); the largest that many must
+    /// each cover at least `region_fraction` of the frame.
+    pub regions: usize,
+    /// Least share of the frame each of those regions covers.
+    pub region_fraction: f32,
+    /// Whether those regions lie side by side, one either side of the vertical midline (the
+    /// lungs on a frontal view).
+    #[serde(default)]
+    pub side_by_side: bool,
+    /// What a refused image is not, at the start of the reason, e.g. "not a frontal chest
+    /// radiograph".
+    pub refusal: String,
 }
 
 /// What happens to an instance outside a model's declared population.
@@ -375,8 +442,12 @@ pub struct ModelManifest {
     pub input: Input,
     /// Preprocessing.
     pub preprocess: Preprocess,
-    /// What its outputs mean.
+    /// What its outputs mean (none for an anatomy gate).
+    #[serde(default)]
     pub labels: Vec<Label>,
+    /// For an anatomy gate: what it checks.
+    #[serde(default)]
+    pub gate: Option<GateSpec>,
     /// Where it comes from.
     pub provenance: Provenance,
     /// For models converted at set-up rather than shipped: how to produce the file. Until it
@@ -521,9 +592,7 @@ impl ModelManifest {
                 "preprocess.frame_step and preprocess.max_frames must be at least 1".into(),
             );
         }
-        if self.labels.is_empty() {
-            return Err("at least one [[labels]] entry is needed".into());
-        }
+        self.validate_task()?;
         for l in &self.labels {
             if !(0.0..=1.0).contains(&l.threshold) {
                 return Err(format!(
@@ -544,21 +613,78 @@ impl ModelManifest {
         Ok(())
     }
 
-    /// Whether the model applies to an instance with these attributes.
-    pub fn routes(
-        &self,
-        modality: &str,
-        sop_class: &str,
-        body_part: &str,
-        photometric: &str,
-    ) -> bool {
+    /// A classifier has labels and no `[gate]`; an anatomy gate the reverse, with sane
+    /// thresholds; `routing.anatomy` replaces `routing.body_parts`.
+    fn validate_task(&self) -> Result<(), String> {
+        if self.routing.anatomy.is_some() && !self.routing.body_parts.is_empty() {
+            return Err(
+                "routing.anatomy decides on Body Part Examined itself: remove \
+                        routing.body_parts"
+                    .into(),
+            );
+        }
+        let Some(gate) = (self.task == Task::AnatomyGate).then_some(&self.gate) else {
+            if self.gate.is_some() {
+                return Err("[gate] is only for task = \"anatomy-gate\"".into());
+            }
+            if self.labels.is_empty() {
+                return Err("at least one [[labels]] entry is needed".into());
+            }
+            return Ok(());
+        };
+        let Some(gate) = gate else {
+            return Err("task = \"anatomy-gate\" needs a [gate] table".into());
+        };
+        if !self.labels.is_empty() {
+            return Err("an anatomy gate has no [[labels]]: it scores nothing".into());
+        }
+        let [min, max] = gate.area_fraction;
+        let fraction = |v: f32| (0.0..=1.0).contains(&v);
+        if !(fraction(min) && fraction(max) && min <= max && fraction(gate.region_fraction)) {
+            return Err(
+                "gate.area_fraction [min, max] and gate.region_fraction are shares of \
+                        the frame, 0 to 1, min <= max"
+                    .into(),
+            );
+        }
+        if gate.regions == 0 || (gate.side_by_side && gate.regions != 2) {
+            return Err("gate.regions must be at least 1, and 2 with side_by_side".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this is an anatomy gate rather than a model that scores.
+    pub fn is_gate(&self) -> bool {
+        self.task == Task::AnatomyGate
+    }
+
+    /// Whether the model applies to an instance with these attributes. Gates get no jobs.
+    pub fn routes(&self, keys: &RoutingKeys<'_>) -> bool {
         let ok = |list: &[String], v: &str| {
             list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v.trim()))
         };
-        ok(&self.routing.modalities, modality)
-            && ok(&self.routing.sop_classes, sop_class)
-            && ok(&self.routing.body_parts, body_part)
-            && ok(&self.routing.photometric, photometric)
+        !self.is_gate()
+            && ok(&self.routing.modalities, keys.modality)
+            && ok(&self.routing.sop_classes, keys.sop_class)
+            && ok(&self.routing.body_parts, keys.body_part)
+            && ok(&self.routing.photometric, keys.photometric)
+            && self
+                .routing
+                .anatomy
+                .is_none_or(|a| anatomy_may_show(a, keys))
+    }
+}
+
+/// Whether an instance's text leaves it possible that it shows `anatomy`: it names it, or
+/// names no region at all.
+fn anatomy_may_show(anatomy: Anatomy, keys: &RoutingKeys<'_>) -> bool {
+    use crate::dicom::body_part::{stated_region, AnatomyText, StatedRegion};
+    let region = stated_region(&AnatomyText {
+        body_part_examined: keys.body_part,
+        descriptions: keys.descriptions,
+    });
+    match anatomy {
+        Anatomy::Chest => region != StatedRegion::Other,
     }
 }
 

@@ -9,6 +9,7 @@
 //! No model here is clinically validated; every manifest says so.
 
 pub mod eval;
+pub mod gate;
 pub mod heatmap;
 pub mod intended_use;
 pub mod manifest;

@@ -104,12 +104,21 @@ impl LoadedModel {
                 manifest.input.name
             )));
         }
-        for label in &manifest.labels {
-            if !session.outputs().iter().any(|o| o.name() == label.output) {
+        let outputs = manifest
+            .labels
+            .iter()
+            .map(|l| (format!("label {}", l.name), &l.output))
+            .chain(
+                manifest
+                    .gate
+                    .iter()
+                    .map(|g| ("gate".to_string(), &g.output)),
+            );
+        for (what, output) in outputs {
+            if !session.outputs().iter().any(|o| o.name() == *output) {
                 let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
                 return Err(mismatch(format!(
-                    "label {}: output {:?} is not in the graph (it has {names:?})",
-                    label.name, label.output
+                    "{what}: output {output:?} is not in the graph (it has {names:?})"
                 )));
             }
         }
@@ -174,8 +183,31 @@ impl LoadedModel {
         Ok(scores)
     }
 
-    /// Runs the model once on a mid-grey input: the smoke test of `tramy models check`.
-    pub fn smoke_test(&self) -> Result<Scores, ModelError> {
+    /// Runs the model on a batch and returns one output tensor whole (an anatomy gate's
+    /// per-class scores).
+    pub(crate) fn output(
+        &self,
+        batch: &Array4<f32>,
+        output: &str,
+    ) -> Result<ndarray::ArrayD<f32>, ModelError> {
+        let m = &self.manifest;
+        let fail = |reason: String| ModelError::Inference {
+            model: m.name.clone(),
+            reason,
+        };
+        let mut session = self.session.lock().map_err(|e| fail(e.to_string()))?;
+        let input = TensorRef::from_array_view(batch.view()).map_err(|e| fail(e.to_string()))?;
+        let outputs = session
+            .run(ort::inputs![m.input.name.as_str() => input])
+            .map_err(|e| fail(e.to_string()))?;
+        let array = outputs[output]
+            .try_extract_array::<f32>()
+            .map_err(|e| fail(format!("output {output}: {e}")))?;
+        Ok(array.to_owned())
+    }
+
+    /// The input of one mid-grey image, for smoke tests.
+    pub(crate) fn grey_input(&self) -> Array4<f32> {
         let i = &self.manifest.input;
         let p = &self.manifest.preprocess;
         let grey = 128.0 * p.scale + p.offset;
@@ -187,7 +219,17 @@ impl LoadedModel {
                 (1, i.height as usize, i.width as usize, i.channels as usize)
             }
         };
-        let batch = Array4::from_elem(shape, grey);
+        Array4::from_elem(shape, grey)
+    }
+
+    /// Runs the model once on a mid-grey input: the smoke test of `tramy models check`.
+    /// An anatomy gate has no labels: its output is read whole, and the scores are empty.
+    pub fn smoke_test(&self) -> Result<Scores, ModelError> {
+        let batch = self.grey_input();
+        if let Some(gate) = &self.manifest.gate {
+            self.output(&batch, &gate.output)?;
+            return Ok(Vec::new());
+        }
         let mut scores = self.infer(&batch)?;
         Ok(scores.remove(0))
     }

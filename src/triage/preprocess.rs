@@ -77,7 +77,18 @@ pub fn from_dicom(
     part10: &[u8],
     manifest: &ModelManifest,
 ) -> Result<(Array4<f32>, Vec<u32>), PreprocessError> {
-    let (images, frames) = pixels::with_decoded(part10, |decoded| {
+    let (images, frames) = images_from_dicom(part10, manifest)?;
+    Ok((to_tensor(&images, manifest), frames))
+}
+
+/// The 8-bit images a model looks at in a Part 10 file (windowed as its manifest says, not yet
+/// resized), with their frame numbers: what [`from_images`] turns into its input, and what
+/// another model with the same window (an anatomy gate) can share.
+pub fn images_from_dicom(
+    part10: &[u8],
+    manifest: &ModelManifest,
+) -> Result<(Vec<DynamicImage>, Vec<u32>), PreprocessError> {
+    pixels::with_decoded(part10, |decoded| {
         let has_voi = matches!(decoded.window(), Ok(Some(w)) if !w.is_empty())
             || matches!(decoded.voi_lut_sequence(), Ok(Some(l)) if !l.is_empty());
         let voi = match manifest.preprocess.window {
@@ -101,11 +112,10 @@ pub fn from_dicom(
         PixelError::Read(reason) => PreprocessError::Read(reason),
         PixelError::Decode(reason) => PreprocessError::Decode(reason),
         other => PreprocessError::Decode(other.to_string()),
-    })?;
-    Ok((to_tensor(&images, manifest), frames))
+    })
 }
 
-/// The model input for ordinary images (evaluation sets of PNG/JPEG).
+/// The model input for 8-bit images (evaluation sets of PNG/JPEG, or [`images_from_dicom`]).
 pub fn from_images(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
     to_tensor(images, manifest)
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::gate::{self, GateVerdict};
 use super::intended_use::{self, Assessment, IntendedUse, Subject};
-use super::manifest::Urgency;
+use super::manifest::{Anatomy, Urgency};
 use super::model::{LoadedModel, Scores};
 use super::preprocess;
 use crate::access::Principal;
@@ -31,12 +32,46 @@ struct Outcome {
     assessment: Assessment,
 }
 
+/// Why an instance was left unscored on purpose.
+#[derive(Debug, Clone)]
+enum SkipReason {
+    /// Outside the model's declared population, which says to skip: the reason (it names the
+    /// patient's age, so the audit trail gets only the kind).
+    OutsideIntendedUse(String),
+    /// The model's anatomy gate did not find its anatomy: the reason (the image's, not the
+    /// patient's: "not a frontal chest radiograph: lung area 0.0%").
+    RefusedByGate(String),
+}
+
+impl SkipReason {
+    /// The reason the job list shows.
+    fn text(&self) -> &str {
+        match self {
+            SkipReason::OutsideIntendedUse(r) | SkipReason::RefusedByGate(r) => r,
+        }
+    }
+
+    /// The reason the audit trail records, without patient data.
+    fn audit_text(&self) -> &str {
+        match self {
+            SkipReason::OutsideIntendedUse(_) => "outside the model's intended use",
+            SkipReason::RefusedByGate(r) => r,
+        }
+    }
+}
+
+/// An instance left unscored, with its study for the audit trail.
+struct Skip {
+    reason: SkipReason,
+    study: String,
+}
+
 /// How a job ended without an error.
 enum Settled {
     /// Scored.
     Scored(Box<Outcome>),
-    /// Left unscored on purpose, with the reason.
-    Skipped(String),
+    /// Left unscored on purpose.
+    Skipped(Skip),
 }
 
 /// Runs queued triage jobs until the task is dropped.
@@ -44,7 +79,10 @@ pub struct TriageWorker {
     archive: Archive,
     /// Triage is tramy's own work.
     principal: Principal,
+    /// The models that score, by name.
     models: HashMap<String, Arc<LoadedModel>>,
+    /// The anatomy gates, which models made for an anatomy run first.
+    gates: HashMap<Anatomy, Arc<LoadedModel>>,
     max_attempts: i64,
     max_batch: i64,
     max_wait: Duration,
@@ -64,7 +102,12 @@ impl TriageWorker {
             principal: Principal::system(),
             models: models
                 .iter()
+                .filter(|m| !m.manifest.is_gate())
                 .map(|m| (m.manifest.name.clone(), m.clone()))
+                .collect(),
+            gates: models
+                .iter()
+                .filter_map(|m| Some((m.manifest.gate.as_ref()?.anatomy, m.clone())))
                 .collect(),
             max_attempts: i64::from(config.max_attempts.max(1)),
             max_batch: i64::from(config.max_batch.max(1)),
@@ -157,18 +200,29 @@ impl TriageWorker {
                 .map(|j| Err(format!("model {} is not loaded", j.model)))
                 .collect();
         };
+        let gate = match model.manifest.routing.anatomy {
+            Some(anatomy) => match self.gates.get(&anatomy) {
+                Some(gate) => Some(gate.clone()),
+                None => {
+                    let reason = format!("no anatomy gate for {anatomy} is loaded");
+                    return jobs.iter().map(|_| Err(reason.clone())).collect();
+                }
+            },
+            None => None,
+        };
         let mut loaded = Vec::with_capacity(jobs.len());
         for job in jobs {
             loaded.push(self.load(job).await);
         }
         let runner = model.clone();
-        let computed = tokio::task::spawn_blocking(move || compute(&runner, loaded)).await;
+        let computed =
+            tokio::task::spawn_blocking(move || compute(&runner, gate.as_deref(), loaded)).await;
         match computed {
             Ok(results) => results
                 .into_iter()
                 .map(|r| {
                     r.map(|computed| match computed {
-                        Computed::Skipped(reason) => Settled::Skipped(reason),
+                        Computed::Skipped(skip) => Settled::Skipped(skip),
                         Computed::Scored(s) => Settled::Scored(Box::new(Outcome {
                             model: model.clone(),
                             frames: s.frames,
@@ -196,12 +250,15 @@ impl TriageWorker {
         let job = job.clone();
         let max_attempts = self.max_attempts;
         match result {
-            Ok(Settled::Skipped(reason)) => {
-                tracing::info!(job = job.id, model = %job.model, "triage skipped: outside the model's intended use");
+            Ok(Settled::Skipped(skip)) => {
+                tracing::info!(job = job.id, model = %job.model, reason = skip.reason.audit_text(), "triage skipped");
                 self.archive
                     .index()
-                    .skip_triage_job(&self.principal, &job, reason)
-                    .await
+                    .skip_triage_job(&self.principal, &job, skip.reason.text().to_string())
+                    .await?;
+                let detail = format!("triage {} skipped: {}", job.model, skip.reason.audit_text());
+                self.audit(skip.study, detail).await;
+                Ok(())
             }
             Ok(Settled::Scored(outcome)) => {
                 let Outcome {
@@ -234,6 +291,8 @@ impl TriageWorker {
                 );
                 let flagged = scores.iter().flatten().filter(|s| s.flagged).count();
                 tracing::info!(model = %name, flagged, "triage finished");
+                let detail = format!("triage {name} scored: {flagged} label(s) flagged");
+                self.audit(study.clone(), detail).await;
                 let findings: Vec<NewFinding> = frames
                     .iter()
                     .zip(&scores)
@@ -298,12 +357,30 @@ impl TriageWorker {
     }
 }
 
+impl TriageWorker {
+    /// Records a triage job's end in the study's audit trail: tramy's own access to it.
+    async fn audit(&self, study: String, detail: String) {
+        use crate::audit::{AuditAction, AuditOutcome, NewAuditEvent};
+        let event = NewAuditEvent {
+            actor: self.principal.clone(),
+            action: AuditAction::Triage,
+            outcome: AuditOutcome::Success,
+            study_instance_uid: Some(study),
+            patient: None,
+            detail,
+        };
+        if let Err(e) = self.archive.index().record_audit(event).await {
+            tracing::error!(error = %e, "an audit event could not be recorded");
+        }
+    }
+}
+
 /// What one job's instance gave.
 enum Computed {
     /// Scored.
     Scored(Box<Scored>),
-    /// Outside the model's intended use, which says to skip it: the reason.
-    Skipped(String),
+    /// Left unscored on purpose.
+    Skipped(Skip),
 }
 
 /// A scored instance.
@@ -318,7 +395,7 @@ struct Scored {
 /// An instance ready for inference, or one left unscored.
 enum Prepared {
     Ready(Box<Ready>),
-    Skipped(String),
+    Skipped(Skip),
 }
 
 /// An instance with its model input.
@@ -328,12 +405,17 @@ struct Ready {
     assessment: Assessment,
     input: ndarray::Array4<f32>,
     frames: Vec<u32>,
+    /// The anatomy gate's input (its first frame), for a model made for an anatomy.
+    gate_input: Option<ndarray::Array4<f32>>,
+    /// What the gate found, once it ran.
+    gate: Option<GateVerdict>,
 }
 
 /// Parses the instance, judges it against the model's intended use, and (unless that says to
-/// skip it) prepares its input.
+/// skip it) prepares its input and its gate's, from one decoding where their windows agree.
 fn prepare(
     model: &LoadedModel,
+    gate: Option<&LoadedModel>,
     loaded: Result<(crate::store::StoredInstance, bytes::Bytes), String>,
 ) -> Result<Prepared, String> {
     let (instance, file) = loaded?;
@@ -343,17 +425,92 @@ fn prepare(
     let assessment =
         intended_use::assess(model.manifest.population.as_ref(), &Subject::of(&source));
     if assessment.skip() {
-        return Ok(Prepared::Skipped(assessment.note));
+        return Ok(Prepared::Skipped(Skip {
+            reason: SkipReason::OutsideIntendedUse(assessment.note),
+            study: instance.study_instance_uid,
+        }));
     }
-    let (input, frames) =
-        preprocess::from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
+    let (images, frames) =
+        preprocess::images_from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
+    let input = preprocess::from_images(&images, &model.manifest);
+    let gate_input = match gate {
+        Some(g) if g.manifest.preprocess.window == model.manifest.preprocess.window => Some(
+            preprocess::from_images(&images[..1.min(images.len())], &g.manifest),
+        ),
+        Some(g) => {
+            let (own, _) =
+                preprocess::images_from_dicom(&file, &g.manifest).map_err(|e| e.to_string())?;
+            Some(preprocess::from_images(
+                &own[..1.min(own.len())],
+                &g.manifest,
+            ))
+        }
+        None => None,
+    };
     Ok(Prepared::Ready(Box::new(Ready {
         instance,
         source,
         assessment,
         input,
         frames,
+        gate_input,
+        gate: None,
     })))
+}
+
+/// Runs the anatomy gate over every prepared instance that has its input, in one batch, and
+/// leaves unscored those that do not show the anatomy.
+fn run_gate(gate: &LoadedModel, prepared: &mut [Result<Prepared, String>]) {
+    let waiting: Vec<usize> = (0..prepared.len())
+        .filter(|&i| matches!(&prepared[i], Ok(Prepared::Ready(r)) if r.gate_input.is_some()))
+        .collect();
+    let views: Vec<_> = waiting
+        .iter()
+        .filter_map(|&i| match &prepared[i] {
+            Ok(Prepared::Ready(r)) => r.gate_input.as_ref().map(|g| g.view()),
+            _ => None,
+        })
+        .collect();
+    if views.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let masks = ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| e.to_string())
+        .and_then(|batch| gate::masks(gate, &batch).map_err(|e| e.to_string()));
+    metrics::histogram!("tramy_triage_gate_seconds", "model" => gate.manifest.name.clone())
+        .record(started.elapsed().as_secs_f64());
+    let spec = match gate::spec_of(gate) {
+        Ok(spec) => spec,
+        Err(e) => return fail_all(prepared, &waiting, &e.to_string()),
+    };
+    let masks = match masks {
+        Ok(masks) => masks,
+        Err(e) => return fail_all(prepared, &waiting, &e),
+    };
+    let by = format!("{} {}", gate.manifest.name, gate.manifest.version);
+    for (&i, mask) in waiting.iter().zip(masks) {
+        let verdict = gate::judge(&by, spec, mask);
+        let slot = &mut prepared[i];
+        if let Ok(Prepared::Ready(r)) = slot {
+            match verdict.refusal.clone() {
+                Some(refusal) => {
+                    *slot = Ok(Prepared::Skipped(Skip {
+                        reason: SkipReason::RefusedByGate(refusal),
+                        study: r.instance.study_instance_uid.clone(),
+                    }));
+                }
+                None => r.gate = Some(verdict),
+            }
+        }
+    }
+}
+
+/// Marks the given prepared instances failed with `reason`.
+fn fail_all(prepared: &mut [Result<Prepared, String>], which: &[usize], reason: &str) {
+    for &i in which {
+        prepared[i] = Err(format!("anatomy gate: {reason}"));
+    }
 }
 
 /// A finding outside the model's intended use is never flagged, so never urgent.
@@ -378,13 +535,19 @@ fn single_input(
 /// Preprocesses every loaded instance, infers (single images together), and writes each report.
 fn compute(
     model: &LoadedModel,
+    gate: Option<&LoadedModel>,
     loaded: Vec<Result<(crate::store::StoredInstance, bytes::Bytes), String>>,
 ) -> Vec<Result<Computed, String>> {
     let per_frame = model.manifest.task == super::manifest::Task::PerFrame;
     // Decoding and resizing dominate (a 2000-pixel radiograph takes longer than the model): the
     // batch's instances are prepared in parallel on rayon's pool.
-    let prepared: Vec<Result<Prepared, String>> =
-        loaded.into_par_iter().map(|l| prepare(model, l)).collect();
+    let mut prepared: Vec<Result<Prepared, String>> = loaded
+        .into_par_iter()
+        .map(|l| prepare(model, gate, l))
+        .collect();
+    if let Some(gate) = gate {
+        run_gate(gate, &mut prepared);
+    }
     // Scores per prepared item: one batched inference over the single images.
     let single = |p| single_input(p, per_frame);
     let singles: Vec<usize> = (0..prepared.len())
@@ -422,7 +585,7 @@ fn compute(
         .into_iter()
         .zip(scores)
         .map(|(p, batched)| match p? {
-            Prepared::Skipped(reason) => Ok(Computed::Skipped(reason)),
+            Prepared::Skipped(skip) => Ok(Computed::Skipped(skip)),
             Prepared::Ready(r) => score(model, *r, batched),
         })
         .collect()
@@ -447,6 +610,7 @@ fn score(
         &r.frames,
         &scores,
         &r.assessment,
+        r.gate.as_ref(),
     );
     Ok(Computed::Scored(Box::new(Scored {
         instance: r.instance,

@@ -26,8 +26,9 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use sha2::{Digest, Sha256};
 
+use super::gate::GateVerdict;
 use super::intended_use::{Assessment, IntendedUse};
-use super::manifest::{CodedConcept, Label, ModelManifest};
+use super::manifest::{Anatomy, CodedConcept, Label, ModelManifest};
 use super::model::{LabelScore, Scores};
 use crate::dicom::attributes::text;
 use crate::dicom::ReceivedInstance;
@@ -129,10 +130,38 @@ struct Source {
     multi_frame: bool,
     /// Image size in pixels (columns, rows); 0 when the source does not say.
     size: (u32, u32),
+    /// The anatomy an anatomy gate found on the first frame, as a closed polygon in image
+    /// pixels, with what found it; the findings refer to it rather than the whole image.
+    anatomy: Option<AnatomyRegion>,
+}
+
+/// The region of the image an anatomy gate found its anatomy in.
+struct AnatomyRegion {
+    polygon: Vec<(f32, f32)>,
+    anatomy: Anatomy,
+    /// "lung fields found by lung-segmentation 0.1.5 (lung area 42.1%)".
+    note: String,
+}
+
+impl AnatomyRegion {
+    fn of(gate: &GateVerdict, size: (u32, u32)) -> Option<AnatomyRegion> {
+        let polygon = super::gate::hull(&gate.mask, size.0, size.1);
+        (polygon.len() >= 4).then(|| AnatomyRegion {
+            polygon,
+            anatomy: gate.anatomy,
+            note: format!(
+                "Region: the convex hull of the {} fields found by {} ({} area {:.1}%)",
+                super::gate::region_noun(gate.anatomy),
+                gate.gate,
+                super::gate::region_noun(gate.anatomy),
+                gate.area_fraction * 100.0
+            ),
+        })
+    }
 }
 
 impl Source {
-    fn of(source: &InMemDicomObject, frames: &[u32]) -> Source {
+    fn of(source: &InMemDicomObject, frames: &[u32], gate: Option<&GateVerdict>) -> Source {
         let number_of_frames = text(source, tags::NUMBER_OF_FRAMES).trim().parse::<u32>();
         Source {
             study: text(source, tags::STUDY_INSTANCE_UID),
@@ -144,7 +173,16 @@ impl Source {
                 text(source, tags::COLUMNS).parse().unwrap_or(0),
                 text(source, tags::ROWS).parse().unwrap_or(0),
             ),
+            anatomy: None,
         }
+        .with_anatomy(gate)
+    }
+
+    fn with_anatomy(mut self, gate: Option<&GateVerdict>) -> Source {
+        if self.size.0 > 0 && self.size.1 > 0 {
+            self.anatomy = gate.and_then(|g| AnatomyRegion::of(g, self.size));
+        }
+        self
     }
 
     /// A Referenced SOP Sequence item for the image (and its 0-based `frame`).
@@ -181,15 +219,17 @@ impl Source {
 }
 
 /// Builds the SR for `scores` (one entry per frame in `frames`) of the model on `source`, which
-/// stands against the model's intended use as `assessment` says.
+/// stands against the model's intended use as `assessment` says, and in which the model's
+/// anatomy gate (if it has one) found its anatomy.
 pub fn findings_sr(
     source: &InMemDicomObject,
     model: &ModelManifest,
     frames: &[u32],
     scores: &[Scores],
     assessment: &Assessment,
+    gate: Option<&GateVerdict>,
 ) -> ReceivedInstance {
-    let src = Source::of(source, frames);
+    let src = Source::of(source, frames, gate);
     let sr_uid = derived_uid(&["sr", &src.sop, &model.name, &model.version]);
     let mut sr = header(source, model, &src, &sr_uid);
     document_root(&mut sr);
@@ -525,6 +565,7 @@ fn measurement_group(
             &model.version,
         ),
     ];
+    items.extend(finding_site(src, frame));
     items.extend(image_region(src, frame));
     items.extend([
         certainty(s.probability, src, frame),
@@ -539,6 +580,12 @@ fn measurement_group(
         intended_use_text(assessment)
             .map(|text| text_item("CONTAINS", dcm("121106", "Comment"), &text)),
     );
+    items.extend(
+        src.anatomy
+            .as_ref()
+            .filter(|_| frame == 0)
+            .map(|region| text_item("CONTAINS", dcm("121106", "Comment"), &region.note)),
+    );
     items.extend([
         // TID 1501: the image the group was computed on.
         src.image_item(
@@ -550,24 +597,43 @@ fn measurement_group(
     container("CONTAINS", dcm("125007", "Measurement Group"), items)
 }
 
-/// The region a finding applies to (TID 1410 row "Image Region", DCM 111030): the whole image
-/// (or frame) as a closed POLYLINE in image pixel coordinates, column then row, from the top
-/// left corner of the top left pixel to the bottom right corner of the last (PS3.3 C.18.6.1.2),
-/// selected from the source image (the one IMAGE a SCOORD must have, PS3.3 C.18.6).
-/// None when the source does not give its size.
+/// The anatomy a gate found, as the finding's site (TID 1419 / TID 1501 "Finding Site",
+/// SNOMED CT 363698007), for the frame the gate looked at.
+fn finding_site(src: &Source, frame: u32) -> Option<InMemDicomObject> {
+    let region = src.anatomy.as_ref().filter(|_| frame == 0)?;
+    let site = match region.anatomy {
+        Anatomy::Chest => CodedConcept::new("39607008", "SCT", "Lung structure"),
+    };
+    Some(code_item(
+        "HAS CONCEPT MOD",
+        CodedConcept::new("363698007", "SCT", "Finding Site"),
+        &site,
+    ))
+}
+
+/// The region a finding applies to (TID 1410 row "Image Region", DCM 111030) as a closed
+/// POLYLINE in image pixel coordinates, column then row, from the top left corner of the top
+/// left pixel (PS3.3 C.18.6.1.2), selected from the source image (the one IMAGE a SCOORD must
+/// have, PS3.3 C.18.6): the anatomy its gate found (the lung fields' convex hull) on the frame
+/// the gate looked at, else the whole image or frame. None when the source does not give its
+/// size.
 fn image_region(src: &Source, frame: u32) -> Option<InMemDicomObject> {
     if src.size.0 == 0 || src.size.1 == 0 {
         return None;
     }
     let (columns, rows) = (src.size.0 as f32, src.size.1 as f32);
-    let corners = [
+    let whole = vec![
         (0.0, 0.0),
         (columns, 0.0),
         (columns, rows),
         (0.0, rows),
         (0.0, 0.0),
     ];
-    let data: SmallVec<[f32; 2]> = corners.iter().flat_map(|&(x, y)| [x, y]).collect();
+    let polygon = match &src.anatomy {
+        Some(region) if frame == 0 => &region.polygon,
+        _ => &whole,
+    };
+    let data: SmallVec<[f32; 2]> = polygon.iter().flat_map(|&(x, y)| [x, y]).collect();
     let mut scoord = item("CONTAINS", "SCOORD", Some(dcm("111030", "Image Region")));
     put_str(&mut scoord, tags::GRAPHIC_TYPE, VR::CS, "POLYLINE");
     scoord.put(DataElement::new(

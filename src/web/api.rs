@@ -177,24 +177,90 @@ pub async fn heatmap(
         .find(|m| m.manifest.name == q.model)
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no triage model {:?} is loaded", q.model)))?;
+    let gate = match model.manifest.routing.anatomy {
+        Some(anatomy) => Some(gate_for(&state, anatomy)?),
+        None => None,
+    };
     let png = state
         .heatmaps
-        .run(move || -> Result<Vec<u8>, HttpError> {
-            let (input, _) = crate::triage::preprocess::from_dicom(&file, &model.manifest)
-                .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
-            let first = input
-                .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
-                .to_owned();
-            let (importance, _) = crate::triage::heatmap::occlusion(&model, &first, &q.label)
-                .map_err(|e| match e {
-                    crate::triage::heatmap::HeatmapError::NoSuchLabel { .. } => {
-                        HttpError::not_found(e.to_string())
-                    }
-                    other => HttpError::internal(other),
-                })?;
-            let image = crate::dicom::pixels::frame_image(&file, 1, None)
-                .map_err(|e| HttpError::not_acceptable(e.to_string()))?;
-            crate::triage::heatmap::overlay_png(&image, &importance).map_err(HttpError::internal)
+        .run(move || {
+            crate::triage::heatmap::heatmap_png(&model, gate.as_deref(), &file, &q.label)
+                .map_err(heatmap_error)
+        })
+        .await??;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// The loaded anatomy gate for `anatomy`.
+fn gate_for(
+    state: &AppState,
+    anatomy: crate::triage::manifest::Anatomy,
+) -> Result<std::sync::Arc<crate::triage::LoadedModel>, HttpError> {
+    state
+        .models
+        .iter()
+        .find(|m| {
+            m.manifest
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.anatomy == anatomy)
+        })
+        .cloned()
+        .ok_or_else(|| HttpError::not_found(format!("no {anatomy} anatomy gate is loaded")))
+}
+
+/// A heatmap or mask error as the API answers it: an unknown label is not found, pixels that
+/// cannot be decoded are not acceptable, the rest is the server's fault.
+fn heatmap_error(e: crate::triage::heatmap::HeatmapError) -> HttpError {
+    use crate::triage::heatmap::HeatmapError as E;
+    match e {
+        E::NoSuchLabel { .. } => HttpError::not_found(e.to_string()),
+        E::Image(_) | E::Render(_) => HttpError::not_acceptable(e.to_string()),
+        other => HttpError::internal(other),
+    }
+}
+
+/// Which anatomy's mask.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnatomyMaskQuery {
+    /// The anatomy, e.g. `chest` (the lung fields).
+    anatomy: crate::triage::manifest::Anatomy,
+}
+
+/// `GET /api/v1/studies/{study}/series/{series}/instances/{sop}/anatomy-mask?anatomy=chest`:
+/// where the anatomy gate finds the anatomy on this image (for `chest`, the lung fields), as a
+/// PNG overlay of the image's size: the anatomy green and half transparent, the rest clear.
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies/{study}/series/{series}/instances/{sop}/anatomy-mask",
+    params(
+        ("study" = String, Path, description = "Study Instance UID"),
+        ("series" = String, Path, description = "Series Instance UID"),
+        ("sop" = String, Path, description = "SOP Instance UID"),
+        AnatomyMaskQuery
+    ),
+    responses(
+        (status = 200, description = "the anatomy as a transparent overlay", content_type = "image/png"),
+        (status = 404, description = "no such instance, or no gate for the anatomy", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "the image's pixels cannot be decoded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the heatmap pool is busy; retry after Retry-After", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn anatomy_mask(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    Query(q): Query<AnatomyMaskQuery>,
+) -> Result<axum::response::Response, HttpError> {
+    use axum::response::IntoResponse;
+    let (_, file) = super::dicomweb::instance_file(&state, &who, study, series, sop).await?;
+    let gate = gate_for(&state, q.anatomy)?;
+    let png = state
+        .heatmaps
+        .run(move || {
+            crate::triage::heatmap::anatomy_overlay_png(&gate, &file).map_err(heatmap_error)
         })
         .await??;
     Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())

@@ -26,7 +26,11 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         | "/api/v1/worklist" => A::Query,
         r if r.starts_with("/dicomweb") && r.ends_with("/metadata") => A::ReadMetadata,
         r if r.starts_with("/dicomweb") || r == "/wado" => A::Retrieve,
-        r if r.ends_with("/findings") || r.ends_with("/heatmap") || r == "/api/v1/triage/jobs" => {
+        r if r.ends_with("/findings")
+            || r.ends_with("/heatmap")
+            || r.ends_with("/anatomy-mask")
+            || r == "/api/v1/triage/jobs" =>
+        {
             A::ReadFindings
         }
         r if r.contains("/consents") => A::Consent,

@@ -201,6 +201,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",
             get(api::heatmap),
         ),
+        (
+            Method::GET,
+            "/api/v1/studies/{study}/series/{series}/instances/{sop}/anatomy-mask",
+            get(api::anatomy_mask),
+        ),
         (Method::GET, "/api/v1/triage/jobs", get(api::jobs)),
         (
             Method::POST,

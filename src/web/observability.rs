@@ -165,6 +165,7 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::api::study_findings,
         super::api::worklist,
         super::api::heatmap,
+        super::api::anatomy_mask,
         super::api::jobs,
         super::sharing::record_consent,
         super::sharing::consents,

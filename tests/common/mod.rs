@@ -160,7 +160,7 @@ pub fn pneumonia_model() -> (PathBuf, PathBuf) {
             .unwrap();
     lock.lock_exclusive().unwrap();
     if !folder.join("model.onnx").is_file() || !images.join("PNEUMONIA").is_dir() {
-        let out = Command::new(python)
+        let out = Command::new(&python)
             .arg(folder.join("convert.py"))
             .arg("--images")
             .arg(&images)
@@ -168,8 +168,37 @@ pub fn pneumonia_model() -> (PathBuf, PathBuf) {
             .unwrap();
         assert_success(&out, "models/chest-xray-pneumonia/convert.py");
     }
+    // The pneumonia model runs only behind the chest anatomy gate.
+    let gate = lung_gate_folder();
+    if !gate.join("model.onnx").is_file() {
+        let out = Command::new(&python)
+            .arg(gate.join("convert.py"))
+            .output()
+            .unwrap();
+        assert_success(&out, "models/chest-lung-segmentation/convert.py");
+    }
     FileExt::unlock(&lock).unwrap();
     (folder, images)
+}
+
+/// The chest anatomy gate's folder (its model is converted by [`pneumonia_model`]).
+pub fn lung_gate_folder() -> PathBuf {
+    repo_root().join("models/chest-lung-segmentation")
+}
+
+/// Writes a copy of the shipped model folder `name`'s manifest into `models/<name>/` under
+/// `dir`, pointing at the shipped ONNX file, with each `(from, to)` of `edits` applied.
+pub fn shipped_manifest_copy(dir: &Path, name: &str, edits: &[(&str, &str)]) {
+    let folder = repo_root().join("models").join(name);
+    let mut manifest = std::fs::read_to_string(folder.join("model.toml")).unwrap();
+    for (from, to) in edits {
+        assert!(manifest.contains(from), "{name}/model.toml has {from:?}");
+        manifest = manifest.replace(from, to);
+    }
+    let onnx = folder.join("model.onnx").display().to_string();
+    let manifest = manifest.replace("file = \"model.onnx\"", &format!("file = {onnx:?}"));
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("model.toml"), manifest).unwrap();
 }
 
 /// Polls `probe` every 100 ms until it yields a value; fails the test after 60 s naming `what`.
@@ -1189,6 +1218,49 @@ pub fn chest_cr() -> PathBuf {
         .expect("fetch-chest-cr.sh runs");
     assert_success(&fetch, "dicom-samples/fetch-chest-cr.sh");
     repo_root().join("dicom-samples/fetched/chest_cr_rg1_explicit_le.dcm")
+}
+
+/// The tibia CR RG3 (pydicom-data, fetched by `dicom-samples/fetch-chest-cr.sh`;
+/// BodyPartExamined EXTREMITY).
+pub fn tibia_cr() -> PathBuf {
+    chest_cr();
+    repo_root().join("dicom-samples/fetched/tibia_cr_rg3_explicit_le.dcm")
+}
+
+/// A copy of `source` in `dir`, named `name`, with study, series and instance UIDs of its own,
+/// each `(tag, VR, value)` of `set` put and each tag of `remove` removed.
+pub fn edited_copy(
+    source: &Path,
+    dir: &Path,
+    name: &str,
+    set: &[(dicom_core::Tag, dicom_core::VR, &str)],
+    remove: &[dicom_core::Tag],
+) -> PathBuf {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(source).expect("the source instance");
+    let uid = |level: &str| tramy::triage::sr::derived_uid(&["edited copy", name, level]);
+    for (level, tag) in [
+        ("study", tags::STUDY_INSTANCE_UID),
+        ("series", tags::SERIES_INSTANCE_UID),
+        ("instance", tags::SOP_INSTANCE_UID),
+    ] {
+        obj.put(DataElement::new(
+            tag,
+            VR::UI,
+            PrimitiveValue::from(uid(level)),
+        ));
+    }
+    for &(tag, vr, value) in set {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    for tag in remove {
+        obj.remove_element(*tag);
+    }
+    obj.update_meta(|meta| meta.media_storage_sop_instance_uid = uid("instance"));
+    let path = dir.join(format!("{name}.dcm"));
+    obj.write_to_file(&path).expect("write the edited copy");
+    path
 }
 
 /// A copy of `source` in `dir` with Patient's Age `age` (e.g. `045Y`) and study, series and
