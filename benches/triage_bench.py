@@ -13,6 +13,7 @@
                                           finding being queryable; prints JSON p50/p95
 """
 import glob
+import os
 import json
 import socket
 import statistics
@@ -106,6 +107,7 @@ def time_to_flag(port, http_port, path, n):
     from pydicom.uid import generate_uid
     from pynetdicom import AE
     template = pydicom.dcmread(path)
+    auth = {"Authorization": f"Bearer {os.environ['TRAMY_TOKEN']}"}
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(template.SOPClassUID, template.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="TRAMY")
@@ -120,7 +122,7 @@ def time_to_flag(port, http_port, path, n):
         assert status.Status == 0, status
         url = f"http://127.0.0.1:{http_port}/api/v1/studies/{ds.StudyInstanceUID}/findings"
         while True:
-            found = requests.get(url).json()
+            found = requests.get(url, headers=auth).json()
             if found:
                 latencies.append(time.perf_counter() - acked)
                 break

@@ -53,11 +53,30 @@ for B in 1 16; do
 done
 echo "(end-to-end / model-only at batch 1 is the share of time spent on the model)"
 
-echo "== time to flag (C-STORE response -> finding queryable), $DEVICE"
+# With the chest anatomy gate (the shipped set-up: the lung segmentation U-Net at 512x512 runs
+# before the pneumonia model), then without it (the pneumonia manifest routed on
+# BodyPartExamined CHEST instead), same binary: the gate's share of the time to flag.
+GATE=models/chest-lung-segmentation
+[ -f "$GATE/model.onnx" ] || { echo "$GATE/model.onnx is missing: run cargo build with access to PyPI" >&2; exit 1; }
+cp -r "$GATE" "$ROOT/models/"
+mkdir -p "$ROOT/ungated/chest-xray-pneumonia"
+sed -e 's/^anatomy = "chest"$/body_parts = ["CHEST"]/' -e "s|^file = \"model.onnx\"|file = \"$PWD/$MODEL/model.onnx\"|" \
+  "$MODEL/model.toml" > "$ROOT/ungated/chest-xray-pneumonia/model.toml"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-DIMSE=$(free_port); HTTP=$(free_port)
-printf '[triage]\nmodels_dir = "%s"\nmax_wait_ms = 0\ndevice = "%s"\n' "$ROOT/models" "$DEVICE" > "$ROOT/tramy.toml"
-TRAMY_DATA_DIR="$ROOT/data-dir" TRAMY_DIMSE_ADDR="127.0.0.1:$DIMSE" TRAMY_HTTP_ADDR="127.0.0.1:$HTTP" RUST_LOG=warn \
-  target/release/tramy serve --config "$ROOT/tramy.toml" >"$ROOT/serve.log" 2>&1 &
-for _ in $(seq 100); do curl -fs "127.0.0.1:$HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-"$PY" benches/triage_bench.py time-to-flag "$DIMSE" "$HTTP" "$CR" 10
+time_to_flag() { # $1 label, $2 models dir
+  local data="$ROOT/serve-$1" dimse http pid
+  dimse=$(free_port); http=$(free_port)
+  printf '[triage]\nmodels_dir = "%s"\nmax_wait_ms = 0\ndevice = "%s"\n' "$2" "$DEVICE" > "$ROOT/$1.toml"
+  TRAMY_DATA_DIR="$data" TRAMY_DIMSE_ADDR="127.0.0.1:$dimse" TRAMY_HTTP_ADDR="127.0.0.1:$http" RUST_LOG=warn \
+    target/release/tramy serve --config "$ROOT/$1.toml" >"$ROOT/$1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do curl -fs "127.0.0.1:$http/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  # The bench's calling AE title, registered as an administrator would (authentication is on).
+  TRAMY_DATA_DIR="$data" target/release/tramy ae add BENCH --facility LOCAL >/dev/null 2>&1
+  printf '%-28s ' "$1"
+  TRAMY_TOKEN=$(cat "$data/admin-token") "$PY" benches/triage_bench.py time-to-flag "$dimse" "$http" "$CR" 10
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+echo "== time to flag (C-STORE response -> finding queryable), $DEVICE"
+time_to_flag with-chest-gate "$ROOT/models"
+time_to_flag without-gate "$ROOT/ungated"

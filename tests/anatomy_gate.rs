@@ -89,6 +89,11 @@ fn a_tibia_labelled_chest_gets_no_finding_and_the_gates_reason_in_jobs_worklist_
         .unwrap_or_else(|| panic!("the study on the worklist: {worklist}"));
     assert_eq!(row["urgency"], "none", "{row}");
     assert_eq!(row["skipped_jobs"], 1, "{row}");
+    assert_eq!(
+        row["skipped_reasons"],
+        serde_json::json!(["not a frontal chest radiograph: lung area 0.0%"]),
+        "{row}"
+    );
 
     let audit = server
         .http("GET", &format!("/api/v1/audit?study={study}"), &[], b"")

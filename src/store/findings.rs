@@ -188,9 +188,12 @@ pub struct WorklistEntry {
     pub pending_jobs: i64,
     /// Jobs that failed for good.
     pub failed_jobs: i64,
-    /// Jobs ended unscored on purpose (e.g. outside the model's intended use); the job list
-    /// says why.
+    /// Jobs ended unscored on purpose (outside the model's intended use, or refused by its
+    /// anatomy gate).
     pub skipped_jobs: i64,
+    /// Why those jobs ended unscored, each reason once, e.g. `not a frontal chest radiograph:
+    /// lung area 0.0%`.
+    pub skipped_reasons: Vec<String>,
 }
 
 /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
@@ -223,7 +226,10 @@ fn worklist(
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'dead'), \
          (SELECT COUNT(*) FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
-          JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped') \
+          JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped'), \
+         COALESCE((SELECT string_agg(d.last_error, '\u{1f}' ORDER BY d.last_error) FROM (SELECT DISTINCT j.last_error \
+                   FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
+                   JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped') AS d), '') \
          FROM studies st JOIN patients p ON st.patient_fk = p.id WHERE {visible} \
          ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ? OFFSET ?"
     ))?
@@ -250,6 +256,12 @@ fn worklist(
             pending_jobs: r.get(9)?,
             failed_jobs: r.get(10)?,
             skipped_jobs: r.get(11)?,
+            skipped_reasons: r
+                .get::<_, String>(12)?
+                .split('\u{1f}')
+                .filter(|reason| !reason.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
     })?
     .collect()
