@@ -171,7 +171,8 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         | "/wado"
         | "/api/v1/studies/{study}/findings" => read_study(who),
         // No model is loaded here: whoever may see the instance learns that; nobody else does.
-        "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap" => {
+        "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap"
+        | "/api/v1/studies/{study}/series/{series}/instances/{sop}/anatomy-mask" => {
             match read_study(who) {
                 Status(200) => Status(404),
                 other => other,
@@ -289,6 +290,9 @@ impl World {
             ),
             "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap" => {
                 format!("{path}?model=none&label=none")
+            }
+            "/api/v1/studies/{study}/series/{series}/instances/{sop}/anatomy-mask" => {
+                format!("{path}?anatomy=chest")
             }
             _ => path,
         }
