@@ -316,7 +316,24 @@ fn a_per_frame_report_has_one_trackable_group_per_frame_naming_its_frame() {
 
     let report = summary(&file);
     assert_groups_are_trackable(&report, &manifest);
-    let groups = report["groups"].as_array().unwrap();
+    let all = report["groups"].as_array().unwrap();
+    let is_clip = |g: &&serde_json::Value| g["tracking_id"][0] == "polyp (clip)";
+    let groups: Vec<&serde_json::Value> = all.iter().filter(|g| !is_clip(g)).collect();
+    // The clip's finding (the manifest's [clip]): its region on the frame where the smoothed
+    // probability peaks, its Source of Measurement the frames where it fired (or the peak).
+    let clip: Vec<&serde_json::Value> = all.iter().filter(is_clip).collect();
+    assert_eq!(clip.len(), 1, "one clip group: {report}");
+    let peak = &clip[0]["certainty"][0]["images"][0];
+    assert_eq!(clip[0]["regions"][0]["from"][0][1], *peak, "{}", clip[0]);
+    let evidence = clip[0]["images"][0]["frames"].as_array().unwrap();
+    assert!(
+        !evidence.is_empty()
+            && evidence
+                .iter()
+                .all(|f| (1..=4).contains(&f.as_i64().unwrap())),
+        "{}",
+        clip[0]
+    );
     let mut frames: Vec<i64> = groups
         .iter()
         .map(|g| {

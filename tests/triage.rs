@@ -517,21 +517,49 @@ fn the_synthetic_endoscopy_demo_scores_every_frame_of_a_clip_on_default_settings
     server.store_files(&[&clip], "storescu of the clip");
     let obj = dicom_object::open_file(&clip).unwrap();
     let study = tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID);
-    let findings = wait_for("20 per-frame findings", || {
+    let findings = wait_for("20 per-frame findings and the clip's", || {
         let v = findings_of(&server, &study);
-        (v.len() == 20).then_some(v)
+        (v.len() == 21).then_some(v)
     });
-    let agree = findings
+    let mut frames: Vec<&serde_json::Value> = findings.iter().filter(|f| f["frame"] != 0).collect();
+    frames.sort_by_key(|f| f["frame"].as_i64().unwrap());
+    let probability = |f: &serde_json::Value| f["probability"].as_f64().unwrap();
+    let agree = frames
         .iter()
         .filter(|f| {
             let frame = f["frame"].as_u64().unwrap() as usize - 1;
-            f["flagged"].as_bool() == truth["polyp"][frame].as_bool()
+            Some(probability(f) >= 0.5) == truth["polyp"][frame].as_bool()
         })
         .count();
     assert!(
         agree >= 18,
-        "flags agree with the generated ground truth on {agree}/20 frames"
+        "frame scores agree with the generated ground truth on {agree}/20 frames"
     );
+    assert!(
+        frames.iter().all(|f| f["flagged"] == false),
+        "single frames are evidence; the clip's finding flags"
+    );
+    // The clip's finding: the per-frame probabilities averaged over 3 frames (the manifest's
+    // [clip]), flagged where that reaches 0.5, peaking at its maximum.
+    let p: Vec<f64> = frames.iter().map(|f| probability(f)).collect();
+    let smoothed: Vec<f64> = (0..p.len())
+        .map(|i| {
+            let part = &p[i.saturating_sub(1)..(i + 2).min(p.len())];
+            part.iter().sum::<f64>() / part.len() as f64
+        })
+        .collect();
+    let fired: Vec<i64> = (0..p.len())
+        .filter(|&i| smoothed[i] >= 0.5)
+        .map(|i| i as i64 + 1)
+        .collect();
+    let clip = findings
+        .iter()
+        .find(|f| f["frame"] == 0)
+        .expect("the clip's finding");
+    assert_eq!(clip["fired_frames"], serde_json::json!(fired), "{clip}");
+    assert_eq!(clip["flagged"], !fired.is_empty(), "{clip}");
+    let peak = smoothed.iter().cloned().fold(0.0, f64::max);
+    assert!((probability(clip) - peak).abs() < 1e-4, "{clip} vs {peak}");
     assert!(findings[0]["statement"]
         .as_str()
         .unwrap()

@@ -6,6 +6,7 @@
 pub mod age;
 pub mod attributes;
 pub mod body_part;
+pub mod cine;
 pub mod codecs;
 pub mod declared_lengths;
 pub mod json;

@@ -102,8 +102,12 @@ pub struct Finding {
     pub series_instance_uid: String,
     /// SOP Instance UID.
     pub sop_instance_uid: String,
-    /// Frame (1-based; 1 for single-frame images).
+    /// Frame (1-based; 1 for single-frame images); 0 for a per-frame model's finding on the
+    /// whole clip.
     pub frame: i64,
+    /// For a finding on the whole clip: the frames (1-based) where its smoothed probability
+    /// reached the threshold; empty otherwise.
+    pub fired_frames: Vec<i64>,
     /// Model name.
     pub model: String,
     /// Model version.
@@ -139,7 +143,8 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
     params.insert(0, SqlValue::Text(study.to_string()));
     conn.prepare_cached(&format!(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
-         flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position FROM findings WHERE study_instance_uid = ? AND {visible} \
+         flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position, fired_frames \
+         FROM findings WHERE study_instance_uid = ? AND {visible} \
          ORDER BY flagged DESC, probability DESC"
     ))?
     .query_map(super::db::params_from_iter(params), |r| {
@@ -158,6 +163,7 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
             intended_use: r.get(11)?,
             intended_use_note: r.get(12)?,
             view_position: r.get(13)?,
+            fired_frames: frame_list(&r.get::<_, String>(14)?),
         })
     })?
     .collect()
@@ -346,11 +352,21 @@ pub struct ClaimedJob {
     pub attempts: i64,
 }
 
-/// One label's score on one frame, to record.
+/// Frame numbers as the index keeps them: comma-separated.
+fn frame_list(joined: &str) -> Vec<i64> {
+    joined
+        .split(',')
+        .filter_map(|f| f.trim().parse().ok())
+        .collect()
+}
+
+/// One label's score on one frame (or on a whole clip), to record.
 #[derive(Debug, Clone)]
 pub struct NewFinding {
-    /// Frame (1-based).
+    /// Frame (1-based); 0 for the whole clip.
     pub frame: i64,
+    /// For the whole clip: the frames (1-based) where it fired.
+    pub fired_frames: Vec<i64>,
     /// Label.
     pub label: String,
     /// Probability.
@@ -549,8 +565,9 @@ impl Index {
                 c.execute(
                     "INSERT INTO findings (study_instance_uid, series_instance_uid, \
                      sop_instance_uid, frame, model, model_version, label, probability, flagged, \
-                     urgency, statement, created_at, intended_use, intended_use_note, view_position) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     urgency, statement, created_at, intended_use, intended_use_note, view_position, \
+                     fired_frames) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                      ON CONFLICT (sop_instance_uid, model, label, frame) DO UPDATE SET \
                      study_instance_uid = excluded.study_instance_uid, \
                      series_instance_uid = excluded.series_instance_uid, \
@@ -559,7 +576,7 @@ impl Index {
                      statement = excluded.statement, created_at = excluded.created_at, \
                      intended_use = excluded.intended_use, \
                      intended_use_note = excluded.intended_use_note, \
-                     view_position = excluded.view_position",
+                     view_position = excluded.view_position, fired_frames = excluded.fired_frames",
                     params![
                         results.study_instance_uid,
                         results.series_instance_uid,
@@ -575,7 +592,12 @@ impl Index {
                         created,
                         results.intended_use,
                         results.intended_use_note,
-                        results.view_position
+                        results.view_position,
+                        f.fired_frames
+                            .iter()
+                            .map(i64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
                     ],
                 )?;
             }

@@ -170,6 +170,21 @@ impl std::fmt::Display for AgeRange {
     }
 }
 
+/// How a per-frame model reads a clip (video or multi-frame): frames sampled at a rate in
+/// time, spread over the whole clip, and the clip's finding per label as the maximum of the
+/// per-frame probabilities smoothed over a window, with the frames where that stays at or
+/// above the label's threshold (where it fired).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipRule {
+    /// Frames sampled per second of the clip (its Frame Time, Cine Rate or Recommended Display
+    /// Frame Rate; without any, `preprocess.frame_step` applies). At most
+    /// `preprocess.max_frames` are taken, spread evenly over the clip.
+    pub sample_fps: f32,
+    /// Sampled frames averaged around each one (centred, odd numbers read best); 1: none.
+    pub smoothing_frames: u32,
+}
+
 /// Tensor memory layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -438,6 +453,10 @@ pub struct ModelManifest {
     /// The population it was made for; none: every routed instance is scored alike.
     #[serde(default)]
     pub population: Option<Population>,
+    /// For a per-frame model on clips: how frames are sampled in time and how per-frame scores
+    /// become the clip's finding. None: every `frame_step`-th frame, each scored alone.
+    #[serde(default)]
+    pub clip: Option<ClipRule>,
     /// Its input tensor.
     pub input: Input,
     /// Preprocessing.
@@ -603,6 +622,16 @@ impl ModelManifest {
         }
         if let Some(population) = &self.population {
             validate_population(population)?;
+        }
+        if let Some(clip) = &self.clip {
+            if self.task != Task::PerFrame {
+                return Err("[clip] is only for task = \"per-frame\"".into());
+            }
+            if !(clip.sample_fps > 0.0 && clip.sample_fps <= 240.0) || clip.smoothing_frames == 0 {
+                return Err("clip.sample_fps must be above 0 (at most 240) and \
+                            clip.smoothing_frames at least 1"
+                    .into());
+            }
         }
         if self.provenance.statement.trim().is_empty() {
             return Err(

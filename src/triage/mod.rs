@@ -8,6 +8,7 @@
 //!
 //! No model here is clinically validated; every manifest says so.
 
+pub mod clip;
 pub mod eval;
 pub mod gate;
 pub mod heatmap;

@@ -100,7 +100,16 @@ pub fn images_from_dicom(
             Window::FullRange => VoiLutOption::Normalize,
             Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
         };
-        let frames = sampled_frames(manifest, decoded.number_of_frames());
+        let frames = match &manifest.clip {
+            Some(rule) => super::clip::sampled_frames(
+                rule,
+                manifest.preprocess.frame_step,
+                manifest.preprocess.max_frames,
+                decoded.number_of_frames(),
+                crate::dicom::cine::frames_per_second_of(part10),
+            ),
+            None => sampled_frames(manifest, decoded.number_of_frames()),
+        };
         // Frames of a clip are independent: convert them in parallel.
         let images = frames
             .par_iter()

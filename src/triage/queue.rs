@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::clip::ClipFinding;
 use super::gate::{self, GateVerdict};
 use super::intended_use::{self, Assessment, IntendedUse, Subject};
 use super::manifest::{Anatomy, Urgency};
@@ -24,6 +25,8 @@ struct Outcome {
     model: Arc<LoadedModel>,
     frames: Vec<u32>,
     scores: Vec<Scores>,
+    /// For a per-frame model reading a clip: each label's finding on the whole clip.
+    clip: Vec<ClipFinding>,
     study: String,
     series: String,
     /// The findings as a Comprehensive SR, to file into the study.
@@ -227,6 +230,7 @@ impl TriageWorker {
                             model: model.clone(),
                             frames: s.frames,
                             scores: s.scores,
+                            clip: s.clip,
                             study: s.instance.study_instance_uid,
                             series: s.instance.series_instance_uid,
                             report: s.report,
@@ -265,6 +269,7 @@ impl TriageWorker {
                     model,
                     frames,
                     scores,
+                    clip,
                     study,
                     series,
                     report,
@@ -289,7 +294,8 @@ impl TriageWorker {
                     model.manifest.version.clone(),
                     model.manifest.provenance.statement.clone(),
                 );
-                let flagged = scores.iter().flatten().filter(|s| s.flagged).count();
+                let flagged = scores.iter().flatten().filter(|s| s.flagged).count()
+                    + clip.iter().filter(|c| c.flagged).count();
                 tracing::info!(model = %name, flagged, "triage finished");
                 let detail = format!("triage {name} scored: {flagged} label(s) flagged");
                 self.audit(study.clone(), detail).await;
@@ -299,12 +305,21 @@ impl TriageWorker {
                     .flat_map(|(frame, frame_scores)| {
                         frame_scores.iter().map(move |s| NewFinding {
                             frame: i64::from(*frame) + 1,
+                            fired_frames: Vec::new(),
                             label: s.label.clone(),
                             probability: f64::from(s.probability),
                             flagged: s.flagged,
                             urgency: s.urgency,
                         })
                     })
+                    .chain(clip.iter().map(|c| NewFinding {
+                        frame: 0,
+                        fired_frames: c.fired_frames.iter().map(|f| i64::from(*f) + 1).collect(),
+                        label: c.label.clone(),
+                        probability: f64::from(c.probability),
+                        flagged: c.flagged,
+                        urgency: c.urgency,
+                    }))
                     .collect();
                 let flag = findings
                     .iter()
@@ -388,6 +403,7 @@ struct Scored {
     instance: crate::store::StoredInstance,
     frames: Vec<u32>,
     scores: Vec<Scores>,
+    clip: Vec<ClipFinding>,
     report: crate::dicom::ReceivedInstance,
     assessment: Assessment,
 }
@@ -513,6 +529,30 @@ fn fail_all(prepared: &mut [Result<Prepared, String>], which: &[usize], reason: 
     }
 }
 
+/// The clip's findings of a per-frame model with a `[clip]` rule: then the clip's smoothed
+/// finding decides, and single frames are evidence, never flags of their own.
+fn clip_of(
+    model: &LoadedModel,
+    frames: &[u32],
+    scores: &mut [Scores],
+    assessment: &Assessment,
+) -> Vec<ClipFinding> {
+    let Some(rule) = &model.manifest.clip else {
+        return Vec::new();
+    };
+    let mut clip = super::clip::clip_findings(&model.manifest, rule, frames, scores);
+    for s in scores.iter_mut().flatten() {
+        s.flagged = false;
+    }
+    if assessment.intended_use == IntendedUse::Outside {
+        for c in &mut clip {
+            c.flagged = false;
+            c.urgency = Urgency::Routine;
+        }
+    }
+    clip
+}
+
 /// A finding outside the model's intended use is never flagged, so never urgent.
 fn unflag(scores: &mut [Scores]) {
     for s in scores.iter_mut().flatten() {
@@ -604,6 +644,7 @@ fn score(
     if r.assessment.intended_use == IntendedUse::Outside {
         unflag(&mut scores);
     }
+    let clip = clip_of(model, &r.frames, &mut scores, &r.assessment);
     let report = super::sr::findings_sr(
         &r.source,
         &model.manifest,
@@ -611,11 +652,13 @@ fn score(
         &scores,
         &r.assessment,
         r.gate.as_ref(),
+        &clip,
     );
     Ok(Computed::Scored(Box::new(Scored {
         instance: r.instance,
         frames: r.frames,
         scores,
+        clip,
         report,
         assessment: r.assessment,
     })))

@@ -26,6 +26,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use sha2::{Digest, Sha256};
 
+use super::clip::ClipFinding;
 use super::gate::GateVerdict;
 use super::intended_use::{Assessment, IntendedUse};
 use super::manifest::{Anatomy, CodedConcept, Label, ModelManifest};
@@ -201,6 +202,28 @@ impl Source {
         r
     }
 
+    /// An IMAGE content item referencing several (0-based) frames of a multi-frame image:
+    /// Referenced Frame Number holds them all (PS3.3 C.18.4, VM 1-n).
+    fn frames_item(
+        &self,
+        relationship: &str,
+        concept: Option<CodedConcept>,
+        frames: &[u32],
+    ) -> InMemDicomObject {
+        let mut reference = self.reference(None);
+        if self.multi_frame && !frames.is_empty() {
+            let numbers: Vec<String> = frames.iter().map(|f| (f + 1).to_string()).collect();
+            reference.put(DataElement::new(
+                tags::REFERENCED_FRAME_NUMBER,
+                VR::IS,
+                PrimitiveValue::Strs(numbers.into_iter().collect()),
+            ));
+        }
+        let mut i = item(relationship, "IMAGE", concept);
+        put_seq(&mut i, tags::REFERENCED_SOP_SEQUENCE, vec![reference]);
+        i
+    }
+
     /// An IMAGE content item referencing the image (TID 320 / TID 1601).
     fn image_item(
         &self,
@@ -228,6 +251,7 @@ pub fn findings_sr(
     scores: &[Scores],
     assessment: &Assessment,
     gate: Option<&GateVerdict>,
+    clip: &[ClipFinding],
 ) -> ReceivedInstance {
     let src = Source::of(source, frames, gate);
     let sr_uid = derived_uid(&["sr", &src.sop, &model.name, &model.version]);
@@ -246,6 +270,11 @@ pub fn findings_sr(
                     model, &finding, assessment, &src, &sr_uid,
                 ));
             }
+        }
+    }
+    for finding in clip {
+        if let Some(label) = model.labels.iter().find(|l| l.name == finding.label) {
+            groups.push(clip_group(model, label, finding, assessment, &src, &sr_uid));
         }
     }
     put_seq(
@@ -540,7 +569,14 @@ fn measurement_group(
     };
     let frame_text = frame.to_string();
     let tracking_uid = derived_uid(&["sr-group", sr_uid, &label.name, &frame_text]);
-    let verdict = verdict(label, s, assessment);
+    let verdict = match &model.clip {
+        // A frame of a clip is evidence; the clip's smoothed finding decides.
+        Some(_) => format!(
+            "frame evidence: probability {:.3} (threshold {}); the clip's finding decides",
+            s.probability, label.threshold
+        ),
+        None => verdict(label, s, assessment),
+    };
     let mut items = vec![
         text_item(
             "HAS OBS CONTEXT",
@@ -609,6 +645,87 @@ fn finding_site(src: &Source, frame: u32) -> Option<InMemDicomObject> {
         CodedConcept::new("363698007", "SCT", "Finding Site"),
         &site,
     ))
+}
+
+/// A label's finding on the whole clip (issue #14): a measurement group like a frame's, whose
+/// probability is the highest smoothed one, whose region is on the frame where it peaks, and
+/// whose Source of Measurement references every frame where it fired (the peak when none did).
+fn clip_group(
+    model: &ModelManifest,
+    label: &Label,
+    clip: &ClipFinding,
+    assessment: &Assessment,
+    src: &Source,
+    sr_uid: &str,
+) -> InMemDicomObject {
+    let finding = label
+        .code
+        .clone()
+        .unwrap_or_else(|| CodedConcept::new(&label.name, PRIVATE_SCHEME, &label.name));
+    let tracking_uid = derived_uid(&["sr-group", sr_uid, &label.name, "clip"]);
+    let fired: Vec<String> = clip
+        .fired_frames
+        .iter()
+        .map(|f| (f + 1).to_string())
+        .collect();
+    let verdict = if assessment.intended_use == IntendedUse::Outside {
+        format!("Clip: not flagged, not urgent ({})", assessment.note)
+    } else if clip.flagged {
+        format!("Clip: FLAGGED ({:?})", clip.urgency)
+    } else {
+        "Clip: not flagged".to_string()
+    };
+    let rule = model.clip.as_ref();
+    let text = format!(
+        "{verdict}: smoothed probability (over {} sampled frames) peaks at {:.3} on frame {}, \
+         threshold {}; at or above it on frames [{}]. {}",
+        rule.map_or(1, |r| r.smoothing_frames),
+        clip.probability,
+        clip.peak_frame + 1,
+        label.threshold,
+        fired.join(", "),
+        model.provenance.statement
+    );
+    let evidence = if clip.fired_frames.is_empty() {
+        vec![clip.peak_frame]
+    } else {
+        clip.fired_frames.clone()
+    };
+    let mut items = vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("112039", "Tracking Identifier"),
+            &format!("{} (clip)", label.name),
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            dcm("112040", "Tracking Unique Identifier"),
+            &tracking_uid,
+        ),
+        code_item("CONTAINS", dcm("121071", "Finding"), &finding),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111001", "Algorithm Name"),
+            &model.name,
+        ),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111003", "Algorithm Version"),
+            &model.version,
+        ),
+    ];
+    items.extend(image_region(src, clip.peak_frame));
+    items.extend([
+        certainty(clip.probability, src, clip.peak_frame),
+        probability_of(&finding, clip.probability, src, clip.peak_frame),
+        text_item("CONTAINS", dcm("121106", "Comment"), &text),
+        src.frames_item(
+            "CONTAINS",
+            Some(dcm("121112", "Source of Measurement")),
+            &evidence,
+        ),
+    ]);
+    container("CONTAINS", dcm("125007", "Measurement Group"), items)
 }
 
 /// The region a finding applies to (TID 1410 row "Image Region", DCM 111030) as a closed

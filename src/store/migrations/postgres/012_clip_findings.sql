@@ -1,0 +1,4 @@
+-- Migration 12 (issue #14), PostgreSQL twin: a per-frame model's finding on a whole clip is a
+-- row with frame 0, and the frames (1-based, comma-separated) where its smoothed probability
+-- reached the label's threshold. Every row recorded before is a single frame's or image's: none.
+ALTER TABLE findings ADD COLUMN fired_frames TEXT NOT NULL DEFAULT '';
