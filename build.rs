@@ -7,7 +7,9 @@
 //!    `models/chest-xray-pneumonia/convert.py` (its weights carry no licence, so they are never
 //!    committed), plus its 16 labelled images in `dicom-samples/fetched/kermany-val/`;
 //! 3. the chest X-ray lung-segmentation U-Net, converted from PyPI `cheXwhatsApp` by
-//!    `models/chest-lung-segmentation/convert.py` (no torch), for the "is this a chest?" gate.
+//!    `models/chest-lung-segmentation/convert.py` (no torch), for the "is this a chest?" gate;
+//! 4. the endoscopy field-of-view edge model, converted from PyPI `torchcontentarea` by
+//!    `models/endoscopy-field-of-view/convert.py` (no torch), the first stage of endoscopy models.
 //!
 //! Nothing here can fail the build: without Python, pip or network the files are simply absent,
 //! `tramy serve` says which model is not installed and how to install it, and triage reports a
@@ -28,6 +30,7 @@ fn main() {
     if std::env::var_os("TRAMY_SKIP_MODEL_SETUP").is_none() {
         set_up_pneumonia_model(&target_dir);
         set_up_lung_segmentation_model(&target_dir);
+        set_up_field_of_view_model(&target_dir);
     }
     fetch_onnxruntime(&target_dir);
 }
@@ -71,6 +74,7 @@ fn setup_python(target_dir: &Path, root: &Path) -> Result<PathBuf, String> {
     let files = [
         root.join("models/chest-xray-pneumonia/requirements.txt"),
         root.join("models/chest-lung-segmentation/requirements.txt"),
+        root.join("models/endoscopy-field-of-view/requirements.txt"),
     ];
     let mut wanted = String::new();
     for file in &files {
@@ -138,6 +142,36 @@ fn set_up_lung_segmentation_model(target_dir: &Path) {
     });
     if let Err(e) = converted {
         println!("cargo:warning=the chest X-ray lung-segmentation model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/chest-lung-segmentation/README.md");
+        println!("cargo:rerun-if-changed={}", model.display());
+    }
+}
+
+/// Converts the endoscopy field-of-view model unless it is already there; like the others, a
+/// failure is a warning and the next build tries again.
+fn set_up_field_of_view_model(target_dir: &Path) {
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let folder = root.join("models/endoscopy-field-of-view");
+    let model = folder.join("model.onnx");
+    println!(
+        "cargo:rerun-if-changed={}",
+        folder.join("convert.py").display()
+    );
+    if model.is_file() {
+        return;
+    }
+    let lock = std::fs::File::create(target_dir.join("setup-venv.lock"));
+    let _guard = lock.as_ref().ok().filter(|f| f.lock().is_ok());
+    if model.is_file() {
+        return;
+    }
+    let converted = setup_python(target_dir, &root).and_then(|python| {
+        run(Command::new(&python)
+            .arg(folder.join("convert.py"))
+            .arg("--cache")
+            .arg(target_dir.join("torchcontentarea")))
+    });
+    if let Err(e) = converted {
+        println!("cargo:warning=the endoscopy field-of-view model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/endoscopy-field-of-view/README.md");
         println!("cargo:rerun-if-changed={}", model.display());
     }
 }
