@@ -338,6 +338,9 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
         } => {
             let manifest = ModelManifest::load(&model.join("model.toml"))?;
             let loaded = LoadedModel::load(manifest, device_or(d.as_deref(), config)?)?;
+            if loaded.manifest.task == manifest::Task::FieldOfView {
+                return run_field_of_view(&loaded, &file);
+            }
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let (input, frames) = tramy::triage::preprocess::from_dicom(&bytes, &loaded.manifest)
@@ -365,6 +368,42 @@ fn models(command: ModelsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tramy models run` for the field-of-view model: the circle on an image (PNG, JPEG) or on
+/// the first frame of a DICOM file.
+fn run_field_of_view(
+    model: &tramy::triage::LoadedModel,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let extension = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    let frame = if ["png", "jpg", "jpeg"].contains(&extension.to_ascii_lowercase().as_str()) {
+        image::open(file).with_context(|| format!("reading {}", file.display()))?
+    } else {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let (mut images, _) = tramy::triage::preprocess::images_from_dicom(&bytes, &model.manifest)
+            .with_context(|| format!("decoding {}", file.display()))?;
+        images.truncate(1);
+        images.pop().context("the file has no frame")?
+    };
+    let rgb = frame.to_rgb8();
+    let found = tramy::triage::field_of_view::estimate(model, std::slice::from_ref(&rgb))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": model.manifest.name,
+            "version": model.manifest.version,
+            "width": rgb.width(),
+            "height": rgb.height(),
+            "field_of_view": found.first().copied().flatten(),
+            "cropped": found.first().copied().flatten()
+                .is_some_and(|f| f.confidence >= tramy::triage::field_of_view::CIRCLE_THRESHOLD),
+        })
+    );
+    Ok(())
 }
 
 /// `tramy models run` for an anatomy gate: what it finds on the first frame, and the verdict.

@@ -271,15 +271,30 @@ fn start_triage(config: &Config, archive: Archive, run: bool) -> anyhow::Result<
 }
 
 /// The models that can run: a model made for an anatomy runs only behind that anatomy's gate,
-/// so without the gate (not installed yet) it is left out with a warning, like a model whose
-/// own file is not installed.
+/// and a model cropped to the endoscope's field of view only with the field-of-view model, so
+/// without them (not installed yet) it is left out with a warning, like a model whose own file
+/// is not installed.
 fn without_ungated(loaded: Vec<crate::triage::LoadedModel>) -> Vec<crate::triage::LoadedModel> {
     let gated: Vec<_> = loaded
         .iter()
         .filter_map(|m| m.manifest.gate.as_ref().map(|g| g.anatomy))
         .collect();
+    let field_of_view = loaded
+        .iter()
+        .any(|m| m.manifest.task == crate::triage::manifest::Task::FieldOfView);
     loaded
         .into_iter()
+        .filter(|m| {
+            let needs_fov = m.manifest.preprocess.field_of_view && !field_of_view;
+            if needs_fov {
+                tracing::warn!(
+                    model = %m.manifest.name,
+                    "triage model skipped: it is cropped to the endoscope's field of view, and \
+                     the field-of-view model is not installed (see `tramy models list`)"
+                );
+            }
+            !needs_fov
+        })
         .filter(|m| match m.manifest.routing.anatomy {
             Some(anatomy) if !gated.contains(&anatomy) => {
                 tracing::warn!(

@@ -108,6 +108,9 @@ pub struct Finding {
     /// For a finding on the whole clip: the frames (1-based) where its smoothed probability
     /// reached the threshold; empty otherwise.
     pub fired_frames: Vec<i64>,
+    /// The endoscope's field of view the frame was cropped to (for the clip, its peak
+    /// frame's); none when the model is not cropped to one or none was found.
+    pub field_of_view: Option<crate::triage::field_of_view::FieldOfView>,
     /// Model name.
     pub model: String,
     /// Model version.
@@ -143,8 +146,8 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
     params.insert(0, SqlValue::Text(study.to_string()));
     conn.prepare_cached(&format!(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
-         flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position, fired_frames \
-         FROM findings WHERE study_instance_uid = ? AND {visible} \
+         flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position, fired_frames, \
+         field_of_view FROM findings WHERE study_instance_uid = ? AND {visible} \
          ORDER BY flagged DESC, probability DESC"
     ))?
     .query_map(super::db::params_from_iter(params), |r| {
@@ -164,6 +167,7 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
             intended_use_note: r.get(12)?,
             view_position: r.get(13)?,
             fired_frames: frame_list(&r.get::<_, String>(14)?),
+            field_of_view: serde_json::from_str(&r.get::<_, String>(15)?).ok(),
         })
     })?
     .collect()
@@ -367,6 +371,8 @@ pub struct NewFinding {
     pub frame: i64,
     /// For the whole clip: the frames (1-based) where it fired.
     pub fired_frames: Vec<i64>,
+    /// The field of view the frame was cropped to.
+    pub field_of_view: Option<crate::triage::field_of_view::FieldOfView>,
     /// Label.
     pub label: String,
     /// Probability.
@@ -566,8 +572,8 @@ impl Index {
                     "INSERT INTO findings (study_instance_uid, series_instance_uid, \
                      sop_instance_uid, frame, model, model_version, label, probability, flagged, \
                      urgency, statement, created_at, intended_use, intended_use_note, view_position, \
-                     fired_frames) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                     fired_frames, field_of_view) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
                      ON CONFLICT (sop_instance_uid, model, label, frame) DO UPDATE SET \
                      study_instance_uid = excluded.study_instance_uid, \
                      series_instance_uid = excluded.series_instance_uid, \
@@ -576,7 +582,8 @@ impl Index {
                      statement = excluded.statement, created_at = excluded.created_at, \
                      intended_use = excluded.intended_use, \
                      intended_use_note = excluded.intended_use_note, \
-                     view_position = excluded.view_position, fired_frames = excluded.fired_frames",
+                     view_position = excluded.view_position, fired_frames = excluded.fired_frames, \
+                     field_of_view = excluded.field_of_view",
                     params![
                         results.study_instance_uid,
                         results.series_instance_uid,
@@ -597,7 +604,11 @@ impl Index {
                             .iter()
                             .map(i64::to_string)
                             .collect::<Vec<_>>()
-                            .join(",")
+                            .join(","),
+                        f.field_of_view
+                            .as_ref()
+                            .and_then(|v| serde_json::to_string(v).ok())
+                            .unwrap_or_default()
                     ],
                 )?;
             }

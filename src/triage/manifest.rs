@@ -19,6 +19,10 @@ pub enum Task {
     /// Segments an anatomy to check that an image shows it before the models made for that
     /// anatomy score it (`[gate]`); it has no labels and gets no jobs of its own.
     AnatomyGate,
+    /// Finds an endoscope's circular field of view, which models with
+    /// `preprocess.field_of_view` are cropped to (`src/triage/field_of_view.rs`); no labels, no
+    /// jobs of its own.
+    FieldOfView,
 }
 
 /// An anatomy models are made for, confirmed by an anatomy gate before they score an image.
@@ -262,6 +266,10 @@ pub struct Preprocess {
     /// For per-frame models: at most this many frames.
     #[serde(default = "max_frames")]
     pub max_frames: u32,
+    /// Crop and mask each frame to the endoscope's field of view (the field-of-view model)
+    /// before resizing; the circle is kept with the finding.
+    #[serde(default)]
+    pub field_of_view: bool,
 }
 
 fn image_window() -> Window {
@@ -574,6 +582,11 @@ impl ModelManifest {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.task == Task::FieldOfView {
+            // Its input is strips of the frame at the frame's own width, made by the algorithm
+            // (`src/triage/field_of_view.rs`), not by `[preprocess]`.
+            return self.validate_task();
+        }
         let i = &self.input;
         if i.dtype != "float32" {
             return Err(format!(
@@ -652,6 +665,13 @@ impl ModelManifest {
                     .into(),
             );
         }
+        if self.task == Task::FieldOfView {
+            return if self.labels.is_empty() && self.gate.is_none() {
+                Ok(())
+            } else {
+                Err("a field-of-view model has no [[labels]] and no [gate]".into())
+            };
+        }
         let Some(gate) = (self.task == Task::AnatomyGate).then_some(&self.gate) else {
             if self.gate.is_some() {
                 return Err("[gate] is only for task = \"anatomy-gate\"".into());
@@ -687,12 +707,18 @@ impl ModelManifest {
         self.task == Task::AnatomyGate
     }
 
+    /// Whether this model serves others (an anatomy gate, a field-of-view finder) rather than
+    /// scoring instances of its own.
+    pub fn is_stage(&self) -> bool {
+        matches!(self.task, Task::AnatomyGate | Task::FieldOfView)
+    }
+
     /// Whether the model applies to an instance with these attributes. Gates get no jobs.
     pub fn routes(&self, keys: &RoutingKeys<'_>) -> bool {
         let ok = |list: &[String], v: &str| {
             list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v.trim()))
         };
-        !self.is_gate()
+        !self.is_stage()
             && ok(&self.routing.modalities, keys.modality)
             && ok(&self.routing.sop_classes, keys.sop_class)
             && ok(&self.routing.body_parts, keys.body_part)

@@ -10,6 +10,7 @@
 
 pub mod clip;
 pub mod eval;
+pub mod field_of_view;
 pub mod gate;
 pub mod heatmap;
 pub mod intended_use;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clip::ClipFinding;
+use super::field_of_view::{self, FieldOfView};
 use super::gate::{self, GateVerdict};
 use super::intended_use::{self, Assessment, IntendedUse, Subject};
 use super::manifest::{Anatomy, Urgency};
@@ -27,6 +28,8 @@ struct Outcome {
     scores: Vec<Scores>,
     /// For a per-frame model reading a clip: each label's finding on the whole clip.
     clip: Vec<ClipFinding>,
+    /// Each frame's field of view (empty when the model is not cropped to one).
+    fields_of_view: Vec<Option<FieldOfView>>,
     study: String,
     series: String,
     /// The findings as a Comprehensive SR, to file into the study.
@@ -86,6 +89,9 @@ pub struct TriageWorker {
     models: HashMap<String, Arc<LoadedModel>>,
     /// The anatomy gates, which models made for an anatomy run first.
     gates: HashMap<Anatomy, Arc<LoadedModel>>,
+    /// The endoscope field-of-view finder, which models with `preprocess.field_of_view` run
+    /// first.
+    field_of_view: Option<Arc<LoadedModel>>,
     max_attempts: i64,
     max_batch: i64,
     max_wait: Duration,
@@ -105,13 +111,17 @@ impl TriageWorker {
             principal: Principal::system(),
             models: models
                 .iter()
-                .filter(|m| !m.manifest.is_gate())
+                .filter(|m| !m.manifest.is_stage())
                 .map(|m| (m.manifest.name.clone(), m.clone()))
                 .collect(),
             gates: models
                 .iter()
                 .filter_map(|m| Some((m.manifest.gate.as_ref()?.anatomy, m.clone())))
                 .collect(),
+            field_of_view: models
+                .iter()
+                .find(|m| m.manifest.task == super::manifest::Task::FieldOfView)
+                .cloned(),
             max_attempts: i64::from(config.max_attempts.max(1)),
             max_batch: i64::from(config.max_batch.max(1)),
             max_wait: Duration::from_millis(config.max_wait_ms),
@@ -213,13 +223,29 @@ impl TriageWorker {
             },
             None => None,
         };
+        let field_of_view = match model.manifest.preprocess.field_of_view {
+            true => match &self.field_of_view {
+                Some(f) => Some(f.clone()),
+                None => {
+                    let reason = "no field-of-view model is loaded".to_string();
+                    return jobs.iter().map(|_| Err(reason.clone())).collect();
+                }
+            },
+            false => None,
+        };
         let mut loaded = Vec::with_capacity(jobs.len());
         for job in jobs {
             loaded.push(self.load(job).await);
         }
         let runner = model.clone();
-        let computed =
-            tokio::task::spawn_blocking(move || compute(&runner, gate.as_deref(), loaded)).await;
+        let computed = tokio::task::spawn_blocking(move || {
+            let stages = Stages {
+                gate: gate.as_deref(),
+                field_of_view: field_of_view.as_deref(),
+            };
+            compute(&runner, stages, loaded)
+        })
+        .await;
         match computed {
             Ok(results) => results
                 .into_iter()
@@ -231,6 +257,7 @@ impl TriageWorker {
                             frames: s.frames,
                             scores: s.scores,
                             clip: s.clip,
+                            fields_of_view: s.fields_of_view,
                             study: s.instance.study_instance_uid,
                             series: s.instance.series_instance_uid,
                             report: s.report,
@@ -270,6 +297,7 @@ impl TriageWorker {
                     frames,
                     scores,
                     clip,
+                    fields_of_view,
                     study,
                     series,
                     report,
@@ -299,13 +327,17 @@ impl TriageWorker {
                 tracing::info!(model = %name, flagged, "triage finished");
                 let detail = format!("triage {name} scored: {flagged} label(s) flagged");
                 self.audit(study.clone(), detail).await;
+                let fov_of = |index: usize| fields_of_view.get(index).copied().flatten();
+                let fov_at = |frame: u32| frames.iter().position(|f| *f == frame).and_then(fov_of);
                 let findings: Vec<NewFinding> = frames
                     .iter()
                     .zip(&scores)
-                    .flat_map(|(frame, frame_scores)| {
+                    .enumerate()
+                    .flat_map(|(index, (frame, frame_scores))| {
                         frame_scores.iter().map(move |s| NewFinding {
                             frame: i64::from(*frame) + 1,
                             fired_frames: Vec::new(),
+                            field_of_view: fov_of(index),
                             label: s.label.clone(),
                             probability: f64::from(s.probability),
                             flagged: s.flagged,
@@ -314,6 +346,7 @@ impl TriageWorker {
                     })
                     .chain(clip.iter().map(|c| NewFinding {
                         frame: 0,
+                        field_of_view: fov_at(c.peak_frame),
                         fired_frames: c.fired_frames.iter().map(|f| i64::from(*f) + 1).collect(),
                         label: c.label.clone(),
                         probability: f64::from(c.probability),
@@ -404,8 +437,18 @@ struct Scored {
     frames: Vec<u32>,
     scores: Vec<Scores>,
     clip: Vec<ClipFinding>,
+    fields_of_view: Vec<Option<FieldOfView>>,
     report: crate::dicom::ReceivedInstance,
     assessment: Assessment,
+}
+
+/// The models a model's input passes through first.
+#[derive(Clone, Copy)]
+struct Stages<'a> {
+    /// Its anatomy's gate.
+    gate: Option<&'a LoadedModel>,
+    /// The endoscope field-of-view finder.
+    field_of_view: Option<&'a LoadedModel>,
 }
 
 /// An instance ready for inference, or one left unscored.
@@ -425,15 +468,18 @@ struct Ready {
     gate_input: Option<ndarray::Array4<f32>>,
     /// What the gate found, once it ran.
     gate: Option<GateVerdict>,
+    /// Each sampled frame's field of view, when the model is cropped to it.
+    fields_of_view: Vec<Option<FieldOfView>>,
 }
 
 /// Parses the instance, judges it against the model's intended use, and (unless that says to
 /// skip it) prepares its input and its gate's, from one decoding where their windows agree.
 fn prepare(
     model: &LoadedModel,
-    gate: Option<&LoadedModel>,
+    stages: Stages<'_>,
     loaded: Result<(crate::store::StoredInstance, bytes::Bytes), String>,
 ) -> Result<Prepared, String> {
+    let gate = stages.gate;
     let (instance, file) = loaded?;
     let source = crate::dicom::ReceivedInstance::from_part10(file.clone())
         .and_then(|r| r.parse())
@@ -448,7 +494,16 @@ fn prepare(
     }
     let (images, frames) =
         preprocess::images_from_dicom(&file, &model.manifest).map_err(|e| e.to_string())?;
-    let input = preprocess::from_images(&images, &model.manifest);
+    let (cropped, fields_of_view) = match stages.field_of_view {
+        Some(f) => to_field_of_view(f, &images)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let model_images = if cropped.is_empty() {
+        &images
+    } else {
+        &cropped
+    };
+    let input = preprocess::from_images(model_images, &model.manifest);
     let gate_input = match gate {
         Some(g) if g.manifest.preprocess.window == model.manifest.preprocess.window => Some(
             preprocess::from_images(&images[..1.min(images.len())], &g.manifest),
@@ -471,7 +526,26 @@ fn prepare(
         frames,
         gate_input,
         gate: None,
+        fields_of_view,
     })))
+}
+
+/// The frames cropped to the endoscope's field of view, and each frame's circle.
+type Cropped = (Vec<image::DynamicImage>, Vec<Option<FieldOfView>>);
+
+/// Finds each frame's field of view and crops the frame to it.
+fn to_field_of_view(
+    model: &LoadedModel,
+    images: &[image::DynamicImage],
+) -> Result<Cropped, String> {
+    let rgb: Vec<image::RgbImage> = images.iter().map(|i| i.to_rgb8()).collect();
+    let found = field_of_view::estimate(model, &rgb).map_err(|e| format!("field of view: {e}"))?;
+    let cropped = images
+        .iter()
+        .zip(&found)
+        .map(|(image, fov)| field_of_view::crop(image, fov.as_ref()))
+        .collect();
+    Ok((cropped, found))
 }
 
 /// Runs the anatomy gate over every prepared instance that has its input, in one batch, and
@@ -575,7 +649,7 @@ fn single_input(
 /// Preprocesses every loaded instance, infers (single images together), and writes each report.
 fn compute(
     model: &LoadedModel,
-    gate: Option<&LoadedModel>,
+    stages: Stages<'_>,
     loaded: Vec<Result<(crate::store::StoredInstance, bytes::Bytes), String>>,
 ) -> Vec<Result<Computed, String>> {
     let per_frame = model.manifest.task == super::manifest::Task::PerFrame;
@@ -583,9 +657,9 @@ fn compute(
     // batch's instances are prepared in parallel on rayon's pool.
     let mut prepared: Vec<Result<Prepared, String>> = loaded
         .into_par_iter()
-        .map(|l| prepare(model, gate, l))
+        .map(|l| prepare(model, stages, l))
         .collect();
-    if let Some(gate) = gate {
+    if let Some(gate) = stages.gate {
         run_gate(gate, &mut prepared);
     }
     // Scores per prepared item: one batched inference over the single images.
@@ -659,6 +733,7 @@ fn score(
         frames: r.frames,
         scores,
         clip,
+        fields_of_view: r.fields_of_view,
         report,
         assessment: r.assessment,
     })))
