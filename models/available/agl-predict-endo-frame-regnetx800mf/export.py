@@ -47,9 +47,14 @@ def package_labels():
     return list(sample_config["labels"])
 
 
-def load_state(path):
+def load_state(path, trusted):
     """The network's state dict and the checkpoint's hyper-parameters (empty when absent)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: unpickling a file runs code; only tensors and plain types are read.
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as e:  # pickle's errors vary by torch version
+        raise SystemExit(f"{path}: {e}\nIf the checkpoint holds Lightning objects and you trust "
+                         "its origin, rerun with --trust-checkpoint.")
     hparams = dict(ckpt.get("hyper_parameters", {})) if isinstance(ckpt, dict) else {}
     state = ckpt.get("state_dict", ckpt)
     # A Lightning state dict also holds the loss's buffer "criterion.pos_weight"; the network's
@@ -72,9 +77,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=pathlib.Path)
     p.add_argument("--out", type=pathlib.Path, default=HERE / "model.onnx")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle the whole checkpoint (runs code in it), not tensors only")
     a = p.parse_args()
     labels, (height, width) = manifest_labels()
-    state, hparams = load_state(a.checkpoint)
+    state, hparams = load_state(a.checkpoint, a.trust_checkpoint)
     if hparams.get("model_type", "RegNetX800MF") != "RegNetX800MF":
         raise SystemExit(f"checkpoint model_type {hparams['model_type']!r}: this manifest is "
                          "for RegNetX800MF")
