@@ -239,11 +239,7 @@ pub fn decode_clip_frames(clip: &Clip, frames: &[u32]) -> Result<Vec<image::RgbI
             limit: (limits.max_decoded_bytes / frame_len as u64) as u32,
         });
     }
-    let select = wanted
-        .iter()
-        .map(|n| format!("eq(n\\,{n})"))
-        .collect::<Vec<_>>()
-        .join("+");
+    let select = select_expression(&wanted);
     let args = [
         "-f".into(),
         clip.codec.demuxer().into(),
@@ -287,6 +283,48 @@ pub fn decode_clip_frames(clip: &Clip, frames: &[u32]) -> Result<Vec<image::RgbI
         .iter()
         .filter_map(|f| wanted.binary_search(f).ok().map(|i| decoded[i].clone()))
         .collect())
+}
+
+/// ffmpeg's `select` expression for sorted, distinct frame numbers: runs with a common step as
+/// one `between`/`mod` term each (triage samples every k-th frame), the terms summed as a
+/// balanced tree, since ffmpeg's expression parser refuses a long flat chain (about 100 terms).
+fn select_expression(wanted: &[u32]) -> String {
+    let mut terms = Vec::new();
+    let mut i = 0;
+    while i < wanted.len() {
+        let first = wanted[i];
+        let step = wanted.get(i + 1).map(|n| n - first);
+        let mut last = i;
+        if let Some(step) = step {
+            while wanted
+                .get(last + 1)
+                .is_some_and(|n| n - wanted[last] == step)
+            {
+                last += 1;
+            }
+        }
+        terms.push(match (step, last - i) {
+            (Some(1), n) if n > 0 => format!("between(n\\,{first}\\,{})", wanted[last]),
+            (Some(step), n) if n > 0 => format!(
+                "between(n\\,{first}\\,{})*not(mod(n-{first}\\,{step}))",
+                wanted[last]
+            ),
+            _ => format!("eq(n\\,{first})"),
+        });
+        i = last + 1;
+    }
+    balanced_sum(&terms)
+}
+
+fn balanced_sum(terms: &[String]) -> String {
+    match terms {
+        [] => "0".into(),
+        [one] => one.clone(),
+        _ => {
+            let (a, b) = terms.split_at(terms.len() / 2);
+            format!("({}+{})", balanced_sum(a), balanced_sum(b))
+        }
+    }
 }
 
 /// The clip as an MP4 file (fragmented, so it is written to a pipe), its H.264 or H.265 stream
@@ -439,6 +477,30 @@ mod tests {
             VideoCodec::of("1.2.840.10008.1.2.4.104\0"),
             Some(VideoCodec::H264)
         );
+    }
+
+    #[test]
+    fn frame_selection_groups_runs_with_a_step() {
+        assert_eq!(select_expression(&[4]), "eq(n\\,4)");
+        assert_eq!(select_expression(&[0, 1, 2, 3]), "between(n\\,0\\,3)");
+        assert_eq!(
+            select_expression(&[0, 5, 10, 12]),
+            "(between(n\\,0\\,10)*not(mod(n-0\\,5))+eq(n\\,12))"
+        );
+        // A thousand scattered frames nest about ten deep, not a thousand.
+        let scattered: Vec<u32> = (0..1000).map(|n| n * n).collect();
+        let depth = select_expression(&scattered)
+            .chars()
+            .scan(0i32, |d, c| {
+                *d += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                Some(*d)
+            })
+            .max();
+        assert!(depth.is_some_and(|d| d < 16), "{depth:?}");
     }
 
     #[test]
