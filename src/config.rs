@@ -38,6 +38,8 @@ pub struct Config {
     pub triage: TriageConfig,
     /// Background verification of stored objects.
     pub integrity: IntegrityConfig,
+    /// Decoding video frames (MPEG-2, H.264, H.265) with ffmpeg.
+    pub video: VideoConfig,
     /// Credentials: OpenID Connect access tokens besides tramy's own API tokens, and
     /// brute-force protection.
     pub auth: AuthConfig,
@@ -239,6 +241,43 @@ impl Default for IntegrityConfig {
     }
 }
 
+/// How video frames are decoded: Debian's ffmpeg as a child process (`dicom/video.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoConfig {
+    /// The ffmpeg executable: a name looked up in PATH, or a path.
+    pub ffmpeg: PathBuf,
+    /// Wall-clock limit of one ffmpeg run, in seconds; the child is killed past it.
+    pub timeout_secs: u64,
+    /// Most frames one decoding call produces.
+    pub max_frames_per_call: u32,
+    /// Most decoded bytes (rows x columns x 3 x frames) one call may produce, in MiB.
+    pub max_decoded_mb: u64,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            timeout_secs: 60,
+            max_frames_per_call: 1024,
+            max_decoded_mb: 1024,
+        }
+    }
+}
+
+impl VideoConfig {
+    /// What `dicom::video::configure` takes.
+    pub fn settings(&self) -> crate::dicom::video::VideoSettings {
+        crate::dicom::video::VideoSettings {
+            ffmpeg: self.ffmpeg.clone(),
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            max_frames_per_call: self.max_frames_per_call.max(1),
+            max_decoded_bytes: self.max_decoded_mb.max(1) << 20,
+        }
+    }
+}
+
 /// AI triage settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -413,6 +452,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             triage: TriageConfig::default(),
             integrity: IntegrityConfig::default(),
+            video: VideoConfig::default(),
             auth: AuthConfig::default(),
             peers: Vec::new(),
             forward: Vec::new(),

@@ -13,6 +13,7 @@ use crate::ingest::Archive;
 /// Runs the server with `config` until a shutdown signal.
 pub async fn run(config: Config, run_triage: bool) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    crate::dicom::video::configure(config.video.settings());
     // Before anything else: a TLS file that cannot be used is a configuration error.
     let (http_tls, dimse_tls) = tls_acceptors(&config)?;
     // Metrics from the first association on.
@@ -325,6 +326,7 @@ fn route_only(config: &Config, archive: Archive) -> anyhow::Result<Archive> {
 /// `tramy worker`: runs the triage queue, and nothing else, until stopped: any number of them,
 /// on any machines (CPU or GPU) that reach the same index and object store.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    crate::dicom::video::configure(config.video.settings());
     let archive = Archive::open(&config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let (archive, worker, _) = start_triage(&config, archive, true)?;

@@ -18,6 +18,7 @@ pub mod storage_sop_classes;
 pub mod transcode;
 pub mod uid;
 pub mod unknown_vr;
+pub mod video;
 
 pub use attributes::{InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes};
 pub use part10::{Part10Error, ReceivedInstance};

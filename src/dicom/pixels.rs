@@ -71,6 +71,27 @@ pub fn is_contained() -> bool {
     CONTAINING.get()
 }
 
+/// Whether a Part 10 file's File Meta group names a video transfer syntax (PS3.5 8.2.5-8.2.8):
+/// its frames are decoded by `video`, not dicom-rs.
+pub fn is_video(part10: &[u8]) -> bool {
+    part10
+        .get(128..)
+        .and_then(|rest| dicom_object::meta::FileMetaTable::from_reader(rest).ok())
+        .is_some_and(|meta| super::video::is_video_transfer_syntax(meta.transfer_syntax()))
+}
+
+/// Frames (0-based) of a video instance, with the video errors as pixel errors (frames 1-based).
+pub fn video_frames(part10: &[u8], frames: &[u32]) -> Result<Vec<image::RgbImage>, PixelError> {
+    super::video::decode_frames(part10, frames).map_err(|e| match e {
+        super::video::VideoError::NoSuchFrame { frame, frames } => PixelError::NoSuchFrame {
+            frame: frame.saturating_add(1),
+            frames,
+        },
+        super::video::VideoError::Read(reason) => PixelError::Read(reason),
+        other => PixelError::Decode(other.to_string()),
+    })
+}
+
 /// Parses a Part 10 file, with pixel data dicom-rs cannot decode already decoded to native
 /// (`codecs::decode_unsupported`).
 fn open(part10: &[u8]) -> Result<DefaultDicomObject, PixelError> {
@@ -113,6 +134,15 @@ fn transcode_unguarded(part10: &[u8], target: &str) -> Result<Vec<u8>, PixelErro
 /// Decodes the given frames (1-based) of a Part 10 file to native little-endian sample bytes,
 /// as WADO-RS sends uncompressed frames (PS3.18 8.7.3.3.2).
 pub fn decode_frames(part10: &[u8], wanted: &[usize]) -> Result<Vec<Vec<u8>>, PixelError> {
+    if is_video(part10) {
+        // Video frames decode to interleaved 8-bit RGB.
+        let zero_based: Vec<u32> = wanted
+            .iter()
+            .map(|&n| u32::try_from(n).unwrap_or(u32::MAX).saturating_sub(1))
+            .collect();
+        return video_frames(part10, &zero_based)
+            .map(|images| images.into_iter().map(image::RgbImage::into_raw).collect());
+    }
     decoded_with(open, part10, |decoded| {
         let frames = decoded.number_of_frames();
         wanted
@@ -168,6 +198,14 @@ pub fn frame_image(
     frame: u32,
     window: Option<(f64, f64)>,
 ) -> Result<image::DynamicImage, PixelError> {
+    if is_video(part10) {
+        // Windowing does not apply to video: its frames are display-ready colour.
+        let mut images = video_frames(part10, &[frame.saturating_sub(1)])?;
+        return images
+            .pop()
+            .map(image::DynamicImage::ImageRgb8)
+            .ok_or_else(|| PixelError::Decode("no frame decoded".into()));
+    }
     with_decoded(part10, |decoded| {
         let frames = decoded.number_of_frames();
         if frame == 0 || frame > frames {

@@ -88,6 +88,9 @@ pub fn images_from_dicom(
     part10: &[u8],
     manifest: &ModelManifest,
 ) -> Result<(Vec<DynamicImage>, Vec<u32>), PreprocessError> {
+    if pixels::is_video(part10) {
+        return video_images(part10, manifest);
+    }
     pixels::with_decoded(part10, |decoded| {
         let has_voi = matches!(decoded.window(), Ok(Some(w)) if !w.is_empty())
             || matches!(decoded.voi_lut_sequence(), Ok(Some(l)) if !l.is_empty());
@@ -122,6 +125,25 @@ pub fn images_from_dicom(
         PixelError::Decode(reason) => PreprocessError::Decode(reason),
         other => PreprocessError::Decode(other.to_string()),
     })
+}
+
+/// The sampled frames of a video instance (MPEG-2, H.264, H.265), decoded by ffmpeg in one
+/// run; windowing does not apply to video.
+fn video_images(
+    part10: &[u8],
+    manifest: &ModelManifest,
+) -> Result<(Vec<DynamicImage>, Vec<u32>), PreprocessError> {
+    use crate::dicom::video::{self, VideoError};
+    let clip = video::clip(part10).map_err(|e| PreprocessError::Read(e.to_string()))?;
+    let frames = sampled_frames(manifest, clip.frames);
+    let images = video::decode_clip_frames(&clip, &frames).map_err(|e| match e {
+        VideoError::Read(reason) => PreprocessError::Read(reason),
+        other => PreprocessError::Decode(other.to_string()),
+    })?;
+    Ok((
+        images.into_iter().map(DynamicImage::ImageRgb8).collect(),
+        frames,
+    ))
 }
 
 /// The model input for 8-bit images (evaluation sets of PNG/JPEG, or [`images_from_dicom`]).

@@ -191,15 +191,65 @@ pub async fn instance(
     Query(params): Query<RenderParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let options = parse_options(&params, &headers, None)?;
     let found = stored_instances(
         &state,
         &who,
         select_instances(study, Some(series), Some(sop))?,
     )
     .await?;
+    if wants_mp4(&params, &headers)? {
+        return mp4(&state, &found[0]).await;
+    }
+    let options = parse_options(&params, &headers, None)?;
     let image = render_instance(&state, &found[0], 1, options).await?;
     Ok(single_image(options.format, image))
+}
+
+/// Whether the client asks for the clip as `video/mp4` (PS3.18 8.7.4, rendered media types)
+/// before any image type.
+fn wants_mp4(params: &RenderParams, headers: &HeaderMap) -> Result<bool, HttpError> {
+    let from_query;
+    let headers = match &params.accept {
+        Some(accept) => {
+            from_query = accept_header(accept)?;
+            &from_query
+        }
+        None => headers,
+    };
+    let first = accepted(headers).into_iter().find(|r| {
+        matches!(
+            r.essence.as_str(),
+            "video/mp4" | "video/*" | "image/jpeg" | "image/png" | "image/*" | "*/*"
+        ) || r.essence == "multipart/related"
+    });
+    Ok(first.is_some_and(|r| r.essence.starts_with("video/")))
+}
+
+/// A video instance's whole clip as MP4, its H.264/H.265 stream copied without re-encoding.
+async fn mp4(state: &AppState, instance: &StoredInstance) -> Result<Response, HttpError> {
+    use crate::dicom::video::{self, VideoError};
+    if !video::is_video_transfer_syntax(&instance.transfer_syntax_uid) {
+        return Err(HttpError::not_acceptable(
+            "video/mp4 is offered for video instances (MPEG-4 AVC or HEVC transfer syntaxes) only",
+        ));
+    }
+    let file = state.archive.read_instance(instance).await?;
+    let clip = state
+        .renders
+        .run(move || video::to_mp4(&file))
+        .await?
+        .map_err(|e| match e {
+            VideoError::NotRemuxable(reason) => HttpError::not_acceptable(reason),
+            other => HttpError::not_acceptable(format!(
+                "{other}; the instance can only be retrieved as DICOM"
+            )),
+        })?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "video/mp4")],
+        Bytes::from(clip),
+    )
+        .into_response())
 }
 
 /// `GET .../instances/{sop}/frames/{frame}/rendered`

@@ -306,7 +306,12 @@ fn frame_media_type(transfer_syntax: &str) -> Option<&'static str> {
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
         "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
         "1.2.840.10008.1.2.5" => "image/x-dicom-rle",
-        _ => return None,
+        // Video: the stream as stored (PS3.18 8.7.3.5.3); decoded when native is asked for.
+        ts => match crate::dicom::video::VideoCodec::of(ts)? {
+            crate::dicom::video::VideoCodec::Mpeg2 => "video/mpeg2",
+            crate::dicom::video::VideoCodec::H264 => "video/mp4",
+            crate::dicom::video::VideoCodec::H265 => "video/H265",
+        },
     })
 }
 
@@ -513,6 +518,11 @@ fn extract_frames(file: Bytes, wanted: &[usize]) -> Result<Vec<Bytes>, HttpError
         )));
     }
     if let Some(fragments) = pixel_data.value().fragments() {
+        // A video's frames are one stream (PS3.5 8.2.5-8.2.8): the whole stream is the answer
+        // for any of its frames, sent once.
+        if crate::dicom::video::is_video_transfer_syntax(&stored.transfer_syntax) {
+            return Ok(vec![Bytes::from(fragments.concat())]);
+        }
         let offsets = pixel_data.value().offset_table().unwrap_or_default();
         let frames = frame_bitstreams(fragments, offsets, number_of_frames, &stored.transfer_syntax)
             .ok_or_else(|| {
