@@ -72,6 +72,22 @@ pub fn sampled_frames(manifest: &ModelManifest, number_of_frames: u32) -> Vec<u3
         .collect()
 }
 
+/// The frames a model looks at in a Part 10 file of `number_of_frames`: in time over the whole
+/// clip for a model with a `[clip]` rule (at the rate the file declares), else as
+/// [`sampled_frames`].
+fn frames_of(manifest: &ModelManifest, part10: &[u8], number_of_frames: u32) -> Vec<u32> {
+    match (&manifest.clip, manifest.task) {
+        (Some(rule), super::manifest::Task::PerFrame) => super::clip::sampled_frames(
+            rule,
+            manifest.preprocess.frame_step,
+            manifest.preprocess.max_frames,
+            number_of_frames,
+            crate::dicom::cine::frames_per_second_of(part10),
+        ),
+        _ => sampled_frames(manifest, number_of_frames),
+    }
+}
+
 /// The model input for a Part 10 file: a batch of one image, or of the sampled frames.
 pub fn from_dicom(
     part10: &[u8],
@@ -103,16 +119,7 @@ pub fn images_from_dicom(
             Window::FullRange => VoiLutOption::Normalize,
             Window::Fixed { center, width } => VoiLutOption::Custom(WindowLevel { center, width }),
         };
-        let frames = match &manifest.clip {
-            Some(rule) => super::clip::sampled_frames(
-                rule,
-                manifest.preprocess.frame_step,
-                manifest.preprocess.max_frames,
-                decoded.number_of_frames(),
-                crate::dicom::cine::frames_per_second_of(part10),
-            ),
-            None => sampled_frames(manifest, decoded.number_of_frames()),
-        };
+        let frames = frames_of(manifest, part10, decoded.number_of_frames());
         // Frames of a clip are independent: convert them in parallel.
         let images = frames
             .par_iter()
@@ -135,7 +142,7 @@ fn video_images(
 ) -> Result<(Vec<DynamicImage>, Vec<u32>), PreprocessError> {
     use crate::dicom::video::{self, VideoError};
     let clip = video::clip(part10).map_err(|e| PreprocessError::Read(e.to_string()))?;
-    let frames = sampled_frames(manifest, clip.frames);
+    let frames = frames_of(manifest, part10, clip.frames);
     let images = video::decode_clip_frames(&clip, &frames).map_err(|e| match e {
         VideoError::Read(reason) => PreprocessError::Read(reason),
         other => PreprocessError::Decode(other.to_string()),
