@@ -116,45 +116,36 @@ fn convert_pneumonia_model(target_dir: &Path, folder: &Path, images: &Path) -> R
         .arg(images))
 }
 
-/// Converts the lung-segmentation U-Net unless it is already there; like the pneumonia model, a
-/// failure is a warning and the next build tries again.
+/// Converts the lung-segmentation U-Net unless it is already there.
 fn set_up_lung_segmentation_model(target_dir: &Path) {
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let folder = root.join("models/chest-lung-segmentation");
-    let model = folder.join("model.onnx");
-    println!(
-        "cargo:rerun-if-changed={}",
-        folder.join("convert.py").display()
+    set_up_converted_model(
+        target_dir,
+        "chest-lung-segmentation",
+        "chexwhatsapp",
+        "the chest X-ray lung-segmentation model",
     );
-    if model.is_file() {
-        return;
-    }
-    let lock = std::fs::File::create(target_dir.join("setup-venv.lock"));
-    let _guard = lock.as_ref().ok().filter(|f| f.lock().is_ok());
-    if model.is_file() {
-        return;
-    }
-    let converted = setup_python(target_dir, &root).and_then(|python| {
-        run(Command::new(&python)
-            .arg(folder.join("convert.py"))
-            .arg("--cache")
-            .arg(target_dir.join("chexwhatsapp")))
-    });
-    if let Err(e) = converted {
-        println!("cargo:warning=the chest X-ray lung-segmentation model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/chest-lung-segmentation/README.md");
-        println!("cargo:rerun-if-changed={}", model.display());
-    }
 }
 
-/// Converts the endoscopy field-of-view model unless it is already there; like the others, a
-/// failure is a warning and the next build tries again.
+/// Converts the endoscopy field-of-view model unless it is already there.
 fn set_up_field_of_view_model(target_dir: &Path) {
+    set_up_converted_model(
+        target_dir,
+        "endoscopy-field-of-view",
+        "torchcontentarea",
+        "the endoscopy field-of-view model",
+    );
+}
+
+/// Runs `models/<folder>/convert.py --cache target/<cache>` in the shared set-up venv unless its
+/// model.onnx is there; like the pneumonia model, a failure is a warning naming `what`, and the
+/// next build tries again.
+fn set_up_converted_model(target_dir: &Path, folder: &str, cache: &str, what: &str) {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let folder = root.join("models/endoscopy-field-of-view");
-    let model = folder.join("model.onnx");
+    let dir = root.join("models").join(folder);
+    let model = dir.join("model.onnx");
     println!(
         "cargo:rerun-if-changed={}",
-        folder.join("convert.py").display()
+        dir.join("convert.py").display()
     );
     if model.is_file() {
         return;
@@ -166,12 +157,12 @@ fn set_up_field_of_view_model(target_dir: &Path) {
     }
     let converted = setup_python(target_dir, &root).and_then(|python| {
         run(Command::new(&python)
-            .arg(folder.join("convert.py"))
+            .arg(dir.join("convert.py"))
             .arg("--cache")
-            .arg(target_dir.join("torchcontentarea")))
+            .arg(target_dir.join(cache)))
     });
     if let Err(e) = converted {
-        println!("cargo:warning=the endoscopy field-of-view model was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/endoscopy-field-of-view/README.md");
+        println!("cargo:warning={what} was not converted ({e}); tramy runs without it. Rebuild with network access to PyPI, or see models/{folder}/README.md");
         println!("cargo:rerun-if-changed={}", model.display());
     }
 }

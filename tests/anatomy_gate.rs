@@ -16,21 +16,11 @@ fn study_of(path: &std::path::Path) -> String {
     tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID)
 }
 
-fn findings_of(server: &TramyServer, study: &str) -> Vec<serde_json::Value> {
-    let r = server.http(
-        "GET",
-        &format!("/api/v1/studies/{study}/findings"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.json().as_array().cloned().unwrap_or_default()
-}
-
 /// The pneumonia model's finding on `study`, once there.
 fn pneumonia_finding(server: &TramyServer, study: &str) -> serde_json::Value {
     wait_for("a pneumonia finding", || {
-        findings_of(server, study)
+        server
+            .findings(study)
             .into_iter()
             .find(|f| f["model"] == PNEUMONIA)
     })
@@ -68,7 +58,7 @@ fn a_tibia_labelled_chest_gets_no_finding_and_the_gates_reason_in_jobs_worklist_
         "{job}"
     );
     assert_eq!(job["attempts"], 1, "decided once, not retried: {job}");
-    assert!(findings_of(&server, &study).is_empty(), "no finding");
+    assert!(server.findings(&study).is_empty(), "no finding");
     let sr = server.http(
         "GET",
         &format!("/dicomweb/studies/{study}/series?Modality=SR"),

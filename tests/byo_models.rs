@@ -195,14 +195,7 @@ fn agl_with_a_random_regnetx_in_place_passes_the_check_and_scores_fourteen_label
         .collect();
     let want = 14 * sampled.len();
     let findings = wait_for("14 findings per sampled frame", || {
-        let r = server.http(
-            "GET",
-            &format!("/api/v1/studies/{study}/findings"),
-            &[],
-            b"",
-        );
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json().as_array().cloned().unwrap_or_default();
+        let v = server.findings(&study);
         (v.len() >= want).then_some(v)
     });
     assert_eq!(findings.len(), want);

@@ -139,13 +139,7 @@ fn an_endoscopy_clips_frames_are_cropped_to_the_field_of_view_kept_with_each_fin
     let server = TramyServer::start();
     server.store_files(&[&clip], "storescu of the clip");
     let findings = wait_for("3 frame findings and the clip's", || {
-        let r = server.http(
-            "GET",
-            &format!("/api/v1/studies/{study}/findings"),
-            &[],
-            b"",
-        );
-        let v = r.json().as_array().cloned().unwrap_or_default();
+        let v = server.findings(&study);
         (v.len() == 4).then_some(v)
     });
     let frame = |n: i64| {

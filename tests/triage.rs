@@ -150,18 +150,6 @@ fn a_missing_onnx_runtime_library_is_a_clear_error() {
     assert!(text(&check).contains("ORT_DYLIB_PATH"), "{}", text(&check));
 }
 
-/// The findings the API serves for `study` (asserting the request succeeds).
-fn findings_of(server: &TramyServer, study: &str) -> Vec<serde_json::Value> {
-    let r = server.http(
-        "GET",
-        &format!("/api/v1/studies/{study}/findings"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.json().as_array().cloned().unwrap_or_default()
-}
-
 /// The SR series of `study`, as QIDO-RS lists them (DICOM JSON).
 fn qido_sr_series(server: &TramyServer, study: &str) -> serde_json::Value {
     server
@@ -210,7 +198,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
 
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("the MR finding", || {
-        let v = findings_of(&server, &study);
+        let v = server.findings(&study);
         (!v.is_empty()).then_some(v)
     });
     let f = &findings[0];
@@ -325,7 +313,7 @@ fn an_instance_stored_over_dimse_is_triaged_and_its_finding_served() {
 
     // The CT study is not routed to an MR model: no job, no finding.
     let ct_study = uid("ct_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
-    assert!(findings_of(&server, &ct_study).is_empty());
+    assert!(server.findings(&ct_study).is_empty());
     let jobs = server.http("GET", "/api/v1/triage/jobs", &[], b"").json();
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
 
@@ -426,7 +414,7 @@ fn the_same_image_in_five_transfer_syntaxes_gets_the_same_finding() {
     server.store_files(&files, "storescu of the MR variants");
     let study = uid("mr_small_explicit_le.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("five findings", || {
-        let v = findings_of(&server, &study);
+        let v = server.findings(&study);
         (v.len() == 5).then_some(v)
     });
     let probabilities: Vec<f64> = findings
@@ -464,7 +452,7 @@ fn a_per_frame_model_scores_sampled_frames_of_a_multi_frame_instance() {
     server.store_files(&[&us], "storescu of the clip");
     let study = uid("us_multiframe_jpeg.dcm", tags::STUDY_INSTANCE_UID);
     let findings = wait_for("per-frame findings", || {
-        let v = findings_of(&server, &study);
+        let v = server.findings(&study);
         (!v.is_empty()).then_some(v)
     });
     let mut frames: Vec<i64> = findings
@@ -518,7 +506,7 @@ fn the_synthetic_endoscopy_demo_scores_every_frame_of_a_clip_on_default_settings
     let obj = dicom_object::open_file(&clip).unwrap();
     let study = tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID);
     let findings = wait_for("20 per-frame findings and the clip's", || {
-        let v = findings_of(&server, &study);
+        let v = server.findings(&study);
         (v.len() == 21).then_some(v)
     });
     let mut frames: Vec<&serde_json::Value> = findings.iter().filter(|f| f["frame"] != 0).collect();
@@ -736,7 +724,8 @@ fn a_chest_cr_and_a_kermany_jpeg_wrapped_as_dx_get_pneumonia_findings_and_an_sr(
     };
     let pneumonia_finding = |study: &str| {
         wait_for("a pneumonia finding", || {
-            findings_of(&server, study)
+            server
+                .findings(study)
                 .into_iter()
                 .find(|f| f["model"] == "chest-xray-pneumonia-kermany")
         })
@@ -854,7 +843,8 @@ fn an_adult_chest_cr_is_scored_but_marked_outside_the_paediatric_models_intended
     server.store_files(&[&adult, &child, &adult_dx], "storescu of the aged images");
     let pneumonia = |study: &str| {
         wait_for("a pneumonia finding", || {
-            findings_of(&server, study)
+            server
+                .findings(study)
                 .into_iter()
                 .find(|f| f["model"] == "chest-xray-pneumonia-kermany")
         })
@@ -966,7 +956,7 @@ fn with_outside_skip_an_adult_gets_no_finding_and_its_job_says_why() {
     );
     assert_eq!(job["attempts"], 1, "skipped once, not retried: {job}");
     let study = study_uid(&adult);
-    assert!(findings_of(&server, &study).is_empty());
+    assert!(server.findings(&study).is_empty());
     assert_eq!(
         qido_sr_series(&server, &study).as_array().map(Vec::len),
         Some(0),

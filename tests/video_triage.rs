@@ -33,13 +33,7 @@ fn an_h264_clip_is_triaged_in_time_and_its_finding_names_the_frames_where_the_po
     server.store_files(&[&file], "storescu of the H.264 clip");
     // Sampled at 5 of its 25 frames a second: frames 1, 6, ..., 86 (18), and the clip's finding.
     let findings = wait_for("18 frame findings and the clip's", || {
-        let r = server.http(
-            "GET",
-            &format!("/api/v1/studies/{study}/findings"),
-            &[],
-            b"",
-        );
-        let v = r.json().as_array().cloned().unwrap_or_default();
+        let v = server.findings(&study);
         (v.len() == 19).then_some(v)
     });
     let mut frames: Vec<i64> = findings

@@ -557,11 +557,7 @@ fn measurement_group(
     sr_uid: &str,
 ) -> InMemDicomObject {
     let (label, s, frame) = (scored.label, scored.score, scored.frame);
-    // Private code only where the manifest names no standard one (PS3.16 Section 8.2).
-    let finding = label
-        .code
-        .clone()
-        .unwrap_or_else(|| CodedConcept::new(&label.name, PRIVATE_SCHEME, &label.name));
+    let finding = finding_code(label);
     let tracking = if src.multi_frame {
         format!("{} frame {}", label.name, frame + 1)
     } else {
@@ -577,30 +573,7 @@ fn measurement_group(
         ),
         None => verdict(label, s, assessment),
     };
-    let mut items = vec![
-        text_item(
-            "HAS OBS CONTEXT",
-            dcm("112039", "Tracking Identifier"),
-            &tracking,
-        ),
-        uid_item(
-            "HAS OBS CONTEXT",
-            dcm("112040", "Tracking Unique Identifier"),
-            &tracking_uid,
-        ),
-        code_item("CONTAINS", dcm("121071", "Finding"), &finding),
-        // TID 4019 Algorithm Identification, included by TID 1501 as HAS CONCEPT MOD.
-        text_item(
-            "HAS CONCEPT MOD",
-            dcm("111001", "Algorithm Name"),
-            &model.name,
-        ),
-        text_item(
-            "HAS CONCEPT MOD",
-            dcm("111003", "Algorithm Version"),
-            &model.version,
-        ),
-    ];
+    let mut items = group_identity(model, &tracking, &tracking_uid, &finding);
     items.extend(finding_site(src, frame));
     items.extend(image_region(src, frame));
     items.extend([
@@ -647,6 +620,49 @@ fn finding_site(src: &Source, frame: u32) -> Option<InMemDicomObject> {
     ))
 }
 
+/// The label's finding as a coded concept: the manifest's code, or a private `99TRAMY` one only
+/// where the manifest names no standard one (PS3.16 Section 8.2).
+fn finding_code(label: &Label) -> CodedConcept {
+    label
+        .code
+        .clone()
+        .unwrap_or_else(|| CodedConcept::new(&label.name, PRIVATE_SCHEME, &label.name))
+}
+
+/// What opens every measurement group: its Tracking Identifier and Tracking Unique Identifier,
+/// the coded finding, and the algorithm (TID 4019 Algorithm Identification, included by TID
+/// 1501 as HAS CONCEPT MOD).
+fn group_identity(
+    model: &ModelManifest,
+    tracking: &str,
+    tracking_uid: &str,
+    finding: &CodedConcept,
+) -> Vec<InMemDicomObject> {
+    vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            dcm("112039", "Tracking Identifier"),
+            tracking,
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            dcm("112040", "Tracking Unique Identifier"),
+            tracking_uid,
+        ),
+        code_item("CONTAINS", dcm("121071", "Finding"), finding),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111001", "Algorithm Name"),
+            &model.name,
+        ),
+        text_item(
+            "HAS CONCEPT MOD",
+            dcm("111003", "Algorithm Version"),
+            &model.version,
+        ),
+    ]
+}
+
 /// A label's finding on the whole clip (issue #14): a measurement group like a frame's, whose
 /// probability is the highest smoothed one, whose region is on the frame where it peaks, and
 /// whose Source of Measurement references every frame where it fired (the peak when none did).
@@ -658,10 +674,7 @@ fn clip_group(
     src: &Source,
     sr_uid: &str,
 ) -> InMemDicomObject {
-    let finding = label
-        .code
-        .clone()
-        .unwrap_or_else(|| CodedConcept::new(&label.name, PRIVATE_SCHEME, &label.name));
+    let finding = finding_code(label);
     let tracking_uid = derived_uid(&["sr-group", sr_uid, &label.name, "clip"]);
     let fired: Vec<String> = clip
         .fired_frames
@@ -691,29 +704,8 @@ fn clip_group(
     } else {
         clip.fired_frames.clone()
     };
-    let mut items = vec![
-        text_item(
-            "HAS OBS CONTEXT",
-            dcm("112039", "Tracking Identifier"),
-            &format!("{} (clip)", label.name),
-        ),
-        uid_item(
-            "HAS OBS CONTEXT",
-            dcm("112040", "Tracking Unique Identifier"),
-            &tracking_uid,
-        ),
-        code_item("CONTAINS", dcm("121071", "Finding"), &finding),
-        text_item(
-            "HAS CONCEPT MOD",
-            dcm("111001", "Algorithm Name"),
-            &model.name,
-        ),
-        text_item(
-            "HAS CONCEPT MOD",
-            dcm("111003", "Algorithm Version"),
-            &model.version,
-        ),
-    ];
+    let tracking = format!("{} (clip)", label.name);
+    let mut items = group_identity(model, &tracking, &tracking_uid, &finding);
     items.extend(image_region(src, clip.peak_frame));
     items.extend([
         certainty(clip.probability, src, clip.peak_frame),

@@ -858,6 +858,17 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 impl TramyServer {
+    /// The AI findings of `study` (`GET /api/v1/studies/{study}/findings`), as JSON values.
+    pub fn findings(&self, study: &str) -> Vec<serde_json::Value> {
+        let r = self.http(
+            "GET",
+            &format!("/api/v1/studies/{study}/findings"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().as_array().cloned().unwrap_or_default()
+    }
     /// A plain HTTP/1.1 request to the server.
     pub fn http(
         &self,
