@@ -157,4 +157,22 @@ fn an_endoscopy_clips_frames_are_cropped_to_the_field_of_view_kept_with_each_fin
     );
     assert!(frame(2)["field_of_view"].is_null(), "{}", frame(2));
     assert!((frame(3)["field_of_view"]["x"].as_f64().unwrap() - 439.61).abs() < 0.5);
+
+    // The heatmap is of what the model scores: the first frame cropped to its circle's
+    // bounding box (columns 200-653, rows 13-466), not the whole 854x480 frame.
+    let f = frame(1);
+    let r = server.http(
+        "GET",
+        &format!(
+            "/api/v1/studies/{study}/series/{}/instances/{}/heatmap?model={}&label=polyp",
+            f["series_instance_uid"].as_str().unwrap(),
+            f["sop_instance_uid"].as_str().unwrap(),
+            f["model"].as_str().unwrap()
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let heat = image::load_from_memory(&r.body).unwrap();
+    assert_eq!((heat.width(), heat.height()), (454, 454));
 }

@@ -152,14 +152,32 @@ fn png(image: DynamicImage) -> Result<Vec<u8>, HeatmapError> {
 
 /// The heatmap of `label` on the first frame of a Part 10 file, as a PNG of that frame: over
 /// the whole image, or inside the anatomy `gate` finds (for a model made for an anatomy).
+///
+/// For a model cropped to the endoscope's field of view (`field_of_view`, the field-of-view
+/// model), the map is of the cropped frame, drawn on it: what the model scores.
 pub fn heatmap_png(
     model: &LoadedModel,
     gate: Option<&LoadedModel>,
+    field_of_view: Option<&LoadedModel>,
     part10: &[u8],
     label: &str,
 ) -> Result<Vec<u8>, HeatmapError> {
-    let (images, _) = super::preprocess::images_from_dicom(part10, &model.manifest)?;
-    let first = &images[..1.min(images.len())];
+    let (mut images, _) = super::preprocess::images_from_dicom(part10, &model.manifest)?;
+    images.truncate(1);
+    let cropped = match (field_of_view, images.first()) {
+        (Some(f), Some(frame)) => {
+            let found = super::field_of_view::estimate(f, &[frame.to_rgb8()])?;
+            Some(super::field_of_view::crop(
+                frame,
+                found.first().copied().flatten().as_ref(),
+            ))
+        }
+        _ => None,
+    };
+    let first = match &cropped {
+        Some(c) => std::slice::from_ref(c),
+        None => &images[..],
+    };
     let input = super::preprocess::from_images(first, &model.manifest);
     let mask = match gate {
         Some(gate) => Some(anatomy_mask(gate, part10)?),
@@ -170,7 +188,10 @@ pub fn heatmap_png(
         None => vec![true; GRID * GRID],
     };
     let (importance, _) = occlusion_of_cells(model, &input, label, &cells)?;
-    let image = rendered(part10)?;
+    let image = match cropped {
+        Some(c) => c,
+        None => rendered(part10)?,
+    };
     overlay_png(&image, &importance, mask.as_ref())
 }
 

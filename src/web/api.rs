@@ -181,10 +181,15 @@ pub async fn heatmap(
         Some(anatomy) => Some(gate_for(&state, anatomy)?),
         None => None,
     };
+    let field_of_view = match model.manifest.preprocess.field_of_view {
+        true => Some(field_of_view_model(&state)?),
+        false => None,
+    };
     let png = state
         .heatmaps
         .run(move || {
-            crate::triage::heatmap::heatmap_png(&model, gate.as_deref(), &file, &q.label)
+            let (gate, fov) = (gate.as_deref(), field_of_view.as_deref());
+            crate::triage::heatmap::heatmap_png(&model, gate, fov, &file, &q.label)
                 .map_err(heatmap_error)
         })
         .await??;
@@ -207,6 +212,18 @@ fn gate_for(
         })
         .cloned()
         .ok_or_else(|| HttpError::not_found(format!("no {anatomy} anatomy gate is loaded")))
+}
+
+/// The loaded field-of-view model.
+fn field_of_view_model(
+    state: &AppState,
+) -> Result<std::sync::Arc<crate::triage::LoadedModel>, HttpError> {
+    state
+        .models
+        .iter()
+        .find(|m| m.manifest.task == crate::triage::manifest::Task::FieldOfView)
+        .cloned()
+        .ok_or_else(|| HttpError::not_found("no field-of-view model is loaded".to_string()))
 }
 
 /// A heatmap or mask error as the API answers it: an unknown label is not found, pixels that
