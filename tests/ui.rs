@@ -301,7 +301,7 @@ impl Stream {
             .unwrap();
         write!(
             socket,
-            "GET /ui/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: text/event-stream\r\nCookie: tramy_session={session}\r\n\r\n"
+            "GET /ui/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept-Encoding: gzip\r\nAccept: text/event-stream\r\nCookie: tramy_session={session}\r\n\r\n"
         )
         .unwrap();
         let mut stream = Stream {
@@ -311,6 +311,9 @@ impl Stream {
         stream.until("the stream's head", |s| s.contains("\r\n\r\n"));
         assert!(stream.seen.starts_with("HTTP/1.1 200"), "{}", stream.seen);
         assert!(stream.seen.contains("text/event-stream"), "{}", stream.seen);
+        // Never compressed, even for a browser that accepts gzip: events go out as they happen.
+        let head = stream.seen.to_ascii_lowercase();
+        assert!(!head.contains("content-encoding"), "{}", stream.seen);
         stream
     }
 

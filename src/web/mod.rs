@@ -143,7 +143,8 @@ fn compressible(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence.starts_with("text/")
+    // An event stream is never compressed: an encoder holds events back until its buffer fills.
+    (essence.starts_with("text/") && essence != "text/event-stream")
         || matches!(
             essence.as_str(),
             "application/dicom+json"
@@ -430,6 +431,7 @@ mod tests {
             "application/octet-stream",
             "image/jpeg",
             "image/png",
+            "text/event-stream",
         ] {
             assert!(!compresses(binary), "{binary}");
         }
