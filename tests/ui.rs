@@ -342,7 +342,7 @@ impl Stream {
     }
 
     /// Reads to the end of the stream (its last chunk, or the server closed the connection).
-    fn to_end(&mut self, what: &str) {
+    fn read_to_close(&mut self, what: &str) {
         self.until(what, |s| s.ends_with("\r\n0\r\n\r\n"));
     }
 }
@@ -378,18 +378,18 @@ fn the_event_stream_tells_only_its_user_of_changes_once_per_session_until_sign_o
 
     // A second page of the same session takes the stream: the first is told and closed.
     let mut again = Stream::open(&server, &local);
-    mine.to_end("the replaced stream's end");
+    mine.read_to_close("the replaced stream's end");
     assert!(mine.seen.contains("event: closed"), "{}", mine.seen);
 
     // Signing out ends the session's stream.
     sign_out(&server, &local);
-    again.to_end("the signed-out stream's end");
+    again.read_to_close("the signed-out stream's end");
     assert!(again.seen.contains("event: closed"), "{}", again.seen);
 
     // B's stream polled the same change (each poll is a second apart) but was never told: the
     // study is not B's.
     std::thread::sleep(Duration::from_secs(3));
     sign_out(&server, &b);
-    theirs.to_end("B's stream's end");
+    theirs.read_to_close("B's stream's end");
     assert!(!theirs.seen.contains("event: worklist"), "{}", theirs.seen);
 }
