@@ -187,6 +187,12 @@ fn a_doctor_signs_in_reads_the_flagged_study_first_sees_new_findings_live_and_re
     let vi_probability = format!("{probability:.3}").replace('.', ",");
     assert!(vi["study"].as_str().unwrap().contains(&vi_probability));
 
+    // On a tablet in portrait neither page scrolls sideways; the worklist's rows are cards.
+    let tablet = &report["tablet"];
+    assert_eq!(tablet["worklist"]["overflow"], 0, "{tablet:#} ({see})");
+    assert_eq!(tablet["worklist"]["header_row"], "none", "{tablet:#}");
+    assert_eq!(tablet["study"]["overflow"], 0, "{tablet:#} ({see})");
+
     assert_eq!(report["after_sign_out"], "/login");
 }
 
@@ -265,6 +271,28 @@ fn without_a_session_every_page_leads_to_sign_in_and_another_facility_sees_none_
     assert_eq!(other.status, 404);
     let body = String::from_utf8_lossy(&other.body);
     assert!(body.contains("Không có ca chụp này"), "{body}");
+
+    // Both looks at the study page are in the audit trail (queued, written with the next group
+    // commit), as reading its findings: B's as not found, the facility's own as a success.
+    let _ = page(&server, &local, &format!("/ui/studies/{study}"), "en");
+    let audited = |facility: &str, outcome: &str| {
+        let trail = server
+            .http("GET", &format!("/api/v1/audit?study={study}"), &[], b"")
+            .json();
+        trail
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["action"] == "read_findings"
+                    && e["outcome"] == outcome
+                    && e["facility"] == facility
+            })
+            .then_some(())
+    };
+    wait_for("B's look in the audit trail", || audited("B", "not_found"));
+    wait_for("the clinician's look in the audit trail", || {
+        audited("LOCAL", "success")
+    });
 
     // The language follows Accept-Language, and the filters narrow the list.
     let vi = page(&server, &local, "/ui/", "vi-VN,vi;q=0.9,en;q=0.5");

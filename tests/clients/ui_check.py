@@ -8,6 +8,8 @@ as JSON on stdout (tests/ui.rs judges it):
 - `study`: the flagged study's page: its finding's texts, and the heatmap shown, hidden by its
   toggle, shown again, and its opacity after the slider moved;
 - `vi`: the visible text of the worklist and the study page after the language link was followed;
+- `tablet`: the worklist and the study page in a tablet's portrait width (768 px): whether the
+  page scrolls sideways and whether the worklist's rows became cards;
 - `after_sign_out`: where /ui/ leads once signed out.
 
 Usage: ui_check.py BASE_URL OUT_DIR FLAGGED_STUDY LIVE_STUDY
@@ -155,6 +157,25 @@ def vietnamese(driver, base, out, study):
     return result
 
 
+LAYOUT_JS = """
+const head = document.querySelector('table.worklist thead');
+return {overflow: Math.max(0, document.documentElement.scrollWidth - document.documentElement.clientWidth),
+        header_row: head ? getComputedStyle(head).display : null};
+"""
+
+
+def tablet(driver, base, out, study):
+    driver.set_window_size(768, 1024)
+    driver.get(f"{base}/ui/")
+    result = {"worklist": driver.execute_script(LAYOUT_JS)}
+    driver.save_screenshot(os.path.join(out, "worklist-tablet.png"))
+    driver.get(f"{base}/ui/studies/{study}")
+    result["study"] = driver.execute_script(LAYOUT_JS)
+    driver.save_screenshot(os.path.join(out, "study-tablet.png"))
+    driver.set_window_size(1280, 900)
+    return result
+
+
 def sign_out(driver, base):
     driver.get(f"{base}/ui/")
     driver.find_element(By.ID, "sign-out").click()
@@ -173,6 +194,7 @@ def main():
         report["live"] = follow_live(driver, out, live)
         report["study"] = study_page(driver, base, out, flagged)
         report["vi"] = vietnamese(driver, base, out, flagged)
+        report["tablet"] = tablet(driver, base, out, flagged)
         report["after_sign_out"] = sign_out(driver, base)
     except Exception as e:  # reported with what was seen so far, for the test to show
         report["error"] = f"{type(e).__name__}: {e}"
