@@ -252,6 +252,28 @@ fn without_a_session_every_page_leads_to_sign_in_and_another_facility_sees_none_
         );
     }
 
+    // The sign-in page speaks the chosen language and keeps the choice; the switch link on the
+    // other pages keeps it too and only ever leads back into the UI.
+    let login = server.http("GET", "/login?lang=vi", &[("Authorization", "")], b"");
+    assert_eq!(login.status, 200);
+    assert!(String::from_utf8_lossy(&login.body).contains("<html lang=\"vi\">"));
+    assert!(login
+        .header("set-cookie")
+        .unwrap()
+        .starts_with("tramy_lang=vi;"));
+    for (back, to) in [
+        ("%2Fui%2Fstudies%2Fx", "/ui/studies/x"),
+        ("%2F%2Fevil.example%2Fui%2F", "/ui/"),
+        ("https%3A%2F%2Fevil.example%2F", "/ui/"),
+    ] {
+        let r = server.http("GET", &format!("/ui/lang/en?back={back}"), &[], b"");
+        assert_eq!((r.status, r.header("location")), (303, Some(to)), "{back}");
+        assert!(r
+            .header("set-cookie")
+            .unwrap()
+            .starts_with("tramy_lang=en;"));
+    }
+
     // The facility's own clinician sees the study; facility B's sees none of it, in any page.
     server.cli(&["facility", "add", "B", "--name", "Provincial B"]);
     let (local, b) = (clinician(&server, "LOCAL"), clinician(&server, "B"));
