@@ -279,6 +279,7 @@ fn without_a_session_every_page_leads_to_sign_in_and_another_facility_sees_none_
     let (local, b) = (clinician(&server, "LOCAL"), clinician(&server, "B"));
     let own = page(&server, &local, "/ui/", "en");
     assert_eq!(own.status, 200);
+    assert_eq!(own.header("cache-control"), Some("no-store"));
     assert!(String::from_utf8_lossy(&own.body).contains(&study));
     for path in ["/ui/", "/ui/worklist/table"] {
         let other = page(&server, &b, path, "en");

@@ -113,11 +113,16 @@ pub fn language_cookie(lang: Lang) -> HeaderValue {
     })
 }
 
-/// A rendered template as an HTML response; a template that fails to render is the server's
-/// fault (500, the reason in the log).
+/// A rendered template as an HTML response, never stored by the browser or a proxy (pages hold
+/// patient data, and ward computers are shared); a template that fails to render is the
+/// server's fault (500, the reason in the log).
 pub fn html(rendered: Result<String, askama::Error>) -> Response {
     match rendered {
-        Ok(body) => axum::response::Html(body).into_response(),
+        Ok(body) => (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            axum::response::Html(body),
+        )
+            .into_response(),
         Err(e) => super::error::HttpError::internal(e).into_response(),
     }
 }

@@ -44,6 +44,14 @@
     var opacity = figure.querySelector(".heatmap-opacity");
     var show = function () { heatmap.hidden = !toggle.checked; };
     var blend = function () { heatmap.style.opacity = String(opacity.value / 100); };
+    // The heatmap pool answers 503 when busy: ask again a little later, a few times.
+    var tries = 0;
+    heatmap.addEventListener("error", function () {
+      var url = heatmap.getAttribute("src");
+      if (!url || ++tries > 4) return;
+      heatmap.removeAttribute("src");
+      setTimeout(function () { heatmap.setAttribute("src", url); }, 5000 * tries);
+    });
     toggle.addEventListener("change", show);
     opacity.addEventListener("input", blend);
     show();
