@@ -129,7 +129,7 @@ fn share(who: Who, own: u16, other: u16, granted: u16) -> Got {
 
 /// The routes whose GET answers a list of studies or their parts: whether A's study is in it
 /// is what they are checked for.
-const SEARCHES: [&str; 7] = [
+const SEARCHES: [&str; 9] = [
     "/dicomweb/studies",
     "/dicomweb/series",
     "/dicomweb/instances",
@@ -137,6 +137,8 @@ const SEARCHES: [&str; 7] = [
     "/dicomweb/studies/{study}/instances",
     "/dicomweb/studies/{study}/series/{series}/instances",
     "/api/v1/worklist",
+    "/ui/",
+    "/ui/worklist/table",
 ];
 
 /// The expected outcome of `route` for `who`. No catch-all: every route is decided here.
@@ -247,6 +249,18 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         // not one).
         "/api/v1/deliveries" => deliver(who, 400),
         "/api/v1/deliveries/check" => deliver(who, 200),
+        // The web UI: a study's page is its findings; the event stream answers only a client
+        // that accepts one (406 here), after the role's check; the language switch is anyone's.
+        "/ui/studies/{study}" => read_study(who),
+        "/ui/events" => match who {
+            Nobody => Status(401),
+            ModalityA => Status(403),
+            _ => Status(406),
+        },
+        "/ui/lang/{lang}" => match who {
+            Nobody => Status(401),
+            _ => Status(303),
+        },
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }
@@ -390,7 +404,11 @@ impl World {
 }
 
 fn world() -> World {
-    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    // Every route is asked by nobody and with wrong tokens: the throttle of refused credentials
+    // (tested in tests/access.rs) must not answer 429 to the routes asked after them.
+    let server = TramyServer::start_with_config(
+        "[triage]\nenabled = false\n[auth]\nmax_failed_attempts = 10000\n",
+    );
     for (code, name) in [
         ("A", "District A"),
         ("B", "Provincial B"),

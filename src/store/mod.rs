@@ -2,6 +2,7 @@
 //! the SQLite index ([`index`]), queried through [`query`].
 
 pub mod audit;
+pub mod changes;
 pub mod commitment;
 pub mod damage;
 pub mod db;

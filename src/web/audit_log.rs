@@ -16,6 +16,8 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
     Some(match route {
         "/healthz" | "/openapi.json" | "/metrics" | "/logout" => return None,
         "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
+        "/ui/lang/{lang}" => return None,           // a language preference, no data
+        r if r.starts_with("/ui/studies/") => A::ReadFindings,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
         | "/dicomweb/series"
@@ -136,6 +138,7 @@ mod tests {
             "/login",
             "/logout",
             "/share/{token}",
+            "/ui/lang/{lang}",
         ];
         for (method, route) in crate::web::route_table() {
             let action = action_of(&method, &route);

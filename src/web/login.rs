@@ -6,29 +6,16 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
 use super::auth::SESSION_COOKIE;
 use super::error::HttpError;
+use super::ui::{self, i18n::Lang};
 use super::AppState;
 use crate::auth::{credential_from_authorization, AuthError};
-
-const PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tramy: sign in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">
-<h1>tramy</h1>
-<p>Paste your access token (an API token from your facility's admin, <code>tramy_…</code>).<br>
-<span lang="vi">Dán mã truy cập của bạn (do quản trị viên cơ sở cấp).</span></p>
-<form method="post" action="/login">
-<input name="token" type="password" autocomplete="off" required style="width: 100%" aria-label="token">
-<p><button type="submit">Sign in / Đăng nhập</button></p>
-</form>
-<p style="color: #a00">{message}</p>
-</body></html>"#;
 
 /// What the form posts.
 #[derive(serde::Deserialize)]
@@ -36,9 +23,23 @@ pub struct LoginForm {
     token: String,
 }
 
-/// `GET /login`: the form.
-pub async fn page() -> Html<String> {
-    Html(PAGE.replace("{message}", ""))
+/// The sign-in page's optional language choice (the switch link on it).
+#[derive(serde::Deserialize)]
+pub struct LoginQuery {
+    lang: Option<String>,
+}
+
+/// `GET /login`: the form, in the browser's language (`?lang=vi` chooses, and keeps it).
+pub async fn page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let chosen = q.lang.as_deref().and_then(Lang::parse);
+    let lang = chosen.unwrap_or_else(|| Lang::of(&headers));
+    let mut response = ui::pages::login_page(lang, StatusCode::OK, "");
+    if let Some(lang) = chosen {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, ui::language_cookie(lang));
+    }
+    response
 }
 
 /// `POST /login`: checks the token and sets the session cookie; the form again with the reason
@@ -46,8 +47,10 @@ pub async fn page() -> Html<String> {
 pub async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    let lang = Lang::of(&headers);
     let header_value = format!("Bearer {}", form.token.trim());
     let checked = match credential_from_authorization(Some(&header_value)) {
         Ok(credential) => match state
@@ -61,17 +64,18 @@ pub async fn submit(
         Err(e) => Err(e),
     };
     match checked {
-        Ok(()) => signed_in(&state, form.token.trim(), "Strict", "/"),
+        // The doctors' worklist is where a sign-in leads.
+        Ok(()) => signed_in(&state, lang, form.token.trim(), "Strict", "/ui/"),
         Err(e) => {
             record_failure(&state, peer, "/login", &e).await;
-            refused(e)
+            refused(lang, e)
         }
     }
 }
 
 /// A redirect to `to` that sets `token` as the session cookie (HttpOnly, `same_site`, Secure
 /// over HTTPS); the sign-in page when the token cannot be a cookie value.
-fn signed_in(state: &AppState, token: &str, same_site: &str, to: &str) -> Response {
+fn signed_in(state: &AppState, lang: Lang, token: &str, same_site: &str, to: &str) -> Response {
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite={same_site}{}",
         secure_attribute(state)
@@ -82,9 +86,10 @@ fn signed_in(state: &AppState, token: &str, same_site: &str, to: &str) -> Respon
             response.headers_mut().insert(header::SET_COOKIE, v);
             response
         }
-        Err(_) => refused(AuthError::Invalid(
-            "the token has characters no token has".into(),
-        )),
+        Err(_) => refused(
+            lang,
+            AuthError::Invalid("the token has characters no token has".into()),
+        ),
     }
 }
 
@@ -110,24 +115,16 @@ fn secure_attribute(state: &AppState) -> &'static str {
     }
 }
 
-fn refused(e: AuthError) -> Response {
-    let message = html_escape(&e.to_string());
-    (
-        StatusCode::UNAUTHORIZED,
-        Html(PAGE.replace("{message}", &message)),
-    )
-        .into_response()
+/// The sign-in page again, 401, with why (the template escapes it).
+fn refused(lang: Lang, e: AuthError) -> Response {
+    ui::pages::login_page(lang, StatusCode::UNAUTHORIZED, &e.to_string())
 }
 
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `POST /logout`: forgets the session cookie.
-pub async fn logout() -> Response {
+/// `POST /logout`: forgets the session cookie and ends the session's worklist event stream.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = ui::i18n::cookie(&headers, SESSION_COOKIE) {
+        state.ui.streams.end(token);
+    }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -142,18 +139,21 @@ pub async fn logout() -> Response {
 pub async fn share_link(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
+    let lang = Lang::of(&headers);
     match state.authenticator.share_link(&token) {
         Ok((_, study)) => signed_in(
             &state,
+            lang,
             &token,
             "Lax",
             &format!("/viewer?StudyInstanceUIDs={study}"),
         ),
         Err(e) => {
             record_failure(&state, peer, "/share/{token}", &e).await;
-            refused(e)
+            refused(lang, e)
         }
     }
 }

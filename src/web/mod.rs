@@ -21,6 +21,7 @@ pub mod pool;
 pub mod priors;
 pub mod sharing;
 pub mod stats;
+pub mod ui;
 pub mod viewer;
 pub mod wado_uri;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub authenticator: crate::auth::authenticator::Authenticator,
     /// The peers this server sends to and fetches from, with their senders.
     pub peers: crate::forward::registry::PeerRegistry,
+    /// The web UI's open event streams.
+    pub ui: ui::UiState,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
             heatmaps: pool::CpuPool::new(renders / 2, "heatmap"),
             authenticator,
             peers,
+            ui: ui::UiState::default(),
         }
     }
 }
@@ -139,7 +143,8 @@ fn compressible(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence.starts_with("text/")
+    // An event stream is never compressed: an encoder holds events back until its buffer fills.
+    (essence.starts_with("text/") && essence != "text/event-stream")
         || matches!(
             essence.as_str(),
             "application/dicom+json"
@@ -168,7 +173,10 @@ fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
     ]
     .into_iter()
     .map(|(method, path, route)| (method, path.to_string(), route));
-    own.chain(dicomweb).chain(browser).collect()
+    let ui = ui::routes()
+        .into_iter()
+        .map(|(method, path, route)| (method, path.to_string(), route));
+    own.chain(dicomweb).chain(browser).chain(ui).collect()
 }
 
 /// Method and path template of every route (the viewer's files are the fallback, not a route).
@@ -423,6 +431,7 @@ mod tests {
             "application/octet-stream",
             "image/jpeg",
             "image/png",
+            "text/event-stream",
         ] {
             assert!(!compresses(binary), "{binary}");
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -16,19 +16,23 @@ use super::error::HttpError;
 use super::AppState;
 
 /// Path prefixes that belong to tramy's own routes, never to the viewer.
-const OWN_PREFIXES: [&str; 6] = [
+const OWN_PREFIXES: [&str; 7] = [
     "/dicomweb",
     "/api/",
     "/wado",
     "/healthz",
     "/metrics",
     "/openapi.json",
+    "/ui/",
 ];
 
-/// The router's fallback: a file of the viewer, else its `index.html`, else 404.
+/// The router's fallback: a file of the viewer, else its `index.html`, else 404. Without a
+/// viewer, the site's root (and `/ui`) lead to the web UI.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path();
     match &state.config.http.viewer_dir {
+        _ if path == "/ui" => Redirect::to("/ui/").into_response(),
+        None if path == "/" => Redirect::to("/ui/").into_response(),
         Some(dir) if !OWN_PREFIXES.iter().any(|p| path.starts_with(p)) => serve(dir, request).await,
         _ => HttpError::not_found("no such resource").into_response(),
     }
