@@ -180,7 +180,10 @@ pub fn heatmap_png(
     };
     let input = super::preprocess::from_images(first, &model.manifest);
     let mask = match gate {
-        Some(gate) => Some(anatomy_mask(gate, part10)?),
+        Some(gate) => Some(mask_of(
+            gate,
+            super::preprocess::first_frame_input(&gate.manifest, &model.manifest, &images, part10)?,
+        )?),
         None => None,
     };
     let cells = match &mask {
@@ -199,6 +202,11 @@ pub fn heatmap_png(
 pub fn anatomy_mask(gate: &LoadedModel, part10: &[u8]) -> Result<GrayImage, HeatmapError> {
     let (images, _) = super::preprocess::images_from_dicom(part10, &gate.manifest)?;
     let input = super::preprocess::from_images(&images[..1.min(images.len())], &gate.manifest);
+    mask_of(gate, input)
+}
+
+/// The gate's mask for its input of one image.
+fn mask_of(gate: &LoadedModel, input: ndarray::Array4<f32>) -> Result<GrayImage, HeatmapError> {
     let mut masks = super::gate::masks(gate, &input)?;
     Ok(masks.pop().unwrap_or_default())
 }

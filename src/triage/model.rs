@@ -148,7 +148,15 @@ impl LoadedModel {
         Ok(all)
     }
 
-    fn infer_batch(&self, batch: &Array4<f32>) -> Result<Vec<Scores>, ModelError> {
+    /// Runs the session on `batch` and hands its outputs to `read`, with the error maker.
+    fn run<T>(
+        &self,
+        batch: &Array4<f32>,
+        read: impl FnOnce(
+            &ort::session::SessionOutputs<'_>,
+            &dyn Fn(String) -> ModelError,
+        ) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
         let m = &self.manifest;
         let fail = |reason: String| ModelError::Inference {
             model: m.name.clone(),
@@ -159,7 +167,23 @@ impl LoadedModel {
         let outputs = session
             .run(ort::inputs![m.input.name.as_str() => input])
             .map_err(|e| fail(e.to_string()))?;
-        let n = batch.len_of(Axis(0));
+        read(&outputs, &fail)
+    }
+
+    fn infer_batch(&self, batch: &Array4<f32>) -> Result<Vec<Scores>, ModelError> {
+        self.run(batch, |outputs, fail| {
+            self.scores(outputs, fail, batch.len_of(Axis(0)))
+        })
+    }
+
+    /// Every label's score for each of the `n` batch items from the session's outputs.
+    fn scores(
+        &self,
+        outputs: &ort::session::SessionOutputs<'_>,
+        fail: &dyn Fn(String) -> ModelError,
+        n: usize,
+    ) -> Result<Vec<Scores>, ModelError> {
+        let m = &self.manifest;
         let mut scores: Vec<Scores> = vec![Vec::new(); n];
         for label in &m.labels {
             let array = outputs[label.output.as_str()]
@@ -209,20 +233,12 @@ impl LoadedModel {
         batch: &Array4<f32>,
         output: &str,
     ) -> Result<ndarray::ArrayD<f32>, ModelError> {
-        let m = &self.manifest;
-        let fail = |reason: String| ModelError::Inference {
-            model: m.name.clone(),
-            reason,
-        };
-        let mut session = self.session.lock().map_err(|e| fail(e.to_string()))?;
-        let input = TensorRef::from_array_view(batch.view()).map_err(|e| fail(e.to_string()))?;
-        let outputs = session
-            .run(ort::inputs![m.input.name.as_str() => input])
-            .map_err(|e| fail(e.to_string()))?;
-        let array = outputs[output]
-            .try_extract_array::<f32>()
-            .map_err(|e| fail(format!("output {output}: {e}")))?;
-        Ok(array.to_owned())
+        self.run(batch, |outputs, fail| {
+            let array = outputs[output]
+                .try_extract_array::<f32>()
+                .map_err(|e| fail(format!("output {output}: {e}")))?;
+            Ok(array.to_owned())
+        })
     }
 
     /// The input of one mid-grey image, for smoke tests.

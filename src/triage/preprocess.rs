@@ -153,6 +153,22 @@ fn video_images(
     ))
 }
 
+/// `manifest`'s input for the first frame of a Part 10 file whose frames were already decoded
+/// as `images` for `decoded_for`: those images when the two windows agree (an anatomy gate and
+/// its chest model), else a decoding of its own.
+pub fn first_frame_input(
+    manifest: &ModelManifest,
+    decoded_for: &ModelManifest,
+    images: &[DynamicImage],
+    part10: &[u8],
+) -> Result<Array4<f32>, PreprocessError> {
+    if manifest.preprocess.window == decoded_for.preprocess.window {
+        return Ok(to_tensor(&images[..1.min(images.len())], manifest));
+    }
+    let (own, _) = images_from_dicom(part10, manifest)?;
+    Ok(to_tensor(&own[..1.min(own.len())], manifest))
+}
+
 /// The model input for 8-bit images (evaluation sets of PNG/JPEG, or [`images_from_dicom`]).
 pub fn from_images(images: &[DynamicImage], manifest: &ModelManifest) -> Array4<f32> {
     to_tensor(images, manifest)

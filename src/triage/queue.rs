@@ -504,20 +504,10 @@ fn prepare(
         &cropped
     };
     let input = preprocess::from_images(model_images, &model.manifest);
-    let gate_input = match gate {
-        Some(g) if g.manifest.preprocess.window == model.manifest.preprocess.window => Some(
-            preprocess::from_images(&images[..1.min(images.len())], &g.manifest),
-        ),
-        Some(g) => {
-            let (own, _) =
-                preprocess::images_from_dicom(&file, &g.manifest).map_err(|e| e.to_string())?;
-            Some(preprocess::from_images(
-                &own[..1.min(own.len())],
-                &g.manifest,
-            ))
-        }
-        None => None,
-    };
+    let gate_input = gate
+        .map(|g| preprocess::first_frame_input(&g.manifest, &model.manifest, &images, &file))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(Prepared::Ready(Box::new(Ready {
         instance,
         source,

@@ -1277,29 +1277,9 @@ pub fn edited_copy(
 /// A copy of `source` in `dir` with Patient's Age `age` (e.g. `045Y`) and study, series and
 /// instance UIDs of its own, so that copies with different ages are different instances.
 pub fn aged_copy(source: &Path, age: &str, dir: &Path) -> PathBuf {
-    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_core::VR;
     use dicom_dictionary_std::tags;
-    let mut obj = dicom_object::open_file(source).expect("the source instance");
-    obj.put(DataElement::new(
-        tags::PATIENT_AGE,
-        VR::AS,
-        PrimitiveValue::from(age),
-    ));
     let name = source.file_stem().unwrap().to_string_lossy().to_string();
-    let uid = |level: &str| tramy::triage::sr::derived_uid(&["aged copy", &name, age, level]);
-    for (level, tag) in [
-        ("study", tags::STUDY_INSTANCE_UID),
-        ("series", tags::SERIES_INSTANCE_UID),
-        ("instance", tags::SOP_INSTANCE_UID),
-    ] {
-        obj.put(DataElement::new(
-            tag,
-            VR::UI,
-            PrimitiveValue::from(uid(level)),
-        ));
-    }
-    obj.update_meta(|meta| meta.media_storage_sop_instance_uid = uid("instance"));
-    let path = dir.join(format!("{name}_{age}.dcm"));
-    obj.write_to_file(&path).expect("write the aged copy");
-    path
+    let set = [(tags::PATIENT_AGE, VR::AS, age)];
+    edited_copy(source, dir, &format!("{name}_{age}"), &set, &[])
 }
