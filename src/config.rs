@@ -393,14 +393,30 @@ pub struct HttpConfig {
     /// Rendered images and heatmaps computed at once; further requests get 503 with
     /// Retry-After. 0 means the number of CPU cores.
     pub max_concurrent_renders: usize,
-    /// A browser viewer's built files (e.g. OHIF's `dist/`, see `scripts/fetch-ohif.sh`) served
-    /// at the site root, beside `/dicomweb` on the same origin (no CORS); unset: none.
+    /// A browser viewer's built files (OHIF's `dist/`) served beside `/dicomweb` on the same
+    /// origin (no CORS), OHIF's routes such as `/viewer?StudyInstanceUIDs=…` included. Unset:
+    /// the OHIF Viewer the build fetched from npm (`scripts/fetch-ohif.sh`), when it did; `""`:
+    /// no viewer.
     pub viewer_dir: Option<PathBuf>,
     /// PEM file of the certificate chain (server certificate first); with `tls_private_key`
     /// the HTTP port speaks only HTTPS. Unset: plain HTTP (e.g. behind a TLS reverse proxy).
     pub tls_certificate: Option<PathBuf>,
     /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
     pub tls_private_key: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The viewer's files to serve: `viewer_dir`, else the OHIF Viewer the build fetched
+    /// (when it is there); none for `viewer_dir = ""`.
+    pub fn viewer_files(&self) -> Option<PathBuf> {
+        match &self.viewer_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => option_env!("TRAMY_BUNDLED_VIEWER")
+                .map(PathBuf::from)
+                .filter(|dist| dist.join("index.html").is_file()),
+        }
+    }
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.

@@ -261,6 +261,18 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             Nobody => Status(401),
             _ => Status(303),
         },
+        // The viewer's settings: no data, for whoever may open the viewer (a share link too);
+        // 404 where the build could not fetch the viewer.
+        "/app-config.js" => match who {
+            Nobody => Status(401),
+            _ if tramy::config::HttpConfig::default()
+                .viewer_files()
+                .is_none() =>
+            {
+                Status(404)
+            }
+            _ => Status(200),
+        },
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }

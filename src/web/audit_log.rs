@@ -17,6 +17,7 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         "/healthz" | "/openapi.json" | "/metrics" | "/logout" => return None,
         "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
         "/ui/lang/{lang}" => return None,           // a language preference, no data
+        "/app-config.js" => return None,            // the viewer's settings, no data
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
@@ -139,6 +140,7 @@ mod tests {
             "/logout",
             "/share/{token}",
             "/ui/lang/{lang}",
+            "/app-config.js",
         ];
         for (method, route) in crate::web::route_table() {
             let action = action_of(&method, &route);

@@ -65,7 +65,7 @@ pub async fn authenticate(
         },
         Err(AuthError::Missing) if page => {
             tracing::debug!("no credential: sending the browser to /login");
-            return Redirect::to("/login").into_response();
+            return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
         }
         Err(e) => e,
     };
@@ -77,8 +77,8 @@ pub async fn authenticate(
     );
     record(&state, Some(failure)).await;
     if page {
-        // An expired or revoked session: sign in again.
-        return Redirect::to("/login").into_response();
+        // An expired or revoked session: sign in again, then back to the page.
+        return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
     }
     unauthorized(refused)
 }

@@ -21,19 +21,44 @@ use crate::auth::{credential_from_authorization, AuthError};
 #[derive(serde::Deserialize)]
 pub struct LoginForm {
     token: String,
+    /// The page the browser asked for before it was sent to sign in.
+    #[serde(default)]
+    next: String,
 }
 
-/// The sign-in page's optional language choice (the switch link on it).
+/// The sign-in page's optional language choice (the switch link on it), and the page to go on
+/// to once signed in.
 #[derive(serde::Deserialize)]
 pub struct LoginQuery {
     lang: Option<String>,
+    next: Option<String>,
+}
+
+/// Where a sign-in may lead: a path on this site (never `//host` or `/\host`, which browsers
+/// take for another site), else the worklist.
+pub fn next_page(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/ui/".to_string(),
+    }
+}
+
+/// The sign-in page's address that leads back to `uri` afterwards.
+pub fn sign_in_then(uri: &axum::http::Uri) -> String {
+    let back = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/ui/");
+    if back == "/" || back == "/ui/" {
+        return "/login".to_string();
+    }
+    let back: String = form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    format!("/login?next={back}")
 }
 
 /// `GET /login`: the form, in the browser's language (`?lang=vi` chooses, and keeps it).
 pub async fn page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     let chosen = q.lang.as_deref().and_then(Lang::parse);
     let lang = chosen.unwrap_or_else(|| Lang::of(&headers));
-    let mut response = ui::pages::login_page(lang, StatusCode::OK, "");
+    let next = next_page(q.next.as_deref());
+    let mut response = ui::pages::login_page(lang, StatusCode::OK, "", &next);
     if let Some(lang) = chosen {
         response
             .headers_mut()
@@ -64,11 +89,17 @@ pub async fn submit(
         Err(e) => Err(e),
     };
     match checked {
-        // The doctors' worklist is where a sign-in leads.
-        Ok(()) => signed_in(&state, lang, form.token.trim(), "Strict", "/ui/"),
+        // The page asked for before, else the doctors' worklist.
+        Ok(()) => signed_in(
+            &state,
+            lang,
+            form.token.trim(),
+            "Strict",
+            &next_page(Some(&form.next)),
+        ),
         Err(e) => {
             record_failure(&state, peer, "/login", &e).await;
-            refused(lang, e)
+            refused(lang, e, &next_page(Some(&form.next)))
         }
     }
 }
@@ -89,6 +120,7 @@ fn signed_in(state: &AppState, lang: Lang, token: &str, same_site: &str, to: &st
         Err(_) => refused(
             lang,
             AuthError::Invalid("the token has characters no token has".into()),
+            "/ui/",
         ),
     }
 }
@@ -116,8 +148,8 @@ fn secure_attribute(state: &AppState) -> &'static str {
 }
 
 /// The sign-in page again, 401, with why (the template escapes it).
-fn refused(lang: Lang, e: AuthError) -> Response {
-    ui::pages::login_page(lang, StatusCode::UNAUTHORIZED, &e.to_string())
+fn refused(lang: Lang, e: AuthError, next: &str) -> Response {
+    ui::pages::login_page(lang, StatusCode::UNAUTHORIZED, &e.to_string(), next)
 }
 
 /// `POST /logout`: forgets the session cookie and ends the session's worklist event stream.
@@ -153,7 +185,39 @@ pub async fn share_link(
         ),
         Err(e) => {
             record_failure(&state, peer, "/share/{token}", &e).await;
-            refused(lang, e)
+            refused(lang, e, "/ui/")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_leads_only_to_a_page_of_this_site() {
+        assert_eq!(
+            next_page(Some("/viewer?StudyInstanceUIDs=1.2")),
+            "/viewer?StudyInstanceUIDs=1.2"
+        );
+        for elsewhere in [
+            "//evil.example/",
+            "/\\evil.example",
+            "https://evil.example",
+            "",
+        ] {
+            assert_eq!(next_page(Some(elsewhere)), "/ui/", "{elsewhere}");
+        }
+        assert_eq!(next_page(None), "/ui/");
+    }
+
+    #[test]
+    fn the_sign_in_page_remembers_the_page_asked_for() {
+        let uri: axum::http::Uri = "/ui/studies/1.2.3?x=1".parse().unwrap();
+        assert_eq!(
+            sign_in_then(&uri),
+            "/login?next=%2Fui%2Fstudies%2F1.2.3%3Fx%3D1"
+        );
+        assert_eq!(sign_in_then(&"/ui/".parse().unwrap()), "/login");
     }
 }

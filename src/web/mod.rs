@@ -170,6 +170,7 @@ fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
         (Method::POST, "/login", post(login::submit)),
         (Method::POST, "/logout", post(login::logout)),
         (Method::GET, "/share/{token}", get(login::share_link)),
+        (Method::GET, "/app-config.js", get(viewer::app_config)),
     ]
     .into_iter()
     .map(|(method, path, route)| (method, path.to_string(), route));

@@ -356,8 +356,7 @@ pub async fn study(
         viewer_href: state
             .config
             .http
-            .viewer_dir
-            .as_ref()
+            .viewer_files()
             .map(|_| format!("/viewer?StudyInstanceUIDs={study}")),
         js: super::JS,
         chrome,
@@ -511,10 +510,13 @@ fn server_error(lang: Lang, detail: impl std::fmt::Display) -> Response {
 struct LoginPage {
     chrome: Chrome,
     message: String,
+    /// Where the browser goes once signed in.
+    next: String,
 }
 
-/// The sign-in page in `lang`, with why the last try was refused (empty: none).
-pub fn login_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+/// The sign-in page in `lang`, with why the last try was refused (empty: none), leading to
+/// `next` once signed in.
+pub fn login_page(lang: Lang, status: StatusCode, message: &str, next: &str) -> Response {
     let chrome = Chrome {
         lang,
         switch_href: format!("/login?lang={}", lang.other().code()),
@@ -525,6 +527,7 @@ pub fn login_page(lang: Lang, status: StatusCode, message: &str) -> Response {
         LoginPage {
             chrome,
             message: message.to_string(),
+            next: next.to_string(),
         }
         .render(),
     );
