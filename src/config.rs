@@ -195,6 +195,29 @@ pub struct OidcConfig {
     /// Keys are refetched on an unknown `kid` at most this often, in seconds.
     #[serde(default = "default_jwks_refresh_secs")]
     pub jwks_min_refresh_secs: u64,
+    /// The client tramy signs doctors in as, through the provider's own sign-in page
+    /// (authorization code flow with PKCE); its redirect URI to register at the provider is
+    /// `PUBLIC_URL/login/oidc/callback`. Unset: the sign-in page takes pasted tokens only.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A confidential client's secret, in a file (Keycloak's default client type); a public
+    /// client needs none.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The scopes asked for at sign-in, space-separated.
+    #[serde(default = "default_sign_in_scopes")]
+    pub scopes: String,
+    /// The provider's authorization endpoint; default: from its discovery document
+    /// (`ISSUER/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint; default: from its discovery document.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+}
+
+fn default_sign_in_scopes() -> String {
+    "openid".into()
 }
 
 fn default_jwks_refresh_secs() -> u64 {

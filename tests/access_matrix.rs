@@ -146,6 +146,8 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
     let get = method == Method::GET;
     match route {
         "/healthz" | "/login" if get => Status(200),
+        // Sign-in through the identity provider: open, and not configured here.
+        "/login/oidc" | "/login/oidc/callback" => Status(404),
         "/login" => Status(401), // a wrong token in the form, whoever asks
         "/logout" => Status(303),
         "/metrics" => administer(who, 200),

@@ -15,9 +15,10 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
     let get = method == Method::GET;
     Some(match route {
         "/healthz" | "/openapi.json" | "/metrics" | "/logout" => return None,
-        "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
-        "/ui/lang/{lang}" => return None,           // a language preference, no data
-        "/app-config.js" => return None,            // the viewer's settings, no data
+        // Refusals are recorded as login failures.
+        "/login" | "/login/oidc" | "/login/oidc/callback" | "/share/{token}" => return None,
+        "/ui/lang/{lang}" => return None, // a language preference, no data
+        "/app-config.js" => return None,  // the viewer's settings, no data
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
@@ -137,6 +138,8 @@ mod tests {
             "/openapi.json",
             "/metrics",
             "/login",
+            "/login/oidc",
+            "/login/oidc/callback",
             "/logout",
             "/share/{token}",
             "/ui/lang/{lang}",

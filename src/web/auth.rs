@@ -21,10 +21,14 @@ use crate::auth::{credential_from_authorization, credential_from_token, AuthErro
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe, the page where one is entered, the one
-/// that forgets it, and share links (the link is the credential).
+/// Paths open without a credential: the liveness probe, the pages where one is entered or
+/// obtained from the identity provider, the one that forgets it, and share links (the link is
+/// the credential).
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login" | "/logout") || path.starts_with("/share/")
+    matches!(
+        path,
+        "/healthz" | "/login" | "/login/oidc" | "/login/oidc/callback" | "/logout"
+    ) || path.starts_with("/share/")
 }
 
 /// Middleware: authenticates the request or answers 401.

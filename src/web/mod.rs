@@ -168,6 +168,12 @@ fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
         (Method::GET, "/wado", get(wado_uri::wado)),
         (Method::GET, "/login", get(login::page)),
         (Method::POST, "/login", post(login::submit)),
+        (Method::GET, "/login/oidc", get(login::oidc_start)),
+        (
+            Method::GET,
+            "/login/oidc/callback",
+            get(login::oidc_callback),
+        ),
         (Method::POST, "/logout", post(login::logout)),
         (Method::GET, "/share/{token}", get(login::share_link)),
         (Method::GET, "/app-config.js", get(viewer::app_config)),

@@ -512,11 +512,45 @@ struct LoginPage {
     message: String,
     /// Where the browser goes once signed in.
     next: String,
+    /// The identity provider's sign-in, when offered.
+    sso_href: Option<String>,
+}
+
+/// The page a sign-in through the identity provider ends on: it moves on to `next` from this
+/// site itself, so the browser sends the new SameSite=Strict session cookie.
+#[derive(Template)]
+#[template(path = "continue.html")]
+struct ContinuePage {
+    chrome: Chrome,
+    next: String,
+}
+
+/// The page that moves on to `next` (a path on this site) once signed in.
+pub fn continue_page(lang: Lang, next: &str) -> Response {
+    let chrome = Chrome {
+        lang,
+        switch_href: next.to_string(),
+        signed_in: false,
+        css: super::CSS,
+    };
+    html(
+        ContinuePage {
+            chrome,
+            next: next.to_string(),
+        }
+        .render(),
+    )
 }
 
 /// The sign-in page in `lang`, with why the last try was refused (empty: none), leading to
-/// `next` once signed in.
-pub fn login_page(lang: Lang, status: StatusCode, message: &str, next: &str) -> Response {
+/// `next` once signed in; with the identity provider's sign-in when `sso`.
+pub fn login_page(
+    lang: Lang,
+    status: StatusCode,
+    message: &str,
+    next: &str,
+    sso: bool,
+) -> Response {
     let chrome = Chrome {
         lang,
         switch_href: format!("/login?lang={}", lang.other().code()),
@@ -528,6 +562,10 @@ pub fn login_page(lang: Lang, status: StatusCode, message: &str, next: &str) -> 
             chrome,
             message: message.to_string(),
             next: next.to_string(),
+            sso_href: sso.then(|| {
+                let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                format!("/login/oidc?next={next}")
+            }),
         }
         .render(),
     );
