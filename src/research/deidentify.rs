@@ -305,6 +305,11 @@ pub fn deidentify(
                 _ => Value::Primitive(PrimitiveValue::Empty),
             },
             Op::Dummy => Value::Primitive(dummy(vr)),
+            // As a family name with its delimiter: a PN of one bare component is the retired
+            // ACR-NEMA form (dciodvfy warns).
+            Op::Subject if vr == VR::PN => {
+                Value::Primitive(PrimitiveValue::from(format!("{}^", subject.id)))
+            }
             Op::Subject => Value::Primitive(PrimitiveValue::from(subject.id.as_str())),
             Op::NewUid => {
                 let Ok(original) = element.to_str() else {
