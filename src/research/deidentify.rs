@@ -406,6 +406,81 @@ mod tests {
         assert_eq!(op(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ), Op::Recurse);
     }
 
+    fn image(modality: &str, burned: Option<&str>) -> InMemDicomObject {
+        let mut obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from(modality)),
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(vec![0u8; 4])),
+        ]);
+        if let Some(b) = burned {
+            obj.put(DataElement::new(
+                tags::BURNED_IN_ANNOTATION,
+                VR::CS,
+                PrimitiveValue::from(b),
+            ));
+        }
+        obj
+    }
+
+    #[test]
+    fn images_that_may_show_text_are_screened_out() {
+        assert_eq!(screen(&image("CT", None)), None);
+        assert_eq!(screen(&image("DX", Some("NO"))), None);
+        assert_eq!(
+            screen(&image("CT", Some("YES"))),
+            Some(Exclusion::BurnedInAnnotation)
+        );
+        assert_eq!(
+            screen(&image("US", None)),
+            Some(Exclusion::MayHaveBurnedInText)
+        );
+        assert_eq!(screen(&image("US", Some("NO"))), None);
+        let mut report = image("SR", None);
+        report.remove_element(tags::PIXEL_DATA);
+        assert_eq!(screen(&report), Some(Exclusion::NotAnImage));
+    }
+
+    #[test]
+    fn sequences_are_recursed_and_private_attributes_dropped() {
+        let keys = Pseudonyms::with_secret([7; 32]);
+        let subject = Subject {
+            id: "RS0123456789AB".into(),
+            shift_days: -400,
+        };
+        let item = InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3.4"),
+            ),
+            DataElement::new(Tag(0x0011, 0x1001), VR::LO, PrimitiveValue::from("secret")),
+        ]);
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::REFERENCED_IMAGE_SEQUENCE,
+                VR::SQ,
+                Value::Sequence(DataSetSequence::new(vec![item], Length::UNDEFINED)),
+            ),
+            DataElement::new(
+                tags::PATIENT_NAME,
+                VR::PN,
+                PrimitiveValue::from("NGUYEN^AN"),
+            ),
+            DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20240301")),
+        ]);
+        let out = deidentify(&obj, &subject, &keys);
+        let items = out
+            .get(tags::REFERENCED_IMAGE_SEQUENCE)
+            .and_then(|e| e.value().items())
+            .unwrap();
+        let uid = items[0].get(tags::REFERENCED_SOP_INSTANCE_UID).unwrap();
+        assert_eq!(uid.to_str().unwrap(), keys.uid("1.2.3.4"));
+        assert!(items[0].get(Tag(0x0011, 0x1001)).is_none());
+        let name = out.get(tags::PATIENT_NAME).unwrap().to_str().unwrap();
+        assert_eq!(name, "RS0123456789AB^");
+        let date = out.get(tags::STUDY_DATE).unwrap().to_str().unwrap();
+        assert_eq!(date, "20230126");
+    }
+
     #[test]
     fn dates_move_by_whole_days_and_keep_their_time() {
         assert_eq!(shifted("20240301", VR::DA, -366), "20230301");
