@@ -355,4 +355,45 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
     );
     assert_eq!(refused.status, 403);
     assert!(!String::from_utf8_lossy(&refused.body).contains("VN778899"));
+
+    // Filters narrow the set; a malformed one is refused with the reason.
+    let dx_only = check(
+        &export(
+            &server,
+            &researcher,
+            serde_json::json!({ "modality": "DX" }),
+            &tmp.path().join("dx-only"),
+        ),
+        &files.identifiers,
+    );
+    assert_eq!(dx_only["manifest"]["studies"], 1, "{dx_only}");
+    assert_eq!(instance(&dx_only, "DX")["sop"], dx["sop"]);
+    let bad = post(
+        &server,
+        &researcher,
+        "/api/v1/research/exports",
+        serde_json::json!({ "from": "yesterday" }),
+    );
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("YYYY-MM-DD"));
+
+    // More studies than one export may hold (the CT grant opens two): refused, never cut short
+    // silently; nothing is written.
+    let capped = tmp.path().join("capped");
+    let out = Command::new(env!("CARGO_BIN_EXE_tramy"))
+        .args(["research", "export", "--grant", &ct_grant, "--out"])
+        .arg(&capped)
+        .env("TRAMY_DATA_DIR", &server.data_dir)
+        .envs(server.process_env())
+        .env_remove("TRAMY_CONFIG")
+        .env("TRAMY_RESEARCH__MAX_STUDIES_PER_EXPORT", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_studies_per_export"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!capped.join("manifest.json").exists());
 }
