@@ -50,6 +50,25 @@ pub struct Config {
     pub forward: Vec<crate::forward::rules::ForwardRule>,
     /// How the outbox is worked.
     pub forwarding: ForwardingConfig,
+    /// De-identified research exports (issue #15).
+    pub research: ResearchConfig,
+}
+
+/// De-identified research exports (`POST /api/v1/research/exports`, `tramy research export`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResearchConfig {
+    /// Most studies one export may hold; more matching is refused (narrow the grant, modality
+    /// or dates), never silently cut.
+    pub max_studies_per_export: usize,
+}
+
+impl Default for ResearchConfig {
+    fn default() -> Self {
+        ResearchConfig {
+            max_studies_per_export: 500,
+        }
+    }
 }
 
 /// How the outbox is worked (issue #10 item 2).
@@ -496,6 +515,7 @@ impl Default for Config {
             peers: Vec::new(),
             forward: Vec::new(),
             forwarding: ForwardingConfig::default(),
+            research: ResearchConfig::default(),
         }
     }
 }

@@ -102,6 +102,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// De-identified research sets (PS3.15 Annex E). Works beside a running server.
+    Research {
+        #[command(subcommand)]
+        command: ResearchCommand,
+    },
     /// A facility's delivery counts per UTC day and destination (what
     /// `GET /api/v1/facilities/{code}/stats` answers). Works beside a running server.
     Stats {
@@ -136,6 +141,29 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResearchCommand {
+    /// Write the de-identified set of a research grant's studies (what
+    /// `POST /api/v1/research/exports` streams as a ZIP) as files under --out.
+    Export {
+        /// The research grant whose studies to export (its id, `GET /api/v1/grants`).
+        #[arg(long)]
+        grant: String,
+        /// The folder to write (made when missing; must be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only studies with this modality.
+        #[arg(long)]
+        modality: Option<String>,
+        /// Only studies on or after this date (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only studies on or before this date (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -794,6 +822,52 @@ async fn reconcile(
     Ok(())
 }
 
+/// `tramy research export`: the same domain functions the API calls, as tramy itself.
+async fn research_export(
+    config: &Config,
+    request: tramy::research::ExportRequest,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use tramy::research::{self, DirWriter, Pseudonyms};
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        anyhow::bail!("{} is not empty: give a new or empty folder", out.display());
+    }
+    let archive = open_archive(config).await?;
+    let who = tramy::access::Principal::system();
+    let max = config.research.max_studies_per_export;
+    let studies = research::select_studies(&archive, &who, &request, max).await?;
+    let keys = Pseudonyms::load_or_create(&config.data_dir)?;
+    let thresholds = tramy::triage::manifest::discover(&config.triage.models_dir)
+        .into_iter()
+        .flatten()
+        .flat_map(|m| {
+            let name = m.name.clone();
+            m.labels
+                .into_iter()
+                .map(move |l| ((name.clone(), l.name), l.threshold))
+        })
+        .collect();
+    let mut writer = DirWriter::new(out);
+    let summary = research::export_set(
+        &archive,
+        &who,
+        &studies,
+        request.grant.as_deref(),
+        &keys,
+        &thresholds,
+        &mut writer,
+    )
+    .await?;
+    println!(
+        "{} studies, {} instances written to {}, {} left out (see README.txt)",
+        summary.studies,
+        summary.instances,
+        out.display(),
+        summary.excluded_total()
+    );
+    Ok(())
+}
+
 async fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
     let archive = tramy::ingest::Archive::open(config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
@@ -910,6 +984,24 @@ fn main() -> anyhow::Result<()> {
             Command::Facility { command } => facility(command, &config).await,
             Command::Ae { command } => ae(command, &config).await,
             Command::Token { command } => token(command, &config).await,
+            Command::Research {
+                command:
+                    ResearchCommand::Export {
+                        grant,
+                        out,
+                        modality,
+                        from,
+                        to,
+                    },
+            } => {
+                let request = tramy::research::ExportRequest {
+                    grant: Some(grant),
+                    modality,
+                    from,
+                    to,
+                };
+                research_export(&config, request, &out).await
+            }
             Command::Audit {
                 command: AuditCommand::Verify,
             } => audit_verify(&config).await,

@@ -237,6 +237,12 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             Superadmin | AdminA | ClinicianA => Status(200),
             _ => Status(403),
         },
+        // Research sets: researchers (an empty set without a research grant) and the superadmin.
+        "/api/v1/research/exports" => match who {
+            Nobody => Status(401),
+            Superadmin | ResearcherA => Status(200),
+            _ => Status(403),
+        },
         "/api/v1/ae-titles" | "/api/v1/tokens" if get => administer(who, 200),
         "/api/v1/ae-titles" | "/api/v1/tokens" => administer(who, 201),
         "/api/v1/tokens/{id}" => administer(who, 404),
@@ -368,6 +374,7 @@ impl World {
                 "facility": "A"
             })),
             ("POST", "/api/v1/deliveries/check") => json(serde_json::json!({ "instances": [] })),
+            ("POST", "/api/v1/research/exports") => json(serde_json::json!({})),
             ("POST", "/api/v1/tokens") => json(serde_json::json!({
                 "facility": "A", "role": "clinician", "name": "matrix"
             })),

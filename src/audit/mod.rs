@@ -45,6 +45,8 @@ pub enum AuditAction {
     /// A triage model's job on an instance ended: scored, or left unscored with the reason
     /// (outside the model's intended use, or refused by its anatomy gate) (issue #13).
     Triage,
+    /// A de-identified research set exported, with its counts (issue #15).
+    ResearchExport,
 }
 
 /// How it ended.
@@ -123,11 +125,12 @@ impl AuditAction {
             AuditAction::LoginFailure => "login_failure",
             AuditAction::Forward => "forward",
             AuditAction::Triage => "triage",
+            AuditAction::ResearchExport => "research_export",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -142,6 +145,7 @@ impl AuditAction {
         AuditAction::LoginFailure,
         AuditAction::Forward,
         AuditAction::Triage,
+        AuditAction::ResearchExport,
     ];
 
     /// Parses [`AuditAction::as_str`]'s name.

@@ -50,6 +50,7 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
             A::Forward
         }
         r if r.starts_with("/api/v1/peers") => A::Administer,
+        "/api/v1/research/exports" => A::ResearchExport,
         // A route added without a decision here is still recorded, as what it most likely is.
         _ if get => A::Query,
         _ => A::Administer,

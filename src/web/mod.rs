@@ -19,6 +19,7 @@ pub mod observability;
 pub mod peers;
 pub mod pool;
 pub mod priors;
+pub mod research;
 pub mod sharing;
 pub mod stats;
 pub mod ui;
@@ -327,6 +328,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/v1/facilities/{code}/stats",
             get(stats::facility_stats),
+        ),
+        (
+            Method::POST,
+            "/api/v1/research/exports",
+            post(research::export),
         ),
     ]
 }

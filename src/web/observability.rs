@@ -195,9 +195,11 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::deliver,
         super::peers::check,
         super::priors::retrieve_priors,
-        super::stats::facility_stats
+        super::stats::facility_stats,
+        super::research::export
     ),
     components(schemas(
+        crate::research::ExportRequest,
         crate::store::findings::Finding,
         crate::store::findings::WorklistEntry,
         crate::store::findings::JobView,
