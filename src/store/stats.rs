@@ -162,6 +162,91 @@ fn stats_rows(
     Ok(rows)
 }
 
+/// Instances of one study for one destination not yet confirmed there, or failed: what the
+/// facility dashboard lists so someone can act on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxProblem {
+    /// The destination.
+    pub peer: String,
+    /// The study.
+    pub study_instance_uid: String,
+    /// `queued`, `sent` (not yet confirmed), `failed` (retried after `next_retry`) or `dead`.
+    pub state: String,
+    /// Instances in this state.
+    pub instances: i64,
+    /// The most attempts any of them took.
+    pub attempts: i64,
+    /// The last error recorded ('' when none).
+    pub last_error: String,
+    /// When the next attempt is due (queued and failed rows; RFC 3339).
+    pub next_retry: Option<String>,
+}
+
+/// How often one model version flagged what it scored on a facility's instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFlagRate {
+    /// The model's name.
+    pub model: String,
+    /// Its version.
+    pub model_version: String,
+    /// Findings scored (one per label, instance and frame).
+    pub scored: i64,
+    /// Of those, over the model's threshold.
+    pub flagged: i64,
+}
+
+fn outbox_problems(
+    c: &Connection,
+    facility: &str,
+    limit: i64,
+) -> super::db::Result<Vec<OutboxProblem>> {
+    // Failed and dead first: they need someone; then the oldest waiting.
+    c.prepare_cached(
+        "SELECT peer, study_instance_uid, state, count(*), max(attempts), \
+         coalesce(max(CASE WHEN last_error <> '' THEN last_error END), ''), \
+         min(CASE WHEN state IN ('queued', 'failed') THEN not_before END) FROM outbox \
+         WHERE facility = ?1 AND state IN ('queued', 'sent', 'failed', 'dead') \
+         GROUP BY peer, study_instance_uid, state \
+         ORDER BY CASE WHEN state IN ('failed', 'dead') THEN 0 ELSE 1 END, min(queued_at), peer \
+         LIMIT ?2",
+    )?
+    .query_map(params![facility, limit], |r| {
+        Ok(OutboxProblem {
+            peer: r.get(0)?,
+            study_instance_uid: r.get(1)?,
+            state: r.get(2)?,
+            instances: r.get(3)?,
+            attempts: r.get(4)?,
+            last_error: r.get(5)?,
+            next_retry: r.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+fn flag_rates(
+    c: &Connection,
+    facility: &str,
+    start: &str,
+    end: &str,
+) -> super::db::Result<Vec<ModelFlagRate>> {
+    c.prepare_cached(
+        "SELECT f.model, f.model_version, count(*), sum(f.flagged) FROM findings f \
+         JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid \
+         WHERE i.facility = ?1 AND f.created_at >= ?2 AND f.created_at < ?3 \
+         GROUP BY f.model, f.model_version ORDER BY f.model, f.model_version",
+    )?
+    .query_map(params![facility, start, end], |r| {
+        Ok(ModelFlagRate {
+            model: r.get(0)?,
+            model_version: r.get(1)?,
+            scored: r.get(2)?,
+            flagged: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        })
+    })?
+    .collect()
+}
+
 impl Index {
     /// `facility`'s count rows for times in [`start`, `end`) (the index's time text), grouped
     /// by UTC day when `by_day`, else over the whole period (day '').
@@ -177,6 +262,37 @@ impl Index {
         own_facility(who, facility)?;
         let (facility, start, end) = (facility.to_string(), start.to_string(), end.to_string());
         self.read(move |c| Ok(stats_rows(c, &facility, &start, &end, by_day)?))
+            .await
+    }
+
+    /// Up to `limit` groups (destination, study, state) of `facility`'s outbox rows that are
+    /// pending (queued, or sent and not confirmed), failed or dead; failed and dead first.
+    pub async fn facility_outbox_problems(
+        &self,
+        who: &Principal,
+        facility: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxProblem>, IndexError> {
+        self.admit(who, Action::Query)?;
+        own_facility(who, facility)?;
+        let facility = facility.to_string();
+        self.read(move |c| Ok(outbox_problems(c, &facility, limit as i64)?))
+            .await
+    }
+
+    /// Per model version, the findings scored and flagged on `facility`'s instances in
+    /// [`start`, `end`) (the index's time text).
+    pub async fn facility_flag_rates(
+        &self,
+        who: &Principal,
+        facility: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<ModelFlagRate>, IndexError> {
+        self.admit(who, Action::Query)?;
+        own_facility(who, facility)?;
+        let (facility, start, end) = (facility.to_string(), start.to_string(), end.to_string());
+        self.read(move |c| Ok(flag_rates(c, &facility, &start, &end)?))
             .await
     }
 

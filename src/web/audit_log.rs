@@ -18,6 +18,8 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
         "/ui/lang/{lang}" => return None,           // a language preference, no data
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
+        r if r.starts_with("/ui/admin/tokens") => A::Token,
+        r if r.starts_with("/ui/admin") => A::Administer,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
         | "/dicomweb/series"
