@@ -416,3 +416,51 @@ fn the_flag_rate_of_each_model_version_counts_the_findings_over_threshold_among_
     );
     assert_eq!(rows(&body("vi")), ["|m|1|3|1|33,3 %", "|m|2|1|1|100,0 %"]);
 }
+
+#[test]
+fn an_ae_title_removed_in_the_admin_page_may_no_longer_associate_and_another_facilitys_stays() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    server.cli(&["facility", "add", "B", "--name", "Provincial B"]);
+    server.cli(&["ae", "add", "B-CR", "--facility", "B"]);
+    let b_admin = token_of(&server, "B", "admin");
+    let (allowed, said) = echo_said(&server.port(), "B-CR");
+    assert!(allowed.status.success(), "{said}");
+
+    // B's admin may not remove LOCAL's AE title: unknown to them (as the API says), still there.
+    let remove = |token: &str, ae: &str| {
+        bearer(
+            &server,
+            token,
+            "POST",
+            &format!("/ui/admin/ae-titles/{ae}/remove"),
+            b"",
+        )
+    };
+    let refused = remove(&b_admin, "STORESCU");
+    assert_eq!(refused.status, 404);
+    let body = String::from_utf8_lossy(&refused.body).to_string();
+    assert!(body.contains("no AE title STORESCU"), "{body}");
+    let (still, said) = echo_said(&server.port(), "STORESCU");
+    assert!(still.status.success(), "{said}");
+
+    // Their own: gone from the API's list, and refused at the next association.
+    assert_eq!(remove(&b_admin, "B-CR").status, 303);
+    let listed = server.http("GET", "/api/v1/ae-titles", &[], b"").json();
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["ae_title"] == "B-CR"),
+        "{listed:#}"
+    );
+    let (gone, said) = echo_said(&server.port(), "B-CR");
+    assert!(!gone.status.success(), "{said}");
+
+    // The API removes the same way.
+    server.cli(&["ae", "add", "B-DX", "--facility", "B"]);
+    let auth = format!("Bearer {b_admin}");
+    let api = |path: &str| server.http("DELETE", path, &[("Authorization", &auth)], b"");
+    assert_eq!(api("/api/v1/ae-titles/B-DX").status, 204);
+    assert_eq!(api("/api/v1/ae-titles/B-DX").status, 404);
+}

@@ -245,9 +245,12 @@ async fn section_page(
     page.finish(state, who, outcome).await
 }
 
-/// `GET /ui/admin/`: the first section.
-pub async fn home() -> Redirect {
-    Redirect::to("/ui/admin/facilities")
+/// `GET /ui/admin/`: the first section (403 for anyone but an admin).
+pub async fn home(Caller(who): Caller, headers: HeaderMap) -> Response {
+    if !is_admin(&who) {
+        return refused(Lang::of(&headers));
+    }
+    Redirect::to("/ui/admin/facilities").into_response()
 }
 
 /// `GET /ui/admin/facilities`
@@ -383,6 +386,26 @@ pub async fn add_ae_title(
     match result {
         Ok(_) => done("ae-titles"),
         Err(e) => section_page(&state, &who, &headers, "ae-titles", Outcome::failed(e)).await,
+    }
+}
+
+/// `POST /ui/admin/ae-titles/{ae_title}/remove`: as `DELETE /api/v1/ae-titles/{ae_title}`.
+pub async fn remove_ae_title(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(ae_title): Path<String>,
+) -> Response {
+    if !is_admin(&who) {
+        return refused(Lang::of(&headers));
+    }
+    let index = state.archive.index();
+    match index.remove_application_entity(&who, &ae_title).await {
+        Ok(_) => done("ae-titles"),
+        Err(e) => {
+            let e = HttpError::from(e);
+            section_page(&state, &who, &headers, "ae-titles", Outcome::failed(e)).await
+        }
     }
 }
 

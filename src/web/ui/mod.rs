@@ -58,6 +58,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/ui/admin/ae-titles",
             post(admin::add_ae_title),
         ),
+        (
+            Method::POST,
+            "/ui/admin/ae-titles/{ae_title}/remove",
+            post(admin::remove_ae_title),
+        ),
         (Method::GET, "/ui/admin/tokens", get(admin::tokens)),
         (Method::POST, "/ui/admin/tokens", post(admin::create_token)),
         (

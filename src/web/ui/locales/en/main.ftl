@@ -121,6 +121,7 @@ admin-role = Role
 admin-expires = Expires
 admin-last-used = Last used
 admin-revoked = Revoked
+admin-remove = Remove
 admin-revoke = Revoke
 admin-create-token = Create a token
 admin-no-facility = (none: whole server)

@@ -121,6 +121,7 @@ admin-role = Vai trò
 admin-expires = Hết hạn
 admin-last-used = Dùng lần cuối
 admin-revoked = Đã thu hồi
+admin-remove = Gỡ bỏ
 admin-revoke = Thu hồi
 admin-create-token = Tạo mã truy cập
 admin-no-facility = (không: toàn máy chủ)
