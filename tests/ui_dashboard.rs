@@ -464,3 +464,75 @@ fn an_ae_title_removed_in_the_admin_page_may_no_longer_associate_and_another_fac
     assert_eq!(api("/api/v1/ae-titles/B-DX").status, 204);
     assert_eq!(api("/api/v1/ae-titles/B-DX").status, 404);
 }
+
+/// The per-day rows of a dashboard page: (date, received instances, received studies).
+fn day_rows(page: &str) -> Vec<(String, String, String)> {
+    page.split("<tr data-date=\"")
+        .skip(1)
+        .map(|r| {
+            let date = r.split('"').next().unwrap().to_string();
+            let cell = |class: &str| {
+                let from = r.split(&format!("class=\"num {class}\">")).nth(1).unwrap();
+                from.split('<').next().unwrap().to_string()
+            };
+            (date, cell("received"), cell("studies"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_days_row_of_the_dashboard_is_the_stats_apis_over_two_days() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, _) = store_two_studies(&server, tmp.path());
+    // The first study arrived yesterday, as someone with the database would move it.
+    let yesterday = (chrono::Utc::now() - chrono::TimeDelta::days(1))
+        .format("%Y-%m-%dT12:00:00.000Z")
+        .to_string();
+    let moved = format!(
+        "UPDATE instances SET received_at = '{yesterday}' WHERE series_fk IN \
+         (SELECT se.id FROM series se JOIN studies st ON se.study_fk = st.id \
+         WHERE st.study_instance_uid = '{first}');"
+    );
+    server.index_execute(&moved, &moved);
+    let stats = server
+        .http(
+            "GET",
+            &format!(
+                "/api/v1/facilities/LOCAL/stats?from={}",
+                (chrono::Utc::now() - chrono::TimeDelta::days(6)).format("%Y-%m-%d")
+            ),
+            &[],
+            b"",
+        )
+        .json();
+    let api: Vec<(String, String, String)> = stats["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["received"]["instances"].to_string(),
+                d["received"]["studies"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(api.len(), 2, "{stats:#}");
+    let page = server.http(
+        "GET",
+        "/ui/dashboard?days=7",
+        &[("Accept", "text/html")],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    let page = String::from_utf8_lossy(&page.body).to_string();
+    let rows = day_rows(&page);
+    assert_eq!(rows.len(), 7);
+    let shown: Vec<_> = rows.into_iter().filter(|(_, n, _)| n != "0").collect();
+    assert_eq!(
+        shown, api,
+        "the dashboard's days with arrivals are the API's"
+    );
+    assert_eq!(page.matches("<rect class=\"chart-bar\"").count(), 4 * 7);
+}
