@@ -210,6 +210,29 @@ fn an_admin_reads_the_dashboards_counts_and_failures_and_manages_ae_titles_and_t
     assert!(!reason.is_empty());
     assert_eq!(Some(reason), failed["last_error"].as_str(), "{failed}");
 
+    // The peers page tells how the dead peer's outbox stands: all three instances waiting or
+    // failed, with the reason.
+    let peer_cell = |page: &str, class: &str| -> i64 {
+        let row = page.split("<tr data-peer=\"closed-pacs\">").nth(1).unwrap();
+        let cell = row
+            .split(&format!("class=\"num {class}\">"))
+            .nth(1)
+            .unwrap();
+        cell.split('<').next().unwrap().parse().unwrap()
+    };
+    wait_long("the peers page to show the failure", 60, || {
+        let page = server.http("GET", "/ui/admin/peers", &[("Accept", "text/html")], b"");
+        assert_eq!(page.status, 200);
+        let page = String::from_utf8_lossy(&page.body).to_string();
+        let (pending, failed, dead) = (
+            peer_cell(&page, "pending"),
+            peer_cell(&page, "failed"),
+            peer_cell(&page, "dead"),
+        );
+        assert_eq!(pending + failed + dead, 3, "{page}");
+        (failed + dead > 0 && page.contains(reason)).then_some(())
+    });
+
     // No page scrolls sideways at a tablet's width.
     assert_eq!(report["tablet"]["dashboard"], 0, "{report:#} ({see})");
     assert_eq!(report["tablet"]["tokens"], 0, "{report:#} ({see})");

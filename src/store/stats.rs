@@ -195,6 +195,58 @@ pub struct ModelFlagRate {
     pub flagged: i64,
 }
 
+/// How one destination's outbox stands now, over every facility.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerOutboxState {
+    /// The destination.
+    pub peer: String,
+    /// Instances queued or sent and not yet confirmed.
+    pub pending: i64,
+    /// Instances failed, to be retried after a back-off.
+    pub failed: i64,
+    /// Instances given up (retried by hand).
+    pub dead: i64,
+    /// The last error of a failed or given-up one ('' when none).
+    pub last_error: String,
+}
+
+fn peer_states(c: &Connection) -> super::db::Result<Vec<PeerOutboxState>> {
+    let mut out: Vec<PeerOutboxState> = Vec::new();
+    let rows = c
+        .prepare_cached(
+            "SELECT peer, state, count(*), \
+             coalesce(max(CASE WHEN last_error <> '' THEN last_error END), '') FROM outbox \
+             WHERE state IN ('queued', 'sent', 'failed', 'dead') GROUP BY peer, state ORDER BY peer",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<super::db::Result<Vec<_>>>()?;
+    for (peer, state, n, error) in rows {
+        if out.last().is_none_or(|p| p.peer != peer) {
+            out.push(PeerOutboxState {
+                peer,
+                ..PeerOutboxState::default()
+            });
+        }
+        let p = out.last_mut().expect("pushed above");
+        match state.as_str() {
+            "failed" => p.failed += n,
+            "dead" => p.dead += n,
+            _ => p.pending += n,
+        }
+        if !error.is_empty() && state != "queued" && state != "sent" {
+            p.last_error = error;
+        }
+    }
+    Ok(out)
+}
+
 fn outbox_problems(
     c: &Connection,
     facility: &str,
@@ -278,6 +330,22 @@ impl Index {
         let facility = facility.to_string();
         self.read(move |c| Ok(outbox_problems(c, &facility, limit as i64)?))
             .await
+    }
+
+    /// Each destination's outbox now, over every facility (a system-wide caller: peers are the
+    /// whole server's).
+    pub async fn peer_outbox_states(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<PeerOutboxState>, IndexError> {
+        self.admit(who, Action::Administer)?;
+        if !who.is_system_wide() {
+            return Err(IndexError::Forbidden {
+                subject: who.subject().to_string(),
+                action: Action::Administer,
+            });
+        }
+        self.read(|c| Ok(peer_states(c)?)).await
     }
 
     /// Per model version, the findings scored and flagged on `facility`'s instances in

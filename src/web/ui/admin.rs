@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
+use super::dashboard::integer;
 use super::i18n::Lang;
 use super::pages::error_page;
 use super::{html, Chrome};
@@ -88,6 +89,10 @@ struct PeerRow {
     facility: String,
     endpoint: String,
     configured: bool,
+    pending: String,
+    failed: String,
+    dead: String,
+    last_error: String,
 }
 
 #[derive(Template)]
@@ -201,20 +206,30 @@ impl AdminPage {
                     })
                     .collect()
             }
-            _ => self.peers = peer_rows(state, who)?,
+            _ => self.peers = peer_rows(state, who, lang).await?,
         }
         Ok(())
     }
 }
 
-/// The peers, as `GET /api/v1/peers` lists them (superadmin).
-fn peer_rows(state: &AppState, who: &Principal) -> Result<Vec<PeerRow>, HttpError> {
+/// The peers, as `GET /api/v1/peers` lists them (superadmin), with how their outbox stands.
+async fn peer_rows(
+    state: &AppState,
+    who: &Principal,
+    lang: Lang,
+) -> Result<Vec<PeerRow>, HttpError> {
     if !who.is_system_wide() {
         return Err(HttpError::forbidden());
     }
+    let states = state.archive.index().peer_outbox_states(who).await?;
     let mut rows = Vec::new();
     for p in state.peers.list() {
         let spec = p.spec();
+        let now = states
+            .iter()
+            .find(|s| s.peer == spec.name)
+            .cloned()
+            .unwrap_or_default();
         rows.push(PeerRow {
             kind: spec.kind.clone().unwrap_or_default(),
             endpoint: spec
@@ -224,6 +239,10 @@ fn peer_rows(state: &AppState, who: &Principal) -> Result<Vec<PeerRow>, HttpErro
                 .unwrap_or_default(),
             facility: spec.facility.clone(),
             configured: p.configured,
+            pending: integer(lang, now.pending),
+            failed: integer(lang, now.failed),
+            dead: integer(lang, now.dead),
+            last_error: now.last_error,
             name: spec.name,
         });
     }
