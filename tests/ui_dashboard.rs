@@ -353,6 +353,31 @@ fn only_a_facilitys_own_admins_and_clinicians_see_its_dashboard_and_only_admins_
         404
     );
 
+    // The admin pages in Vietnamese have no English left.
+    for path in [
+        "/ui/admin/facilities",
+        "/ui/admin/ae-titles",
+        "/ui/admin/tokens",
+        "/ui/admin/peers",
+    ] {
+        let r = server.http(
+            "GET",
+            path,
+            &[("Accept", "text/html"), ("Accept-Language", "vi")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{path}");
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert!(body.contains("<html lang=\"vi\">"), "{path}");
+        // The page's text, without its inlined style sheet.
+        let text = match body.split_once("<style>") {
+            Some((head, rest)) => format!("{head}{}", rest.split_once("</style>").unwrap().1),
+            None => body.clone(),
+        };
+        let left = english_left(&text);
+        assert!(left.is_empty(), "{path}: English left: {left:?}");
+    }
+
     // A change made in a page is audited as the API's: B's admin added an AE title.
     let added = bearer(
         &server,
