@@ -20,6 +20,8 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         "/ui/lang/{lang}" => return None, // a language preference, no data
         "/app-config.js" => return None,  // the viewer's settings, no data
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
+        r if r.starts_with("/ui/admin/tokens") => A::Token,
+        r if r.starts_with("/ui/admin") => A::Administer,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
         | "/dicomweb/series"

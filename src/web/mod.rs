@@ -283,6 +283,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::POST, "/api/v1/ae-titles", post(admin::add_ae_title)),
         (Method::GET, "/api/v1/ae-titles", get(admin::ae_titles)),
+        (
+            Method::DELETE,
+            "/api/v1/ae-titles/{ae_title}",
+            axum::routing::delete(admin::remove_ae_title),
+        ),
         (Method::POST, "/api/v1/tokens", post(admin::create_token)),
         (Method::GET, "/api/v1/tokens", get(admin::tokens)),
         (

@@ -183,6 +183,7 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::facility_keys,
         super::admin::add_ae_title,
         super::admin::ae_titles,
+        super::admin::remove_ae_title,
         super::admin::create_token,
         super::admin::tokens,
         super::admin::revoke_token,
