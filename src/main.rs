@@ -702,7 +702,7 @@ fn print_comparisons(reports: &[tramy::triage::eval::ModelReport]) {
             let result = match &c.delong {
                 None => "fewer than 2 positives or 2 negatives".to_string(),
                 Some(d) if d.identical => format!(
-                    "AUC {:.3} vs {:.3}: identical rankings (difference 0, p = 1)",
+                    "AUC {:.3} vs {:.3}: identical (difference 0 with no variance, p = 1)",
                     d.auc_a, d.auc_b
                 ),
                 Some(d) => format!(

@@ -248,7 +248,10 @@ fn a_model_compared_with_itself_is_identical() {
     assert_eq!(delong["p_value"], 1.0, "{delong}");
     assert_eq!(delong["identical"], true, "{delong}");
     assert_eq!(delong["auc_a"], report[0]["labels"][0]["auc"]);
-    assert!(text.contains("identical rankings"), "{text}");
+    assert!(
+        text.contains("identical (difference 0 with no variance, p = 1)"),
+        "{text}"
+    );
     assert!(
         report[1]["comparisons"].as_array().unwrap().is_empty(),
         "each pair once"

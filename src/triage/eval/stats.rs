@@ -68,9 +68,10 @@ pub struct DeLong {
     pub difference_ci95: (f64, f64),
     /// Standard error of the difference.
     pub se: f64,
-    /// Two-sided p-value of "equal AUCs"; 1 when the two models rank every case alike.
+    /// Two-sided p-value of "equal AUCs"; 1 when [`DeLong::identical`].
     pub p_value: f64,
-    /// The two models order the cases identically (zero variance of the difference).
+    /// No difference and no variance of it: the models rank the cases alike (the same model
+    /// twice), or both separate the classes perfectly. The test has no information then.
     pub identical: bool,
 }
 
