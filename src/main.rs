@@ -453,7 +453,9 @@ fn run_gate(
 /// `tramy eval --labels-from`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum LabelsFromArg {
+    /// A folder per class, or 0/1 columns of a CSV.
     Data,
+    /// Doctors' agree/disagree on findings in a research export's labels.csv.
     Feedback,
 }
 

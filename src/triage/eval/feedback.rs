@@ -133,3 +133,47 @@ pub fn load(path: &Path) -> Result<(Vec<Example>, FeedbackCounts), EvalError> {
         .collect();
     Ok((examples, counts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(csv: &str) -> Result<(Vec<Example>, FeedbackCounts), EvalError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.csv");
+        std::fs::write(&path, csv).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn rows_for_one_file_that_disagree_exclude_its_label() {
+        let csv = "path,label,flagged,feedback_agree,feedback_disagree,sex\n\
+                   a.dcm,Pneumonia,1,1,0,f\n\
+                   a.dcm,pneumonia,1,0,1,f\n\
+                   a.dcm,effusion,0,0,3,f\n\
+                   b.dcm,pneumonia,true,,,\n";
+        let (examples, counts) = loaded(csv).unwrap();
+        assert_eq!(examples.len(), 1);
+        let a = &examples[0];
+        assert_eq!(a.truth, [("effusion".to_string(), true)].into());
+        assert_eq!(a.attributes.get("sex").map(String::as_str), Some("F"));
+        assert_eq!(
+            counts,
+            FeedbackCounts {
+                labelled: 3,
+                no_feedback: 1,
+                conflicting: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_file_without_the_required_columns_or_with_bad_cells_is_refused() {
+        let missing = loaded("path,label,flagged,feedback_agree\na,p,1,1\n");
+        assert!(
+            matches!(missing, Err(EvalError::Data { reason, .. }) if reason.contains("feedback_disagree"))
+        );
+        let bad = loaded("path,label,flagged,feedback_agree,feedback_disagree\na,p,maybe,1,0\n");
+        assert!(matches!(bad, Err(EvalError::Data { reason, .. }) if reason.contains("line 2")));
+    }
+}
