@@ -237,26 +237,21 @@ pub fn score(model: &LoadedModel, path: &Path) -> Result<(BTreeMap<String, f32>,
     ))
 }
 
-/// Area under the ROC curve (probability a positive outranks a negative; ties count half).
+/// Area under the ROC curve (probability a positive outranks a negative; ties count half), by
+/// midranks in O(n log n) ([`stats::auc`]); `None` when a class is missing.
 pub fn auc(scores: &[(f32, bool)]) -> Option<f64> {
-    let positives: Vec<f32> = scores.iter().filter(|s| s.1).map(|s| s.0).collect();
-    let negatives: Vec<f32> = scores.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    let class = |truth: bool| -> Vec<f64> {
+        scores
+            .iter()
+            .filter(|s| s.1 == truth)
+            .map(|s| f64::from(s.0))
+            .collect()
+    };
+    let (positives, negatives) = (class(true), class(false));
     if positives.is_empty() || negatives.is_empty() {
         return None;
     }
-    let mut wins = 0.0;
-    for p in &positives {
-        for n in &negatives {
-            wins += if p > n {
-                1.0
-            } else if p == n {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    Some(wins / (positives.len() * negatives.len()) as f64)
+    Some(stats::auc(&positives, &negatives))
 }
 
 /// 95% confidence interval of an AUC (Hanley & McNeil 1982 standard error), clamped to [0, 1].

@@ -23,6 +23,18 @@ fn midranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
+/// AUC as the Mann-Whitney statistic from midranks, O(n log n): the probability that a positive
+/// outranks a negative, ties counting half; `tz` are the midranks of positives then negatives.
+fn auc_from_ranks(tz: &[f64], m: usize, n: usize) -> f64 {
+    (tz[..m].iter().sum::<f64>() - (m * (m + 1)) as f64 / 2.0) / (m * n) as f64
+}
+
+/// AUC of `positives` against `negatives` (both non-empty).
+pub fn auc(positives: &[f64], negatives: &[f64]) -> f64 {
+    let all: Vec<f64> = positives.iter().chain(negatives).copied().collect();
+    auc_from_ranks(&midranks(&all), positives.len(), negatives.len())
+}
+
 /// One model's AUC and its DeLong structural components V10 (per positive) and V01 (per
 /// negative), by the O(n log n) midrank algorithm of Sun & Xu 2014 (IEEE SPL 21(11)).
 fn components(positives: &[f64], negatives: &[f64]) -> (f64, Vec<f64>, Vec<f64>) {
@@ -31,7 +43,7 @@ fn components(positives: &[f64], negatives: &[f64]) -> (f64, Vec<f64>, Vec<f64>)
     let tz = midranks(&all);
     let tx = midranks(positives);
     let ty = midranks(negatives);
-    let auc = (tz[..m].iter().sum::<f64>() - (m * (m + 1)) as f64 / 2.0) / (m * n) as f64;
+    let auc = auc_from_ranks(&tz, m, n);
     let v10 = (0..m).map(|i| (tz[i] - tx[i]) / n as f64).collect();
     let v01 = (0..n)
         .map(|j| 1.0 - (tz[m + j] - ty[j]) / m as f64)
@@ -216,6 +228,26 @@ mod tests {
             .collect();
         assert_eq!(observed, [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
         assert!((brier(&s).unwrap() - 0.13725).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_by_midranks_counts_every_pair_with_ties_as_half() {
+        let positives = [0.9, 0.5, 0.5, 0.3, 0.7];
+        let negatives = [0.5, 0.1, 0.3, 0.3, 0.8, 0.2];
+        let mut wins = 0.0;
+        for p in positives {
+            for n in negatives {
+                wins += if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        let pairs = wins / (positives.len() * negatives.len()) as f64;
+        assert!((auc(&positives, &negatives) - pairs).abs() < 1e-12);
     }
 
     #[test]
