@@ -59,7 +59,11 @@ pub fn load(path: &Path) -> Result<(Vec<Example>, FeedbackCounts), EvalError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    // A spreadsheet's UTF-8 byte order mark would otherwise hide the first column's name.
+    let mut lines = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .filter(|l| !l.trim().is_empty());
     let header: Vec<String> = lines
         .next()
         .ok_or_else(|| bad("the CSV is empty".into()))?
@@ -147,11 +151,11 @@ mod tests {
 
     #[test]
     fn rows_for_one_file_that_disagree_exclude_its_label() {
-        let csv = "path,label,flagged,feedback_agree,feedback_disagree,sex\n\
+        let csv = "\u{feff}path,label,flagged,feedback_agree,feedback_disagree,sex\n\
                    a.dcm,Pneumonia,1,1,0,f\n\
                    a.dcm,pneumonia,1,0,1,f\n\
                    a.dcm,effusion,0,0,3,f\n\
-                   b.dcm,pneumonia,true,,,\n";
+                   b.dcm,pneumonia,true,,,\r\n";
         let (examples, counts) = loaded(csv).unwrap();
         assert_eq!(examples.len(), 1);
         let a = &examples[0];

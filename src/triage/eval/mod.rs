@@ -136,7 +136,11 @@ pub fn load_dataset(path: &Path, labels: &[String]) -> Result<Vec<Example>, Eval
     };
     if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        // A spreadsheet's UTF-8 byte order mark would otherwise hide the first column's name.
+        let mut lines = text
+            .trim_start_matches('\u{feff}')
+            .lines()
+            .filter(|l| !l.trim().is_empty());
         let header: Vec<String> = lines
             .next()
             .ok_or_else(|| bad("the CSV is empty".into()))?
