@@ -45,6 +45,9 @@ pub enum AuditAction {
     /// A triage model's job on an instance ended: scored, or left unscored with the reason
     /// (outside the model's intended use, or refused by its anatomy gate) (issue #13).
     Triage,
+    /// A clinician's verdict on an AI finding recorded or read, or the feedback export read
+    /// (issue #15); the comment is never in the detail.
+    Feedback,
 }
 
 /// How it ended.
@@ -123,11 +126,12 @@ impl AuditAction {
             AuditAction::LoginFailure => "login_failure",
             AuditAction::Forward => "forward",
             AuditAction::Triage => "triage",
+            AuditAction::Feedback => "feedback",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -142,6 +146,7 @@ impl AuditAction {
         AuditAction::LoginFailure,
         AuditAction::Forward,
         AuditAction::Triage,
+        AuditAction::Feedback,
     ];
 
     /// Parses [`AuditAction::as_str`]'s name.

@@ -17,6 +17,8 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         "/healthz" | "/openapi.json" | "/metrics" | "/logout" => return None,
         "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
         "/ui/lang/{lang}" => return None,           // a language preference, no data
+        r if r.ends_with("/feedback") => A::Feedback,
+        "/ui/studies/{study}/share" => A::Grant,
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
