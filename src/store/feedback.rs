@@ -532,6 +532,126 @@ mod tests {
         assert_eq!(Verdict::parse("Agree"), None);
     }
 
+    /// An index with one study and its finding 1 (model `m` version 1, label `pneumonia`).
+    fn index_with_a_finding() -> Connection {
+        let mut c = Connection::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        super::super::migrations::to_latest(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO patients (id, patient_key, patient_id, issuer_of_patient_id, patient_name, \
+             patient_name_norm, birth_date, sex) VALUES (1, 'k', 'P', '', 'N', 'n', '', ''); \
+             INSERT INTO studies (id, study_instance_uid, patient_fk, study_date, study_time, \
+             accession_number, study_id, referring_physician_name, referring_physician_name_norm, \
+             study_description, created_at) VALUES (1, '1.2', 1, '', '', '', '', '', '', '', ''); \
+             INSERT INTO findings (id, study_instance_uid, series_instance_uid, sop_instance_uid, \
+             frame, model, model_version, label, probability, flagged, urgency, statement, created_at) \
+             VALUES (1, '1.2', '1.2.3', '1.2.3.4', 1, 'm', '1', 'pneumonia', 0.9, 1, 'urgent', '', '');",
+        )
+        .unwrap();
+        c
+    }
+
+    fn recording(subject: &str, facility: &str, verdict: Verdict) -> Recording {
+        Recording {
+            study: "1.2".into(),
+            finding: 1,
+            subject: subject.into(),
+            role: Role::Clinician,
+            facility: facility.into(),
+            feedback: NewFeedback {
+                verdict,
+                comment: String::new(),
+            },
+            thresholds: vec![LabelThreshold {
+                model: "m".into(),
+                label: "pneumonia".into(),
+                threshold: 0.5,
+            }],
+            v: Visibility::All,
+        }
+    }
+
+    #[test]
+    fn a_new_verdict_replaces_the_reviewers_own_and_keeps_the_old_as_history() {
+        let c = index_with_a_finding();
+        for (who, verdict) in [
+            ("token:a", Verdict::Agree),
+            ("token:b", Verdict::Agree),
+            ("token:a", Verdict::Disagree),
+        ] {
+            record(&c, recording(who, "LOCAL", verdict))
+                .unwrap()
+                .unwrap();
+        }
+        let current = current_feedback(&c, &Visibility::All, "1.2", Some(1)).unwrap();
+        let seen: Vec<(&str, Verdict)> = current
+            .iter()
+            .map(|f| (f.reviewer.as_str(), f.verdict))
+            .collect();
+        assert_eq!(
+            seen,
+            [("token:b", Verdict::Agree), ("token:a", Verdict::Disagree)]
+        );
+        let rows: i64 = c
+            .query_row("SELECT COUNT(*) FROM finding_feedback", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 3);
+        let exported = export(&c, &Visibility::All, "", 10).unwrap();
+        assert_eq!(exported.len(), 2);
+        assert_eq!(exported[0].threshold, Some(0.5));
+        // A finding the caller may not see, or that is not the study's, is not found.
+        let mut hidden = recording("token:c", "B", Verdict::Agree);
+        hidden.v = Visibility::Nothing;
+        assert_eq!(
+            record(&c, hidden).unwrap().unwrap_err(),
+            FeedbackError::NotFound
+        );
+        let mut elsewhere = recording("token:c", "B", Verdict::Agree);
+        elsewhere.study = "9.9".into();
+        assert_eq!(
+            record(&c, elsewhere).unwrap().unwrap_err(),
+            FeedbackError::NotFound
+        );
+    }
+
+    #[test]
+    fn agreement_counts_current_verdicts_per_model_version_and_label() {
+        let c = index_with_a_finding();
+        record(&c, recording("token:a", "LOCAL", Verdict::Agree))
+            .unwrap()
+            .unwrap();
+        record(&c, recording("token:b", "B", Verdict::Disagree))
+            .unwrap()
+            .unwrap();
+        record(&c, recording("token:c", "LOCAL", Verdict::Disagree))
+            .unwrap()
+            .unwrap();
+        record(&c, recording("token:c", "LOCAL", Verdict::Agree))
+            .unwrap()
+            .unwrap();
+        // The finding re-scored by version 2: a new verdict counts for version 2.
+        c.execute("UPDATE findings SET model_version = '2' WHERE id = 1", [])
+            .unwrap();
+        record(&c, recording("token:d", "LOCAL", Verdict::Disagree))
+            .unwrap()
+            .unwrap();
+        let counts = |v: &Visibility, facility: Option<&str>| {
+            agreement(&c, v, facility)
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.model_version, a.agree, a.disagree))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            counts(&Visibility::All, None),
+            [("1".to_string(), 2, 1), ("2".to_string(), 0, 1)]
+        );
+        assert_eq!(
+            counts(&Visibility::All, Some("B")),
+            [("1".to_string(), 0, 1)]
+        );
+        assert_eq!(counts(&Visibility::Nothing, None), []);
+    }
+
     #[test]
     fn a_comment_is_bounded_and_trimmed() {
         let long = NewFeedback {
