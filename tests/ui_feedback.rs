@@ -131,14 +131,37 @@ fn run_browser(server: &TramyServer, out: &Path, token: &str, args: &[&str]) -> 
     let see = format!("screenshots in {}", keep.display());
     assert_success(&output, &format!("ui_feedback_check.py ({see})"));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(report.get("error").is_none(), "{report:#} ({see})");
+    if report.get("error").is_some() {
+        let log = server.log();
+        let tail: String = log
+            .chars()
+            .skip(log.chars().count().saturating_sub(6000))
+            .collect();
+        panic!("{report:#} ({see})\nserver log:\n{tail}");
+    }
     report
 }
 
 #[test]
 fn a_doctor_agrees_with_a_finding_and_colleagues_the_export_the_audit_and_the_worklist_see_it() {
     let (_, images) = pneumonia_model();
-    let server = TramyServer::start();
+    // A referral hospital that is down: the study's delivery to it fails, with the reason. Its
+    // port is a privileged one nothing here listens on (a port merely free now may be taken
+    // later by the browser's driver, and the forwarder would talk DICOM to it).
+    let server = TramyServer::start_with_config(
+        r#"
+[[peers]]
+name = "hospital-pacs"
+dimse = "TRAMY@127.0.0.1:9"
+facility = "LOCAL"
+
+[[forward]]
+to = "hospital-pacs"
+
+[forwarding]
+max_backoff = "2s"
+"#,
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dx = tmp.path().join("pneumonia.dcm");
     wrap_jpeg_as_dx(&images.join("PNEUMONIA/person1946_bacteria_4874.jpeg"), &dx);
@@ -169,6 +192,23 @@ fn a_doctor_agrees_with_a_finding_and_colleagues_the_export_the_audit_and_the_wo
         .unwrap();
     let id = finding["id"].as_i64().unwrap();
     let feedback_path = format!("/api/v1/studies/{study}/findings/{id}/feedback");
+
+    // The study page follows its delivery: the peer, failed, and why (the page is read again
+    // while a retry is under way).
+    let delivery = wait_long("the failed delivery on the study page", 120, || {
+        let page = as_user(&server, &an, "GET", &format!("/ui/studies/{study}"), b"");
+        let body = text(&page);
+        let at = body.find("class=\"delivery failed\"")?;
+        Some(body[at..].to_string())
+    });
+    assert!(
+        delivery.contains("hospital-pacs") && delivery.contains("Sending failed"),
+        "{delivery}"
+    );
+    assert!(
+        delivery.contains("Waiting to be sent") && delivery.contains("Last error:"),
+        "{delivery}"
+    );
 
     // Not reviewed yet: the "not reviewed" filter keeps it, the "reviewed" one drops it.
     assert_eq!(
