@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::db::{Connection, OptionalExtension, Value as SqlValue};
+use super::db::{Connection, DbError, FromValue, OptionalExtension, ToValue, Value as SqlValue};
 use super::index::{Index, IndexError};
 use super::times::now;
 use super::visibility::study_filter;
@@ -15,8 +15,9 @@ use crate::auth::role::Role;
 
 /// The most characters a comment may have.
 pub const MAX_COMMENT: usize = 2000;
-/// The most rows one export answers.
-pub const MAX_EXPORT_ROWS: i64 = 50_000;
+/// The most rows one export answers (with comments at their longest, about 20 MB); a client
+/// reads on with `since` set to the last row's time.
+pub const MAX_EXPORT_ROWS: i64 = 10_000;
 
 /// Why feedback was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +57,22 @@ impl Verdict {
         [Verdict::Agree, Verdict::Disagree]
             .into_iter()
             .find(|v| v.as_str() == s)
+    }
+}
+
+impl ToValue for Verdict {
+    fn to_value(&self) -> SqlValue {
+        SqlValue::Text(self.as_str().to_owned())
+    }
+}
+
+impl FromValue for Verdict {
+    fn from_value(value: &SqlValue, column: usize) -> super::db::Result<Self> {
+        let s = String::from_value(value, column)?;
+        Verdict::parse(&s).ok_or_else(|| DbError::Conversion {
+            column,
+            source: format!("verdict {s:?}").into(),
+        })
     }
 }
 
@@ -229,14 +246,13 @@ const FEEDBACK_COLUMNS: &str = "finding_id, subject, reviewer_name, reviewer_rol
     verdict, comment, created_at";
 
 fn feedback_of(r: &super::db::Row<'_>) -> super::db::Result<Feedback> {
-    let verdict: String = r.get(5)?;
     Ok(Feedback {
         finding_id: r.get(0)?,
         reviewer: r.get(1)?,
         reviewer_name: r.get(2)?,
         reviewer_role: r.get(3)?,
         facility: r.get(4)?,
-        verdict: Verdict::parse(&verdict).unwrap_or(Verdict::Disagree),
+        verdict: r.get(5)?,
         comment: r.get(6)?,
         created_at: r.get(7)?,
     })
@@ -333,7 +349,7 @@ fn record(c: &Connection, r: Recording) -> super::db::Result<Result<Feedback, Fe
             SqlValue::Text(r.subject.clone()),
             SqlValue::Text(name.clone()),
             SqlValue::Text(r.role.as_str().to_string()),
-            SqlValue::Text(r.feedback.verdict.as_str().to_string()),
+            r.feedback.verdict.to_value(),
             SqlValue::Text(r.feedback.comment.clone()),
             SqlValue::Text(created.clone()),
         ],
@@ -371,7 +387,6 @@ fn export(
         visible.sql
     ))?
     .query_map(all, |r| {
-        let verdict: String = r.get(8)?;
         Ok(FeedbackRow {
             study_instance_uid: r.get(0)?,
             series_instance_uid: r.get(1)?,
@@ -381,7 +396,7 @@ fn export(
             label: r.get(5)?,
             probability: r.get(6)?,
             threshold: r.get(7)?,
-            verdict: Verdict::parse(&verdict).unwrap_or(Verdict::Disagree),
+            verdict: r.get(8)?,
             comment: r.get(9)?,
             reviewer_role: r.get(10)?,
             facility: r.get(11)?,
