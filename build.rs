@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ONNXRUNTIME_VERSION: &str = "1.31.1";
+/// The OHIF Viewer release served at `/viewer` (the one its browser tests pass with).
+const OHIF_VERSION: &str = "3.13.2";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -33,6 +35,7 @@ fn main() {
         set_up_field_of_view_model(&target_dir);
     }
     fetch_onnxruntime(&target_dir);
+    fetch_viewer(&target_dir);
 }
 
 /// Converts the pneumonia model unless it and its images are already there. A failure is a
@@ -196,6 +199,32 @@ fn fetch_onnxruntime(target_dir: &Path) {
     }
     if let Err(e) = fetch(&dir, &lib) {
         println!("cargo:warning=ONNX Runtime {ONNXRUNTIME_VERSION} was not fetched ({e}); AI triage needs it: set ORT_DYLIB_PATH or rebuild with network access to PyPI");
+    }
+}
+
+/// The OHIF Viewer tramy serves at `/viewer` (npm `@ohif/app` at [`OHIF_VERSION`], by
+/// `scripts/fetch-ohif.sh`), fetched once into `target/ohif/`; the binary finds it through
+/// `TRAMY_BUNDLED_VIEWER` unless `[http] viewer_dir` names another. Without npm or network the
+/// build goes on with a warning, and tramy runs without a viewer.
+fn fetch_viewer(target_dir: &Path) {
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let script = root.join("scripts/fetch-ohif.sh");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rerun-if-env-changed=TRAMY_SKIP_VIEWER_FETCH");
+    let dest = target_dir.join("ohif").join(OHIF_VERSION);
+    let dist = dest.join("dist");
+    println!("cargo:rustc-env=TRAMY_BUNDLED_VIEWER={}", dist.display());
+    if dist.join("index.html").is_file() || std::env::var_os("TRAMY_SKIP_VIEWER_FETCH").is_some() {
+        return;
+    }
+    let fetched = Command::new("bash")
+        .arg(&script)
+        .arg(&dest)
+        .env("OHIF_VERSION", OHIF_VERSION)
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !matches!(fetched, Ok(s) if s.success()) {
+        println!("cargo:warning=the OHIF Viewer was not fetched (needs npm and the npm registry): tramy runs without /viewer until a rebuild fetches it, or set [http] viewer_dir");
     }
 }
 

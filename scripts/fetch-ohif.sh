@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the built OHIF Viewer from npm (@ohif/app, pinned: the untagged name gave another
-# minor version) once into target/ohif/VERSION/ and installs tramy's app-config.js into it.
-# Later runs are offline. Prints the folder to give tramy as `[http] viewer_dir`.
+# minor version) once into target/ohif/VERSION/ (build.rs runs it; tramy serves the viewer at
+# /viewer and writes its /app-config.js itself). Later runs are offline. Prints the folder, for
+# `[http] viewer_dir` when the viewer lives elsewhere.
 # Usage: scripts/fetch-ohif.sh [DEST]   (default: target/ohif/$OHIF_VERSION)
 set -euo pipefail
 version=${OHIF_VERSION:-3.13.2}
@@ -17,5 +18,4 @@ if [ ! -f "$dest/dist/index.html" ]; then
   rm -rf "$dest"
   mv "$tmp/package" "$dest"
 fi
-cp "$root/scripts/ohif-app-config.js" "$dest/dist/app-config.js"
 echo "$dest/dist"

@@ -50,6 +50,25 @@ pub struct Config {
     pub forward: Vec<crate::forward::rules::ForwardRule>,
     /// How the outbox is worked.
     pub forwarding: ForwardingConfig,
+    /// De-identified research exports (issue #15).
+    pub research: ResearchConfig,
+}
+
+/// De-identified research exports (`POST /api/v1/research/exports`, `tramy research export`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResearchConfig {
+    /// Most studies one export may hold; more matching is refused (narrow the grant, modality
+    /// or dates), never silently cut.
+    pub max_studies_per_export: usize,
+}
+
+impl Default for ResearchConfig {
+    fn default() -> Self {
+        ResearchConfig {
+            max_studies_per_export: 500,
+        }
+    }
 }
 
 /// How the outbox is worked (issue #10 item 2).
@@ -195,6 +214,29 @@ pub struct OidcConfig {
     /// Keys are refetched on an unknown `kid` at most this often, in seconds.
     #[serde(default = "default_jwks_refresh_secs")]
     pub jwks_min_refresh_secs: u64,
+    /// The client tramy signs doctors in as, through the provider's own sign-in page
+    /// (authorization code flow with PKCE); its redirect URI to register at the provider is
+    /// `PUBLIC_URL/login/oidc/callback`. Unset: the sign-in page takes pasted tokens only.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A confidential client's secret, in a file (Keycloak's default client type); a public
+    /// client needs none.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The scopes asked for at sign-in, space-separated.
+    #[serde(default = "default_sign_in_scopes")]
+    pub scopes: String,
+    /// The provider's authorization endpoint; default: from its discovery document
+    /// (`ISSUER/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint; default: from its discovery document.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+}
+
+fn default_sign_in_scopes() -> String {
+    "openid".into()
 }
 
 fn default_jwks_refresh_secs() -> u64 {
@@ -393,14 +435,30 @@ pub struct HttpConfig {
     /// Rendered images and heatmaps computed at once; further requests get 503 with
     /// Retry-After. 0 means the number of CPU cores.
     pub max_concurrent_renders: usize,
-    /// A browser viewer's built files (e.g. OHIF's `dist/`, see `scripts/fetch-ohif.sh`) served
-    /// at the site root, beside `/dicomweb` on the same origin (no CORS); unset: none.
+    /// A browser viewer's built files (OHIF's `dist/`) served beside `/dicomweb` on the same
+    /// origin (no CORS), OHIF's routes such as `/viewer?StudyInstanceUIDs=…` included. Unset:
+    /// the OHIF Viewer the build fetched from npm (`scripts/fetch-ohif.sh`), when it did; `""`:
+    /// no viewer.
     pub viewer_dir: Option<PathBuf>,
     /// PEM file of the certificate chain (server certificate first); with `tls_private_key`
     /// the HTTP port speaks only HTTPS. Unset: plain HTTP (e.g. behind a TLS reverse proxy).
     pub tls_certificate: Option<PathBuf>,
     /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
     pub tls_private_key: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The viewer's files to serve: `viewer_dir`, else the OHIF Viewer the build fetched
+    /// (when it is there); none for `viewer_dir = ""`.
+    pub fn viewer_files(&self) -> Option<PathBuf> {
+        match &self.viewer_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => option_env!("TRAMY_BUNDLED_VIEWER")
+                .map(PathBuf::from)
+                .filter(|dist| dist.join("index.html").is_file()),
+        }
+    }
 }
 
 /// What to do when an instance arrives under a SOP Instance UID we already hold with other bytes.
@@ -457,6 +515,7 @@ impl Default for Config {
             peers: Vec::new(),
             forward: Vec::new(),
             forwarding: ForwardingConfig::default(),
+            research: ResearchConfig::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod import;
 pub mod ingest;
 pub mod integrity;
 pub mod registry;
+pub mod research;
 pub mod server;
 pub mod store;
 pub mod tls;

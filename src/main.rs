@@ -36,21 +36,33 @@ enum Command {
         command: ModelsCommand,
     },
     /// Measure models on a labelled data set: AUC with 95% CI, sensitivity and specificity at each
-    /// label's threshold, confusion matrix, latency and throughput; ROC curves as PNG.
+    /// label's threshold, confusion matrix, Brier score and calibration, the same by facility,
+    /// modality, sex and age group, latency and throughput; with several models, DeLong's test of
+    /// their AUCs; ROC curves and reliability diagrams as PNG.
     Eval {
         /// A model folder (holding model.toml); repeat to compare models on the same data.
         #[arg(long = "model", required = true)]
         models: Vec<PathBuf>,
-        /// A folder with one sub-folder per class, or a CSV `path,label,…` of 0/1 values.
+        /// A folder with one sub-folder per class, or a CSV `path,label,…` of 0/1 values (optional
+        /// columns facility, modality, sex, age, age_group); with `--labels-from feedback`, a
+        /// research export's labels.csv.
         #[arg(long)]
         data: PathBuf,
+        /// Where the truth comes from: `data` (folders or 0/1 columns) or `feedback` (doctors'
+        /// agree/disagree on findings: agreed = the model's flag, disagreed = its opposite, none =
+        /// excluded and counted).
+        #[arg(long, value_enum, default_value = "data")]
+        labels_from: LabelsFromArg,
+        /// Breakdown strata with fewer positives or negatives than this say "n too small".
+        #[arg(long, default_value_t = 5)]
+        min_stratum: usize,
         /// cpu or cuda (default: `[triage] device` of the configuration).
         #[arg(long)]
         device: Option<String>,
         /// Write the full results (ROC points included) here as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Write one ROC PNG per label into this folder.
+        /// Write one ROC PNG and one reliability diagram PNG per label into this folder.
         #[arg(long)]
         roc_dir: Option<PathBuf>,
     },
@@ -102,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// De-identified research sets (PS3.15 Annex E). Works beside a running server.
+    Research {
+        #[command(subcommand)]
+        command: ResearchCommand,
+    },
     /// A facility's delivery counts per UTC day and destination (what
     /// `GET /api/v1/facilities/{code}/stats` answers). Works beside a running server.
     Stats {
@@ -136,6 +153,29 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResearchCommand {
+    /// Write the de-identified set of a research grant's studies (what
+    /// `POST /api/v1/research/exports` streams as a ZIP) as files under --out.
+    Export {
+        /// The research grant whose studies to export (its id, `GET /api/v1/grants`).
+        #[arg(long)]
+        grant: String,
+        /// The folder to write (made when missing; must be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only studies with this modality.
+        #[arg(long)]
+        modality: Option<String>,
+        /// Only studies on or after this date (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only studies on or before this date (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -438,15 +478,35 @@ fn run_gate(
     Ok(())
 }
 
-fn eval(
+/// `tramy eval --labels-from`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LabelsFromArg {
+    /// A folder per class, or 0/1 columns of a CSV.
+    Data,
+    /// Doctors' agree/disagree on findings in a research export's labels.csv.
+    Feedback,
+}
+
+/// What `tramy eval` was asked.
+struct EvalArgs {
     models: Vec<PathBuf>,
     data: PathBuf,
-    d: Option<&str>,
+    from: tramy::triage::eval::LabelsFrom,
+    min_stratum: usize,
     out: Option<PathBuf>,
     roc_dir: Option<PathBuf>,
-    config: &Config,
-) -> anyhow::Result<()> {
+}
+
+fn eval(args: EvalArgs, d: Option<&str>, config: &Config) -> anyhow::Result<()> {
     use tramy::triage::{eval, LoadedModel, ModelManifest};
+    let EvalArgs {
+        models,
+        data,
+        from,
+        min_stratum,
+        out,
+        roc_dir,
+    } = args;
     let device = device_or(d, config)?;
     let d = match device {
         tramy::triage::Device::Cpu => "cpu",
@@ -463,7 +523,13 @@ fn eval(
         .iter()
         .flat_map(|m| m.manifest.labels.iter().map(|l| l.name.clone()))
         .collect();
-    let examples = eval::load_dataset(&data, &labels)?;
+    let (examples, feedback) = eval::load(&data, &labels, from)?;
+    if let Some(c) = &feedback {
+        println!(
+            "labels from feedback: {} findings labelled, {} without feedback and {} conflicting excluded",
+            c.labelled, c.no_feedback, c.conflicting
+        );
+    }
     let mut reports = Vec::new();
     for model in &loaded {
         let bar = indicatif::ProgressBar::new(examples.len() as u64)
@@ -472,10 +538,12 @@ fn eval(
             indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} {per_sec}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let report = eval::evaluate(model, d, &examples, || bar.inc(1))?;
+        let mut report = eval::evaluate(model, d, &examples, min_stratum, || bar.inc(1))?;
         bar.finish_and_clear();
+        report.feedback = feedback.clone();
         reports.push(report);
     }
+    eval::compare(&mut reports);
     println!(
         "{:<24} {:<16} {:>4}/{:<4} {:>6} {:>15} {:>6} {:>6} {:>14} {:>9} {:>9} {:>8}",
         "model",
@@ -517,6 +585,9 @@ fn eval(
         }
         println!("  {}: {}", r.model, r.statement);
     }
+    print_calibration(&reports);
+    print_strata(&reports, min_stratum);
+    print_comparisons(&reports);
     if let Some(dir) = roc_dir {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut names: Vec<String> = reports
@@ -548,6 +619,19 @@ fn eval(
                 path.display(),
                 legend.join(", ")
             );
+            let bins: Vec<(&str, &[eval::stats::Bin])> = reports
+                .iter()
+                .filter_map(|r| {
+                    r.labels
+                        .iter()
+                        .find(|l| l.label == label)
+                        .map(|l| (r.model.as_str(), l.reliability.as_slice()))
+                })
+                .collect();
+            let path = dir.join(format!("reliability-{label}.png"));
+            eval::draw_reliability(&path, &bins)
+                .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+            println!("Reliability diagram for {label}: {}", path.display());
         }
     }
     if let Some(path) = out {
@@ -555,6 +639,118 @@ fn eval(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn fmt3(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+/// Brier score, expected calibration error and the reliability bins of each model and label.
+fn print_calibration(reports: &[tramy::triage::eval::ModelReport]) {
+    println!("\ncalibration (10 bins: count, mean predicted → observed fraction)");
+    for r in reports {
+        for l in &r.labels {
+            println!(
+                "{:<24} {:<16} Brier {} ECE {}",
+                r.model,
+                l.label,
+                fmt3(l.brier),
+                fmt3(l.ece)
+            );
+            let bins: Vec<String> = l
+                .reliability
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| {
+                    format!(
+                        "[{:.1}-{:.1}] n={} {}→{}",
+                        b.lower,
+                        b.upper,
+                        b.count,
+                        fmt3(b.mean_predicted),
+                        fmt3(b.observed)
+                    )
+                })
+                .collect();
+            println!("  {}", bins.join("  "));
+        }
+    }
+}
+
+/// Per facility, modality, sex and age group: counts and figures, or "n too small".
+fn print_strata(reports: &[tramy::triage::eval::ModelReport], min: usize) {
+    println!(
+        "\nbreakdown at the manifest threshold (n too small: under {min} positives or negatives)"
+    );
+    println!(
+        "{:<24} {:<16} {:<10} {:<16} {:>4}/{:<4} {:>6} {:>6} {:>6} {:>14}",
+        "model", "label", "by", "value", "pos", "neg", "AUC", "sens", "spec", "TP/FP/TN/FN"
+    );
+    for r in reports {
+        for l in &r.labels {
+            for s in &l.strata {
+                // A dimension nothing stated (a JPEG folder has no headers) says nothing.
+                let alone = l.strata.iter().filter(|o| o.by == s.by).count() == 1;
+                if alone && s.value == tramy::triage::eval::strata::UNKNOWN {
+                    continue;
+                }
+                let figures = if s.too_small {
+                    format!("{:>20}", "n too small")
+                } else {
+                    format!(
+                        "{:>6} {:>6} {:>6}",
+                        fmt3(s.auc),
+                        fmt3(s.sensitivity),
+                        fmt3(s.specificity)
+                    )
+                };
+                let c = s.confusion;
+                println!(
+                    "{:<24} {:<16} {:<10} {:<16} {:>4}/{:<4} {} {:>14}",
+                    r.model,
+                    l.label,
+                    s.by,
+                    s.value,
+                    s.positives,
+                    s.negatives,
+                    figures,
+                    format!("{}/{}/{}/{}", c[0], c[1], c[2], c[3])
+                );
+            }
+        }
+    }
+}
+
+/// DeLong's test of each pair of models, per label.
+fn print_comparisons(reports: &[tramy::triage::eval::ModelReport]) {
+    if reports.len() < 2 {
+        return;
+    }
+    println!("\nDeLong's test of correlated AUCs (files both models scored)");
+    for r in reports {
+        for c in &r.comparisons {
+            let result = match &c.delong {
+                None => "fewer than 2 positives or 2 negatives".to_string(),
+                Some(d) if d.identical => format!(
+                    "AUC {:.3} vs {:.3}: identical (difference 0 with no variance, p = 1)",
+                    d.auc_a, d.auc_b
+                ),
+                Some(d) => format!(
+                    "AUC {:.3} vs {:.3}, difference {:+.3} (95% CI {:+.3} to {:+.3}), p = {:.4}",
+                    d.auc_a,
+                    d.auc_b,
+                    d.difference,
+                    d.difference_ci95.0,
+                    d.difference_ci95.1,
+                    d.p_value
+                ),
+            };
+            println!(
+                "{} vs {} [{}], {} files: {result}",
+                r.model, c.against, c.label, c.examples
+            );
+        }
+    }
 }
 
 /// `tramy audit verify`: the chain from its first event; a break is an error (exit status 1).
@@ -794,6 +990,52 @@ async fn reconcile(
     Ok(())
 }
 
+/// `tramy research export`: the same domain functions the API calls, as tramy itself.
+async fn research_export(
+    config: &Config,
+    request: tramy::research::ExportRequest,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use tramy::research::{self, DirWriter, Pseudonyms};
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        anyhow::bail!("{} is not empty: give a new or empty folder", out.display());
+    }
+    let archive = open_archive(config).await?;
+    let who = tramy::access::Principal::system();
+    let max = config.research.max_studies_per_export;
+    let studies = research::select_studies(&archive, &who, &request, max).await?;
+    let keys = Pseudonyms::load_or_create(&config.data_dir)?;
+    let thresholds = tramy::triage::manifest::discover(&config.triage.models_dir)
+        .into_iter()
+        .flatten()
+        .flat_map(|m| {
+            let name = m.name.clone();
+            m.labels
+                .into_iter()
+                .map(move |l| ((name.clone(), l.name), l.threshold))
+        })
+        .collect();
+    let mut writer = DirWriter::new(out);
+    let summary = research::export_set(
+        &archive,
+        &who,
+        &studies,
+        request.grant.as_deref(),
+        &keys,
+        &thresholds,
+        &mut writer,
+    )
+    .await?;
+    println!(
+        "{} studies, {} instances written to {}, {} left out (see README.txt)",
+        summary.studies,
+        summary.instances,
+        out.display(),
+        summary.excluded_total()
+    );
+    Ok(())
+}
+
 async fn open_archive(config: &Config) -> anyhow::Result<tramy::ingest::Archive> {
     let archive = tramy::ingest::Archive::open(config)
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
@@ -893,10 +1135,26 @@ fn main() -> anyhow::Result<()> {
         Command::Eval {
             models,
             data,
+            labels_from,
+            min_stratum,
             device: d,
             out,
             roc_dir,
-        } => return eval(models, data, d.as_deref(), out, roc_dir, &config),
+        } => {
+            let from = match labels_from {
+                LabelsFromArg::Data => tramy::triage::eval::LabelsFrom::Data,
+                LabelsFromArg::Feedback => tramy::triage::eval::LabelsFrom::Feedback,
+            };
+            let args = EvalArgs {
+                models,
+                data,
+                from,
+                min_stratum,
+                out,
+                roc_dir,
+            };
+            return eval(args, d.as_deref(), &config);
+        }
         other => other,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -910,6 +1168,24 @@ fn main() -> anyhow::Result<()> {
             Command::Facility { command } => facility(command, &config).await,
             Command::Ae { command } => ae(command, &config).await,
             Command::Token { command } => token(command, &config).await,
+            Command::Research {
+                command:
+                    ResearchCommand::Export {
+                        grant,
+                        out,
+                        modality,
+                        from,
+                        to,
+                    },
+            } => {
+                let request = tramy::research::ExportRequest {
+                    grant: Some(grant),
+                    modality,
+                    from,
+                    to,
+                };
+                research_export(&config, request, &out).await
+            }
             Command::Audit {
                 command: AuditCommand::Verify,
             } => audit_verify(&config).await,

@@ -161,6 +161,9 @@ pub enum RegistryError {
         /// Its facility.
         facility: String,
     },
+    /// No AE title of the caller's facility has this name.
+    #[error("no AE title {0} among yours: `tramy ae list` shows them")]
+    UnknownAeTitle(String),
     /// A facility-scoped role without a facility.
     #[error("a {0} token acts for one facility: give --facility CODE")]
     FacilityRequired(Role),

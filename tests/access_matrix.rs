@@ -146,6 +146,8 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
     let get = method == Method::GET;
     match route {
         "/healthz" | "/login" if get => Status(200),
+        // Sign-in through the identity provider: open, and not configured here.
+        "/login/oidc" | "/login/oidc/callback" => Status(404),
         "/login" => Status(401), // a wrong token in the form, whoever asks
         "/logout" => Status(303),
         "/metrics" => administer(who, 200),
@@ -235,6 +237,12 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             Superadmin | AdminA | ClinicianA => Status(200),
             _ => Status(403),
         },
+        // Research sets: researchers (an empty set without a research grant) and the superadmin.
+        "/api/v1/research/exports" => match who {
+            Nobody => Status(401),
+            Superadmin | ResearcherA => Status(200),
+            _ => Status(403),
+        },
         "/api/v1/ae-titles" | "/api/v1/tokens" if get => administer(who, 200),
         "/api/v1/ae-titles" | "/api/v1/tokens" => administer(who, 201),
         "/api/v1/tokens/{id}" => administer(who, 404),
@@ -284,6 +292,41 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
             Nobody => Status(401),
             _ => Status(303),
         },
+        // The viewer's settings: no data, for whoever may open the viewer (a share link too);
+        // 404 where the build could not fetch the viewer.
+        "/app-config.js" => match who {
+            Nobody => Status(401),
+            _ if tramy::config::HttpConfig::default()
+                .viewer_files()
+                .is_none() =>
+            {
+                Status(404)
+            }
+            _ => Status(200),
+        },
+        // The facility dashboard: as the facility's counts (a caller's own facility; B's and
+        // C's clinicians see their own).
+        "/ui/dashboard" => match who {
+            Nobody => Status(401),
+            Superadmin | AdminA | ClinicianA | ClinicianB | ClinicianC => Status(200),
+            _ => Status(403),
+        },
+        // The admin pages: as the registry's API (a changed form redirects to its list).
+        "/ui/admin/" => administer(who, 303),
+        "/ui/admin/facilities" | "/ui/admin/ae-titles" | "/ui/admin/tokens" if get => {
+            administer(who, 200)
+        }
+        "/ui/admin/facilities" => match who {
+            Nobody => Status(401),
+            Superadmin => Status(303),
+            _ => Status(403),
+        },
+        "/ui/admin/ae-titles" => administer(who, 303),
+        "/ui/admin/tokens" => administer(who, 200),
+        "/ui/admin/tokens/{id}/revoke"
+        | "/ui/admin/ae-titles/{ae_title}/remove"
+        | "/api/v1/ae-titles/{ae_title}" => administer(who, 404),
+        "/ui/admin/peers" => superadmin(who, 200),
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }
@@ -317,6 +360,7 @@ impl World {
             .replace("{code}", "A")
             .replace("{name}", "no-such-peer")
             .replace("{id}", "0123456789abcdef")
+            .replace("{ae_title}", "NO-SUCH-AE")
             .replace(
                 "{token}",
                 "tramyshare_0123456789abcdef0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
@@ -341,6 +385,12 @@ impl World {
         let n = self.unique.fetch_add(1, Ordering::SeqCst);
         let json =
             |v: serde_json::Value| ("application/json".to_string(), v.to_string().into_bytes());
+        let form = |text: String| {
+            (
+                "application/x-www-form-urlencoded".to_string(),
+                text.into_bytes(),
+            )
+        };
         match (method.as_str(), route) {
             ("POST", "/dicomweb/studies" | "/dicomweb/studies/{study}") => {
                 stow_body(&[std::fs::read(repo_root().join(CT)).unwrap()])
@@ -393,6 +443,10 @@ impl World {
                 "facility": "A"
             })),
             ("POST", "/api/v1/deliveries/check") => json(serde_json::json!({ "instances": [] })),
+            ("POST", "/api/v1/research/exports") => json(serde_json::json!({})),
+            ("POST", "/ui/admin/facilities") => form(format!("code=UF{n}&name=Matrix")),
+            ("POST", "/ui/admin/ae-titles") => form(format!("ae_title=UIMATRIX{n}&facility=A")),
+            ("POST", "/ui/admin/tokens") => form("facility=A&role=clinician&name=matrix".into()),
             ("POST", "/api/v1/tokens") => json(serde_json::json!({
                 "facility": "A", "role": "clinician", "name": "matrix"
             })),

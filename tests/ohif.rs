@@ -1,8 +1,10 @@
-//! The real OHIF Viewer (npm `@ohif/app` 3.13.2, fetched once by `scripts/fetch-ohif.sh`),
-//! served by tramy itself from `[http] viewer_dir`, in headless Chromium (Debian `chromium`,
-//! `chromium-driver`; `.ci/run` installs them) driven by Selenium (`tests/clients/ohif_check.py`):
-//! it opens tramy's findings SR and shows the finding's meaning beside the image region, and it
-//! draws the JPEG Extended NM image from frames that carry the stored transfer syntax.
+//! The real OHIF Viewer (npm `@ohif/app` 3.13.2, fetched by the build through
+//! `scripts/fetch-ohif.sh`), served by tramy itself with no setting, in headless Chromium (Debian
+//! `chromium`, `chromium-driver`; `.ci/run` installs them) driven by Selenium
+//! (`tests/clients/ohif_check.py`): a doctor who asks for a study's page is signed in on the way
+//! and its "open in viewer" draws the image; OHIF opens tramy's findings SR and shows the
+//! finding's meaning beside the image region, and it draws the JPEG Extended NM image from
+//! frames that carry the stored transfer syntax.
 
 mod common;
 
@@ -57,8 +59,14 @@ fn errors(step: &serde_json::Value) -> Vec<serde_json::Value> {
 
 #[test]
 fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_frames() {
+    // The viewer the build fetched, served with no `viewer_dir` set (the default a new user gets).
     let dist = ohif_dist();
-    let server = TramyServer::start_with_config(&format!("[http]\nviewer_dir = {dist:?}\n"));
+    assert_eq!(
+        tramy::config::HttpConfig::default().viewer_files(),
+        Some(std::path::PathBuf::from(&dist)),
+        "the build's viewer is the default"
+    );
+    let server = TramyServer::start_with_config("");
 
     // A chest radiograph the pneumonia model reads, and the 12-bit JPEG Extended NM image.
     let (_, images) = pneumonia_model();
@@ -84,10 +92,27 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
     .unwrap();
     let meaning = manifest.labels[0].code.as_ref().unwrap().meaning.clone();
 
-    // The viewer is tramy's root; its API routes are untouched.
+    // The viewer's routes are OHIF's, the site's root is the worklist, the API routes are
+    // untouched, and the viewer's configuration names tramy's DICOMweb and no other server.
     let page = server.http("GET", "/viewer?StudyInstanceUIDs=x", &[], b"");
     assert_eq!(page.status, 200);
     assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+    let root = server.http("GET", "/", &[], b"");
+    assert_eq!(root.header("location"), Some("/ui/"));
+    let config = server.http("GET", "/app-config.js", &[], b"");
+    assert_eq!(config.status, 200);
+    let config = String::from_utf8_lossy(&config.body).to_string();
+    assert!(
+        config.contains("TRAMY_ORIGIN = window.location.origin;"),
+        "{config}"
+    );
+    assert!(
+        config.contains("qidoRoot: TRAMY_ORIGIN + '/dicomweb'"),
+        "{config}"
+    );
+    for root in config.lines().filter(|l| l.contains("Root:")) {
+        assert!(root.contains("TRAMY_ORIGIN + '/"), "another server: {root}");
+    }
     assert_eq!(server.http("GET", "/healthz", &[], b"").status, 200);
     assert_eq!(
         server.http("GET", "/dicomweb/nowhere", &[], b"").status,
@@ -125,6 +150,7 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
         .env("TRAMY_TOKEN", server.token())
         .arg(format!("http://127.0.0.1:{}", server.http_port))
         .arg(&shots)
+        .args(["ui", &dx_study])
         .args(["sr", &dx_study, &sr_series, &meaning, "image", &nm_study])
         .output()
         .unwrap();
@@ -137,6 +163,35 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // The SR opens without an error and OHIF prints the finding's meaning beside its region.
+    // From the worklist's study page, signed in on the way: "open in viewer" draws the image.
+    let ui = &report["ui"][0];
+    assert!(
+        ui["sign_in_url"]
+            .as_str()
+            .unwrap()
+            .contains("/login?next=%2Fui%2Fstudies%2F"),
+        "{ui}"
+    );
+    assert!(
+        ui["after_sign_in"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/ui/studies/{dx_study}")),
+        "{ui}"
+    );
+    assert!(
+        ui["viewer_url"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/viewer?StudyInstanceUIDs={dx_study}")),
+        "{ui}"
+    );
+    let drawn =
+        ui["canvases"].as_array().unwrap().iter().any(|c| {
+            c["distinct"].as_u64().unwrap_or(0) > 16 && c["max"].as_u64() > c["min"].as_u64()
+        });
+    assert!(drawn, "no image drawn after 'open in viewer': {ui} ({see})");
+
     let sr = &report["sr"][0];
     assert_eq!(sr["listed"], true, "the SR is not listed: {sr} ({see})");
     let warnings: Vec<String> = server
@@ -158,6 +213,13 @@ fn ohif_shows_the_findings_sr_and_draws_the_jpeg_extended_nm_image_from_stored_f
         );
     }
     assert!(errors(sr).is_empty(), "{sr} ({see})");
+    // Under the finding's region, the radiograph itself (OHIF 3.13.2 drew it black until the
+    // viewer's configuration worked around its VOI LUT Function bug: src/web/ohif-app-config.js).
+    let drawn =
+        sr["canvases"].as_array().unwrap().iter().any(|c| {
+            c["distinct"].as_u64().unwrap_or(0) > 16 && c["max"].as_u64() > c["min"].as_u64()
+        });
+    assert!(drawn, "the SR's image is not drawn: {sr} ({see})");
 
     // The NM image is drawn (not one flat value) without an error.
     let nm_view = &report["image"][0];

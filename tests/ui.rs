@@ -245,9 +245,17 @@ fn without_a_session_every_page_leads_to_sign_in_and_another_facility_sees_none_
             &[("Authorization", ""), ("Accept", "text/html")],
             b"",
         );
+        // Signing in leads back to the page asked for (the worklist needs no reminder).
+        let expected = match path.as_str() {
+            "/" | "/ui/" => "/login".to_string(),
+            other => format!(
+                "/login?next={}",
+                form_urlencoded::byte_serialize(other.as_bytes()).collect::<String>()
+            ),
+        };
         assert_eq!(
             (r.status, r.header("location")),
-            (303, Some("/login")),
+            (303, Some(expected.as_str())),
             "{path}"
         );
     }

@@ -64,6 +64,7 @@ fn dicom_event_id(action: AuditAction) -> (&'static str, &'static str) {
         A::Grant | A::Token | A::Administer => ("110113", "Security Alert"),
         A::ReadAudit => ("110101", "Audit Log Used"),
         A::LoginFailure => ("110114", "User Authentication"),
+        A::ResearchExport => ("110106", "Export"),
     }
 }
 

@@ -48,6 +48,8 @@ pub enum AuditAction {
     /// A clinician's verdict on an AI finding recorded or read, or the feedback export read
     /// (issue #15); the comment is never in the detail.
     Feedback,
+    /// A de-identified research set exported, with its counts (issue #15).
+    ResearchExport,
 }
 
 /// How it ended.
@@ -127,11 +129,12 @@ impl AuditAction {
             AuditAction::Forward => "forward",
             AuditAction::Triage => "triage",
             AuditAction::Feedback => "feedback",
+            AuditAction::ResearchExport => "research_export",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 15] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -147,6 +150,7 @@ impl AuditAction {
         AuditAction::Forward,
         AuditAction::Triage,
         AuditAction::Feedback,
+        AuditAction::ResearchExport,
     ];
 
     /// Parses [`AuditAction::as_str`]'s name.

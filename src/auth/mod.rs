@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod oidc;
 pub mod role;
 pub mod share_link;
+pub mod sign_in;
 pub mod throttle;
 
 pub use role::Role;

@@ -17,6 +17,7 @@ pub mod peers;
 pub mod query;
 pub mod read_buffers;
 pub mod registry;
+pub mod research;
 pub mod sharing;
 pub mod staging;
 pub mod stats;

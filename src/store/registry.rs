@@ -275,6 +275,45 @@ impl Index {
         Ok(ae)
     }
 
+    /// Unregisters an AE title of the caller's facility (a superadmin: any): from now on it
+    /// may not open an association. An AE title the caller cannot see is unknown.
+    pub async fn remove_application_entity(
+        &self,
+        who: &Principal,
+        ae_title: &str,
+    ) -> Result<ApplicationEntity, RegistryError> {
+        self.admit(who, Action::Administer)?;
+        let ae_title = normalise_ae_title(ae_title)?;
+        let scope = listing_scope(who);
+        self.write(move |c| {
+            let found = c
+                .query_row(
+                    "SELECT ae_title, facility, host, created_at, port FROM application_entities \
+                     WHERE ae_title = ?1 AND (CAST(?2 AS TEXT) IS NULL OR facility = ?2)",
+                    params![ae_title, scope],
+                    |r| {
+                        Ok(ApplicationEntity {
+                            ae_title: r.get(0)?,
+                            facility: r.get(1)?,
+                            host: r.get(2)?,
+                            port: r.get(4)?,
+                            created_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(found) = found else {
+                return Ok(Err(RegistryError::UnknownAeTitle(ae_title)));
+            };
+            c.execute(
+                "DELETE FROM application_entities WHERE ae_title = ?1",
+                [&found.ae_title],
+            )?;
+            Ok(Ok(found))
+        })
+        .await?
+    }
+
     /// Every registered AE title, by title.
     pub async fn application_entities(
         &self,

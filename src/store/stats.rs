@@ -162,6 +162,143 @@ fn stats_rows(
     Ok(rows)
 }
 
+/// Instances of one study for one destination not yet confirmed there, or failed: what the
+/// facility dashboard lists so someone can act on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxProblem {
+    /// The destination.
+    pub peer: String,
+    /// The study.
+    pub study_instance_uid: String,
+    /// `queued`, `sent` (not yet confirmed), `failed` (retried after `next_retry`) or `dead`.
+    pub state: String,
+    /// Instances in this state.
+    pub instances: i64,
+    /// The most attempts any of them took.
+    pub attempts: i64,
+    /// The last error recorded ('' when none).
+    pub last_error: String,
+    /// When the next attempt is due (queued and failed rows; RFC 3339).
+    pub next_retry: Option<String>,
+}
+
+/// How often one model version flagged what it scored on a facility's instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFlagRate {
+    /// The model's name.
+    pub model: String,
+    /// Its version.
+    pub model_version: String,
+    /// Findings scored (one per label, instance and frame).
+    pub scored: i64,
+    /// Of those, over the model's threshold.
+    pub flagged: i64,
+}
+
+/// How one destination's outbox stands now, over every facility.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerOutboxState {
+    /// The destination.
+    pub peer: String,
+    /// Instances queued or sent and not yet confirmed.
+    pub pending: i64,
+    /// Instances failed, to be retried after a back-off.
+    pub failed: i64,
+    /// Instances given up (retried by hand).
+    pub dead: i64,
+    /// The last error of a failed or given-up one ('' when none).
+    pub last_error: String,
+}
+
+fn peer_states(c: &Connection) -> super::db::Result<Vec<PeerOutboxState>> {
+    let mut out: Vec<PeerOutboxState> = Vec::new();
+    let rows = c
+        .prepare_cached(
+            "SELECT peer, state, count(*), \
+             coalesce(max(CASE WHEN last_error <> '' THEN last_error END), '') FROM outbox \
+             WHERE state IN ('queued', 'sent', 'failed', 'dead') GROUP BY peer, state ORDER BY peer",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<super::db::Result<Vec<_>>>()?;
+    for (peer, state, n, error) in rows {
+        if out.last().is_none_or(|p| p.peer != peer) {
+            out.push(PeerOutboxState {
+                peer,
+                ..PeerOutboxState::default()
+            });
+        }
+        let p = out.last_mut().expect("pushed above");
+        match state.as_str() {
+            "failed" => p.failed += n,
+            "dead" => p.dead += n,
+            _ => p.pending += n,
+        }
+        if !error.is_empty() && state != "queued" && state != "sent" {
+            p.last_error = error;
+        }
+    }
+    Ok(out)
+}
+
+fn outbox_problems(
+    c: &Connection,
+    facility: &str,
+    limit: i64,
+) -> super::db::Result<Vec<OutboxProblem>> {
+    // Failed and dead first: they need someone; then the oldest waiting.
+    c.prepare_cached(
+        "SELECT peer, study_instance_uid, state, count(*), max(attempts), \
+         coalesce(max(CASE WHEN last_error <> '' THEN last_error END), ''), \
+         min(CASE WHEN state IN ('queued', 'failed') THEN not_before END) FROM outbox \
+         WHERE facility = ?1 AND state IN ('queued', 'sent', 'failed', 'dead') \
+         GROUP BY peer, study_instance_uid, state \
+         ORDER BY CASE WHEN state IN ('failed', 'dead') THEN 0 ELSE 1 END, min(queued_at), peer \
+         LIMIT ?2",
+    )?
+    .query_map(params![facility, limit], |r| {
+        Ok(OutboxProblem {
+            peer: r.get(0)?,
+            study_instance_uid: r.get(1)?,
+            state: r.get(2)?,
+            instances: r.get(3)?,
+            attempts: r.get(4)?,
+            last_error: r.get(5)?,
+            next_retry: r.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+fn flag_rates(
+    c: &Connection,
+    facility: &str,
+    start: &str,
+    end: &str,
+) -> super::db::Result<Vec<ModelFlagRate>> {
+    c.prepare_cached(
+        "SELECT f.model, f.model_version, count(*), sum(f.flagged) FROM findings f \
+         JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid \
+         WHERE i.facility = ?1 AND f.created_at >= ?2 AND f.created_at < ?3 \
+         GROUP BY f.model, f.model_version ORDER BY f.model, f.model_version",
+    )?
+    .query_map(params![facility, start, end], |r| {
+        Ok(ModelFlagRate {
+            model: r.get(0)?,
+            model_version: r.get(1)?,
+            scored: r.get(2)?,
+            flagged: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        })
+    })?
+    .collect()
+}
+
 impl Index {
     /// `facility`'s count rows for times in [`start`, `end`) (the index's time text), grouped
     /// by UTC day when `by_day`, else over the whole period (day '').
@@ -177,6 +314,53 @@ impl Index {
         own_facility(who, facility)?;
         let (facility, start, end) = (facility.to_string(), start.to_string(), end.to_string());
         self.read(move |c| Ok(stats_rows(c, &facility, &start, &end, by_day)?))
+            .await
+    }
+
+    /// Up to `limit` groups (destination, study, state) of `facility`'s outbox rows that are
+    /// pending (queued, or sent and not confirmed), failed or dead; failed and dead first.
+    pub async fn facility_outbox_problems(
+        &self,
+        who: &Principal,
+        facility: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxProblem>, IndexError> {
+        self.admit(who, Action::Query)?;
+        own_facility(who, facility)?;
+        let facility = facility.to_string();
+        self.read(move |c| Ok(outbox_problems(c, &facility, limit as i64)?))
+            .await
+    }
+
+    /// Each destination's outbox now, over every facility (a system-wide caller: peers are the
+    /// whole server's).
+    pub async fn peer_outbox_states(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<PeerOutboxState>, IndexError> {
+        self.admit(who, Action::Administer)?;
+        if !who.is_system_wide() {
+            return Err(IndexError::Forbidden {
+                subject: who.subject().to_string(),
+                action: Action::Administer,
+            });
+        }
+        self.read(|c| Ok(peer_states(c)?)).await
+    }
+
+    /// Per model version, the findings scored and flagged on `facility`'s instances in
+    /// [`start`, `end`) (the index's time text).
+    pub async fn facility_flag_rates(
+        &self,
+        who: &Principal,
+        facility: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<ModelFlagRate>, IndexError> {
+        self.admit(who, Action::Query)?;
+        own_facility(who, facility)?;
+        let (facility, start, end) = (facility.to_string(), start.to_string(), end.to_string());
+        self.read(move |c| Ok(flag_rates(c, &facility, &start, &end)?))
             .await
     }
 

@@ -24,9 +24,9 @@ impl From<RegistryError> for HttpError {
             RegistryError::DuplicateFacility(_) | RegistryError::DuplicateAeTitle { .. } => {
                 HttpError::new(StatusCode::CONFLICT, e.to_string())
             }
-            RegistryError::UnknownFacility(_) | RegistryError::UnknownToken(_) => {
-                HttpError::not_found(e.to_string())
-            }
+            RegistryError::UnknownFacility(_)
+            | RegistryError::UnknownToken(_)
+            | RegistryError::UnknownAeTitle(_) => HttpError::not_found(e.to_string()),
             RegistryError::Random(_) | RegistryError::TokenFile { .. } => HttpError::internal(e),
             RegistryError::Invalid(_)
             | RegistryError::FacilityRequired(_)
@@ -135,6 +135,27 @@ pub async fn ae_titles(
     Ok(Json(
         state.archive.index().application_entities(&who).await?,
     ))
+}
+
+/// `DELETE /api/v1/ae-titles/{ae_title}`: unregisters an AE title of the caller's facility
+/// (a superadmin: any); it may not open associations from now on.
+#[utoipa::path(delete, path = "/api/v1/ae-titles/{ae_title}", params(("ae_title" = String, Path, description = "the AE title")), responses(
+    (status = 204, description = "removed"),
+    (status = 400, description = "not a valid AE title", body = super::api::Problem, content_type = "application/problem+json"),
+    (status = 403, description = "not an admin", body = super::api::Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such AE title of your facility", body = super::api::Problem, content_type = "application/problem+json")
+))]
+pub async fn remove_ae_title(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(ae_title): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    state
+        .archive
+        .index()
+        .remove_application_entity(&who, &ae_title)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A token to make.

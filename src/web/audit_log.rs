@@ -15,11 +15,15 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
     let get = method == Method::GET;
     Some(match route {
         "/healthz" | "/openapi.json" | "/metrics" | "/logout" => return None,
-        "/login" | "/share/{token}" => return None, // refusals are recorded as login failures
-        "/ui/lang/{lang}" => return None,           // a language preference, no data
+        // Refusals are recorded as login failures.
+        "/login" | "/login/oidc" | "/login/oidc/callback" | "/share/{token}" => return None,
+        "/ui/lang/{lang}" => return None, // a language preference, no data
+        "/app-config.js" => return None,  // the viewer's settings, no data
         r if r.ends_with("/feedback") => A::Feedback,
         "/ui/studies/{study}/share" => A::Grant,
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
+        r if r.starts_with("/ui/admin/tokens") => A::Token,
+        r if r.starts_with("/ui/admin") => A::Administer,
         r if r.starts_with("/dicomweb") && !get => A::Store,
         "/dicomweb/studies"
         | "/dicomweb/series"
@@ -50,6 +54,7 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
             A::Forward
         }
         r if r.starts_with("/api/v1/peers") => A::Administer,
+        "/api/v1/research/exports" => A::ResearchExport,
         // A route added without a decision here is still recorded, as what it most likely is.
         _ if get => A::Query,
         _ => A::Administer,
@@ -138,9 +143,12 @@ mod tests {
             "/openapi.json",
             "/metrics",
             "/login",
+            "/login/oidc",
+            "/login/oidc/callback",
             "/logout",
             "/share/{token}",
             "/ui/lang/{lang}",
+            "/app-config.js",
         ];
         for (method, route) in crate::web::route_table() {
             let action = action_of(&method, &route);

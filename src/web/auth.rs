@@ -21,10 +21,14 @@ use crate::auth::{credential_from_authorization, credential_from_token, AuthErro
 /// The cookie a browser presents instead of an `Authorization` header (set by `/login`).
 pub const SESSION_COOKIE: &str = "tramy_session";
 
-/// Paths open without a credential: the liveness probe, the page where one is entered, the one
-/// that forgets it, and share links (the link is the credential).
+/// Paths open without a credential: the liveness probe, the pages where one is entered or
+/// obtained from the identity provider, the one that forgets it, and share links (the link is
+/// the credential).
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/login" | "/logout") || path.starts_with("/share/")
+    matches!(
+        path,
+        "/healthz" | "/login" | "/login/oidc" | "/login/oidc/callback" | "/logout"
+    ) || path.starts_with("/share/")
 }
 
 /// Middleware: authenticates the request or answers 401.
@@ -65,7 +69,7 @@ pub async fn authenticate(
         },
         Err(AuthError::Missing) if page => {
             tracing::debug!("no credential: sending the browser to /login");
-            return Redirect::to("/login").into_response();
+            return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
         }
         Err(e) => e,
     };
@@ -77,8 +81,8 @@ pub async fn authenticate(
     );
     record(&state, Some(failure)).await;
     if page {
-        // An expired or revoked session: sign in again.
-        return Redirect::to("/login").into_response();
+        // An expired or revoked session: sign in again, then back to the page.
+        return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
     }
     unauthorized(refused)
 }

@@ -20,6 +20,7 @@ pub mod observability;
 pub mod peers;
 pub mod pool;
 pub mod priors;
+pub mod research;
 pub mod sharing;
 pub mod stats;
 pub mod ui;
@@ -169,8 +170,15 @@ fn routes() -> Vec<(Method, String, MethodRouter<AppState>)> {
         (Method::GET, "/wado", get(wado_uri::wado)),
         (Method::GET, "/login", get(login::page)),
         (Method::POST, "/login", post(login::submit)),
+        (Method::GET, "/login/oidc", get(login::oidc_start)),
+        (
+            Method::GET,
+            "/login/oidc/callback",
+            get(login::oidc_callback),
+        ),
         (Method::POST, "/logout", post(login::logout)),
         (Method::GET, "/share/{token}", get(login::share_link)),
+        (Method::GET, "/app-config.js", get(viewer::app_config)),
     ]
     .into_iter()
     .map(|(method, path, route)| (method, path.to_string(), route));
@@ -287,6 +295,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::POST, "/api/v1/ae-titles", post(admin::add_ae_title)),
         (Method::GET, "/api/v1/ae-titles", get(admin::ae_titles)),
+        (
+            Method::DELETE,
+            "/api/v1/ae-titles/{ae_title}",
+            axum::routing::delete(admin::remove_ae_title),
+        ),
         (Method::POST, "/api/v1/tokens", post(admin::create_token)),
         (Method::GET, "/api/v1/tokens", get(admin::tokens)),
         (
@@ -332,6 +345,11 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/v1/facilities/{code}/stats",
             get(stats::facility_stats),
+        ),
+        (
+            Method::POST,
+            "/api/v1/research/exports",
+            post(research::export),
         ),
     ]
 }

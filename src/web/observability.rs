@@ -186,6 +186,7 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::admin::facility_keys,
         super::admin::add_ae_title,
         super::admin::ae_titles,
+        super::admin::remove_ae_title,
         super::admin::create_token,
         super::admin::tokens,
         super::admin::revoke_token,
@@ -198,9 +199,11 @@ pub async fn metrics_endpoint(super::auth::Caller(who): super::auth::Caller) -> 
         super::peers::deliver,
         super::peers::check,
         super::priors::retrieve_priors,
-        super::stats::facility_stats
+        super::stats::facility_stats,
+        super::research::export
     ),
     components(schemas(
+        crate::research::ExportRequest,
         crate::store::findings::Finding,
         crate::store::findings::WorklistEntry,
         crate::store::findings::JobView,

@@ -1,13 +1,19 @@
-//! A browser viewer's static files at the site root (`[http] viewer_dir`), e.g. OHIF's built
-//! `dist/` with tramy's `app-config.js` (`scripts/fetch-ohif.sh`): one origin serves the viewer
-//! and the DICOMweb it reads, so an admin runs one process and needs no CORS. Paths that are not
-//! files get `index.html` (the viewer routes them itself, e.g. `/viewer?StudyInstanceUIDs=…`);
-//! tramy's own prefixes never do, so a mistyped API path stays a 404 and never becomes HTML.
+//! The OHIF Viewer, served by tramy itself: its built files (`[http] viewer_dir`, by default
+//! the copy the build fetched from npm) with a configuration tramy writes ([`app_config`]), so
+//! one process serves the viewer and the DICOMweb it reads, on one origin: no separate web
+//! server, no CORS. The viewer's requests carry the signed-in user's session cookie, so it
+//! shows exactly what that user may see.
+//!
+//! OHIF's bundle loads its chunks from the site root (webpack's public path is `/`), so its
+//! files live at the root; its own routes (`/viewer?StudyInstanceUIDs=…`) get `index.html`.
+//! The root itself is tramy's worklist (`/ui/`), and tramy's own prefixes never fall back to
+//! the viewer, so a mistyped API path stays a 404 and never becomes HTML.
 
 use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
@@ -26,16 +32,45 @@ const OWN_PREFIXES: [&str; 7] = [
     "/ui/",
 ];
 
-/// The router's fallback: a file of the viewer, else its `index.html`, else 404. Without a
-/// viewer, the site's root (and `/ui`) lead to the web UI.
+/// OHIF's configuration with tramy as its only data source (`TRAMY_ORIGIN` filled in).
+const APP_CONFIG_TEMPLATE: &str = include_str!("ohif-app-config.js");
+
+/// The router's fallback: the site root and `/ui` lead to the worklist; else a file of the
+/// viewer, else its `index.html`, else 404.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path();
-    match &state.config.http.viewer_dir {
-        _ if path == "/ui" => Redirect::to("/ui/").into_response(),
-        None if path == "/" => Redirect::to("/ui/").into_response(),
-        Some(dir) if !OWN_PREFIXES.iter().any(|p| path.starts_with(p)) => serve(dir, request).await,
+    if path == "/" || path == "/ui" {
+        return Redirect::to("/ui/").into_response();
+    }
+    match state.config.http.viewer_files() {
+        Some(dir) if !OWN_PREFIXES.iter().any(|p| path.starts_with(p)) => {
+            serve(&dir, request).await
+        }
         _ => HttpError::not_found("no such resource").into_response(),
     }
+}
+
+/// `GET /app-config.js`: the viewer's configuration, pointing it at this server's DICOMweb
+/// (`[http] public_url` when set, e.g. behind a reverse proxy; else the page's own origin).
+pub async fn app_config(State(state): State<AppState>) -> Response {
+    if state.config.http.viewer_files().is_none() {
+        return HttpError::not_found("no viewer is installed").into_response();
+    }
+    let origin = match state.config.http.public_url.trim_end_matches('/') {
+        "" => "window.location.origin".to_string(),
+        url => serde_json::Value::from(url).to_string(),
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        APP_CONFIG_TEMPLATE.replace("__TRAMY_ORIGIN__", &origin),
+    )
+        .into_response()
 }
 
 /// `request` answered from `dir` (ServeDir refuses `..` and paths outside it).

@@ -10,7 +10,10 @@ a radiologist would see, as JSON on stdout:
 It first signs in on tramy's /login page with the token in TRAMY_TOKEN, as a doctor would, so
 that the viewer's requests carry the session cookie.
 
-Usage: ohif_check.py BASE_URL OUT_DIR sr STUDY SERIES TEXT [image STUDY]...
+- `ui`: the study's page in tramy's web UI asked for without a session: the sign-in page it
+  leads to, where signing in leads, and the image OHIF drew after "open in viewer".
+
+Usage: ohif_check.py BASE_URL OUT_DIR [ui STUDY] sr STUDY SERIES TEXT [image STUDY]...
 Screenshots go to OUT_DIR (one per step), for a person to look at when a check fails.
 """
 
@@ -166,6 +169,7 @@ def open_sr(driver, base, out, study, series, text):
     # The study browser lists the SR series by its description.
     result["listed"] = "AI findings" in driver.execute_script("return document.body.innerText")
     result["svg_text"] = driver.execute_script(SVG_TEXT_JS)
+    result["canvases"] = driver.execute_script(CANVAS_JS)
     driver.save_screenshot(f"{out}/sr.png")
     result["errors"] = errors(driver)
     return result
@@ -224,17 +228,47 @@ def open_image(driver, base, out, study):
     return result
 
 
-def sign_in(driver, base):
-    """Signs in on /login with TRAMY_TOKEN; fails loudly when the page refuses it."""
+def open_from_worklist(driver, base, out, study):
+    """As a doctor would: asks for the study's page without a session, signs in on the page
+    that leads to, lands back on the study's page, and follows its "open in viewer" link."""
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{base}/login")
+    page = f"{base}/ui/studies/{study}"
+    driver.get(page)
+    result = {"sign_in_url": driver.current_url}
+    sign_in(driver, base, start=False)
+    result["after_sign_in"] = driver.current_url
+    driver.get_log("performance")
+    driver.find_element(By.ID, "open-viewer").click()
+    try:
+        wait(
+            driver,
+            "an image drawn after 'open in viewer'",
+            lambda: any(c.get("distinct", 0) > 1 for c in driver.execute_script(CANVAS_JS)),
+        )
+    except TimeoutError as e:
+        result["timeout"] = str(e)
+    settle(driver)
+    result["viewer_url"] = driver.current_url
+    result["canvases"] = driver.execute_script(CANVAS_JS)
+    driver.save_screenshot(f"{out}/from-ui-{study[-12:]}.png")
+    result["errors"] = errors(driver)
+    return result
+
+
+def sign_in(driver, base, start=True):
+    """Signs in on /login with TRAMY_TOKEN (on the page the browser is on unless `start`);
+    fails loudly when the page refuses it."""
+    from selenium.webdriver.common.by import By
+
+    if start:
+        driver.get(f"{base}/login")
     field = driver.find_element(By.NAME, "token")
     field.send_keys(os.environ["TRAMY_TOKEN"])
     field.submit()
     deadline = time.time() + 30
     while time.time() < deadline:
-        if not driver.current_url.rstrip("/").endswith("/login"):
+        if not driver.current_url.split("?")[0].rstrip("/").endswith("/login"):
             return
         time.sleep(0.2)
     raise SystemExit(f"sign-in failed: {driver.find_element(By.TAG_NAME, 'body').text}")
@@ -243,13 +277,17 @@ def sign_in(driver, base):
 def main():
     base, out, steps = sys.argv[1], sys.argv[2], sys.argv[3:]
     driver = browser()
-    report = {"sr": [], "image": []}
+    report = {"sr": [], "image": [], "ui": []}
     try:
-        sign_in(driver, base)
+        if steps[0] != "ui":
+            sign_in(driver, base)
         while steps:
             if steps[0] == "sr":
                 report["sr"].append(open_sr(driver, base, out, *steps[1:4]))
                 steps = steps[4:]
+            elif steps[0] == "ui":
+                report["ui"].append(open_from_worklist(driver, base, out, steps[1]))
+                steps = steps[2:]
             elif steps[0] == "image":
                 report["image"].append(open_image(driver, base, out, steps[1]))
                 steps = steps[2:]

@@ -6,6 +6,9 @@
 //! without a session is sent to `/login`) and reads the index through the same domain methods,
 //! so a user sees exactly the studies the API would show them. Handlers here only shape views.
 
+pub mod admin;
+pub mod chart;
+pub mod dashboard;
 pub mod events;
 pub mod i18n;
 pub mod pages;
@@ -52,6 +55,33 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/ui/events", get(events::worklist_events)),
         (Method::GET, "/ui/lang/{lang}", get(switch_language)),
+        (Method::GET, "/ui/dashboard", get(dashboard::dashboard)),
+        (Method::GET, "/ui/admin/", get(admin::home)),
+        (Method::GET, "/ui/admin/facilities", get(admin::facilities)),
+        (
+            Method::POST,
+            "/ui/admin/facilities",
+            post(admin::add_facility),
+        ),
+        (Method::GET, "/ui/admin/ae-titles", get(admin::ae_titles)),
+        (
+            Method::POST,
+            "/ui/admin/ae-titles",
+            post(admin::add_ae_title),
+        ),
+        (
+            Method::POST,
+            "/ui/admin/ae-titles/{ae_title}/remove",
+            post(admin::remove_ae_title),
+        ),
+        (Method::GET, "/ui/admin/tokens", get(admin::tokens)),
+        (Method::POST, "/ui/admin/tokens", post(admin::create_token)),
+        (
+            Method::POST,
+            "/ui/admin/tokens/{id}/revoke",
+            post(admin::revoke_token),
+        ),
+        (Method::GET, "/ui/admin/peers", get(admin::peers)),
     ]
 }
 

@@ -412,8 +412,7 @@ pub async fn study(
         viewer_href: state
             .config
             .http
-            .viewer_dir
-            .as_ref()
+            .viewer_files()
             .map(|_| format!("/viewer?StudyInstanceUIDs={study}")),
         actions,
         js: super::JS,
@@ -569,10 +568,47 @@ fn server_error(lang: Lang, detail: impl std::fmt::Display) -> Response {
 struct LoginPage {
     chrome: Chrome,
     message: String,
+    /// Where the browser goes once signed in.
+    next: String,
+    /// The identity provider's sign-in, when offered.
+    sso_href: Option<String>,
 }
 
-/// The sign-in page in `lang`, with why the last try was refused (empty: none).
-pub fn login_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+/// The page a sign-in through the identity provider ends on: it moves on to `next` from this
+/// site itself, so the browser sends the new SameSite=Strict session cookie.
+#[derive(Template)]
+#[template(path = "continue.html")]
+struct ContinuePage {
+    chrome: Chrome,
+    next: String,
+}
+
+/// The page that moves on to `next` (a path on this site) once signed in.
+pub fn continue_page(lang: Lang, next: &str) -> Response {
+    let chrome = Chrome {
+        lang,
+        switch_href: next.to_string(),
+        signed_in: false,
+        css: super::CSS,
+    };
+    html(
+        ContinuePage {
+            chrome,
+            next: next.to_string(),
+        }
+        .render(),
+    )
+}
+
+/// The sign-in page in `lang`, with why the last try was refused (empty: none), leading to
+/// `next` once signed in; with the identity provider's sign-in when `sso`.
+pub fn login_page(
+    lang: Lang,
+    status: StatusCode,
+    message: &str,
+    next: &str,
+    sso: bool,
+) -> Response {
     let chrome = Chrome {
         lang,
         switch_href: format!("/login?lang={}", lang.other().code()),
@@ -583,6 +619,11 @@ pub fn login_page(lang: Lang, status: StatusCode, message: &str) -> Response {
         LoginPage {
             chrome,
             message: message.to_string(),
+            next: next.to_string(),
+            sso_href: sso.then(|| {
+                let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                format!("/login/oidc?next={next}")
+            }),
         }
         .render(),
     );

@@ -4,9 +4,20 @@
 //! ignored, are positives for it; all others negatives), or a CSV `path,label1,label2,…` of 0/1
 //! values with a header naming the labels. Files: DICOM, PNG or JPEG.
 //!
+//! A CSV may also carry breakdown columns `facility`, `modality`, `sex`, `age` (years or an Age
+//! String) and `age_group`; they are not labels and override what the DICOM header says. With
+//! `--labels-from feedback` the CSV is a research export's feedback `labels.csv` ([`feedback`]).
+//!
 //! Per model and label: AUC with a 95% confidence interval (Hanley & McNeil, 1982), sensitivity
-//! and specificity at the manifest's threshold, the confusion matrix; per model: latency p50/p95
-//! of preprocessing plus inference for one image, and throughput.
+//! and specificity at the manifest's threshold, the confusion matrix, Brier score, a 10-bin
+//! reliability diagram and expected calibration error ([`stats`]), and the same figures per
+//! facility, modality, sex and age group ([`strata`]); per model: latency p50/p95 of
+//! preprocessing plus inference for one image, and throughput. Between models, per label:
+//! DeLong's test of the two AUCs on the files both scored ([`compare`]).
+
+pub mod feedback;
+pub mod stats;
+pub mod strata;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +35,76 @@ pub struct Example {
     pub path: PathBuf,
     /// Truth per label.
     pub truth: BTreeMap<String, bool>,
+    /// Breakdown attributes ([`strata::DIMENSIONS`]): the labels file's, else the header's.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Where the truth comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelsFrom {
+    /// A folder per class or a CSV of 0/1 columns ([`load_dataset`]).
+    #[default]
+    Data,
+    /// Doctors' agree/disagree feedback on findings ([`feedback::load`]).
+    Feedback,
+}
+
+/// CSV columns that describe the case, not a label.
+const ATTRIBUTE_COLUMNS: [&str; 5] = ["facility", "modality", "sex", "age", "age_group"];
+
+/// Copies the breakdown columns of a CSV row into `attributes` (an `age` becomes its group).
+pub(crate) fn attributes_from_row(
+    header: &[String],
+    cells: &[&str],
+    attributes: &mut BTreeMap<String, String>,
+) {
+    for (h, v) in header.iter().zip(cells) {
+        if v.is_empty() || !ATTRIBUTE_COLUMNS.contains(&h.as_str()) {
+            continue;
+        }
+        let (key, value) = match h.as_str() {
+            "age" => match strata::age_group_of_text(v) {
+                Some(group) => ("age_group", group.to_string()),
+                None => continue,
+            },
+            "sex" => ("sex", v.to_uppercase()),
+            other => (other, v.to_string()),
+        };
+        attributes.insert(key.to_string(), value);
+    }
+}
+
+/// Fills each example's missing breakdown attributes from its DICOM header.
+fn add_header_attributes(examples: &mut [Example]) {
+    for example in examples {
+        for (key, value) in strata::from_dicom(&example.path) {
+            example.attributes.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// Reads a data set from `path` with truth from `from`; with feedback, also how many rows gave
+/// labels and how many were excluded.
+pub fn load(
+    path: &Path,
+    labels: &[String],
+    from: LabelsFrom,
+) -> Result<(Vec<Example>, Option<feedback::FeedbackCounts>), EvalError> {
+    let (mut examples, counts) = match from {
+        LabelsFrom::Data => (load_dataset(path, labels)?, None),
+        LabelsFrom::Feedback => {
+            let (examples, counts) = feedback::load(path)?;
+            (examples, Some(counts))
+        }
+    };
+    if examples.is_empty() {
+        return Err(EvalError::Data {
+            path: path.to_owned(),
+            reason: "no labelled examples".into(),
+        });
+    }
+    add_header_attributes(&mut examples);
+    Ok((examples, counts))
 }
 
 /// Why a data set cannot be evaluated.
@@ -55,7 +136,11 @@ pub fn load_dataset(path: &Path, labels: &[String]) -> Result<Vec<Example>, Eval
     };
     if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        // A spreadsheet's UTF-8 byte order mark would otherwise hide the first column's name.
+        let mut lines = text
+            .trim_start_matches('\u{feff}')
+            .lines()
+            .filter(|l| !l.trim().is_empty());
         let header: Vec<String> = lines
             .next()
             .ok_or_else(|| bad("the CSV is empty".into()))?
@@ -75,9 +160,12 @@ pub fn load_dataset(path: &Path, labels: &[String]) -> Result<Vec<Example>, Eval
                         header.len()
                     )));
                 }
+                let mut attributes = BTreeMap::new();
+                attributes_from_row(&header, &cells, &mut attributes);
                 let truth = header[1..]
                     .iter()
                     .zip(&cells[1..])
+                    .filter(|(h, _)| !ATTRIBUTE_COLUMNS.contains(&h.as_str()))
                     .map(|(h, v)| match *v {
                         "1" => Ok((h.clone(), true)),
                         "0" => Ok((h.clone(), false)),
@@ -87,6 +175,7 @@ pub fn load_dataset(path: &Path, labels: &[String]) -> Result<Vec<Example>, Eval
                 Ok(Example {
                     path: base.join(cells[0]),
                     truth,
+                    attributes,
                 })
             })
             .collect();
@@ -107,7 +196,11 @@ pub fn load_dataset(path: &Path, labels: &[String]) -> Result<Vec<Example>, Eval
                 .iter()
                 .map(|l| (l.to_lowercase(), l.to_lowercase() == class_name))
                 .collect();
-            examples.push(Example { path: file, truth });
+            examples.push(Example {
+                path: file,
+                truth,
+                attributes: BTreeMap::new(),
+            });
         }
     }
     if examples.is_empty() {
@@ -148,26 +241,21 @@ pub fn score(model: &LoadedModel, path: &Path) -> Result<(BTreeMap<String, f32>,
     ))
 }
 
-/// Area under the ROC curve (probability a positive outranks a negative; ties count half).
+/// Area under the ROC curve (probability a positive outranks a negative; ties count half), by
+/// midranks in O(n log n) ([`stats::auc`]); `None` when a class is missing.
 pub fn auc(scores: &[(f32, bool)]) -> Option<f64> {
-    let positives: Vec<f32> = scores.iter().filter(|s| s.1).map(|s| s.0).collect();
-    let negatives: Vec<f32> = scores.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    let class = |truth: bool| -> Vec<f64> {
+        scores
+            .iter()
+            .filter(|s| s.1 == truth)
+            .map(|s| f64::from(s.0))
+            .collect()
+    };
+    let (positives, negatives) = (class(true), class(false));
     if positives.is_empty() || negatives.is_empty() {
         return None;
     }
-    let mut wins = 0.0;
-    for p in &positives {
-        for n in &negatives {
-            wins += if p > n {
-                1.0
-            } else if p == n {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    Some(wins / (positives.len() * negatives.len()) as f64)
+    Some(stats::auc(&positives, &negatives))
 }
 
 /// 95% confidence interval of an AUC (Hanley & McNeil 1982 standard error), clamped to [0, 1].
@@ -226,6 +314,29 @@ pub struct LabelReport {
     pub confusion: [usize; 4],
     /// ROC curve points.
     pub roc: Vec<(f64, f64)>,
+    /// Brier score (mean squared error of the probability).
+    pub brier: Option<f64>,
+    /// Expected calibration error over [`LabelReport::reliability`].
+    pub ece: Option<f64>,
+    /// Reliability diagram: 10 equal-width bins of predicted probability.
+    pub reliability: Vec<stats::Bin>,
+    /// The same figures per facility, modality, sex and age group.
+    pub strata: Vec<strata::Stratum>,
+}
+
+/// DeLong's test between this report's model and a later one, for one label.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Label.
+    pub label: String,
+    /// The other model's name.
+    pub against: String,
+    /// The other model's position in the report (0-based).
+    pub against_index: usize,
+    /// Files both models scored that have a truth for the label.
+    pub examples: usize,
+    /// The test; absent with fewer than two positives or two negatives.
+    pub delong: Option<stats::DeLong>,
 }
 
 /// One file's scores, for researchers who want per-case outputs.
@@ -237,6 +348,8 @@ pub struct ExampleScores {
     pub probabilities: BTreeMap<String, f32>,
     /// Truth per label name, as the data set says.
     pub truth: BTreeMap<String, bool>,
+    /// Breakdown attributes.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Results for one model.
@@ -262,16 +375,23 @@ pub struct ModelReport {
     pub throughput_per_s: f64,
     /// Every file's scores, in data set order.
     pub scores: Vec<ExampleScores>,
+    /// DeLong's tests against each model listed after this one ([`compare`]).
+    pub comparisons: Vec<Comparison>,
+    /// With labels from feedback: rows that gave labels and rows excluded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<feedback::FeedbackCounts>,
 }
 
-/// Evaluates `model` on `examples`, calling `progress` after each file.
+/// Evaluates `model` on `examples`, calling `progress` after each file; breakdown strata with
+/// fewer than `min_stratum` positives or negatives get no figures.
 pub fn evaluate(
     model: &LoadedModel,
     device: &str,
     examples: &[Example],
+    min_stratum: usize,
     mut progress: impl FnMut(),
 ) -> Result<ModelReport, EvalError> {
-    let mut per_label: BTreeMap<String, Vec<(f32, bool)>> = BTreeMap::new();
+    let mut per_label: BTreeMap<String, Vec<strata::Case<'_>>> = BTreeMap::new();
     let mut latencies = Vec::with_capacity(examples.len());
     let mut per_example = Vec::with_capacity(examples.len());
     let started = Instant::now();
@@ -281,13 +401,17 @@ pub fn evaluate(
         for label in &model.manifest.labels {
             let key = label.name.to_lowercase();
             if let (Some(p), Some(t)) = (scores.get(&key), example.truth.get(&key)) {
-                per_label.entry(key).or_default().push((*p, *t));
+                per_label
+                    .entry(key)
+                    .or_default()
+                    .push((*p, *t, &example.attributes));
             }
         }
         per_example.push(ExampleScores {
             path: example.path.clone(),
             probabilities: scores,
             truth: example.truth.clone(),
+            attributes: example.attributes.clone(),
         });
         progress();
     }
@@ -304,10 +428,13 @@ pub fn evaluate(
         .labels
         .iter()
         .filter_map(|label| {
-            let scores = per_label.get(&label.name.to_lowercase())?;
+            let cases = per_label.get(&label.name.to_lowercase())?;
+            let scores: Vec<(f32, bool)> = cases.iter().map(|c| (c.0, c.1)).collect();
+            let as_f64: Vec<(f64, bool)> = scores.iter().map(|s| (f64::from(s.0), s.1)).collect();
+            let reliability = stats::reliability(&as_f64, 10);
             let positives = scores.iter().filter(|s| s.1).count();
             let negatives = scores.len() - positives;
-            let a = auc(scores);
+            let a = auc(&scores);
             let tp = scores
                 .iter()
                 .filter(|s| s.1 && s.0 >= label.threshold)
@@ -327,7 +454,11 @@ pub fn evaluate(
                 sensitivity: (positives > 0).then(|| tp as f64 / positives as f64),
                 specificity: (negatives > 0).then(|| tn as f64 / negatives as f64),
                 confusion: [tp, fp, tn, fn_],
-                roc: roc(scores),
+                roc: roc(&scores),
+                brier: stats::brier(&as_f64),
+                ece: stats::expected_calibration_error(&reliability),
+                reliability,
+                strata: strata::breakdown(cases, label.threshold, min_stratum),
             })
         })
         .collect();
@@ -346,7 +477,47 @@ pub fn evaluate(
             0.0
         },
         scores: per_example,
+        comparisons: Vec::new(),
+        feedback: None,
     })
+}
+
+/// Fills each report's [`ModelReport::comparisons`]: for every later model and every label both
+/// have, DeLong's test on the files both scored (matched by path) that have a truth.
+pub fn compare(reports: &mut [ModelReport]) {
+    for i in 0..reports.len() {
+        let mut found = Vec::new();
+        for (j, other) in reports.iter().enumerate().skip(i + 1) {
+            let theirs: BTreeMap<&Path, &ExampleScores> =
+                other.scores.iter().map(|s| (s.path.as_path(), s)).collect();
+            for label in &reports[i].labels {
+                if !other.labels.iter().any(|l| l.label == label.label) {
+                    continue;
+                }
+                let key = label.label.to_lowercase();
+                let cases: Vec<(f64, f64, bool)> = reports[i]
+                    .scores
+                    .iter()
+                    .filter_map(|mine| {
+                        let other = theirs.get(mine.path.as_path())?;
+                        Some((
+                            f64::from(*mine.probabilities.get(&key)?),
+                            f64::from(*other.probabilities.get(&key)?),
+                            *mine.truth.get(&key)?,
+                        ))
+                    })
+                    .collect();
+                found.push(Comparison {
+                    label: label.label.clone(),
+                    against: other.model.clone(),
+                    against_index: j,
+                    examples: cases.len(),
+                    delong: stats::delong(&cases),
+                });
+            }
+        }
+        reports[i].comparisons = found;
+    }
 }
 
 /// Draws the ROC curves of every model for `label` into a PNG (models in the order given, colours
@@ -381,6 +552,51 @@ pub fn draw_roc(path: &Path, curves: &[(&str, &[(f64, f64)])]) -> Result<(), Str
             colour.stroke_width(2),
         ))
         .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Draws the reliability diagrams of every model for one label into a PNG: per model, the mean
+/// predicted probability (x) against the observed fraction of positives (y) of each non-empty bin,
+/// joined by a line, a dot's area growing with the bin's count; the diagonal is perfect
+/// calibration. Colours as in [`draw_roc`].
+pub fn draw_reliability(path: &Path, models: &[(&str, &[stats::Bin])]) -> Result<(), String> {
+    use plotters::prelude::*;
+    const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let root = BitMapBackend::new(path, (480, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let area = root.margin(20, 20, 20, 20);
+    let (w, h) = area.dim_in_pixel();
+    let to_px = |(x, y): (f64, f64)| {
+        (
+            (x * f64::from(w - 1)) as i32,
+            ((1.0 - y) * f64::from(h - 1)) as i32,
+        )
+    };
+    let frame = Rectangle::new(
+        [(0, 0), (w as i32 - 1, h as i32 - 1)],
+        BLACK.stroke_width(1),
+    );
+    area.draw(&frame).map_err(|e| e.to_string())?;
+    let diagonal = PathElement::new(
+        vec![to_px((0.0, 0.0)), to_px((1.0, 1.0))],
+        RGBColor(180, 180, 180),
+    );
+    area.draw(&diagonal).map_err(|e| e.to_string())?;
+    for (i, (_, bins)) in models.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<((f64, f64), usize)> = bins
+            .iter()
+            .filter_map(|b| Some(((b.mean_predicted?, b.observed?), b.count)))
+            .collect();
+        let line: Vec<(i32, i32)> = points.iter().map(|(p, _)| to_px(*p)).collect();
+        area.draw(&PathElement::new(line, colour.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        for (p, count) in &points {
+            let radius = 2 + (*count as f64).sqrt().min(10.0) as i32;
+            area.draw(&Circle::new(to_px(*p), radius, colour.filled()))
+                .map_err(|e| e.to_string())?;
+        }
     }
     root.present().map_err(|e| e.to_string())
 }
