@@ -260,6 +260,29 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         // The web UI: a study's page is its findings; the event stream answers only a client
         // that accepts one (406 here), after the role's check; the language switch is anyone's.
         "/ui/studies/{study}" => read_study(who),
+        // Feedback on a finding (there is none here: whoever may read findings learns that);
+        // giving it is a clinician's or an admin's; the export is a researcher's or an admin's.
+        "/api/v1/studies/{study}/findings/{finding}/feedback" if get => match who {
+            Nobody => Status(401),
+            ModalityA => Status(403),
+            _ => Status(404),
+        },
+        "/api/v1/studies/{study}/findings/{finding}/feedback"
+        | "/ui/studies/{study}/findings/{finding}/feedback" => match who {
+            Nobody => Status(401),
+            ModalityA | ResearcherA | NodeA | ShareHolder => Status(403),
+            _ => Status(404),
+        },
+        "/api/v1/feedback" => match who {
+            Nobody => Status(401),
+            Superadmin | AdminA | ResearcherA => Status(200),
+            _ => Status(403),
+        },
+        // The study page's share dialog makes a share link as `/api/v1/share-links` does.
+        "/ui/studies/{study}/share" => match share(who, 200, 404, 404) {
+            Status(200) if who == Superadmin => Status(400),
+            other => other,
+        },
         "/ui/events" => match who {
             Nobody => Status(401),
             ModalityA => Status(403),
@@ -331,6 +354,7 @@ impl World {
             .replace("{sop}", &self.sop)
             .replace("{frames}", "1")
             .replace("{frame}", "1")
+            .replace("{finding}", "1")
             .replace("{tag}", "7FE00010")
             .replace("{patient}", PATIENT)
             .replace("{code}", "A")
@@ -393,6 +417,21 @@ impl World {
                 "expires_at": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
                 "break_glass_reason": "matrix test"
             })),
+            ("POST", "/api/v1/studies/{study}/findings/{finding}/feedback") => {
+                json(serde_json::json!({ "verdict": "agree" }))
+            }
+            ("POST", "/ui/studies/{study}/findings/{finding}/feedback") => (
+                "application/x-www-form-urlencoded".into(),
+                b"verdict=agree&comment=matrix".to_vec(),
+            ),
+            ("POST", "/ui/studies/{study}/share") => (
+                "application/x-www-form-urlencoded".into(),
+                format!(
+                    "kind=link&expires={}&reason=matrix+test",
+                    chrono::Utc::now().date_naive() + chrono::TimeDelta::days(2)
+                )
+                .into_bytes(),
+            ),
             ("POST", "/api/v1/facilities") => json(serde_json::json!({
                 "code": format!("F{n}"), "name": "Matrix facility"
             })),

@@ -57,7 +57,9 @@ fn dicom_event_id(action: AuditAction) -> (&'static str, &'static str) {
         A::Query => ("110112", "Query"),
         A::Retrieve | A::Forward => ("110104", "DICOM Instances Transferred"),
         A::Store => ("110104", "DICOM Instances Transferred"),
-        A::ReadMetadata | A::ReadFindings | A::Triage => ("110103", "DICOM Instances Accessed"),
+        A::ReadMetadata | A::ReadFindings | A::Triage | A::Feedback => {
+            ("110103", "DICOM Instances Accessed")
+        }
         A::Consent | A::Link => ("110110", "Patient Record"),
         A::Grant | A::Token | A::Administer => ("110113", "Security Alert"),
         A::ReadAudit => ("110101", "Audit Log Used"),

@@ -45,6 +45,9 @@ pub enum AuditAction {
     /// A triage model's job on an instance ended: scored, or left unscored with the reason
     /// (outside the model's intended use, or refused by its anatomy gate) (issue #13).
     Triage,
+    /// A clinician's verdict on an AI finding recorded or read, or the feedback export read
+    /// (issue #15); the comment is never in the detail.
+    Feedback,
     /// A de-identified research set exported, with its counts (issue #15).
     ResearchExport,
 }
@@ -125,12 +128,13 @@ impl AuditAction {
             AuditAction::LoginFailure => "login_failure",
             AuditAction::Forward => "forward",
             AuditAction::Triage => "triage",
+            AuditAction::Feedback => "feedback",
             AuditAction::ResearchExport => "research_export",
         }
     }
 
     /// Every action, for parsing.
-    pub const ALL: [AuditAction; 15] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Query,
         AuditAction::Retrieve,
         AuditAction::ReadMetadata,
@@ -145,6 +149,7 @@ impl AuditAction {
         AuditAction::LoginFailure,
         AuditAction::Forward,
         AuditAction::Triage,
+        AuditAction::Feedback,
         AuditAction::ResearchExport,
     ];
 

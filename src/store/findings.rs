@@ -98,6 +98,8 @@ impl FromValue for IntendedUse {
 /// One label's result on one instance (or frame).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Finding {
+    /// The finding's id (feedback names it).
+    pub id: i64,
     /// Series Instance UID.
     pub series_instance_uid: String,
     /// SOP Instance UID.
@@ -147,11 +149,12 @@ fn for_study(conn: &Connection, study: &str, v: &Visibility) -> super::db::Resul
     conn.prepare_cached(&format!(
         "SELECT series_instance_uid, sop_instance_uid, frame, model, model_version, label, probability, \
          flagged, urgency, statement, created_at, intended_use, intended_use_note, view_position, fired_frames, \
-         field_of_view FROM findings WHERE study_instance_uid = ? AND {visible} \
+         field_of_view, id FROM findings WHERE study_instance_uid = ? AND {visible} \
          ORDER BY flagged DESC, probability DESC"
     ))?
     .query_map(super::db::params_from_iter(params), |r| {
         Ok(Finding {
+            id: r.get(16)?,
             series_instance_uid: r.get(0)?,
             sop_instance_uid: r.get(1)?,
             frame: r.get(2)?,
@@ -204,7 +207,24 @@ pub struct WorklistEntry {
     /// Why those jobs ended unscored, each reason once, e.g. `not a frontal chest radiograph:
     /// lung area 0.0%`.
     pub skipped_reasons: Vec<String>,
+    /// Whether a reviewer gave feedback on any of its findings.
+    pub reviewed: bool,
+    /// The facilities holding instances of it (codes).
+    pub facilities: Vec<String>,
 }
+
+/// The worklist's narrowing beyond the patient's name (`None`: no condition).
+#[derive(Debug, Clone, Default)]
+pub struct WorklistFilter {
+    /// Only studies with (`true`) or without (`false`) feedback on a finding.
+    pub reviewed: Option<bool>,
+    /// Only studies a facility with this code holds instances of.
+    pub facility: Option<String>,
+}
+
+/// The condition that study row `st` has a reviewer's current verdict on one of its findings.
+const REVIEWED: &str = "EXISTS (SELECT 1 FROM finding_feedback ff \
+    WHERE ff.study_instance_uid = st.study_instance_uid AND ff.is_current = 1)";
 
 /// Studies by urgency of their flags (emergency first), then by arrival (oldest first).
 fn worklist(
@@ -212,6 +232,7 @@ fn worklist(
     limit: i64,
     offset: i64,
     patient_name: &str,
+    filter: &WorklistFilter,
     v: &Visibility,
 ) -> super::db::Result<Vec<WorklistEntry>> {
     let (mut visible, mut params) = visible_where(v, "{}", None);
@@ -220,6 +241,16 @@ fn worklist(
     {
         visible = format!("{visible} AND {name}");
         params.extend(name_params);
+    }
+    if let Some(reviewed) = filter.reviewed {
+        let not = if reviewed { "" } else { "NOT " };
+        visible = format!("{visible} AND {not}{REVIEWED}");
+    }
+    if let Some(facility) = &filter.facility {
+        visible = format!(
+            "{visible} AND EXISTS (SELECT 1 FROM study_facilities sf WHERE sf.study_fk = st.id AND sf.facility = ?)"
+        );
+        params.push(SqlValue::Text(facility.clone()));
     }
     params.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
     conn.prepare_cached(&format!(
@@ -239,7 +270,10 @@ fn worklist(
           JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped'), \
          COALESCE((SELECT string_agg(d.last_error, '\u{1f}' ORDER BY d.last_error) FROM (SELECT DISTINCT j.last_error \
                    FROM triage_jobs j JOIN instances i ON i.sop_instance_uid = j.sop_instance_uid \
-                   JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped') AS d), '') \
+                   JOIN series se ON i.series_fk = se.id WHERE se.study_fk = st.id AND j.state = 'skipped') AS d), ''), \
+         CASE WHEN {REVIEWED} THEN 1 ELSE 0 END, \
+         COALESCE((SELECT string_agg(sf.facility, ',' ORDER BY sf.facility) FROM study_facilities sf \
+                   WHERE sf.study_fk = st.id), '') \
          FROM studies st JOIN patients p ON st.patient_fk = p.id WHERE {visible} \
          ORDER BY rank DESC, st.created_at ASC, st.id ASC LIMIT ? OFFSET ?"
     ))?
@@ -272,6 +306,8 @@ fn worklist(
                 .filter(|reason| !reason.is_empty())
                 .map(str::to_string)
                 .collect(),
+            reviewed: r.get(13)?,
+            facilities: labels(&r.get::<_, String>(14)?),
         })
     })?
     .collect()
@@ -463,9 +499,22 @@ impl Index {
         offset: i64,
         patient_name: String,
     ) -> Result<Vec<WorklistEntry>, IndexError> {
+        self.worklist_filtered(who, limit, offset, patient_name, WorklistFilter::default())
+            .await
+    }
+
+    /// [`Index::worklist`], narrowed by `filter` too (reviewed or not, a facility's).
+    pub async fn worklist_filtered(
+        &self,
+        who: &Principal,
+        limit: i64,
+        offset: i64,
+        patient_name: String,
+        filter: WorklistFilter,
+    ) -> Result<Vec<WorklistEntry>, IndexError> {
         self.admit(who, Action::ReadFindings)?;
         let v = who.visibility(Action::ReadFindings);
-        self.read(move |c| Ok(worklist(c, limit, offset, &patient_name, &v)?))
+        self.read(move |c| Ok(worklist(c, limit, offset, &patient_name, &filter, &v)?))
             .await
     }
 

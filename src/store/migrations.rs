@@ -26,6 +26,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/010_name_matching.sql")),
     M::up(include_str!("migrations/011_intended_use.sql")),
     M::up(include_str!("migrations/012_clip_findings.sql")),
+    M::up(include_str!("migrations/013_finding_feedback.sql")),
 ];
 
 /// The same migrations in PostgreSQL's dialect: entry N is migration N's twin.
@@ -42,6 +43,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/010_name_matching.sql"),
     include_str!("migrations/postgres/011_intended_use.sql"),
     include_str!("migrations/postgres/012_clip_findings.sql"),
+    include_str!("migrations/postgres/013_finding_feedback.sql"),
 ];
 
 /// The schema version this tramy writes: the number of migrations.

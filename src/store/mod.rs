@@ -6,6 +6,7 @@ pub mod changes;
 pub mod commitment;
 pub mod damage;
 pub mod db;
+pub mod feedback;
 pub mod findings;
 pub mod index;
 pub mod migrations;

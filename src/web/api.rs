@@ -69,6 +69,11 @@ pub struct Paging {
     /// Only studies whose patient's name has words beginning with each word of this, accents
     /// and case aside, as QIDO-RS `fuzzymatching=true` (worklist only): `nguyen van`.
     patient_name: Option<String>,
+    /// `true`: only studies with a reviewer's feedback on a finding; `false`: only those
+    /// without (worklist only).
+    reviewed: Option<bool>,
+    /// Only studies this facility (its code) holds (worklist only).
+    facility: Option<String>,
 }
 
 /// `GET /api/v1/worklist`: studies by the urgency of their AI flags, then by arrival.
@@ -94,10 +99,14 @@ pub async fn worklist(
     if query_words(&patient_name).len() > MAX_QUERY_WORDS {
         return Err(HttpError::bad_request("patient_name: at most 16 words"));
     }
+    let filter = crate::store::findings::WorklistFilter {
+        reviewed: p.reviewed,
+        facility: p.facility.filter(|f| !f.trim().is_empty()),
+    };
     let list = state
         .archive
         .index()
-        .worklist(&who, limit, offset, patient_name)
+        .worklist_filtered(&who, limit, offset, patient_name, filter)
         .await
         .map_err(HttpError::from)?;
     Ok(Json(list))

@@ -19,6 +19,8 @@ pub fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
         "/login" | "/login/oidc" | "/login/oidc/callback" | "/share/{token}" => return None,
         "/ui/lang/{lang}" => return None, // a language preference, no data
         "/app-config.js" => return None,  // the viewer's settings, no data
+        r if r.ends_with("/feedback") => A::Feedback,
+        "/ui/studies/{study}/share" => A::Grant,
         r if r.starts_with("/ui/studies/") => A::ReadFindings,
         r if r.starts_with("/ui/admin/tokens") => A::Token,
         r if r.starts_with("/ui/admin") => A::Administer,

@@ -13,6 +13,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod dicomweb;
 pub mod error;
+pub mod feedback;
 pub mod listener;
 pub mod login;
 pub mod observability;
@@ -212,6 +213,17 @@ fn own_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             get(api::study_findings),
         ),
         (Method::GET, "/api/v1/worklist", get(api::worklist)),
+        (
+            Method::GET,
+            "/api/v1/studies/{study}/findings/{finding}/feedback",
+            get(feedback::finding_feedback),
+        ),
+        (
+            Method::POST,
+            "/api/v1/studies/{study}/findings/{finding}/feedback",
+            post(feedback::record_feedback),
+        ),
+        (Method::GET, "/api/v1/feedback", get(feedback::export)),
         (
             Method::GET,
             "/api/v1/studies/{study}/series/{series}/instances/{sop}/heatmap",

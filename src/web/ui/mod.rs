@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod events;
 pub mod i18n;
 pub mod pages;
+pub mod study_actions;
 
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -42,6 +43,16 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             get(pages::worklist_table),
         ),
         (Method::GET, "/ui/studies/{study}", get(pages::study)),
+        (
+            Method::POST,
+            "/ui/studies/{study}/findings/{finding}/feedback",
+            post(study_actions::record_feedback),
+        ),
+        (
+            Method::POST,
+            "/ui/studies/{study}/share",
+            post(study_actions::share),
+        ),
         (Method::GET, "/ui/events", get(events::worklist_events)),
         (Method::GET, "/ui/lang/{lang}", get(switch_language)),
         (Method::GET, "/ui/dashboard", get(dashboard::dashboard)),

@@ -40,6 +40,12 @@ pub struct Filters {
     /// Only patients whose names have words beginning with these (accents and case aside).
     #[serde(default)]
     patient: String,
+    /// `yes`: only studies with a doctor's feedback on a finding; `no`: only those without.
+    #[serde(default)]
+    reviewed: String,
+    /// Only studies this facility (its code) holds.
+    #[serde(default)]
+    facility: String,
 }
 
 /// Filters checked: dates as DICOM DA (`YYYYMMDD`) for comparing with the study date.
@@ -48,6 +54,8 @@ struct Checked {
     from: Option<String>,
     to: Option<String>,
     flagged: bool,
+    reviewed: Option<bool>,
+    facility: String,
 }
 
 impl Filters {
@@ -68,6 +76,13 @@ impl Filters {
             from: day("from", &self.from)?,
             to: day("to", &self.to)?,
             flagged: !self.flagged.is_empty(),
+            reviewed: match self.reviewed.as_str() {
+                "" => None,
+                "yes" => Some(true),
+                "no" => Some(false),
+                _ => return Err("reviewed: yes or no".into()),
+            },
+            facility: self.facility.trim().to_string(),
         })
     }
 }
@@ -89,7 +104,14 @@ impl Checked {
             .to
             .as_deref()
             .is_none_or(|t| !date.is_empty() && date <= t);
-        modality_ok && from_ok && to_ok && (!self.flagged || !e.flags.is_empty())
+        let reviewed_ok = self.reviewed.is_none_or(|r| r == e.reviewed);
+        let facility_ok = self.facility.is_empty() || e.facilities.contains(&self.facility);
+        modality_ok
+            && from_ok
+            && to_ok
+            && (!self.flagged || !e.flags.is_empty())
+            && reviewed_ok
+            && facility_ok
     }
 }
 
@@ -106,6 +128,7 @@ pub struct Row {
     flags: String,
     notes: Vec<String>,
     arrived: String,
+    reviewed: bool,
 }
 
 fn row(lang: Lang, e: &WorklistEntry) -> Row {
@@ -130,6 +153,9 @@ fn row(lang: Lang, e: &WorklistEntry) -> Row {
     if e.failed_jobs > 0 {
         notes.push(lang.count("note-failed", e.failed_jobs));
     }
+    if e.reviewed {
+        notes.push(lang.t("note-reviewed"));
+    }
     let urgency = match e.urgency.as_str() {
         u @ ("emergency" | "urgent" | "routine") => u,
         _ => "none",
@@ -146,6 +172,7 @@ fn row(lang: Lang, e: &WorklistEntry) -> Row {
         flags: e.flags.join(", "),
         notes,
         arrived: lang.timestamp(&e.arrived_at),
+        reviewed: e.reviewed,
     }
 }
 
@@ -165,6 +192,7 @@ struct WorklistPage {
     chrome: Chrome,
     filters: Filters,
     modality_options: Vec<(&'static str, bool)>,
+    facility_options: Vec<(String, bool)>,
     table_href: &'static str,
     table_html: String,
     js: &'static str,
@@ -184,13 +212,14 @@ struct WorklistTable {
     rows: Vec<Row>,
 }
 
-/// The rows `who` may see that pass `filters`, most urgent first, then by arrival.
+/// The rows `who` may see that pass `filters`, most urgent first, then by arrival, and the
+/// facilities of all the studies read (for the facility filter).
 async fn rows(
     state: &AppState,
     who: &crate::access::Principal,
     lang: Lang,
     filters: &Filters,
-) -> Result<Vec<Row>, Response> {
+) -> Result<(Vec<Row>, Vec<String>), Response> {
     let checked = filters
         .check()
         .map_err(|reason| error_page(lang, StatusCode::BAD_REQUEST, &reason))?;
@@ -200,12 +229,17 @@ async fn rows(
         .worklist(who, WORKLIST_READ, 0, filters.patient.clone())
         .await
         .map_err(|e| index_error(lang, e))?;
-    Ok(entries
+    let facilities: std::collections::BTreeSet<String> = entries
+        .iter()
+        .flat_map(|e| e.facilities.iter().cloned())
+        .collect();
+    let rows = entries
         .iter()
         .filter(|e| checked.admits(e))
         .take(WORKLIST_SHOWN)
         .map(|e| row(lang, e))
-        .collect())
+        .collect();
+    Ok((rows, facilities.into_iter().collect()))
 }
 
 /// `GET /ui/`: the studies the user may see, most urgent AI flag first, then by arrival.
@@ -217,9 +251,22 @@ pub async fn worklist(
     Query(filters): Query<Filters>,
 ) -> Response {
     let chrome = Chrome::new(&headers, &path_and_query(&uri), true);
-    let rows = match rows(&state, &who, chrome.lang, &filters).await {
-        Ok(rows) => rows,
+    let (rows, facilities) = match rows(&state, &who, chrome.lang, &filters).await {
+        Ok(found) => found,
         Err(response) => return response,
+    };
+    // The facility filter is for users who see several facilities' studies.
+    let facility_options = if facilities.len() > 1 {
+        let chosen = filters.facility.trim();
+        facilities
+            .into_iter()
+            .map(|f| {
+                let selected = f == chosen;
+                (f, selected)
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
     let table = WorklistTable {
         chrome: Chrome::new(&headers, "/ui/", true),
@@ -236,6 +283,7 @@ pub async fn worklist(
             chrome,
             filters,
             modality_options,
+            facility_options,
             table_href: "/ui/worklist/table",
             table_html,
             js: super::JS,
@@ -253,7 +301,7 @@ pub async fn worklist_table(
 ) -> Response {
     let chrome = Chrome::new(&headers, "/ui/", true);
     match rows(&state, &who, chrome.lang, &filters).await {
-        Ok(rows) => html(WorklistTable { chrome, rows }.render()),
+        Ok((rows, _)) => html(WorklistTable { chrome, rows }.render()),
         Err(response) => response,
     }
 }
@@ -275,6 +323,7 @@ struct SeriesView {
 
 /// A finding, ready to show.
 struct FindingView {
+    id: i64,
     label: String,
     flagged: bool,
     urgency: String,
@@ -308,6 +357,7 @@ struct StudyPage {
     series: Vec<SeriesView>,
     findings: Vec<FindingView>,
     viewer_href: Option<String>,
+    actions: super::study_actions::StudyActions,
     js: &'static str,
 }
 
@@ -337,6 +387,12 @@ pub async fn study(
         Ok(Err(e)) => return server_error(lang, e),
         Err(e) => return index_error(lang, e),
     };
+    let actions =
+        match super::study_actions::StudyActions::load(&state, &who, lang, &study, &findings).await
+        {
+            Ok(actions) => actions,
+            Err(e) => return index_error(lang, e),
+        };
     let head = series.first().cloned().unwrap_or_default();
     let value = |tag| head.get(&tag).cloned().unwrap_or_default();
     let page = StudyPage {
@@ -358,6 +414,7 @@ pub async fn study(
             .http
             .viewer_files()
             .map(|_| format!("/viewer?StudyInstanceUIDs={study}")),
+        actions,
         js: super::JS,
         chrome,
     };
@@ -443,6 +500,7 @@ fn finding_view(state: &AppState, lang: Lang, study: &str, f: &Finding) -> Findi
         heatmap: format!("/api/v1{instance}/heatmap?{query}"),
     });
     FindingView {
+        id: f.id,
         label: f.label.clone(),
         flagged: f.flagged,
         urgency: f.urgency.clone(),
