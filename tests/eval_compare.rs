@@ -321,7 +321,7 @@ fn labels_from_feedback_follow_the_doctors_and_breakdowns_read_the_headers() {
     let r = &report[0];
     assert_eq!(
         r["feedback"],
-        serde_json::json!({"labelled": 4, "no_feedback": 1, "conflicting": 1}),
+        serde_json::json!({"labelled": 4, "no_feedback": 1, "conflicting": 1, "no_finding": 0}),
         "{r}"
     );
     assert!(

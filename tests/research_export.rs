@@ -245,6 +245,20 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
         "the stored transfer syntax is kept"
     );
 
+    // A doctor of the DX's facility agrees with its finding, in a comment that names the
+    // institution: the verdict is counted in labels.csv, the comment (free text) never exported.
+    let findings = server
+        .http("GET", &format!("/api/v1/studies/{dx_study}/findings"), &[], b"")
+        .json();
+    let finding = findings.as_array().unwrap()[0]["id"].as_i64().unwrap();
+    let agreed = post(
+        &server,
+        &clinician,
+        &format!("/api/v1/studies/{dx_study}/findings/{finding}/feedback"),
+        serde_json::json!({ "verdict": "agree", "comment": "Seen at JFK IMAGING CENTER too" }),
+    );
+    assert_eq!(agreed.status, 201, "{}", String::from_utf8_lossy(&agreed.body));
+
     // Every research study the researcher may see: the CT and the chest DX with its finding.
     let all_dir = export(
         &server,
@@ -286,7 +300,29 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
         !flagged["model_version"].as_str().unwrap().is_empty(),
         "{flagged}"
     );
-    assert_eq!(flagged["feedback_agree"], "", "no feedback is invented");
+    assert_eq!(flagged["feedback_agree"], "1", "{flagged}");
+    assert_eq!(flagged["feedback_disagree"], "0", "{flagged}");
+    assert_eq!(
+        flagged["path"],
+        dx["path"],
+        "labels.csv names the file in the set"
+    );
+    // `tramy eval` takes the set's labels.csv as doctors' labels.
+    let report = tmp.path().join("eval.json");
+    server.cli(&[
+        "eval",
+        "--model",
+        repo_root().join("models/chest-xray-pneumonia").to_str().unwrap(),
+        "--data",
+        all_dir.join("labels.csv").to_str().unwrap(),
+        "--labels-from",
+        "feedback",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report[0]["feedback"]["labelled"], 1, "{report}");
 
     // dciodvfy finds nothing wrong that was not wrong in the original.
     for (original, exported) in [(&files.ct, ct), (&files.dx, dx)] {

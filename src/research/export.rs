@@ -147,33 +147,53 @@ pub async fn select_studies(
 /// The thresholds of each (model, label), for `labels.csv`.
 pub type Thresholds = HashMap<(String, String), f32>;
 
-/// Doctors' feedback on one finding for `labels.csv`: agreeing and disagreeing reviews and
-/// their comments.
-#[derive(Debug, Clone, Default)]
+/// Doctors' feedback on one finding for `labels.csv`: how many current verdicts agree and
+/// disagree. Their comments are free text, which no profile can clean of names (PS3.15 E.3.1
+/// removes such text), so they never enter a de-identified set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeedbackColumns {
-    /// Reviews that agree with the finding.
-    pub agree: Option<u64>,
-    /// Reviews that disagree.
-    pub disagree: Option<u64>,
-    /// Comments, `|`-separated (de-identification of free text is the reader's: names may occur).
-    pub comments: String,
+    /// Reviewers whose current verdict agrees with the finding.
+    pub agree: u64,
+    /// Reviewers whose current verdict disagrees.
+    pub disagree: u64,
 }
 
-/// THE HOOK for doctors' feedback (issue #15 item 3, the `finding_feedback` table): fill the
-/// feedback columns of `labels.csv` for `finding` of `study` here, read through the index's
-/// domain method as `who`. Until that lands the columns are empty, never invented.
+/// The current verdicts on `finding` of `study` as `who` may read them (none when the index
+/// cannot say: a finding without feedback and one whose feedback could not be read look alike
+/// to `tramy eval`, which leaves both out).
 pub async fn finding_feedback(
-    _archive: &Archive,
-    _who: &Principal,
-    _study: &str,
-    _finding: &Finding,
+    archive: &Archive,
+    who: &Principal,
+    study: &str,
+    finding: &Finding,
 ) -> FeedbackColumns {
-    FeedbackColumns::default()
+    let verdicts = match archive
+        .index()
+        .finding_feedback(who, study, Some(finding.id))
+        .await
+    {
+        Ok(Some(verdicts)) => verdicts,
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "feedback for a research export could not be read");
+            Vec::new()
+        }
+    };
+    let agree = verdicts
+        .iter()
+        .filter(|f| f.verdict == crate::store::feedback::Verdict::Agree)
+        .count() as u64;
+    FeedbackColumns {
+        agree,
+        disagree: verdicts.len() as u64 - agree,
+    }
 }
 
-const LABELS_HEADER: &str = "research_subject_id,study_instance_uid,series_instance_uid,\
+/// `labels.csv`'s columns; `path` (the instance's file in the set), `label`, `flagged` and the
+/// feedback counts are what `tramy eval --labels-from feedback` reads.
+const LABELS_HEADER: &str = "path,research_subject_id,study_instance_uid,series_instance_uid,\
 sop_instance_uid,modality,age_group,sex,model,model_version,label,probability,threshold,flagged,\
-feedback_agree,feedback_disagree,feedback_comments\n";
+feedback_agree,feedback_disagree\n";
 
 /// A CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
 fn csv(field: &str) -> String {
@@ -205,7 +225,7 @@ fn value(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
 struct Written {
     path: String,
     part10: Vec<u8>,
-    row: [String; 7],
+    row: [String; 8],
 }
 
 /// Parses, screens and de-identifies one stored object (CPU work: on a blocking thread).
@@ -232,7 +252,9 @@ fn deidentify_object(part10: &[u8], keys: &Pseudonyms) -> Result<Written, Exclus
         s @ ("M" | "F" | "O") => s.to_string(),
         _ => String::new(),
     };
+    let path = format!("DICOM/{}/{study}/{series}/{sop}.dcm", subject.id);
     let row = [
+        path.clone(),
         subject.id.clone(),
         study.clone(),
         series.clone(),
@@ -250,11 +272,7 @@ fn deidentify_object(part10: &[u8], keys: &Pseudonyms) -> Result<Written, Exclus
     let mut part10 = Vec::with_capacity(part10.len());
     out.write_all(&mut part10)
         .map_err(|_| Exclusion::Unreadable)?;
-    Ok(Written {
-        path: format!("DICOM/{}/{study}/{series}/{sop}.dcm", subject.id),
-        part10,
-        row,
-    })
+    Ok(Written { path, part10, row })
 }
 
 /// The findings of the instance `sop`, or none.
@@ -346,7 +364,7 @@ pub async fn export_set<W: SetWriter>(
 
 async fn add_label_rows<'a>(
     labels: &mut String,
-    row: &[String; 7],
+    row: &[String; 8],
     findings: impl Iterator<Item = &'a Finding>,
     thresholds: &Thresholds,
     archive: &Archive,
@@ -362,21 +380,19 @@ async fn add_label_rows<'a>(
             .map(|t| t.to_string())
             .unwrap_or_default();
         let feedback = finding_feedback(archive, who, study, f).await;
-        let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
         labels.push_str(&format!(
-            "{head},{},{},{},{},{threshold},{},{},{},{}\n",
+            "{head},{},{},{},{},{threshold},{},{},{}\n",
             csv(&f.model),
             csv(&f.model_version),
             csv(&f.label),
             f.probability,
             f.flagged,
-            count(feedback.agree),
-            count(feedback.disagree),
-            csv(&feedback.comments),
+            feedback.agree,
+            feedback.disagree,
         ));
     }
     if !any {
-        labels.push_str(&format!("{head},,,,,,,,,\n"));
+        labels.push_str(&format!("{head},,,,,,,,\n"));
     }
 }
 

@@ -15,6 +15,9 @@
 //! - `facility`, `modality`, `sex`, `age` (years or an Age String), `age_group`: optional
 //!   breakdown attributes, overriding the DICOM header.
 //!
+//! Rows with an empty `label` are instances without a finding (a research export lists every
+//! instance): skipped and counted.
+//!
 //! Truth: agreed only ⇒ the model's flag; disagreed only ⇒ its opposite; no feedback ⇒ the row is
 //! excluded (counted); both agreed and disagreed ⇒ excluded as conflicting (counted). Rows of one
 //! file for one label that lead to different truths exclude that label for the file (conflicting).
@@ -35,6 +38,8 @@ pub struct FeedbackCounts {
     pub no_feedback: usize,
     /// Rows where doctors both agreed and disagreed, or that contradict another row: excluded.
     pub conflicting: usize,
+    /// Rows of instances without a finding (empty `label`): nothing to label.
+    pub no_finding: usize,
 }
 
 fn flag(cell: &str) -> Option<bool> {
@@ -90,6 +95,11 @@ pub fn load(path: &Path) -> Result<(Vec<Example>, FeedbackCounts), EvalError> {
             )));
         }
         let at_line = |what: &str| bad(format!("line {}: {what}", n + 2));
+        // An instance without a finding (a research export lists every instance): no label.
+        if cells[label_col].is_empty() {
+            counts.no_finding += 1;
+            continue;
+        }
         let flagged = flag(cells[flag_col]).ok_or_else(|| at_line("flagged is not 0 or 1"))?;
         let agree = count(cells[agree_col]).ok_or_else(|| at_line("bad feedback_agree"))?;
         let disagree =
@@ -166,7 +176,8 @@ mod tests {
             FeedbackCounts {
                 labelled: 3,
                 no_feedback: 1,
-                conflicting: 1
+                conflicting: 1,
+                no_finding: 0,
             }
         );
     }
