@@ -248,7 +248,12 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
     // A doctor of the DX's facility agrees with its finding, in a comment that names the
     // institution: the verdict is counted in labels.csv, the comment (free text) never exported.
     let findings = server
-        .http("GET", &format!("/api/v1/studies/{dx_study}/findings"), &[], b"")
+        .http(
+            "GET",
+            &format!("/api/v1/studies/{dx_study}/findings"),
+            &[],
+            b"",
+        )
         .json();
     let finding = findings.as_array().unwrap()[0]["id"].as_i64().unwrap();
     let agreed = post(
@@ -257,7 +262,12 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
         &format!("/api/v1/studies/{dx_study}/findings/{finding}/feedback"),
         serde_json::json!({ "verdict": "agree", "comment": "Seen at JFK IMAGING CENTER too" }),
     );
-    assert_eq!(agreed.status, 201, "{}", String::from_utf8_lossy(&agreed.body));
+    assert_eq!(
+        agreed.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&agreed.body)
+    );
 
     // Every research study the researcher may see: the CT and the chest DX with its finding.
     let all_dir = export(
@@ -303,8 +313,7 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
     assert_eq!(flagged["feedback_agree"], "1", "{flagged}");
     assert_eq!(flagged["feedback_disagree"], "0", "{flagged}");
     assert_eq!(
-        flagged["path"],
-        dx["path"],
+        flagged["path"], dx["path"],
         "labels.csv names the file in the set"
     );
     // `tramy eval` takes the set's labels.csv as doctors' labels.
@@ -312,7 +321,10 @@ fn a_researcher_exports_a_deidentified_set_that_keeps_no_identifier() {
     server.cli(&[
         "eval",
         "--model",
-        repo_root().join("models/chest-xray-pneumonia").to_str().unwrap(),
+        repo_root()
+            .join("models/chest-xray-pneumonia")
+            .to_str()
+            .unwrap(),
         "--data",
         all_dir.join("labels.csv").to_str().unwrap(),
         "--labels-from",

@@ -358,6 +358,18 @@ max_backoff = "2s"
         "{csv}"
     );
     assert!(!csv.contains(&family_name), "{csv}");
+    // The facility's dashboard counts the same current verdicts per model version.
+    let dashboard = text(&as_user(&server, &an, "GET", "/ui/dashboard", b""));
+    let row = dashboard
+        .lines()
+        .find(|l| l.contains("class=\"agreement\"") && l.contains("data-label=\"pneumonia\""))
+        .unwrap_or_else(|| panic!("no agreement row on the dashboard: {dashboard}"));
+    assert!(
+        row.contains(
+            "<td class=\"num\">1</td><td class=\"num\">1</td><td class=\"num\">50.0 %</td>"
+        ),
+        "{row}"
+    );
     let since_later = server.http(
         "GET",
         "/api/v1/feedback?since=2999-01-01T00:00:00Z",

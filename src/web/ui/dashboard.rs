@@ -16,6 +16,7 @@ use super::pages::error_page;
 use super::{html, Chrome};
 use crate::access::Principal;
 use crate::forward::stats::{self, FacilityStats, StatsPeriod, MAX_DAYS};
+use crate::store::feedback::AgreementByModelVersion;
 use crate::store::stats::{ModelFlagRate, OutboxProblem};
 use crate::store::IndexError;
 use crate::web::auth::Caller;
@@ -204,6 +205,36 @@ fn rate_row(lang: Lang, r: &ModelFlagRate) -> RateRow {
     }
 }
 
+/// Doctors' agreement with one model version's label, ready to show.
+struct AgreementRow {
+    model: String,
+    version: String,
+    label: String,
+    agree: String,
+    disagree: String,
+    rate: String,
+}
+
+fn agreement_row(lang: Lang, a: &AgreementByModelVersion) -> AgreementRow {
+    let reviews = a.agree + a.disagree;
+    let rate = if reviews > 0 {
+        format!(
+            "{} %",
+            lang.number(100.0 * a.agree as f64 / reviews as f64, 1)
+        )
+    } else {
+        "–".into()
+    };
+    AgreementRow {
+        model: a.model.clone(),
+        version: a.model_version.clone(),
+        label: a.label.clone(),
+        agree: integer(lang, a.agree),
+        disagree: integer(lang, a.disagree),
+        rate,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
@@ -218,6 +249,7 @@ struct DashboardPage {
     totals: [String; 2],
     problems: Vec<ProblemRow>,
     rates: Vec<RateRow>,
+    agreement: Vec<AgreementRow>,
 }
 
 /// The number of days asked for, or why it cannot be used.
@@ -303,9 +335,11 @@ pub async fn dashboard(
     let rates = index
         .facility_flag_rates(&who, &facility, &period.start_text(), &period.end_text())
         .await;
-    let (problems, rates) = match (problems, rates) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return failed(lang, e),
+    // The current verdicts of the facility's own doctors, all time.
+    let agreement = index.feedback_agreement(&who, Some(facility.clone())).await;
+    let (problems, rates, agreement) = match (problems, rates, agreement) {
+        (Ok(p), Ok(r), Ok(a)) => (p, r, a),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failed(lang, e),
     };
     let rows = day_rows(lang, &counts, &period);
     let page = DashboardPage {
@@ -322,6 +356,7 @@ pub async fn dashboard(
         rows,
         problems: problems.iter().map(|p| problem_row(lang, p)).collect(),
         rates: rates.iter().map(|r| rate_row(lang, r)).collect(),
+        agreement: agreement.iter().map(|a| agreement_row(lang, a)).collect(),
         chrome,
     };
     html(page.render())

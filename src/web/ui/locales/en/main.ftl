@@ -187,3 +187,9 @@ role-modality = Modality
 role-researcher = Researcher
 role-node = Peer server
 role-superadmin = Server administrator
+
+## dashboard: doctors' agreement
+dash-agreement = Doctors' agreement with the AI, per model version (this facility's doctors, current verdicts)
+dash-label = Finding
+dash-agreement-rate = Agreement
+dash-no-feedback = No doctor of this facility has given feedback on a finding yet.

@@ -187,3 +187,9 @@ role-modality = Thiết bị chụp
 role-researcher = Nhà nghiên cứu
 role-node = Máy chủ ngang hàng
 role-superadmin = Quản trị viên máy chủ
+
+## dashboard: doctors' agreement
+dash-agreement = Mức đồng thuận của bác sĩ với AI theo phiên bản mô hình (bác sĩ của cơ sở, ý kiến hiện hành)
+dash-label = Dấu hiệu
+dash-agreement-rate = Tỷ lệ đồng thuận
+dash-no-feedback = Chưa có bác sĩ nào của cơ sở phản hồi về một kết quả AI.
