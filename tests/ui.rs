@@ -452,3 +452,59 @@ fn the_event_stream_tells_only_its_user_of_changes_once_per_session_until_sign_o
     theirs.read_to_close("B's stream's end");
     assert!(!theirs.seen.contains("event: worklist"), "{}", theirs.seen);
 }
+
+#[test]
+fn the_worklist_filters_find_their_studies_however_far_down_the_order_they_are() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    let (ct, mr) = (
+        repo_root().join(CT),
+        repo_root().join("dicom-samples/mr_small_explicit_le.dcm"),
+    );
+    // The CT arrives first, so it leads the (unflagged) worklist.
+    server.store_files(&[&ct], "the CT");
+    server.store_files(&[&mr], "the MR");
+    let (ct_study, mr_study) = (study_of(&ct), study_of(&mr));
+    let studies = |query: &str| -> Vec<String> {
+        let r = server.http("GET", &format!("/api/v1/worklist?{query}"), &[], b"");
+        assert_eq!(
+            r.status,
+            200,
+            "{query}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["study_instance_uid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(studies("limit=1"), [ct_study.as_str()]);
+    // One row asked for, the filter still finds the MR below the CT.
+    assert_eq!(studies("limit=1&modality=mr"), [mr_study.as_str()]);
+    let date = |path: &Path| {
+        let obj = dicom_object::open_file(path).unwrap();
+        tramy::dicom::attributes::text(&obj, tags::STUDY_DATE)
+    };
+    let (ct_date, mr_date) = (date(&ct), date(&mr));
+    let on_the_ct_day = studies(&format!("from={ct_date}&to={ct_date}"));
+    assert!(on_the_ct_day.contains(&ct_study), "{on_the_ct_day:?}");
+    assert_eq!(on_the_ct_day.contains(&mr_study), mr_date == ct_date);
+    assert!(studies("to=19000101").is_empty(), "no study is that old");
+    assert!(studies("flagged=true").is_empty(), "nothing was triaged");
+    let bad = server.http("GET", "/api/v1/worklist?from=2026-01-01", &[], b"");
+    assert_eq!(bad.status, 400);
+
+    // The web UI's filters are the same query: the MR's page lists only the MR.
+    let page = server.http(
+        "GET",
+        "/ui/worklist/table?modality=MR",
+        &[("Accept", "text/html")],
+        b"",
+    );
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains(&mr_study) && !html.contains(&ct_study),
+        "{html}"
+    );
+}

@@ -213,13 +213,68 @@ pub struct WorklistEntry {
     pub facilities: Vec<String>,
 }
 
-/// The worklist's narrowing beyond the patient's name (`None`: no condition).
+/// The worklist's narrowing beyond the patient's name (`None`, `false`: no condition). Every
+/// condition is applied in the index, so a filter finds its studies however far down the
+/// urgency order they are.
 #[derive(Debug, Clone, Default)]
 pub struct WorklistFilter {
     /// Only studies with (`true`) or without (`false`) feedback on a finding.
     pub reviewed: Option<bool>,
     /// Only studies a facility with this code holds instances of.
     pub facility: Option<String>,
+    /// Only studies with a series of this modality (e.g. `DX`).
+    pub modality: Option<String>,
+    /// Only studies dated on or after this day (DICOM DA, `YYYYMMDD`).
+    pub study_date_from: Option<String>,
+    /// Only studies dated on or before this day (DICOM DA); undated studies are left out.
+    pub study_date_to: Option<String>,
+    /// Only studies with a flagged finding.
+    pub flagged_only: bool,
+}
+
+impl WorklistFilter {
+    /// The SQL condition on study row `st` and its parameters.
+    fn condition(&self) -> (String, Vec<SqlValue>) {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        if let Some(reviewed) = self.reviewed {
+            let not = if reviewed { "" } else { "NOT " };
+            conditions.push(format!("{not}{REVIEWED}"));
+        }
+        if let Some(facility) = &self.facility {
+            conditions.push(
+                "EXISTS (SELECT 1 FROM study_facilities sf WHERE sf.study_fk = st.id AND sf.facility = ?)"
+                    .into(),
+            );
+            params.push(SqlValue::Text(facility.clone()));
+        }
+        if let Some(modality) = &self.modality {
+            conditions.push(
+                "EXISTS (SELECT 1 FROM series sm WHERE sm.study_fk = st.id AND sm.modality = ?)"
+                    .into(),
+            );
+            params.push(SqlValue::Text(modality.clone()));
+        }
+        if let Some(from) = &self.study_date_from {
+            conditions.push("st.study_date >= ?".into());
+            params.push(SqlValue::Text(from.clone()));
+        }
+        if let Some(to) = &self.study_date_to {
+            conditions.push("st.study_date <> '' AND st.study_date <= ?".into());
+            params.push(SqlValue::Text(to.clone()));
+        }
+        if self.flagged_only {
+            conditions.push(
+                "EXISTS (SELECT 1 FROM findings ff WHERE ff.study_instance_uid = st.study_instance_uid AND ff.flagged = 1)"
+                    .into(),
+            );
+        }
+        let text = conditions
+            .iter()
+            .map(|c| format!(" AND {c}"))
+            .collect::<String>();
+        (text, params)
+    }
 }
 
 /// The condition that study row `st` has a reviewer's current verdict on one of its findings.
@@ -242,16 +297,9 @@ fn worklist(
         visible = format!("{visible} AND {name}");
         params.extend(name_params);
     }
-    if let Some(reviewed) = filter.reviewed {
-        let not = if reviewed { "" } else { "NOT " };
-        visible = format!("{visible} AND {not}{REVIEWED}");
-    }
-    if let Some(facility) = &filter.facility {
-        visible = format!(
-            "{visible} AND EXISTS (SELECT 1 FROM study_facilities sf WHERE sf.study_fk = st.id AND sf.facility = ?)"
-        );
-        params.push(SqlValue::Text(facility.clone()));
-    }
+    let (narrowed, filter_params) = filter.condition();
+    visible.push_str(&narrowed);
+    params.extend(filter_params);
     params.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
     conn.prepare_cached(&format!(
         "SELECT st.study_instance_uid, p.patient_name, p.patient_id, st.study_date, st.modalities_in_study, \
@@ -516,6 +564,26 @@ impl Index {
         let v = who.visibility(Action::ReadFindings);
         self.read(move |c| Ok(worklist(c, limit, offset, &patient_name, &filter, &v)?))
             .await
+    }
+
+    /// The facilities holding the studies `who` may see on the worklist (codes, sorted): what
+    /// its facility filter offers.
+    pub async fn worklist_facilities(&self, who: &Principal) -> Result<Vec<String>, IndexError> {
+        self.admit(who, Action::ReadFindings)?;
+        let v = who.visibility(Action::ReadFindings);
+        self.read(move |c| {
+            let (visible, params) = visible_where(&v, "{}", None);
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT DISTINCT sf.facility FROM study_facilities sf \
+                     JOIN studies st ON st.id = sf.study_fk JOIN patients p ON st.patient_fk = p.id \
+                     WHERE {visible} ORDER BY sf.facility"
+                ))?
+                .query_map(super::db::params_from_iter(params), |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(found)
+        })
+        .await
     }
 
     /// Jobs in `state` (any when `None`), newest first.

@@ -74,6 +74,27 @@ pub struct Paging {
     reviewed: Option<bool>,
     /// Only studies this facility (its code) holds (worklist only).
     facility: Option<String>,
+    /// Only studies with a series of this modality, e.g. `DX` (worklist only).
+    modality: Option<String>,
+    /// Only studies dated on or after this day, `YYYYMMDD` (worklist only).
+    from: Option<String>,
+    /// Only studies dated on or before this day, `YYYYMMDD` (worklist only).
+    to: Option<String>,
+    /// `true`: only studies with a flagged finding (worklist only).
+    flagged: Option<bool>,
+}
+
+/// A worklist date parameter: DICOM DA (`YYYYMMDD`) or absent.
+fn study_day(name: &str, value: Option<String>) -> Result<Option<String>, HttpError> {
+    match value.filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) if chrono::NaiveDate::parse_from_str(v.trim(), "%Y%m%d").is_ok() => {
+            Ok(Some(v.trim().to_string()))
+        }
+        Some(_) => Err(HttpError::bad_request(format!(
+            "{name}: a date as YYYYMMDD"
+        ))),
+    }
 }
 
 /// `GET /api/v1/worklist`: studies by the urgency of their AI flags, then by arrival.
@@ -83,7 +104,7 @@ pub struct Paging {
     params(Paging),
     responses(
         (status = 200, description = "studies, most urgent first", body = [WorklistEntry]),
-        (status = 400, description = "patient_name has more than 16 words", body = Problem, content_type = "application/problem+json")
+        (status = 400, description = "patient_name has more than 16 words, or a date is not YYYYMMDD", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn worklist(
@@ -102,6 +123,13 @@ pub async fn worklist(
     let filter = crate::store::findings::WorklistFilter {
         reviewed: p.reviewed,
         facility: p.facility.filter(|f| !f.trim().is_empty()),
+        modality: p
+            .modality
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty()),
+        study_date_from: study_day("from", p.from)?,
+        study_date_to: study_day("to", p.to)?,
+        flagged_only: p.flagged.unwrap_or(false),
     };
     let list = state
         .archive

@@ -16,11 +16,8 @@ use crate::store::IndexError;
 use crate::web::auth::Caller;
 use crate::web::AppState;
 
-/// The most worklist entries read from the index for one page; the handler's filters apply to
-/// these (the index orders them most urgent first, so the urgent ones are never cut off).
-const WORKLIST_READ: i64 = 1000;
-/// The most rows a page shows.
-const WORKLIST_SHOWN: usize = 200;
+/// The most rows a page shows (the index filters and orders them, most urgent first).
+const WORKLIST_SHOWN: i64 = 200;
 
 /// The worklist's filters, from the form's query parameters (an empty field: no filter).
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -92,26 +89,17 @@ fn query_words(text: &str) -> usize {
 }
 
 impl Checked {
-    /// Whether `e` passes (done here: the index's worklist filters by patient name only).
-    fn admits(&self, e: &WorklistEntry) -> bool {
-        let modality_ok = self.modality.is_empty()
-            || e.modalities
-                .split(['\\', ',', ' '])
-                .any(|m| m.eq_ignore_ascii_case(&self.modality));
-        let date = e.study_date.trim();
-        let from_ok = self.from.as_deref().is_none_or(|f| date >= f);
-        let to_ok = self
-            .to
-            .as_deref()
-            .is_none_or(|t| !date.is_empty() && date <= t);
-        let reviewed_ok = self.reviewed.is_none_or(|r| r == e.reviewed);
-        let facility_ok = self.facility.is_empty() || e.facilities.contains(&self.facility);
-        modality_ok
-            && from_ok
-            && to_ok
-            && (!self.flagged || !e.flags.is_empty())
-            && reviewed_ok
-            && facility_ok
+    /// The filters as the index applies them.
+    fn into_filter(self) -> crate::store::findings::WorklistFilter {
+        let some = |text: String| (!text.is_empty()).then_some(text);
+        crate::store::findings::WorklistFilter {
+            reviewed: self.reviewed,
+            facility: some(self.facility),
+            modality: some(self.modality),
+            study_date_from: self.from,
+            study_date_to: self.to,
+            flagged_only: self.flagged,
+        }
     }
 }
 
@@ -223,23 +211,23 @@ async fn rows(
     let checked = filters
         .check()
         .map_err(|reason| error_page(lang, StatusCode::BAD_REQUEST, &reason))?;
-    let entries = state
-        .archive
-        .index()
-        .worklist(who, WORKLIST_READ, 0, filters.patient.clone())
+    let index = state.archive.index();
+    let entries = index
+        .worklist_filtered(
+            who,
+            WORKLIST_SHOWN,
+            0,
+            filters.patient.clone(),
+            checked.into_filter(),
+        )
         .await
         .map_err(|e| index_error(lang, e))?;
-    let facilities: std::collections::BTreeSet<String> = entries
-        .iter()
-        .flat_map(|e| e.facilities.iter().cloned())
-        .collect();
-    let rows = entries
-        .iter()
-        .filter(|e| checked.admits(e))
-        .take(WORKLIST_SHOWN)
-        .map(|e| row(lang, e))
-        .collect();
-    Ok((rows, facilities.into_iter().collect()))
+    let facilities = index
+        .worklist_facilities(who)
+        .await
+        .map_err(|e| index_error(lang, e))?;
+    let rows = entries.iter().map(|e| row(lang, e)).collect();
+    Ok((rows, facilities))
 }
 
 /// `GET /ui/`: the studies the user may see, most urgent AI flag first, then by arrival.
