@@ -71,6 +71,8 @@ def time_routes(base, count):
         "ui worklist page": ("/ui/", "text/html"),
         "ui flagged only": ("/ui/?flagged=on", "text/html"),
         "ui modality filter": ("/ui/?modality=MR", "text/html"),
+        "ui date range": ("/ui/?from=2021-01-01&to=2021-12-31", "text/html"),
+        "ui not reviewed": ("/ui/?reviewed=no", "text/html"),
     }
     report = {}
     for name, (path, accept) in routes.items():

@@ -185,7 +185,15 @@ fn a_doctor_signs_in_reads_the_flagged_study_first_sees_new_findings_live_and_re
     assert!(worklist.contains("Ca chụp cần đọc"), "{worklist}");
     assert!(worklist.contains("01/01/2026"), "{worklist}");
     let vi_probability = format!("{probability:.3}").replace('.', ",");
-    assert!(vi["study"].as_str().unwrap().contains(&vi_probability));
+    let vi_study = vi["study"].as_str().unwrap();
+    assert!(vi_study.contains(&vi_probability));
+    // The model's own words come from its manifest's Vietnamese: the finding and its statement.
+    assert!(worklist.contains("Viêm phổi"), "{worklist}");
+    assert!(vi_study.contains("Viêm phổi"), "{vi_study}");
+    assert!(
+        vi_study.contains("không dùng để chẩn đoán") && !vi_study.contains("not for diagnosis"),
+        "{vi_study}"
+    );
 
     // On a tablet in portrait neither page scrolls sideways; the worklist's rows are cards.
     let tablet = &report["tablet"];

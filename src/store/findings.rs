@@ -233,7 +233,9 @@ pub struct WorklistFilter {
 }
 
 impl WorklistFilter {
-    /// The SQL condition on study row `st` and its parameters.
+    /// The SQL condition on study row `st` and its parameters. Each is a set the engine builds
+    /// once (`IN (SELECT …)`), not a subquery per study: with a correlated `EXISTS` SQLite
+    /// walked the modality index for every study (17 s for 10 000 studies).
     fn condition(&self) -> (String, Vec<SqlValue>) {
         let mut conditions = Vec::new();
         let mut params = Vec::new();
@@ -243,16 +245,14 @@ impl WorklistFilter {
         }
         if let Some(facility) = &self.facility {
             conditions.push(
-                "EXISTS (SELECT 1 FROM study_facilities sf WHERE sf.study_fk = st.id AND sf.facility = ?)"
+                "st.id IN (SELECT sf.study_fk FROM study_facilities sf WHERE sf.facility = ?)"
                     .into(),
             );
             params.push(SqlValue::Text(facility.clone()));
         }
         if let Some(modality) = &self.modality {
-            conditions.push(
-                "EXISTS (SELECT 1 FROM series sm WHERE sm.study_fk = st.id AND sm.modality = ?)"
-                    .into(),
-            );
+            conditions
+                .push("st.id IN (SELECT sm.study_fk FROM series sm WHERE sm.modality = ?)".into());
             params.push(SqlValue::Text(modality.clone()));
         }
         if let Some(from) = &self.study_date_from {
@@ -265,7 +265,7 @@ impl WorklistFilter {
         }
         if self.flagged_only {
             conditions.push(
-                "EXISTS (SELECT 1 FROM findings ff WHERE ff.study_instance_uid = st.study_instance_uid AND ff.flagged = 1)"
+                "st.study_instance_uid IN (SELECT ff.study_instance_uid FROM findings ff WHERE ff.flagged = 1)"
                     .into(),
             );
         }

@@ -433,6 +433,36 @@ pub struct Provenance {
     pub statement: String,
 }
 
+/// A model's words in one language other than the manifest's own English.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Translation {
+    /// The statement shown with every finding.
+    #[serde(default)]
+    pub statement: Option<String>,
+    /// Each label's name as doctors read it, by label name, e.g. `pneumonia = "Viêm phổi"`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl ModelManifest {
+    /// The statement in language `lang` (a code such as `vi`), else as written.
+    pub fn statement_in(&self, lang: &str) -> &str {
+        self.translations
+            .get(lang)
+            .and_then(|t| t.statement.as_deref())
+            .unwrap_or(&self.provenance.statement)
+    }
+
+    /// Label `label`'s name in language `lang`, if the manifest gives one.
+    pub fn label_in(&self, lang: &str, label: &str) -> Option<&str> {
+        self.translations
+            .get(lang)
+            .and_then(|t| t.labels.get(label))
+            .map(String::as_str)
+    }
+}
+
 /// How a model file that may not be redistributed is produced on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -481,6 +511,10 @@ pub struct ModelManifest {
     /// exists the model is "not installed" (a warning), not a broken manifest (an error).
     #[serde(default)]
     pub setup: Option<Setup>,
+    /// What doctors read of the model in other languages, by language code (`vi`): the
+    /// statement and the labels' names. Untranslated text is shown as written.
+    #[serde(default)]
+    pub translations: std::collections::BTreeMap<String, Translation>,
     /// Folder the manifest was read from (not in the file).
     #[serde(skip)]
     pub folder: PathBuf,

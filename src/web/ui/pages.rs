@@ -119,7 +119,7 @@ pub struct Row {
     reviewed: bool,
 }
 
-fn row(lang: Lang, e: &WorklistEntry) -> Row {
+fn row(state: &AppState, lang: Lang, e: &WorklistEntry) -> Row {
     let mut notes = Vec::new();
     if !e.outside_intended_use.is_empty() {
         notes.push(format!(
@@ -157,7 +157,12 @@ fn row(lang: Lang, e: &WorklistEntry) -> Row {
         modalities: e.modalities.replace('\\', ", "),
         urgency: urgency.to_string(),
         urgency_text: lang.t(&format!("urgency-{urgency}")),
-        flags: e.flags.join(", "),
+        flags: e
+            .flags
+            .iter()
+            .map(|l| label_text(state, lang, None, l))
+            .collect::<Vec<_>>()
+            .join(", "),
         notes,
         arrived: lang.timestamp(&e.arrived_at),
         reviewed: e.reviewed,
@@ -226,7 +231,7 @@ async fn rows(
         .worklist_facilities(who)
         .await
         .map_err(|e| index_error(lang, e))?;
-    let rows = entries.iter().map(|e| row(lang, e)).collect();
+    let rows = entries.iter().map(|e| row(state, lang, e)).collect();
     Ok((rows, facilities))
 }
 
@@ -466,7 +471,28 @@ fn series_view(lang: Lang, study: &str, s: &Values) -> SeriesView {
     }
 }
 
+/// A label's name as doctors read it in `lang`: the translation the manifest of `model` (any
+/// loaded model, when unknown) gives, else the label as the model names it.
+fn label_text(state: &AppState, lang: Lang, model: Option<&str>, label: &str) -> String {
+    state
+        .models
+        .iter()
+        .filter(|m| model.is_none_or(|name| m.manifest.name == name))
+        .find_map(|m| m.manifest.label_in(lang.code(), label))
+        .unwrap_or(label)
+        .to_string()
+}
+
 fn finding_view(state: &AppState, lang: Lang, study: &str, f: &Finding) -> FindingView {
+    // The loaded manifest speaks for the finding only when it is the version that made it.
+    let manifest = state
+        .models
+        .iter()
+        .map(|m| &m.manifest)
+        .find(|m| m.name == f.model && m.version == f.model_version);
+    let statement = manifest
+        .map(|m| m.statement_in(lang.code()).to_string())
+        .unwrap_or_else(|| f.statement.clone());
     let threshold = state
         .models
         .iter()
@@ -489,7 +515,7 @@ fn finding_view(state: &AppState, lang: Lang, study: &str, f: &Finding) -> Findi
     });
     FindingView {
         id: f.id,
-        label: f.label.clone(),
+        label: label_text(state, lang, Some(&f.model), &f.label),
         flagged: f.flagged,
         urgency: f.urgency.clone(),
         verdict: lang.t(if f.flagged {
@@ -500,7 +526,7 @@ fn finding_view(state: &AppState, lang: Lang, study: &str, f: &Finding) -> Findi
         probability: lang.number(f.probability, 3),
         threshold,
         model: format!("{} {}", f.model, f.model_version),
-        statement: f.statement.clone(),
+        statement,
         intended_use: lang.t(&format!("intended-{}", f.intended_use.as_str())),
         intended_use_note: f.intended_use_note.clone(),
         image,
