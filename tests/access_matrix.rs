@@ -326,7 +326,10 @@ fn expected(method: &Method, route: &str, who: Who) -> Got {
         "/ui/admin/tokens/{id}/revoke"
         | "/ui/admin/ae-titles/{ae_title}/remove"
         | "/api/v1/ae-titles/{ae_title}" => administer(who, 404),
-        "/ui/admin/peers" => superadmin(who, 200),
+        "/ui/admin/peers" if get => superadmin(who, 200),
+        // A peer from the page: the matrix's form is empty, so whoever may add one gets 400.
+        "/ui/admin/peers" => superadmin(who, 400),
+        "/ui/admin/peers/{name}/remove" => superadmin(who, 404),
         other => panic!("{method} {other}: no expectation; decide who may use this route"),
     }
 }

@@ -584,3 +584,67 @@ fn every_days_row_of_the_dashboard_is_the_stats_apis_over_two_days() {
     );
     assert_eq!(page.matches("<rect class=\"chart-bar\"").count(), 4 * 7);
 }
+
+#[test]
+fn a_superadmin_adds_a_peer_in_the_admin_page_that_the_api_lists_and_removes_it_again() {
+    let server = TramyServer::start_with_config("[triage]\nenabled = false\n");
+    server.cli(&["facility", "add", "HUB", "--name", "National hub"]);
+    let superadmin = server.token().to_string();
+    let form =
+        b"name=hub&kind=dicomweb&facility=HUB&dicomweb_url=https%3A%2F%2Fhub.example%2Fdicomweb\
+&max_bytes_per_sec=2000000&windows=22%3A00-06%3A00";
+    let added = bearer(&server, &superadmin, "POST", "/ui/admin/peers", form);
+    assert_eq!(
+        added.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&added.body)
+    );
+    let peers = server.http("GET", "/api/v1/peers", &[], b"").json();
+    let hub = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hub")
+        .unwrap_or_else(|| panic!("{peers:#}"))
+        .clone();
+    assert_eq!(
+        hub["dicomweb_url"], "https://hub.example/dicomweb",
+        "{hub:#}"
+    );
+    assert_eq!(hub["windows"][0], "22:00-06:00", "{hub:#}");
+    let page = bearer(&server, &superadmin, "GET", "/ui/admin/peers", b"");
+    assert!(String::from_utf8_lossy(&page.body).contains("data-peer=\"hub\""));
+
+    // A description the API refuses is refused here with its reason, and nothing is added.
+    let bad = bearer(
+        &server,
+        &superadmin,
+        "POST",
+        "/ui/admin/peers",
+        b"name=bad%20name&facility=HUB&dicomweb_url=https%3A%2F%2Fx.example",
+    );
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("peer name"));
+    // A facility's admin may not add one.
+    let admin = token_of(&server, "LOCAL", "admin");
+    assert_eq!(
+        bearer(&server, &admin, "POST", "/ui/admin/peers", form).status,
+        403
+    );
+
+    // Removed from the page: gone from the API's list.
+    let removed = bearer(
+        &server,
+        &superadmin,
+        "POST",
+        "/ui/admin/peers/hub/remove",
+        b"",
+    );
+    assert_eq!(removed.status, 303);
+    let peers = server.http("GET", "/api/v1/peers", &[], b"").json();
+    assert!(
+        !peers.as_array().unwrap().iter().any(|p| p["name"] == "hub"),
+        "{peers:#}"
+    );
+}

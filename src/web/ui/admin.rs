@@ -428,6 +428,69 @@ pub async fn remove_ae_title(
     }
 }
 
+/// `POST /ui/admin/peers` (superadmin): as `POST /api/v1/peers`, a peer to forward to.
+pub async fn add_peer(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    form: Result<Form<Fields>, FormRejection>,
+) -> Response {
+    if !who.is_system_wide() {
+        return refused(Lang::of(&headers));
+    }
+    let result = async {
+        let form = fields(form)?;
+        let max_bytes_per_sec = optional(&form, "max_bytes_per_sec")
+            .map(|b| {
+                b.parse::<u64>().map_err(|_| {
+                    HttpError::bad_request("max_bytes_per_sec: a whole number of bytes")
+                })
+            })
+            .transpose()?;
+        let spec = crate::forward::peer::PeerSpec {
+            name: field(&form, "name"),
+            kind: optional(&form, "kind"),
+            dicomweb_url: optional(&form, "dicomweb_url"),
+            dimse: optional(&form, "dimse"),
+            token_file: optional(&form, "token_file"),
+            oidc: None,
+            facility: field(&form, "facility"),
+            max_bytes_per_sec,
+            windows: field(&form, "windows")
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect(),
+        };
+        state.peers.add(&who, spec).await.map_err(HttpError::from)
+    }
+    .await;
+    match result {
+        Ok(_) => done("peers"),
+        Err(e) => section_page(&state, &who, &headers, "peers", Outcome::failed(e)).await,
+    }
+}
+
+/// `POST /ui/admin/peers/{name}/remove` (superadmin): as `DELETE /api/v1/peers/{name}`; a peer
+/// of the configuration file stays (409 with why).
+pub async fn remove_peer(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if !who.is_system_wide() {
+        return refused(Lang::of(&headers));
+    }
+    let outcome = match state.peers.remove(&who, &name).await {
+        Ok(true) => return done("peers"),
+        Ok(false) => Outcome::failed(HttpError::not_found("no such peer")),
+        Err(e) => Outcome::failed(HttpError::from(e)),
+    };
+    section_page(&state, &who, &headers, "peers", outcome).await
+}
+
 /// `POST /ui/admin/tokens`: as `POST /api/v1/tokens`; the page shows the token this once.
 pub async fn create_token(
     State(state): State<AppState>,

@@ -82,6 +82,12 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(admin::revoke_token),
         ),
         (Method::GET, "/ui/admin/peers", get(admin::peers)),
+        (Method::POST, "/ui/admin/peers", post(admin::add_peer)),
+        (
+            Method::POST,
+            "/ui/admin/peers/{name}/remove",
+            post(admin::remove_peer),
+        ),
     ]
 }
 

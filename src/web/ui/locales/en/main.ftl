@@ -177,7 +177,7 @@ admin-endpoint = Address
 admin-source = Defined in
 admin-configured = configuration file
 admin-added = added through the API
-admin-peers-note = Peers are added with POST /api/v1/peers or in the configuration file.
+admin-peers-note = Peers of the configuration file are changed there; peers added here are kept in the index. An OpenID Connect client credential for a peer is set with POST /api/v1/peers.
 kind-hospital = Hospital
 kind-commune_station = Commune health station
 kind-hub = Regional hub
@@ -193,3 +193,11 @@ dash-agreement = Doctors' agreement with the AI, per model version (this facilit
 dash-label = Finding
 dash-agreement-rate = Agreement
 dash-no-feedback = No doctor of this facility has given feedback on a finding yet.
+
+## admin: adding peers
+admin-add-peer = Add a peer
+admin-peer-url = DICOMweb service root (tramy, DICOMweb)
+admin-peer-dimse = DIMSE peer (AE@host:port)
+admin-peer-token-file = Token file on this server
+admin-peer-rate = Bytes per second at most
+admin-peer-windows = Sending windows (HH:MM-HH:MM, comma-separated)

@@ -177,7 +177,7 @@ admin-endpoint = Địa chỉ
 admin-source = Khai báo tại
 admin-configured = tệp cấu hình
 admin-added = thêm qua API
-admin-peers-note = Máy chủ ngang hàng được thêm bằng POST /api/v1/peers hoặc trong tệp cấu hình.
+admin-peers-note = Máy chủ ngang hàng trong tệp cấu hình được sửa ở đó; máy thêm ở đây được lưu trong chỉ mục. Thông tin đăng nhập OpenID Connect cho máy ngang hàng được đặt bằng POST /api/v1/peers.
 kind-hospital = Bệnh viện
 kind-commune_station = Trạm y tế xã
 kind-hub = Trung tâm vùng
@@ -193,3 +193,11 @@ dash-agreement = Mức đồng thuận của bác sĩ với AI theo phiên bản
 dash-label = Dấu hiệu
 dash-agreement-rate = Tỷ lệ đồng thuận
 dash-no-feedback = Chưa có bác sĩ nào của cơ sở phản hồi về một kết quả AI.
+
+## admin: adding peers
+admin-add-peer = Thêm máy chủ ngang hàng
+admin-peer-url = Địa chỉ gốc DICOMweb (tramy, DICOMweb)
+admin-peer-dimse = Máy DIMSE (AE@máy:cổng)
+admin-peer-token-file = Tệp mã truy cập trên máy chủ này
+admin-peer-rate = Số byte mỗi giây tối đa
+admin-peer-windows = Khung giờ gửi (HH:MM-HH:MM, cách nhau bằng dấu phẩy)
