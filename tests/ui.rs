@@ -17,18 +17,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use dicom_dictionary_std::tags;
 
-/// Waits up to `seconds` for `probe` (triage and browsers on two busy cores are slow).
-fn wait_long<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn study_of(path: &Path) -> String {
     let obj = dicom_object::open_file(path).unwrap();
     tramy::dicom::attributes::text(&obj, tags::STUDY_INSTANCE_UID)
@@ -51,30 +39,6 @@ fn triaged(server: &TramyServer, study: &str) -> serde_json::Value {
             .find(|e| e["study_instance_uid"] == study && e["pending_jobs"] == 0)
             .cloned()
     })
-}
-
-/// The English catalogue's texts (each message's text before any argument).
-fn english_texts() -> Vec<(String, String)> {
-    let ftl = std::fs::read_to_string(repo_root().join("src/web/ui/locales/en/main.ftl")).unwrap();
-    ftl.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(" = "))
-        // The switch link names the other language in that language, on purpose.
-        .filter(|(key, _)| *key != "lang-switch")
-        .map(|(key, text)| {
-            let text = text.split("{ $").next().unwrap_or_default().trim();
-            (key.to_string(), text.to_string())
-        })
-        .collect()
-}
-
-/// English UI messages found in `text`.
-fn english_left(text: &str) -> Vec<String> {
-    english_texts()
-        .into_iter()
-        .filter(|(_, english)| text.contains(english.as_str()))
-        .map(|(key, english)| format!("{key}: {english:?}"))
-        .collect()
 }
 
 #[test]

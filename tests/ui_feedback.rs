@@ -11,46 +11,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use dicom_dictionary_std::tags;
-
-/// Waits up to `seconds` for `probe` (triage and browsers on two busy cores are slow).
-fn wait_long<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The English catalogue's texts (each message's text before any argument).
-fn english_texts() -> Vec<(String, String)> {
-    let ftl = std::fs::read_to_string(repo_root().join("src/web/ui/locales/en/main.ftl")).unwrap();
-    ftl.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(" = "))
-        // The switch link names the other language in that language, on purpose.
-        .filter(|(key, _)| *key != "lang-switch")
-        .map(|(key, text)| {
-            let text = text.split("{ $").next().unwrap_or_default().trim();
-            (key.to_string(), text.to_string())
-        })
-        .collect()
-}
-
-/// English UI messages found in `text`.
-fn english_left(text: &str) -> Vec<String> {
-    english_texts()
-        .into_iter()
-        .filter(|(_, english)| text.contains(english.as_str()))
-        .map(|(key, english)| format!("{key}: {english:?}"))
-        .collect()
-}
 
 /// A token of a new user of `facility` with `role`, named `name`.
 fn token(server: &TramyServer, facility: &str, role: &str, name: &str) -> String {

@@ -201,6 +201,43 @@ pub fn shipped_manifest_copy(dir: &Path, name: &str, edits: &[(&str, &str)]) {
     std::fs::write(dir.join(name).join("model.toml"), manifest).unwrap();
 }
 
+/// Waits up to `seconds` for `probe` (triage and browsers on two busy cores are slow).
+pub fn wait_long<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The web UI's English catalogue texts (each message's text before any argument), for the
+/// checks that a Vietnamese page has no English left.
+pub fn english_texts() -> Vec<(String, String)> {
+    let ftl = std::fs::read_to_string(repo_root().join("src/web/ui/locales/en/main.ftl")).unwrap();
+    ftl.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" = "))
+        // The switch link names the other language in that language, on purpose.
+        .filter(|(key, _)| *key != "lang-switch")
+        .map(|(key, text)| {
+            let text = text.split("{ $").next().unwrap_or_default().trim();
+            (key.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+/// English UI messages found in `text`.
+pub fn english_left(text: &str) -> Vec<String> {
+    english_texts()
+        .into_iter()
+        .filter(|(_, english)| text.contains(english.as_str()))
+        .map(|(key, english)| format!("{key}: {english:?}"))
+        .collect()
+}
+
 /// Polls `probe` every 100 ms until it yields a value; fails the test after 60 s naming `what`.
 pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
