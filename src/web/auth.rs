@@ -69,7 +69,7 @@ pub async fn authenticate(
         },
         Err(AuthError::Missing) if page => {
             tracing::debug!("no credential: sending the browser to /login");
-            return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
+            return Redirect::to(&sign_in_page(&method, &uri)).into_response();
         }
         Err(e) => e,
     };
@@ -82,9 +82,19 @@ pub async fn authenticate(
     record(&state, Some(failure)).await;
     if page {
         // An expired or revoked session: sign in again, then back to the page.
-        return Redirect::to(&super::login::sign_in_then(&uri)).into_response();
+        return Redirect::to(&sign_in_page(&method, &uri)).into_response();
     }
     unauthorized(refused)
+}
+
+/// Where a browser without a (valid) session signs in: back to the page afterwards when it asked
+/// for one (a form's POST cannot be repeated by a redirect).
+fn sign_in_page(method: &axum::http::Method, uri: &axum::http::Uri) -> String {
+    if method == axum::http::Method::GET {
+        super::login::sign_in_then(uri)
+    } else {
+        "/login".to_string()
+    }
 }
 
 /// Appends `event` to the audit trail; a failure to queue it is logged (no patient data), the
