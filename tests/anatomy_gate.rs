@@ -85,15 +85,17 @@ fn a_tibia_labelled_chest_gets_no_finding_and_the_gates_reason_in_jobs_worklist_
         "{row}"
     );
 
-    let audit = server
-        .http("GET", &format!("/api/v1/audit?study={study}"), &[], b"")
-        .json();
-    let triage = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "triage")
-        .unwrap_or_else(|| panic!("a triage event for the study: {audit}"));
+    // The audit event joins the writer's next group commit without the job waiting for it.
+    let triage = wait_for("a triage event for the study", || {
+        let audit = server
+            .http("GET", &format!("/api/v1/audit?study={study}"), &[], b"")
+            .json();
+        audit
+            .as_array()?
+            .iter()
+            .find(|e| e["action"] == "triage")
+            .cloned()
+    });
     assert_eq!(
         triage["detail"],
         format!("triage {PNEUMONIA} skipped: not a frontal chest radiograph: lung area 0.0%"),
