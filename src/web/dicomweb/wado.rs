@@ -182,7 +182,10 @@ async fn retrieve(
                     }
                     // The status line has gone: breaking the body off is the only way left to
                     // tell the client that the response is not the whole selection.
-                    Err(LoadError::Read(e)) => vec![Err(std::io::Error::other(e.to_string()))],
+                    Err(LoadError::Read(e)) => {
+                        tracing::warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "a WADO-RS response broken off: an instance could not be read");
+                        vec![Err(std::io::Error::other(e.to_string()))]
+                    }
                 }
             }
         })
