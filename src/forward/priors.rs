@@ -403,21 +403,30 @@ impl Run<'_> {
             ));
         }
         self.budget -= 1;
-        let fetch = self.client.fetch_instance(
-            &self.archive.staging,
-            study,
-            instance,
-            self.max_instance_bytes,
-        );
-        let received = match tokio::time::timeout_at(self.deadline, fetch).await {
-            Err(_) => {
-                self.incomplete = true;
-                return Ok(Err(
-                    "this call's time limit was reached while fetching it; ask again".into(),
-                ));
+        // A transfer between facilities that breaks off is tried once more before it is
+        // reported (links drop; fetching an instance again is harmless).
+        let mut attempt = 0;
+        let received = loop {
+            attempt += 1;
+            let fetch = self.client.fetch_instance(
+                &self.archive.staging,
+                study,
+                instance,
+                self.max_instance_bytes,
+            );
+            match tokio::time::timeout_at(self.deadline, fetch).await {
+                Err(_) => {
+                    self.incomplete = true;
+                    return Ok(Err(
+                        "this call's time limit was reached while fetching it; ask again".into(),
+                    ));
+                }
+                Ok(Err(e)) if attempt < 2 => {
+                    tracing::warn!(error = %e, "fetching a prior instance failed; trying once more");
+                }
+                Ok(Err(e)) => return Ok(Err(e.to_string())),
+                Ok(Ok(r)) => break r,
             }
-            Ok(Err(e)) => return Ok(Err(e.to_string())),
-            Ok(Ok(r)) => r,
         };
         let expected = Expected {
             study_instance_uid: Some(study),
